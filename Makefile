@@ -1,0 +1,33 @@
+# The two README commands: `make demo` and `make test`. Both create .venv when it is missing.
+PYTHON ?= python3
+VENV ?= .venv
+# torch/torchvision pinned to the builds this project is developed and tested with; override
+# TORCH_SPEC for another build, e.g. TORCH_SPEC="torch torchvision --index-url ...".
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+BIN := $(VENV)/bin
+DEMO_DB ?= demo.db
+
+.PHONY: demo test test-slow venv clean
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q $(TORCH_SPEC)
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+demo: venv
+	test -f $(DEMO_DB) || $(BIN)/fi-campaign --db $(DEMO_DB) plan
+	$(BIN)/fi-campaign --db $(DEMO_DB) run
+	$(BIN)/fi-campaign --db $(DEMO_DB) report --avf
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-slow: venv
+	$(BIN)/python -m pytest -q -m slow
+
+clean:
+	rm -rf $(VENV) *.egg-info $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

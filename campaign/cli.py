@@ -1,0 +1,213 @@
+"""The fi-campaign command line: parses, calls and prints. Heavy imports live in the commands."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from campaign import __version__
+
+DEFAULT_DB = "fi-campaign.db"
+
+
+class Cli(click.Group):
+    """Turns a user-facing error into one sentence and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 - only user-facing errors are caught below
+            if getattr(e, "user_facing", False) or getattr(type(e), "user_facing", False):
+                click.echo(f"Error: {e}", err=True)
+                ctx.exit(2)
+            raise
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fi-campaign")
+@click.option("--db", type=click.Path(dir_okay=False), default=None,
+              help=f"Campaign store (SQLite). Default: the config's 'store', else ./{DEFAULT_DB}.")
+@click.pass_context
+def main(ctx: click.Context, db: str | None) -> None:
+    """Fault-injection campaigns on baseline and hardened CIFAR ResNets.
+
+    A campaign is planned, run and reported from one store (an SQLite file):
+
+    \b
+      fi-campaign plan                 # the embedded demo: 2 models x 2 modes
+      fi-campaign run                  # every pending injection; Ctrl-C and rerun to resume
+      fi-campaign report --avf         # Masked / SDC / DUE rates with 95% intervals
+
+    Every planned injection site is stored before anything runs, and each result is
+    committed with its site, so an interrupted run loses nothing and repeats nothing.
+    """
+    ctx.obj = {"db": db}
+
+
+def _db(ctx: click.Context) -> str:
+    return ctx.obj["db"] or DEFAULT_DB
+
+
+def _open(ctx: click.Context):
+    from campaign.store import Store
+
+    return Store.open(_db(ctx))
+
+
+def _rich_models():
+    """Mark models errors as user-facing without importing torch at start-up."""
+    from models.data import DataError
+    from models.zoo import CheckpointError
+
+    for cls in (DataError, CheckpointError):
+        cls.user_facing = True
+
+
+@main.command()
+@click.argument("config", required=False, type=click.Path(dir_okay=False))
+@click.option("--seed", type=click.IntRange(min=0), help="Override the config's seed.")
+@click.option("--injections", type=click.IntRange(min=1), help="Override injections per model x mode.")
+@click.pass_context
+def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None) -> None:
+    """Draw every injection site of CONFIG (default: the demo) and store it before anything runs.
+
+    Sites are drawn per model x mode from the seed alone, so the same config and seed give
+    the same sites on any machine. The store must be new: a plan never overwrites results.
+    """
+    from campaign import config as cfg
+    from campaign.store import Store
+
+    c = cfg.load(config).with_overrides(seed, injections)
+    db = ctx.obj["db"] or c.store or DEFAULT_DB
+    if Path(db).exists() and Path(db).stat().st_size > 0:
+        Store.create(db)  # raises: the store is taken, or not a store at all
+    _rich_models()
+    from campaign.planner import plan as draw
+
+    record, sites = draw(c)
+    n = Store.create(db).write_plan(record, sites)
+    click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
+               f"with seed {c.seed} in {db}.")
+    click.echo("Next: fi-campaign" + (f" --db {db}" if db != DEFAULT_DB else "") + " run")
+
+
+@main.command()
+@click.option("--model", help="Run only this model's sites.")
+@click.option("--mode", help="Run only this mode's sites (single_bit or warp_random).")
+@click.pass_context
+def run(ctx: click.Context, model: str | None, mode: str | None) -> None:
+    """Execute the pending injections of the store, committing results as they come.
+
+    Interrupt it at any time (Ctrl-C); run it again to resume where it stopped.
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from campaign import runner
+
+    from campaign.config import Config
+
+    store = _open(ctx)
+    runner.check_selection(Config.from_json(store.campaign().config), model, mode)
+    _rich_models()
+    bars: dict[tuple[str, str], int] = {}
+    started: dict[tuple[str, str], tuple[float, int]] = {}
+    import time
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), TextColumn("{task.fields[outcomes]}"),
+                  transient=False) as bar:
+        def show(p: runner.Progress) -> None:
+            key = (p.model, p.mode)
+            now = time.perf_counter()
+            if key not in bars:
+                bars[key] = bar.add_task(f"{p.model} {p.mode}", total=p.planned, rate="", outcomes="")
+                started[key] = (now, p.done)
+            t0, d0 = started[key]
+            rate = (p.done - d0) / max(now - t0, 1e-9)
+            bar.update(bars[key], completed=p.done, rate=f"{rate:,.0f} inj/s",
+                       outcomes=" ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items())))
+
+        try:
+            totals = runner.run(store, model, mode, show)
+        except KeyboardInterrupt:
+            click.echo("Interrupted; every finished chunk is stored. Run again to resume.", err=True)
+            sys.exit(130)
+    if not totals:
+        click.echo("Nothing to run: every selected site already has a result.")
+    else:
+        click.echo(f"Ran {sum(totals.values())} injections. Next: fi-campaign report --avf")
+
+
+@main.command()
+@click.option("--avf", is_flag=True, help="Print the AVF table (the default when nothing else is asked).")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the AVF table as CSV.")
+@click.pass_context
+def report(ctx: click.Context, avf: bool, csv_path: str | None) -> None:
+    """AVF per model x mode: each outcome as k/n, rate and 95% interval, and the reference
+    model's critical-SDC rate over each other model's, with its interval.
+
+    n counts the injections that were applied (not_injected is kept out of it); rates
+    use the Wilson interval, or the exact Clopper-Pearson one at k = 0 or k = n.
+    """
+    from campaign import report as rep
+
+    store = _open(ctx)
+    rows = rep.avf_rows(store)
+    if csv_path:
+        rep.write_csv(rows, Path(csv_path))
+        click.echo(f"Wrote {csv_path}")
+    if avf or not csv_path:
+        _print_avf(store, rows, rep.comparisons(store, rows))
+
+
+def _print_avf(store, rows, comps) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    record = store.campaign()
+    table = Table(title=f"AVF of campaign '{record.name}' (seed {record.seed}), 95% intervals")
+    for col in ("model", "mode", "outcome", "k/n", "rate", "95% CI"):
+        table.add_column(col, justify="right" if col in ("k/n", "rate", "95% CI") else "left")
+    nan = store.nan_counts()
+    last = None
+    for r in rows:
+        if last and (r.model, r.mode) != last:
+            table.add_section()
+        last = (r.model, r.mode)
+        rate = "-" if r.n == 0 else f"{100 * r.rate:.2f}%"
+        table.add_row(r.model, r.mode, r.outcome, f"{r.k}/{r.n}", rate,
+                      f"[{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]%")
+    console.print(table)
+    for (model, mode), k in sorted(nan.items()):
+        console.print(f"NaN/Inf in the outputs: {model} {mode}: {k} injections")
+    for c in comps:
+        r = c.ratio
+        if r.value != r.value:
+            console.print(f"{c.mode}: critical-SDC ratio {c.reference}/{c.candidate} undefined (no critical SDC in either).")
+            continue
+        verdict = "significant" if r.significant else "not significant"
+        note = " (0.5 added to each count: a zero count)" if r.corrected else ""
+        console.print(f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
+                      f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}")
+
+
+@main.command()
+@click.argument("file", type=click.Path(dir_okay=False))
+@click.pass_context
+def export(ctx: click.Context, file: str) -> None:
+    """Write one CSV row per injection: its site, backend, layer, outcome and observations."""
+    from campaign import report as rep
+
+    n = rep.export(_open(ctx), Path(file))
+    click.echo(f"Wrote {n} rows to {file}")
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Done / planned per model x mode, without running anything."""
+    store = _open(ctx)
+    for model, mode, done, planned in store.progress():
+        click.echo(f"{model:12s} {mode:12s} {done:>8d}/{planned:<8d}")

@@ -1,0 +1,80 @@
+"""From a config to a campaign record and every site, drawn before anything runs."""
+from __future__ import annotations
+
+import platform
+import sys
+import zlib
+
+import numpy as np
+
+from campaign import __version__
+from campaign.config import Config
+from campaign.errors import UserError
+from campaign.store import CampaignRecord
+from campaign.workload import image_digest, workload_images
+
+
+def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
+    """One generator per model x mode, so a stratum's sites do not depend on the others."""
+    return np.random.default_rng([seed, zlib.crc32(model.encode()), zlib.crc32(mode.encode())])
+
+
+def versions() -> dict:
+    import torch
+
+    return {"fi-campaign": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def check_fault_model(config: Config) -> dict:
+    """The power-law entries warp_random will draw from, refusing degenerate ones up front."""
+    from models import powerlaw
+
+    fm = config.fault_model
+    try:
+        sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
+        laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
+    except KeyError as e:
+        raise UserError(f"fault_model: {e.args[0]}.") from None
+    if "warp_random" in config.modes:
+        for size, law in laws.items():
+            why = law.degenerate_reason()
+            if why:
+                raise UserError(f"fault_model {fm.table} {fm.op} {size} is degenerate ({why}); "
+                                "choose another op or size for warp_random.")
+    return {"table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
+            "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
+
+
+def plan(config: Config) -> tuple[CampaignRecord, list[dict]]:
+    from models import zoo
+    from models.faults import describe_layers, draw_sites
+    from models.resnet import build
+
+    fault_model = check_fault_model(config)
+    images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
+    models, sites = {}, []
+    for name, ref in config.models.items():
+        model, meta = zoo.load(ref)
+        if meta.dataset != images.dataset:
+            raise UserError(f"model {name} was trained on {meta.dataset} but the images at "
+                            f"{config.images.source} are {images.dataset}.")
+        layers = describe_layers(build(meta.arch))
+        models[name] = {"checkpoint": ref, "sha256": meta.sha256, "arch": meta.arch.to_dict(),
+                        "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
+                        "accuracy_on": meta.accuracy_on}
+        for mode in config.modes:
+            drawn = draw_sites(layers, mode, config.injections, len(indices), config.layer_weighting,
+                               stratum_rng(config.seed, name, mode))
+            sites.extend({"model": name, "mode": mode, "layer_name": layers[k].name, **row}
+                         for k, row in zip(drawn["layer"], _rows(drawn)))
+    workload = {"source": config.images.source, "dataset": images.dataset, "count": config.images.count,
+                "seed": config.images.seed, "indices": indices.tolist(), "images_sha256": image_digest(images.images)}
+    record = CampaignRecord(config.name, config.seed, config.to_json(), versions(), models, workload, fault_model)
+    return record, sites
+
+
+def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
+    keys = list(drawn)
+    cols = [drawn[k].tolist() for k in keys]
+    return [dict(zip(keys, vals)) for vals in zip(*cols)]

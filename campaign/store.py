@@ -1,0 +1,258 @@
+"""The campaign store: one SQLite file (WAL) holding the campaign, every planned site and
+every result. A result and its site's status change in one transaction, so an interrupted
+run loses at most the chunk in flight and never counts a site twice.
+"""
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from sqlalchemy import (Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
+                        create_engine, event, func, insert, select, update)
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DatabaseError, OperationalError
+
+from campaign.errors import UserError
+
+SCHEMA_VERSION = 1
+PENDING, DONE = "pending", "done"
+
+meta = MetaData()
+campaign_t = Table(
+    "campaign", meta,
+    Column("id", Integer, primary_key=True),
+    Column("schema_version", Integer, nullable=False),
+    Column("name", String, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("config", Text, nullable=False),  # Config JSON
+    Column("versions", Text, nullable=False),  # JSON: fi-campaign, torch, python, platform
+    Column("models", Text, nullable=False),  # JSON: name -> checkpoint, sha256, arch, accuracy
+    Column("workload", Text, nullable=False),  # JSON: image source, dataset, indices
+    Column("fault_model", Text, nullable=False),  # JSON: power-law table, entries, semantics
+    Column("created", String, nullable=False),
+)
+site_t = Table(
+    "site", meta,
+    Column("id", Integer, primary_key=True),
+    Column("model", String, nullable=False, index=True),
+    Column("mode", String, nullable=False, index=True),
+    Column("layer", Integer, nullable=False),
+    Column("layer_name", String, nullable=False),
+    Column("image", Integer, nullable=False),  # index into the workload's images
+    Column("element", Integer, nullable=False),  # flat (C, H, W) index; first lane for a warp
+    Column("bit", Integer),  # single_bit
+    Column("width", Integer),  # warp_random lanes
+    Column("value_seed", Integer),  # warp_random: seeds the lanes' uniforms and signs
+    Column("status", String, nullable=False, index=True, default=PENDING),
+)
+result_t = Table(
+    "result", meta,
+    Column("site_id", Integer, ForeignKey("site.id"), primary_key=True),
+    Column("outcome", String, nullable=False, index=True),
+    Column("images_changed", Integer, nullable=False),
+    Column("nan", Boolean, nullable=False),
+    Column("max_abs_diff", Float),
+    Column("backend", String, nullable=False),
+    Column("semantics", String, nullable=False),  # which fault semantics applied
+    Column("runtime_s", Float, nullable=False),
+    Column("finished", String, nullable=False),
+)
+SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed")
+
+
+class StoreError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class CampaignRecord:
+    name: str
+    seed: int
+    config: str
+    versions: dict
+    models: dict
+    workload: dict
+    fault_model: dict
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class Site:
+    id: int
+    model: str
+    mode: str
+    layer: int
+    layer_name: str
+    image: int
+    element: int
+    bit: int | None
+    width: int | None
+    value_seed: int | None
+
+
+@dataclass(frozen=True)
+class Result:
+    site_id: int
+    outcome: str
+    images_changed: int
+    nan: bool
+    max_abs_diff: float | None
+    backend: str
+    semantics: str
+    runtime_s: float
+
+
+def _engine(path: Path) -> Engine:
+    engine = create_engine(f"sqlite:///{path}", future=True)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class Store:
+    def __init__(self, path: Path, engine: Engine) -> None:
+        self.path = path
+        self.engine = engine
+
+    @classmethod
+    def check_new(cls, path: str | Path) -> None:
+        """Refuse a file that holds a campaign, or anything but a store: a plan never overwrites."""
+        path = Path(path)
+        if path.exists() and path.stat().st_size > 0 and _tables(path):
+            store = cls.open(path)  # a clear error if it is not a store at all
+            raise StoreError(f"{store.path} already holds a campaign; pick another --db or delete it to start over.")
+
+    @classmethod
+    def create(cls, path: str | Path) -> "Store":
+        path = Path(path)
+        cls.check_new(path)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            engine = _engine(path)
+            meta.create_all(engine)
+        except (DatabaseError, OSError) as e:
+            raise StoreError(f"cannot create a store at {path} ({_reason(e)}).") from None
+        return cls(path, engine)
+
+    @classmethod
+    def open(cls, path: str | Path) -> "Store":
+        path = Path(path)
+        if not path.is_file():
+            raise StoreError(f"no campaign store at {path}; run 'fi-campaign plan' first or pass --db.")
+        if not {"campaign", "site", "result"} <= _tables(path):
+            raise StoreError(f"{path} is an SQLite database but not a campaign store.")
+        store = cls(path, _engine(path))
+        if store._scalar(select(func.count()).select_from(campaign_t)) == 0:
+            raise StoreError(f"{path} is a campaign store with no campaign in it; plan one with 'fi-campaign plan'.")
+        return store
+
+    def _scalar(self, stmt):
+        try:
+            with self.engine.connect() as con:
+                return con.execute(stmt).scalar()
+        except DatabaseError as e:
+            raise StoreError(f"cannot read {self.path} ({_reason(e)}).") from None
+
+    def write_plan(self, record: CampaignRecord, sites: Iterable[dict]) -> int:
+        """The campaign row and every site in one transaction: a plan is whole or absent."""
+        rows = [{**dict.fromkeys(SITE_FIELDS), **s, "status": PENDING} for s in sites]
+        try:
+            with self.engine.begin() as con:
+                con.execute(insert(campaign_t).values(
+                    id=1, schema_version=SCHEMA_VERSION, name=record.name, seed=record.seed,
+                    config=record.config, versions=json.dumps(record.versions),
+                    models=json.dumps(record.models), workload=json.dumps(record.workload),
+                    fault_model=json.dumps(record.fault_model), created=_now()))
+                for i in range(0, len(rows), 50_000):
+                    con.execute(insert(site_t), rows[i:i + 50_000])
+        except DatabaseError as e:
+            raise StoreError(f"cannot write the plan to {self.path} ({_reason(e)}); nothing was stored.") from None
+        return len(rows)
+
+    def campaign(self) -> CampaignRecord:
+        with self.engine.connect() as con:
+            r = con.execute(select(campaign_t)).mappings().one()
+        return CampaignRecord(r["name"], r["seed"], r["config"], json.loads(r["versions"]),
+                              json.loads(r["models"]), json.loads(r["workload"]), json.loads(r["fault_model"]), r["created"])
+
+    def pending(self, model: str, mode: str, limit: int) -> list[Site]:
+        stmt = (select(*[site_t.c[f] for f in ("id",) + SITE_FIELDS])
+                .where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)
+                .order_by(site_t.c.id).limit(limit))
+        with self.engine.connect() as con:
+            return [Site(**r) for r in con.execute(stmt).mappings()]
+
+    def record(self, results: list[Result]) -> None:
+        """Results and their sites' status in one transaction."""
+        if not results:
+            return
+        finished = _now()
+        try:
+            with self.engine.begin() as con:
+                con.execute(insert(result_t), [{**asdict(r), "finished": finished} for r in results])
+                ids = [r.site_id for r in results]
+                for i in range(0, len(ids), 900):
+                    con.execute(update(site_t).where(site_t.c.id.in_(ids[i:i + 900])).values(status=DONE))
+        except DatabaseError as e:
+            raise StoreError(f"cannot write results to {self.path} ({_reason(e)}); results stored so far are intact.") from None
+
+    def progress(self) -> list[tuple[str, str, int, int]]:
+        """(model, mode, done, planned) per stratum."""
+        stmt = (select(site_t.c.model, site_t.c.mode, func.sum((site_t.c.status == DONE).cast(Integer)), func.count())
+                .group_by(site_t.c.model, site_t.c.mode).order_by(site_t.c.model, site_t.c.mode))
+        with self.engine.connect() as con:
+            return [(a, b, int(c or 0), int(d)) for a, b, c, d in con.execute(stmt)]
+
+    def outcome_counts(self) -> list[tuple[str, str, str, int]]:
+        """(model, mode, outcome, count) over stored results."""
+        stmt = (select(site_t.c.model, site_t.c.mode, result_t.c.outcome, func.count())
+                .join(result_t, result_t.c.site_id == site_t.c.id)
+                .group_by(site_t.c.model, site_t.c.mode, result_t.c.outcome))
+        with self.engine.connect() as con:
+            return [tuple(r) for r in con.execute(stmt)]
+
+    def nan_counts(self) -> dict[tuple[str, str], int]:
+        stmt = (select(site_t.c.model, site_t.c.mode, func.count())
+                .join(result_t, result_t.c.site_id == site_t.c.id).where(result_t.c.nan)
+                .group_by(site_t.c.model, site_t.c.mode))
+        with self.engine.connect() as con:
+            return {(a, b): int(c) for a, b, c in con.execute(stmt)}
+
+    def export_rows(self) -> Iterator[dict]:
+        stmt = (select(site_t.c.id.label("site_id"), *[site_t.c[f] for f in SITE_FIELDS],
+                       result_t.c.backend, result_t.c.outcome, result_t.c.images_changed, result_t.c.nan,
+                       result_t.c.max_abs_diff, result_t.c.semantics, result_t.c.runtime_s, result_t.c.finished)
+                .join(result_t, result_t.c.site_id == site_t.c.id).order_by(site_t.c.id))
+        with self.engine.connect() as con:
+            for r in con.execute(stmt).mappings():
+                yield dict(r)
+
+
+def _tables(path: Path) -> set[str]:
+    """Table names of an SQLite file, read-only; StoreError if it is not SQLite."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
+            return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.DatabaseError:
+        raise StoreError(f"{path} is not a campaign store (not an SQLite database).") from None
+
+
+def _reason(e: Exception) -> str:
+    orig = getattr(e, "orig", None) or e
+    return str(orig).splitlines()[0]

@@ -1,0 +1,91 @@
+"""The workload of a campaign: one model, its fixed images and its golden outputs."""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from campaign.errors import UserError
+from models import data as cifar
+from models import zoo
+from models.faults import FaultBatch, Injector
+from models.resnet import CifarResNet
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} was asked for but PyTorch sees no CUDA GPU here; use device: cpu.")
+    return device
+
+
+def image_digest(images: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(images).tobytes()).hexdigest()
+
+
+def workload_images(source: str, count: int, seed: int) -> tuple[cifar.ImageSet, np.ndarray]:
+    full = cifar.load(source, "test")
+    indices = cifar.select(len(full), count, seed)
+    return full.subset(indices), indices
+
+
+@dataclass
+class Workload:
+    model: CifarResNet
+    meta: zoo.Meta
+    inputs: torch.Tensor  # normalised, on the device
+    golden: np.ndarray  # (images, classes) float32
+    injector: Injector
+    batch_size: int
+
+    @classmethod
+    def open(cls, checkpoint: str, expect_sha256: str, workload: dict, device: str, batch_size: int) -> "Workload":
+        model, meta = zoo.load(checkpoint, device=device)
+        if expect_sha256 and meta.sha256 != expect_sha256:
+            raise UserError(f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
+                            "restore it or plan a new campaign.")
+        images, _ = workload_images(workload["source"], workload["count"], workload["seed"])
+        if image_digest(images.images) != workload["images_sha256"]:
+            raise UserError(f"the images at {workload['source']} differ from those the campaign was planned on.")
+        inputs = cifar.normalise(images.images, images.dataset).to(device)
+        w = cls(model, meta, inputs, np.empty(0), Injector(model), batch_size)
+        w.golden = w.forward(np.arange(len(inputs)))
+        return w
+
+    def forward(self, rows: np.ndarray, faults: FaultBatch | None = None) -> np.ndarray:
+        """Logits of the images ``rows`` (one batch row each), with ``faults`` armed if given.
+
+        Every pass has exactly ``batch_size`` rows (a short chunk is padded with image 0):
+        CPU and GPU kernels pick algorithms by shape, and a batch of 1 can differ from a
+        batch of 256 in the last bits, which would read as an SDC.
+        """
+        out = []
+        b = self.batch_size
+        if faults is not None and len(rows) > b:
+            raise ValueError(f"a faulted pass takes at most batch_size={b} rows, got {len(rows)}")
+        with torch.inference_mode():
+            for i in range(0, len(rows), b):
+                chunk = rows[i:i + b]
+                padded = np.concatenate([chunk, np.zeros(b - len(chunk), dtype=chunk.dtype)])
+                x = self.inputs[torch.from_numpy(padded).to(self.inputs.device)]
+                if faults is None:
+                    y = self.model(x)
+                else:
+                    with self.injector.armed(faults):
+                        y = self.model(x)
+                out.append(y[: len(chunk)].float().cpu().numpy())
+        return np.concatenate(out)
+
+    def check_reproducible(self, tolerance: float) -> float:
+        """Fault-free outputs of a reshuffled batch must equal the golden ones, or every
+        comparison would mistake numerical noise for faults. Returns the largest difference."""
+        n = len(self.golden)
+        rows = np.random.default_rng(0).permutation(n)[: min(n, self.batch_size)]
+        diff = float(np.abs(self.forward(rows) - self.golden[rows]).max())
+        if diff > tolerance:
+            raise UserError(f"fault-free outputs differ from the golden run by {diff:.3g} when images are batched "
+                            f"differently on this device; set tolerance to at least {diff:.3g} in the config.")
+        return diff

@@ -1,0 +1,288 @@
+"""Framework-level fault injection: *where* (a layer, a sample, an element) x *what* (an error
+model) x *observation* (the logits the caller compares with the golden run).
+
+Every row of a batch carries its own independent fault, so one forward pass serves as many
+injections as the batch has rows. That is sound because, in eval mode, no operation of a CIFAR
+ResNet mixes samples: a fault in sample i's activations reaches only sample i's logits.
+
+A few lines corrupt a model::
+
+    inj = Injector(model)
+    with inj.armed(BitFlips.one(layer=3, element=1234, bit=30)):
+        logits = model(x[:1])
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.powerlaw import PowerLaw, SIZES, size_bucket
+from models.resnet import injectable_layers
+
+SINGLE_BIT = "single_bit"
+WARP_RANDOM = "warp_random"
+MODES = (SINGLE_BIT, WARP_RANDOM)
+WARP = 32
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """One injectable layer as seen by a single image: where faults can land and how often."""
+
+    index: int
+    name: str
+    kind: str  # conv | linear
+    shape: tuple[int, ...]  # per-sample output shape
+    numel: int
+    macs: int
+
+    @property
+    def warps(self) -> int:
+        return -(-self.numel // WARP)
+
+
+def describe_layers(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> list[LayerInfo]:
+    layers = injectable_layers(model)
+    shapes: dict[int, tuple[int, ...]] = {}
+    handles = [
+        m.register_forward_hook(lambda mod, i, o, k=k: shapes.__setitem__(k, tuple(o.shape[1:])))
+        for k, (_, m) in enumerate(layers)
+    ]
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
+    finally:
+        for h in handles:
+            h.remove()
+    infos = []
+    for k, (name, m) in enumerate(layers):
+        numel = int(np.prod(shapes[k]))
+        if isinstance(m, nn.Conv2d):
+            fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
+            kind = "conv"
+        else:
+            fan_in, kind = m.in_features, "linear"
+        infos.append(LayerInfo(k, name, kind, shapes[k], numel, numel * fan_in))
+    return infos
+
+
+class FaultBatch:
+    """Faults for some rows of one batch, grouped by layer index so each hook finds its own."""
+
+    layers: np.ndarray
+
+    def rows_at(self, layer: int) -> np.ndarray:
+        return np.flatnonzero(self.layers == layer)
+
+    def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
+        raise NotImplementedError
+
+
+def _flat(out: torch.Tensor) -> torch.Tensor:
+    return out.view(out.shape[0], -1)
+
+
+@dataclass
+class BitFlips(FaultBatch):
+    """single_bit: XOR one bit of one float32 output element (bit 31 is the sign, 23-30 the exponent)."""
+
+    layers: np.ndarray
+    rows: np.ndarray
+    elements: np.ndarray
+    bits: np.ndarray
+
+    @classmethod
+    def one(cls, layer: int, element: int, bit: int, row: int = 0) -> "BitFlips":
+        return cls(np.array([layer]), np.array([row]), np.array([element]), np.array([bit]))
+
+    def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
+        sel = self.rows_at(layer)
+        if sel.size == 0:
+            return out
+        out = out.contiguous()
+        ints = _flat(out).view(torch.int32)
+        masks = np.left_shift(np.uint32(1), self.bits[sel].astype(np.uint32)).view(np.int32)
+        r = torch.from_numpy(self.rows[sel]).to(out.device)
+        e = torch.from_numpy(self.elements[sel]).to(out.device)
+        ints[r, e] = ints[r, e] ^ torch.from_numpy(masks).to(out.device)
+        return out
+
+
+@dataclass
+class WarpValues(FaultBatch):
+    """warp_random: each of the (up to) 32 elements of a warp-shaped group becomes x * (1 + s r).
+
+    A warp is 32 consecutive elements of one sample's output in memory (C, H, W) order, aligned
+    on 32: a whole row of a 32-wide plane, two rows of a 16-wide one, a 4x8 tile of an 8-wide
+    one; a linear layer's 10 or 100 logits are one short warp. r is drawn per lane from the
+    power law of the lane's size bucket (``laws``: small, common, big), s is a per-lane
+    random sign; ``u`` and ``signs`` are fixed when the site is planned so a site replays.
+    """
+
+    layers: np.ndarray
+    rows: np.ndarray
+    starts: np.ndarray
+    widths: np.ndarray
+    u: np.ndarray  # (n, 32) uniforms in [0, 1)
+    signs: np.ndarray  # (n, 32) of +-1
+    laws: tuple[PowerLaw, PowerLaw, PowerLaw]
+    by_value: bool = False
+
+    def relative_errors(self, sel: np.ndarray, values: np.ndarray) -> np.ndarray:
+        if not self.by_value:
+            return self.laws[1].sample(self.u[sel])
+        r = np.stack([law.sample(self.u[sel]) for law in self.laws])
+        return np.take_along_axis(r, size_bucket(values)[None], 0)[0]
+
+    def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
+        sel = self.rows_at(layer)
+        if sel.size == 0:
+            return out
+        out = out.contiguous()
+        flat = _flat(out)
+        lanes = np.arange(WARP)
+        valid = lanes[None, :] < self.widths[sel, None]
+        rows = np.broadcast_to(self.rows[sel, None], valid.shape)
+        cols = self.starts[sel, None] + lanes[None, :]
+        ri = torch.from_numpy(np.ascontiguousarray(rows[valid])).to(out.device)
+        ci = torch.from_numpy(np.ascontiguousarray(cols[valid])).to(out.device)
+        old = np.zeros(valid.shape)
+        old[valid] = flat[ri, ci].double().cpu().numpy()
+        r = self.relative_errors(sel, old)
+        factor = 1.0 + self.signs[sel] * r
+        with np.errstate(over="ignore", invalid="ignore"):
+            new = (old * factor)[valid].astype(np.float32)
+        flat[ri, ci] = torch.from_numpy(new).to(out.device)
+        return out
+
+
+def warp_geometry(info: LayerInfo, warp_index: int) -> tuple[int, int]:
+    """(first element, lane count) of warp ``warp_index`` of a layer's per-sample output."""
+    start = warp_index * WARP
+    return start, min(WARP, info.numel - start)
+
+
+@dataclass
+class PlaneNoise(FaultBatch):
+    """The paper's training / evaluation noise: a geometry of cells in a sample's feature maps,
+    each cell becoming x * (1 + m), m a signed relative error, one per sample.
+
+    Geometries (one per row): 0 single (one position), 1 line (a whole row or column, 50/50),
+    2 block (a random rectangle, corners drawn as DieHardNET does). Channels are each corrupted
+    with ``channel_p`` of the row's geometry. Linear outputs: each feature with that probability.
+    """
+
+    layers: np.ndarray
+    rows: np.ndarray
+    geometry: np.ndarray
+    magnitude: np.ndarray
+    channel_p: tuple[float, float, float] = (1.0, 0.75, 0.3)
+    generator: torch.Generator | None = field(default=None, repr=False)
+
+    def _rand(self, *shape: int, device: torch.device) -> torch.Tensor:
+        return torch.rand(*shape, generator=self.generator).to(device)
+
+    def mask(self, sel: np.ndarray, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        k = sel.size
+        geo = torch.from_numpy(self.geometry[sel]).to(device)
+        p = torch.tensor(self.channel_p, device=device)[geo]
+        if len(shape) == 1:
+            return self._rand(k, shape[0], device=device) < p[:, None]
+        c, h, w = shape
+        chans = self._rand(k, c, device=device) < p[:, None]
+        u = self._rand(k, 6, device=device)
+        hh = torch.arange(h, device=device)[None, :]
+        ww = torch.arange(w, device=device)[None, :]
+        # single: one cell
+        r0 = (u[:, 0] * h).long()[:, None]
+        c0 = (u[:, 1] * w).long()[:, None]
+        single = (hh == r0)[:, :, None] & (ww == c0)[:, None, :]
+        # line: one full row or one full column
+        is_row = (u[:, 2] < 0.5)[:, None, None]
+        line = torch.where(is_row, (hh == r0)[:, :, None].expand(k, h, w), (ww == c0)[:, None, :].expand(k, h, w))
+        # block: rows h0..h1, h0 in [0, h-2], h1 in [h0, h-1]; the same for columns
+        h0 = (u[:, 2:3] * max(h - 1, 1)).long()
+        h1 = h0 + (u[:, 3:4] * (h - h0)).long()
+        w0 = (u[:, 4:5] * max(w - 1, 1)).long()
+        w1 = w0 + (u[:, 5:6] * (w - w0)).long()
+        block = ((hh >= h0) & (hh <= h1))[:, :, None] & ((ww >= w0) & (ww <= w1))[:, None, :]
+        g = geo[:, None, None]
+        cells = torch.where(g == 0, single, torch.where(g == 1, line, block))
+        return chans[:, :, None, None] & cells[:, None, :, :]
+
+    def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
+        sel = self.rows_at(layer)
+        if sel.size == 0:
+            return out
+        rows = torch.from_numpy(self.rows[sel]).to(out.device)
+        m = self.mask(sel, tuple(out.shape[1:]), out.device)
+        factor = torch.from_numpy(1.0 + self.magnitude[sel]).to(out.device, out.dtype)
+        factor = factor.view(-1, *([1] * (out.dim() - 1)))
+        picked = out[rows]
+        out = out.clone() if out.requires_grad else out
+        out[rows] = torch.where(m, picked * factor, picked)
+        return out
+
+
+class Injector:
+    """Forward hooks on every conv/linear layer of a model; inert until armed with a FaultBatch."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.batch: FaultBatch | None = None
+        self.layers = injectable_layers(model)
+        self._handles = [m.register_forward_hook(self._hook(k)) for k, (_, m) in enumerate(self.layers)]
+
+    def _hook(self, index: int):
+        def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
+            return None if self.batch is None else self.batch.apply(index, out)
+
+        return hook
+
+    @contextmanager
+    def armed(self, batch: FaultBatch) -> Iterator[None]:
+        self.batch = batch
+        try:
+            yield
+        finally:
+            self.batch = None
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+
+
+__all__ = [
+    "BitFlips", "FaultBatch", "Injector", "LayerInfo", "MODES", "PlaneNoise", "SINGLE_BIT",
+    "SIZES", "WARP", "WARP_RANDOM", "WarpValues", "describe_layers", "warp_geometry",
+]
+
+
+def lane_draws(value_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 32 uniforms and signs a warp_random site replays, from the seed stored with it."""
+    rng = np.random.default_rng(value_seed)
+    return rng.random(WARP), np.where(rng.random(WARP) < 0.5, -1.0, 1.0)
+
+
+def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weighting: str,
+               rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Where n faults land. The layer is drawn in proportion to its per-image output elements
+    (``elements``: every output value equally likely, as one faulty thread-instruction of a
+    uniformly drawn dynamic instruction would be) or its multiply-accumulates (``macs``); then
+    an image, and an element (single_bit, with a uniform bit) or an aligned warp (warp_random)."""
+    weights = np.array([li.macs if weighting == "macs" else li.numel for li in layers], dtype=np.float64)
+    layer = rng.choice(len(layers), size=n, p=weights / weights.sum())
+    image = rng.integers(0, n_images, size=n)
+    if mode == SINGLE_BIT:
+        element = np.array([rng.integers(0, layers[k].numel) for k in layer], dtype=np.int64)
+        return {"layer": layer, "image": image, "element": element, "bit": rng.integers(0, 32, size=n)}
+    warp = np.array([rng.integers(0, layers[k].warps) for k in layer], dtype=np.int64)
+    geo = [warp_geometry(layers[k], w) for k, w in zip(layer, warp)]
+    return {"layer": layer, "image": image, "element": np.array([g[0] for g in geo]),
+            "width": np.array([g[1] for g in geo]), "value_seed": rng.integers(0, 2**62, size=n)}

@@ -1,0 +1,80 @@
+"""Power-law relative-error models of the DSN 2021 RTL data (dos Santos et al.).
+
+pdf(r) ∝ r^-alpha for r >= x_min, sampled by inverse CDF: r = x_min * (1 - u)^(-1 / (alpha - 1)).
+Tables are laid out [FADD, FMUL, FFMA, IADD, IMUL, IMAD, MUFU] x [small, common, big], index
+op * 3 + size (not the UFRGS-CAROL fork's op * 7), with x_min before alpha (DieHardNET swaps
+them). Values: UFRGS-CAROL/nvbitfi injector/flex_grip_error_model.h @8f7e48a, as reproduced in
+docs of this project.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
+SIZES = ("small", "common", "big")
+FLT_MAX = 3.4028234663852886e38
+SMALL_BELOW, BIG_ABOVE = 1e-3, 1e3  # the injector's value buckets on |old value|
+
+_FU = [
+    (1.0728769e-07, 1.0868737e00), (2.0230031e00, 1.0568325e00), (8.1847715e-08, 1.0820710e00),
+    (1.3602772e05, 2.7119400e01), (3.0000000e00, 1.0678725e00), (3.5176080e-02, 1.1896030e00),
+    (3.4028237e38, 4.4310700e05), (2.0000000e00, 1.4543958e00), (1.0238367e-02, 1.1181921e00),
+    (1.3968560e-09, 1.0846596e00), (2.6865074e-10, 1.0769672e00), (1.3970158e-09, 1.0851440e00),
+    (6.6699225e-01, 2.3798765e01), (6.6699225e-01, 2.3798765e01), (6.6699225e-01, 2.3922783e01),
+    (7.5000001e-01, 1.2143508e08), (6.1141304e-01, 3.4316596e00), (7.5000001e-01, 1.2143508e08),
+    (0.0000000e00, 1.0821200e00), (7.0958774e-08, 1.0821160e00), (0.0000000e00, 1.0821200e00),
+]
+_PIPELINE = [
+    (0.12976613044401322, 1.1757611807081003), (3.0083587541704313, 1.1769088775172158),
+    (1.000000000005111, 1.2904846987815732), (1.000000000005111, 1.2904846987815732),
+    (3.0, 1.0411011754028192), (3.0, 1.072617247632055),
+    (832.4749155937285, 1.23779831986), (1.000000916183302, 1.0485568027774983),
+    (6876382.106584958, 1.2292875919671704), (1.000000001396984, 4.948816087615382),
+    (0.999984742142246, 158.63179096418068), (0.08108107853967253, 1.8379509616040532),
+    (0.9998779296861358, 13816.97137561407), (0.9998779296861358, 13816.97137561407),
+    (6.2500000927684605, 130.7355599622411), (0.499259950241628, 1.6983879327427966),
+    (0.4978180006690592, 2.2036026969057563), (0.9987793080372286, 1088.8225354486965),
+    (0.7320540886699037, 1.9304213877030396), (1.4377902066647974, 1.0228408337883148),
+    (0.4472794940279105, 1.659452338259185),
+]
+TABLES = {"dsn2021-fu": _FU, "dsn2021-pipeline": _PIPELINE}
+
+
+@dataclass(frozen=True)
+class PowerLaw:
+    x_min: float
+    alpha: float
+
+    def degenerate_reason(self) -> str | None:
+        """Why drawing from this entry would not give a usable relative error, or None."""
+        if not np.isfinite(self.x_min) or self.x_min >= FLT_MAX:
+            return f"x_min = {self.x_min:g} (FLT_MAX) turns every value into infinity"
+        if self.x_min <= 0:
+            return f"x_min = {self.x_min:g} makes every draw 0"
+        if not np.isfinite(self.alpha) or self.alpha <= 1:
+            return f"alpha = {self.alpha:g} is not a normalisable power law (needs alpha > 1)"
+        return None
+
+    def sample(self, u: np.ndarray) -> np.ndarray:
+        """Inverse-CDF draw for uniforms u in [0, 1); u is clipped below 1 so no draw is infinite."""
+        u = np.minimum(np.asarray(u, dtype=np.float64), np.nextafter(1.0, 0.0))
+        # With alpha close to 1 (e.g. pipeline FMUL common, alpha 1.041) the power overflows
+        # float64 for u near 1 even after the clip; saturate at the largest finite double.
+        with np.errstate(over="ignore"):
+            r = self.x_min * (1.0 - u) ** (-1.0 / (self.alpha - 1.0))
+        return np.minimum(r, np.finfo(np.float64).max)
+
+
+def entry(table: str, op: str, size: str) -> PowerLaw:
+    if table not in TABLES:
+        raise KeyError(f"unknown power-law table {table!r}; built in: {', '.join(TABLES)}")
+    x_min, alpha = TABLES[table][OPS.index(op) * 3 + SIZES.index(size)]
+    return PowerLaw(x_min, alpha)
+
+
+def size_bucket(values: np.ndarray) -> np.ndarray:
+    """0 small (|v| < 1e-3), 1 common, 2 big (|v| > 1e3): the injector's run-time buckets."""
+    a = np.abs(values)
+    return np.where(a < SMALL_BELOW, 0, np.where(a > BIG_ABOVE, 2, 1))

@@ -1,0 +1,123 @@
+"""The CIFAR ResNet family of He et al. (2016), depth 6n+2, with the hardening knobs of
+Cavagnero et al. (IOLTS 2022): a clipped activation (ReLU6) and the inverted
+convolution -> activation -> BatchNorm order.
+
+Shortcuts are He et al.'s option A (stride-2 subsampling plus zero channel padding), so the
+only layers with weights are convolutions, BatchNorms and the final linear layer: every
+conv/linear output is an injection site and nothing else is.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+ACTIVATIONS = ("relu", "relu6")
+ORDERS = ("conv-bn-act", "conv-act-bn")
+DEPTHS = (20, 32, 44, 56)
+
+
+@dataclass(frozen=True)
+class Arch:
+    """What a checkpoint must match to be loaded into a network."""
+
+    depth: int = 20
+    activation: str = "relu"
+    order: str = "conv-bn-act"
+    num_classes: int = 10
+
+    def __post_init__(self) -> None:
+        if self.depth not in DEPTHS:
+            raise ValueError(f"depth must be one of {DEPTHS}, not {self.depth}")
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {ACTIVATIONS}, not {self.activation!r}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order must be one of {ORDERS}, not {self.order!r}")
+        if self.num_classes not in (10, 100):
+            raise ValueError(f"num_classes must be 10 or 100, not {self.num_classes}")
+
+    @property
+    def name(self) -> str:
+        return f"resnet{self.depth}"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _activation(name: str) -> nn.Module:
+    return nn.ReLU6() if name == "relu6" else nn.ReLU()
+
+
+class ConvUnit(nn.Sequential):
+    """conv + BatchNorm + activation in the order the architecture asks for.
+
+    In the inverted order the activation clips the raw convolution output, so a corrupted
+    value is bounded before BatchNorm rescales it: the property the paper relies on.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int, arch: Arch, act: bool = True) -> None:
+        conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        bn = nn.BatchNorm2d(cout)
+        if not act:
+            super().__init__(conv, bn)
+        elif arch.order == "conv-bn-act":
+            super().__init__(conv, bn, _activation(arch.activation))
+        else:
+            super().__init__(conv, _activation(arch.activation), bn)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin: int, cout: int, stride: int, arch: Arch) -> None:
+        super().__init__()
+        self.unit1 = ConvUnit(cin, cout, stride, arch)
+        # The vanilla block adds the shortcut before its last activation; the inverted block
+        # keeps conv -> act -> bn for both convolutions.
+        self.unit2 = ConvUnit(cout, cout, 1, arch, act=arch.order == "conv-act-bn")
+        self.out_act = _activation(arch.activation)
+        self.pad = cout - cin
+        self.stride = stride
+
+    def shortcut(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1 and self.pad == 0:
+            return x
+        x = x[:, :, :: self.stride, :: self.stride]
+        return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out_act(self.unit2(self.unit1(x)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, arch: Arch) -> None:
+        super().__init__()
+        self.arch = arch
+        n = (arch.depth - 2) // 6
+        self.stem = ConvUnit(3, 16, 1, arch)
+        layers: list[nn.Module] = []
+        cin = 16
+        for stage, width in enumerate((16, 32, 64)):
+            for i in range(n):
+                stride = 2 if stage > 0 and i == 0 else 1
+                layers.append(BasicBlock(cin, width, stride, arch))
+                cin = width
+        self.blocks = nn.Sequential(*layers)
+        self.fc = nn.Linear(64, arch.num_classes)
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_normal_(m.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.stem(x))
+        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.fc(x)
+
+
+def build(arch: Arch) -> CifarResNet:
+    return CifarResNet(arch)
+
+
+def injectable_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Convolution and linear layers in execution order: the framework-level fault sites."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]

@@ -1,0 +1,113 @@
+"""Checkpoints that carry their own metadata, and the committed zoo under ``models/zoo/``.
+
+A checkpoint is a torch file holding ``{"meta": {...}, "state_dict": {...}}``. The metadata
+says what network the weights belong to, how they were trained and how accurate they are; its
+``sha256`` covers the weights alone (names, dtypes, shapes, bytes) so it identifies the model
+whatever the file around it, and a campaign can store it.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from models.resnet import Arch, CifarResNet, build
+
+ZOO_DIR = Path(__file__).parent / "zoo"
+ZOO_PREFIX = "zoo:"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or for another network; one sentence for a user."""
+
+
+@dataclass
+class Meta:
+    arch: Arch
+    dataset: str
+    recipe: dict = field(default_factory=dict)
+    clean_accuracy: float | None = None  # top-1 on the full test split, a fraction
+    accuracy_on: str = ""  # which test set the accuracy was measured on
+    trained_on: str = ""  # e.g. "cpu (2 cores), 12 epochs"
+    sha256: str = ""
+
+    def to_dict(self) -> dict:
+        return {
+            "arch": self.arch.to_dict(), "dataset": self.dataset, "recipe": self.recipe,
+            "clean_accuracy": self.clean_accuracy, "accuracy_on": self.accuracy_on,
+            "trained_on": self.trained_on, "sha256": self.sha256,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Meta":
+        return cls(Arch(**d["arch"]), d["dataset"], dict(d.get("recipe") or {}), d.get("clean_accuracy"),
+                   d.get("accuracy_on", ""), d.get("trained_on", ""), d.get("sha256", ""))
+
+
+def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for name in sorted(state_dict):
+        t = state_dict[name].detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def resolve(ref: str) -> Path:
+    """``zoo:NAME`` -> the committed file; anything else is a path."""
+    if ref.startswith(ZOO_PREFIX):
+        return ZOO_DIR / f"{ref[len(ZOO_PREFIX):]}.pt"
+    return Path(ref).expanduser()
+
+
+def zoo_names() -> list[str]:
+    return sorted(ZOO_PREFIX + p.stem for p in ZOO_DIR.glob("*.pt"))
+
+
+def save(path: Path, model: CifarResNet, meta: Meta) -> Meta:
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    meta.arch = model.arch
+    meta.sha256 = weights_digest(state)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"meta": meta.to_dict(), "state_dict": state}, tmp)
+    tmp.replace(path)
+    return meta
+
+
+def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
+    path = resolve(ref)
+    if not path.is_file():
+        hint = f" Committed models: {', '.join(zoo_names())}." if ref.startswith(ZOO_PREFIX) else ""
+        raise CheckpointError(f"checkpoint {ref} does not exist.{hint}")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(blob, dict):
+            raise TypeError("not a mapping")
+        meta, state = Meta.from_dict(blob["meta"]), blob["state_dict"]
+    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+        raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({type(e).__name__}).") from None
+    if weights_digest(state) != meta.sha256:
+        raise CheckpointError(f"{ref} is corrupt: its weights do not match the sha256 in its metadata.")
+    return meta, state
+
+
+def load(ref: str, expect: Arch | None = None, device: str = "cpu") -> tuple[CifarResNet, Meta]:
+    """Build the network a checkpoint describes and load it, refusing an architecture mismatch."""
+    meta, state = read(ref)
+    if expect is not None and expect != meta.arch:
+        raise CheckpointError(
+            f"{ref} holds a {describe(meta.arch)} but {describe(expect)} was asked for."
+        )
+    model = build(meta.arch)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError:
+        raise CheckpointError(f"{ref} does not fit a {describe(meta.arch)} although its metadata says so.") from None
+    return model.to(device).eval(), meta
+
+
+def describe(arch: Arch) -> str:
+    return f"{arch.name} ({arch.activation}, {arch.order}, {arch.num_classes} classes)"

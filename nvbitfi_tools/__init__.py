@@ -1,0 +1,1 @@
+"""NVBitFI file formats and processes."""

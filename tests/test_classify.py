@@ -1,0 +1,161 @@
+"""campaign.classify: masked / tolerable / critical outcomes against a golden run."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from campaign.classify import (
+    COUNTED, CRITICAL_SDC, DUE, MASKED, NOT_INJECTED, OUTCOMES, TOLERABLE_SDC, Outcome,
+    classify, classify_batch, top1,
+)
+
+
+@pytest.fixture
+def golden() -> np.ndarray:
+    # 3 images x 4 classes; golden top-1 is class 2, 0, 3
+    return np.array(
+        [[0.1, -1.0, 3.0, 0.5],
+         [2.5, 1.0, -0.5, 0.0],
+         [0.0, 0.2, 0.4, 0.9]],
+        dtype=np.float32,
+    )
+
+
+def test_golden_top1(golden):
+    assert top1(golden).tolist() == [2, 0, 3]
+
+
+def test_bit_identical_is_masked(golden):
+    o = classify(golden, golden.copy())
+    assert o == Outcome(MASKED, 0, False, 0.0)
+
+
+def test_one_ulp_difference_is_not_masked_without_tolerance(golden):
+    faulty = golden.copy()
+    faulty[1, 1] = np.nextafter(faulty[1, 1], np.float32(np.inf))
+    o = classify(golden, faulty)
+    assert o.outcome == TOLERABLE_SDC
+    assert o.images_changed == 0
+    assert o.max_abs_diff == pytest.approx(float(np.spacing(np.float32(1.0))))
+
+
+def test_differs_but_same_top1_is_tolerable(golden):
+    faulty = golden.copy()
+    faulty[0, 0] += 1.5  # 1.6 < 3.0: class 2 still wins
+    faulty[2, 1] -= 7.0
+    o = classify(golden, faulty)
+    assert o.outcome == TOLERABLE_SDC
+    assert o.images_changed == 0
+    assert not o.nan
+    assert o.max_abs_diff == pytest.approx(7.0)
+
+
+def test_changed_top1_is_critical_and_counted(golden):
+    faulty = golden.copy()
+    faulty[0, 1] = 10.0  # image 0: 2 -> 1
+    faulty[2, 0] = 1.0  # image 2: 3 -> 0
+    faulty[1, 2] += 0.25  # image 1 differs but keeps class 0
+    o = classify(golden, faulty)
+    assert o.outcome == CRITICAL_SDC
+    assert o.images_changed == 2
+    assert not o.nan
+    assert o.max_abs_diff == pytest.approx(11.0)
+
+
+def test_all_images_changed(golden):
+    faulty = golden.copy()
+    faulty[:, 1] = 100.0
+    o = classify(golden, faulty)
+    assert (o.outcome, o.images_changed) == (CRITICAL_SDC, 3)
+
+
+def test_tolerance_is_honoured(golden):
+    faulty = golden.copy()
+    faulty[1, 3] += np.float32(2.0**-6)  # exactly representable difference
+    assert classify(golden, faulty, tolerance=1e-3).outcome == TOLERABLE_SDC
+    assert classify(golden, faulty, tolerance=2.0**-6).outcome == MASKED  # within = <=
+    assert classify(golden, faulty, tolerance=0.1).outcome == MASKED
+    # a top-1 change is critical whatever the tolerance
+    faulty[1, 1] = 2.5 + 2.0**-4
+    o = classify(golden, faulty, tolerance=1.0)
+    assert (o.outcome, o.images_changed) == (CRITICAL_SDC, 1)
+
+
+def test_nan_is_flagged_and_changes_the_class(golden):
+    faulty = golden.copy()
+    faulty[1, 3] = np.nan  # not the top logit; NaN has no order, so the class is lost
+    o = classify(golden, faulty)
+    assert o.nan
+    assert o.outcome == CRITICAL_SDC
+    assert o.images_changed == 1
+    assert o.max_abs_diff == np.inf
+
+
+def test_nan_is_critical_even_with_a_large_tolerance(golden):
+    faulty = golden.copy()
+    faulty[0, 2] = np.nan
+    o = classify(golden, faulty, tolerance=1e30)
+    assert (o.outcome, o.images_changed, o.nan) == (CRITICAL_SDC, 1, True)
+
+
+def test_top1_of_a_nan_row_is_minus_one():
+    logits = np.array([[1.0, np.nan, 0.0], [0.0, 1.0, 5.0]])
+    assert top1(logits).tolist() == [-1, 2]
+
+
+def test_positive_inf_in_the_winning_class_is_flagged_tolerable(golden):
+    faulty = golden.copy()
+    faulty[0, 2] = np.inf  # class 2 already wins image 0
+    o = classify(golden, faulty)
+    assert o.nan
+    assert o.outcome == TOLERABLE_SDC
+    assert o.images_changed == 0
+    assert o.max_abs_diff == np.inf
+
+
+def test_positive_inf_in_another_class_is_flagged_critical(golden):
+    faulty = golden.copy()
+    faulty[2, 1] = np.inf
+    o = classify(golden, faulty, tolerance=1e30)
+    assert o.nan
+    assert (o.outcome, o.images_changed) == (CRITICAL_SDC, 1)
+
+
+def test_negative_inf_in_a_losing_class_is_flagged(golden):
+    faulty = golden.copy()
+    faulty[1, 2] = -np.inf
+    o = classify(golden, faulty, tolerance=1e30)
+    assert o.nan
+    assert o.outcome == TOLERABLE_SDC  # finite tolerance cannot make an Inf masked
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (2, 4), (4,)])
+def test_shape_mismatch_raises(golden, shape):
+    with pytest.raises(ValueError, match="shape"):
+        classify(golden, np.zeros(shape, np.float32))
+
+
+def test_batch_shape_mismatch_raises(golden):
+    with pytest.raises(ValueError):
+        classify_batch(golden[None], np.stack([golden, golden]))
+
+
+def test_batch_classifies_each_injection_independently(golden):
+    tolerable = golden.copy()
+    tolerable[2, 0] = -3.0
+    critical = golden.copy()
+    critical[1, 1] = 9.0
+    nan = golden.copy()
+    nan[0, 0] = np.nan
+    faulty = np.stack([golden, tolerable, critical, nan, golden])
+    out = classify_batch(np.stack([golden] * 5), faulty)
+    assert [o.outcome for o in out] == [MASKED, TOLERABLE_SDC, CRITICAL_SDC, CRITICAL_SDC, MASKED]
+    assert [o.images_changed for o in out] == [0, 0, 1, 1, 0]
+    assert [o.nan for o in out] == [False, False, False, True, False]
+    assert out[1].max_abs_diff == pytest.approx(3.0)
+
+
+def test_outcome_vocabulary():
+    assert set(OUTCOMES) == {MASKED, TOLERABLE_SDC, CRITICAL_SDC, DUE, NOT_INJECTED}
+    assert NOT_INJECTED not in COUNTED
+    assert set(COUNTED) == {MASKED, TOLERABLE_SDC, CRITICAL_SDC, DUE}
