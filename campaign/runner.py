@@ -30,8 +30,8 @@ class Progress:
 
 def fault_batch(sites: list[Site], mode: str, fault_model: dict):
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
-    from models import powerlaw
     from models.faults import SINGLE_BIT, BitFlips, WarpValues, lane_draws
+    from models.powerlaw import SIZES, PowerLaw
 
     layers = np.array([s.layer for s in sites])
     rows = np.arange(len(sites))
@@ -39,11 +39,11 @@ def fault_batch(sites: list[Site], mode: str, fault_model: dict):
     if mode == SINGLE_BIT:
         return BitFlips(layers, rows, elements, np.array([s.bit for s in sites]))
     draws = [lane_draws(s.value_seed) for s in sites]
-    size = fault_model["size"]
-    laws = tuple(powerlaw.entry(fault_model["table"], fault_model["op"], size if size != "by-value" else b)
-                 for b in powerlaw.SIZES)
+    by_value = fault_model["size"] == "by-value"
+    entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
+    laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
     return WarpValues(layers, rows, elements, np.array([s.width for s in sites]),
-                      np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]), laws, size == "by-value")
+                      np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]), laws, by_value)
 
 
 def semantics(mode: str, fault_model: dict) -> str:
