@@ -204,6 +204,12 @@ def export(ctx: click.Context, file: str) -> None:
     click.echo(f"Wrote {n} rows to {file}")
 
 
+from campaign.cli_models import evaluate, train  # noqa: E402
+
+main.add_command(train)
+main.add_command(evaluate)
+
+
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
@@ -211,3 +217,7 @@ def status(ctx: click.Context) -> None:
     store = _open(ctx)
     for model, mode, done, planned in store.progress():
         click.echo(f"{model:12s} {mode:12s} {done:>8d}/{planned:<8d}")
+
+
+from campaign.cli_faultmodel import fault_model  # noqa: E402
+main.add_command(fault_model)

@@ -27,22 +27,25 @@ def versions() -> dict:
 
 
 def check_fault_model(config: Config) -> dict:
-    """The power-law entries warp_random will draw from, refusing degenerate ones up front."""
+    """The power-law entries warp_random will draw from, refusing degenerate ones up front, and
+    which model they belong to (a built-in name, or a fitted file's name, path and digest), so a
+    report can say which model drove the campaign after the file has changed or gone."""
     from models import powerlaw
 
     fm = config.fault_model
     try:
         sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
         laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
+        about = powerlaw.describe(fm.table)
     except KeyError as e:
         raise UserError(f"fault_model: {e.args[0]}.") from None
     if "warp_random" in config.modes:
         for size, law in laws.items():
             why = law.degenerate_reason()
             if why:
-                raise UserError(f"fault_model {fm.table} {fm.op} {size} is degenerate ({why}); "
-                                "choose another op or size for warp_random.")
-    return {"table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
+                raise UserError(f"fault_model {about['name']} {fm.op} {size} (x_min {law.x_min:g}, alpha "
+                                f"{law.alpha:g}) is degenerate: {why}; choose another op or size for warp_random.")
+    return {**about, "table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
             "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
 
 

@@ -5,10 +5,16 @@ Tables are laid out [FADD, FMUL, FFMA, IADD, IMUL, IMAD, MUFU] x [small, common,
 op * 3 + size (not the UFRGS-CAROL fork's op * 7), with x_min before alpha (DieHardNET swaps
 them). Values: UFRGS-CAROL/nvbitfi injector/flex_grip_error_model.h @8f7e48a, as reproduced in
 docs of this project.
+
+A *table* is either a built-in name (``TABLES``) or the path of a fitted fault-model YAML
+written by ``fi-campaign fault-model fit`` (format ``FORMAT``, see ``read_table``), so a
+campaign config names either the same way.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -40,6 +46,9 @@ _PIPELINE = [
     (0.4472794940279105, 1.659452338259185),
 ]
 TABLES = {"dsn2021-fu": _FU, "dsn2021-pipeline": _PIPELINE}
+SOURCE = "UFRGS-CAROL/nvbitfi injector/flex_grip_error_model.h @8f7e48a"
+DATA_MICRO = {"MUFU": "FSIN"}  # the RTL micro-benchmark whose samples stand for an injector op
+FORMAT = "fi-campaign/fault-model/1"
 
 
 @dataclass(frozen=True)
@@ -67,11 +76,117 @@ class PowerLaw:
         return np.minimum(r, np.finfo(np.float64).max)
 
 
+class TableError(KeyError):
+    """A table name or file that cannot be used; the message is one plain sentence."""
+
+    user_facing = True
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0])
+
+
+@dataclass(frozen=True)
+class FittedEntry:
+    """One fitted (op, size) row of a fault-model file, with the group of samples it came from."""
+
+    op: str
+    size: str
+    x_min: float
+    alpha: float
+    n_tail: int
+    n: int
+    ks: float
+    group: dict = field(default_factory=dict)  # grouping column -> value, as strings
+
+    @property
+    def law(self) -> PowerLaw:
+        return PowerLaw(self.x_min, self.alpha)
+
+
+@dataclass(frozen=True)
+class FittedTable:
+    """A fault-model YAML: its name, where it came from and its entries."""
+
+    name: str
+    path: str  # absolute
+    sha256: str
+    by: tuple[str, ...]
+    sources: tuple[dict, ...]
+    entries: tuple[FittedEntry, ...]
+    ks: str = "below"
+
+    def find(self, op: str, size: str) -> FittedEntry:
+        hits = [e for e in self.entries if e.op == op and e.size == size]
+        if len(hits) == 1:
+            return hits[0]
+        have = ", ".join(f"{e.op} {e.size}" for e in self.entries) or "none"
+        if not hits:
+            raise TableError(f"fitted fault model {self.name!r} ({self.path}) has no entry for {op} {size} "
+                             f"(its entries: {have})")
+        raise TableError(f"fitted fault model {self.name!r} ({self.path}) has {len(hits)} entries for {op} {size}, "
+                         f"one per {', '.join(self.by)} group; refit with --by micro,input_size")
+
+
+def op_of(group: dict) -> str:
+    """The injector op a group of samples stands for: its micro, with FSIN data standing for MUFU."""
+    micro = group.get("micro", "*")
+    return next((op for op, m in DATA_MICRO.items() if m == micro), micro)
+
+
+def read_table(path: str | Path) -> FittedTable:
+    """Load a fitted fault-model YAML; TableError with one sentence if it is not one."""
+    import yaml
+
+    p = Path(path)
+    if not p.is_file():
+        raise TableError(f"unknown power-law table {str(path)!r}: neither a built-in one "
+                         f"({', '.join(TABLES)}) nor an existing fault-model file")
+    raw_bytes = p.read_bytes()
+    try:
+        raw = yaml.safe_load(raw_bytes)
+    except yaml.YAMLError:
+        raise TableError(f"{path} is not valid YAML, so not a fault-model file") from None
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise TableError(f"{path} is not a fault-model file (no 'format: {FORMAT}' line); "
+                         "write one with fi-campaign fault-model fit")
+    try:
+        entries = tuple(
+            FittedEntry(str(e["op"]), str(e["size"]), float(e["x_min"]), float(e["alpha"]), int(e["n_tail"]),
+                        int(e["n"]), float(e["ks"]), {str(k): str(v) for k, v in (e.get("group") or {}).items()})
+            for e in raw.get("entries") or [])
+        return FittedTable(str(raw["name"]), str(p.resolve()), hashlib.sha256(raw_bytes).hexdigest(),
+                           tuple(raw.get("by") or ()), tuple(raw.get("sources") or ()), entries,
+                           str(raw.get("ks", "below")))
+    except (KeyError, TypeError, ValueError) as e:
+        raise TableError(f"{path} is a damaged fault-model file ({type(e).__name__}: {e})") from None
+
+
+def table_document(name: str, by: list[str], sources: list[dict], fits: list[dict], ks: str = "below") -> dict:
+    """The YAML mapping ``read_table`` reads back; ``fits`` carry group, x_min, alpha, n_tail, n, ks."""
+    entries = []
+    for f in fits:
+        group = {str(k): str(v) for k, v in f["group"].items()}
+        entries.append({"op": op_of(group), "size": group.get("input_size", "*"), "group": group,
+                        **{k: float(f[k]) for k in ("x_min", "alpha", "ks", "sigma")},
+                        **{k: int(f[k]) for k in ("n_tail", "n", "dropped")}})
+    return {"format": FORMAT, "name": name, "by": list(by), "ks": ks, "sources": sources, "entries": entries}
+
+
 def entry(table: str, op: str, size: str) -> PowerLaw:
+    """The (x_min, alpha) of ``op`` ``size`` in a built-in table or a fitted fault-model file."""
     if table not in TABLES:
-        raise KeyError(f"unknown power-law table {table!r}; built in: {', '.join(TABLES)}")
+        return read_table(table).find(op, size).law
     x_min, alpha = TABLES[table][OPS.index(op) * 3 + SIZES.index(size)]
     return PowerLaw(x_min, alpha)
+
+
+def describe(table: str) -> dict:
+    """What a campaign records about a table: its name, kind and where its numbers came from."""
+    if table in TABLES:
+        return {"name": table, "kind": "built-in", "path": None, "sha256": None, "source": SOURCE}
+    t = read_table(table)
+    return {"name": t.name, "kind": "fitted", "path": t.path, "sha256": t.sha256,
+            "source": [s.get("path") for s in t.sources]}
 
 
 def size_bucket(values: np.ndarray) -> np.ndarray:

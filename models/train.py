@@ -124,9 +124,11 @@ def train(
     dataset = train_set.dataset
     if arch.num_classes != cifar.NUM_CLASSES[dataset]:
         raise cifar.DataError(f"{source} is {dataset} but the network has {arch.num_classes} outputs.")
-    n = len(train_set) if limit is None else min(limit, len(train_set))
-    x_train = cifar.normalise(train_set.images[:n], dataset)
-    y_train = torch.from_numpy(train_set.labels[:n])
+    if limit is not None and limit < len(train_set):
+        train_set = train_set.subset(cifar.select(len(train_set), limit, recipe.seed))
+    n = len(train_set)
+    x_train = cifar.normalise(train_set.images, dataset)
+    y_train = torch.from_numpy(train_set.labels)
     x_test = cifar.normalise(test_set.images, dataset).to(device)
     y_test = torch.from_numpy(test_set.labels).to(device)
 
@@ -167,10 +169,11 @@ def train(
                 torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.grad_clip)
             opt.step()
             sched.step()
-            loss_sum += float(loss.detach()) * len(idx)
+            batch_loss = float(loss.detach())
+            loss_sum += batch_loss * len(idx)
             correct += int((logits.argmax(1) == y).sum())
             if on_batch:
-                on_batch(epoch, step, float(loss), correct / min(n, (step + 1) * recipe.batch_size))
+                on_batch(epoch, step, batch_loss, correct / min(n, (step + 1) * recipe.batch_size))
         stats = EpochStats(epoch + 1, loss_sum / n, correct / n, time.perf_counter() - t0)
         history.append(asdict(stats))
         torch.save({"recipe": recipe.to_dict(), "arch": arch.to_dict(), "model": model.state_dict(),

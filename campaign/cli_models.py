@@ -1,0 +1,168 @@
+"""`fi-campaign train` and `fi-campaign evaluate`: producing and judging hardened models."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from campaign.errors import UserError
+
+PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened")
+ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56")
+DATASETS = {"cifar10": 10, "cifar100": 100}
+
+
+def _mark_model_errors() -> None:
+    from models.data import DataError
+    from models.zoo import CheckpointError
+
+    for cls in (DataError, CheckpointError):
+        cls.user_facing = True
+
+
+def _recipe(path: str | None, epochs: int | None, seed: int | None):
+    import dataclasses
+
+    import yaml
+
+    from models.train import Recipe
+
+    raw = {}
+    if path:
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            raise UserError(f"recipe {path} is not a readable YAML file.") from None
+        known = {f.name for f in dataclasses.fields(Recipe)}
+        if not isinstance(raw, dict) or set(raw) - known:
+            raise UserError(f"recipe {path} must map some of {', '.join(sorted(known))} to values.")
+    if epochs is not None:
+        raw["epochs"] = epochs
+    if seed is not None:
+        raw["seed"] = seed
+    return Recipe(**raw)
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(PRESET_NAMES), required=True,
+              help="The paper's ablation: baseline (ReLU), relu6, relu6-fat (+ fault-aware training), "
+                   "hardened (+ conv-relu6-bn order).")
+@click.option("--arch", type=click.Choice(ARCHS), default="resnet20", show_default=True)
+@click.option("--dataset", type=click.Choice(tuple(DATASETS)), default="cifar10", show_default=True)
+@click.option("--data", "source", required=True,
+              help="CIFAR source: torchvision folder, ImageFolder train/test .tar.xz folder.")
+@click.option("--epochs", type=click.IntRange(min=1), help="Override the recipe's epochs.")
+@click.option("--recipe", "recipe_path", type=click.Path(dir_okay=False),
+              help="YAML with recipe fields (optimizer, lr, schedule, weight_decay, batch_size, ...).")
+@click.option("--seed", type=click.IntRange(min=0), help="Override the recipe's seed.")
+@click.option("--out", type=click.Path(dir_okay=False), help="Checkpoint path (default models/zoo/ARCH-DATASET-PRESET.pt).")
+@click.option("--device", default="auto", show_default=True, help="cpu, cuda, cuda:N or auto.")
+@click.option("--limit", type=click.IntRange(min=1), help="Train on the first N images only (smoke runs).")
+def train(preset: str, arch: str, dataset: str, source: str, epochs: int | None, recipe_path: str | None,
+          seed: int | None, out: str | None, device: str, limit: int | None) -> None:
+    """Train a CIFAR ResNet in one of the paper's four presets and write a checkpoint that
+    records its recipe, history and clean test accuracy.
+
+    Interrupted training resumes from its last finished epoch when run again with the same
+    arguments (the state is kept in OUT.partial.pt).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from campaign.workload import resolve_device
+    from models import data as cifar
+    from models import zoo
+    from models.train import preset as make_preset, train as run_training
+
+    _mark_model_errors()
+    recipe = _recipe(recipe_path, epochs, seed)
+    net, recipe = make_preset(preset, int(arch.removeprefix("resnet")), DATASETS[dataset], recipe)
+    path = Path(out) if out else zoo.ZOO_DIR / f"{arch}-{dataset}-{preset}.pt"
+    device = resolve_device(device)
+    for split in ("train", "test"):  # fail on bad data before the progress display starts (cached)
+        if (found := cifar.load(source, split).dataset) != dataset:
+            raise UserError(f"{source} holds {found}, not {dataset}.")
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"{preset} {arch} {dataset}", total=None, stats="loading data")
+
+        def on_batch(epoch: int, step: int, loss: float, acc: float) -> None:
+            if bar.tasks[task].total is None:
+                bar.update(task, total=recipe.epochs * steps, completed=epoch * steps)
+            bar.update(task, advance=1, stats=f"epoch {epoch + 1}/{recipe.epochs} loss {loss:.3f} acc {acc:.3f}")
+
+        steps = -(-(limit or 50_000) // recipe.batch_size)
+        meta = run_training(net, recipe, source, path, device, limit, on_batch=on_batch)
+    click.echo(f"Wrote {path}: clean test accuracy {100 * meta.clean_accuracy:.2f}% on {meta.accuracy_on}; {meta.trained_on}.")
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True)
+@click.option("--regret", is_flag=True, help="Clean and noisy accuracy and their difference (paper Fig. 5).")
+@click.option("--data", "source", default="bundled", show_default=True, help="CIFAR test images.")
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True, help="Injections per image.")
+@click.option("--images", "count", type=click.IntRange(min=1), help="Use N seeded test images (default: all).")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--table", "table", default="dsn2021-fu", show_default=True, help="Power-law table of the noise.")
+@click.option("--op", default="FFMA", show_default=True)
+@click.option("--size", default="common", show_default=True)
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
+@click.option("--device", default="auto", show_default=True)
+def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, count: int | None, seed: int,
+             table: str, op: str, size: str, csv_path: str | None, device: str) -> None:
+    """Accuracy of checkpoints (paths or zoo:NAME), and with --regret their accuracy under
+    noise: every test image corrupted REPEATS times at one conv/linear output (a single
+    value, a line or a block, channel probabilities 1.0 / 0.75 / 0.3, power-law magnitude).
+    Regret = clean - noisy, with 95% intervals over images.
+    """
+    import csv
+
+    import torch
+    from rich.console import Console
+    from rich.table import Table
+
+    from campaign.workload import resolve_device
+    from models import data as cifar
+    from models import powerlaw, zoo
+    from models.regret import evaluate as regret_of
+    from models.train import evaluate as accuracy_of
+
+    _mark_model_errors()
+    try:
+        law = powerlaw.entry(table, op, size)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"no power-law entry {table} {op} {size} ({e}).") from None
+    if (why := law.degenerate_reason()) is not None:
+        raise UserError(f"power-law entry {table} {op} {size} is degenerate ({why}).")
+    device = resolve_device(device)
+    images = cifar.load(source, "test")
+    if count:
+        images = images.subset(cifar.select(len(images), count, seed))
+    x = cifar.normalise(images.images, images.dataset).to(device)
+    y = torch.from_numpy(images.labels).to(device)
+    out = Table(title=f"{len(images)} {images.dataset} test images from {source}"
+                + (f", {repeats} injections each, {table} {op} {size}" if regret else ""))
+    header = ["model", "preset", "clean acc."] + (["noisy acc. [95% CI]", "regret [95% CI]"] if regret else [])
+    for h in header:
+        out.add_column(h)
+    rows = []
+    for ref in models:
+        model, meta = zoo.load(ref, device=device)
+        if meta.dataset != images.dataset:
+            raise UserError(f"{ref} was trained on {meta.dataset} but the images are {images.dataset}.")
+        label = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
+        if regret:
+            r = regret_of(model, x, y, law, repeats, seed)
+            rows.append([ref, label, r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high])
+            out.add_row(ref, label, f"{100 * r.clean:.2f}%", f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
+                        f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts")
+        else:
+            acc = accuracy_of(model, x, y)
+            rows.append([ref, label, acc])
+            out.add_row(ref, label, f"{100 * acc:.2f}%")
+    Console().print(out)
+    if csv_path:
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["model", "preset", "clean"] + (["noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"] if regret else []))
+            w.writerows(rows)
+        click.echo(f"Wrote {csv_path}")

@@ -1,0 +1,186 @@
+"""Reads ``nvbitfi-injection-log-temp.txt``, the injector's own account of a run (protocol doc 7).
+
+The log answers one question the outputs cannot: was a fault applied at all. Three states:
+
+- ``injected``: an ``opcode:`` line names a real instruction (not NOP). The device sets the
+  opcode only when it writes the fault, so this holds even when the block is cut short or was
+  written by the SIGINT handler of a run that timed out afterwards.
+- ``not_injected``: the injector wrote ``Error not injected`` (the selected launch ended and no
+  thread matched the instruction index), or it aborted on its own register-read sanity check.
+- ``no_report``: empty, missing or cut short before any verdict. The injector writes its block
+  only at the *exit* of the selected launch, after checking for a CUDA error, so a run that
+  crashed or hung inside that launch, or never reached it, leaves no verdict.
+
+:func:`verdict` turns a state into what the caller stores. A ``no_report`` log is a DUE when the
+run shows any DUE evidence (timeout, signal, non-zero exit, CUDA error, Xid), because those come
+first in NVBitFI's classification order (9.5: timeout, Xid and exit status are checked before
+the log); otherwise the process exited cleanly past every launch exit without the selected
+launch happening, so nothing was injected, and it is never Masked (section 12.4).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+
+LOG_FILE = "nvbitfi-injection-log-temp.txt"
+_KERNEL_ERROR = re.compile(r"ERROR FAIL in kernel execution \((?P<why>.*?)\);")
+_GRP = re.compile(r"grp (\d+): (\d+)")
+_KV = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_ ]*?): ?(?P<value>.*)")
+
+
+class LogState(str, Enum):
+    INJECTED = "injected"
+    NOT_INJECTED = "not_injected"
+    NO_REPORT = "no_report"
+
+
+@dataclass(frozen=True)
+class InjectionLog:
+    state: LogState
+    reason: str  # one sentence: why this state
+    index: int | None = None  # launch index the block reports on
+    kernel_name: str | None = None  # kernel actually launched at that index
+    ctas: int | None = None
+    instrs: int | None = None
+    group_counts: dict[int, int] = field(default_factory=dict)  # counts up to the injection point
+    mask: int | None = None
+    before: int | None = None
+    after: int | None = None
+    reg: int | None = None
+    opcode: str | None = None
+    pc_offset: int | None = None
+    tid: int | None = None  # flat thread id (-1: none); warp models log one thread of the warp
+    inspected: tuple[str, ...] = ()  # kernels the injector instrumented
+    kernel_error: str | None = None  # CUDA error string of "ERROR FAIL in kernel execution (...)"
+    signal: bool = False  # the SIGINT handler ran ("ERROR FAIL Detected Signal SIGKILL")
+    register_mismatch: bool = False  # TOOL_VERBOSE sanity check failed; the injector aborted
+    extra: dict[str, str] = field(default_factory=dict)  # other "key: value" lines (fork additions)
+
+    @property
+    def value_changed(self) -> bool | None:
+        """False for a DUMMY build or a CAROL FlexGrip opcode it skips: applied, but nothing changed."""
+        if self.before is None or self.after is None:
+            return None
+        return self.before != self.after
+
+    def matches(self, kernel: str, kcount: int) -> bool:
+        """Whether the launch the injector reported on is the planned one (same launch sequence)."""
+        return self.index == kcount and self.kernel_name == kernel
+
+
+def parse_injection_log(text: str) -> InjectionLog:
+    """Parses a log's text; never raises, since a damaged log is itself an outcome."""
+    if not text.strip():
+        return InjectionLog(LogState.NO_REPORT, "the injection log is empty.")
+    values: dict = {"group_counts": {}, "extra": {}}
+    inspected: list[str] = []
+    not_injected = mismatch = signal = block = False
+    kernel_error = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if not stripped:
+            continue
+        err = _KERNEL_ERROR.search(stripped)
+        if err:
+            kernel_error = err["why"]
+        if "Expected reg value doesn't match" in stripped:
+            mismatch = True
+        if "ERROR FAIL Detected Signal" in stripped:
+            signal = True
+        if err or stripped.startswith("ERROR FAIL"):
+            continue
+        if stripped == "Error not injected":
+            not_injected = True
+        elif stripped == "Injection data":
+            block = True
+        elif stripped.startswith("grp "):
+            values["group_counts"] = {int(g): int(c) for g, c in _GRP.findall(stripped)}
+        elif stripped.startswith("beforeVal:"):
+            before, _, after = stripped.partition(";")
+            values["before"] = _hex(before.partition(":")[2])
+            values["after"] = _hex(after.partition(":")[2])
+        elif stripped.startswith("inspecting:"):
+            inspected.append(stripped.partition(":")[2].strip())
+        else:
+            _field(stripped, values)
+    opcode = values.get("opcode")
+    common = dict(kernel_error=kernel_error, signal=signal, register_mismatch=mismatch,
+                  inspected=tuple(inspected), **values)
+    if mismatch:
+        return InjectionLog(LogState.NOT_INJECTED, "the injector aborted on its register-read sanity check "
+                            "(TOOL_VERBOSE), so the run says nothing about the fault.", **common)
+    if opcode and opcode != "NOP":
+        return InjectionLog(LogState.INJECTED, f"the injector reports a fault applied to {opcode}.", **common)
+    if not_injected:
+        return InjectionLog(LogState.NOT_INJECTED, "the injector reports 'Error not injected': no thread "
+                            "of the selected launch reached the instruction index.", **common)
+    if kernel_error:
+        why = f"the run stopped on a CUDA error ({kernel_error}) before the injector reported."
+    elif signal:
+        why = "the run was interrupted before the selected launch reported an injection."
+    elif block:
+        why = "the injection block is cut short before its verdict."
+    else:
+        why = "the log has no injection block: the selected launch never ended under the injector."
+    return InjectionLog(LogState.NO_REPORT, why, **common)
+
+
+def read_injection_log(run_dir: str | Path) -> InjectionLog:
+    """The log in a run directory; a missing file means the injector was never loaded."""
+    path = Path(run_dir) / LOG_FILE
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return InjectionLog(LogState.NO_REPORT, f"there is no {LOG_FILE}: the injector was never loaded "
+                            "(it opens the log at process start).")
+    return parse_injection_log(text)
+
+
+def verdict(log: InjectionLog, abnormal_end: bool) -> str:
+    """``due``, ``not_injected`` or ``compare`` (compare outputs with the golden run).
+
+    ``abnormal_end`` is the caller's DUE evidence: timeout, signal, non-zero exit or an Xid line;
+    the log's own CUDA error and signal marks count too. An explicit "not injected" stays that
+    way even if the run later failed: the injector states no fault was applied, so the failure
+    is not the fault's effect.
+    """
+    abnormal = abnormal_end or log.kernel_error is not None or log.signal
+    if log.state is LogState.NOT_INJECTED:
+        return "not_injected"
+    if log.state is LogState.NO_REPORT:
+        return "due" if abnormal else "not_injected"
+    return "due" if abnormal else "compare"
+
+
+def _hex(text: str) -> int | None:
+    text = text.strip()
+    try:
+        return int(text, 16)
+    except ValueError:
+        return None
+
+
+def _int(text: str) -> int | None:
+    try:
+        return int(text.strip())
+    except ValueError:
+        return None
+
+
+_FIELDS = {"index": ("index", _int), "kernel_name": ("kernel_name", str.strip), "ctas": ("ctas", _int),
+           "instrs": ("instrs", _int), "mask": ("mask", _hex), "regNo": ("reg", _int),
+           "opcode": ("opcode", str.strip), "pcOffset": ("pc_offset", _hex), "tid": ("tid", _int)}
+
+
+def _field(line: str, values: dict) -> None:
+    m = _KV.fullmatch(line)
+    if not m:
+        return
+    key, value = m["key"], m["value"]
+    if key in _FIELDS:
+        name, convert = _FIELDS[key]
+        values[name] = convert(value)
+    elif key not in ("num_static_instrs", "maxregs"):
+        values["extra"][key] = value.strip()

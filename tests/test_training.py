@@ -1,0 +1,121 @@
+"""Fault-aware training: its noise statistics, its schedule, and a real (tiny) training run."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from campaign.cli import main
+from models import zoo
+from models.faults import Injector
+from models.resnet import Arch, build
+from models.train import PRESETS, Recipe, augment, fault_aware_batch, preset
+
+CIFAR10 = "../shared/data/cifar10-jpeg"
+
+
+def _within(observed: float, p: float, n: int, sigmas: float = 5.0) -> bool:
+    return abs(observed - p) <= sigmas * math.sqrt(p * (1 - p) / n)
+
+
+def test_fault_aware_batch_corrupts_three_quarters_of_images():
+    gen = torch.Generator().manual_seed(0)
+    hit = [fault_aware_batch(20, 128, 3, Recipe(), gen).rows.size for _ in range(200)]
+    assert _within(sum(hit) / (200 * 128), 0.75, 200 * 128)
+
+
+def test_fault_aware_magnitude_grows_with_the_epoch():
+    gen = torch.Generator().manual_seed(1)
+    for epoch, top in ((0, 1.0), (1, 1.0), (7, 7.0), (40, 40.0)):
+        mags = np.concatenate([np.abs(fault_aware_batch(20, 128, epoch, Recipe(), gen).magnitude) for _ in range(50)])
+        assert mags.max() <= top and mags.min() >= 0
+        # Uniform[0, top]: mean top/2, and both signs occur
+        assert abs(mags.mean() - top / 2) < 0.05 * top
+    signs = np.sign(fault_aware_batch(20, 4096, 5, Recipe(), gen).magnitude)
+    assert _within(float((signs > 0).mean()), 0.5, signs.size)
+
+
+def test_fault_aware_block_noise_hits_30_percent_of_channels():
+    """Block geometry at a conv output: the fraction of channels touched per corrupted image."""
+    torch.manual_seed(0)
+    model = build(Arch(20, "relu6", "conv-act-bn")).eval()
+    injector = Injector(model)
+    x = torch.randn(64, 3, 32, 32)
+    gen = torch.Generator().manual_seed(2)
+    touched, total = 0, 0
+    with torch.no_grad():
+        clean = {}
+        handle = model.stem[0].register_forward_hook(lambda m, i, o: clean.__setitem__("o", o.clone()))
+        model(x)
+        handle.remove()
+        for _ in range(20):
+            batch = fault_aware_batch(1, 64, 5, Recipe(), gen)  # layer 0: the stem convolution
+            seen = {}
+            h = model.stem[0].register_forward_hook(lambda m, i, o: seen.__setitem__("o", o.clone()))
+            with injector.armed(batch):
+                model(x)
+            h.remove()
+            changed = (seen["o"] != clean["o"]).flatten(2).any(-1)  # (images, channels)
+            rows = batch.rows
+            assert not changed[np.setdiff1d(np.arange(64), rows)].any()
+            touched += int(changed[rows].sum())
+            total += rows.size * 16
+    # zero-magnitude draws leave a channel unchanged, so "touched" slightly undercounts p
+    assert _within(touched / total, 0.3, total, sigmas=6)
+
+
+def test_augment_keeps_shape_and_flips_or_crops():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.arange(2 * 3 * 32 * 32, dtype=torch.float32).view(2, 3, 32, 32)
+    out = augment(x, gen)
+    assert out.shape == x.shape
+    assert not torch.equal(out, x)
+
+
+def test_presets_are_the_papers_ablation():
+    assert PRESETS["baseline"] == ("relu", "conv-bn-act", False)
+    assert PRESETS["hardened"] == ("relu6", "conv-act-bn", True)
+    arch, recipe = preset("relu6-fat", 32, 100, Recipe(epochs=3))
+    assert arch == Arch(32, "relu6", "conv-bn-act", 100) and recipe.fault_aware and recipe.epochs == 3
+
+
+@pytest.mark.skipif(not __import__("pathlib").Path(CIFAR10).exists(), reason="needs ../shared/data/cifar10-jpeg")
+def test_one_epoch_training_smoke_run_and_resume(tmp_path):
+    out = tmp_path / "smoke.pt"
+    args = ["train", "--preset", "hardened", "--data", CIFAR10, "--epochs", "1", "--limit", "256",
+            "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    model, meta = zoo.load(str(out))
+    assert meta.arch == Arch(20, "relu6", "conv-act-bn", 10)
+    assert meta.recipe["fault_aware"] and meta.recipe["train_images"] == 256
+    assert len(meta.recipe["history"]) == 1 and 0 <= meta.clean_accuracy <= 1
+    assert "cifar10" in meta.accuracy_on and not out.with_suffix(".partial.pt").exists()
+
+
+def test_train_bad_inputs_are_one_sentence(tmp_path):
+    result = CliRunner().invoke(main, ["train", "--preset", "hardened", "--data", str(tmp_path), "--epochs", "1"])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert result.output.startswith("Error: ")
+    bad = tmp_path / "r.yaml"
+    bad.write_text("learning_speed: 3\n")
+    result = CliRunner().invoke(main, ["train", "--preset", "baseline", "--data", str(tmp_path), "--recipe", str(bad)])
+    assert result.exit_code == 2 and "recipe" in result.output
+
+
+def test_evaluate_regret_on_real_models(tmp_path, checkpoints):
+    table = tmp_path / "regret.csv"
+    result = CliRunner().invoke(main, ["evaluate", "--regret", "--repeats", "2", "--images", "40", "--csv", str(table),
+                                       str(checkpoints["baseline"]), str(checkpoints["hardened"])])
+    assert result.exit_code == 0, result.output
+    rows = list(__import__("csv").DictReader(table.open()))
+    assert [r["preset"] for r in rows] == ["relu, conv-bn-act", "relu6, conv-act-bn"]
+    for r in rows:
+        clean, noisy, regret = float(r["clean"]), float(r["noisy"]), float(r["regret"])
+        assert abs(clean - noisy - regret) < 1e-9
+        assert float(r["regret_low"]) <= regret <= float(r["regret_high"])
+    result = CliRunner().invoke(main, ["evaluate", "--regret", "--op", "FFMA", "--size", "small", str(checkpoints["baseline"])])
+    assert result.exit_code == 2 and "degenerate" in result.output
