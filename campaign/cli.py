@@ -95,11 +95,16 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
 @main.command()
 @click.option("--model", help="Run only this model's sites.")
 @click.option("--mode", help="Run only this mode's sites (single_bit or warp_random).")
+@click.option("--isolation", type=click.Choice(["inprocess", "process"]),
+              help="inprocess: many injections per forward pass (fast). process: one workload process per "
+                   "injection, with timeouts and crash detection (the NVBitFI path). Default: the config's.")
+@click.option("--keep-runs", is_flag=True, help="Keep the run directories of masked process runs too.")
 @click.pass_context
-def run(ctx: click.Context, model: str | None, mode: str | None) -> None:
+def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool) -> None:
     """Execute the pending injections of the store, committing results as they come.
 
-    Interrupt it at any time (Ctrl-C); run it again to resume where it stopped.
+    Interrupt it at any time (Ctrl-C); run it again to resume where it stopped. Process runs
+    keep the run directories of SDC and DUE injections beside the store (STORE.runs/).
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -129,7 +134,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None) -> None:
                        outcomes=" ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items())))
 
         try:
-            totals = runner.run(store, model, mode, show)
+            totals = runner.run(store, model, mode, show, isolation=isolation, keep_runs=keep_runs)
         except KeyboardInterrupt:
             click.echo("Interrupted; every finished chunk is stored. Run again to resume.", err=True)
             sys.exit(130)

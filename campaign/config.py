@@ -16,6 +16,7 @@ from campaign.errors import UserError
 
 MODES = ("single_bit", "warp_random")
 BACKENDS = ("pytorch",)
+ISOLATIONS = ("inprocess", "process")
 WEIGHTINGS = ("elements", "macs")
 TABLE_OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
 TABLE_SIZES = ("small", "common", "big", "by-value")
@@ -54,12 +55,15 @@ class Config:
     injections: int = 1000  # per model x mode
     seed: int = 0
     backend: str = "pytorch"
+    isolation: str = "inprocess"  # process: one workload process per injection
     device: str = "cpu"
     images: Images = field(default_factory=Images)
     layer_weighting: str = "elements"
     tolerance: float = 0.0
     batch_size: int = 256
     reference: str = ""  # the model the others are compared with; default: the first
+    golden_runs: int = 3  # process isolation: fault-free runs that must agree bit for bit
+    timeout_factor: float = 5.0  # process isolation: timeout = max(10 s, factor x golden runtime)
     fault_model: FaultModel = field(default_factory=FaultModel)
     store: str | None = None
 
@@ -70,8 +74,9 @@ class Config:
     def from_json(cls, text: str) -> "Config":
         return parse(json.loads(text), "the stored config")
 
-    def with_overrides(self, seed: int | None = None, injections: int | None = None) -> "Config":
-        c = self
+    def with_overrides(self, seed: int | None = None, injections: int | None = None,
+                       isolation: str | None = None) -> "Config":
+        c = self if isolation is None else replace(self, isolation=_choice(isolation, ISOLATIONS, "isolation", "--isolation"))
         if seed is not None:
             c = replace(c, seed=seed)
         if injections is not None:
@@ -137,8 +142,9 @@ def parse(raw: Any, where: str) -> Config:
     fault_model = FaultModel(**{**asdict(FaultModel()), **fm})
     _choice(fault_model.op, TABLE_OPS, "fault_model.op", where)
     _choice(fault_model.size, TABLE_SIZES, "fault_model.size", where)
-    scalars = {k: raw[k] for k in ("name", "injections", "seed", "backend", "device", "layer_weighting",
-                                   "tolerance", "batch_size", "reference", "store") if k in raw}
+    scalars = {k: raw[k] for k in ("name", "injections", "seed", "backend", "isolation", "device", "layer_weighting",
+                                   "tolerance", "batch_size", "reference", "store", "golden_runs",
+                                   "timeout_factor") if k in raw}
     c = Config(**{"name": Path(where).stem, **scalars, "models": dict(models), "modes": tuple(modes),
                   "images": img, "fault_model": fault_model})
     _typed(c.name, str, "name", where)
@@ -151,6 +157,11 @@ def parse(raw: Any, where: str) -> Config:
     if _typed(c.tolerance, (int, float), "tolerance", where) < 0:
         raise ConfigError(f"{where}: tolerance must be non-negative, not {c.tolerance}.")
     _choice(c.backend, BACKENDS, "backend", where)
+    _choice(c.isolation, ISOLATIONS, "isolation", where)
+    if _typed(c.golden_runs, int, "golden_runs", where) < 2:
+        raise ConfigError(f"{where}: golden_runs must be at least 2 to check determinism, not {c.golden_runs}.")
+    if _typed(c.timeout_factor, (int, float), "timeout_factor", where) <= 1:
+        raise ConfigError(f"{where}: timeout_factor must be above 1, not {c.timeout_factor}.")
     _choice(c.layer_weighting, WEIGHTINGS, "layer_weighting", where)
     if not (c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:")):
         raise ConfigError(f"{where}: device must be cpu, cuda, cuda:N or auto, not {c.device!r}.")

@@ -36,7 +36,7 @@ def check_fault_model(config: Config) -> dict:
     try:
         sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
         laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
-        about = powerlaw.describe(fm.table)
+        about = powerlaw.describe(fm.table, fm.op, sizes)
     except KeyError as e:
         raise UserError(f"fault_model: {e.args[0]}.") from None
     if "warp_random" in config.modes:

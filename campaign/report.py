@@ -12,9 +12,9 @@ from campaign.stats import Ratio, proportion, rate_ratio
 from campaign.store import Store
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
-EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "layer", "layer_index", "image", "element", "bit",
-                  "width", "value_seed", "outcome", "images_changed", "nan", "max_abs_diff", "semantics",
-                  "runtime_s", "finished")
+EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "isolation", "layer", "layer_index", "image", "element",
+                  "bit", "width", "value_seed", "outcome", "images_changed", "nan", "max_abs_diff", "semantics",
+                  "detail", "runtime_s", "finished")
 
 
 @dataclass(frozen=True)

@@ -1,20 +1,30 @@
-"""Executes pending sites in-process (backend pytorch), a chunk of injections per forward pass.
+"""Executes pending sites, a chunk at a time, with one of two executors:
+
+- in-process (``isolation: inprocess``): one forward pass serves a whole chunk of injections;
+- process-isolated (``isolation: process``): one workload process (``campaign.infer``) per
+  injection, in its own run directory, with a timeout derived from the golden runs; this is
+  the path NVBitFI campaigns take, and how crashes and hangs become DUEs.
 
 Each chunk's results are committed with their sites' status in one transaction, so a run can be
 interrupted at any point and restarted: it resumes with the first pending site.
 """
 from __future__ import annotations
 
+import json
+import shutil
+import sys
 import time
-from dataclasses import dataclass
-from typing import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Protocol
 
 import numpy as np
 
-from campaign.classify import classify_batch
+from campaign import process
+from campaign.classify import DUE, MASKED, classify_batch
 from campaign.config import Config
 from campaign.errors import UserError
-from campaign.store import Result, Site, Store
+from campaign.store import CampaignRecord, Result, Site, Store
 
 BACKEND = "pytorch"
 
@@ -30,20 +40,15 @@ class Progress:
 
 def fault_batch(sites: list[Site], mode: str, fault_model: dict):
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
-    from models.faults import SINGLE_BIT, BitFlips, WarpValues, lane_draws
-    from models.powerlaw import SIZES, PowerLaw
+    from models.faults import site_faults
 
-    layers = np.array([s.layer for s in sites])
-    rows = np.arange(len(sites))
-    elements = np.array([s.element for s in sites], dtype=np.int64)
-    if mode == SINGLE_BIT:
-        return BitFlips(layers, rows, elements, np.array([s.bit for s in sites]))
-    draws = [lane_draws(s.value_seed) for s in sites]
-    by_value = fault_model["size"] == "by-value"
-    entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
-    laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
-    return WarpValues(layers, rows, elements, np.array([s.width for s in sites]),
-                      np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws]), laws, by_value)
+    def col(name: str, dtype=np.int64) -> np.ndarray:
+        return np.array([getattr(s, name) for s in sites], dtype=dtype)
+
+    warp = mode != "single_bit"
+    return site_faults(mode, col("layer"), np.arange(len(sites)), col("element"),
+                       None if warp else col("bit"), col("width") if warp else None,
+                       col("value_seed", np.uint64) if warp else None, fault_model)
 
 
 def semantics(mode: str, fault_model: dict) -> str:
@@ -51,6 +56,107 @@ def semantics(mode: str, fault_model: dict) -> str:
         return "framework: xor one bit of one float32 conv/linear output"
     fm = fault_model
     return f"framework: warp of 32 outputs, {fm['semantics']}, {fm['table']} {fm['op']} {fm['size']}"
+
+
+class Executor(Protocol):
+    def run(self, sites: list[Site], mode: str) -> list[Result]: ...
+
+    def close(self) -> None: ...
+
+
+class InProcess:
+    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str) -> None:
+        from campaign.workload import Workload
+
+        info = record.models[name]
+        self.w = Workload.open(info["checkpoint"], info["sha256"], record.workload, device, config.batch_size)
+        self.w.check_reproducible(config.tolerance)
+        self.record, self.config = record, config
+
+    def run(self, sites: list[Site], mode: str) -> list[Result]:
+        t0 = time.perf_counter()
+        rows = np.array([s.image for s in sites])
+        faulty = self.w.forward(rows, fault_batch(sites, mode, self.record.fault_model))
+        outcomes = classify_batch(self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance)
+        per = (time.perf_counter() - t0) / len(sites)
+        label = semantics(mode, self.record.fault_model)
+        return [Result(s.id, o.outcome, o.images_changed, o.nan, o.max_abs_diff, BACKEND, "inprocess", label, per)
+                for s, o in zip(sites, outcomes)]
+
+    def close(self) -> None:
+        self.w.injector.remove()
+
+
+class Processes:
+    """One ``python -m campaign.infer`` process per injection. The golden outputs come from
+    ``golden_runs`` fault-free runs of the same program, which must agree bit for bit."""
+
+    GOLDEN_TIMEOUT_S = 600.0
+
+    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
+                 keep_runs: bool) -> None:
+        from campaign.workload import workload_inputs
+        from models import zoo
+
+        info = record.models[name]
+        self.record, self.config, self.keep_runs = record, config, keep_runs
+        self.root = (root / name).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        np.save(self.root / "images.npy", workload_inputs(record.workload))
+        (self.root / "workload.json").write_text(json.dumps({
+            "checkpoint": str(zoo.resolve(info["checkpoint"]).resolve()), "batch_size": config.batch_size,
+            "device": device, "fault_model": record.fault_model}))
+        self.golden, slowest = self._golden(config.golden_runs)
+        self.timeout_s = max(10.0, config.timeout_factor * slowest)
+
+    def command(self, fault: Path | None) -> list[str]:
+        return [sys.executable, "-m", "campaign.infer", str(self.root)] + ([str(fault)] if fault else []) + ["--out", "logits.npy"]
+
+    def _golden(self, runs: int) -> tuple[np.ndarray, float]:
+        outputs, slowest = [], 0.0
+        for g in range(runs):
+            d = self.root / f"golden-{g}"
+            ended = process.run(self.command(None), d, self.GOLDEN_TIMEOUT_S)
+            if ended.due_reason():
+                raise UserError(f"golden run {g} of the workload failed ({ended.due_reason()}); see {d}/stderr.txt.")
+            outputs.append(np.load(d / "logits.npy"))
+            slowest = max(slowest, ended.runtime_s)
+        for g, out in enumerate(outputs[1:], 1):
+            if not np.array_equal(out.view(np.uint32), outputs[0].view(np.uint32)):
+                raise UserError(f"golden runs 0 and {g} of the workload disagree (non-deterministic outputs), "
+                                "so no injection could be judged; see " + str(self.root) + ".")
+        return outputs[0], slowest
+
+    def run(self, sites: list[Site], mode: str) -> list[Result]:
+        label = semantics(mode, self.record.fault_model)
+        results = []
+        for s in sites:
+            d = self.root / str(s.id)
+            d.mkdir(parents=True, exist_ok=True)
+            (d / "fault.json").write_text(json.dumps(asdict(s)))
+            ended = process.run(self.command(d / "fault.json"), d, self.timeout_s)
+            reason = ended.due_reason()
+            faulty = None
+            if reason is None:
+                try:
+                    faulty = np.load(d / "logits.npy")
+                    if faulty.shape != self.golden.shape:
+                        raise ValueError
+                except (OSError, ValueError):
+                    reason = "no valid output file"
+            if reason is not None:
+                outcome, changed, nan, diff = DUE, 0, False, None
+            else:
+                o = classify_batch(self.golden[None], faulty[None], self.config.tolerance)[0]
+                outcome, changed, nan, diff = o.outcome, o.images_changed, o.nan, o.max_abs_diff
+            if outcome == MASKED and not self.keep_runs:
+                shutil.rmtree(d, ignore_errors=True)
+            results.append(Result(s.id, outcome, changed, nan, diff, BACKEND, "process", label, ended.runtime_s,
+                                  reason or (None if outcome == MASKED and not self.keep_runs else str(d))))
+        return results
+
+    def close(self) -> None:
+        pass
 
 
 def check_selection(config: Config, model: str | None, mode: str | None) -> Config:
@@ -61,15 +167,24 @@ def check_selection(config: Config, model: str | None, mode: str | None) -> Conf
     return config
 
 
+def runs_dir(store: Store) -> Path:
+    """Run directories of process-isolated injections live beside the store."""
+    return store.path.with_name(store.path.name + ".runs")
+
+
 def run(store: Store, model: str | None = None, mode: str | None = None,
-        on_progress: Callable[[Progress], None] | None = None, chunk: int | None = None) -> dict[str, int]:
+        on_progress: Callable[[Progress], None] | None = None, chunk: int | None = None,
+        isolation: str | None = None, keep_runs: bool = False) -> dict[str, int]:
     """Run every pending site (of ``model`` / ``mode`` if given); returns this run's outcome counts."""
-    from campaign.workload import Workload, resolve_device
+    from campaign.workload import resolve_device
 
     record = store.campaign()
-    config = check_selection(Config.from_json(record.config), model, mode)
+    config = check_selection(Config.from_json(record.config), model, mode).with_overrides(isolation=isolation)
     device = resolve_device(config.device)
-    chunk = min(chunk or config.batch_size, config.batch_size)
+    if config.isolation == "inprocess":
+        chunk = min(chunk or config.batch_size, config.batch_size)
+    else:
+        chunk = chunk or 16
     planned = {(a, b): (d, p) for a, b, d, p in store.progress()}
     totals: dict[str, int] = {}
     for name in config.models:
@@ -78,26 +193,23 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
         modes = [m for m in config.modes if mode in (None, m) and planned[(name, m)][0] < planned[(name, m)][1]]
         if not modes:
             continue
-        info = record.models[name]
-        w = Workload.open(info["checkpoint"], info["sha256"], record.workload, device, config.batch_size)
-        w.check_reproducible(config.tolerance)
-        for m in modes:
-            done, total = planned[(name, m)]
-            label = semantics(m, record.fault_model)
-            counts: dict[str, int] = {}
-            while sites := store.pending(name, m, chunk):
-                t0 = time.perf_counter()
-                rows = np.array([s.image for s in sites])
-                faulty = w.forward(rows, fault_batch(sites, m, record.fault_model))
-                outcomes = classify_batch(w.golden[rows][:, None], faulty[:, None], config.tolerance)
-                per = (time.perf_counter() - t0) / len(sites)
-                store.record([Result(s.id, o.outcome, o.images_changed, o.nan, o.max_abs_diff, BACKEND, label, per)
-                              for s, o in zip(sites, outcomes)])
-                for o in outcomes:
-                    counts[o.outcome] = counts.get(o.outcome, 0) + 1
-                    totals[o.outcome] = totals.get(o.outcome, 0) + 1
-                done += len(sites)
+        executor: Executor = (InProcess(record, config, name, device) if config.isolation == "inprocess"
+                              else Processes(record, config, name, device, runs_dir(store), keep_runs))
+        try:
+            for m in modes:
+                done, total = planned[(name, m)]
+                counts: dict[str, int] = {}
                 if on_progress:
-                    on_progress(Progress(name, m, done, total, dict(counts)))
-        w.injector.remove()
+                    on_progress(Progress(name, m, done, total, {}))
+                while sites := store.pending(name, m, chunk):
+                    results = executor.run(sites, m)
+                    store.record(results)
+                    for r in results:
+                        counts[r.outcome] = counts.get(r.outcome, 0) + 1
+                        totals[r.outcome] = totals.get(r.outcome, 0) + 1
+                    done += len(sites)
+                    if on_progress:
+                        on_progress(Progress(name, m, done, total, dict(counts)))
+        finally:
+            executor.close()
     return totals

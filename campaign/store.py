@@ -57,7 +57,9 @@ result_t = Table(
     Column("nan", Boolean, nullable=False),
     Column("max_abs_diff", Float),
     Column("backend", String, nullable=False),
+    Column("isolation", String, nullable=False),  # inprocess | process
     Column("semantics", String, nullable=False),  # which fault semantics applied
+    Column("detail", String),  # why a DUE is a DUE; what a process run left behind
     Column("runtime_s", Float, nullable=False),
     Column("finished", String, nullable=False),
 )
@@ -102,8 +104,10 @@ class Result:
     nan: bool
     max_abs_diff: float | None
     backend: str
+    isolation: str
     semantics: str
     runtime_s: float
+    detail: str | None = None
 
 
 def _engine(path: Path) -> Engine:
@@ -236,8 +240,9 @@ class Store:
 
     def export_rows(self) -> Iterator[dict]:
         stmt = (select(site_t.c.id.label("site_id"), *[site_t.c[f] for f in SITE_FIELDS],
-                       result_t.c.backend, result_t.c.outcome, result_t.c.images_changed, result_t.c.nan,
-                       result_t.c.max_abs_diff, result_t.c.semantics, result_t.c.runtime_s, result_t.c.finished)
+                       result_t.c.backend, result_t.c.isolation, result_t.c.outcome, result_t.c.images_changed, result_t.c.nan,
+                       result_t.c.max_abs_diff, result_t.c.semantics, result_t.c.detail, result_t.c.runtime_s,
+                       result_t.c.finished)
                 .join(result_t, result_t.c.site_id == site_t.c.id).order_by(site_t.c.id))
         with self.engine.connect() as con:
             for r in con.execute(stmt).mappings():

@@ -32,6 +32,14 @@ def workload_images(source: str, count: int, seed: int) -> tuple[cifar.ImageSet,
     return full.subset(indices), indices
 
 
+def workload_inputs(workload: dict) -> np.ndarray:
+    """The campaign's normalised input images, checked against the digest stored at plan time."""
+    images, _ = workload_images(workload["source"], workload["count"], workload["seed"])
+    if image_digest(images.images) != workload["images_sha256"]:
+        raise UserError(f"the images at {workload['source']} differ from those the campaign was planned on.")
+    return cifar.normalise(images.images, images.dataset).numpy()
+
+
 @dataclass
 class Workload:
     model: CifarResNet
@@ -47,10 +55,7 @@ class Workload:
         if expect_sha256 and meta.sha256 != expect_sha256:
             raise UserError(f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
                             "restore it or plan a new campaign.")
-        images, _ = workload_images(workload["source"], workload["count"], workload["seed"])
-        if image_digest(images.images) != workload["images_sha256"]:
-            raise UserError(f"the images at {workload['source']} differ from those the campaign was planned on.")
-        inputs = cifar.normalise(images.images, images.dataset).to(device)
+        inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         w = cls(model, meta, inputs, np.empty(0), Injector(model), batch_size)
         w.golden = w.forward(np.arange(len(inputs)))
         return w

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.powerlaw import PowerLaw, SIZES, size_bucket
+from models.powerlaw import SIZES, PowerLaw, size_bucket
 from models.resnet import injectable_layers
 
 SINGLE_BIT = "single_bit"
@@ -286,3 +286,17 @@ def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weight
     geo = [warp_geometry(layers[k], w) for k, w in zip(layer, warp)]
     return {"layer": layer, "image": image, "element": np.array([g[0] for g in geo]),
             "width": np.array([g[1] for g in geo]), "value_seed": rng.integers(0, 2**62, size=n)}
+
+
+def site_faults(mode: str, layers: np.ndarray, rows: np.ndarray, elements: np.ndarray, bits: np.ndarray | None,
+                widths: np.ndarray | None, value_seeds: np.ndarray | None, fault_model: dict) -> FaultBatch:
+    """The FaultBatch of stored sites: the one place a site's columns become a fault, shared by
+    the in-process runner and the workload program of process-isolated runs."""
+    if mode == SINGLE_BIT:
+        return BitFlips(layers, rows, elements, bits)
+    draws = [lane_draws(int(v)) for v in value_seeds]
+    by_value = fault_model["size"] == "by-value"
+    entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
+    laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
+    return WarpValues(layers, rows, elements, widths, np.stack([d[0] for d in draws]),
+                      np.stack([d[1] for d in draws]), laws, by_value)

@@ -157,8 +157,10 @@ def read_table(path: str | Path) -> FittedTable:
         return FittedTable(str(raw["name"]), str(p.resolve()), hashlib.sha256(raw_bytes).hexdigest(),
                            tuple(raw.get("by") or ()), tuple(raw.get("sources") or ()), entries,
                            str(raw.get("ks", "below")))
-    except (KeyError, TypeError, ValueError) as e:
-        raise TableError(f"{path} is a damaged fault-model file ({type(e).__name__}: {e})") from None
+    except KeyError as e:
+        raise TableError(f"{path} is a damaged fault-model file (an entry or the file lacks {e.args[0]!r})") from None
+    except (AttributeError, TypeError, ValueError) as e:
+        raise TableError(f"{path} is a damaged fault-model file ({e})") from None
 
 
 def table_document(name: str, by: list[str], sources: list[dict], fits: list[dict], ks: str = "below") -> dict:
@@ -180,13 +182,16 @@ def entry(table: str, op: str, size: str) -> PowerLaw:
     return PowerLaw(x_min, alpha)
 
 
-def describe(table: str) -> dict:
-    """What a campaign records about a table: its name, kind and where its numbers came from."""
+def describe(table: str, op: str | None = None, sizes: tuple[str, ...] = ()) -> dict:
+    """What a campaign records about a table: its name, kind and where its numbers came from,
+    and for a fitted file the fit statistics of the ``op`` entries of ``sizes``."""
     if table in TABLES:
-        return {"name": table, "kind": "built-in", "path": None, "sha256": None, "source": SOURCE}
+        return {"name": table, "kind": "built-in", "path": None, "sha256": None, "sources": [SOURCE], "fit": None}
     t = read_table(table)
+    fit = {s: {"n_tail": e.n_tail, "n": e.n, "ks": e.ks, "group": e.group}
+           for s in sizes for e in [t.find(op, s)]} if op else None
     return {"name": t.name, "kind": "fitted", "path": t.path, "sha256": t.sha256,
-            "source": [s.get("path") for s in t.sources]}
+            "sources": [s.get("path") for s in t.sources], "fit": fit}
 
 
 def size_bucket(values: np.ndarray) -> np.ndarray:

@@ -131,11 +131,8 @@ class Dialect:
         raise UserError(f"instruction group {group!r} does not exist in the {self.name} build "
                         f"(groups: {', '.join(self.groups)}).")
 
-    def group_name(self, igid: int) -> str:
-        return self.groups[self.igid(igid)]
-
-    def injectable(self, group: str | int) -> bool:
-        return self.group_name(self.igid(group)) not in self.non_injectable
+    def group_name(self, group: str | int) -> str:
+        return self.groups[self.igid(group)]
 
 
 DIALECTS: dict[str, Dialect] = {
@@ -143,6 +140,8 @@ DIALECTS: dict[str, Dialect] = {
                       predicate_aware=True, source_public=True, profile_invariants=True),
     "carol": Dialect("carol", "UFRGS-CAROL NVBitFI fork", IGID, CarolBFM, frozenset({"pr", "nodest"}),
                      predicate_aware=False, source_public=True, profile_invariants=True),
+    # pr2022: predicate awareness and non-injectable groups are assumed (the fork postdates
+    # stock's 0dc3232), and its profile sums are not checked, since its source is not public.
     "pr2022": Dialect("pr2022", "Fernandes dos Santos 10/2022 NVBitFI fork", IGID2022, BFM2022,
                       frozenset({"pr", "nodest"}), predicate_aware=True, source_public=False,
                       profile_invariants=False),
@@ -217,13 +216,26 @@ def mode_spec(name: str | Dialect, mode: str, group: str | int = "fp32",
         raise UnsupportedMode(f"the {d.name} NVBitFI build ({d.title}) cannot inject {mode}: it has no "
                               f"{_BFM_NAME[mode]} model; use a carol or pr2022 build, or mode "
                               f"{', '.join(supported_modes(d))}.")
-    igid = d.igid(group)
-    if not d.injectable(igid):
-        raise UnsupportedMode(f"instruction group {d.group_name(igid)} cannot be injected by NVBitFI "
-                              "(no destination register it writes); choose fp32, ld, others, gppr or gp.")
+    igid = injectable_igid(d, group)
     bfm = d.bfms[_BFM_NAME[mode]]
-    return ModeSpec(d.name, mode, igid, int(bfm), bfm.name, semantics(d, mode, d.group_name(igid),
-                                                                     powerlaw_line, build_reads_powerlaw))
+    text = semantics(d, mode, d.group_name(igid), powerlaw_line, build_reads_powerlaw)
+    return ModeSpec(d.name, mode, igid, int(bfm), bfm.name, text)
+
+
+_WHY_NOT = {"pr": "its predicate-register path is disabled because NVBit cannot write predicates",
+            "nodest": "its instructions write no destination register"}
+
+
+def injectable_igid(name: str | Dialect, group: str | int) -> int:
+    """The igid of ``group`` if the injector can write a fault into it; one sentence otherwise."""
+    d = dialect(name)
+    igid = d.igid(group)
+    g = d.group_name(igid)
+    if g in d.non_injectable:
+        allowed = ", ".join(x for x in d.groups if x not in d.non_injectable)
+        why = _WHY_NOT.get(g, "unsupported")
+        raise UnsupportedMode(f"instruction group {g} cannot be injected by NVBitFI ({why}); choose one of {allowed}.")
+    return igid
 
 
 def semantics(name: str | Dialect, mode: str, group: str = "fp32", powerlaw_line: bool = False,

@@ -47,7 +47,7 @@ class Profile:
 
     def counts(self, group: str | int) -> list[int]:
         """Per-launch counts of one group, in launch order."""
-        name = get_dialect(self.dialect).group_name(get_dialect(self.dialect).igid(group))
+        name = get_dialect(self.dialect).group_name(group)
         return [launch.groups[name] for launch in self.launches]
 
     def total(self, group: str | int) -> int:
@@ -94,7 +94,7 @@ def require_groups(profile: Profile, needs: Iterable[tuple[str | int, str]]) -> 
     """Refuse a (group, mode) stratum that has nothing to inject: its sites could not be drawn."""
     d = get_dialect(profile.dialect)
     for group, mode in needs:
-        name = d.group_name(d.igid(group))
+        name = d.group_name(group)
         if profile.total(name) == 0:
             raise ProfileError(f"the profile has no {name} instructions in any of its "
                                f"{len(profile.launches)} launches, so mode {mode} has nothing to inject.")

@@ -16,7 +16,7 @@ from typing import Iterable
 import numpy as np
 
 from campaign.errors import UserError
-from nvbitfi_tools.isa import Dialect, dialect as get_dialect, mode_spec
+from nvbitfi_tools.isa import Dialect, dialect as get_dialect, injectable_igid, mode_spec
 from nvbitfi_tools.profile import Profile
 
 
@@ -35,11 +35,8 @@ class Site:
 def draw_sites(profile: Profile, group: str | int, n: int, rng: np.random.Generator) -> list[Site]:
     """``n`` sites of one group, uniform over all its dynamic thread-instructions in the run."""
     d = get_dialect(profile.dialect)
-    igid = d.igid(group)
+    igid = injectable_igid(d, group)
     name = d.group_name(igid)
-    if not d.injectable(igid):
-        raise UserError(f"instruction group {name} cannot be injected by NVBitFI; choose fp32, ld, "
-                        "others, gppr or gp.")
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
     counts = np.array(profile.counts(igid), dtype=np.int64)
@@ -109,7 +106,7 @@ def injection_list_line(site: Site) -> str:
 def check_site(site: Site, d: Dialect | str) -> None:
     """Refuse a site the injector would reject or misread (asserts, buffer, float rounding)."""
     d = get_dialect(d)
-    d.igid(site.igid)
+    injectable_igid(d, site.igid)
     if not site.kernel or any(c.isspace() for c in site.kernel):
         raise UserError(f"kernel name '{site.kernel[:60]}' is empty or has whitespace; the injector "
                         "reads field 3 only up to the first space.")
