@@ -68,12 +68,18 @@ def _rich_models():
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--seed", type=click.IntRange(min=0), help="Override the config's seed.")
 @click.option("--injections", type=click.IntRange(min=1), help="Override injections per model x mode.")
+@click.option("--profile", "profiles", multiple=True, metavar="[MODEL=]FILE",
+              help="backend nvbitfi: reuse an existing nvbitfi-igprofile.txt instead of profiling "
+                   "(slow); MODEL=FILE per model, or FILE for every model. Repeatable.")
 @click.pass_context
-def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None) -> None:
+def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None,
+         profiles: tuple[str, ...]) -> None:
     """Draw every injection site of CONFIG (default: the demo) and store it before anything runs.
 
     Sites are drawn per model x mode from the seed alone, so the same config and seed give
     the same sites on any machine. The store must be new: a plan never overwrites results.
+    With backend nvbitfi, sites are dynamic instructions drawn from the workload's NVBitFI
+    profile, uniform over all kernel launches, as NVBitFI's own scripts draw them.
     """
     from campaign import config as cfg
     from campaign.store import Store
@@ -85,7 +91,8 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     _rich_models()
     from campaign.planner import plan as draw
 
-    record, sites = draw(c)
+    given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
+    record, sites = draw(c, given, Path(db).with_name(Path(db).name + ".runs"))
     n = Store.create(db).write_plan(record, sites)
     click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
                f"with seed {c.seed} in {db}.")
@@ -213,6 +220,27 @@ from campaign.cli_models import evaluate, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(evaluate)
+
+
+@main.command()
+@click.option("--home", help="NVBitFI build to check (default: $NVBITFI_HOME).")
+@click.option("--dialect", help="Injector dialect, if it cannot be read from the build: nvlabs, carol, pr2022.")
+def doctor(home: str | None, dialect: str | None) -> None:
+    """Check what a SASS-level (NVBitFI) campaign needs on this machine: the GPU, its compute
+    capability, driver and CUDA versions, the NVBitFI build (profiler, injector, dialect) and
+    whether the kernel log can be read for Xid errors. With a DUMMY injector build present it
+    runs a dry campaign that must come back 100% masked. Exit code 2 when something is missing.
+    """
+    from campaign.doctor import diagnose
+
+    ok = True
+    for line in diagnose(home, dialect):
+        click.echo(("  ok    " if line.ok else "  MISS  " if line.required else "  note  ") + line.text)
+        ok &= line.ok or not line.required
+    if not ok:
+        click.echo("Something an NVBitFI campaign needs is missing; see the lines marked MISS.", err=True)
+        sys.exit(2)
+    click.echo("Ready for NVBitFI campaigns.")
 
 
 @main.command()

@@ -15,7 +15,7 @@ import yaml
 from campaign.errors import UserError
 
 MODES = ("single_bit", "warp_random")
-BACKENDS = ("pytorch",)
+BACKENDS = ("pytorch", "nvbitfi")
 ISOLATIONS = ("inprocess", "process")
 WEIGHTINGS = ("elements", "macs")
 TABLE_OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
@@ -48,6 +48,19 @@ class FaultModel:
 
 
 @dataclass(frozen=True)
+class Nvbitfi:
+    """The user's NVBitFI build (backend: nvbitfi). ``dialect`` says which injector it is:
+    nvlabs (stock, no warp models), carol (UFRGS-CAROL fork) or pr2022 (the 2022 warp PR)."""
+
+    home: str | None = None  # default: $NVBITFI_HOME
+    dialect: str = "nvlabs"
+    group: str = "fp32"  # instruction group the sites are drawn from
+    powerlaw_line: bool = True  # warp_random: write the power-law value as an extra line
+    reads_powerlaw: bool = False  # the build reads that line (else it injects its own value)
+    dummy: bool = False  # attach the DUMMY injector: a dry campaign that must come back 100% masked
+
+
+@dataclass(frozen=True)
 class Config:
     name: str
     models: dict[str, str]  # name -> checkpoint reference (path or zoo:NAME)
@@ -65,6 +78,7 @@ class Config:
     golden_runs: int = 3  # process isolation: fault-free runs that must agree bit for bit
     timeout_factor: float = 5.0  # process isolation: timeout = max(10 s, factor x golden runtime)
     fault_model: FaultModel = field(default_factory=FaultModel)
+    nvbitfi: Nvbitfi = field(default_factory=Nvbitfi)
     store: str | None = None
 
     def to_json(self) -> str:
@@ -142,11 +156,16 @@ def parse(raw: Any, where: str) -> Config:
     fault_model = FaultModel(**{**asdict(FaultModel()), **fm})
     _choice(fault_model.op, TABLE_OPS, "fault_model.op", where)
     _choice(fault_model.size, TABLE_SIZES, "fault_model.size", where)
+    nv = raw.get("nvbitfi", {}) or {}
+    _typed(nv, dict, "nvbitfi", where)
+    _known(nv, Nvbitfi, f"{where} nvbitfi")
+    nvbitfi = Nvbitfi(**{**asdict(Nvbitfi()), **nv})
+    _check_nvbitfi(nvbitfi, tuple(modes), raw.get("backend", "pytorch"), where)
     scalars = {k: raw[k] for k in ("name", "injections", "seed", "backend", "isolation", "device", "layer_weighting",
                                    "tolerance", "batch_size", "reference", "store", "golden_runs",
                                    "timeout_factor") if k in raw}
     c = Config(**{"name": Path(where).stem, **scalars, "models": dict(models), "modes": tuple(modes),
-                  "images": img, "fault_model": fault_model})
+                  "images": img, "fault_model": fault_model, "nvbitfi": nvbitfi})
     _typed(c.name, str, "name", where)
     if _typed(c.injections, int, "injections", where) < 1:
         raise ConfigError(f"{where}: injections must be at least 1, not {c.injections}.")
@@ -158,6 +177,10 @@ def parse(raw: Any, where: str) -> Config:
         raise ConfigError(f"{where}: tolerance must be non-negative, not {c.tolerance}.")
     _choice(c.backend, BACKENDS, "backend", where)
     _choice(c.isolation, ISOLATIONS, "isolation", where)
+    if c.backend == "nvbitfi":
+        if not c.device.startswith("cuda"):
+            raise ConfigError(f"{where}: backend nvbitfi injects into GPU kernels, so device must be cuda or cuda:N.")
+        c = replace(c, isolation="process")
     if _typed(c.golden_runs, int, "golden_runs", where) < 2:
         raise ConfigError(f"{where}: golden_runs must be at least 2 to check determinism, not {c.golden_runs}.")
     if _typed(c.timeout_factor, (int, float), "timeout_factor", where) <= 1:
@@ -171,6 +194,20 @@ def parse(raw: Any, where: str) -> Config:
     if reference not in models:
         raise ConfigError(f"{where}: reference {reference!r} is not one of the models ({', '.join(models)}).")
     return replace(c, reference=reference, tolerance=float(c.tolerance))
+
+
+def _check_nvbitfi(nv: Nvbitfi, modes: tuple[str, ...], backend: str, where: str) -> None:
+    """Refuse, before anything runs, a mode the configured injector build cannot inject."""
+    from nvbitfi_tools import isa
+
+    _choice(nv.dialect, tuple(isa.DIALECTS), "nvbitfi.dialect", where)
+    if backend != "nvbitfi":
+        return
+    for mode in modes:
+        if not isa.can_inject(nv.dialect, mode):
+            raise ConfigError(f"{where}: the {nv.dialect} NVBitFI build cannot inject {mode} "
+                              f"(it supports {', '.join(isa.supported_modes(nv.dialect))}); "
+                              "change nvbitfi.dialect or the modes.")
 
 
 def load(path: str | None) -> Config:

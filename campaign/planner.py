@@ -1,9 +1,11 @@
 """From a config to a campaign record and every site, drawn before anything runs."""
 from __future__ import annotations
 
+import hashlib
 import platform
 import sys
 import zlib
+from pathlib import Path
 
 import numpy as np
 
@@ -11,6 +13,7 @@ from campaign import __version__
 from campaign.config import Config
 from campaign.errors import UserError
 from campaign.store import CampaignRecord
+from campaign.nvbitfi_backend import nvbitfi_sites
 from campaign.workload import image_digest, workload_images
 
 
@@ -49,7 +52,10 @@ def check_fault_model(config: Config) -> dict:
             "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
 
 
-def plan(config: Config) -> tuple[CampaignRecord, list[dict]]:
+def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | None = None
+         ) -> tuple[CampaignRecord, list[dict]]:
+    """``profiles``: model name (or ``*`` for all) -> an existing nvbitfi-igprofile.txt, for
+    backend nvbitfi; a model without one is profiled now under profiler.so in ``runs``."""
     from models import zoo
     from models.faults import describe_layers, draw_sites
     from models.resnet import build
@@ -66,6 +72,11 @@ def plan(config: Config) -> tuple[CampaignRecord, list[dict]]:
         models[name] = {"checkpoint": ref, "sha256": meta.sha256, "arch": meta.arch.to_dict(),
                         "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
                         "accuracy_on": meta.accuracy_on}
+        if config.backend == "nvbitfi":
+            path = _profile(config, name, ref, profiles or {}, runs, images, indices, fault_model)
+            models[name]["profile"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+            sites.extend(nvbitfi_sites(config, path, name, fault_model, stratum_rng))
+            continue
         for mode in config.modes:
             drawn = draw_sites(layers, mode, config.injections, len(indices), config.layer_weighting,
                                stratum_rng(config.seed, name, mode))
@@ -75,6 +86,21 @@ def plan(config: Config) -> tuple[CampaignRecord, list[dict]]:
                 "seed": config.images.seed, "indices": indices.tolist(), "images_sha256": image_digest(images.images)}
     record = CampaignRecord(config.name, config.seed, config.to_json(), versions(), models, workload, fault_model)
     return record, sites
+
+
+def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs: Path | None,
+             images, indices: np.ndarray, fault_model: dict) -> Path:
+    given = profiles.get(name) or profiles.get("*")
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"profile {given} for model {name} does not exist.")
+        return path
+    from campaign.nvbitfi_backend import profile_model
+
+    workload = {"source": config.images.source, "count": config.images.count, "seed": config.images.seed,
+                "images_sha256": image_digest(images.images)}
+    return profile_model(config, ref, workload, fault_model, (runs or Path("fi-campaign.db.runs")) / name)
 
 
 def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:

@@ -13,7 +13,8 @@ from campaign.store import Store
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
 EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "isolation", "layer", "layer_index", "image", "element",
-                  "bit", "width", "value_seed", "outcome", "images_changed", "nan", "max_abs_diff", "semantics",
+                  "bit", "width", "value_seed", "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value",
+                  "outcome", "images_changed", "nan", "max_abs_diff", "semantics",
                   "detail", "runtime_s", "finished")
 
 

@@ -88,35 +88,32 @@ class InProcess:
 
 
 class Processes:
-    """One ``python -m campaign.infer`` process per injection. The golden outputs come from
-    ``golden_runs`` fault-free runs of the same program, which must agree bit for bit."""
+    """One ``python -m campaign.infer`` process per injection, each in its own run directory.
+    The golden outputs come from ``golden_runs`` fault-free runs of the same program, which
+    must agree bit for bit; the timeout is max(10 s, timeout_factor x the slowest of them)."""
 
     GOLDEN_TIMEOUT_S = 600.0
+    isolation = "process"
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
                  keep_runs: bool) -> None:
-        from campaign.workload import workload_inputs
-        from models import zoo
+        from campaign.workload import write_root
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
-        self.root = (root / name).resolve()
-        self.root.mkdir(parents=True, exist_ok=True)
-        np.save(self.root / "images.npy", workload_inputs(record.workload))
-        (self.root / "workload.json").write_text(json.dumps({
-            "checkpoint": str(zoo.resolve(info["checkpoint"]).resolve()), "batch_size": config.batch_size,
-            "device": device, "fault_model": record.fault_model}))
+        self.root = write_root(root / name, info["checkpoint"], record.workload, config.batch_size, device,
+                               record.fault_model)
+        self.env: dict[str, str] | None = None
         self.golden, slowest = self._golden(config.golden_runs)
         self.timeout_s = max(10.0, config.timeout_factor * slowest)
 
-    def command(self, fault: Path | None) -> list[str]:
-        return [sys.executable, "-m", "campaign.infer", str(self.root)] + ([str(fault)] if fault else []) + ["--out", "logits.npy"]
-
     def _golden(self, runs: int) -> tuple[np.ndarray, float]:
+        from campaign.workload import command
+
         outputs, slowest = [], 0.0
         for g in range(runs):
             d = self.root / f"golden-{g}"
-            ended = process.run(self.command(None), d, self.GOLDEN_TIMEOUT_S)
+            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S)
             if ended.due_reason():
                 raise UserError(f"golden run {g} of the workload failed ({ended.due_reason()}); see {d}/stderr.txt.")
             outputs.append(np.load(d / "logits.npy"))
@@ -127,33 +124,46 @@ class Processes:
                                 "so no injection could be judged; see " + str(self.root) + ".")
         return outputs[0], slowest
 
+    def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
+        """Write what the run needs into its directory; return its command."""
+        from campaign.workload import command
+
+        (d / "fault.json").write_text(json.dumps(asdict(site)))
+        return command(self.root, d / "fault.json")
+
+    def judge(self, d: Path, site: Site, ended: process.Ended) -> tuple[str, int, bool, float | None, str | None]:
+        """(outcome, images changed, nan, max |diff|, DUE reason) of a finished run."""
+        reason = ended.due_reason()
+        if reason is None:
+            try:
+                faulty = np.load(d / "logits.npy")
+                if faulty.shape != self.golden.shape:
+                    raise ValueError
+            except (OSError, ValueError):
+                reason = "no valid output file"
+        if reason is not None:
+            return DUE, 0, False, None, reason
+        o = classify_batch(self.golden[None], faulty[None], self.config.tolerance)[0]
+        return o.outcome, o.images_changed, o.nan, o.max_abs_diff, None
+
+    def label(self, mode: str) -> str:
+        return semantics(mode, self.record.fault_model)
+
     def run(self, sites: list[Site], mode: str) -> list[Result]:
-        label = semantics(mode, self.record.fault_model)
         results = []
         for s in sites:
             d = self.root / str(s.id)
             d.mkdir(parents=True, exist_ok=True)
-            (d / "fault.json").write_text(json.dumps(asdict(s)))
-            ended = process.run(self.command(d / "fault.json"), d, self.timeout_s)
-            reason = ended.due_reason()
-            faulty = None
-            if reason is None:
-                try:
-                    faulty = np.load(d / "logits.npy")
-                    if faulty.shape != self.golden.shape:
-                        raise ValueError
-                except (OSError, ValueError):
-                    reason = "no valid output file"
-            if reason is not None:
-                outcome, changed, nan, diff = DUE, 0, False, None
-            else:
-                o = classify_batch(self.golden[None], faulty[None], self.config.tolerance)[0]
-                outcome, changed, nan, diff = o.outcome, o.images_changed, o.nan, o.max_abs_diff
-            if outcome == MASKED and not self.keep_runs:
+            ended = process.run(self.prepare(d, s, mode), d, self.timeout_s, self.env)
+            outcome, changed, nan, diff, reason = self.judge(d, s, ended)
+            dropped = outcome == MASKED and not self.keep_runs
+            if dropped:
                 shutil.rmtree(d, ignore_errors=True)
-            results.append(Result(s.id, outcome, changed, nan, diff, BACKEND, "process", label, ended.runtime_s,
-                                  reason or (None if outcome == MASKED and not self.keep_runs else str(d))))
+            results.append(Result(s.id, outcome, changed, nan, diff, self.backend, self.isolation, self.label(mode),
+                                  ended.runtime_s, reason or (None if dropped else str(d))))
         return results
+
+    backend = BACKEND
 
     def close(self) -> None:
         pass
@@ -193,8 +203,15 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
         modes = [m for m in config.modes if mode in (None, m) and planned[(name, m)][0] < planned[(name, m)][1]]
         if not modes:
             continue
-        executor: Executor = (InProcess(record, config, name, device) if config.isolation == "inprocess"
-                              else Processes(record, config, name, device, runs_dir(store), keep_runs))
+        executor: Executor
+        if config.backend == "nvbitfi":
+            from campaign.nvbitfi_backend import Nvbitfi
+
+            executor = Nvbitfi(record, config, name, device, runs_dir(store), keep_runs)
+        elif config.isolation == "inprocess":
+            executor = InProcess(record, config, name, device)
+        else:
+            executor = Processes(record, config, name, device, runs_dir(store), keep_runs)
         try:
             for m in modes:
                 done, total = planned[(name, m)]

@@ -40,13 +40,22 @@ site_t = Table(
     Column("id", Integer, primary_key=True),
     Column("model", String, nullable=False, index=True),
     Column("mode", String, nullable=False, index=True),
-    Column("layer", Integer, nullable=False),
-    Column("layer_name", String, nullable=False),
-    Column("image", Integer, nullable=False),  # index into the workload's images
-    Column("element", Integer, nullable=False),  # flat (C, H, W) index; first lane for a warp
+    # framework level (backend pytorch)
+    Column("layer", Integer),
+    Column("layer_name", String),
+    Column("image", Integer),  # index into the workload's images
+    Column("element", Integer),  # flat (C, H, W) index; first lane for a warp
     Column("bit", Integer),  # single_bit
     Column("width", Integer),  # warp_random lanes
     Column("value_seed", Integer),  # warp_random: seeds the lanes' uniforms and signs
+    # SASS level (backend nvbitfi): the injection-info fields
+    Column("kernel", String),
+    Column("kcount", Integer),  # global dynamic launch index
+    Column("igid", Integer),
+    Column("iid", Integer),  # 0-based dynamic instruction of the group within that launch
+    Column("op_seed", Float),
+    Column("bit_seed", Float),
+    Column("value", Float),  # warp_random: the power-law relative error for builds that read it
     Column("status", String, nullable=False, index=True, default=PENDING),
 )
 result_t = Table(
@@ -63,7 +72,8 @@ result_t = Table(
     Column("runtime_s", Float, nullable=False),
     Column("finished", String, nullable=False),
 )
-SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed")
+SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed",
+               "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value")
 
 
 class StoreError(UserError):
@@ -87,13 +97,20 @@ class Site:
     id: int
     model: str
     mode: str
-    layer: int
-    layer_name: str
-    image: int
-    element: int
+    layer: int | None
+    layer_name: str | None
+    image: int | None
+    element: int | None
     bit: int | None
     width: int | None
     value_seed: int | None
+    kernel: str | None = None
+    kcount: int | None = None
+    igid: int | None = None
+    iid: int | None = None
+    op_seed: float | None = None
+    bit_seed: float | None = None
+    value: float | None = None
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +41,24 @@ def workload_inputs(workload: dict) -> np.ndarray:
     if image_digest(images.images) != workload["images_sha256"]:
         raise UserError(f"the images at {workload['source']} differ from those the campaign was planned on.")
     return cifar.normalise(images.images, images.dataset).numpy()
+
+
+def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, device: str, fault_model: dict) -> Path:
+    """The folder every workload process of one model reads: images.npy and workload.json."""
+    from models import zoo
+
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    np.save(root / "images.npy", workload_inputs(workload))
+    (root / "workload.json").write_text(json.dumps({
+        "checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size, "device": device,
+        "fault_model": fault_model}))
+    return root
+
+
+def command(root: Path, fault: Path | None = None, out: str = "logits.npy") -> list[str]:
+    """The workload program's command line; the same program for golden, profiling and injection runs."""
+    return [sys.executable, "-m", "campaign.infer", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
 
 
 @dataclass

@@ -123,9 +123,10 @@ def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
         sys.argv = ["campaign.infer"] + sys.argv[1:]
         runpy.run_module("campaign.infer", run_name="__main__")
     """))
-    real = runner.Processes.command
-    monkeypatch.setattr(runner.Processes, "command",
-                        lambda self, fault: [sys.executable, str(wrapper)] + real(self, fault)[3:])
+    from campaign import workload
+
+    real = workload.command
+    monkeypatch.setattr(workload, "command", lambda *a, **k: [sys.executable, str(wrapper)] + real(*a, **k)[3:])
 
 
 def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config, monkeypatch):
