@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from campaign import __version__
+from campaign.errors import mark_model_errors
 
 DEFAULT_DB = "fi-campaign.db"
 
@@ -55,15 +56,6 @@ def _open(ctx: click.Context):
     return Store.open(_db(ctx))
 
 
-def _rich_models():
-    """Mark models errors as user-facing without importing torch at start-up."""
-    from models.data import DataError
-    from models.zoo import CheckpointError
-
-    for cls in (DataError, CheckpointError):
-        cls.user_facing = True
-
-
 @main.command()
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--seed", type=click.IntRange(min=0), help="Override the config's seed.")
@@ -88,7 +80,7 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     db = ctx.obj["db"] or c.store or DEFAULT_DB
     if Path(db).exists() and Path(db).stat().st_size > 0:
         Store.create(db)  # raises: the store is taken, or not a store at all
-    _rich_models()
+    mark_model_errors()
     from campaign.planner import plan as draw
 
     given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
@@ -121,7 +113,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
 
     store = _open(ctx)
     runner.check_selection(Config.from_json(store.campaign().config), model, mode)
-    _rich_models()
+    mark_model_errors()
     bars: dict[tuple[str, str], int] = {}
     started: dict[tuple[str, str], tuple[float, int]] = {}
     import time

@@ -5,19 +5,11 @@ from pathlib import Path
 
 import click
 
-from campaign.errors import UserError
+from campaign.errors import UserError, mark_model_errors
 
 PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened")
 ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56")
 DATASETS = {"cifar10": 10, "cifar100": 100}
-
-
-def _mark_model_errors() -> None:
-    from models.data import DataError
-    from models.zoo import CheckpointError
-
-    for cls in (DataError, CheckpointError):
-        cls.user_facing = True
 
 
 def _recipe(path: str | None, epochs: int | None, seed: int | None):
@@ -73,7 +65,7 @@ def train(preset: str, arch: str, dataset: str, source: str, epochs: int | None,
     from models import zoo
     from models.train import preset as make_preset, train as run_training
 
-    _mark_model_errors()
+    mark_model_errors()
     recipe = _recipe(recipe_path, epochs, seed)
     net, recipe = make_preset(preset, int(arch.removeprefix("resnet")), DATASETS[dataset], recipe)
     path = Path(out) if out else zoo.ZOO_DIR / f"{arch}-{dataset}-{preset}.pt"
@@ -126,7 +118,7 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
     from models.regret import evaluate as regret_of
     from models.train import evaluate as accuracy_of
 
-    _mark_model_errors()
+    mark_model_errors()
     try:
         law = powerlaw.entry(table, op, size)
     except (KeyError, ValueError) as e:
