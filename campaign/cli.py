@@ -60,17 +60,22 @@ def _open(ctx: click.Context):
 @click.argument("config", required=False, type=click.Path(dir_okay=False))
 @click.option("--seed", type=click.IntRange(min=0), help="Override the config's seed.")
 @click.option("--injections", type=click.IntRange(min=1), help="Override injections per model x mode.")
+@click.option("--margin", type=click.FloatRange(min=0, min_open=True, max=0.5),
+              help="Size the campaign for this error margin (e.g. 0.01) instead of 'injections'.")
+@click.option("--confidence", type=click.FloatRange(min=0.5, max=0.9999), default=0.95, show_default=True,
+              help="Confidence level of --margin.")
 @click.option("--profile", "profiles", multiple=True, metavar="[MODEL=]FILE",
               help="backend nvbitfi: reuse an existing nvbitfi-igprofile.txt instead of profiling "
                    "(slow); MODEL=FILE per model, or FILE for every model. Repeatable.")
 @click.pass_context
 def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None,
-         profiles: tuple[str, ...]) -> None:
+         margin: float | None, confidence: float, profiles: tuple[str, ...]) -> None:
     """Draw every injection site of CONFIG (default: the demo) and store it before anything runs.
 
     Sites are drawn per model x mode from the seed alone, so the same config and seed give
     the same sites on any machine. The store must be new: a plan never overwrites results.
-    With backend nvbitfi, sites are dynamic instructions drawn from the workload's NVBitFI
+    --margin E sizes every model x mode after Leveugle et al. (DATE 2009) and prints the
+    numbers it used. With backend nvbitfi, sites are dynamic instructions drawn from the workload's NVBitFI
     profile, uniform over all kernel launches, as NVBitFI's own scripts draw them.
     """
     from campaign import config as cfg
@@ -81,9 +86,20 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     if Path(db).exists() and Path(db).stat().st_size > 0:
         Store.create(db)  # raises: the store is taken, or not a store at all
     mark_model_errors()
-    from campaign.planner import plan as draw
+    from campaign.planner import plan as draw, size
 
     given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
+    if margin is not None:
+        if injections is not None:
+            raise click.UsageError("give either --injections or --margin, not both.")
+        from campaign.stats import z_value
+
+        sized = size(c, margin, confidence, given)
+        click.echo(f"Campaign size after Leveugle et al. (DATE 2009): n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))), "
+                   f"e = {margin}, confidence {confidence} (t = {z_value(confidence):.4f}), p = 0.5")
+        for z in sized:
+            click.echo(f"  {z.model} {z.mode}: N = {z.population:.4g} fault sites -> n = {z.injections}")
+        c = c.with_overrides(injections=max(z.injections for z in sized))
     record, sites = draw(c, given, Path(db).with_name(Path(db).name + ".runs"))
     n = Store.create(db).write_plan(record, sites)
     click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
@@ -98,8 +114,18 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
               help="inprocess: many injections per forward pass (fast). process: one workload process per "
                    "injection, with timeouts and crash detection (the NVBitFI path). Default: the config's.")
 @click.option("--keep-runs", is_flag=True, help="Keep the run directories of masked process runs too.")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Parallel workers; they claim sites atomically from the store, so several 'run' "
+                   "commands on one store never run a site twice. Default: one per visible GPU "
+                   "(times --per-gpu), else one per CPU core.")
+@click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Workers sharing each GPU.")
+@click.option("--until-ci", type=click.FloatRange(min=0, min_open=True, max=0.5),
+              help="Stop a model x mode once the 95%% interval half-width of its critical-SDC rate is at "
+                   "most this fraction (e.g. 0.02), even if planned sites remain.")
 @click.pass_context
-def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool) -> None:
+def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool,
+        workers: int | None, per_gpu: int, until_ci: float | None) -> None:
     """Execute the pending injections of the store, committing results as they come.
 
     Interrupt it at any time (Ctrl-C); run it again to resume where it stopped. Process runs
@@ -112,8 +138,9 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     from campaign.config import Config
 
     store = _open(ctx)
-    runner.check_selection(Config.from_json(store.campaign().config), model, mode)
+    config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
     mark_model_errors()
+    workers, devices = _workers(config, workers, per_gpu)
     bars: dict[tuple[str, str], int] = {}
     started: dict[tuple[str, str], tuple[float, int]] = {}
     import time
@@ -133,7 +160,8 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
                        outcomes=" ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items())))
 
         try:
-            totals = runner.run(store, model, mode, show, isolation=isolation, keep_runs=keep_runs)
+            totals = runner.run(store, model, mode, show, isolation=isolation, keep_runs=keep_runs,
+                                workers=workers, until_ci=until_ci, devices=devices)
         except KeyboardInterrupt:
             click.echo("Interrupted; every finished chunk is stored. Run again to resume.", err=True)
             sys.exit(130)
@@ -141,6 +169,22 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
         click.echo("Nothing to run: every selected site already has a result.")
     else:
         click.echo(f"Ran {sum(totals.values())} injections. Next: fi-campaign report --avf")
+
+
+def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
+    """(worker count, device per worker): GPUs round-robin, ``per_gpu`` workers each."""
+    import os
+
+    if config.device.startswith("cuda") or config.device == "auto":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n and config.device in ("cuda", "auto"):
+            devices = [f"cuda:{i}" for i in range(n) for _ in range(per_gpu)]
+            return workers or len(devices), devices
+        if n:
+            return workers or per_gpu, [config.device]
+    return workers or os.cpu_count() or 1, None
 
 
 @main.command()
@@ -184,6 +228,12 @@ def _print_avf(store, rows, comps) -> None:
         table.add_row(r.model, r.mode, r.outcome, f"{r.k}/{r.n}", rate,
                       f"[{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]%")
     console.print(table)
+    fm = record.fault_model
+    if any(r.mode == "warp_random" for r in rows):
+        entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
+        origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
+        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} [{entries}]; "
+                      f"{fm['semantics']}")
     for (model, mode), k in sorted(nan.items()):
         console.print(f"NaN/Inf in the outputs: {model} {mode}: {k} injections")
     for c in comps:
@@ -208,10 +258,12 @@ def export(ctx: click.Context, file: str) -> None:
     click.echo(f"Wrote {n} rows to {file}")
 
 
+from campaign.cli_faultmodel import fault_model  # noqa: E402
 from campaign.cli_models import evaluate, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(evaluate)
+main.add_command(fault_model)
 
 
 @main.command()
@@ -238,11 +290,26 @@ def doctor(home: str | None, dialect: str | None) -> None:
 @main.command()
 @click.pass_context
 def status(ctx: click.Context) -> None:
-    """Done / planned per model x mode, without running anything."""
+    """Progress of a store without running anything: done / planned per model x mode,
+    sites held by workers, outcomes so far, the critical-SDC interval, rate and ETA."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from campaign.classify import COUNTED, CRITICAL_SDC
+    from campaign.stats import proportion
+
     store = _open(ctx)
-    for model, mode, done, planned in store.progress():
-        click.echo(f"{model:12s} {mode:12s} {done:>8d}/{planned:<8d}")
+    table = Table(title=f"campaign '{store.campaign().name}' in {store.path}")
+    for col in ("model", "mode", "done/planned", "running", "outcomes", "critical SDC [95% CI]", "inj/s", "ETA"):
+        table.add_column(col)
+    for s in store.stratum_status():
+        n = sum(s.outcomes.get(o, 0) for o in COUNTED)
+        r = proportion(s.outcomes.get(CRITICAL_SDC, 0), n)
+        crit = "-" if n == 0 else f"{100 * r.rate:.2f}% [{100 * r.low:.2f}, {100 * r.high:.2f}]"
+        rate = s.done / s.span_s if s.span_s > 0 else None
+        eta = "-" if not rate or s.done == s.planned else f"{(s.planned - s.done) / rate:,.0f} s"
+        table.add_row(s.model, s.mode, f"{s.done}/{s.planned}", str(s.running),
+                      " ".join(f"{k}={v}" for k, v in sorted(s.outcomes.items())), crit,
+                      "-" if rate is None else f"{rate:,.1f}", eta)
+    Console().print(table)
 
-
-from campaign.cli_faultmodel import fault_model  # noqa: E402
-main.add_command(fault_model)

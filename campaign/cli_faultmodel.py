@@ -90,13 +90,17 @@ def _console():
               help="KS distance: at each sample with the empirical CDF counting the samples below it "
                    "(reproduces the published tables), or the exact two-sided supremum.")
 def fit(csvs: tuple[str, ...], by: str, out: str, name: str | None, ks_kind: str) -> None:
-    """Fit a power law (x_min by KS distance, alpha by maximum likelihood) to the relative_diff
+    """Fit a power law per group of samples and write a fault-model YAML.
+
+    x_min is chosen by the KS distance, alpha by maximum likelihood, from the relative_diff
     samples of each group of rows of CSV... (e.g. the DSN 2021 RTL raw_data_*.csv files).
 
     All CSVs are pooled before grouping, so fit one fault site (file) at a time to get the
     published tables' grouping. Empty, non-finite and non-positive samples are dropped and
     counted. A group with fewer than 2 distinct usable samples is reported and left out.
     """
+    import pandas as pd
+    import yaml
     from rich.table import Table
 
     from models import powerfit, powerlaw
@@ -108,8 +112,6 @@ def fit(csvs: tuple[str, ...], by: str, out: str, name: str | None, ks_kind: str
     for path in csvs:
         frames.append(_read((path,), cols))
         counts.append(len(frames[-1]))
-    import pandas as pd
-
     data = pd.concat(frames, ignore_index=True)
     groups = data.groupby(cols, sort=False)[COLUMN] if cols else [((), data[COLUMN])]
     fits, skipped = [], []
@@ -124,11 +126,18 @@ def fit(csvs: tuple[str, ...], by: str, out: str, name: str | None, ks_kind: str
     if not fits:
         raise UserError(f"no group of {', '.join(csvs)} has enough samples for a fit "
                         f"({skipped[0][1]} in {' '.join(skipped[0][0].values()) or 'the only group'}).")
-    order = lambda g: tuple(_order(c, g[c]) for c in cols)  # noqa: E731
+
+    def order(group: dict) -> tuple:
+        return tuple(_order(c, group[c]) for c in cols)
+
     fits.sort(key=lambda f: order(f["group"]))
     skipped.sort(key=lambda s: order(s[0]))
     name = name or Path(out).stem
     doc = powerlaw.table_document(name, cols, _sources(csvs, counts), fits, ks_kind)
+    try:
+        Path(out).write_text(yaml.safe_dump(doc, sort_keys=False))
+    except OSError as e:
+        raise UserError(f"cannot write {out}: {e.strerror}.") from None
     table = Table(title=f"Power-law fits of {COLUMN} per {', '.join(cols) or 'file'} "
                         f"(KS '{ks_kind}'), model '{name}'")
     for c in [*cols, "entry", "n", "dropped", "x_min", "alpha ± σ", "n_tail", "KS"]:
@@ -140,9 +149,6 @@ def fit(csvs: tuple[str, ...], by: str, out: str, name: str | None, ks_kind: str
     console.print(table)
     for group, why in skipped:
         console.print(f"Skipped {' '.join(group.values())}: {why}.")
-    import yaml
-
-    Path(out).write_text(yaml.safe_dump(doc, sort_keys=False))
     example = next((e for e in doc["entries"] if e["op"] in powerlaw.OPS and e["size"] in powerlaw.SIZES), None)
     click.echo(f"Wrote fault model '{name}' ({len(fits)} entries) to {out}.")
     if example:
@@ -158,10 +164,10 @@ def _note(law) -> str:
         if not math.isfinite(law.x_min) or law.x_min >= FLT_MAX:
             return "[red]degenerate[/red]: x_min = FLT_MAX"
         return f"[red]degenerate[/red]: {'x_min' if law.x_min <= 0 else 'alpha'} = {law.x_min if law.x_min <= 0 else law.alpha:g}"
-    if law.alpha > 100:
-        spread = math.expm1(math.log(2.0 ** 53) / (law.alpha - 1.0))  # largest draw / x_min - 1 at u = 1 - 2^-53
-        return f"near-constant: r <= x_min (1 + {spread:.1g})"
-    return ""
+    if law.alpha < 100:
+        return ""
+    spread = math.expm1(math.log(2.0 ** 53) / (law.alpha - 1.0))  # largest draw / x_min - 1 at u = 1 - 2^-53
+    return f"near-constant: r <= x_min (1 + {spread:.1g})" if spread < 0.05 else ""
 
 
 @fault_model.command()
@@ -173,8 +179,10 @@ def _note(law) -> str:
 @click.option("--size", "sizes", multiple=True, help="Only this size (repeatable).")
 def show(name: str | None, csvs: tuple[str, ...], plot: str | None, ops: tuple[str, ...],
          sizes: tuple[str, ...]) -> None:
-    """The entries of NAME (a built-in table or a fitted fault-model YAML); without NAME, the
-    built-in tables. Degenerate entries, which warp_random refuses, are flagged.
+    """Show a fault model's entries, optionally against data and as a plot.
+
+    NAME is a built-in table or a fitted fault-model YAML; without NAME, the built-in tables
+    are shown. Degenerate entries, which warp_random refuses, are flagged.
 
     With --data, each entry is compared with the samples of its group: the entry's KS distance
     to them, a refit, and the largest relative difference between the entry and the refit.
@@ -304,5 +312,9 @@ def _plot(rows: list[dict], data, table: str, path: Path) -> None:
         ax.legend(fontsize=7, loc="lower left")
     fig.suptitle(f"{table}: complementary CDF of the data vs the power law above x_min", fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / (3.2 * nrows)))  # 0.4 in for the title
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as e:
+        raise UserError(f"cannot write {path}: {e.strerror}.") from None
+    finally:
+        plt.close(fig)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import math
 import platform
 import sys
 import zlib
@@ -10,7 +11,10 @@ from pathlib import Path
 import numpy as np
 
 from campaign import __version__
+from dataclasses import dataclass
+
 from campaign.config import Config
+from campaign.stats import sample_size
 from campaign.errors import UserError
 from campaign.store import CampaignRecord
 from campaign.nvbitfi_backend import nvbitfi_sites
@@ -43,10 +47,10 @@ def check_fault_model(config: Config) -> dict:
     except KeyError as e:
         raise UserError(f"fault_model: {e.args[0]}.") from None
     if "warp_random" in config.modes:
-        for size, law in laws.items():
+        for bucket, law in laws.items():
             why = law.degenerate_reason()
             if why:
-                raise UserError(f"fault_model {about['name']} {fm.op} {size} (x_min {law.x_min:g}, alpha "
+                raise UserError(f"fault_model {about['name']} {fm.op} {bucket} (x_min {law.x_min:g}, alpha "
                                 f"{law.alpha:g}) is degenerate: {why}; choose another op or size for warp_random.")
     return {**about, "table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
             "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
@@ -107,3 +111,36 @@ def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
     keys = list(drawn)
     cols = [drawn[k].tolist() for k in keys]
     return [dict(zip(keys, vals)) for vals in zip(*cols)]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    model: str
+    mode: str
+    population: float  # fault sites the campaign samples from (inf: a continuous value space)
+    injections: int
+
+
+def size(config: Config, margin: float, confidence: float, profiles: dict[str, str] | None = None) -> list[Sizing]:
+    """Injections per stratum for ``margin`` at ``confidence`` (Leveugle et al., DATE 2009, with
+    p = 0.5, the worst case). single_bit's population is every bit of every output value (or of
+    every profiled FP32 thread-instruction, for NVBitFI); warp_random draws a continuous value,
+    so its population is infinite."""
+    from models import zoo
+    from models.faults import describe_layers
+    from models.resnet import build
+
+    out = []
+    for name, ref in config.models.items():
+        if config.backend == "nvbitfi":
+            given = (profiles or {}).get(name) or (profiles or {}).get("*")
+            from nvbitfi_tools.profile import read_profile
+
+            sites = read_profile(given, config.nvbitfi.dialect).total(config.nvbitfi.group) if given else math.inf
+        else:
+            meta, _ = zoo.read(ref)
+            sites = sum(li.numel for li in describe_layers(build(meta.arch))) * config.images.count
+        for mode in config.modes:
+            population = sites * 32 if mode == "single_bit" else math.inf
+            out.append(Sizing(name, mode, population, sample_size(population, margin, confidence)))
+    return out

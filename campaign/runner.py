@@ -11,8 +11,9 @@ interrupted at any point and restarted: it resumes with the first pending site.
 from __future__ import annotations
 
 import json
+import os
 import shutil
-import sys
+import socket
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -182,51 +183,183 @@ def runs_dir(store: Store) -> Path:
     return store.path.with_name(store.path.name + ".runs")
 
 
-def run(store: Store, model: str | None = None, mode: str | None = None,
-        on_progress: Callable[[Progress], None] | None = None, chunk: int | None = None,
-        isolation: str | None = None, keep_runs: bool = False) -> dict[str, int]:
-    """Run every pending site (of ``model`` / ``mode`` if given); returns this run's outcome counts."""
+def log_path(store: Store) -> Path:
+    """One JSON line per injection, beside the store."""
+    return store.path.with_name(store.path.name + ".log.jsonl")
+
+
+def owner_alive(owner: str) -> bool:
+    """A worker on this host is alive while its process is; elsewhere only its lease tells."""
+    import psutil
+
+    host, pid, _ = owner.rsplit(":", 2)
+    if host != socket.gethostname():
+        return True
+    try:
+        return psutil.Process(int(pid)).status() != psutil.STATUS_ZOMBIE
+    except (psutil.NoSuchProcess, ValueError):
+        return False
+
+
+def stratum_done(store: Store, model: str, mode: str, until_ci: float | None) -> bool:
+    """--until-ci: the 95% interval of the stratum's critical-SDC rate is narrow enough."""
+    if until_ci is None:
+        return False
+    from campaign.classify import COUNTED, CRITICAL_SDC
+    from campaign.stats import proportion
+
+    counts = store.stratum_counts(model, mode)
+    n = sum(counts.get(o, 0) for o in COUNTED)
+    return n > 0 and proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= until_ci
+
+
+@dataclass(frozen=True)
+class Job:
+    """What one worker runs; plain data so it crosses into a spawned worker process."""
+
+    db: str
+    model: str | None = None
+    mode: str | None = None
+    isolation: str | None = None
+    keep_runs: bool = False
+    until_ci: float | None = None
+    chunk: int | None = None
+    device: str | None = None  # None: the config's
+    threads: int | None = None  # torch threads of an in-process worker
+    index: int = 0
+    parent: int | None = None  # a spawned worker stops claiming once this process is gone
+
+
+def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress], None] | None = None) -> dict[str, int]:
+    """One worker: claim a chunk of a stratum, run it, record it with its sites, until no
+    pending site is left (or the stratum's interval is narrow enough)."""
     from campaign.workload import resolve_device
 
+    store = store or Store.open(job.db)
     record = store.campaign()
-    config = check_selection(Config.from_json(record.config), model, mode).with_overrides(isolation=isolation)
-    device = resolve_device(config.device)
+    config = check_selection(Config.from_json(record.config), job.model, job.mode).with_overrides(isolation=job.isolation)
+    device = resolve_device(job.device or config.device)
+    if job.threads:
+        import torch
+
+        torch.set_num_threads(job.threads)
+    owner = f"{socket.gethostname()}:{os.getpid()}:{job.index}"
     if config.isolation == "inprocess":
-        chunk = min(chunk or config.batch_size, config.batch_size)
+        chunk = min(job.chunk or config.batch_size, config.batch_size)
     else:
-        chunk = chunk or 16
+        chunk = job.chunk or 4
     planned = {(a, b): (d, p) for a, b, d, p in store.progress()}
     totals: dict[str, int] = {}
+    log = log_path(store)
     for name in config.models:
-        if model not in (None, name):
+        if job.model not in (None, name):
             continue
-        modes = [m for m in config.modes if mode in (None, m) and planned[(name, m)][0] < planned[(name, m)][1]]
+        modes = [m for m in config.modes if job.mode in (None, m) and planned[(name, m)][0] < planned[(name, m)][1]
+                 and not stratum_done(store, name, m, job.until_ci)]
         if not modes:
             continue
         executor: Executor
         if config.backend == "nvbitfi":
             from campaign.nvbitfi_backend import Nvbitfi
 
-            executor = Nvbitfi(record, config, name, device, runs_dir(store), keep_runs)
+            executor = Nvbitfi(record, config, name, device, runs_dir(store), job.keep_runs)
         elif config.isolation == "inprocess":
             executor = InProcess(record, config, name, device)
         else:
-            executor = Processes(record, config, name, device, runs_dir(store), keep_runs)
+            executor = Processes(record, config, name, device, runs_dir(store), job.keep_runs)
+        lease_s = 600.0 if config.isolation == "inprocess" else chunk * (getattr(executor, "timeout_s", 0.0) + 10.0) + 60.0
         try:
             for m in modes:
                 done, total = planned[(name, m)]
                 counts: dict[str, int] = {}
                 if on_progress:
                     on_progress(Progress(name, m, done, total, {}))
-                while sites := store.pending(name, m, chunk):
-                    results = executor.run(sites, m)
-                    store.record(results)
+                while not stratum_done(store, name, m, job.until_ci):
+                    if job.parent is not None and os.getppid() != job.parent:
+                        return totals  # orphaned: the runner that started us is gone
+                    sites = store.claim(name, m, chunk, owner, lease_s)
+                    if not sites:
+                        break
+                    results = store.record(executor.run(sites, m), owner)
+                    _log(log, results, name, m, owner)
                     for r in results:
                         counts[r.outcome] = counts.get(r.outcome, 0) + 1
                         totals[r.outcome] = totals.get(r.outcome, 0) + 1
-                    done += len(sites)
+                    done += len(results)
                     if on_progress:
                         on_progress(Progress(name, m, done, total, dict(counts)))
+        except BaseException:
+            store.release_owner(owner)  # best effort: give back what this worker still holds
+            raise
         finally:
             executor.close()
     return totals
+
+
+def _log(path: Path, results: list[Result], model: str, mode: str, worker: str) -> None:
+    lines = "".join(json.dumps({"site": r.site_id, "model": model, "mode": mode, "outcome": r.outcome,
+                                "runtime_s": round(r.runtime_s, 6), "worker": worker,
+                                **({"detail": r.detail} if r.detail else {})}) + "\n" for r in results)
+    with open(path, "a") as f:
+        f.write(lines)
+
+
+def _worker_main(job: Job) -> None:
+    try:
+        work(job)
+    except KeyboardInterrupt:
+        pass
+
+
+def run(store: Store, model: str | None = None, mode: str | None = None,
+        on_progress: Callable[[Progress], None] | None = None, chunk: int | None = None,
+        isolation: str | None = None, keep_runs: bool = False, workers: int = 1, until_ci: float | None = None,
+        devices: list[str] | None = None) -> dict[str, int]:
+    """Run every pending site (of ``model`` / ``mode`` if given) with ``workers`` workers;
+    returns this run's outcome counts. Sites left running by a dead worker are taken back first."""
+    import multiprocessing as mp
+
+    check_selection(Config.from_json(store.campaign().config), model, mode)
+    store.release_stale(owner_alive)
+    if workers == 1:
+        job = Job(str(store.path), model, mode, isolation, keep_runs, until_ci, chunk, (devices or [None])[0])
+        return work(job, store, on_progress)
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    before = _outcomes(store)
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_worker_main, daemon=True,
+                         args=(Job(str(store.path), model, mode, isolation, keep_runs, until_ci, chunk,
+                                   devices[i % len(devices)] if devices else None, threads, i, os.getpid()),))
+             for i in range(workers)]
+    for p in procs:
+        p.start()
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(timeout=0.5)
+            if on_progress:
+                _poll(store, model, mode, on_progress)
+    except BaseException:
+        for p in procs:
+            p.terminate()
+        raise
+    if on_progress:
+        _poll(store, model, mode, on_progress)
+    after = _outcomes(store)
+    return {o: after.get(o, 0) - before.get(o, 0) for o in after if after.get(o, 0) > before.get(o, 0)}
+
+
+def _outcomes(store: Store) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for _, _, outcome, k in store.outcome_counts():
+        out[outcome] = out.get(outcome, 0) + k
+    return out
+
+
+def _poll(store: Store, model: str | None, mode: str | None, on_progress: Callable[[Progress], None]) -> None:
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for a, b, outcome, k in store.outcome_counts():
+        counts.setdefault((a, b), {})[outcome] = k
+    for a, b, done, planned in store.progress():
+        if model in (None, a) and mode in (None, b):
+            on_progress(Progress(a, b, done, planned, counts.get((a, b), {})))

@@ -6,20 +6,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
-from sqlalchemy import (Boolean, Column, Float, ForeignKey, Integer, MetaData, String, Table, Text,
-                        create_engine, event, func, insert, select, update)
+from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
+                        and_, create_engine, event, func, insert, select, update)
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError, OperationalError
 
 from campaign.errors import UserError
 
 SCHEMA_VERSION = 1
-PENDING, DONE = "pending", "done"
+PENDING, RUNNING, DONE = "pending", "running", "done"
 
 meta = MetaData()
 campaign_t = Table(
@@ -57,6 +58,9 @@ site_t = Table(
     Column("bit_seed", Float),
     Column("value", Float),  # warp_random: the power-law relative error for builds that read it
     Column("status", String, nullable=False, index=True, default=PENDING),
+    Column("owner", String),  # worker holding a running site: "host:pid:n"
+    Column("lease_until", Float),  # epoch seconds; a running site past it is free again
+    Index("ix_site_stratum", "model", "mode", "status", "id"),
 )
 result_t = Table(
     "result", meta,
@@ -125,6 +129,17 @@ class Result:
     semantics: str
     runtime_s: float
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class StratumStatus:
+    model: str
+    mode: str
+    done: int
+    planned: int
+    running: int  # held by a worker now (or by one that died; freed at the next run)
+    outcomes: dict[str, int]
+    span_s: float  # first to last finished result (1 s resolution)
 
 
 def _engine(path: Path) -> Engine:
@@ -219,19 +234,72 @@ class Store:
         with self.engine.connect() as con:
             return [Site(**r) for r in con.execute(stmt).mappings()]
 
-    def record(self, results: list[Result]) -> None:
-        """Results and their sites' status in one transaction."""
-        if not results:
-            return
-        finished = _now()
+    def claim(self, model: str, mode: str, limit: int, owner: str, lease_s: float) -> list[Site]:
+        """Atomically take up to ``limit`` pending sites of a stratum for ``owner``: one UPDATE
+        under SQLite's single writer lock, so two workers never get the same site."""
+        first = (select(site_t.c.id).where(site_t.c.model == model, site_t.c.mode == mode,
+                                           site_t.c.status == PENDING)
+                 .order_by(site_t.c.id).limit(limit).scalar_subquery())
+        stmt = (update(site_t).where(site_t.c.id.in_(first))
+                .values(status=RUNNING, owner=owner, lease_until=time.time() + lease_s)
+                .returning(*[site_t.c[f] for f in ("id",) + SITE_FIELDS]))
         try:
             with self.engine.begin() as con:
-                con.execute(insert(result_t), [{**asdict(r), "finished": finished} for r in results])
-                ids = [r.site_id for r in results]
+                rows = [Site(**r) for r in con.execute(stmt).mappings()]
+        except DatabaseError as e:
+            raise StoreError(f"cannot claim sites in {self.path} ({_reason(e)}).") from None
+        return sorted(rows, key=lambda s: s.id)
+
+    def release_stale(self, alive: Callable[[str], bool]) -> int:
+        """Return to pending the running sites whose lease expired or whose owner is gone."""
+        with self.engine.connect() as con:
+            running = con.execute(select(site_t.c.owner, func.min(site_t.c.lease_until))
+                                  .where(site_t.c.status == RUNNING).group_by(site_t.c.owner)).all()
+        now = time.time()
+        dead = [owner for owner, lease in running if lease < now or not alive(owner)]
+        if not dead:
+            return 0
+        try:
+            with self.engine.begin() as con:
+                r = con.execute(update(site_t).where(site_t.c.status == RUNNING, site_t.c.owner.in_(dead))
+                                .values(status=PENDING, owner=None, lease_until=None))
+        except DatabaseError as e:
+            raise StoreError(f"cannot release stale sites in {self.path} ({_reason(e)}).") from None
+        return r.rowcount
+
+    def release_owner(self, owner: str) -> None:
+        """Give back the sites ``owner`` holds; silent if the store cannot be written now."""
+        try:
+            with self.engine.begin() as con:
+                con.execute(update(site_t).where(site_t.c.status == RUNNING, site_t.c.owner == owner)
+                            .values(status=PENDING, owner=None, lease_until=None))
+        except DatabaseError:
+            pass
+
+    def record(self, results: list[Result], owner: str | None = None) -> list[Result]:
+        """Results and their sites' status in one transaction. With ``owner``, only sites this
+        owner still holds are recorded (a lease taken over by another worker is not counted
+        twice); returns what was recorded."""
+        if not results:
+            return []
+        finished = _now()
+        ids = [r.site_id for r in results]
+        try:
+            with self.engine.begin() as con:
+                mine: set[int] = set()
                 for i in range(0, len(ids), 900):
-                    con.execute(update(site_t).where(site_t.c.id.in_(ids[i:i + 900])).values(status=DONE))
+                    cond = [site_t.c.id.in_(ids[i:i + 900]), site_t.c.status != DONE]
+                    if owner is not None:
+                        cond.append(and_(site_t.c.status == RUNNING, site_t.c.owner == owner))
+                    got = con.execute(update(site_t).where(*cond)
+                                      .values(status=DONE, owner=None, lease_until=None).returning(site_t.c.id))
+                    mine.update(got.scalars())
+                kept = [r for r in results if r.site_id in mine]
+                if kept:
+                    con.execute(insert(result_t), [{**asdict(r), "finished": finished} for r in kept])
         except DatabaseError as e:
             raise StoreError(f"cannot write results to {self.path} ({_reason(e)}); results stored so far are intact.") from None
+        return kept
 
     def progress(self) -> list[tuple[str, str, int, int]]:
         """(model, mode, done, planned) per stratum."""
@@ -247,6 +315,31 @@ class Store:
                 .group_by(site_t.c.model, site_t.c.mode, result_t.c.outcome))
         with self.engine.connect() as con:
             return [tuple(r) for r in con.execute(stmt)]
+
+    def stratum_status(self) -> list["StratumStatus"]:
+        progress = self.progress()
+        with self.engine.connect() as con:
+            running = dict(((a, b), int(c)) for a, b, c in con.execute(
+                select(site_t.c.model, site_t.c.mode, func.count()).where(site_t.c.status == RUNNING)
+                .group_by(site_t.c.model, site_t.c.mode)).all())
+            spans = {(a, b): (lo, hi) for a, b, lo, hi in con.execute(
+                select(site_t.c.model, site_t.c.mode, func.min(result_t.c.finished), func.max(result_t.c.finished))
+                .join(result_t, result_t.c.site_id == site_t.c.id).group_by(site_t.c.model, site_t.c.mode))}
+        counts: dict[tuple[str, str], dict[str, int]] = {}
+        for a, b, o, k in self.outcome_counts():
+            counts.setdefault((a, b), {})[o] = k
+        out = []
+        for a, b, done, planned in progress:
+            lo, hi = spans.get((a, b), (None, None))
+            span = (datetime.fromisoformat(hi) - datetime.fromisoformat(lo)).total_seconds() if lo else 0.0
+            out.append(StratumStatus(a, b, done, planned, running.get((a, b), 0), counts.get((a, b), {}), span))
+        return out
+
+    def stratum_counts(self, model: str, mode: str) -> dict[str, int]:
+        stmt = (select(result_t.c.outcome, func.count()).join(site_t, result_t.c.site_id == site_t.c.id)
+                .where(site_t.c.model == model, site_t.c.mode == mode).group_by(result_t.c.outcome))
+        with self.engine.connect() as con:
+            return {o: int(k) for o, k in con.execute(stmt)}
 
     def nan_counts(self) -> dict[tuple[str, str], int]:
         stmt = (select(site_t.c.model, site_t.c.mode, func.count())

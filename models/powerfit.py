@@ -10,7 +10,7 @@ The KS distance is taken at each tail sample, with the empirical CDF counting th
 strictly *below* it (``ks="below"``, the default). That is the convention which reproduces the
 published DSN 2021 tables (docs/FAULT-MODELS.md); ``ks="sup"`` is the exact supremum of the step
 function (both sides of every step), which picks a different x_min on some of those groups.
-Torch-free and pandas-free on purpose: ``plan`` and the CLI import it cheaply.
+Torch-free and pandas-free on purpose, so the CLI and tests import it cheaply.
 """
 from __future__ import annotations
 
@@ -46,13 +46,6 @@ class Fit:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "sigma": float(self.sigma)}
-
-    def ccdf(self, x: np.ndarray) -> np.ndarray:
-        """P(X >= x) of the fitted law (1 below x_min): what a log-log plot draws as a line."""
-        x = np.asarray(x, dtype=np.float64)
-        with np.errstate(over="ignore", divide="ignore", invalid="ignore"):
-            p = (x / self.x_min) ** (1.0 - self.alpha)
-        return np.where(x < self.x_min, 1.0, p)
 
 
 def clean(samples) -> tuple[np.ndarray, int]:
@@ -104,7 +97,11 @@ def fit(samples, x_min: float | None = None, ks: str = "below") -> Fit:
         alpha = mle_alpha(tail, x_min)
         return Fit(float(x_min), alpha, int(tail.size), int(x.size), ks_distance(tail, x_min, alpha, ks), dropped)
     starts = np.searchsorted(x, distinct[:-1], "left")  # the largest value alone has no spread
-    best = int(np.nanargmin(_scan(x, starts, ks)))
+    dist = _scan(x, starts, ks)
+    if np.isnan(dist).all():
+        raise FitError(f"the {distinct.size} distinct samples are too close together for a power-law fit "
+                       f"(from {x[0]:.17g} to {x[-1]:.17g})")
+    best = int(np.nanargmin(dist))
     i = int(starts[best])
     x_best = float(x[i])
     tail = x[i:]

@@ -54,20 +54,20 @@ def brute_force(x: np.ndarray, ks: str) -> tuple[float, float]:
 # --- the fitter on samples with known parameters ------------------------------------------------
 
 
-@pytest.mark.parametrize("ks", powerfit.KS_KINDS)
-def test_fit_recovers_known_parameters(ks):
+@pytest.mark.parametrize("ks, seeds", [("below", range(4)), ("sup", range(2))])
+def test_fit_recovers_known_parameters(ks, seeds):
     x_min, alpha = 1.0, 2.5
     ratios = []
-    for seed in range(4):
+    for seed in seeds:
         f = powerfit.fit(synthetic(seed, 20_000, x_min, alpha, 0.5), ks=ks)
         ratios.append(f.x_min / x_min)
         assert abs(f.alpha - alpha) < 3 * f.sigma, (seed, f)
         assert f.sigma == pytest.approx((f.alpha - 1) / np.sqrt(f.n_tail))
         assert f.n == 20_000 and f.dropped == 0
     # KS picks x_min at or above the true one (any x_min in a power-law tail is one); it must
-    # never reach into the uniform body, and is typically within a few per cent.
-    assert min(ratios) > 0.95 and max(ratios) < 2.0
-    assert 0.95 < float(np.median(ratios)) < 1.25
+    # never reach into the uniform body, and stays within tens of per cent (1.0 to 1.28 here).
+    assert min(ratios) > 0.95 and max(ratios) < 1.5
+    assert 0.95 < float(np.median(ratios)) < 1.3
 
 
 def test_fit_heavy_tail_like_ffma_common():
@@ -121,6 +121,11 @@ def test_unusable_samples_are_dropped_and_counted():
 def test_too_few_distinct_samples_is_a_clear_error(samples):
     with pytest.raises(powerfit.FitError, match="at least 2 distinct positive finite samples"):
         powerfit.fit(samples)
+
+
+def test_samples_one_ulp_apart_are_a_clear_error_not_a_crash():
+    with pytest.raises(powerfit.FitError, match="too close together"):
+        powerfit.fit([1e300, np.nextafter(1e300, 2e300), 1e300])
 
 
 def test_fixed_x_min_above_every_sample_is_a_clear_error():
@@ -255,6 +260,9 @@ def test_campaign_with_a_fitted_model_records_it(tmp_path, fitted):
     assert code == 0, text
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM result").fetchone()[0] == 5
+    code, text = cli("--db", str(db), "report")
+    assert code == 0, text
+    assert "warp_random fault model: synthetic-fit (fitted, " in " ".join(text.split())
 
 
 def test_campaign_with_a_built_in_model_records_its_name(tmp_path):

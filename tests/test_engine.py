@@ -1,0 +1,171 @@
+"""The campaign engine under abuse: kill -9 at random moments, concurrent runners, a full or
+read-only store, and the adaptive stop."""
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from campaign import runner
+from campaign.cli import main
+from campaign.store import Store, StoreError
+
+EXE = str(Path(sys.executable).with_name("fi-campaign"))
+
+
+@pytest.fixture
+def engine_config(tmp_path, checkpoints) -> Path:
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({
+        "name": "engine", "seed": 21, "injections": 120, "batch_size": 8,
+        "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16},
+    }))
+    return path
+
+
+def plan(db: Path, config: Path, *extra: str) -> None:
+    r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config), *extra])
+    assert r.exit_code == 0, r.output
+
+
+def results(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id").fetchall()
+
+
+@pytest.fixture
+def reference(tmp_path, engine_config) -> list[tuple]:
+    db = tmp_path / "ref.db"
+    plan(db, engine_config)
+    runner.run(Store.open(db))
+    return results(db)
+
+
+def start_run(db: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([EXE, "--db", str(db), "run", *extra], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+
+
+def test_kill_9_at_random_moments_then_resume(tmp_path, engine_config, reference):
+    db = tmp_path / "k.db"
+    plan(db, engine_config)
+    rng = random.Random(4)
+    seen = []
+    for attempt in range(3):
+        p = start_run(db, "--workers", "2")
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(results(db)) <= (seen[-1] if seen else 0):
+            time.sleep(0.2)  # wait until this attempt has stored something
+        time.sleep(rng.uniform(0.0, 1.0))
+        os.killpg(p.pid, signal.SIGKILL)  # the runner and its workers: a power cut
+        p.wait()
+        seen.append(len(results(db)))
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert 0 < seen[0] and seen == sorted(seen)
+    assert seen[-1] < len(reference), "the runs finished before the last kill: nothing was tested"
+    p = start_run(db, "--workers", "2")
+    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT site_id) FROM result").fetchone() == (480, 480)
+        assert con.execute("SELECT count(*) FROM site WHERE status != 'done'").fetchone()[0] == 0
+    assert results(db) == reference
+
+
+def test_orphaned_workers_stop_when_the_runner_is_killed(tmp_path, engine_config, reference):
+    db = tmp_path / "o.db"
+    plan(db, engine_config)
+    p = start_run(db, "--workers", "2")
+    while len(results(db)) == 0:
+        time.sleep(0.2)
+    p.kill()  # only the runner; its workers notice and stop claiming
+    p.wait()
+    time.sleep(3)
+    settled = len(results(db))
+    time.sleep(2)
+    assert len(results(db)) == settled < 480
+    assert start_run(db).wait(timeout=300) == 0
+    assert results(db) == reference
+
+
+def test_two_concurrent_runners_never_run_a_site_twice(tmp_path, engine_config, reference):
+    db = tmp_path / "c.db"
+    plan(db, engine_config)
+    a, b = start_run(db, "--workers", "1"), start_run(db, "--workers", "1")
+    assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*), count(DISTINCT site_id) FROM result").fetchone() == (480, 480)
+    assert results(db) == reference
+    workers = {line.split('"worker": "')[1].split('"')[0] for line in (tmp_path / "c.db.log.jsonl").read_text().splitlines()}
+    assert len(workers) == 2  # both really worked
+
+
+def test_a_full_store_gives_a_clear_error_and_still_opens(tmp_path, engine_config):
+    from sqlalchemy import event
+
+    db = tmp_path / "f.db"
+    plan(db, engine_config)
+    runner.run(Store.open(db), model="baseline", mode="single_bit")
+    before = results(db)
+    store = Store.open(db)
+
+    @event.listens_for(store.engine, "connect")
+    def full(dbapi_conn, _):  # SQLite's own SQLITE_FULL, as on a full disk
+        pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.engine.dispose()
+    with pytest.raises(StoreError, match="full"):
+        runner.run(store, model="hardened")
+    after = Store.open(db)
+    assert results(db)[: len(before)] == before
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1"]).exit_code == 0
+    assert len(results(db)) == 480 and after.progress()
+
+
+@pytest.mark.skipif(os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs a non-root user")
+def test_a_read_only_store_gives_a_clear_error(tmp_path, engine_config):
+    db = tmp_path / "r.db"
+    plan(db, engine_config)
+    os.chmod(tmp_path, 0o755)
+    for f in tmp_path.iterdir():
+        os.chmod(f, 0o644)
+    cmd = [EXE, "--db", str(db), "run", "--workers", "1"]
+    if os.geteuid() == 0:  # root ignores file modes: run as nobody
+        cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] + cmd
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr and p.stderr.startswith("Error: ")
+    assert "readonly" in p.stderr or "read-only" in p.stderr or "cannot" in p.stderr
+    assert Store.open(db).progress()
+
+
+def test_until_ci_stops_a_stratum_once_the_interval_is_narrow(tmp_path, checkpoints):
+    from campaign.classify import COUNTED, CRITICAL_SDC
+    from campaign.stats import proportion
+
+    config = tmp_path / "ci.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "ci", "seed": 2, "injections": 3000, "batch_size": 64, "modes": ["single_bit"],
+        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 64},
+    }))
+    db = tmp_path / "ci.db"
+    plan(db, config)
+    r = CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1", "--until-ci", "0.02"])
+    assert r.exit_code == 0, r.output
+    counts = Store.open(db).stratum_counts("baseline", "single_bit")
+    n = sum(counts.get(o, 0) for o in COUNTED)
+    assert n < 3000
+    assert proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= 0.02
