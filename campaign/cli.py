@@ -121,15 +121,17 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
 @click.option("--per-gpu", type=click.IntRange(min=1), default=1, show_default=True,
               help="Workers sharing each GPU.")
 @click.option("--until-ci", type=click.FloatRange(min=0, min_open=True, max=0.5),
-              help="Stop a model x mode once the 95%% interval half-width of its critical-SDC rate is at "
+              help="Stop a model x mode once the 95% interval half-width of its critical-SDC rate is at "
                    "most this fraction (e.g. 0.02), even if planned sites remain.")
 @click.pass_context
 def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool,
         workers: int | None, per_gpu: int, until_ci: float | None) -> None:
     """Execute the pending injections of the store, committing results as they come.
 
-    Interrupt it at any time (Ctrl-C); run it again to resume where it stopped. Process runs
-    keep the run directories of SDC and DUE injections beside the store (STORE.runs/).
+    Interrupt it at any time (Ctrl-C, or even kill -9); run it again to resume where it
+    stopped: sites held by a dead worker go back to pending, none is run twice. Each
+    injection is logged as a JSON line in STORE.log.jsonl; process runs keep the run
+    directories of SDC and DUE injections in STORE.runs/.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,10 +50,14 @@ def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, dev
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    np.save(root / "images.npy", workload_inputs(workload))
-    (root / "workload.json").write_text(json.dumps({
-        "checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size, "device": device,
-        "fault_model": fault_model}))
+    spec = json.dumps({"checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size,
+                       "device": device, "fault_model": fault_model})
+    # several workers write the same root while others' processes read it: replace atomically
+    tmp = root / f".images.{os.getpid()}.npy"
+    np.save(tmp, workload_inputs(workload))
+    os.replace(tmp, root / "images.npy")
+    (root / f".workload.{os.getpid()}.json").write_text(spec)
+    os.replace(root / f".workload.{os.getpid()}.json", root / "workload.json")
     return root
 
 

@@ -39,15 +39,17 @@ def plan(db: Path, config: Path, *extra: str) -> None:
 
 
 def results(db: Path) -> list[tuple]:
+    """Outcomes per site. Exact logit differences are left out: 1- and 2-worker runs use
+    different torch thread counts, which may change the last bits, not the outcome class."""
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id").fetchall()
+        return con.execute("SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id").fetchall()
 
 
 @pytest.fixture
 def reference(tmp_path, engine_config) -> list[tuple]:
     db = tmp_path / "ref.db"
     plan(db, engine_config)
-    runner.run(Store.open(db))
+    runner.run(Store.open(db), workers=2)
     return results(db)
 
 

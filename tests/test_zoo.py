@@ -1,0 +1,55 @@
+"""The committed checkpoints and the embedded demo: what a newcomer's first command relies on."""
+from __future__ import annotations
+
+import torch
+
+from campaign import config as cfg
+from models import data, zoo
+from models.resnet import Arch
+from models.train import evaluate
+
+EXPECTED = {
+    "zoo:resnet20-cifar10-baseline": Arch(20, "relu", "conv-bn-act", 10),
+    "zoo:resnet20-cifar10-hardened": Arch(20, "relu6", "conv-act-bn", 10),
+}
+
+
+def test_committed_checkpoints_carry_their_metadata():
+    for ref, arch in EXPECTED.items():
+        model, meta = zoo.load(ref)
+        assert meta.arch == arch and meta.dataset == "cifar10"
+        assert meta.sha256 == zoo.weights_digest(model.state_dict())
+        assert 0.5 < meta.clean_accuracy <= 1.0 and "test" in meta.accuracy_on
+        assert meta.recipe["epochs"] >= 1 and len(meta.recipe["history"]) == meta.recipe["epochs"]
+        assert meta.recipe["fault_aware"] == (arch.activation == "relu6")
+        assert meta.trained_on
+
+
+def test_committed_checkpoints_classify_the_bundled_images():
+    images = data.load("bundled")
+    x = data.normalise(images.images, images.dataset)
+    y = torch.from_numpy(images.labels)
+    for ref in EXPECTED:
+        model, meta = zoo.load(ref)
+        # the bundled 500 are a subset of the test split the recorded accuracy was measured on
+        assert abs(evaluate(model, x, y) - meta.clean_accuracy) < 0.06
+
+
+def test_a_committed_checkpoint_refuses_another_architecture():
+    import pytest
+
+    with pytest.raises(zoo.CheckpointError, match="resnet20 .relu, conv-bn-act, 10 classes. but resnet44"):
+        zoo.load("zoo:resnet20-cifar10-baseline", expect=Arch(44, "relu", "conv-bn-act", 10))
+
+
+def test_the_demo_config_is_valid_and_names_committed_models():
+    demo = cfg.load(None)
+    assert demo.injections >= 1000 and set(demo.modes) == {"single_bit", "warp_random"}
+    assert set(demo.models.values()) == set(EXPECTED) and demo.images.source == "bundled"
+    assert set(zoo.zoo_names()) >= set(EXPECTED)
+
+
+def test_bundled_sample_is_cifar10_test_images():
+    s = data.load("bundled")
+    assert len(s) == 500 and s.dataset == "cifar10" and s.images.shape == (500, 32, 32, 3)
+    assert (torch.bincount(torch.from_numpy(s.labels)) == 50).all()
