@@ -234,8 +234,8 @@ def _print_avf(store, rows, comps) -> None:
     if any(r.mode == "warp_random" for r in rows):
         entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
         origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
-        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} [{entries}]; "
-                      f"{fm['semantics']}")
+        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
+                      f"{fm['semantics']}", markup=False)
     for (model, mode), k in sorted(nan.items()):
         console.print(f"NaN/Inf in the outputs: {model} {mode}: {k} injections")
     for c in comps:
