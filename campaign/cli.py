@@ -167,6 +167,10 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
         except KeyboardInterrupt:
             click.echo("Interrupted; every finished chunk is stored. Run again to resume.", err=True)
             sys.exit(130)
+        except Exception:
+            for task in list(bar.task_ids):  # leave the error alone on the screen
+                bar.remove_task(task)
+            raise
     if not totals:
         click.echo("Nothing to run: every selected site already has a result.")
     else:

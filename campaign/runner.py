@@ -325,11 +325,17 @@ def _log(path: Path, results: list[Result], model: str, mode: str, worker: str) 
         f.write(lines)
 
 
-def _worker_main(job: Job) -> None:
+def _worker_main(job: Job, errors) -> None:
+    """A spawned worker; its error travels back to the runner, which reports it once."""
+    from campaign.errors import mark_model_errors
+
+    mark_model_errors()
     try:
         work(job)
     except KeyboardInterrupt:
         pass
+    except Exception as e:  # noqa: BLE001 - every error must reach the runner
+        errors.put((bool(getattr(e, "user_facing", False)), str(e) or type(e).__name__))
 
 
 def run(store: Store, model: str | None = None, mode: str | None = None,
@@ -345,12 +351,15 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
     if workers == 1:
         job = Job(str(store.path), model, mode, isolation, keep_runs, until_ci, chunk, (devices or [None])[0])
         return work(job, store, on_progress)
+    _preflight(store, model)
     threads = max(1, (os.cpu_count() or 1) // workers)
     before = _outcomes(store)
     ctx = mp.get_context("spawn")
+    errors = ctx.SimpleQueue()
     procs = [ctx.Process(target=_worker_main, daemon=True,
                          args=(Job(str(store.path), model, mode, isolation, keep_runs, until_ci, chunk,
-                                   devices[i % len(devices)] if devices else None, threads, i, os.getpid()),))
+                                   devices[i % len(devices)] if devices else None, threads, i, os.getpid()),
+                               errors))
              for i in range(workers)]
     for p in procs:
         p.start()
@@ -366,8 +375,24 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
         raise
     if on_progress:
         _poll(store, model, mode, on_progress)
+    if not errors.empty():
+        user, message = errors.get()
+        if user:
+            raise UserError(message)
+        raise RuntimeError(f"a worker failed: {message}")
     after = _outcomes(store)
     return {o: after.get(o, 0) - before.get(o, 0) for o in after if after.get(o, 0) > before.get(o, 0)}
+
+
+def _preflight(store: Store, model: str | None) -> None:
+    """What every worker would refuse, refused once before any worker starts."""
+    from campaign.workload import check_checkpoint
+    from models import zoo
+
+    record = store.campaign()
+    for name, info in record.models.items():
+        if model in (None, name):
+            check_checkpoint(info["checkpoint"], zoo.read(info["checkpoint"])[0].sha256, info["sha256"])
 
 
 def _outcomes(store: Store) -> dict[str, int]:

@@ -5,6 +5,7 @@ run loses at most the chunk in flight and never counts a site twice.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import time
 from dataclasses import asdict, dataclass
@@ -189,7 +190,11 @@ class Store:
     @classmethod
     def open(cls, path: str | Path) -> "Store":
         path = Path(path)
-        if not path.is_file():
+        try:
+            found = path.is_file()
+        except OSError as e:
+            raise StoreError(f"cannot open {path} ({e.strerror}).") from None
+        if not found:
             raise StoreError(f"no campaign store at {path}; run 'fi-campaign plan' first or pass --db.")
         if not {"campaign", "site", "result"} <= _tables(path):
             raise StoreError(f"{path} is an SQLite database but not a campaign store.")
@@ -364,6 +369,10 @@ def _tables(path: Path) -> set[str]:
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as con:
             return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    except sqlite3.OperationalError as e:
+        writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+        hint = "" if writable else "; SQLite must be able to write the file and its folder (WAL journal)"
+        raise StoreError(f"cannot open {path} ({e}{hint}).") from None
     except sqlite3.DatabaseError:
         raise StoreError(f"{path} is not a campaign store (not an SQLite database).") from None
 

@@ -44,6 +44,12 @@ def workload_inputs(workload: dict) -> np.ndarray:
     return cifar.normalise(images.images, images.dataset).numpy()
 
 
+def check_checkpoint(checkpoint: str, found_sha256: str, expect_sha256: str) -> None:
+    if expect_sha256 and found_sha256 != expect_sha256:
+        raise UserError(f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
+                        "restore it or plan a new campaign.")
+
+
 def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, device: str, fault_model: dict) -> Path:
     """The folder every workload process of one model reads: images.npy and workload.json."""
     from models import zoo
@@ -78,9 +84,7 @@ class Workload:
     @classmethod
     def open(cls, checkpoint: str, expect_sha256: str, workload: dict, device: str, batch_size: int) -> "Workload":
         model, meta = zoo.load(checkpoint, device=device)
-        if expect_sha256 and meta.sha256 != expect_sha256:
-            raise UserError(f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
-                            "restore it or plan a new campaign.")
+        check_checkpoint(checkpoint, meta.sha256, expect_sha256)
         inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         w = cls(model, meta, inputs, np.empty(0), Injector(model), batch_size)
         w.golden = w.forward(np.arange(len(inputs)))

@@ -79,7 +79,11 @@ def save(path: Path, model: CifarResNet, meta: Meta) -> Meta:
 
 def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
     path = resolve(ref)
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
+    if not found:
         hint = f" Committed models: {', '.join(zoo_names())}." if ref.startswith(ZOO_PREFIX) else ""
         raise CheckpointError(f"checkpoint {ref} does not exist.{hint}")
     try:
@@ -87,6 +91,8 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
         if not isinstance(blob, dict):
             raise TypeError("not a mapping")
         meta, state = Meta.from_dict(blob["meta"]), blob["state_dict"]
+    except OSError as e:
+        raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
         raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({type(e).__name__}).") from None
     if weights_digest(state) != meta.sha256:

@@ -94,7 +94,7 @@ def test_nvbitfi_campaign_with_a_reused_profile(tmp_path, nvbitfi_setup):
     assert {m for *_, m in sites} == {"single_bit", "warp_random"}
     assert all((v is not None) == (m == "warp_random") for *_, v, m in sites)
 
-    result = CliRunner().invoke(main, ["--db", str(db), "run"])
+    result = CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1"])  # the stand-ins live here
     assert result.exit_code == 0, result.output
     with sqlite3.connect(db) as con:
         rows = con.execute("SELECT s.iid, r.outcome, r.images_changed, r.detail, r.backend, s.mode, s.value, s.id "
@@ -140,7 +140,7 @@ def test_the_dummy_injector_is_attached_for_a_dry_campaign(tmp_path, nvbitfi_set
     db = tmp_path / "dry.db"
     assert CliRunner().invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile),
                                      "--injections", "5"]).exit_code == 0
-    assert CliRunner().invoke(main, ["--db", str(db), "run", "--keep-runs"]).exit_code == 0
+    assert CliRunner().invoke(main, ["--db", str(db), "run", "--keep-runs", "--workers", "1"]).exit_code == 0
     tools = {p.read_text() for p in (tmp_path / "dry.db.runs" / "baseline").glob("*/tool.txt")}
     assert tools == {str(home.resolve() / "injector" / "injector-dummy.so")}
 
