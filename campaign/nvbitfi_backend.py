@@ -17,7 +17,7 @@ from campaign import process
 from campaign.classify import DUE, NOT_INJECTED
 from campaign.config import Config
 from campaign.errors import UserError
-from campaign.runner import Processes
+from campaign.runner import Processes, thread_env
 from campaign.store import CampaignRecord, Site
 
 PROFILE_NAME = "nvbitfi-igprofile.txt"
@@ -70,18 +70,20 @@ class Nvbitfi(Processes):
     backend = "nvbitfi"
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
-                 keep_runs: bool) -> None:
+                 keep_runs: bool, threads: int | None = None) -> None:
         from nvbitfi_tools.install import kernel_log_readable, locate, require
 
         require_gpu()
         self.install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
         self.xid_readable = kernel_log_readable()
-        super().__init__(record, config, name, device, root, keep_runs)
+        super().__init__(record, config, name, device, root, keep_runs, threads)
         if config.nvbitfi.dummy and self.install.dummy_injector is None:
             raise UserError("nvbitfi.dummy asks for the DUMMY injector but the build has none; "
                             "run 'fi-campaign doctor' to see where it goes.")
         tool = self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector
         self.env = tool_env(tool, gpu_of(device))
+        if threads is not None:
+            self.env = thread_env(self.env, threads)
         if self.install.dummy_injector is not None:
             self.timeout_s = max(self.timeout_s, config.timeout_factor * self._dummy_runtime(device))
 

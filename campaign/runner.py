@@ -90,6 +90,10 @@ class InProcess:
         self.w.injector.remove()
 
 
+def thread_env(env: dict[str, str], threads: int) -> dict[str, str]:
+    return env | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
 class Processes:
     """One ``python -m campaign.infer`` process per injection, each in its own run directory.
     The golden outputs come from ``golden_runs`` fault-free runs of the same program, which
@@ -99,14 +103,15 @@ class Processes:
     isolation = "process"
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
-                 keep_runs: bool) -> None:
+                 keep_runs: bool, threads: int | None = None) -> None:
         from campaign.workload import write_root
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
         self.root = write_root(root / name, info["checkpoint"], record.workload, config.batch_size, device,
                                record.fault_model)
-        self.env: dict[str, str] | None = None
+        # workers share the cores: each workload process gets its share, not all of them
+        self.env = None if threads is None else thread_env(dict(os.environ), threads)
         self.golden, slowest = self._cached_golden(config.golden_runs)
         self.timeout_s = max(10.0, config.timeout_factor * slowest)
 
@@ -135,7 +140,7 @@ class Processes:
         outputs, slowest = [], 0.0
         for g in range(runs):
             d = self.root / f"golden-{g}"
-            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S)
+            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self.env)
             if ended.due_reason():
                 raise UserError(f"golden run {g} of the workload failed ({ended.due_reason()}); see {d}/stderr.txt.")
             outputs.append(np.load(d / "logits.npy"))
@@ -283,11 +288,11 @@ def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress],
         if config.backend == "nvbitfi":
             from campaign.nvbitfi_backend import Nvbitfi
 
-            executor = Nvbitfi(record, config, name, device, runs_dir(store), job.keep_runs)
+            executor = Nvbitfi(record, config, name, device, runs_dir(store), job.keep_runs, job.threads)
         elif config.isolation == "inprocess":
             executor = InProcess(record, config, name, device)
         else:
-            executor = Processes(record, config, name, device, runs_dir(store), job.keep_runs)
+            executor = Processes(record, config, name, device, runs_dir(store), job.keep_runs, job.threads)
         lease_s = 600.0 if config.isolation == "inprocess" else chunk * (getattr(executor, "timeout_s", 0.0) + 10.0) + 60.0
         try:
             for m in modes:
