@@ -223,7 +223,7 @@ def _print_avf(store, rows, comps) -> None:
     record = store.campaign()
     table = Table(title=f"AVF of campaign '{record.name}' (seed {record.seed}), 95% intervals")
     for col in ("model", "mode", "outcome", "k/n", "rate", "95% CI"):
-        table.add_column(col, justify="right" if col in ("k/n", "rate", "95% CI") else "left")
+        table.add_column(col, justify="right" if col in ("k/n", "rate", "95% CI") else "left", no_wrap=True)
     nan = store.nan_counts()
     last = None
     for r in rows:
@@ -307,7 +307,7 @@ def status(ctx: click.Context) -> None:
     store = _open(ctx)
     table = Table(title=f"campaign '{store.campaign().name}' in {store.path}")
     for col in ("model", "mode", "done/planned", "running", "outcomes", "critical SDC [95% CI]", "inj/s", "ETA"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("model", "mode", "done/planned"))
     for s in store.stratum_status():
         n = sum(s.outcomes.get(o, 0) for o in COUNTED)
         r = proportion(s.outcomes.get(CRITICAL_SDC, 0), n)

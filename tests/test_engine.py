@@ -182,3 +182,37 @@ def test_until_ci_stops_a_stratum_once_the_interval_is_narrow(tmp_path, checkpoi
     n = sum(counts.get(o, 0) for o in COUNTED)
     assert n < 3000
     assert proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= 0.02
+
+
+def test_plan_margin_sizes_the_campaign_and_prints_its_numbers(tmp_path, engine_config):
+    from campaign.stats import sample_size
+
+    db = tmp_path / "m.db"
+    r = CliRunner().invoke(main, ["--db", str(db), "plan", str(engine_config), "--margin", "0.05", "--confidence", "0.99"])
+    assert r.exit_code == 0, r.output
+    n = sample_size(float("inf"), 0.05, 0.99)  # warp_random's population is a continuous value
+    assert n == 664
+    assert "Leveugle" in r.output and "e = 0.05" in r.output and "t = 2.5758" in r.output
+    assert f"warp_random: N = inf fault sites -> n = {n}" in r.output
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT count(*) FROM site").fetchone()[0] == 4 * n
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "plan", str(engine_config), "--margin", "0.05",
+                                  "--injections", "9"])
+    assert r.exit_code == 2 and "either --injections or --margin" in r.output
+
+
+def test_status_and_log_describe_a_store_without_running(tmp_path, engine_config):
+    db = tmp_path / "s.db"
+    plan(db, engine_config, "--injections", "10")
+    runner.run(Store.open(db), model="baseline")
+    r = CliRunner().invoke(main, ["--db", str(db), "status"], env={"COLUMNS": "200"})
+    assert r.exit_code == 0, r.output
+    rows = {tuple(line.split("│")[1:4]) for line in r.output.splitlines() if line.count("│") > 4}
+    cells = {(a.strip(), b.strip(), c.strip()) for a, b, c in rows}
+    assert ("baseline", "single_bit", "10/10") in cells and ("hardened", "warp_random", "0/10") in cells
+    lines = (tmp_path / "s.db.log.jsonl").read_text().splitlines()
+    assert len(lines) == 20
+    import json
+
+    entry = json.loads(lines[0])
+    assert {"site", "model", "mode", "outcome", "runtime_s", "worker"} <= set(entry)
