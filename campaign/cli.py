@@ -75,16 +75,15 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     Sites are drawn per model x mode from the seed alone, so the same config and seed give
     the same sites on any machine. The store must be new: a plan never overwrites results.
     --margin E sizes every model x mode after Leveugle et al. (DATE 2009) and prints the
-    numbers it used. With backend nvbitfi, sites are dynamic instructions drawn from the workload's NVBitFI
-    profile, uniform over all kernel launches, as NVBitFI's own scripts draw them.
+    numbers it used. With backend nvbitfi, sites are dynamic instructions drawn from the
+    workload's NVBitFI profile, uniform over all kernel launches, as NVBitFI's scripts do.
     """
     from campaign import config as cfg
     from campaign.store import Store
 
     c = cfg.load(config).with_overrides(seed, injections)
     db = ctx.obj["db"] or c.store or DEFAULT_DB
-    if Path(db).exists() and Path(db).stat().st_size > 0:
-        Store.create(db)  # raises: the store is taken, or not a store at all
+    Store.check_new(db)  # before any slow work: the store is taken, or not a store at all
     mark_model_errors()
     from campaign.planner import plan as draw, size
 
@@ -100,7 +99,9 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
         for z in sized:
             click.echo(f"  {z.model} {z.mode}: N = {z.population:.4g} fault sites -> n = {z.injections}")
         c = c.with_overrides(injections=max(z.injections for z in sized))
-    record, sites = draw(c, given, Path(db).with_name(Path(db).name + ".runs"))
+    from campaign.runner import runs_dir
+
+    record, sites = draw(c, given, runs_dir(Path(db)))
     n = Store.create(db).write_plan(record, sites)
     click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
                f"with seed {c.seed} in {db}.")

@@ -52,8 +52,7 @@ def profile_model(config: Config, checkpoint: str, workload: dict, fault_model: 
 
     require_gpu()
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
-    root = write_root(root, checkpoint, workload, config.batch_size, "cuda:0" if config.device == "cuda" else config.device,
-                      fault_model)
+    root = write_root(root, checkpoint, workload, config.batch_size, "cuda", fault_model)  # pinned below
     d = root / "profile"
     ended = process.run(command(root), d, 24 * 3600.0, tool_env(install.profiler, gpu_of(config.device)))
     log = d / "nvbitfi-injection-log-temp.txt"  # the profiler reuses the injector's log name
@@ -75,25 +74,29 @@ class Nvbitfi(Processes):
 
         require_gpu()
         self.install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
-        self.xid_readable = kernel_log_readable()
-        super().__init__(record, config, name, device, root, keep_runs, threads)
         if config.nvbitfi.dummy and self.install.dummy_injector is None:
             raise UserError("nvbitfi.dummy asks for the DUMMY injector but the build has none; "
                             "run 'fi-campaign doctor' to see where it goes.")
-        tool = self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector
-        self.env = tool_env(tool, gpu_of(device))
-        if threads is not None:
-            self.env = thread_env(self.env, threads)
+        self.xid_readable = kernel_log_readable()
+        self.gpu = gpu_of(device)
+        # cuda:N is pinned with CUDA_VISIBLE_DEVICES=N, so inside the process it is plain cuda;
+        # the golden runs are native (no tool) but on the same GPU
+        pinned = dict(os.environ) | ({"CUDA_VISIBLE_DEVICES": self.gpu} if self.gpu is not None else {})
+        super().__init__(record, config, name, "cuda", root, keep_runs, threads, pinned)
+        self.env = self._tool_env(self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector)
         if self.install.dummy_injector is not None:
-            self.timeout_s = max(self.timeout_s, config.timeout_factor * self._dummy_runtime(device))
+            self.timeout_s = max(self.timeout_s, config.timeout_factor * self._dummy_runtime())
 
-    def _dummy_runtime(self, device: str) -> float:
+    def _tool_env(self, tool: Path) -> dict[str, str]:
+        env = tool_env(tool, self.gpu)
+        return env if self.threads is None else thread_env(env, self.threads)
+
+    def _dummy_runtime(self) -> float:
         """The protocol doc's timeout base: an instrumented run, not a native one (§12.10)."""
         from campaign.workload import command
 
         d = self.root / "dummy"
-        ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, tool_env(self.install.dummy_injector, gpu_of(device)))
-        return ended.runtime_s
+        return process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self._tool_env(self.install.dummy_injector)).runtime_s
 
     def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
         from campaign.workload import command

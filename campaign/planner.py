@@ -68,7 +68,7 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
     images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
     models, sites = {}, []
     for name, ref in config.models.items():
-        model, meta = zoo.load(ref)
+        _, meta = zoo.load(ref)  # loads fully: a broken checkpoint is refused at plan time
         if meta.dataset != images.dataset:
             raise UserError(f"model {name} was trained on {meta.dataset} but the images at "
                             f"{config.images.source} are {images.dataset}.")
@@ -77,7 +77,7 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
                         "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
                         "accuracy_on": meta.accuracy_on}
         if config.backend == "nvbitfi":
-            path = _profile(config, name, ref, profiles or {}, runs, images, indices, fault_model)
+            path = _profile(config, name, ref, profiles or {}, runs, images, fault_model)
             models[name]["profile"] = {"path": str(path), "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
             sites.extend(nvbitfi_sites(config, path, name, fault_model, stratum_rng))
             continue
@@ -93,7 +93,7 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
 
 
 def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs: Path | None,
-             images, indices: np.ndarray, fault_model: dict) -> Path:
+             images, fault_model: dict) -> Path:
     given = profiles.get(name) or profiles.get("*")
     if given:
         path = Path(given)

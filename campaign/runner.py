@@ -103,15 +103,17 @@ class Processes:
     isolation = "process"
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
-                 keep_runs: bool, threads: int | None = None) -> None:
+                 keep_runs: bool, threads: int | None = None, base_env: dict[str, str] | None = None) -> None:
         from campaign.workload import write_root
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
         self.root = write_root(root / name, info["checkpoint"], record.workload, config.batch_size, device,
                                record.fault_model)
+        self.threads = threads
         # workers share the cores: each workload process gets its share, not all of them
-        self.env = None if threads is None else thread_env(dict(os.environ), threads)
+        env = dict(os.environ if base_env is None else base_env)
+        self.env = env if threads is None else thread_env(env, threads)
         self.golden, slowest = self._cached_golden(config.golden_runs)
         self.timeout_s = max(10.0, config.timeout_factor * slowest)
 
@@ -204,9 +206,10 @@ def check_selection(config: Config, model: str | None, mode: str | None) -> Conf
     return config
 
 
-def runs_dir(store: Store) -> Path:
-    """Run directories of process-isolated injections live beside the store."""
-    return store.path.with_name(store.path.name + ".runs")
+def runs_dir(store: Store | Path) -> Path:
+    """Run directories of process-isolated injections (and NVBitFI profiles) live beside the store."""
+    path = store.path if isinstance(store, Store) else store
+    return path.with_name(path.name + ".runs")
 
 
 def log_path(store: Store) -> Path:

@@ -33,6 +33,7 @@ FAKE = textwrap.dedent('''
         assert os.environ[var] == want, var
     assert os.environ["LD_PRELOAD"] == os.environ["CUDA_INJECTION64_PATH"]
     open("tool.txt", "w").write(os.environ["LD_PRELOAD"])
+    open("gpu.txt", "w").write(os.environ.get("CUDA_VISIBLE_DEVICES", "-"))
     lines = open("nvbitfi-injection-info.txt").read().split("\\n")
     igid, bfm, kernel, kcount, iid = int(lines[0]), int(lines[1]), lines[2], int(lines[3]), int(lines[4])
     case = iid % 5
@@ -136,13 +137,18 @@ def test_the_dummy_injector_is_attached_for_a_dry_campaign(tmp_path, nvbitfi_set
     raw = yaml.safe_load(config.read_text())
     raw["nvbitfi"]["dummy"] = True
     raw["modes"] = ["single_bit"]
+    raw["device"] = "cuda:1"
     config.write_text(yaml.safe_dump(raw))
     db = tmp_path / "dry.db"
     assert CliRunner().invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile),
                                      "--injections", "5"]).exit_code == 0
     assert CliRunner().invoke(main, ["--db", str(db), "run", "--keep-runs", "--workers", "1"]).exit_code == 0
-    tools = {p.read_text() for p in (tmp_path / "dry.db.runs" / "baseline").glob("*/tool.txt")}
+    runs = tmp_path / "dry.db.runs" / "baseline"
+    tools = {p.read_text() for p in runs.glob("*/tool.txt")}
     assert tools == {str(home.resolve() / "injector" / "injector-dummy.so")}
+    # cuda:1 is pinned with CUDA_VISIBLE_DEVICES=1, so the workload itself uses plain cuda
+    assert {p.read_text() for p in runs.glob("*/gpu.txt")} == {"1"}
+    assert __import__("json").loads((runs / "workload.json").read_text())["device"] == "cuda"
 
 
 def test_a_mode_the_build_cannot_inject_is_refused_before_anything_runs(tmp_path, nvbitfi_setup):
