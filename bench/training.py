@@ -1,0 +1,70 @@
+"""Cost of hardening, measured in one run on this machine:
+- epoch time of fault-aware training over plain training (same network, data, recipe);
+- inference time of the committed hardened ResNet-20 over the baseline (same batch, images).
+
+    python bench/training.py [--data ../shared/data/cifar10-jpeg] [--images 5000] [--quick]
+
+Runs alternate (plain, FAT, plain, FAT, ...) so drift on a shared machine hits both alike.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from models import data, zoo
+from models.train import Recipe, preset, train
+
+
+def epoch_seconds(name: str, source: str, images: int, out: Path) -> float:
+    arch, recipe = preset(name, 20, 10, Recipe(epochs=1, seed=3))
+    meta = train(arch, recipe, source, out, "cpu", images)
+    return meta.recipe["history"][0]["seconds"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default="../shared/data/cifar10-jpeg")
+    ap.add_argument("--images", type=int, default=5000)
+    ap.add_argument("--quick", action="store_true")
+    args = ap.parse_args()
+    rounds = 2 if args.quick else 4
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), CPU")
+    times: dict[str, list[float]] = {"relu6": [], "relu6-fat": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            for name in times:
+                times[name].append(epoch_seconds(name, args.data, args.images, Path(tmp) / f"{name}{r}.pt"))
+    plain, fat = statistics.median(times["relu6"]), statistics.median(times["relu6-fat"])
+    print(f"one epoch of ResNet-20 (ReLU6) on {args.images} CIFAR-10 training images, batch 128, {rounds} rounds:")
+    print(f"  plain:       {', '.join(f'{t:.1f}' for t in times['relu6'])} s (median {plain:.1f})")
+    print(f"  fault-aware: {', '.join(f'{t:.1f}' for t in times['relu6-fat'])} s (median {fat:.1f})")
+    print(f"  fault-aware / plain: {fat / plain:.3f}")
+
+    images = data.load("bundled")
+    x = data.normalise(images.images[:256], images.dataset)
+    models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened")}
+    reps = 10 if args.quick else 30
+    t = {n: [] for n in models}
+    with torch.inference_mode():
+        for m in models.values():
+            m(x)  # warm-up
+        for _ in range(reps):
+            for n, m in models.items():
+                t0 = time.perf_counter()
+                m(x)
+                t[n].append(time.perf_counter() - t0)
+    base, hard = statistics.median(t["baseline"]), statistics.median(t["hardened"])
+    print(f"inference, batch 256, {reps} alternating passes: baseline {1000 * base:.1f} ms, "
+          f"hardened {1000 * hard:.1f} ms (medians); hardened / baseline = {hard / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
