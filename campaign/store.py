@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 from sqlalchemy import (Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text,
                         and_, create_engine, event, func, insert, select, update)
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DatabaseError, OperationalError
+from sqlalchemy.exc import DatabaseError
 
 from campaign.errors import UserError
 

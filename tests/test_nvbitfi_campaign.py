@@ -13,7 +13,6 @@ import csv
 import sqlite3
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import yaml
@@ -166,7 +165,6 @@ def test_missing_profile_and_missing_gpu_are_one_sentence(tmp_path, nvbitfi_setu
     config, profile, _ = nvbitfi_setup
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "a.db"), "plan", str(config), "--profile", "baseline=/nope.txt"])
     assert result.exit_code == 2 and "does not exist" in result.output
-    from campaign import nvbitfi_backend
 
     monkeypatch.undo()
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "b.db"), "plan", str(config)])

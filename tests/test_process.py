@@ -1,7 +1,6 @@
 """Process-isolated injections: real workloads that fail, crash, hang and leave children behind."""
 from __future__ import annotations
 
-import os
 import sqlite3
 import sys
 import textwrap
