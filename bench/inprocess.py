@@ -56,7 +56,7 @@ def main() -> None:
                       int(drawn["bit"][i]) if mode == "single_bit" else None,
                       int(drawn["width"][i]) if mode != "single_bit" else None,
                       int(drawn["value_seed"][i]) if mode != "single_bit" else None) for i in range(args.batch)]
-        faulty = timed(lambda: w.forward(rows, fault_batch(sites, mode, fault_model)), repeats)
+        faulty = timed(lambda: w.forward(rows, fault_batch(sites, fault_model)), repeats)
         print(f"  {mode}: {args.batch / faulty:,.0f} injections/s = {clean / faulty:.1%} of fault-free inference")
 
 

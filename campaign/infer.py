@@ -44,9 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.fault:
         site = json.loads(args.fault.read_text())
         target = site["image"]
-        col = lambda k: None if site.get(k) is None else np.array([site[k]])  # noqa: E731
-        faults = site_faults(site["mode"], col("layer"), np.array([target % b]), col("element"), col("bit"),
-                             col("width"), col("value_seed"), spec["fault_model"])
+        faults = site_faults([site], np.array([target % b]), spec["fault_model"])
     injector = Injector(model)
     out = []
     with torch.inference_mode():

@@ -41,9 +41,7 @@ class Comparison:
 
 
 def avf_rows(store: Store) -> list[AvfRow]:
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    for model, mode, outcome, k in store.outcome_counts():
-        counts.setdefault((model, mode), {})[outcome] = k
+    counts = store.outcome_counts()
     config = Config.from_json(store.campaign().config)
     rows = []
     for model in config.models:

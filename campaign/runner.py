@@ -41,17 +41,11 @@ class Progress:
     outcomes: dict[str, int]  # so far: this worker's, or the store's when several workers run
 
 
-def fault_batch(sites: list[Site], mode: str, fault_model: dict):
+def fault_batch(sites: list[Site], fault_model: dict):
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
     from models.faults import site_faults
 
-    def col(name: str, dtype=np.int64) -> np.ndarray:
-        return np.array([getattr(s, name) for s in sites], dtype=dtype)
-
-    warp = mode != "single_bit"
-    return site_faults(mode, col("layer"), np.arange(len(sites)), col("element"),
-                       None if warp else col("bit"), col("width") if warp else None,
-                       col("value_seed", np.uint64) if warp else None, fault_model)
+    return site_faults([asdict(s) for s in sites], np.arange(len(sites)), fault_model)
 
 
 def semantics(mode: str, fault_model: dict) -> str:
@@ -79,7 +73,7 @@ class InProcess:
     def run(self, sites: list[Site], mode: str) -> list[Result]:
         t0 = time.perf_counter()
         rows = np.array([s.image for s in sites])
-        faulty = self.w.forward(rows, fault_batch(sites, mode, self.record.fault_model))
+        faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model))
         outcomes = classify_batch(self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance)
         per = (time.perf_counter() - t0) / len(sites)
         label = semantics(mode, self.record.fault_model)
@@ -100,6 +94,7 @@ class Processes:
     must agree bit for bit; the timeout is max(10 s, timeout_factor x the slowest of them)."""
 
     GOLDEN_TIMEOUT_S = 600.0
+    backend = BACKEND
     isolation = "process"
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
@@ -192,8 +187,6 @@ class Processes:
                                   ended.runtime_s, reason or (None if dropped else str(d))))
         return results
 
-    backend = BACKEND
-
     def close(self) -> None:
         pass
 
@@ -206,15 +199,19 @@ def check_selection(config: Config, model: str | None, mode: str | None) -> Conf
     return config
 
 
+def _beside(store: Store | Path, suffix: str) -> Path:
+    path = store.path if isinstance(store, Store) else store
+    return path.with_name(path.name + suffix)
+
+
 def runs_dir(store: Store | Path) -> Path:
     """Run directories of process-isolated injections (and NVBitFI profiles) live beside the store."""
-    path = store.path if isinstance(store, Store) else store
-    return path.with_name(path.name + ".runs")
+    return _beside(store, ".runs")
 
 
-def log_path(store: Store) -> Path:
+def log_path(store: Store | Path) -> Path:
     """One JSON line per injection, beside the store."""
-    return store.path.with_name(store.path.name + ".log.jsonl")
+    return _beside(store, ".log.jsonl")
 
 
 def owner_alive(owner: str) -> bool:
@@ -405,15 +402,14 @@ def _preflight(store: Store, model: str | None) -> None:
 
 def _outcomes(store: Store) -> dict[str, int]:
     out: dict[str, int] = {}
-    for _, _, outcome, k in store.outcome_counts():
-        out[outcome] = out.get(outcome, 0) + k
+    for stratum in store.outcome_counts().values():
+        for outcome, k in stratum.items():
+            out[outcome] = out.get(outcome, 0) + k
     return out
 
 
 def _poll(store: Store, model: str | None, mode: str | None, on_progress: Callable[[Progress], None]) -> None:
-    counts: dict[tuple[str, str], dict[str, int]] = {}
-    for a, b, outcome, k in store.outcome_counts():
-        counts.setdefault((a, b), {})[outcome] = k
+    counts = store.outcome_counts()
     for a, b, done, planned in store.progress():
         if model in (None, a) and mode in (None, b):
             on_progress(Progress(a, b, done, planned, counts.get((a, b), {})))

@@ -232,13 +232,6 @@ class Store:
         return CampaignRecord(r["name"], r["seed"], r["config"], json.loads(r["versions"]),
                               json.loads(r["models"]), json.loads(r["workload"]), json.loads(r["fault_model"]), r["created"])
 
-    def pending(self, model: str, mode: str, limit: int) -> list[Site]:
-        stmt = (select(*[site_t.c[f] for f in ("id",) + SITE_FIELDS])
-                .where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)
-                .order_by(site_t.c.id).limit(limit))
-        with self.engine.connect() as con:
-            return [Site(**r) for r in con.execute(stmt).mappings()]
-
     def claim(self, model: str, mode: str, limit: int, owner: str, lease_s: float) -> list[Site]:
         """Atomically take up to ``limit`` pending sites of a stratum for ``owner``: one UPDATE
         under SQLite's single writer lock, so two workers never get the same site."""
@@ -313,13 +306,16 @@ class Store:
         with self.engine.connect() as con:
             return [(a, b, int(c or 0), int(d)) for a, b, c, d in con.execute(stmt)]
 
-    def outcome_counts(self) -> list[tuple[str, str, str, int]]:
-        """(model, mode, outcome, count) over stored results."""
+    def outcome_counts(self) -> dict[tuple[str, str], dict[str, int]]:
+        """{(model, mode): {outcome: count}} over stored results."""
         stmt = (select(site_t.c.model, site_t.c.mode, result_t.c.outcome, func.count())
                 .join(result_t, result_t.c.site_id == site_t.c.id)
                 .group_by(site_t.c.model, site_t.c.mode, result_t.c.outcome))
+        counts: dict[tuple[str, str], dict[str, int]] = {}
         with self.engine.connect() as con:
-            return [tuple(r) for r in con.execute(stmt)]
+            for model, mode, outcome, k in con.execute(stmt):
+                counts.setdefault((model, mode), {})[outcome] = int(k)
+        return counts
 
     def stratum_status(self) -> list["StratumStatus"]:
         progress = self.progress()
@@ -330,9 +326,7 @@ class Store:
             spans = {(a, b): (lo, hi) for a, b, lo, hi in con.execute(
                 select(site_t.c.model, site_t.c.mode, func.min(result_t.c.finished), func.max(result_t.c.finished))
                 .join(result_t, result_t.c.site_id == site_t.c.id).group_by(site_t.c.model, site_t.c.mode))}
-        counts: dict[tuple[str, str], dict[str, int]] = {}
-        for a, b, o, k in self.outcome_counts():
-            counts.setdefault((a, b), {})[o] = k
+        counts = self.outcome_counts()
         out = []
         for a, b, done, planned in progress:
             lo, hi = spans.get((a, b), (None, None))

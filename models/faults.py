@@ -288,15 +288,19 @@ def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weight
             "width": np.array([g[1] for g in geo]), "value_seed": rng.integers(0, 2**62, size=n)}
 
 
-def site_faults(mode: str, layers: np.ndarray, rows: np.ndarray, elements: np.ndarray, bits: np.ndarray | None,
-                widths: np.ndarray | None, value_seeds: np.ndarray | None, fault_model: dict) -> FaultBatch:
-    """The FaultBatch of stored sites: the one place a site's columns become a fault, shared by
+def site_faults(sites: list[dict], rows: np.ndarray, fault_model: dict) -> FaultBatch:
+    """The FaultBatch of stored sites (their store columns as mappings, all of one mode), row
+    i of the batch carrying sites[i]'s fault: the one place a site becomes a fault, shared by
     the in-process runner and the workload program of process-isolated runs."""
-    if mode == SINGLE_BIT:
-        return BitFlips(layers, rows, elements, bits)
-    draws = [lane_draws(int(v)) for v in value_seeds]
+    def col(name: str, dtype=np.int64) -> np.ndarray:
+        return np.array([s[name] for s in sites], dtype=dtype)
+
+    layers, elements = col("layer"), col("element")
+    if sites[0]["mode"] == SINGLE_BIT:
+        return BitFlips(layers, rows, elements, col("bit"))
+    draws = [lane_draws(int(s["value_seed"])) for s in sites]
     by_value = fault_model["size"] == "by-value"
     entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
     laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
-    return WarpValues(layers, rows, elements, widths, np.stack([d[0] for d in draws]),
+    return WarpValues(layers, rows, elements, col("width"), np.stack([d[0] for d in draws]),
                       np.stack([d[1] for d in draws]), laws, by_value)
