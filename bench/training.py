@@ -1,8 +1,10 @@
 """Cost of hardening, measured in one run on this machine:
 - epoch time of fault-aware training over plain training (same network, data, recipe);
-- inference time of the committed hardened ResNet-20 over the baseline (same batch, images).
+- inference time of the committed hardened ResNet-20 over the baseline (same batch, images),
+  and of each activation x block order (untrained networks) over ReLU/conv-bn-act.
 
     python bench/training.py [--data ../shared/data/cifar10-jpeg] [--images 5000] [--quick]
+                             [--inference-only]
 
 Runs alternate (plain, FAT, plain, FAT, ...) so drift on a shared machine hits both alike.
 """
@@ -19,6 +21,7 @@ from pathlib import Path
 import torch
 
 from models import data, zoo
+from models.resnet import ACTIVATIONS, ORDERS, Arch, build
 from models.train import Recipe, preset, train
 
 
@@ -33,26 +36,35 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg")
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--inference-only", action="store_true")
     args = ap.parse_args()
     rounds = 2 if args.quick else 4
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), CPU")
+    if not args.inference_only:
+        training_cost(args.data, args.images, rounds)
+    inference_cost(10 if args.quick else 30)
+
+
+def training_cost(source: str, n_images: int, rounds: int) -> None:
     times: dict[str, list[float]] = {"relu6": [], "relu6-fat": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name in times:
-                times[name].append(epoch_seconds(name, args.data, args.images, Path(tmp) / f"{name}{r}.pt"))
+                times[name].append(epoch_seconds(name, source, n_images, Path(tmp) / f"{name}{r}.pt"))
     plain, fat = statistics.median(times["relu6"]), statistics.median(times["relu6-fat"])
-    print(f"one epoch of ResNet-20 (ReLU6) on {args.images} CIFAR-10 training images, batch 128, {rounds} rounds:")
+    print(f"one epoch of ResNet-20 (ReLU6) on {n_images} CIFAR-10 training images, batch 128, {rounds} rounds:")
     print(f"  plain:       {', '.join(f'{t:.1f}' for t in times['relu6'])} s (median {plain:.1f})")
     print(f"  fault-aware: {', '.join(f'{t:.1f}' for t in times['relu6-fat'])} s (median {fat:.1f})")
     print(f"  fault-aware / plain: {fat / plain:.3f}")
 
+
+def inference_cost(reps: int) -> None:
     images = data.load("bundled")
     x = data.normalise(images.images[:256], images.dataset)
     models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened")}
-    reps = 10 if args.quick else 30
-    t = {n: [] for n in models}
+    models |= {f"{a}/{o}": build(Arch(20, a, o)).eval() for a in ACTIVATIONS for o in ORDERS}
+    t: dict[str, list[float]] = {n: [] for n in models}
     with torch.inference_mode():
         for m in models.values():
             m(x)  # warm-up
@@ -61,9 +73,14 @@ def main() -> None:
                 t0 = time.perf_counter()
                 m(x)
                 t[n].append(time.perf_counter() - t0)
-    base, hard = statistics.median(t["baseline"]), statistics.median(t["hardened"])
-    print(f"inference, batch 256, {reps} alternating passes: baseline {1000 * base:.1f} ms, "
-          f"hardened {1000 * hard:.1f} ms (medians); hardened / baseline = {hard / base:.3f}")
+    med = {n: statistics.median(v) for n, v in t.items()}
+    print(f"inference, batch 256, {reps} alternating passes (medians):")
+    print(f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "
+          f"hardened / baseline = {med['hardened'] / med['baseline']:.3f}")
+    ref = med["relu/conv-bn-act"]
+    for a in ACTIVATIONS:
+        for o in ORDERS:
+            print(f"  untrained {a}/{o}: {1000 * med[f'{a}/{o}']:.1f} ms = {med[f'{a}/{o}'] / ref:.3f} x relu/conv-bn-act")
 
 
 if __name__ == "__main__":
