@@ -71,11 +71,13 @@ class ConvUnit(nn.Sequential):
 class BasicBlock(nn.Module):
     def __init__(self, cin: int, cout: int, stride: int, arch: Arch) -> None:
         super().__init__()
+        inverted = arch.order == "conv-act-bn"
         self.unit1 = ConvUnit(cin, cout, stride, arch)
-        # The vanilla block adds the shortcut before its last activation; the inverted block
-        # keeps conv -> act -> bn for both convolutions.
-        self.unit2 = ConvUnit(cout, cout, 1, arch, act=arch.order == "conv-act-bn")
-        self.out_act = _activation(arch.activation)
+        # Both blocks run two activations, so hardening costs no inference time: the vanilla
+        # block activates after the shortcut addition, the inverted block inside its second
+        # unit (conv -> act -> bn), where it clips the convolution output, and not after it.
+        self.unit2 = ConvUnit(cout, cout, 1, arch, act=inverted)
+        self.out_act = nn.Identity() if inverted else _activation(arch.activation)
         self.pad = cout - cin
         self.stride = stride
 

@@ -17,6 +17,8 @@ from models.resnet import Arch, CifarResNet, build
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO_PREFIX = "zoo:"
+# 2: the inverted (conv-act-bn) block lost its activation after the shortcut addition.
+FORMAT = 2
 
 
 class CheckpointError(ValueError):
@@ -72,7 +74,7 @@ def save(path: Path, model: CifarResNet, meta: Meta) -> Meta:
     meta.sha256 = weights_digest(state)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"meta": meta.to_dict(), "state_dict": state}, tmp)
+    torch.save({"format": FORMAT, "meta": meta.to_dict(), "state_dict": state}, tmp)
     tmp.replace(path)
     return meta
 
@@ -95,6 +97,9 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
         raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
         raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({type(e).__name__}).") from None
+    if blob.get("format", 1) < 2 and meta.arch.order == "conv-act-bn":
+        raise CheckpointError(f"{ref} was trained with the older inverted block (an activation after "
+                              "the shortcut addition), which this version no longer builds; retrain it.")
     if weights_digest(state) != meta.sha256:
         raise CheckpointError(f"{ref} is corrupt: its weights do not match the sha256 in its metadata.")
     return meta, state

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from models.faults import Injector, PlaneNoise, describe_layers
-from models.resnet import Arch, BasicBlock, ConvUnit, build, injectable_layers
+from models.resnet import ORDERS, Arch, BasicBlock, ConvUnit, build, injectable_layers
 from models.zoo import CheckpointError, Meta, load, read, save, weights_digest
 
 # --- architecture -----------------------------------------------------------------------------
@@ -80,6 +80,15 @@ def test_conv_bn_act_order(activation, act_type):
     assert [type(m) for m in block.unit2] == [nn.Conv2d, nn.BatchNorm2d]
     assert type(block.out_act) is act_type
 
+
+@pytest.mark.parametrize("depth", [20, 44])
+def test_both_orders_run_the_same_number_of_activations(depth):
+    """The hardened order must cost no inference time: no activation more than vanilla."""
+    counts = {}
+    for order in ORDERS:
+        executed = leaf_execution_order(build(Arch(depth, "relu6", order)))
+        counts[order] = sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in executed)
+    assert counts["conv-act-bn"] == counts["conv-bn-act"] == depth - 1
 
 @pytest.mark.parametrize("activation, act_type", [("relu", nn.ReLU), ("relu6", nn.ReLU6)])
 def test_activation_type_everywhere(activation, act_type):
