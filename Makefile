@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 DEMO_DB ?= demo.db
 
-.PHONY: demo test test-slow venv clean
+.PHONY: demo test test-slow bench bench-quick venv clean
 
 venv: $(VENV)/.installed
 
@@ -29,6 +29,13 @@ test: venv
 # tests marked @pytest.mark.slow (none yet); pytest's exit 5 means none were selected
 test-slow: venv
 	$(BIN)/python -m pytest -q -m slow || [ $$? -eq 5 ]
+
+# every benchmark of bench/, in its quick mode (a few minutes on 2 cores) or its full mode;
+# docs/BENCHMARKS.md holds their figures. PyTorchFI comes with the bench extra.
+BENCHES := inprocess process workers training report
+bench-quick bench: venv
+	$(BIN)/python -m pip install -q -e '.[test,bench]'
+	for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py $(if $(filter bench-quick,$@),--quick) || exit 1; done
 
 clean:
 	rm -rf $(VENV) *.egg-info $(DEMO_DB) $(DEMO_DB)-wal $(DEMO_DB)-shm

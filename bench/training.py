@@ -4,30 +4,32 @@
   and of each activation x block order (untrained networks) over ReLU/conv-bn-act.
 
     python bench/training.py [--data ../shared/data/cifar10-jpeg] [--images 5000] [--quick]
-                             [--inference-only]
+                             [--inference-only] [--arch resnet20] [--device cpu]
 
 Runs alternate (plain, FAT, plain, FAT, ...) so drift on a shared machine hits both alike.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from models import data, zoo
-from models.resnet import ACTIVATIONS, ORDERS, Arch, build
-from models.train import Recipe, preset, train
+import torch  # noqa: E402
+
+from bench.common import machine  # noqa: E402
+from models import data, zoo  # noqa: E402
+from models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
+from models.train import Recipe, preset, train  # noqa: E402
 
 
-def epoch_seconds(name: str, source: str, images: int, out: Path) -> float:
-    arch, recipe = preset(name, 20, 10, Recipe(epochs=1, seed=3))
-    meta = train(arch, recipe, source, out, "cpu", images)
+def epoch_seconds(name: str, depth: int, source: str, images: int, out: Path, device: str) -> float:
+    arch, recipe = preset(name, depth, 10, Recipe(epochs=1, seed=3))
+    meta = train(arch, recipe, source, out, device, images)
     return meta.recipe["history"][0]["seconds"]
 
 
@@ -37,23 +39,25 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--inference-only", action="store_true")
+    ap.add_argument("--arch", choices=["resnet20", "resnet32", "resnet44", "resnet56"], default="resnet20",
+                    help="network of the training measurement")
+    ap.add_argument("--device", default="cpu", help="device of the training measurement (cpu, cuda)")
     args = ap.parse_args()
     rounds = 2 if args.quick else 4
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__} "
-          f"({torch.get_num_threads()} threads), CPU")
+    print(machine(args.device))
     if not args.inference_only:
-        training_cost(args.data, args.images, rounds)
+        training_cost(int(args.arch[6:]), args.data, args.images, rounds, args.device)
     inference_cost(10 if args.quick else 30)
 
 
-def training_cost(source: str, n_images: int, rounds: int) -> None:
+def training_cost(depth: int, source: str, n_images: int, rounds: int, device: str) -> None:
     times: dict[str, list[float]] = {"relu6": [], "relu6-fat": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):
             for name in times:
-                times[name].append(epoch_seconds(name, source, n_images, Path(tmp) / f"{name}{r}.pt"))
+                times[name].append(epoch_seconds(name, depth, source, n_images, Path(tmp) / f"{name}{r}.pt", device))
     plain, fat = statistics.median(times["relu6"]), statistics.median(times["relu6-fat"])
-    print(f"one epoch of ResNet-20 (ReLU6) on {n_images} CIFAR-10 training images, batch 128, {rounds} rounds:")
+    print(f"one epoch of ResNet-{depth} (ReLU6) on {device}, {n_images} CIFAR-10 training images, batch 128, {rounds} rounds:")
     print(f"  plain:       {', '.join(f'{t:.1f}' for t in times['relu6'])} s (median {plain:.1f})")
     print(f"  fault-aware: {', '.join(f'{t:.1f}' for t in times['relu6-fat'])} s (median {fat:.1f})")
     print(f"  fault-aware / plain: {fat / plain:.3f}")

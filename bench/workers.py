@@ -1,56 +1,55 @@
-"""Throughput of process-isolated injections with 1 and 2 (or more) workers, measured in one run.
+"""How injections per second grow with workers, measured in one run.
 
-    python bench/workers.py [--injections N] [--workers 1,2] [--quick]
+    python bench/workers.py [--quick] [--isolation process|inprocess] [--device cpu|cuda]
+                            [--workers 1,2] [--injections N]
 
-Each configuration runs the same planned sites (same config and seed) in a fresh store, so
-the work is identical; the figure is injections per second of wall time for `fi-campaign run`
-including its start-up, the golden runs and every workload process.
+Each worker count runs the same planned sites (same config and seed) in a fresh store, so the
+work is identical; the figure is injections per second of wall time of the whole
+`fi-campaign run`, including its start-up and the golden runs. On a GPU every worker shares the
+one GPU (`--per-gpu` = workers); the default counts there are 1, 2, 4, 8, 16.
 """
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import yaml
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-EXE = str(Path(sys.executable).with_name("fi-campaign"))
+from bench.common import EXE, machine, plan_store  # noqa: E402
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--injections", type=int, default=None, help="per mode (default 8 quick, 40 full)")
-    ap.add_argument("--workers", default="1,2")
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--isolation", choices=["process", "inprocess"], default="process")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--workers", help="comma-separated counts (default 1,2; 1,2,4,8,16 on cuda)")
+    ap.add_argument("--injections", type=int, help="per mode (process: 8 quick, 40 full; inprocess: 100x that)")
     args = ap.parse_args()
-    n = args.injections or (8 if args.quick else 40)
-    counts = [int(w) for w in args.workers.split(",")]
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"workload: zoo:resnet20-cifar10-baseline, 64 bundled CIFAR-10 images, batch 64, "
-          f"{2 * n} process-isolated injections (single_bit + warp_random)")
+    counts = [int(w) for w in (args.workers or ("1,2,4,8,16" if args.device.startswith("cuda") else "1,2")).split(",")]
+    n = args.injections or (8 if args.quick else 40) * (100 if args.isolation == "inprocess" else 1)
+    batch = 64
+    print(machine(args.device))
+    print(f"workload: zoo:resnet20-cifar10-baseline, 64 bundled CIFAR-10 images, batch {batch}, "
+          f"{2 * n} {args.isolation} injections (single_bit + warp_random)")
+    config = {"seed": 1, "isolation": args.isolation, "injections": n, "batch_size": batch, "golden_runs": 2,
+              "device": args.device, "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
+              "images": {"source": "bundled", "count": 64}}
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
-        config = Path(tmp) / "bench.yaml"
-        config.write_text(yaml.safe_dump({
-            "name": "bench-workers", "seed": 1, "isolation": "process", "injections": n, "batch_size": 64,
-            "golden_runs": 2, "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
-            "images": {"source": "bundled", "count": 64}}))
         for w in counts:
-            db = Path(tmp) / f"w{w}.db"
-            subprocess.run([EXE, "--db", str(db), "plan", str(config)], check=True, capture_output=True)
+            db = plan_store(Path(tmp), f"workers{w}", config)
             t0 = time.perf_counter()
-            subprocess.run([EXE, "--db", str(db), "run", "--workers", str(w)], check=True, capture_output=True)
+            subprocess.run([EXE, "--db", str(db), "run", "--workers", str(w), "--per-gpu", str(w)],
+                           check=True, capture_output=True)
             wall = time.perf_counter() - t0
             rates[w] = 2 * n / wall
-            print(f"workers={w}: {2 * n} injections in {wall:.1f} s -> {rates[w]:.3f} inj/s")
-    base = rates[counts[0]]
-    for w in counts[1:]:
-        print(f"speed-up {w} vs {counts[0]} workers: {rates[w] / base:.2f}x")
+            print(f"workers={w}: {2 * n} injections in {wall:.1f} s -> {rates[w]:.3f} inj/s, "
+                  f"{rates[w] / rates[counts[0]]:.2f}x {counts[0]} worker(s)")
 
 
 if __name__ == "__main__":

@@ -31,8 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
     import torch
 
+    # deterministic convolutions without torch.use_deterministic_algorithms, whose import of
+    # torch._dynamo doubled the program's start-up (bench/process.py); golden runs verify it
     torch.backends.cudnn.benchmark = False
-    torch.use_deterministic_algorithms(True, warn_only=True)
+    torch.backends.cudnn.deterministic = True
     from models import zoo
     from models.faults import Injector, site_faults
 

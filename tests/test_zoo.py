@@ -53,3 +53,25 @@ def test_bundled_sample_is_cifar10_test_images():
     s = data.load("bundled")
     assert len(s) == 500 and s.dataset == "cifar10" and s.images.shape == (500, 32, 32, 3)
     assert (torch.bincount(torch.from_numpy(s.labels)) == 50).all()
+
+
+def test_a_checkpoint_of_the_older_inverted_block_is_refused(tmp_path):
+    """Its weights would load into today's block without error and silently compute another function."""
+    import pytest
+
+    from models.resnet import build
+
+    arch = Arch(20, "relu6", "conv-act-bn", 10)
+    path = tmp_path / "old.pt"
+    zoo.save(path, build(arch), zoo.Meta(arch, "cifar10"))
+    blob = torch.load(path, weights_only=True)
+    del blob["format"]
+    torch.save(blob, path)
+    with pytest.raises(zoo.CheckpointError, match="older inverted block.*retrain it"):
+        zoo.load(str(path))
+    vanilla = Arch(20, "relu", "conv-bn-act", 10)  # unchanged block: still loads
+    zoo.save(path, build(vanilla), zoo.Meta(vanilla, "cifar10"))
+    blob = torch.load(path, weights_only=True)
+    del blob["format"]
+    torch.save(blob, path)
+    assert zoo.load(str(path))[1].arch == vanilla
