@@ -3,11 +3,16 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from campaign import __version__
-from campaign.errors import mark_model_errors
+from campaign.errors import UserError, mark_model_errors
+
+if TYPE_CHECKING:
+    from campaign.fit import RawFit
+    from campaign.report import StoreReport
 
 DEFAULT_DB = "fi-campaign.db"
 
@@ -195,39 +200,78 @@ def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] 
 
 
 @main.command()
-@click.option("--avf", is_flag=True, help="Print the AVF table (the default when nothing else is asked).")
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the AVF table as CSV.")
+@click.argument("stores", nargs=-1)
+@click.option("--avf", is_flag=True, help="Print the AVF table (the default when no file is asked for).")
+@click.option("--csv", "csv_path", metavar="FILE", help="Write the AVF table as CSV.")
+@click.option("--json", "json_path", metavar="FILE",
+              help="Write the whole report as JSON: identity, AVF, comparisons, per-layer breakdown, FIT, regret.")
+@click.option("--html", "html_dir", metavar="DIR",
+              help="Write DIR/index.html (figures embedded) and each figure as PNG and SVG beside it.")
+@click.option("--fit-raw", metavar="X",
+              help="Raw FIT rate (failures per 10^9 hours) of the exposed hardware: adds FIT = raw x AVF.")
+@click.option("--fit-per", metavar="device|bit", help="What --fit-raw is per (default: device).")
+@click.option("--bits", metavar="N", help="With --fit-per bit: how many bits the raw rate applies to.")
 @click.pass_context
-def report(ctx: click.Context, avf: bool, csv_path: str | None) -> None:
+def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str | None, json_path: str | None,
+           html_dir: str | None, fit_raw: str | None, fit_per: str | None, bits: str | None) -> None:
     """AVF per model x mode: each outcome as k/n, rate and 95% interval, and the reference
     model's critical-SDC rate over each other model's, with its interval.
 
-    n counts the injections that were applied (not_injected is kept out of it); rates
-    use the Wilson interval, or the exact Clopper-Pearson one at k = 0 or k = n.
+    STORES: one or more campaign stores to report side by side (default: --db or
+    ./fi-campaign.db). n counts the injections that were applied (not_injected is kept out
+    of it); rates use the Wilson interval, or the exact Clopper-Pearson one at k = 0 or
+    k = n. --fit-raw X [--fit-per bit --bits N] rolls AVF up into FIT = raw device FIT x AVF
+    (a per-bit rate is multiplied by N bits first). See docs/REPORTS.md.
     """
+    from datetime import datetime, timezone
+
+    from campaign import fit
     from campaign import report as rep
+    from campaign.store import Store
 
-    store = _open(ctx)
-    rows = rep.avf_rows(store)
+    raw = fit.parse(fit_raw, fit_per, bits)
+    if stores and ctx.obj["db"]:
+        raise UserError("give the stores either as arguments or with --db, not both.")
+    paths = [Path(s) for s in stores] or [Path(_db(ctx))]
+    twice = [p for i, p in enumerate(paths) if p.resolve() in [q.resolve() for q in paths[:i]]]
+    if twice:
+        raise UserError(f"{twice[0]} is given twice; name each store once.")
+    opened = [Store.open(p) for p in paths]  # every store is checked before anything is written
+    for out, folder in ((csv_path, False), (json_path, False), (html_dir, True)):
+        if out:
+            rep.check_writable(Path(out), folder)
+    reports = [rep.build(s, label) for s, label in zip(opened, rep.store_labels(paths))]
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if csv_path:
-        rep.write_csv(rows, Path(csv_path))
+        rep.write_avf_csv(reports, Path(csv_path))
         click.echo(f"Wrote {csv_path}")
-    if avf or not csv_path:
-        _print_avf(store, rows, rep.comparisons(store, rows))
+    if json_path:
+        rep.write_json(rep.to_json(reports, raw, generated), Path(json_path))
+        click.echo(f"Wrote {json_path}")
+    if html_dir:
+        from campaign import html_report
+
+        written = html_report.write(reports, Path(html_dir), raw, generated)
+        click.echo(f"Wrote {written.page} and {len(written.files)} figure files beside it")
+    if avf or not (csv_path or json_path or html_dir):
+        for r in reports:
+            _print_avf(r, len(reports) > 1)
+    if raw:
+        _print_fit(reports, raw)
 
 
-def _print_avf(store, rows, comps) -> None:
+def _print_avf(report: StoreReport, multi: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
     console = Console()
-    record = store.campaign()
-    table = Table(title=f"AVF of campaign '{record.name}' (seed {record.seed}), 95% intervals")
+    ident = report.identity
+    table = Table(title=(f"{ident.label}: " if multi else "")
+                  + f"AVF of campaign '{ident.name}' (seed {ident.seed}), 95% intervals")
     for col in ("model", "mode", "outcome", "k/n", "rate", "95% CI"):
         table.add_column(col, justify="right" if col in ("k/n", "rate", "95% CI") else "left", no_wrap=True)
-    nan = store.nan_counts()
     last = None
-    for r in rows:
+    for r in report.avf:
         if last and (r.model, r.mode) != last:
             table.add_section()
         last = (r.model, r.mode)
@@ -235,15 +279,18 @@ def _print_avf(store, rows, comps) -> None:
         table.add_row(r.model, r.mode, r.outcome, f"{r.k}/{r.n}", rate,
                       f"[{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]%")
     console.print(table)
-    fm = record.fault_model
-    if any(r.mode == "warp_random" for r in rows):
+    fm = ident.fault_model
+    if any(r.mode == "warp_random" for r in report.avf):
         entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
         origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
         console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
                       f"{fm['semantics']}", markup=False)
-    for (model, mode), k in sorted(nan.items()):
-        console.print(f"NaN/Inf in the outputs: {model} {mode}: {k} injections")
-    for c in comps:
+    for s in report.strata:
+        if s.nan:
+            console.print(f"NaN/Inf in the outputs: {s.model} {s.mode}: {s.nan} injections", markup=False)
+        if s.not_injected:
+            console.print(f"Not injected (kept out of n): {s.model} {s.mode}: {s.not_injected} injections", markup=False)
+    for c in report.comparisons:
         r = c.ratio
         if r.value != r.value:
             console.print(f"{c.mode}: critical-SDC ratio {c.reference}/{c.candidate} undefined (no critical SDC in either).")
@@ -254,14 +301,37 @@ def _print_avf(store, rows, comps) -> None:
                       f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}")
 
 
+def _print_fit(reports: list[StoreReport], raw: RawFit) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"FIT roll-up: {raw.describe()} (failures per 10^9 device-hours; interval = AVF interval x raw).",
+                  markup=False)
+    if not any(r.fit(raw) for r in reports):
+        console.print("No injection has a result yet: nothing to roll up.")
+        return
+    table = Table(title="FIT per model x mode, 95% intervals")
+    multi = len(reports) > 1
+    for col in (("store",) if multi else ()) + ("model", "mode", "outcome", "AVF", "FIT", "95% CI"):
+        table.add_column(col, justify="right" if col in ("AVF", "FIT", "95% CI") else "left", no_wrap=True)
+    for r in reports:
+        for f in r.fit(raw):
+            table.add_row(*([r.identity.label] if multi else []), f.model, f.mode, f.outcome, f"{100 * f.avf:.2f}%",
+                          f"{f.fit:.4g}", f"[{f.fit_low:.4g}, {f.fit_high:.4g}]")
+    console.print(table)
+
+
 @main.command()
-@click.argument("file", type=click.Path(dir_okay=False))
+@click.argument("file")
 @click.pass_context
 def export(ctx: click.Context, file: str) -> None:
-    """Write one CSV row per injection: its site, backend, layer, outcome and observations."""
-    from campaign import report as rep
+    """Write one row per injection (its site, backend, layer, outcome and observations) to
+    FILE: Parquet when FILE ends in .parquet or .pq, CSV otherwise. Streamed in batches, so
+    a store of millions of results needs little memory."""
+    from campaign.export import export as write
 
-    n = rep.export(_open(ctx), Path(file))
+    n = write(_open(ctx), Path(file))
     click.echo(f"Wrote {n} rows to {file}")
 
 

@@ -2,10 +2,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from campaign.errors import UserError, mark_model_errors
+
+if TYPE_CHECKING:
+    from campaign.store import Store
 
 PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened")
 ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56")
@@ -99,12 +103,20 @@ def train(preset: str, arch: str, dataset: str, source: str, epochs: int | None,
 @click.option("--size", default="common", show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="Write the table as CSV.")
 @click.option("--device", default="auto", show_default=True)
-def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, count: int | None, seed: int,
-             table: str, op: str, size: str, csv_path: str | None, device: str) -> None:
+@click.option("--db", "db", metavar="STORE",
+              help="With --regret: also record each model's row in this campaign store (as the global --db "
+                   "does), for 'fi-campaign report'.")
+@click.pass_context
+def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: str, repeats: int, count: int | None,
+             seed: int, table: str, op: str, size: str, csv_path: str | None, device: str, db: str | None) -> None:
     """Accuracy of checkpoints (paths or zoo:NAME), and with --regret their accuracy under
     noise: every test image corrupted REPEATS times at one conv/linear output (a single
     value, a line or a block, channel probabilities 1.0 / 0.75 / 0.3, power-law magnitude).
     Regret = clean - noisy, with 95% intervals over images.
+
+    With a store (fi-campaign --db STORE evaluate --regret ..., or --db after evaluate) the
+    rows are also recorded in that existing campaign store, so its HTML report shows the
+    regret figure; the campaign's own results are not touched.
     """
     import csv
 
@@ -112,6 +124,7 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
     from rich.console import Console
     from rich.table import Table
 
+    from campaign.store import RegretRecord
     from campaign.workload import resolve_device
     from models import data as cifar
     from models import powerlaw, zoo
@@ -119,6 +132,7 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
     from models.train import evaluate as accuracy_of
 
     mark_model_errors()
+    store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
     try:
         law = powerlaw.entry(table, op, size)
     except (KeyError, ValueError) as e:
@@ -136,7 +150,9 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
     header = ["model", "preset", "clean acc."] + (["noisy acc. [95% CI]", "regret [95% CI]"] if regret else [])
     for h in header:
         out.add_column(h)
-    rows = []
+    rows, records = [], []
+    noise = (f"{table} {op} {size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
+             "one conv/linear output per image")
     for ref in models:
         model, meta = zoo.load(ref, device=device)
         if meta.dataset != images.dataset:
@@ -144,6 +160,9 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
         label = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
         if regret:
             r = regret_of(model, x, y, law, repeats, seed)
+            records.append(RegretRecord(ref, meta.sha256, label, images.dataset, source, len(images), repeats, seed,
+                                        noise, r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low,
+                                        r.regret_high))
             rows.append([ref, label, r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high])
             out.add_row(ref, label, f"{100 * r.clean:.2f}%", f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
                         f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts")
@@ -158,3 +177,20 @@ def evaluate(models: tuple[str, ...], regret: bool, source: str, repeats: int, c
             w.writerow(["model", "preset", "clean"] + (["noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"] if regret else []))
             w.writerows(rows)
         click.echo(f"Wrote {csv_path}")
+    if store is not None:
+        store.add_regret(records)
+        click.echo(f"Recorded {len(records)} regret rows in {store.path}")
+
+
+def _regret_store(ctx: click.Context, db: str | None, regret: bool) -> Store | None:
+    """The store regret rows go to: --db after evaluate, else the global --db when given
+    explicitly (never the default store: evaluating must not write where nobody asked)."""
+    from campaign.store import Store
+
+    given = (ctx.obj or {}).get("db")
+    if db and given and Path(db) != Path(given):
+        raise UserError(f"two stores given ({given} and {db}); give one --db.")
+    if db and not regret:
+        raise UserError("evaluate --db records regret evaluations only; add --regret.")
+    path = db or (given if regret else None)
+    return None if path is None else Store.open(path)

@@ -77,8 +77,34 @@ result_t = Table(
     Column("runtime_s", Float, nullable=False),
     Column("finished", String, nullable=False),
 )
+# regret evaluations (`evaluate --regret --db`), beside the campaign they belong with; stores
+# planned before this table existed get it on their first regret row (Store.add_regret)
+regret_t = Table(
+    "regret", meta,
+    Column("id", Integer, primary_key=True),
+    Column("model", String, nullable=False),  # the checkpoint reference as given: path or zoo:NAME
+    Column("sha256", String, nullable=False),  # of the weights (models.zoo.weights_digest)
+    Column("label", String, nullable=False),  # the preset: activation, block order, fault-aware training
+    Column("dataset", String, nullable=False),
+    Column("source", String, nullable=False),  # where the test images came from
+    Column("images", Integer, nullable=False),
+    Column("repeats", Integer, nullable=False),
+    Column("seed", Integer, nullable=False),
+    Column("fault_model", Text, nullable=False),  # the noise, in words
+    Column("clean", Float, nullable=False),
+    Column("noisy", Float, nullable=False),
+    Column("noisy_low", Float),  # NULL: one image gives no interval
+    Column("noisy_high", Float),
+    Column("regret", Float, nullable=False),
+    Column("regret_low", Float),
+    Column("regret_high", Float),
+    Column("created", String, nullable=False),
+)
 SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed",
                "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value")
+RESULT_FIELDS = ("backend", "isolation", "outcome", "images_changed", "nan", "max_abs_diff", "semantics", "detail",
+                 "runtime_s", "finished")
+EXPORT_FIELDS = ("site_id",) + SITE_FIELDS + RESULT_FIELDS  # one exported row: a site and its result
 
 
 class StoreError(UserError):
@@ -130,6 +156,50 @@ class Result:
     semantics: str
     runtime_s: float
     detail: str | None = None
+
+
+@dataclass(frozen=True)
+class RegretRecord:
+    """One model's clean and noisy accuracy (paper Fig. 5); fractions, intervals at 95%."""
+
+    model: str
+    sha256: str
+    label: str
+    dataset: str
+    source: str
+    images: int
+    repeats: int
+    seed: int
+    fault_model: str
+    clean: float
+    noisy: float
+    noisy_low: float
+    noisy_high: float
+    regret: float
+    regret_low: float
+    regret_high: float
+    created: str = ""
+
+
+@dataclass(frozen=True)
+class ResultGroup:
+    """Results sharing model, mode, injection unit (layer, or kernel and instruction group),
+    backend and outcome: what every report is computed from, aggregated in SQL so that a store
+    of millions of results is one scan."""
+
+    model: str
+    mode: str
+    layer: int | None
+    layer_name: str | None
+    kernel: str | None
+    igid: int | None
+    backend: str
+    isolation: str
+    outcome: str
+    count: int
+    nan: int  # results with NaN/Inf in the outputs
+    first: str  # earliest and latest finish time (ISO, UTC)
+    last: str
 
 
 @dataclass(frozen=True)
@@ -347,15 +417,64 @@ class Store:
         with self.engine.connect() as con:
             return {(a, b): int(c) for a, b, c in con.execute(stmt)}
 
-    def export_rows(self) -> Iterator[dict]:
-        stmt = (select(site_t.c.id.label("site_id"), *[site_t.c[f] for f in SITE_FIELDS],
-                       result_t.c.backend, result_t.c.isolation, result_t.c.outcome, result_t.c.images_changed, result_t.c.nan,
-                       result_t.c.max_abs_diff, result_t.c.semantics, result_t.c.detail, result_t.c.runtime_s,
-                       result_t.c.finished)
+    def result_groups(self) -> list[ResultGroup]:
+        """Counts per model, mode, layer / kernel and instruction group, backend and outcome,
+        with NaN/Inf counts and finish times: one GROUP BY over the join. A layer's name
+        follows from its index, so it is carried, not grouped on."""
+        s, r = site_t.c, result_t.c
+        keys = (s.model, s.mode, s.layer, s.kernel, s.igid, r.backend, r.isolation, r.outcome)
+        stmt = (select(s.model, s.mode, s.layer, func.max(s.layer_name), s.kernel, s.igid, r.backend, r.isolation,
+                       r.outcome, func.count(), func.sum(r.nan.cast(Integer)),
+                       func.min(r.finished), func.max(r.finished))
+                .join(result_t, r.site_id == s.id).group_by(*keys))
+        try:
+            with self.engine.connect() as con:
+                return [ResultGroup(*row[:9], int(row[9]), int(row[10] or 0), row[11], row[12])
+                        for row in con.execute(stmt)]
+        except DatabaseError as e:
+            raise StoreError(f"cannot read {self.path} ({_reason(e)}).") from None
+
+    def add_regret(self, rows: list[RegretRecord]) -> None:
+        """Store regret evaluations in one transaction, creating the table in a store planned
+        before it existed; nothing else in the store is touched."""
+        created = _now()
+        try:
+            with self.engine.begin() as con:
+                regret_t.create(con, checkfirst=True)
+                con.execute(insert(regret_t), [{**asdict(r), "created": r.created or created} for r in rows])
+        except DatabaseError as e:
+            raise StoreError(f"cannot write regret results to {self.path} ({_reason(e)}); "
+                             "nothing else in the store was changed.") from None
+
+    def regret_rows(self) -> list[RegretRecord]:
+        """Stored regret evaluations, oldest first; none in a store that never had the table."""
+        if "regret" not in _tables(self.path):
+            return []
+        nan = float("nan")
+        with self.engine.connect() as con:
+            rows = con.execute(select(regret_t).order_by(regret_t.c.id)).mappings().all()
+        return [RegretRecord(**{k: (nan if v is None and k.endswith(("_low", "_high")) else v)
+                                for k, v in r.items() if k != "id"}) for r in rows]
+
+    def export_batches(self, size: int = 50_000, fields: tuple[str, ...] | None = None) -> Iterator[list[tuple]]:
+        """Every result joined with its site, in site order, as tuples of ``fields`` (default
+        EXPORT_FIELDS), ``size`` at a time: SQLite steps the cursor, so memory stays at one
+        batch whatever the size of the store."""
+        cols = {"site_id": site_t.c.id.label("site_id"), **{f: site_t.c[f] for f in SITE_FIELDS},
+                **{f: result_t.c[f] for f in RESULT_FIELDS}}
+        stmt = (select(*[cols[f] for f in fields or EXPORT_FIELDS])
                 .join(result_t, result_t.c.site_id == site_t.c.id).order_by(site_t.c.id))
         with self.engine.connect() as con:
-            for r in con.execute(stmt).mappings():
-                yield dict(r)
+            cursor = con.exec_driver_sql(str(stmt.compile(self.engine)))
+            while batch := cursor.fetchmany(size):
+                yield batch
+
+    def export_rows(self) -> Iterator[dict]:
+        for batch in self.export_batches():
+            for row in batch:
+                d = dict(zip(EXPORT_FIELDS, row))
+                d["nan"] = bool(d["nan"])
+                yield d
 
 
 def _tables(path: Path) -> set[str]:

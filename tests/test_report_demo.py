@@ -1,0 +1,69 @@
+"""The demo campaign's HTML report in headless Chromium: the committed checkpoints, planned by
+`plan` with no config (the demo, fewer injections so the test stays short), run, evaluated for
+regret into the same store, reported; every number read back from the rendered DOM equals
+`report --csv` / `report --json`."""
+from __future__ import annotations
+
+import csv
+import json
+
+from tests.test_report import Dom, check_avf_rows, check_figures, check_screenshot, ok, render_in_chromium
+
+
+def test_demo_campaign_report_renders_in_chromium(tmp_path):
+    db = str(tmp_path / "demo.db")
+    ok("--db", db, "plan", "--injections", "60")
+    ok("--db", db, "run", "--workers", "1")
+    ok("--db", db, "evaluate", "--regret", "zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened",
+       "--images", "40", "--repeats", "1", "--device", "cpu")
+    out = tmp_path / "report"
+    ok("--db", db, "report", "--html", str(out), "--csv", str(tmp_path / "avf.csv"), "--json", str(tmp_path / "r.json"),
+       "--fit-raw", "1000")
+    with open(tmp_path / "avf.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
+
+    shot, dom = render_in_chromium(out / "index.html", tmp_path)
+    check_screenshot(shot)
+    page = Dom.of(dom)
+    check_figures(page, {"avf", "units", "regret"})
+    for name in ("avf", "units", "regret"):
+        assert (out / f"{name}.png").stat().st_size > 0
+        assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
+    check_avf_rows(page, table)
+
+    ident = doc["identity"]
+    assert ident["name"] == "demo" and ident["seed"] == 2022 and ident["backend"] == "pytorch"
+    for name, m in ident["models"].items():
+        cells = page.row("model", model=name)
+        assert cells["sha256"]["text"] == m["sha256"]
+        assert cells["clean_accuracy"]["data-value"] == f"{m['clean_accuracy']:.6f}"
+        assert cells["clean_accuracy"]["text"] == f"{100 * m['clean_accuracy']:.2f}%"
+    for s in doc["strata"]:
+        cells = page.row("stratum", model=s["model"], mode=s["mode"])
+        assert {f: int(cells[f]["text"]) for f in ("planned", "done", "counted", "not_injected", "nan")} == \
+               {f: s[f] for f in ("planned", "done", "counted", "not_injected", "nan")}
+        assert (s["planned"], s["done"]) == (60, 60)
+    assert len(doc["comparisons"]) == 2
+    for c in doc["comparisons"]:
+        cells = page.row("comparison", mode=c["mode"], reference="baseline", candidate="hardened")
+        if c["ratio"] is None:
+            assert cells["ratio"]["text"] == "-"
+        else:
+            assert cells["ratio"]["data-value"] == f"{c['ratio']:.6f}" and cells["ratio"]["text"] == f"{c['ratio']:.2f}"
+            assert cells["ci"]["text"] == f"[{c['ci_low']:.2f}, {c['ci_high']:.2f}]"
+        assert cells["significant"]["data-value"] == ("yes" if c["significant"] else "no")
+        assert c["sentence"] in " ".join(page.text.split())
+    units = page.rows("unit")
+    assert len(units) == len(doc["breakdown"]["rows"]) > 0
+    for u in doc["breakdown"]["rows"]:
+        cells = page.row("unit", model=u["model"], mode=u["mode"], unit=u["unit"])
+        assert (int(cells["n"]["text"]), int(cells["k"]["text"])) == (u["n"], u["k"])
+        assert cells["rate"]["data-value"] == f"{u['rate']:.6f}" and cells["rate"]["text"] == f"{100 * u['rate']:.2f}"
+        assert cells["ci"]["text"] == f"[{100 * u['ci_low']:.2f}, {100 * u['ci_high']:.2f}]"
+    assert len(page.rows("fit")) == 12
+    for r, cells in zip(doc["regret"], (row["cells"] for row in page.rows("regret"))):
+        assert cells["clean"]["text"] == f"{100 * r['clean']:.2f}"
+        assert cells["regret"]["text"] == f"{100 * r['regret']:.2f}"
+        assert cells["regret_ci"]["text"] == f"[{100 * r['regret_low']:.2f}, {100 * r['regret_high']:.2f}]"
+    assert len(doc["regret"]) == 2

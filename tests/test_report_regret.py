@@ -1,0 +1,95 @@
+"""`evaluate --regret` recorded in a campaign store (the `regret` table), including stores
+planned before that table existed, and shown by `report`."""
+from __future__ import annotations
+
+import csv
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.test_report import Dom, cli, ok, one_sentence_error
+
+
+def tables(db: Path) -> set[str]:
+    with sqlite3.connect(db) as con:
+        return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+
+
+def contents(db: Path) -> list[tuple]:
+    with sqlite3.connect(db) as con:
+        return [con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("campaign", "site", "result")]
+
+
+@pytest.fixture
+def older_store(tmp_path, tiny_config) -> Path:
+    """A planned store as versions before the regret table left it."""
+    db = tmp_path / "old.db"
+    ok("--db", str(db), "plan", str(tiny_config), "--injections", "2")
+    with sqlite3.connect(db) as con:
+        con.execute("DROP TABLE regret")
+    return db
+
+
+def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, checkpoints, tmp_path):
+    from models import zoo
+
+    db = older_store
+    before = contents(db)
+    ok("--db", str(db), "report", "--json", str(tmp_path / "before.json"))  # an older store reads as before
+    assert json.loads((tmp_path / "before.json").read_text())["stores"][0]["regret"] == []
+    assert "regret" not in tables(db)  # reporting writes nothing
+
+    base, hard = str(checkpoints["baseline"]), str(checkpoints["hardened"])
+    out = ok("evaluate", "--regret", "--db", str(db), base, hard, "--images", "12", "--repeats", "2",
+             "--device", "cpu", "--seed", "4", "--csv", str(tmp_path / "ev.csv"))
+    assert f"Recorded 2 regret rows in {db}" in " ".join(out.split())
+    out = ok("--db", str(db), "evaluate", "--regret", base, "--images", "12", "--repeats", "1", "--device", "cpu")
+    assert "Recorded 1 regret rows" in out
+    assert "regret" in tables(db)
+    assert contents(db) == before  # the campaign, its sites and results are untouched
+
+    with open(tmp_path / "ev.csv", newline="") as f:
+        printed = list(csv.DictReader(f))
+    with sqlite3.connect(db) as con:
+        con.row_factory = sqlite3.Row
+        stored = [dict(r) for r in con.execute("SELECT * FROM regret ORDER BY id")]
+    assert [r["model"] for r in stored] == [base, hard, base]
+    for row, p in zip(stored, printed):
+        assert row["model"] == p["model"] and row["label"] == p["preset"]
+        for f in ("clean", "noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"):
+            assert row[f] == pytest.approx(float(p[f]), rel=1e-12), f
+        assert row["sha256"] == zoo.read(row["model"])[0].sha256
+        setting = (row["images"], row["repeats"], row["seed"], row["dataset"], row["source"])
+        assert setting == (12, 2, 4, "cifar10", "bundled")
+        assert "dsn2021-fu FFMA common" in row["fault_model"] and row["created"]
+    assert (stored[2]["repeats"], stored[2]["seed"]) == (1, 0)
+    assert stored[0]["regret"] == pytest.approx(stored[0]["clean"] - stored[0]["noisy"], abs=1e-12)
+
+    ok("--db", str(db), "report", "--json", str(tmp_path / "after.json"), "--html", str(tmp_path / "h"))
+    reported = json.loads((tmp_path / "after.json").read_text())["stores"][0]["regret"]
+    assert reported == [{k: v for k, v in r.items() if k != "id"} for r in stored]
+    assert {p.name for p in (tmp_path / "h").iterdir()} >= {"regret.png", "regret.svg"}
+    page = Dom.of((tmp_path / "h" / "index.html").read_text())
+    rows = page.rows("regret")
+    assert len(rows) == 3
+    labels = [r["cells"]["label"]["text"] for r in rows]
+    assert [t.startswith(want) for t, want in zip(labels, ("baseline #1", "hardened", "baseline #2"))] == [True] * 3
+    for r, s in zip(rows, stored):
+        assert r["cells"]["regret"]["data-value"] == f"{s['regret']:.6f}"
+        assert r["cells"]["sha256"]["text"] == s["sha256"]
+
+
+def test_regret_store_errors_come_before_the_evaluation(older_store, checkpoints, tmp_path):
+    base = str(checkpoints["baseline"])
+    one_sentence_error(*cli("evaluate", "--db", str(older_store), base), "--regret")
+    one_sentence_error(*cli("evaluate", "--regret", "--db", str(tmp_path / "none.db"), base), "no campaign store")
+    other = tmp_path / "other.db"
+    with sqlite3.connect(other) as con:
+        con.execute("CREATE TABLE t (x)")
+    one_sentence_error(*cli("evaluate", "--regret", "--db", str(other), base), "not a campaign store")
+    one_sentence_error(*cli("--db", str(older_store), "evaluate", "--regret", "--db", str(other), base), "two stores")
+    assert "regret" not in tables(older_store)
+    ok("--db", str(older_store), "evaluate", base, "--images", "4", "--device", "cpu")  # plain accuracy: nothing stored
+    assert "regret" not in tables(older_store)
