@@ -31,6 +31,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import alternating, machine, plan_store  # noqa: E402
+from campaign.heap import keep_freed_memory  # noqa: E402
 from campaign.runner import fault_batch  # noqa: E402
 from campaign.store import Site  # noqa: E402
 from campaign.workload import Workload, image_digest, workload_images  # noqa: E402
@@ -138,6 +139,7 @@ def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int) -> d
 
 
 def main() -> None:
+    keep_freed_memory()  # as every fi-campaign process does
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--device", default="cpu")

@@ -22,6 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
+from campaign.heap import keep_freed_memory  # noqa: E402
 from models import data, zoo  # noqa: E402
 from models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
 from models.train import Recipe, preset, train  # noqa: E402
@@ -34,6 +35,7 @@ def epoch_seconds(name: str, depth: int, source: str, images: int, out: Path, de
 
 
 def main() -> None:
+    keep_freed_memory()  # as every fi-campaign process does
     ap = argparse.ArgumentParser()
     ap.add_argument("--data", default="../shared/data/cifar10-jpeg")
     ap.add_argument("--images", type=int, default=5000)

@@ -48,6 +48,9 @@ def main(ctx: click.Context, db: str | None) -> None:
     Every planned injection site is stored before anything runs, and each result is
     committed with its site, so an interrupted run loses nothing and repeats nothing.
     """
+    from campaign.heap import keep_freed_memory
+
+    keep_freed_memory()
     ctx.obj = {"db": db}
 
 

@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
 
     import os
 
+    from campaign.heap import keep_freed_memory
+
+    keep_freed_memory()
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
     import torch
 

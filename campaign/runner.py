@@ -333,8 +333,10 @@ def _log(path: Path, results: list[Result], model: str, mode: str, worker: str) 
 def _worker_main(job: Job, errors) -> None:
     """A spawned worker; its error travels back to the runner, which reports it once."""
     from campaign.errors import mark_model_errors
+    from campaign.heap import keep_freed_memory
 
     mark_model_errors()
+    keep_freed_memory()
     try:
         work(job)
     except KeyboardInterrupt:
