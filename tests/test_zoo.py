@@ -8,20 +8,25 @@ from models import data, zoo
 from models.resnet import Arch
 from models.train import evaluate
 
-EXPECTED = {
-    "zoo:resnet20-cifar10-baseline": Arch(20, "relu", "conv-bn-act", 10),
-    "zoo:resnet20-cifar10-hardened": Arch(20, "relu6", "conv-act-bn", 10),
+# the paper's ablation: network and whether it was trained fault-aware
+ABLATION = {
+    "zoo:resnet20-cifar10-baseline": (Arch(20, "relu", "conv-bn-act", 10), False),
+    "zoo:resnet20-cifar10-relu6": (Arch(20, "relu6", "conv-bn-act", 10), False),
+    "zoo:resnet20-cifar10-relu6-fat": (Arch(20, "relu6", "conv-bn-act", 10), True),
+    "zoo:resnet20-cifar10-hardened": (Arch(20, "relu6", "conv-act-bn", 10), True),
 }
+EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
+DEMO_MODELS = {"zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened"}
 
 
 def test_committed_checkpoints_carry_their_metadata():
-    for ref, arch in EXPECTED.items():
+    for ref, (arch, fault_aware) in ABLATION.items():
         model, meta = zoo.load(ref)
         assert meta.arch == arch and meta.dataset == "cifar10"
         assert meta.sha256 == zoo.weights_digest(model.state_dict())
         assert 0.5 < meta.clean_accuracy <= 1.0 and "test" in meta.accuracy_on
         assert meta.recipe["epochs"] >= 1 and len(meta.recipe["history"]) == meta.recipe["epochs"]
-        assert meta.recipe["fault_aware"] == (arch.activation == "relu6")
+        assert meta.recipe["fault_aware"] == fault_aware
         assert meta.trained_on
 
 
@@ -45,7 +50,7 @@ def test_a_committed_checkpoint_refuses_another_architecture():
 def test_the_demo_config_is_valid_and_names_committed_models():
     demo = cfg.load(None)
     assert demo.injections >= 1000 and set(demo.modes) == {"single_bit", "warp_random"}
-    assert set(demo.models.values()) == set(EXPECTED) and demo.images.source == "bundled"
+    assert set(demo.models.values()) == DEMO_MODELS and demo.images.source == "bundled"
     assert set(zoo.zoo_names()) >= set(EXPECTED)
 
 
