@@ -247,16 +247,6 @@ def build(store: Store, label: str | None = None) -> StoreReport:
                        breakdown(kind, models, modes, groups), store.regret_rows())
 
 
-def avf_rows(store: Store) -> list[AvfRow]:
-    config = Config.from_json(store.campaign().config)
-    return avf_from_counts(config.models, config.modes, store.outcome_counts())
-
-
-def comparisons(store: Store, rows: list[AvfRow]) -> list[Comparison]:
-    config = Config.from_json(store.campaign().config)
-    return compare(config.reference, config.models, config.modes, rows)
-
-
 def verdict(c: Comparison) -> str:
     """One sentence a reader can quote: how the critical-SDC rates compare, and whether the
     difference is beyond chance at the report's confidence."""

@@ -410,13 +410,6 @@ class Store:
         with self.engine.connect() as con:
             return {o: int(k) for o, k in con.execute(stmt)}
 
-    def nan_counts(self) -> dict[tuple[str, str], int]:
-        stmt = (select(site_t.c.model, site_t.c.mode, func.count())
-                .join(result_t, result_t.c.site_id == site_t.c.id).where(result_t.c.nan)
-                .group_by(site_t.c.model, site_t.c.mode))
-        with self.engine.connect() as con:
-            return {(a, b): int(c) for a, b, c in con.execute(stmt)}
-
     def result_groups(self) -> list[ResultGroup]:
         """Counts per model, mode, layer / kernel and instruction group, backend and outcome,
         with NaN/Inf counts and finish times: one GROUP BY over the join. A layer's name
