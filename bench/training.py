@@ -14,14 +14,13 @@ import argparse
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from bench.common import machine  # noqa: E402
+from bench.common import alternating, machine  # noqa: E402
 from campaign.heap import keep_freed_memory  # noqa: E402
 from models import data, zoo  # noqa: E402
 from models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
@@ -70,16 +69,8 @@ def inference_cost(reps: int) -> None:
     x = data.normalise(images.images[:256], images.dataset)
     models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened")}
     models |= {f"{a}/{o}": build(Arch(20, a, o)).eval() for a in ACTIVATIONS for o in ORDERS}
-    t: dict[str, list[float]] = {n: [] for n in models}
     with torch.inference_mode():
-        for m in models.values():
-            m(x)  # warm-up
-        for _ in range(reps):
-            for n, m in models.items():
-                t0 = time.perf_counter()
-                m(x)
-                t[n].append(time.perf_counter() - t0)
-    med = {n: statistics.median(v) for n, v in t.items()}
+        med = alternating({n: (lambda m=m: m(x)) for n, m in models.items()}, reps)
     print(f"inference, batch 256, {reps} alternating passes (medians):")
     print(f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "
           f"hardened / baseline = {med['hardened'] / med['baseline']:.3f}")

@@ -160,10 +160,10 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
         label = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
         if regret:
             r = regret_of(model, x, y, law, repeats, seed)
+            measured = [r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high]
             records.append(RegretRecord(ref, meta.sha256, label, images.dataset, source, len(images), repeats, seed,
-                                        noise, r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low,
-                                        r.regret_high))
-            rows.append([ref, label, r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high])
+                                        noise, *measured))
+            rows.append([ref, label, *measured])
             out.add_row(ref, label, f"{100 * r.clean:.2f}%", f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
                         f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts")
         else:
