@@ -21,7 +21,7 @@ def _recipe(path: str | None, epochs: int | None, seed: int | None):
 
     import yaml
 
-    from models.train import Recipe
+    from models.train import Recipe, RecipeError
 
     raw = {}
     if path:
@@ -36,7 +36,10 @@ def _recipe(path: str | None, epochs: int | None, seed: int | None):
         raw["epochs"] = epochs
     if seed is not None:
         raw["seed"] = seed
-    return Recipe(**raw)
+    try:
+        return Recipe(**raw)
+    except RecipeError as e:
+        raise UserError(f"{path or 'the command line'}: {e}") from None
 
 
 @click.command()

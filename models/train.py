@@ -3,7 +3,9 @@
 Fault-aware training uses the campaign's own injector: for every batch one conv/linear layer is
 drawn, ``fat_images`` of the batch's images get block noise at that layer's output, each channel
 with probability ``fat_channel_p``, with a relative magnitude drawn from Uniform[0, max(1, epoch)]
-(the maximum grows linearly with the epoch) and a random sign.
+(the maximum grows linearly with the epoch) and a random sign. The gradient norm is clipped
+(``grad_clip``): without it, the batches whose noise corrupts the logits dominate training and
+cost the hardened ResNet-20 1.55 points of clean accuracy.
 """
 from __future__ import annotations
 
@@ -37,15 +39,57 @@ class Recipe:
     weight_decay: float = 5e-4
     schedule: str = "onecycle"  # onecycle | cosine
     label_smoothing: float = 0.0
-    grad_clip: float | None = None
+    grad_clip: float | None = 2.0
     augment: list[str] = field(default_factory=lambda: ["crop4", "hflip"])
     fault_aware: bool = False
     fat_images: float = 0.75
     fat_channel_p: float = 0.3
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        problem = _recipe_problem(self)
+        if problem:
+            raise RecipeError(f"recipe field {problem}.")
+
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+class RecipeError(ValueError):
+    """A recipe value that training would choke on, found before any work starts."""
+
+
+AUGMENTATIONS = ("crop4", "hflip")
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _recipe_problem(r: Recipe) -> str | None:
+    checks = [
+        ("epochs", isinstance(r.epochs, int) and r.epochs >= 1, "a whole number of at least 1"),
+        ("batch_size", isinstance(r.batch_size, int) and r.batch_size >= 1, "a whole number of at least 1"),
+        ("optimizer", r.optimizer in ("sgd", "adamw"), "sgd or adamw"),
+        ("lr", _number(r.lr) and r.lr > 0, "a positive number"),
+        ("momentum", _number(r.momentum) and 0 <= r.momentum < 1, "a number in [0, 1)"),
+        ("weight_decay", _number(r.weight_decay) and r.weight_decay >= 0, "a number of at least 0"),
+        ("schedule", r.schedule in ("onecycle", "cosine"), "onecycle or cosine"),
+        ("label_smoothing", _number(r.label_smoothing) and 0 <= r.label_smoothing < 1, "a number in [0, 1)"),
+        ("grad_clip", r.grad_clip is None or (_number(r.grad_clip) and r.grad_clip > 0),
+         "a positive number or null (no clipping)"),
+        ("augment", isinstance(r.augment, list) and set(r.augment) <= set(AUGMENTATIONS),
+         f"a list drawn from {', '.join(AUGMENTATIONS)}"),
+        ("fault_aware", isinstance(r.fault_aware, bool), "true or false"),
+        ("fat_images", _number(r.fat_images) and 0 < r.fat_images <= 1, "a fraction in (0, 1]"),
+        ("fat_channel_p", _number(r.fat_channel_p) and 0 < r.fat_channel_p <= 1, "a probability in (0, 1]"),
+        ("seed", isinstance(r.seed, int) and not isinstance(r.seed, bool) and r.seed >= 0,
+         "a whole number of at least 0"),
+    ]
+    for name, ok, expected in checks:
+        if not ok:
+            return f"{name} is {getattr(r, name)!r}; it must be {expected}"
+    return None
 
 
 @dataclass
@@ -56,23 +100,30 @@ class EpochStats:
     seconds: float
 
 
-def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Random 32x32 crop of the zero-padded (4 px) image and horizontal flip, per sample."""
+def augment(x: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...] | list[str] = AUGMENTATIONS) -> torch.Tensor:
+    """Per sample, a random 32x32 crop of the zero-padded (4 px) image ("crop4") and a horizontal
+    flip with probability 0.5 ("hflip"), whichever ``kinds`` names."""
+    if not kinds:
+        return x
     b = x.shape[0]
     padded = F.pad(x, (4, 4, 4, 4))
-    oy = torch.randint(0, 9, (b,), generator=gen)
-    ox = torch.randint(0, 9, (b,), generator=gen)
+    crop = "crop4" in kinds
+    oy = torch.randint(0, 9, (b,), generator=gen) if crop else torch.full((b,), 4)
+    ox = torch.randint(0, 9, (b,), generator=gen) if crop else torch.full((b,), 4)
     ar = torch.arange(32)
     rows = (oy[:, None] + ar)[:, :, None]
     cols = (ox[:, None] + ar)[:, None, :]
-    flip = torch.rand(b, generator=gen) < 0.5
+    flip = (torch.rand(b, generator=gen) < 0.5) if "hflip" in kinds else torch.zeros(b, dtype=torch.bool)
     cols = torch.where(flip[:, None, None], cols.flip(-1), cols)
     out = padded[torch.arange(b)[:, None, None], :, rows, cols]  # (b, 32, 32, c)
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def fault_aware_batch(n_layers: int, batch: int, epoch: int, recipe: Recipe, gen: torch.Generator) -> PlaneNoise:
-    layer = int(torch.randint(0, n_layers, (1,), generator=gen))
+def fault_aware_batch(n_layers: int, batch: int, epoch: int, recipe: Recipe, gen: torch.Generator,
+                      layer: int | None = None) -> PlaneNoise:
+    """One training batch's noise; ``layer`` pins the drawn layer (for diagnostics)."""
+    if layer is None:
+        layer = int(torch.randint(0, n_layers, (1,), generator=gen))
     hit = torch.rand(batch, generator=gen) < recipe.fat_images
     rows = hit.nonzero().flatten().numpy()
     k = rows.size
@@ -155,7 +206,7 @@ def train(
         loss_sum, correct = 0.0, 0
         for step in range(steps_per_epoch):
             idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
-            x = augment(x_train[idx], gen).to(device)
+            x = augment(x_train[idx], gen, recipe.augment).to(device)
             y = y_train[idx].to(device)
             if injector is not None:
                 with injector.armed(fault_aware_batch(len(injector.layers), len(idx), epoch, recipe, gen)):

@@ -12,7 +12,7 @@ from campaign.cli import main
 from models import zoo
 from models.faults import Injector
 from models.resnet import Arch, build
-from models.train import PRESETS, Recipe, augment, fault_aware_batch, preset
+from models.train import PRESETS, Recipe, RecipeError, augment, fault_aware_batch, preset
 
 CIFAR10 = "../shared/data/cifar10-jpeg"
 
@@ -75,6 +75,28 @@ def test_augment_keeps_shape_and_flips_or_crops():
     assert not torch.equal(out, x)
 
 
+def test_augment_does_only_what_the_recipe_names():
+    x = torch.randn(64, 3, 32, 32)
+    assert torch.equal(augment(x, torch.Generator().manual_seed(0), []), x)
+    flipped = augment(x, torch.Generator().manual_seed(0), ["hflip"])
+    for a, b in zip(flipped, x):  # each image is itself or its mirror: never shifted
+        assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
+    assert any(not torch.equal(a, b) for a, b in zip(flipped, x))
+    cropped = augment(x, torch.Generator().manual_seed(0), ["crop4"])
+    # a shifted image keeps a 24x24 window of the original that no mirror would match
+    assert any(not torch.equal(a, b) and not torch.equal(a, b.flip(-1)) for a, b in zip(cropped, x))
+
+
+@pytest.mark.parametrize("field,value", [
+    ("lr", "fast"), ("lr", 0), ("epochs", 0), ("epochs", 2.5), ("optimizer", "lbfgs"), ("schedule", "step"),
+    ("grad_clip", -1.0), ("augment", ["cutout"]), ("fat_images", 1.5), ("fat_channel_p", 0), ("seed", -3),
+    ("momentum", 1.0), ("fault_aware", "yes"),
+])
+def test_recipe_refuses_values_training_would_choke_on(field, value):
+    with pytest.raises(RecipeError, match=f"^recipe field {field} is "):
+        Recipe(**{field: value})
+
+
 def test_presets_are_the_papers_ablation():
     assert PRESETS["baseline"] == ("relu", "conv-bn-act", False)
     assert PRESETS["hardened"] == ("relu6", "conv-act-bn", True)
@@ -104,6 +126,10 @@ def test_train_bad_inputs_are_one_sentence(tmp_path):
     bad.write_text("learning_speed: 3\n")
     result = CliRunner().invoke(main, ["train", "--preset", "baseline", "--data", str(tmp_path), "--recipe", str(bad)])
     assert result.exit_code == 2 and "recipe" in result.output
+    bad.write_text("grad_clip: -2\n")
+    result = CliRunner().invoke(main, ["train", "--preset", "baseline", "--data", str(tmp_path), "--recipe", str(bad)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "grad_clip is -2; it must be a positive number" in result.output
 
 
 def test_evaluate_regret_on_real_models(tmp_path, checkpoints):

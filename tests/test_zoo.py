@@ -30,6 +30,15 @@ def test_committed_checkpoints_carry_their_metadata():
         assert meta.trained_on
 
 
+def test_the_committed_ablation_differs_only_in_its_presets():
+    """A fair ablation: one recipe for all four, and the hardening costs little clean accuracy."""
+    metas = {ref: zoo.load(ref)[1] for ref in ABLATION}
+    recipes = [{k: v for k, v in m.recipe.items() if k not in ("fault_aware", "history")} for m in metas.values()]
+    assert all(r == recipes[0] for r in recipes)
+    baseline = metas["zoo:resnet20-cifar10-baseline"].clean_accuracy
+    assert baseline - metas["zoo:resnet20-cifar10-hardened"].clean_accuracy <= 0.015
+
+
 def test_committed_checkpoints_classify_the_bundled_images():
     images = data.load("bundled")
     x = data.normalise(images.images, images.dataset)
