@@ -15,14 +15,18 @@ ABLATION = {
     "zoo:resnet20-cifar10-relu6-fat": (Arch(20, "relu6", "conv-bn-act", 10), True),
     "zoo:resnet20-cifar10-hardened": (Arch(20, "relu6", "conv-act-bn", 10), True),
 }
+CIFAR100 = {
+    "zoo:resnet20-cifar100-baseline": (Arch(20, "relu", "conv-bn-act", 100), False),
+    "zoo:resnet20-cifar100-hardened": (Arch(20, "relu6", "conv-act-bn", 100), True),
+}
 EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
 DEMO_MODELS = {"zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened"}
 
 
 def test_committed_checkpoints_carry_their_metadata():
-    for ref, (arch, fault_aware) in ABLATION.items():
+    for ref, (arch, fault_aware) in (ABLATION | CIFAR100).items():
         model, meta = zoo.load(ref)
-        assert meta.arch == arch and meta.dataset == "cifar10"
+        assert meta.arch == arch and meta.dataset == f"cifar{arch.num_classes}"
         assert meta.sha256 == zoo.weights_digest(model.state_dict())
         assert 0.5 < meta.clean_accuracy <= 1.0 and "test" in meta.accuracy_on
         assert meta.recipe["epochs"] >= 1 and len(meta.recipe["history"]) == meta.recipe["epochs"]
