@@ -44,7 +44,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=5)
     args = ap.parse_args()
     model, meta = zoo.load(args.model)
-    recipe = Recipe(**{k: v for k, v in meta.recipe.items() if k in Recipe.__dataclass_fields__})
+    recipe = Recipe.of_checkpoint(meta.recipe)
     epoch = recipe.epochs - 1 if args.epoch is None else args.epoch
     train_set = data.load(args.data, "train")
     x_all = data.normalise(train_set.images, meta.dataset)
@@ -60,7 +60,7 @@ def main() -> None:
         losses, norms = [], []
         for _ in range(args.batches):
             idx = torch.randint(0, len(y_all), (recipe.batch_size,), generator=gen)
-            x, y = augment(x_all[idx], gen), y_all[idx]
+            x, y = augment(x_all[idx], gen, recipe.augment), y_all[idx]
             if layer is None:
                 loss, norm = batch_gradient(model, x, y)
             else:

@@ -20,7 +20,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
-import yaml  # noqa: E402
 
 from bench.common import alternating, machine  # noqa: E402
 from campaign.heap import keep_freed_memory  # noqa: E402
@@ -28,14 +27,12 @@ from models import data, zoo  # noqa: E402
 from models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
 from models.train import Recipe, preset, train  # noqa: E402
 
-
 ZOO_RECIPE = Path(__file__).with_name("zoo-resnet20.yaml")
 
 
 def epoch_seconds(name: str, depth: int, source: str, images: int, out: Path, device: str) -> float:
     """One epoch of the committed zoo's recipe (gradient clipping included)."""
-    fields = {**yaml.safe_load(ZOO_RECIPE.read_text()), "epochs": 1, "seed": 3}
-    arch, recipe = preset(name, depth, 10, Recipe(**fields))
+    arch, recipe = preset(name, depth, 10, Recipe.read(ZOO_RECIPE, epochs=1, seed=3))
     meta = train(arch, recipe, source, out, device, images)
     return meta.recipe["history"][0]["seconds"]
 

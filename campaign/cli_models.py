@@ -17,29 +17,12 @@ DATASETS = {"cifar10": 10, "cifar100": 100}
 
 
 def _recipe(path: str | None, epochs: int | None, seed: int | None):
-    import dataclasses
-
-    import yaml
-
     from models.train import Recipe, RecipeError
 
-    raw = {}
-    if path:
-        try:
-            raw = yaml.safe_load(Path(path).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            raise UserError(f"recipe {path} is not a readable YAML file.") from None
-        known = {f.name for f in dataclasses.fields(Recipe)}
-        if not isinstance(raw, dict) or set(raw) - known:
-            raise UserError(f"recipe {path} must map some of {', '.join(sorted(known))} to values.")
-    if epochs is not None:
-        raw["epochs"] = epochs
-    if seed is not None:
-        raw["seed"] = seed
     try:
-        return Recipe(**raw)
+        return Recipe.read(path, epochs=epochs, seed=seed)
     except RecipeError as e:
-        raise UserError(f"{path or 'the command line'}: {e}") from None
+        raise UserError(str(e)) from None
 
 
 @click.command()

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+import yaml
 
 from models import data as cifar
 from models import zoo
@@ -53,6 +54,28 @@ class Recipe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def read(cls, path: str | Path | None = None, **overrides: object) -> Recipe:
+        """The recipe of a YAML file (any subset of the fields), with ``overrides`` on top."""
+        raw: object = {}
+        if path:
+            try:
+                raw = yaml.safe_load(Path(path).read_text()) or {}
+            except (OSError, yaml.YAMLError):
+                raise RecipeError(f"recipe {path} is not a readable YAML file.") from None
+            known = {f.name for f in fields(cls)}
+            if not isinstance(raw, dict) or set(raw) - known:
+                raise RecipeError(f"recipe {path} must map some of {', '.join(sorted(known))} to values.")
+        try:
+            return cls(**{**raw, **{k: v for k, v in overrides.items() if v is not None}})
+        except RecipeError as e:
+            raise RecipeError(f"{path}: {e}" if path else str(e)) from None
+
+    @classmethod
+    def of_checkpoint(cls, recorded: dict) -> Recipe:
+        """The recipe in a checkpoint's metadata, without what training added (history, image count)."""
+        return cls(**{f.name: recorded[f.name] for f in fields(cls) if f.name in recorded})
 
 
 class RecipeError(ValueError):
@@ -256,5 +279,5 @@ PRESETS: dict[str, tuple[str, str, bool]] = {
 
 def preset(name: str, depth: int, num_classes: int, recipe: Recipe) -> tuple[Arch, Recipe]:
     activation, order, fat = PRESETS[name]
-    recipe = Recipe(**{**recipe.to_dict(), "fault_aware": fat})
+    recipe = replace(recipe, fault_aware=fat)
     return Arch(depth, activation, order, num_classes), recipe
