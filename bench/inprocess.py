@@ -2,19 +2,24 @@
 
     python bench/inprocess.py [--quick] [--device cpu|cuda] [--batch 256] [--archs resnet20,resnet44]
 
-For each network (ResNet-20: the committed baseline; ResNet-44: an untrained network of the same
-shape, as no ResNet-44 checkpoint is committed; weights do not change the arithmetic):
+For each network (the committed ResNet-20 and ResNet-44 CIFAR-10 baselines):
 
 - limit: fault-free inference of the batch (images/s);
 - kernel: the faulted forward pass alone, one injection per batch row, both modes;
+- resumed kernel (delayed start): one claim window (WINDOW_CHUNKS batches) of sites drawn with
+  each layer weighting, sorted by layer as the runner sorts it, each pass starting from the golden activations of
+  its earliest fault's layer; beside it the ratio expected from the layer costs (MACs left after
+  the fault layer over a whole pass's, per site and for these passes);
 - campaign: `fi-campaign`'s whole in-process loop (claim from SQLite, fault, forward, classify,
-  record) on a planned store, one worker, after its start-up.
+  record) on a planned store, one worker, after its start-up: whole passes (resume: false) and
+  resumed passes with each weighting.
 
 The PyTorchFI comparison (pip install '.[bench]') makes the same single-bit flips (same layers,
 elements and bits; PyTorchFI's own single-bit model quantises to 8 bits, so a custom function
 flips the float32 bit as fi-campaign does) on the same model and images, used two ways: one
 fault per forward pass on a batch of one (its per-injection API), and one fault per batch row
-(its batched API, the best it can do). The script checks that both produce fi-campaign's logits.
+(its batched API, the best it can do). The script checks that both produce fi-campaign's logits,
+and that the resumed passes produce the whole passes' logits bit for bit.
 """
 from __future__ import annotations
 
@@ -31,32 +36,54 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import alternating, machine, plan_store  # noqa: E402
+from campaign.config import Config  # noqa: E402
+from campaign.engine.executors.inprocess import fault_batch  # noqa: E402
+from campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size  # noqa: E402
 from campaign.heap import keep_freed_memory  # noqa: E402
-from campaign.runner import fault_batch  # noqa: E402
 from campaign.store import Site  # noqa: E402
-from campaign.workload import Workload, image_digest, workload_images  # noqa: E402
+from campaign.workload.images import image_digest, workload_images  # noqa: E402
+from campaign.workload.model import Workload  # noqa: E402
 from models import powerlaw, zoo  # noqa: E402
-from models.faults import describe_layers, draw_sites  # noqa: E402
+from models.faults import describe_layers, draw_sites, layer_weights  # noqa: E402
 from models.resnet import Arch, build  # noqa: E402
+from models.resume import expected_work, resume_points  # noqa: E402
 
 IMAGES = 256
+WEIGHTINGS = ("elements", "macs")
+MODES = ("single_bit", "warp_random")
+BUDGET_MB = Config("c", {}).resume_cache_mb  # the campaign default, per worker
 
 
-def checkpoint(arch: str, folder: Path) -> str:
-    if arch == "resnet20":
-        return "zoo:resnet20-cifar10-baseline"
-    path = folder / f"{arch}-untrained.pt"
-    torch.manual_seed(0)
-    zoo.save(path, build(Arch(int(arch[6:]))).eval(), zoo.Meta(Arch(int(arch[6:])), "cifar10"))
-    return str(path)
+def checkpoint(arch: str) -> str:
+    return f"zoo:{arch}-cifar10-baseline"
 
 
-def sites_for(layers, mode: str, n: int, seed: int = 1) -> list[Site]:
-    d = draw_sites(layers, mode, n, IMAGES, "elements", np.random.default_rng(seed))
+def sites_for(layers, mode: str, n: int, seed: int = 1, weighting: str = "elements") -> list[Site]:
+    d = draw_sites(layers, mode, n, IMAGES, weighting, np.random.default_rng(seed))
     bit = mode == "single_bit"
     return [Site(i, "m", mode, int(d["layer"][i]), "", i % IMAGES, int(d["element"][i]),
                  int(d["bit"][i]) if bit else None, None if bit else int(d["width"][i]),
                  None if bit else int(d["value_seed"][i])) for i in range(n)]
+
+
+def pass_work(points, kept: list[int], chunks: list[list[int]]) -> float:
+    """Mean share of a whole pass that passes starting at each chunk's earliest layer run."""
+    def start_share(layer: int) -> float:
+        before = [k for k in kept if k <= layer]
+        return points[before[-1]].macs_after / points[0].macs_total if before else 1.0
+
+    return float(np.mean([start_share(min(c)) for c in chunks]))
+
+
+def scheduled_work(points, kept: list[int], layers_by_id: list[int], batch: int) -> float:
+    """pass_work of the passes the runner makes of sites claimed in id order (one worker)."""
+    chunks, i = [], 0
+    while i < len(layers_by_id):
+        take = window_size(batch, len(layers_by_id) - i, 1)
+        window = [Site(j, "m", "x", k, "", 0, 0, 0, None, None) for j, k in enumerate(layers_by_id[i:i + take])]
+        chunks += [[s.layer for s in c] for c in layer_chunks(window, batch)]
+        i += take
+    return pass_work(points, kept, chunks)
 
 
 def pytorchfi_contenders(ckpt: str, w: Workload, layers, sites: list[Site], per_injection: int,
@@ -100,15 +127,40 @@ def pytorchfi_contenders(ckpt: str, w: Workload, layers, sites: list[Site], per_
     return {"PyTorchFI, one per pass": (per_injection, per_site), "PyTorchFI, one per row": (len(sites), batched)}
 
 
+def resumed_contenders(w: Workload, layers, batch: int, fm: dict, expected: dict[str, float]
+                       ) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
+    """Delayed start: a claim window of sites per weighting and mode, run sorted by layer; checks
+    that they give the whole passes' logits bit for bit, and fills ``expected``."""
+    points, kept = resume_points(w.model), w.activations.layers
+    out: dict[str, tuple[int, Callable[[], np.ndarray]]] = {}
+    for weighting in WEIGHTINGS:
+        per_site = expected_work(points, layer_weights(layers, weighting), kept)
+        for mode in MODES:
+            chunks = layer_chunks(sites_for(layers, mode, WINDOW_CHUNKS * batch, seed=2, weighting=weighting), batch)
+            rows = [np.array([s.image for s in c]) for c in chunks]
+
+            def run(chunks=chunks, rows=rows, resume=True) -> np.ndarray:
+                return np.concatenate([w.forward(r, fault_batch(c, fm), resume) for c, r in zip(chunks, rows)])
+
+            same = np.array_equal(run().view(np.uint32), run(resume=False).view(np.uint32))
+            print(f"  resumed {mode} {weighting}: logits {'bit for bit' if same else 'NOT bit for bit'} the whole passes'")
+            name = f"resumed {mode} {weighting}"
+            out[name] = (WINDOW_CHUNKS * batch, run)
+            expected[name] = 1 / pass_work(points, kept, [[s.layer for s in c] for c in chunks])
+            expected[f"{weighting} per site"] = 1 / per_site
+    return out
+
+
 def kernel_rates(ckpt: str, w: Workload, layers, batch: int, rounds: int, per_injection: int,
-                 device: str) -> dict[str, float]:
+                 device: str, expected: dict[str, float]) -> dict[str, float]:
     """Injections (images) per second of each contender, timed alternately in one run."""
     law = powerlaw.entry("dsn2021-fu", "FFMA", "common")
     fm = {"size": "common", "entries": {"common": [law.x_min, law.alpha]}}
     rows = np.arange(batch) % IMAGES
-    sites = {m: sites_for(layers, m, batch) for m in ("single_bit", "warp_random")}
+    sites = {m: sites_for(layers, m, batch) for m in MODES}
     contenders: dict[str, tuple[int, Callable[[], np.ndarray]]] = {"fault-free": (batch, lambda: w.forward(rows))}
-    contenders |= {m: (batch, lambda s=s: w.forward(rows, fault_batch(s, fm))) for m, s in sites.items()}
+    contenders |= {m: (batch, lambda s=s: w.forward(rows, fault_batch(s, fm), resume=False)) for m, s in sites.items()}
+    contenders |= resumed_contenders(w, layers, batch, fm, expected)
     try:
         contenders |= pytorchfi_contenders(ckpt, w, layers, sites["single_bit"], per_injection, device)
     except ImportError:
@@ -124,18 +176,49 @@ def kernel_rates(ckpt: str, w: Workload, layers, batch: int, rounds: int, per_in
     return {k: contenders[k][0] / t for k, t in med.items()}
 
 
-def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int) -> dict[str, float]:
-    from campaign import runner
+def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int, resume: bool, weighting: str
+                  ) -> tuple[dict[str, float], dict[str, float]]:
+    """Injections per second of each mode's loop, and the rate expected from the layer costs
+    of the passes it makes (relative to fault-free inference)."""
+    import sqlite3
+
+    from campaign.engine import runner
     from campaign.store import Store
 
-    db = plan_store(folder, f"bench-{Path(ckpt).stem.replace(':', '-')}", {
+    name = f"bench-{Path(ckpt).stem.replace(':', '-')}-{'resume' if resume else 'whole'}-{weighting}"
+    db = plan_store(folder, name, {
         "seed": 1, "injections": n, "batch_size": batch, "device": device, "models": {"m": ckpt},
-        "images": {"source": "bundled", "count": IMAGES}})
+        "images": {"source": "bundled", "count": IMAGES}, "resume": resume, "layer_weighting": weighting})
     store = Store.open(db)
+    expected = {m: 1.0 for m in MODES}
+    if resume:
+        record = store.campaign()
+        points = resume_points(build(Arch(**record.models["m"]["arch"])))
+        plan = record.models["m"]["resume"]
+        print(f"  campaign plan ({weighting}): {len(plan['layers'])} of {len(points)} layers kept, "
+              f"{plan['cache_mb']:,.0f} MB of {plan['budget_mb']} MB")
+        with sqlite3.connect(db) as con:
+            for m in MODES:
+                layers = [k for (k,) in con.execute("SELECT layer FROM site WHERE mode = ? ORDER BY id", (m,))]
+                expected[m] = 1 / scheduled_work(points, plan["layers"], layers, batch)
     stamps: dict[str, list[float]] = {}
-    runner.work(runner.Job(str(db)), store, lambda p: stamps.setdefault(p.mode, []).append(time.perf_counter()))
-    # each mode's first progress call comes before its first chunk, the last after its last
-    return {m: n / (s[-1] - s[0]) for m, s in stamps.items()}
+    runner.work(runner.Job(str(db)), store,
+                lambda p: p.phase == runner.INJECTING and stamps.setdefault(p.mode, []).append(time.perf_counter()))
+    # each mode's first injecting progress call comes before its first chunk, the last after its last
+    return {m: n / (s[-1] - s[0]) for m, s in stamps.items()}, expected
+
+
+def open_workload(ckpt: str, digest: str, device: str, batch: int) -> tuple[Workload, float, float]:
+    """The workload with the golden activations of every layer, and the seconds its start takes
+    without and with recording them."""
+    workload = {"source": "bundled", "count": IMAGES, "seed": 0, "images_sha256": digest}
+    t0 = time.perf_counter()
+    Workload.open(ckpt, "", workload, device, batch).close()
+    t1 = time.perf_counter()
+    meta, _ = zoo.read(ckpt)
+    every = list(range(len(resume_points(build(meta.arch)))))
+    w = Workload.open(ckpt, "", workload, device, batch, resume_layers=every)
+    return w, t1 - t0, time.perf_counter() - t1
 
 
 def main() -> None:
@@ -146,29 +229,45 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--archs", default="resnet20,resnet44")
     args = ap.parse_args()
-    rounds, per_injection, n = (3, 30, 1024) if args.quick else (10, 200, 4096)
+    rounds, per_injection, n = (3, 30, 1024) if args.quick else (10, 200, 8192)  # 8,192: one full window
     print(machine(args.device))
     print(f"{IMAGES} bundled CIFAR-10 test images, batch {args.batch}; kernel: median of {rounds} alternating "
-          f"passes; campaign: {n} injections per mode")
+          f"passes, every layer's golden activations kept; campaign: {n} injections per mode, "
+          f"golden activations within the default {BUDGET_MB} MB")
     digest = image_digest(workload_images("bundled", IMAGES, 0)[0].images)
     with tempfile.TemporaryDirectory() as tmp:
         for arch in args.archs.split(","):
-            ckpt = checkpoint(arch, Path(tmp))
-            w = Workload.open(ckpt, "", {"source": "bundled", "count": IMAGES, "seed": 0, "images_sha256": digest},
-                              args.device, args.batch)
+            ckpt = checkpoint(arch)
+            w, start, start_kept = open_workload(ckpt, digest, args.device, args.batch)
             layers = describe_layers(w.model)
+            points = resume_points(w.model)
             print(f"\n{arch} ({ckpt}):")
-            k = kernel_rates(ckpt, w, layers, args.batch, rounds, per_injection, args.device)
+            print(f"  golden activations: {len(w.activations.layers)} of {len(points)} layers kept, "
+                  f"{w.activations.nbytes / 2**20:,.0f} MB; workload start {start:.2f} s, with them {start_kept:.2f} s")
+            expected: dict[str, float] = {}
+            k = kernel_rates(ckpt, w, layers, args.batch, rounds, per_injection, args.device, expected)
             limit = k["fault-free"]
             print(f"  fault-free inference {limit:,.0f} images/s")
-            for mode in ("single_bit", "warp_random"):
+            for mode in MODES:
                 print(f"  kernel   {mode:<12} {k[mode]:8,.0f} inj/s = {k[mode] / limit:.1%} of the limit")
-            loop = campaign_rate(ckpt, Path(tmp), args.batch, args.device, n)
-            for mode, rate in loop.items():
-                print(f"  campaign {mode:<12} {rate:8,.0f} inj/s = {rate / limit:.1%} of the limit")
+            for weighting in WEIGHTINGS:
+                for mode in MODES:
+                    name = f"resumed {mode} {weighting}"
+                    print(f"  resumed  {mode:<12} {weighting:<8} {k[name]:8,.0f} inj/s = {k[name] / limit:.2f}x the limit "
+                          f"(expected {expected[name]:.2f}x for these passes, {expected[weighting + ' per site']:.2f}x per site)")
+            loops = {}
+            for resume, weighting in ((False, "elements"), (True, "elements"), (True, "macs")):
+                rates, exp = campaign_rate(ckpt, Path(tmp), args.batch, args.device, n, resume, weighting)
+                loops[(resume, weighting)] = rates
+                for mode, rate in rates.items():
+                    how = f"resumed {weighting}" if resume else "whole passes"
+                    print(f"  campaign {mode:<12} {how:<17} {rate:8,.0f} inj/s = {rate / limit:.2f}x the limit "
+                          f"(expected {exp[mode]:.2f}x)")
             for name in [c for c in k if c.startswith("PyTorchFI")]:
                 print(f"  {name}: {k[name]:,.1f} inj/s; fi-campaign single_bit is {k['single_bit'] / k[name]:,.1f}x "
-                      f"(kernel), {loop['single_bit'] / k[name]:,.1f}x (campaign loop)")
+                      f"(whole-pass kernel), {k['resumed single_bit elements'] / k[name]:,.2f}x (resumed kernel), "
+                      f"{loops[(True, 'elements')]['single_bit'] / k[name]:,.2f}x (resumed campaign loop)")
+            w.close()
 
 
 if __name__ == "__main__":

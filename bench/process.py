@@ -3,7 +3,7 @@ time goes, measured in one run.
 
     python bench/process.py [--quick] [--injections N]
 
-1. Start-up of the workload program (`python -m campaign.infer`), split by running its stages
+1. Start-up of the workload program (`python -m campaign.workload.program`), split by running its stages
    as separate programs, alternating: the interpreter alone; + its imports (torch, numpy, the
    model code); + loading the checkpoint and the inputs; + the faulted inference itself and
    writing the logits (the whole program).
@@ -34,7 +34,7 @@ def stage_programs(root: Path, fault: Path, out: Path) -> dict[str, list[str]]:
             f"zoo.load(s['checkpoint'], device=s['device']); numpy.load('{root}/images.npy')")
     py = sys.executable
     return {"interpreter": [py, "-c", "pass"], "imports": [py, "-c", imports], "load": [py, "-c", load],
-            "whole program": [py, "-m", "campaign.infer", str(root), str(fault), "--out", str(out)]}
+            "whole program": [py, "-m", "campaign.workload.program", str(root), str(fault), "--out", str(out)]}
 
 
 def startup(root: Path, fault: Path, rounds: int) -> None:
@@ -50,17 +50,19 @@ def startup(root: Path, fault: Path, rounds: int) -> None:
 
 
 def overhead(db: Path) -> tuple[Path, Path]:
-    from campaign import runner
+    from campaign.engine import runner
+    from campaign.store import runs_dir
     from campaign.store import Store
 
     stamps: list[float] = []
     t0 = time.perf_counter()
     store = Store.open(db)
-    runner.work(runner.Job(str(db), keep_runs=True), store, lambda p: stamps.append(time.perf_counter()))
+    runner.work(runner.Job(str(db), keep_runs=True), store,
+                lambda p: p.phase == runner.INJECTING and stamps.append(time.perf_counter()))
     end = time.perf_counter()
     rows = list(store.export_rows())
     inside = sum(r["runtime_s"] for r in rows)
-    first = stamps[0]  # the first progress call comes once the executor is ready (golden runs done)
+    first = stamps[0]  # the first injecting progress call comes once the executor is ready (golden runs done)
     steady = end - first
     n = len(rows)
     print(f"\norchestration, 1 worker, {n} injections (single_bit + warp_random):")
@@ -69,7 +71,7 @@ def overhead(db: Path) -> tuple[Path, Path]:
     print(f"  orchestration overhead: {steady - inside:.3f} s = {(steady - inside) / steady:.2%} of wall, "
           f"{1000 * (steady - inside) / n:.1f} ms per injection")
     print(f"  throughput: {n / steady:.3f} inj/s ({steady / n:.2f} s per injection)")
-    runs = runner.runs_dir(db) / "baseline"
+    runs = runs_dir(db) / "baseline"
     fault = next(runs.glob("*/fault.json"))
     return runs, fault
 

@@ -51,7 +51,7 @@ def machine() -> str:
 def synthesise(path: Path, results: int, seed: int = 0) -> float:
     """A finished campaign of ``results`` results (split over 2 models x 2 modes); returns seconds."""
     from campaign.config import Config, FaultModel, Images
-    from campaign.planner import check_fault_model, versions
+    from campaign.plan.planner import check_fault_model, versions
     from campaign.store import CampaignRecord, Store
     from models.faults import describe_layers, draw_sites
     from models.resnet import Arch, build
@@ -149,11 +149,11 @@ def main() -> None:
                 f.unlink(missing_ok=True)
             build = synthesise(db, n)
             out = folder / f"out-{n}"
-            csv_s, _ = timed("--db", str(db), "report", "--csv", str(out / "avf.csv"))
-            json_s, _ = timed("--db", str(db), "report", "--json", str(out / "report.json"))
-            html_s, html_mb = timed("--db", str(db), "report", "--html", str(out / "html"))
+            csv_s, _ = timed("--db", str(db), "report", "--csv", str(out / "avf.csv"), "--force")
+            json_s, _ = timed("--db", str(db), "report", "--json", str(out / "report.json"), "--force")
+            html_s, html_mb = timed("--db", str(db), "report", "--html", str(out / "html"), "--force")
             pq = out / "injections.parquet"
-            export_s, export_mb = timed("--db", str(db), "export", str(pq))
+            export_s, export_mb = timed("--db", str(db), "export", str(pq), "--force")
             done = sum(s["done"] for s in json.loads((out / "report.json").read_text())["stores"][0]["strata"])
             assert done == n, (done, n)
             lines.append((f"{n:,}", f"{db.stat().st_size / 1e6:.1f}", f"{build:.1f}", f"{csv_s:.2f}", f"{json_s:.2f}",

@@ -2,7 +2,8 @@
 - epoch time of fault-aware training over plain training (same network, data and recipe: the
   committed zoo's, bench/zoo-resnet20.yaml, with one epoch);
 - inference time of the committed hardened ResNet-20 over the baseline (same batch, images),
-  and of each activation x block order (untrained networks) over ReLU/conv-bn-act.
+  of its NaN-safe twin (the same weights with relu6-nansafe) over the hardened one, and of each
+  activation x block order (untrained networks) over ReLU/conv-bn-act.
 
     python bench/training.py [--data ../shared/data/cifar10-jpeg] [--images 5000] [--quick]
                              [--inference-only] [--arch resnet20] [--device cpu]
@@ -71,13 +72,15 @@ def training_cost(depth: int, source: str, n_images: int, rounds: int, device: s
 def inference_cost(reps: int) -> None:
     images = data.load("bundled")
     x = data.normalise(images.images[:256], images.dataset)
-    models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened")}
+    models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened", "hardened-nansafe")}
     models |= {f"{a}/{o}": build(Arch(20, a, o)).eval() for a in ACTIVATIONS for o in ORDERS}
     with torch.inference_mode():
         med = alternating({n: (lambda m=m: m(x)) for n, m in models.items()}, reps)
     print(f"inference, batch 256, {reps} alternating passes (medians):")
     print(f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "
           f"hardened / baseline = {med['hardened'] / med['baseline']:.3f}")
+    print(f"  committed: hardened-nansafe {1000 * med['hardened-nansafe']:.1f} ms; "
+          f"hardened-nansafe / hardened = {med['hardened-nansafe'] / med['hardened']:.3f}")
     ref = med["relu/conv-bn-act"]
     for a in ACTIVATIONS:
         for o in ORDERS:

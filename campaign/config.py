@@ -1,23 +1,32 @@
 """The campaign config: read once from YAML, validated into one frozen object, passed down.
 
-Torch-free on purpose: ``plan`` validates a config before it imports anything heavy.
+Torch-free on purpose: ``plan`` validates a config before it imports anything heavy. Every key
+has one spec (``SPECS``: type, range, finiteness, choices) checked when the file is read, so a
+bad value is refused with one sentence before anything is planned.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
+from campaign import limits
+from campaign.checks import Spec, flag, integer, matching, number, one_of, optional, shown, text, whole
 from campaign.errors import UserError
+from nvbitfi_tools import isa
+from nvbitfi_tools.errors import NvbitfiError
 
 MODES = ("single_bit", "warp_random")
+SASS_MODES = ("warp_xor",)  # the carol / pr2022 uniform-mask warp model, for the fi-campaign NVBit tool only
 BACKENDS = ("pytorch", "nvbitfi")
 ISOLATIONS = ("inprocess", "process")
 WEIGHTINGS = ("elements", "macs")
+MATH = ("fp32", "tf32")
 TABLE_OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
 TABLE_SIZES = ("small", "common", "big", "by-value")
 DEMO = "demo.yaml"
@@ -50,7 +59,8 @@ class FaultModel:
 @dataclass(frozen=True)
 class Nvbitfi:
     """The user's NVBitFI build (backend: nvbitfi). ``dialect`` says which injector it is:
-    nvlabs (stock, no warp models), carol (UFRGS-CAROL fork) or pr2022 (the 2022 warp PR)."""
+    nvlabs (stock, no warp models), carol (UFRGS-CAROL fork), pr2022 (the 2022 warp PR) or
+    fi-campaign (this project's own NVBit tool, built by ``fi-campaign injector build``)."""
 
     home: str | None = None  # default: $NVBITFI_HOME
     dialect: str = "nvlabs"
@@ -58,6 +68,25 @@ class Nvbitfi:
     powerlaw_line: bool = True  # warp_random: write the power-law value as an extra line
     reads_powerlaw: bool = False  # the build reads that line (else it injects its own value)
     dummy: bool = False  # attach the DUMMY injector: a dry campaign that must come back 100% masked
+    max_not_injected: float = 0.2  # a stratum stops once more of its results than this are not_injected
+
+
+@dataclass(frozen=True)
+class Slurm:
+    """What ``submit`` asks Slurm for: one array job of ``tasks`` workers, each requeued until
+    the store has no pending site. ``time`` is minutes per run of a task."""
+
+    tasks: int = 4
+    partition: str | None = None
+    account: str | None = None
+    qos: str | None = None
+    time: int = 60
+    gpus_per_task: int = 0
+    cpus_per_task: int = 1
+    parallelism: int | None = None  # array tasks running at once (default: all)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "time", _minutes(self.time) or self.time)  # "HH:MM:SS" kept as minutes
 
 
 @dataclass(frozen=True)
@@ -77,152 +106,246 @@ class Config:
     reference: str = ""  # the model the others are compared with; default: the first
     golden_runs: int = 3  # process isolation: fault-free runs that must agree bit for bit
     timeout_factor: float = 5.0  # process isolation: timeout = max(10 s, factor x golden runtime)
+    # float32 convolutions and matmuls: fp32 (no TF32, the Titan V arithmetic) or tf32 (PyTorch's
+    # default for cuDNN convolutions on sm_80 and newer, which then run as HMMA tensor-core code)
+    math: str = "fp32"
     fault_model: FaultModel = field(default_factory=FaultModel)
     nvbitfi: Nvbitfi = field(default_factory=Nvbitfi)
+    slurm: Slurm = field(default_factory=Slurm)
     store: str | None = None
+    resume: bool = True  # backend pytorch in-process: start each injection from the golden activations
+    resume_cache_mb: int = 512  # per worker: memory for those activations; layers beyond it start earlier
+
+    @property
+    def resumes(self) -> bool:
+        """Whether injections start from golden activations: only in-process framework-level
+        runs can; process isolation and NVBitFI always run whole programs."""
+        return self.resume and self.backend == "pytorch" and self.isolation == "inprocess"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> "Config":
-        return parse(json.loads(text), "the stored config")
+        try:
+            raw = json.loads(text)
+        except (TypeError, ValueError):
+            raise ConfigError("the store's config is not valid JSON; the store is damaged.") from None
+        return parse(raw, "the stored config")
 
     def with_overrides(self, seed: int | None = None, injections: int | None = None,
                        isolation: str | None = None) -> "Config":
-        c = self if isolation is None else replace(self, isolation=_choice(isolation, ISOLATIONS, "isolation", "--isolation"))
-        if seed is not None:
-            c = replace(c, seed=seed)
-        if injections is not None:
-            if injections < 1:
-                raise ConfigError(f"--injections must be at least 1, not {injections}.")
-            c = replace(c, injections=injections)
+        """The config with command-line values on top, checked by the same specs as the file's."""
+        given = {"seed": seed, "injections": injections, "isolation": isolation}
+        for key, value in given.items():
+            if value is not None and (problem := SPECS[key].problem(f"--{key}", value)):
+                raise ConfigError(f"{problem}.")
+        c = replace(self, **{k: v for k, v in given.items() if v is not None})
+        _check_size(c, "--injections")
         return c
 
 
-def _known(section: dict, cls: type, where: str) -> None:
-    allowed = {f.name for f in fields(cls)}
-    unknown = sorted(set(section) - allowed)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(allowed))}).")
+CHECKPOINT = text("a checkpoint path or zoo:NAME")
+MODEL_NAME = matching(r"[A-Za-z0-9_-]{1,64}", "letters, digits, '-' or '_' (at most 64)")
+SPECS: dict[str, Spec] = {
+    "name": text(),
+    "injections": integer(1, limits.MAX_INJECTIONS),
+    "seed": integer(0, limits.MAX_SEED),
+    "backend": one_of(BACKENDS),
+    "isolation": one_of(ISOLATIONS),
+    "device": matching(r"cpu|cuda|auto|cuda:[0-9]{1,4}", "cpu, cuda, cuda:N or auto"),
+    "layer_weighting": one_of(WEIGHTINGS),
+    "tolerance": number(0),
+    "batch_size": integer(1, limits.MAX_BATCH),
+    "reference": text("a string naming one of the models"),
+    "golden_runs": integer(2, limits.MAX_GOLDEN_RUNS),
+    "timeout_factor": number(1, limits.MAX_TIMEOUT_FACTOR, low_open=True),
+    "math": one_of(MATH),
+    "resume": flag(),
+    "resume_cache_mb": integer(0, limits.MAX_RESUME_CACHE_MB),
+    "store": optional(text("a path")),
+    "images.source": text("bundled or a path"),
+    "images.count": integer(1, limits.MAX_IMAGES),
+    "images.seed": integer(0, limits.MAX_SEED),
+    "fault_model.table": text("a built-in table name or a fault-model file"),
+    "fault_model.op": one_of(TABLE_OPS),
+    "fault_model.size": one_of(TABLE_SIZES),
+    "fault_model.semantics": one_of((FaultModel.semantics,)),
+    "nvbitfi.home": optional(text("a path")),
+    "nvbitfi.dialect": one_of(tuple(isa.DIALECTS)),
+    "nvbitfi.group": text("an instruction group name"),
+    "nvbitfi.powerlaw_line": flag(),
+    "nvbitfi.reads_powerlaw": flag(),
+    "nvbitfi.dummy": flag(),
+    "nvbitfi.max_not_injected": number(0, 1),
+    "slurm.tasks": integer(1, limits.MAX_WORKERS),
+    "slurm.partition": optional(text()),
+    "slurm.account": optional(text()),
+    "slurm.qos": optional(text()),
+    "slurm.time": Spec(lambda v: _minutes(v) is not None, "minutes (e.g. 120) or [D-]HH:MM:SS, at least a minute"),
+    "slurm.gpus_per_task": integer(0, limits.MAX_WORKERS),
+    "slurm.cpus_per_task": integer(1, limits.MAX_WORKERS),
+    "slurm.parallelism": optional(integer(1, limits.MAX_WORKERS)),
+}
+SECTIONS: dict[str, type] = {"images": Images, "fault_model": FaultModel, "nvbitfi": Nvbitfi, "slurm": Slurm}
 
 
-def _typed(value: Any, kind: type | tuple, key: str, where: str) -> Any:
-    if isinstance(value, bool) and kind in (int, float, (int, float)):
-        raise ConfigError(f"{where}: {key} must be a number, not {value!r}.")
-    if not isinstance(value, kind):
-        name = kind.__name__ if isinstance(kind, type) else "number"
-        raise ConfigError(f"{where}: {key} must be a {name}, not {value!r}.")
+def _minutes(value: Any) -> int | None:
+    """A Slurm time limit in whole minutes (seconds round up), from minutes or "[D-]HH:MM:SS"."""
+    if isinstance(value, str) and re.fullmatch(r"(\d{1,4}-)?\d{1,5}:\d\d:\d\d", value):
+        days, _, clock = value.rpartition("-")
+        h, m, sec = (int(x) for x in clock.split(":"))
+        value = (int(days or 0) * 24 + h) * 60 + m + (sec > 0)
+    return value if whole(value) and 1 <= value <= limits.MAX_SLURM_MINUTES else None
+
+
+def parse_slurm(section: Any, where: str, spelt: Callable[[str], str] | None = None) -> Slurm:
+    """The config's ``slurm:`` section, or ``submit``'s options laid over it (same specs);
+    ``spelt`` names a key as the user gave it (``time`` -> ``--time``), without ``where``."""
+    return Slurm(**_mapping(section, Slurm, "slurm", where, spelt))
+
+
+def _check(key: str, value: Any, where: str, spelt: str | None = None) -> Any:
+    problem = SPECS[key].problem(spelt or key, value)
+    if problem:
+        raise ConfigError(f"{problem}." if spelt else f"{where}: {problem}.")
     return value
 
 
-def _choice(value: Any, choices: tuple, key: str, where: str) -> str:
-    if value not in choices:
-        raise ConfigError(f"{where}: {key} must be one of {', '.join(choices)}, not {value!r}.")
-    return value
-
-
-def parse(raw: Any, where: str) -> Config:
+def _mapping(raw: Any, cls: type, key: str, where: str, spelt: Callable[[str], str] | None = None) -> dict:
+    """The keys of one section, each checked against its spec; ``null`` is an empty section."""
+    known = sorted(f.name for f in fields(cls))
+    if raw is None:
+        return {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where} is not a YAML mapping of campaign settings.")
-    _known(raw, Config, where)
+        raise ConfigError(f"{where}: {key} is {shown(raw)}; it must be a mapping of some of {', '.join(known)}.")
+    unknown = sorted((k for k in raw if k not in known), key=str)
+    if unknown:
+        inside = f"{key}: " if key != "the config" else ""
+        raise ConfigError(f"{where}: {inside}unknown key {shown(unknown[0])} (known: {', '.join(known)}).")
+    prefix = "" if cls is Config else f"{key}."
+    for k, v in raw.items():
+        if prefix + k in SPECS:
+            _check(prefix + k, v, where, spelt(k) if spelt else None)
+    return raw
+
+
+def _models(raw: dict, where: str) -> dict[str, str]:
     if "models" not in raw:
         raise ConfigError(f"{where}: 'models' is missing; name at least one checkpoint, e.g. models: {{baseline: zoo:resnet20-cifar10-baseline}}.")
     models = raw["models"]
     if not isinstance(models, dict) or not models:
-        raise ConfigError(f"{where}: models must map names to checkpoints, e.g. baseline: zoo:resnet20-cifar10-baseline.")
+        raise ConfigError(f"{where}: models is {shown(models)}; it must map names to checkpoints, e.g. baseline: zoo:resnet20-cifar10-baseline.")
     for name, ref in models.items():
-        if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
-            raise ConfigError(f"{where}: model name {name!r} must be letters, digits, '-' or '_'.")
-        _typed(ref, str, f"models.{name}", where)
+        if problem := MODEL_NAME.problem("a model name", name):
+            raise ConfigError(f"{where}: {problem}.")
+        if problem := CHECKPOINT.problem(f"models.{name}", ref):
+            raise ConfigError(f"{where}: {problem}.")
+    return dict(models)
+
+
+def _modes(raw: dict, where: str) -> tuple[str, ...]:
     modes = raw.get("modes", list(MODES))
     if isinstance(modes, str):
         modes = [modes]
-    _typed(modes, list, "modes", where)
+    known = MODES + SASS_MODES
+    expected = f"a list of distinct modes from {', '.join(known)}, at least one"
+    if not isinstance(modes, list) or not modes or len(modes) > len(known):
+        raise ConfigError(f"{where}: modes is {shown(modes)}; it must be {expected}.")
     for m in modes:
-        _choice(m, MODES, "each mode", where)
-    if len(set(modes)) != len(modes) or not modes:
-        raise ConfigError(f"{where}: modes must list each mode once and at least one.")
-    images = raw.get("images", {}) or {}
-    _typed(images, dict, "images", where)
-    _known(images, Images, f"{where} images")
-    img = Images(**{**asdict(Images()), **images})
-    _typed(img.source, str, "images.source", where)
-    if _typed(img.count, int, "images.count", where) < 1 or _typed(img.seed, int, "images.seed", where) < 0:
-        raise ConfigError(f"{where}: images.count must be at least 1 and images.seed non-negative.")
-    fm = raw.get("fault_model", {}) or {}
-    _typed(fm, dict, "fault_model", where)
-    _known(fm, FaultModel, f"{where} fault_model")
-    fault_model = FaultModel(**{**asdict(FaultModel()), **fm})
-    _choice(fault_model.op, TABLE_OPS, "fault_model.op", where)
-    _choice(fault_model.size, TABLE_SIZES, "fault_model.size", where)
-    nv = raw.get("nvbitfi", {}) or {}
-    _typed(nv, dict, "nvbitfi", where)
-    _known(nv, Nvbitfi, f"{where} nvbitfi")
-    nvbitfi = Nvbitfi(**{**asdict(Nvbitfi()), **nv})
-    _check_nvbitfi(nvbitfi, tuple(modes), raw.get("backend", "pytorch"), where)
-    scalars = {k: raw[k] for k in ("name", "injections", "seed", "backend", "isolation", "device", "layer_weighting",
-                                   "tolerance", "batch_size", "reference", "store", "golden_runs",
-                                   "timeout_factor") if k in raw}
-    c = Config(**{"name": Path(where).stem, **scalars, "models": dict(models), "modes": tuple(modes),
-                  "images": img, "fault_model": fault_model, "nvbitfi": nvbitfi})
-    _typed(c.name, str, "name", where)
-    if _typed(c.injections, int, "injections", where) < 1:
-        raise ConfigError(f"{where}: injections must be at least 1, not {c.injections}.")
-    if _typed(c.seed, int, "seed", where) < 0:
-        raise ConfigError(f"{where}: seed must be non-negative, not {c.seed}.")
-    if _typed(c.batch_size, int, "batch_size", where) < 1:
-        raise ConfigError(f"{where}: batch_size must be at least 1, not {c.batch_size}.")
-    if _typed(c.tolerance, (int, float), "tolerance", where) < 0:
-        raise ConfigError(f"{where}: tolerance must be non-negative, not {c.tolerance}.")
-    _choice(c.backend, BACKENDS, "backend", where)
-    _choice(c.isolation, ISOLATIONS, "isolation", where)
+        if not (isinstance(m, str) and m in known):
+            raise ConfigError(f"{where}: each mode must be one of {', '.join(known)}, not {shown(m)}.")
+        if m in SASS_MODES and raw.get("backend", "pytorch") != "nvbitfi":
+            raise ConfigError(f"{where}: mode {m} is a SASS-level model of the fi-campaign NVBit tool; it needs "
+                              "backend nvbitfi with nvbitfi.dialect fi-campaign.")
+    if len(set(modes)) != len(modes):
+        raise ConfigError(f"{where}: modes is {shown(modes)}; it must be {expected}.")
+    return tuple(modes)
+
+
+def parse(raw: Any, where: str) -> Config:
+    """A Config from a YAML (or stored JSON) mapping, every value checked before it is used."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} is not a YAML mapping of campaign settings.")
+    _mapping(raw, Config, "the config", where)
+    models, modes = _models(raw, where), _modes(raw, where)
+    sections = {key: cls(**_mapping(raw.get(key), cls, key, where)) for key, cls in SECTIONS.items()}
+    scalars = {k: v for k, v in raw.items() if k in SPECS}
+    c = Config(**{"name": Path(where).stem, **scalars, "models": models, "modes": modes, **sections})
+    reference = c.reference or next(iter(models))
+    if reference not in models:
+        raise ConfigError(f"{where}: reference is {shown(reference)}; it must be one of the models ({', '.join(models)}).")
     if c.backend == "nvbitfi":
         if not c.device.startswith("cuda"):
             raise ConfigError(f"{where}: backend nvbitfi injects into GPU kernels, so device must be cuda or cuda:N.")
+        _check_nvbitfi(c.nvbitfi, modes, where)
         c = replace(c, isolation="process")
-    if _typed(c.golden_runs, int, "golden_runs", where) < 2:
-        raise ConfigError(f"{where}: golden_runs must be at least 2 to check determinism, not {c.golden_runs}.")
-    if _typed(c.timeout_factor, (int, float), "timeout_factor", where) <= 1:
-        raise ConfigError(f"{where}: timeout_factor must be above 1, not {c.timeout_factor}.")
-    _choice(c.layer_weighting, WEIGHTINGS, "layer_weighting", where)
-    if not (c.device in ("cpu", "cuda", "auto") or c.device.startswith("cuda:")):
-        raise ConfigError(f"{where}: device must be cpu, cuda, cuda:N or auto, not {c.device!r}.")
-    if c.store is not None:
-        _typed(c.store, str, "store", where)
-    reference = c.reference or next(iter(models))
-    if reference not in models:
-        raise ConfigError(f"{where}: reference {reference!r} is not one of the models ({', '.join(models)}).")
-    return replace(c, reference=reference, tolerance=float(c.tolerance))
+    c = replace(c, reference=reference, tolerance=float(c.tolerance), timeout_factor=float(c.timeout_factor))
+    _check_size(c, where)
+    return c
 
 
-def _check_nvbitfi(nv: Nvbitfi, modes: tuple[str, ...], backend: str, where: str) -> None:
-    """Refuse, before anything runs, a mode the configured injector build cannot inject."""
-    from nvbitfi_tools import isa
+def _check_size(c: Config, where: str) -> None:
+    sites = len(c.models) * len(c.modes) * c.injections
+    if sites > limits.MAX_SITES:
+        raise ConfigError(f"{where}: {len(c.models)} models x {len(c.modes)} modes x {c.injections:,} injections "
+                          f"is {sites:,} sites; a campaign holds at most {limits.MAX_SITES:,}.")
 
-    _choice(nv.dialect, tuple(isa.DIALECTS), "nvbitfi.dialect", where)
-    if backend != "nvbitfi":
-        return
+
+def _check_nvbitfi(nv: Nvbitfi, modes: tuple[str, ...], where: str) -> None:
+    """Refuse, before anything runs, a mode or group the configured injector build cannot inject."""
     for mode in modes:
         if not isa.can_inject(nv.dialect, mode):
             raise ConfigError(f"{where}: the {nv.dialect} NVBitFI build cannot inject {mode} "
                               f"(it supports {', '.join(isa.supported_modes(nv.dialect))}); "
                               "change nvbitfi.dialect or the modes.")
+    try:
+        isa.injectable_igid(nv.dialect, nv.group)
+    except NvbitfiError as e:
+        raise ConfigError(f"{where}: nvbitfi.group: {e}") from None
+    for mode in modes:
+        try:
+            isa.mode_spec(nv.dialect, mode, nv.group)
+        except isa.UnsupportedMode as e:
+            raise ConfigError(f"{where}: {e}") from None
+
+
+def read_text(path: str, what: str, limit: int = limits.MAX_CONFIG_BYTES) -> str:
+    """A small UTF-8 file's text, or one sentence saying why it cannot be a hand-written config."""
+    p = Path(path)
+    try:
+        if not p.is_file():
+            raise ConfigError(f"{what} {path} does not exist.")
+        with open(p, "rb") as f:
+            data = f.read(limit + 1)
+    except OSError as e:
+        raise ConfigError(f"cannot read {what} {path} ({e.strerror or e}).") from None
+    if len(data) > limit:
+        raise ConfigError(f"{what} {path} is larger than {limit:,} bytes, too large for a hand-written file.")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {path} is not UTF-8 text (byte {e.start} is {data[e.start]:#04x}).") from None
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """``yaml.safe_load`` (no Python objects), with every way it fails turned into one sentence."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        at = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{where} is not valid YAML{at}.") from None
+    except RecursionError:
+        raise ConfigError(f"{where} nests its values too deeply to be a config.") from None
+    except (ValueError, OverflowError) as e:  # a timestamp-like value that is no date, e.g. 2022-13-01
+        raise ConfigError(f"{where} holds a value YAML cannot build ({e}).") from None
 
 
 def load(path: str | None) -> Config:
     """Read and validate a config file; ``None`` gives the embedded demo campaign."""
     if path is None:
-        text, where = resources.files("campaign").joinpath(DEMO).read_text(), "the demo config"
+        source, where = resources.files("campaign").joinpath(DEMO).read_text(), "the demo config"
     else:
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"config file {path} does not exist.")
-        text, where = p.read_text(), str(path)
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        at = f" at line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{where} is not valid YAML{at}.") from None
-    return parse(raw, where)
+        source, where = read_text(path, "config file"), str(path)
+    return parse(load_yaml(source, where), where)

@@ -46,7 +46,8 @@ def gpu_lines() -> tuple[list[Line], bool]:
         lines.append(Line(True, f"GPU {i}: {name}, compute capability {cc}, driver {driver}"))
         if (major, minor) >= HOPPER:
             lines.append(Line(False, f"GPU {i} is Hopper-class or newer: stock NVBitFI (NVBit 1.5.x) does not support "
-                                     "it; use NVBit >= 1.7 with a ported NVBitFI (docs/NVBITFI.md).", required=False))
+                                     "it; use fi-campaign's own tool ('fi-campaign injector build', NVBit >= 1.7; docs/NVBITFI.md).",
+                                required=False))
     lines.append(Line(cuda is not None, f"CUDA (PyTorch build): {cuda or 'none: this PyTorch is a CPU build'}"))
     return lines, True
 
@@ -72,14 +73,40 @@ def install_lines(home: str | None, dialect: str | None):
     return lines, inst
 
 
+def own_tool_lines(inst) -> list[Line]:
+    """fi-campaign's own NVBit tool: what a build folder was built from and whether it fits this
+    GPU, or, for any other build, whether this machine could build the own tool."""
+    from nvbitfi_tools import build
+
+    if inst.dialect != "fi-campaign" or inst.home is None:
+        nvcc, cmake = build.find_nvcc(), shutil.which("cmake")
+        have = nvcc is not None and cmake is not None
+        return [Line(have, ("own NVBit tool: nvcc and cmake found; 'fi-campaign injector build --nvbit DIR' builds "
+                            "it against an NVBit >= 1.7 release" if have else
+                            "own NVBit tool: cannot be built here, it needs nvcc and cmake on PATH"), required=False)]
+    marker = build.read_marker(inst.home)
+    if marker is None:
+        return [Line(False, f"{inst.home} has no {build.MARKER}; rebuild it with 'fi-campaign injector build'.")]
+    lines = [Line(True, f"own NVBit tool: NVBit {marker['nvbit_version']}, nvcc {marker['nvcc_version']}, "
+                        f"sm_{marker['arch']}")]
+    gpu = build.gpu_arch()
+    if gpu is not None and gpu != marker["arch"]:
+        lines.append(Line(False, f"the tool was built for sm_{marker['arch']} but this GPU is sm_{gpu}; rebuild "
+                                 f"with 'fi-campaign injector build --arch sm_{gpu}'."))
+    if marker.get("sources_sha256") != build.sources_digest(build.tool_sources()):
+        lines.append(Line(False, "the tool was built from other sources than this fi-campaign's; rebuild it with "
+                                 "'fi-campaign injector build'.", required=False))
+    return lines
+
+
 def dry_campaign(inst, injections: int = 20) -> Line:
     """A campaign with the DUMMY injector (it runs the whole injection path but writes no
     fault): anything but 100% masked means the workload or the setup is not deterministic."""
     import yaml
 
     from campaign import config as cfg
-    from campaign import runner
-    from campaign.planner import plan
+    from campaign.engine import runner
+    from campaign.plan.planner import plan
     from campaign.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -104,7 +131,7 @@ def diagnose(home: str | None, dialect: str | None) -> list[Line]:
 
     lines, gpu = gpu_lines()
     more, inst = install_lines(home, dialect)
-    lines += more
+    lines += more + own_tool_lines(inst)
     if gpu and inst.ok and inst.dummy_injector is not None:
         try:
             lines.append(dry_campaign(inst))

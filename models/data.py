@@ -55,16 +55,77 @@ def dataset_for_classes(n: int, where: str) -> str:
     raise DataError(f"{where} has {n} classes; CIFAR-10 has 10 and CIFAR-100 has 100.")
 
 
-def _check(images: np.ndarray, where: str) -> None:
-    if images.ndim != 4 or images.shape[1:] != (32, 32, 3):
-        raise DataError(f"{where} holds images of shape {images.shape[1:]}, not CIFAR's 32x32 RGB.")
+# What torchvision's CIFAR batches (and numpy arrays pickled by any protocol) need; nothing that
+# can run code. Builtins (dict, list, bytes) are opcodes and need no lookup.
+BATCH_GLOBALS = frozenset({
+    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+    ("numpy", "ndarray"), ("numpy", "dtype"),
+    ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+})
+MAX_BATCH_BYTES = 256 << 20  # a CIFAR batch file is ~31 MB (CIFAR-100 train: ~155 MB)
+MAX_IMAGE_BYTES = 1 << 20  # a 32x32 image, compressed or not, is a few KB
+MAX_MEMBERS = 250_000  # CIFAR's largest split has 50,000 images; folders and stray files besides
+
+
+class _Refused(Exception):
+    def __init__(self, module: str, name: str) -> None:
+        self.what = f"{module}.{name}"
+
+
+class _BatchUnpickler(pickle.Unpickler):
+    """An unpickler that admits only what a CIFAR batch holds, so a crafted file cannot run code."""
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in BATCH_GLOBALS:
+            raise _Refused(module, name)
+        if module.startswith("numpy.core.") and hasattr(np, "_core"):
+            module = "numpy._core." + module.removeprefix("numpy.core.")  # numpy 2 warns on numpy.core
+        return super().find_class(module, name)
+
+
+def _read_batch(path: Path, key: bytes) -> tuple[np.ndarray, list[int]]:
+    """One batch's images (N, 32, 32, 3) and labels, every value checked before it is used."""
+    try:
+        size = path.stat().st_size
+        if size > MAX_BATCH_BYTES:
+            raise DataError(f"{path} is {size:,} bytes, more than any CIFAR batch ({MAX_BATCH_BYTES:,} at most).")
+        with open(path, "rb") as f:
+            d = _BatchUnpickler(f, encoding="bytes").load()
+    except _Refused as e:
+        raise DataError(f"{path} was not loaded: it asks for {e.what}, which no CIFAR batch holds "
+                        "and which could run code when unpickled.") from None
+    except FileNotFoundError:
+        raise DataError(f"{path} is missing, so {path.parent} is not a complete CIFAR copy.") from None
+    except OSError as e:
+        raise DataError(f"cannot read {path} ({e.strerror}).") from None
+    except DataError:
+        raise
+    except Exception as e:  # noqa: BLE001 - a damaged pickle fails in many ways
+        raise DataError(f"{path} is not a readable CIFAR batch ({type(e).__name__}).") from None
+    data = d.get(b"data") if isinstance(d, dict) else None
+    labels = d.get(key) if isinstance(d, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
+        raise DataError(f"{path} is not a CIFAR batch: it holds no uint8 (N, 3072) {b'data'!r} array.")
+    if not (isinstance(labels, list) and len(labels) == len(data)
+            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 100 for x in labels)):
+        raise DataError(f"{path} is not a CIFAR batch: its {key!r} are not one class number per image.")
+    return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
+
+
+def _pickle_folder(path: Path) -> Path | None:
+    """The folder of torchvision's CIFAR batches that ``path`` is or holds, if any."""
+    if not path.is_dir():
+        return None
+    for folder in (path / "cifar-10-batches-py", path / "cifar-100-python"):
+        if folder.is_dir():
+            return folder
+    if any((path / name).is_file() for name in ("test_batch", "batches.meta", "test", "meta")):
+        return path
+    return None
 
 
 def _from_pickles(folder: Path, split: str) -> ImageSet:
-    if (folder / "cifar-10-batches-py").is_dir():
-        folder = folder / "cifar-10-batches-py"
-    elif (folder / "cifar-100-python").is_dir():
-        folder = folder / "cifar-100-python"
     if (folder / "test_batch").exists():
         names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
         key, dataset = b"labels", "cifar10"
@@ -72,10 +133,11 @@ def _from_pickles(folder: Path, split: str) -> ImageSet:
         names, key, dataset = [split], b"fine_labels", "cifar100"
     chunks, labels = [], []
     for name in names:
-        with open(folder / name, "rb") as f:
-            d = pickle.load(f, encoding="bytes")
-        chunks.append(np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
-        labels.extend(d[key])
+        images, batch_labels = _read_batch(folder / name, key)
+        chunks.append(images)
+        labels.extend(batch_labels)
+    if max(labels, default=0) >= NUM_CLASSES[dataset]:
+        raise DataError(f"{folder} holds class {max(labels)}, but {dataset} has {NUM_CLASSES[dataset]} classes.")
     return ImageSet(np.ascontiguousarray(np.concatenate(chunks)), np.asarray(labels, np.int64), dataset, str(folder))
 
 
@@ -88,22 +150,41 @@ def _find_archive(path: Path, split: str) -> Path | None:
     return None
 
 
-def _from_tar(archive: Path, split: str) -> ImageSet:
+def _image(data: bytes, name: str, archive: Path) -> np.ndarray:
+    """One member as 32x32 RGB; its size is read from the header before any pixel is decoded."""
     from PIL import Image
 
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            if img.size != (32, 32):
+                raise DataError(f"{archive}: {name} is {img.size[0]}x{img.size[1]}, not CIFAR's 32x32, so this is not CIFAR.")
+            return np.asarray(img.convert("RGB"))
+    except DataError:
+        raise
+    except Image.DecompressionBombError:
+        raise DataError(f"{archive}: {name} claims more pixels than any image should, so this is not CIFAR.") from None
+    except Exception as e:  # noqa: BLE001 - PIL raises many kinds (OSError, SyntaxError, ...) for a damaged image
+        raise DataError(f"{archive}: {name} is not a readable image ({type(e).__name__}).") from None
+
+
+def _from_tar(archive: Path, split: str) -> ImageSet:
     images, class_names = [], []
     try:
         with tarfile.open(archive) as tar:
-            for member in tar:
+            for count, member in enumerate(tar, 1):
+                if count > MAX_MEMBERS:
+                    raise DataError(f"{archive} holds more than {MAX_MEMBERS:,} members, more than any CIFAR split.")
                 if not member.isfile():
                     continue
                 parts = Path(member.name).parts
                 if len(parts) < 3 or parts[-3] != split:
                     continue
-                data = tar.extractfile(member).read()
-                images.append(np.asarray(Image.open(io.BytesIO(data)).convert("RGB")))
+                if member.size > MAX_IMAGE_BYTES:
+                    raise DataError(f"{archive}: {member.name} is {member.size:,} bytes; a CIFAR image is a few KB "
+                                    f"(at most {MAX_IMAGE_BYTES:,} read).")
+                images.append(_image(tar.extractfile(member).read(), member.name, archive))
                 class_names.append(parts[-2])
-    except (tarfile.TarError, OSError) as e:
+    except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{archive} is not a readable tar archive of CIFAR images ({e}).") from None
     if not images:
         raise DataError(f"{archive} holds no '{split}/<class>/<image>' members, so it is not a CIFAR ImageFolder archive.")
@@ -111,16 +192,11 @@ def _from_tar(archive: Path, split: str) -> ImageSet:
     dataset = dataset_for_classes(len(classes), str(archive))
     lookup = {c: i for i, c in enumerate(classes)}
     labels = np.asarray([lookup[c] for c in class_names], np.int64)
-    try:
-        stacked = np.stack(images)
-    except ValueError:
-        raise DataError(f"{archive} holds images of different sizes, so it is not CIFAR.") from None
-    _check(stacked, str(archive))
-    return ImageSet(stacked, labels, dataset, str(archive))
+    return ImageSet(np.stack(images), labels, dataset, str(archive))
 
 
 def _from_bundled() -> ImageSet:
-    with np.load(BUNDLED_PATH) as z:
+    with np.load(BUNDLED_PATH, allow_pickle=False) as z:
         return ImageSet(z["images"], z["labels"].astype(np.int64), str(z["dataset"]), BUNDLED)
 
 
@@ -134,15 +210,15 @@ def load(source: str, split: str = "test") -> ImageSet:
             raise DataError("the bundled sample holds test images only; point --data at a CIFAR copy to train.")
         return _from_bundled()
     path = Path(source).expanduser()
-    if not path.exists():
-        raise DataError(f"image source {source} does not exist.")
-    if path.is_dir() and any((path / p).exists() for p in ("cifar-10-batches-py", "cifar-100-python", "test_batch", "test", "meta", "batches.meta")):
-        if not (path / "test").is_dir():
-            try:
-                return _from_pickles(path, split)
-            except (OSError, KeyError, pickle.UnpicklingError, ValueError):
-                pass
-    archive = _find_archive(path, split)
+    try:
+        if not path.exists():
+            raise DataError(f"image source {source} does not exist.")
+        folder = _pickle_folder(path)
+        archive = None if folder is not None else _find_archive(path, split)
+    except OSError as e:  # e.g. a name too long for the file system
+        raise DataError(f"cannot read image source {source} ({e.strerror}).") from None
+    if folder is not None:
+        return _from_pickles(folder, split)
     if archive is None:
         raise DataError(f"{source} holds neither torchvision's CIFAR batches nor a {split}.tar[.xz] ImageFolder archive.")
     return _from_tar(archive, split)

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from models import sampler
 from models.powerlaw import SIZES, PowerLaw, size_bucket
 from models.resnet import injectable_layers
 
@@ -122,6 +123,8 @@ class WarpValues(FaultBatch):
     one; a linear layer's 10 or 100 logits are one short warp. r is drawn per lane from the
     power law of the lane's size bucket (``laws``: small, common, big), s is a per-lane
     random sign; ``u`` and ``signs`` are fixed when the site is planned so a site replays.
+    ``sampler`` names how r is computed from u: ``models.sampler.SPEC``, the specification the
+    SASS-level tool implements too, or the numpy power of stores planned before it.
     """
 
     layers: np.ndarray
@@ -132,11 +135,17 @@ class WarpValues(FaultBatch):
     signs: np.ndarray  # (n, 32) of +-1
     laws: tuple[PowerLaw, PowerLaw, PowerLaw]
     by_value: bool = False
+    sampler: str = sampler.SPEC
+
+    def _draw(self, law: PowerLaw, u: np.ndarray) -> np.ndarray:
+        if self.sampler == sampler.SPEC:
+            return sampler.relative_error(u, law.x_min, law.alpha)
+        return law.sample(u)
 
     def relative_errors(self, sel: np.ndarray, values: np.ndarray) -> np.ndarray:
         if not self.by_value:
-            return self.laws[1].sample(self.u[sel])
-        r = np.stack([law.sample(self.u[sel]) for law in self.laws])
+            return self._draw(self.laws[1], self.u[sel])
+        r = np.stack([self._draw(law, self.u[sel]) for law in self.laws])
         return np.take_along_axis(r, size_bucket(values)[None], 0)[0]
 
     def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
@@ -260,14 +269,14 @@ class Injector:
 
 __all__ = [
     "BitFlips", "FaultBatch", "Injector", "LayerInfo", "MODES", "PlaneNoise", "SINGLE_BIT",
-    "SIZES", "WARP", "WARP_RANDOM", "WarpValues", "describe_layers", "warp_geometry",
+    "SIZES", "WARP", "WARP_RANDOM", "WarpValues", "describe_layers", "layer_weights", "warp_geometry",
 ]
 
 
-def lane_draws(value_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """The 32 uniforms and signs a warp_random site replays, from the seed stored with it."""
-    rng = np.random.default_rng(value_seed)
-    return rng.random(WARP), np.where(rng.random(WARP) < 0.5, -1.0, 1.0)
+def layer_weights(layers: list[LayerInfo], weighting: str) -> np.ndarray:
+    """The probability that a fault lands in each layer, as ``draw_sites`` draws it."""
+    weights = np.array([li.macs if weighting == "macs" else li.numel for li in layers], dtype=np.float64)
+    return weights / weights.sum()
 
 
 def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weighting: str,
@@ -276,8 +285,7 @@ def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weight
     (``elements``: every output value equally likely, as one faulty thread-instruction of a
     uniformly drawn dynamic instruction would be) or its multiply-accumulates (``macs``); then
     an image, and an element (single_bit, with a uniform bit) or an aligned warp (warp_random)."""
-    weights = np.array([li.macs if weighting == "macs" else li.numel for li in layers], dtype=np.float64)
-    layer = rng.choice(len(layers), size=n, p=weights / weights.sum())
+    layer = rng.choice(len(layers), size=n, p=layer_weights(layers, weighting))
     image = rng.integers(0, n_images, size=n)
     if mode == SINGLE_BIT:
         element = np.array([rng.integers(0, layers[k].numel) for k in layer], dtype=np.int64)
@@ -298,9 +306,14 @@ def site_faults(sites: list[dict], rows: np.ndarray, fault_model: dict) -> Fault
     layers, elements = col("layer"), col("element")
     if sites[0]["mode"] == SINGLE_BIT:
         return BitFlips(layers, rows, elements, col("bit"))
-    draws = [lane_draws(int(s["value_seed"])) for s in sites]
+    spec = fault_model.get("sampler", sampler.LEGACY)  # stores planned before the spec have none
+    seeds = [int(s["value_seed"]) for s in sites]
+    if spec == sampler.SPEC:
+        u, signs = sampler.lane_draws(np.array(seeds, dtype=np.uint64))
+    else:
+        draws = [sampler.legacy_lane_draws(s) for s in seeds]
+        u, signs = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
     by_value = fault_model["size"] == "by-value"
     entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
     laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
-    return WarpValues(layers, rows, elements, col("width"), np.stack([d[0] for d in draws]),
-                      np.stack([d[1] for d in draws]), laws, by_value)
+    return WarpValues(layers, rows, elements, col("width"), u, signs, laws, by_value, spec)

@@ -133,18 +133,27 @@ def op_of(group: dict) -> str:
     return next((op for op, m in DATA_MICRO.items() if m == micro), micro)
 
 
+MAX_TABLE_BYTES = 10_000_000  # a fitted table is a few KB; its sources list grows with the CSVs
+
+
 def read_table(path: str | Path) -> FittedTable:
     """Load a fitted fault-model YAML; TableError with one sentence if it is not one."""
     import yaml
 
     p = Path(path)
-    if not p.is_file():
-        raise TableError(f"unknown power-law table {str(path)!r}: neither a built-in one "
-                         f"({', '.join(TABLES)}) nor an existing fault-model file")
-    raw_bytes = p.read_bytes()
+    try:
+        if not p.is_file():
+            raise TableError(f"unknown power-law table {str(path)!r}: neither a built-in one "
+                             f"({', '.join(TABLES)}) nor an existing fault-model file")
+        with open(p, "rb") as f:
+            raw_bytes = f.read(MAX_TABLE_BYTES + 1)
+    except OSError as e:
+        raise TableError(f"cannot read fault-model file {path} ({e.strerror})") from None
+    if len(raw_bytes) > MAX_TABLE_BYTES:
+        raise TableError(f"{path} is larger than {MAX_TABLE_BYTES:,} bytes, too large for a fault-model file")
     try:
         raw = yaml.safe_load(raw_bytes)
-    except yaml.YAMLError:
+    except (yaml.YAMLError, ValueError, RecursionError):
         raise TableError(f"{path} is not valid YAML, so not a fault-model file") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
         raise TableError(f"{path} is not a fault-model file (no 'format: {FORMAT}' line); "

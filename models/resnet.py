@@ -1,6 +1,6 @@
 """The CIFAR ResNet family of He et al. (2016), depth 6n+2, with the hardening knobs of
 Cavagnero et al. (IOLTS 2022): a clipped activation (ReLU6) and the inverted
-convolution -> activation -> BatchNorm order.
+convolution -> activation -> BatchNorm order, plus a NaN-safe ReLU6.
 
 Shortcuts are He et al.'s option A (stride-2 subsampling plus zero channel padding), so the
 only layers with weights are convolutions, BatchNorms and the final linear layer: every
@@ -14,7 +14,7 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-ACTIVATIONS = ("relu", "relu6")
+ACTIVATIONS = ("relu", "relu6", "relu6-nansafe")
 ORDERS = ("conv-bn-act", "conv-act-bn")
 DEPTHS = (20, 32, 44, 56)
 
@@ -46,7 +46,25 @@ class Arch:
         return asdict(self)
 
 
+class NanSafeReLU6(nn.ReLU6):
+    """ReLU6 as min(max(x, 0), 6) on GPU min/max instructions (FMNMX), which return the other
+    operand for a NaN: NaN -> 0, +Inf -> 6, -Inf -> 0, finite values bit for bit as ReLU6.
+
+    PyTorch's ReLU6 (hardtanh) passes NaN through, so one NaN from a flipped exponent bit
+    poisons every later layer; squashed here, it is one more bounded value. Without autograd
+    it clips in place (nothing else in these networks reads an activation's input), so the
+    NaN pass costs no more than the allocation it saves.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.requires_grad:
+            return F.hardtanh(x, 0.0, 6.0).nan_to_num(0.0)
+        return F.hardtanh_(x, 0.0, 6.0).nan_to_num_(0.0)
+
+
 def _activation(name: str) -> nn.Module:
+    if name == "relu6-nansafe":
+        return NanSafeReLU6()
     return nn.ReLU6() if name == "relu6" else nn.ReLU()
 
 
@@ -87,8 +105,13 @@ class BasicBlock(nn.Module):
         x = x[:, :, :: self.stride, :: self.stride]
         return F.pad(x, (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
 
+    def merge(self, h: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The block's end: unit2's output plus the shortcut of the block input ``x``. A run
+        resumed inside the block (models.resume) calls it with the golden ``x``."""
+        return self.out_act(h + self.shortcut(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.out_act(self.unit2(self.unit1(x)) + self.shortcut(x))
+        return self.merge(self.unit2(self.unit1(x)), x)
 
 
 class CifarResNet(nn.Module):
@@ -110,10 +133,12 @@ class CifarResNet(nn.Module):
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
 
+    def head(self, x: torch.Tensor) -> torch.Tensor:
+        """Pooling and the classifier: what every run, whole or resumed, ends with."""
+        return self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.blocks(self.stem(x))
-        x = F.adaptive_avg_pool2d(x, 1).flatten(1)
-        return self.fc(x)
+        return self.head(self.blocks(self.stem(x)))
 
 
 def build(arch: Arch) -> CifarResNet:

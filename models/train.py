@@ -10,6 +10,8 @@ cost the hardened ResNet-20 1.55 points of clean accuracy.
 from __future__ import annotations
 
 import math
+import pickle
+import reprlib
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -61,11 +63,15 @@ class Recipe:
         raw: object = {}
         if path:
             try:
-                raw = yaml.safe_load(Path(path).read_text()) or {}
-            except (OSError, yaml.YAMLError):
-                raise RecipeError(f"recipe {path} is not a readable YAML file.") from None
+                if Path(path).stat().st_size > MAX_RECIPE_BYTES:
+                    raise RecipeError(f"recipe {path} is larger than {MAX_RECIPE_BYTES:,} bytes, too large for a recipe.")
+                raw = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
+            except RecipeError:
+                raise
+            except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
+                raise RecipeError(f"recipe {path} is not a readable UTF-8 YAML file.") from None
             known = {f.name for f in fields(cls)}
-            if not isinstance(raw, dict) or set(raw) - known:
+            if not isinstance(raw, dict) or any(k not in known for k in raw):
                 raise RecipeError(f"recipe {path} must map some of {', '.join(sorted(known))} to values.")
         try:
             return cls(**{**raw, **{k: v for k, v in overrides.items() if v is not None}})
@@ -85,14 +91,30 @@ class RecipeError(ValueError):
 AUGMENTATIONS = ("crop4", "hflip")
 
 
+MAX_EPOCHS = 100_000
+MAX_BATCH = 65_536
+MAX_SEED = 2**63 - 1
+MAX_RECIPE_BYTES = 1_000_000
+
+
 def _number(v: object) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    """A finite int or float; inf and nan would train nothing and say nothing."""
+    if not isinstance(v, (int, float)) or isinstance(v, bool):
+        return False
+    try:
+        return math.isfinite(v)
+    except OverflowError:
+        return False
+
+
+def _whole(v: object, low: int, high: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and low <= v <= high
 
 
 def _recipe_problem(r: Recipe) -> str | None:
     checks = [
-        ("epochs", isinstance(r.epochs, int) and r.epochs >= 1, "a whole number of at least 1"),
-        ("batch_size", isinstance(r.batch_size, int) and r.batch_size >= 1, "a whole number of at least 1"),
+        ("epochs", _whole(r.epochs, 1, MAX_EPOCHS), f"a whole number from 1 to {MAX_EPOCHS:,}"),
+        ("batch_size", _whole(r.batch_size, 1, MAX_BATCH), f"a whole number from 1 to {MAX_BATCH:,}"),
         ("optimizer", r.optimizer in ("sgd", "adamw"), "sgd or adamw"),
         ("lr", _number(r.lr) and r.lr > 0, "a positive number"),
         ("momentum", _number(r.momentum) and 0 <= r.momentum < 1, "a number in [0, 1)"),
@@ -101,17 +123,16 @@ def _recipe_problem(r: Recipe) -> str | None:
         ("label_smoothing", _number(r.label_smoothing) and 0 <= r.label_smoothing < 1, "a number in [0, 1)"),
         ("grad_clip", r.grad_clip is None or (_number(r.grad_clip) and r.grad_clip > 0),
          "a positive number or null (no clipping)"),
-        ("augment", isinstance(r.augment, list) and set(r.augment) <= set(AUGMENTATIONS),
+        ("augment", isinstance(r.augment, list) and all(isinstance(a, str) and a in AUGMENTATIONS for a in r.augment),
          f"a list drawn from {', '.join(AUGMENTATIONS)}"),
         ("fault_aware", isinstance(r.fault_aware, bool), "true or false"),
         ("fat_images", _number(r.fat_images) and 0 < r.fat_images <= 1, "a fraction in (0, 1]"),
         ("fat_channel_p", _number(r.fat_channel_p) and 0 < r.fat_channel_p <= 1, "a probability in (0, 1]"),
-        ("seed", isinstance(r.seed, int) and not isinstance(r.seed, bool) and r.seed >= 0,
-         "a whole number of at least 0"),
+        ("seed", _whole(r.seed, 0, MAX_SEED), "a whole number from 0 to 2^63 - 1"),
     ]
     for name, ok, expected in checks:
         if not ok:
-            return f"{name} is {getattr(r, name)!r}; it must be {expected}"
+            return f"{name} is {reprlib.repr(getattr(r, name))}; it must be {expected}"
     return None
 
 
@@ -177,6 +198,61 @@ def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int):
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=0.25)
 
 
+STATE_KEYS = frozenset({"recipe", "arch", "model", "opt", "sched", "gen", "epoch", "history"})
+
+
+def partial_path(out: Path) -> Path:
+    return out.with_suffix(".partial.pt")
+
+
+def read_partial(partial: Path, device: str = "cpu") -> dict | None:
+    """The training state in ``partial``, or None without one; CheckpointError with one sentence
+    (and the file left in place) for anything else.
+
+    Read with ``weights_only``: the file sits beside the output, where anyone who can write
+    there could plant a pickle that runs code.
+    """
+    try:
+        if not partial.is_file():
+            return None
+    except OSError as e:
+        raise zoo.CheckpointError(f"cannot read training state {partial} ({e.strerror}).") from None
+    why = "it is damaged"
+    try:
+        state = torch.load(partial, map_location=device, weights_only=True)
+        if isinstance(state, dict) and STATE_KEYS <= set(state):
+            return state
+    except pickle.UnpicklingError as e:
+        why = zoo.refused_global(e) or why
+    except OSError as e:
+        why = f"it cannot be read ({e.strerror})"
+    except Exception:  # noqa: BLE001 - torch raises many kinds for a damaged file
+        pass
+    raise zoo.CheckpointError(f"{partial} is not a training state this version wrote ({why}), so training did "
+                              "not resume from it; move or delete it to train from the first epoch.")
+
+
+def _resume(partial: Path, recipe: Recipe, arch: Arch, device: str, model: CifarResNet,
+            opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> tuple[int, list[dict]]:
+    """(first epoch, history) after loading the state in ``partial`` into the training objects."""
+    state = read_partial(partial, device)
+    if state is None or state["recipe"] != recipe.to_dict() or state["arch"] != arch.to_dict():
+        return 0, []  # none, or another run's: train afresh, and overwrite it after the first epoch
+    epoch, history = state["epoch"], state["history"]
+    try:
+        if not (isinstance(epoch, int) and 0 <= epoch <= recipe.epochs and isinstance(history, list)
+                and len(history) == epoch and all(isinstance(h, dict) for h in history)):
+            raise ValueError("inconsistent epochs")
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["opt"])
+        sched.load_state_dict(state["sched"])
+        gen.set_state(state["gen"])
+    except Exception:  # noqa: BLE001 - the state dicts raise many kinds for a damaged state
+        raise zoo.CheckpointError(f"{partial} holds a damaged training state, so training did not resume from "
+                                  "it; move or delete it to train from the first epoch.") from None
+    return epoch, history
+
+
 def train(
     arch: Arch,
     recipe: Recipe,
@@ -211,16 +287,8 @@ def train(
     steps_per_epoch = math.ceil(n / recipe.batch_size)
     opt = _optimizer(model, recipe)
     sched = _scheduler(opt, recipe, recipe.epochs * steps_per_epoch)
-    partial = out.with_suffix(".partial.pt")
-    start, history = 0, []
-    if partial.exists():
-        state = torch.load(partial, map_location=device, weights_only=False)
-        if state["recipe"] == recipe.to_dict() and state["arch"] == arch.to_dict():
-            model.load_state_dict(state["model"])
-            opt.load_state_dict(state["opt"])
-            sched.load_state_dict(state["sched"])
-            gen.set_state(state["gen"])
-            start, history = state["epoch"], state["history"]
+    partial = partial_path(out)
+    start, history = _resume(partial, recipe, arch, device, model, opt, sched, gen)
 
     for epoch in range(start, recipe.epochs):
         model.train()
@@ -274,6 +342,8 @@ PRESETS: dict[str, tuple[str, str, bool]] = {
     "relu6": ("relu6", "conv-bn-act", False),
     "relu6-fat": ("relu6", "conv-bn-act", True),
     "hardened": ("relu6", "conv-act-bn", True),
+    # beyond the paper: the hardened recipe with a ReLU6 that squashes NaN as GPU min/max do
+    "hardened-nansafe": ("relu6-nansafe", "conv-act-bn", True),
 }
 
 

@@ -8,6 +8,7 @@ whatever the file around it, and a campaign can store it.
 from __future__ import annotations
 
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -34,18 +35,19 @@ class Meta:
     accuracy_on: str = ""  # which test set the accuracy was measured on
     trained_on: str = ""  # e.g. "cpu (2 cores), 12 epochs"
     sha256: str = ""
+    derived_from: str = ""  # another checkpoint whose weights these are, and why they are reused
 
     def to_dict(self) -> dict:
         return {
             "arch": self.arch.to_dict(), "dataset": self.dataset, "recipe": self.recipe,
             "clean_accuracy": self.clean_accuracy, "accuracy_on": self.accuracy_on,
-            "trained_on": self.trained_on, "sha256": self.sha256,
+            "trained_on": self.trained_on, "sha256": self.sha256, "derived_from": self.derived_from,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "Meta":
         return cls(Arch(**d["arch"]), d["dataset"], dict(d.get("recipe") or {}), d.get("clean_accuracy"),
-                   d.get("accuracy_on", ""), d.get("trained_on", ""), d.get("sha256", ""))
+                   d.get("accuracy_on", ""), d.get("trained_on", ""), d.get("sha256", ""), d.get("derived_from", ""))
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -66,6 +68,12 @@ def resolve(ref: str) -> Path:
 
 def zoo_names() -> list[str]:
     return sorted(ZOO_PREFIX + p.stem for p in ZOO_DIR.glob("*.pt"))
+
+
+def refused_global(e: Exception) -> str | None:
+    """What a ``weights_only`` load refused to import, said for a user, if that is why it failed."""
+    found = re.search(r"GLOBAL (\S+)", str(e))
+    return f"it asks for {found.group(1)}, which could run code and which no fi-campaign file holds" if found else None
 
 
 def save(path: Path, model: CifarResNet, meta: Meta) -> Meta:
@@ -90,17 +98,26 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
         raise CheckpointError(f"checkpoint {ref} does not exist.{hint}")
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
-        if not isinstance(blob, dict):
-            raise TypeError("not a mapping")
-        meta, state = Meta.from_dict(blob["meta"]), blob["state_dict"]
+        fmt, state = blob.get("format", 1), blob["state_dict"]
+        if not (isinstance(fmt, int) and isinstance(state, dict)
+                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+            raise TypeError("not a mapping of named tensors")
+        recorded, digest = blob["meta"], weights_digest(state)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+        why = refused_global(e) or type(e).__name__
+        raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({why}), so it was not loaded.") from None
+    try:
+        meta = Meta.from_dict(recorded)
+    except ValueError as e:  # Arch refuses a value this version does not build (a newer activation)
+        raise CheckpointError(f"{ref} records a network this version cannot build ({e}).") from None
+    except Exception as e:
         raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({type(e).__name__}).") from None
-    if blob.get("format", 1) < 2 and meta.arch.order == "conv-act-bn":
+    if fmt < 2 and meta.arch.order == "conv-act-bn":
         raise CheckpointError(f"{ref} was trained with the older inverted block (an activation after "
                               "the shortcut addition), which this version no longer builds; retrain it.")
-    if weights_digest(state) != meta.sha256:
+    if digest != meta.sha256:
         raise CheckpointError(f"{ref} is corrupt: its weights do not match the sha256 in its metadata.")
     return meta, state
 

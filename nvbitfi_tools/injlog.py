@@ -4,7 +4,9 @@ The log answers one question the outputs cannot: was a fault applied at all. Thr
 
 - ``injected``: an ``opcode:`` line names a real instruction (not NOP). The device sets the
   opcode only when it writes the fault, so this holds even when the block is cut short or was
-  written by the SIGINT handler of a run that timed out afterwards.
+  written by the SIGINT handler of a run that timed out afterwards. Pull request #19 writes
+  one record per lane for its warp models, each inactive lane's ending "Error not injected":
+  a warp fault was applied when any lane's record names an opcode, and every lane is kept.
 - ``not_injected``: the injector wrote ``Error not injected`` (the selected launch ended and no
   thread matched the instruction index), or it aborted on its own register-read sanity check.
 - ``no_report``: empty, missing or cut short before any verdict. The injector writes its block
@@ -16,6 +18,10 @@ run shows any DUE evidence (timeout, signal, non-zero exit, CUDA error, Xid), be
 first in NVBitFI's classification order (9.5: timeout, Xid and exit status are checked before
 the log); otherwise the process exited cleanly past every launch exit without the selected
 launch happening, so nothing was injected, and it is never Masked (section 12.4).
+
+A log that ends its selected launch with nothing injected also reports the injector's own
+count of each group in that launch (:meth:`InjectionLog.launch_count`): what a profile that
+disagrees with its injector is checked against.
 """
 from __future__ import annotations
 
@@ -27,6 +33,7 @@ from pathlib import Path
 LOG_FILE = "nvbitfi-injection-log-temp.txt"
 _KERNEL_ERROR = re.compile(r"ERROR FAIL in kernel execution \((?P<why>.*?)\);")
 _GRP = re.compile(r"grp (\d+): (\d+)")
+_HEADER = re.compile(r"Injection data(?:, laneId: ?(?P<lane>\d+))?")
 _KV = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_ ]*?): ?(?P<value>.*)")
 
 
@@ -34,6 +41,28 @@ class LogState(str, Enum):
     INJECTED = "injected"
     NOT_INJECTED = "not_injected"
     NO_REPORT = "no_report"
+
+
+@dataclass(frozen=True)
+class Lane:
+    """One injection record: the block ``write_inj_info`` writes. Stock and CAROL write one per
+    log; pull request #19 writes one per lane of the warp for its warp models (header
+    ``Injection data, laneId:<n>``), each lane holding its own register, mask and values."""
+
+    lane: int | None  # the laneId the block names (or its place among header-less handler blocks)
+    opcode: str | None = None
+    mask: int | None = None
+    before: int | None = None
+    after: int | None = None
+    reg: int | None = None
+    pc_offset: int | None = None
+    tid: int | None = None
+    not_injected: bool = False  # "Error not injected" followed the block
+
+    @property
+    def injected(self) -> bool:
+        """The device records the opcode only when it writes the fault."""
+        return bool(self.opcode) and self.opcode != "NOP"
 
 
 @dataclass(frozen=True)
@@ -45,18 +74,20 @@ class InjectionLog:
     ctas: int | None = None
     instrs: int | None = None
     group_counts: dict[int, int] = field(default_factory=dict)  # counts up to the injection point
-    mask: int | None = None
+    mask: int | None = None  # the first injected lane's (else the last block's) values, below
     before: int | None = None
     after: int | None = None
     reg: int | None = None
     opcode: str | None = None
     pc_offset: int | None = None
-    tid: int | None = None  # flat thread id (-1: none); warp models log one thread of the warp
+    tid: int | None = None  # flat thread id (-1: none); CAROL's warp model logs one thread of the warp
     inspected: tuple[str, ...] = ()  # kernels the injector instrumented
     kernel_error: str | None = None  # CUDA error string of "ERROR FAIL in kernel execution (...)"
     signal: bool = False  # the SIGINT handler ran ("ERROR FAIL Detected Signal SIGKILL")
     register_mismatch: bool = False  # TOOL_VERBOSE sanity check failed; the injector aborted
     extra: dict[str, str] = field(default_factory=dict)  # other "key: value" lines (fork additions)
+    lanes: tuple[Lane, ...] = ()  # every injection record, in log order
+    launch_ended: bool = False  # an "Injection data" block: written at the exit of the selected launch
 
     @property
     def value_changed(self) -> bool | None:
@@ -65,9 +96,26 @@ class InjectionLog:
             return None
         return self.before != self.after
 
+    @property
+    def lanes_injected(self) -> int:
+        return sum(lane.injected for lane in self.lanes)
+
     def matches(self, kernel: str, kcount: int) -> bool:
         """Whether the launch the injector reported on is the planned one (same launch sequence)."""
         return self.index == kcount and self.kernel_name == kernel
+
+    def launch_count(self, igid: int) -> int | None:
+        """The injector's own count of the group in the selected launch, when the log gives the
+        whole launch's: the launch ended with nothing injected, so the counters never stopped
+        (once a fault is written they stop at the injection point, and the signal handler
+        writes them mid-launch)."""
+        if (self.state is not LogState.NOT_INJECTED or not self.launch_ended or self.signal
+                or self.register_mismatch or self.kernel_error is not None):
+            return None
+        return self.group_counts.get(igid)
+
+
+_SUMMARY = ("mask", "before", "after", "reg", "opcode", "pc_offset", "tid")
 
 
 def parse_injection_log(text: str) -> InjectionLog:
@@ -76,7 +124,8 @@ def parse_injection_log(text: str) -> InjectionLog:
         return InjectionLog(LogState.NO_REPORT, "the injection log is empty.")
     values: dict = {"group_counts": {}, "extra": {}}
     inspected: list[str] = []
-    not_injected = mismatch = signal = block = False
+    blocks: list[dict] = []  # one per injection record, each with its header's lane (or None)
+    mismatch = signal = launch_ended = False
     kernel_error = None
     for line in text.splitlines():
         stripped = line.strip()
@@ -91,40 +140,65 @@ def parse_injection_log(text: str) -> InjectionLog:
             signal = True
         if err or stripped.startswith("ERROR FAIL"):
             continue
-        if stripped == "Error not injected":
-            not_injected = True
-        elif stripped == "Injection data":
-            block = True
+        header = _HEADER.fullmatch(stripped)
+        if header:
+            launch_ended = True
+            blocks.append({"lane": int(header["lane"]) if header["lane"] else None, "header": True})
+        elif stripped == "Error not injected":
+            if blocks:
+                blocks[-1]["not_injected"] = True
         elif stripped.startswith("grp "):
-            values["group_counts"] = {int(g): int(c) for g, c in _GRP.findall(stripped)}
+            # the signal handler writes records without a header: a grp line opens each of them
+            if not blocks or "grp" in blocks[-1]:
+                blocks.append({"lane": None, "header": False})
+            blocks[-1]["grp"] = True
+            if not values["group_counts"]:
+                values["group_counts"] = {int(g): int(c) for g, c in _GRP.findall(stripped)}
         elif stripped.startswith("beforeVal:"):
             before, _, after = stripped.partition(";")
-            values["before"] = _hex(before.partition(":")[2])
-            values["after"] = _hex(after.partition(":")[2])
+            if blocks:
+                blocks[-1]["before"] = _hex(before.partition(":")[2])
+                blocks[-1]["after"] = _hex(after.partition(":")[2])
         elif stripped.startswith("inspecting:"):
             inspected.append(stripped.partition(":")[2].strip())
         else:
-            _field(stripped, values)
-    opcode = values.get("opcode")
-    common = dict(kernel_error=kernel_error, signal=signal, register_mismatch=mismatch,
-                  inspected=tuple(inspected), **values)
+            _field(stripped, values, blocks[-1] if blocks else None)
+    lanes = _lanes(blocks)
+    chosen = next((lane for lane in lanes if lane.injected), lanes[-1] if lanes else None)
+    summary = {k: getattr(chosen, k) for k in _SUMMARY} if chosen else {}
+    common = dict(kernel_error=kernel_error, signal=signal, register_mismatch=mismatch, inspected=tuple(inspected),
+                  lanes=lanes, launch_ended=launch_ended, **values, **summary)
+    injected = [lane for lane in lanes if lane.injected]
     if mismatch:
         return InjectionLog(LogState.NOT_INJECTED, "the injector aborted on its register-read sanity check "
                             "(TOOL_VERBOSE), so the run says nothing about the fault.", **common)
-    if opcode and opcode != "NOP":
-        return InjectionLog(LogState.INJECTED, f"the injector reports a fault applied to {opcode}.", **common)
-    if not_injected:
+    if injected:
+        where = (f" in {len(injected)} of {len(lanes)} lanes" if len(lanes) > 1 else "")
+        return InjectionLog(LogState.INJECTED, f"the injector reports a fault applied to {injected[0].opcode}{where}.",
+                            **common)
+    if any(lane.not_injected for lane in lanes):
         return InjectionLog(LogState.NOT_INJECTED, "the injector reports 'Error not injected': no thread "
                             "of the selected launch reached the instruction index.", **common)
     if kernel_error:
         why = f"the run stopped on a CUDA error ({kernel_error}) before the injector reported."
     elif signal:
         why = "the run was interrupted before the selected launch reported an injection."
-    elif block:
+    elif lanes:
         why = "the injection block is cut short before its verdict."
     else:
         why = "the log has no injection block: the selected launch never ended under the injector."
     return InjectionLog(LogState.NO_REPORT, why, **common)
+
+
+def _lanes(blocks: list[dict]) -> tuple[Lane, ...]:
+    """Blocks as lanes; the signal handler's header-less records of a warp model are numbered
+    in the order it writes them, lane 0 first."""
+    headless = [b for b in blocks if not b["header"]]
+    out = []
+    for b in blocks:
+        lane = b["lane"] if b["header"] else (headless.index(b) if len(headless) > 1 else None)
+        out.append(Lane(lane, **{k: b.get(k) for k in _SUMMARY}, not_injected=b.get("not_injected", False)))
+    return tuple(out)
 
 
 def read_injection_log(run_dir: str | Path) -> InjectionLog:
@@ -170,17 +244,22 @@ def _int(text: str) -> int | None:
 
 
 _FIELDS = {"index": ("index", _int), "kernel_name": ("kernel_name", str.strip), "ctas": ("ctas", _int),
-           "instrs": ("instrs", _int), "mask": ("mask", _hex), "regNo": ("reg", _int),
-           "opcode": ("opcode", str.strip), "pcOffset": ("pc_offset", _hex), "tid": ("tid", _int)}
+           "instrs": ("instrs", _int)}
+_LANE_FIELDS = {"mask": ("mask", _hex), "regNo": ("reg", _int), "opcode": ("opcode", str.strip),
+                "pcOffset": ("pc_offset", _hex), "tid": ("tid", _int)}
 
 
-def _field(line: str, values: dict) -> None:
+def _field(line: str, values: dict, block: dict | None) -> None:
     m = _KV.fullmatch(line)
     if not m:
         return
     key, value = m["key"], m["value"]
     if key in _FIELDS:
         name, convert = _FIELDS[key]
-        values[name] = convert(value)
+        if values.get(name) is None:  # every lane's block repeats the launch's header fields
+            values[name] = convert(value)
+    elif key in _LANE_FIELDS and block is not None:
+        name, convert = _LANE_FIELDS[key]
+        block[name] = convert(value)
     elif key not in ("num_static_instrs", "maxregs"):
         values["extra"][key] = value.strip()

@@ -19,13 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from campaign.errors import UserError
+from nvbitfi_tools.errors import NvbitfiError
 from nvbitfi_tools.isa import dialect as get_dialect
 
 DUMMY_INJECTOR = "injector/injector-dummy.so"
 
 
-class InstallError(UserError):
+class InstallError(NvbitfiError):
     pass
 
 
@@ -77,12 +77,15 @@ def locate(home: str | Path | None = None, dialect: str | None = None,
     injector = _file(root / "injector" / "injector.so")
     dummy = _file(root / DUMMY_INJECTOR)
     core = _file(root.parent.parent / "core" / "libnvbit.a")
+    own = (root / "fi-campaign-tool.json").is_file() or dialect == "fi-campaign"
     for piece, found, folder in (("profiler", profiler, "profiler"), ("injector", injector, "injector")):
         if found is None:
             missing.append(Missing(piece, root / folder / f"{piece}.so",
+                                   "Build fi-campaign's tool with 'fi-campaign injector build --nvbit DIR' "
+                                   "(NVBit >= 1.7) and point nvbitfi.home at its folder." if own else
                                    f"Build the {piece} with 'make' in {root / folder} (NVBit 1.5.5 and "
                                    "CUDA 11 for the reference Titan V setup)."))
-    if (profiler is None or injector is None) and core is None:
+    if (profiler is None or injector is None) and core is None and not own:
         missing.append(Missing("nvbit_core", root.parent.parent / "core" / "libnvbit.a",
                                "Unpack an NVBit release and place NVBitFI at nvbit_release/tools/nvbitfi, "
                                "so its Makefiles find NVBit in ../../../core.", required=False))
@@ -120,6 +123,8 @@ def require(install: Install) -> Install:
 def detect_dialect(root: str | Path) -> tuple[str | None, str]:
     """(dialect, the file that said so) from the build's sources, or (None, "unknown")."""
     root = Path(root)
+    if (root / "fi-campaign-tool.json").is_file():  # written by nvbitfi_tools.build
+        return "fi-campaign", "fi-campaign-tool.json"
     arch = root / "common" / "arch.h"
     text = _read(arch)
     if text is not None:
@@ -210,6 +215,26 @@ def xid_lines(text: str) -> list[Xid]:
             pid = re.search(r"\bpid=(\d+)", detail)
             out.append(Xid(int(m["code"]), m["device"], detail, int(pid[1]) if pid else None, line.strip()))
     return out
+
+
+def kernel_log_delta(before: str | None, after: str) -> str:
+    """The lines of ``after`` that the kernel logged since ``before`` was read, by content.
+
+    The kernel log is a ring buffer: once full, every new line pushes the oldest one out, so
+    ``after`` can be no longer than ``before`` and a length slice would miss the new lines.
+    What survived from ``before`` is a prefix of ``after`` equal to a suffix of ``before``;
+    the longest such overlap is taken (NVBitFI's script looks for the last line seen before
+    the run, which is the same test when lines carry timestamps), and everything after it is
+    new. With no overlap at all, every line of ``after`` is new.
+    """
+    old, new = (before or "").splitlines(), after.splitlines()
+    if not old or not new:
+        return "\n".join(new)
+    for start in (i for i, line in enumerate(old) if line == new[0]):
+        overlap = len(old) - start
+        if new[:overlap] == old[start:]:
+            return "\n".join(new[overlap:])
+    return "\n".join(new)
 
 
 def kernel_log_readable(kmsg: str | Path = "/dev/kmsg", dmesg: str = "dmesg") -> bool:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from campaign.errors import UserError
+from nvbitfi_tools.errors import NvbitfiError
 from nvbitfi_tools.isa import Dialect, dialect as get_dialect
 
 PROFILE_FILE = "nvbitfi-igprofile.txt"
@@ -23,7 +23,7 @@ _LINE = re.compile(r"NVBit-igprofile; index: (?P<index>\d+); kernel_name: (?P<na
 _PAIR = re.compile(r"(?P<name>[A-Za-z_][A-Za-z0-9_]*): (?P<count>\d+)")
 
 
-class ProfileError(UserError):
+class ProfileError(NvbitfiError):
     pass
 
 

@@ -2,10 +2,13 @@
 
 For one instruction group a site is a dynamic thread-instruction drawn uniformly over the whole
 run: a launch is chosen with probability proportional to its count for that group and the
-instruction index is uniform within it. Two deliberate differences from the script: the draw is
-over [0, total) (the script's inclusive ``randint`` can return ``total``, a site that maps to
-nothing), and the two seeds are float32 values, so the injector's ``float`` reads exactly the
-value stored here and never rounds a seed up to 1.0f (which would shift a mask by 32).
+instruction index is uniform within it. Three deliberate differences from the script: the draw
+is over [0, total) (the script's inclusive ``randint`` can return ``total``, a site that maps
+to nothing); launches of kernels whose names are 1000 bytes or more are left out, since the
+injector's ``char[1000]`` name buffer would overflow (:attr:`Proposals.excluded` says how many
+instructions that removes); and the two seeds are float32 values, so the injector's ``float``
+reads exactly the value stored here and never rounds a seed up to 1.0f (which would shift a
+mask by 32).
 """
 from __future__ import annotations
 
@@ -15,7 +18,7 @@ from typing import Iterable
 
 import numpy as np
 
-from campaign.errors import UserError
+from nvbitfi_tools.errors import NvbitfiError
 from nvbitfi_tools.isa import Dialect, dialect as get_dialect, injectable_igid, mode_spec
 from nvbitfi_tools.profile import Profile
 
@@ -32,26 +35,74 @@ class Site:
     bit_id_seed: float  # bitIDSeed in [0, 1): selects the bit (bfm 0) or the mask (random models)
 
 
+KERNEL_NAME_BYTES = 1000  # the injector's kernelName buffer, terminator included
+
+
+@dataclass(frozen=True)
+class Location:
+    """Where a site is: the launch (by kernel name and global index) and the instruction in it."""
+
+    kernel: str
+    kcount: int
+    iid: int
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """What the draw leaves out: launches whose kernel name the injector cannot hold."""
+
+    launches: int
+    instructions: int  # of the group
+    total: int  # the group's instructions in the whole profile
+
+    @property
+    def share(self) -> float:
+        return self.instructions / self.total if self.total else 0.0
+
+
+class Proposals:
+    """One group's dynamic thread-instructions of a profile, each equally likely: the plan's
+    draw, and the proposal distribution sites are re-drawn from when the injector's own count
+    of a launch is smaller than the profile's (docs/NVBITFI.md, "Counts")."""
+
+    def __init__(self, profile: Profile, group: str | int) -> None:
+        d = get_dialect(profile.dialect)
+        self.igid = injectable_igid(d, group)
+        self.group = d.group_name(self.igid)
+        self.launches = profile.launches
+        raw = np.array(profile.counts(self.igid), dtype=np.int64)
+        fits = np.array([len(launch.kernel.encode()) < KERNEL_NAME_BYTES for launch in self.launches])
+        self.counts = np.where(fits, raw, 0)
+        self.ends = np.cumsum(self.counts)
+        self.total = int(self.counts.sum())
+        self.excluded = Exclusion(int(((raw > 0) & ~fits).sum()), int(raw[~fits].sum()), int(raw.sum()))
+        if self.total == 0:
+            why = (f"; all {self.excluded.instructions} are in kernels whose names are {KERNEL_NAME_BYTES} bytes or "
+                   "more, which the injector cannot hold" if self.excluded.instructions else "")
+            raise NvbitfiError(f"the profile has no {self.group} instructions, so no {self.group} site can be drawn{why}.")
+
+    def profile_count(self, kcount: int) -> int:
+        """The profile's count of the group in launch ``kcount`` (0 for a left-out launch)."""
+        return int(self.counts[kcount]) if 0 <= kcount < len(self.counts) else 0
+
+    def draw(self, rng: np.random.Generator, n: int) -> list[Location]:
+        flat = rng.integers(0, self.total, size=n, dtype=np.int64)
+        which = np.searchsorted(self.ends, flat, side="right")
+        iids = flat - (self.ends[which] - self.counts[which])
+        return [Location(self.launches[w].kernel, self.launches[w].index, int(i))
+                for w, i in zip(which.tolist(), iids.tolist())]
+
+
 def draw_sites(profile: Profile, group: str | int, n: int, rng: np.random.Generator) -> list[Site]:
     """``n`` sites of one group, uniform over all its dynamic thread-instructions in the run."""
-    d = get_dialect(profile.dialect)
-    igid = injectable_igid(d, group)
-    name = d.group_name(igid)
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
-    counts = np.array(profile.counts(igid), dtype=np.int64)
-    total = int(counts.sum())
-    if total == 0:
-        raise UserError(f"the profile has no {name} instructions, so no {name} site can be drawn.")
-    ends = np.cumsum(counts)
-    flat = rng.integers(0, total, size=n, dtype=np.int64)
-    which = np.searchsorted(ends, flat, side="right")
-    iids = flat - (ends[which] - counts[which])
+    proposals = Proposals(profile, group)
+    where = proposals.draw(rng, n)
     op_seeds = rng.random(n, dtype=np.float32)
     bit_seeds = rng.random(n, dtype=np.float32)
-    launches = profile.launches
-    return [Site(launches[w].kernel, launches[w].index, igid, int(i), float(o), float(b))
-            for w, i, o, b in zip(which.tolist(), iids.tolist(), op_seeds, bit_seeds)]
+    return [Site(w.kernel, w.kcount, proposals.igid, w.iid, float(o), float(b))
+            for w, o, b in zip(where, op_seeds, bit_seeds)]
 
 
 def stratum_rng(seed: int, igid: int, mode: str) -> np.random.Generator:
@@ -108,15 +159,15 @@ def check_site(site: Site, d: Dialect | str) -> None:
     d = get_dialect(d)
     injectable_igid(d, site.igid)
     if not site.kernel or any(c.isspace() for c in site.kernel):
-        raise UserError(f"kernel name '{site.kernel[:60]}' is empty or has whitespace; the injector "
+        raise NvbitfiError(f"kernel name '{site.kernel[:60]}' is empty or has whitespace; the injector "
                         "reads field 3 only up to the first space.")
-    if len(site.kernel.encode()) >= 1000:
-        raise UserError(f"kernel name of launch {site.kcount} is {len(site.kernel.encode())} bytes, but "
-                        "the injector's buffer holds 999; this site cannot be injected.")
+    if len(site.kernel.encode()) >= KERNEL_NAME_BYTES:
+        raise NvbitfiError(f"kernel name of launch {site.kcount} is {len(site.kernel.encode())} bytes, but "
+                        f"the injector's buffer holds {KERNEL_NAME_BYTES - 1}; this site cannot be injected.")
     if not 0 <= site.kcount < 2**31:
-        raise UserError(f"launch index {site.kcount} does not fit the injector's int.")
+        raise NvbitfiError(f"launch index {site.kcount} does not fit the injector's int.")
     if not 0 <= site.iid < 2**64:
-        raise UserError(f"instruction index {site.iid} does not fit the injector's 64-bit counter.")
+        raise NvbitfiError(f"instruction index {site.iid} does not fit the injector's 64-bit counter.")
     for label, seed in (("opIDSeed", site.op_id_seed), ("bitIDSeed", site.bit_id_seed)):
         if not 0.0 <= float(np.float32(seed)) < 1.0:
-            raise UserError(f"{label} {seed!r} is not in [0, 1) as a float32.")
+            raise NvbitfiError(f"{label} {seed!r} is not in [0, 1) as a float32.")

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from campaign import runner
+from campaign.engine import runner
 from campaign.cli import main
-from campaign.report import CSV_COLUMNS
+from campaign.report.summary import CSV_COLUMNS
 from campaign.store import Store
 
 

@@ -12,9 +12,9 @@ import torch
 from PIL import Image
 
 from models.data import MEAN_STD, DataError, ImageSet, load, normalise, select
+from tests.conftest import shared_data
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
-REAL_TEST = Path("/work/shared/data/cifar10-jpeg/test.tar.xz")
 
 
 def _batch(rng: np.random.Generator, n: int, label_key: bytes = b"labels", classes: int = 10) -> dict:
@@ -172,7 +172,7 @@ def test_mixed_image_sizes_are_not_cifar(tmp_path):
     members, _ = _image_folder(CLASSES, 1)
     members["test/cat/big.png"] = _png(np.zeros((40, 40, 3), np.uint8))
     _write_tar(tmp_path / "test.tar", members, "w")
-    with pytest.raises(DataError, match="different sizes"):
+    with pytest.raises(DataError, match="40x40, not CIFAR.s 32x32"):
         load(str(tmp_path))
 
 
@@ -227,9 +227,8 @@ def test_data_error_is_a_value_error():
     assert issubclass(DataError, ValueError)
 
 
-@pytest.mark.skipif(not REAL_TEST.is_file(), reason="shared CIFAR-10 JPEG copy not present")
 def test_shared_cifar10_jpeg_test_split():
-    s = load(str(REAL_TEST))
+    s = load(str(shared_data("cifar10-jpeg", "test.tar.xz")))
     assert (len(s), s.dataset) == (10_000, "cifar10")
     assert s.images.shape == (10_000, 32, 32, 3) and s.images.dtype == np.uint8
     assert np.bincount(s.labels, minlength=10).tolist() == [1000] * 10

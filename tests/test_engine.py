@@ -1,5 +1,8 @@
 """The campaign engine under abuse: kill -9 at random moments, concurrent runners, a full or
-read-only store, and the adaptive stop."""
+read-only store, and the adaptive stop. The tests taking ``new_store`` run on SQLite and on a
+real PostgreSQL server (tests/conftest.py); where one backend's run is marked slow (make
+test-slow, which CI runs too), the default run keeps SQLite's; PostgreSQL's concurrent claims
+(SKIP LOCKED) stay in the default run through tests/test_store.py's sixteen worker processes."""
 from __future__ import annotations
 
 import os
@@ -16,16 +19,17 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign import runner
+from campaign.engine import runner
 from campaign.cli import main
-from campaign.store import Store, StoreError
+from campaign.store import Store, StoreError, log_path
+from campaign.store.backends import engine_for, parse_target
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 
 
-@pytest.fixture
-def engine_config(tmp_path, checkpoints) -> Path:
-    path = tmp_path / "e.yaml"
+@pytest.fixture(scope="module")
+def engine_config(tmp_path_factory, checkpoints) -> Path:
+    path = tmp_path_factory.mktemp("engine") / "e.yaml"
     path.write_text(yaml.safe_dump({
         "name": "engine", "seed": 21, "injections": 400, "batch_size": 4,
         "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16},
@@ -33,21 +37,37 @@ def engine_config(tmp_path, checkpoints) -> Path:
     return path
 
 
-def plan(db: Path, config: Path, *extra: str) -> None:
+def plan(db: Path | str, config: Path, *extra: str) -> None:
     r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config), *extra])
     assert r.exit_code == 0, r.output
 
 
-def results(db: Path) -> list[tuple]:
+def query(db: Path | str, sql: str) -> list[tuple]:
+    engine = engine_for(parse_target(db))
+    try:
+        with engine.connect() as con:
+            return [tuple(r) for r in con.exec_driver_sql(sql)]
+    finally:
+        engine.dispose()
+
+
+def results(db: Path | str) -> list[tuple]:
     """Outcomes per site. Exact logit differences are left out: 1- and 2-worker runs use
     different torch thread counts, which may change the last bits, not the outcome class."""
-    with sqlite3.connect(db) as con:
-        return con.execute("SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id").fetchall()
+    return [(a, b, c, bool(d)) for a, b, c, d in
+            query(db, "SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id")]
 
 
-@pytest.fixture
-def reference(tmp_path, engine_config) -> list[tuple]:
-    db = tmp_path / "ref.db"
+def intact(db: Path | str) -> None:
+    if parse_target(db).path is not None:
+        with sqlite3.connect(db) as con:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, engine_config) -> list[tuple]:
+    """The outcomes of an undisturbed run, once for the module: the abused runs must match them."""
+    db = tmp_path_factory.mktemp("reference") / "ref.db"
     plan(db, engine_config)
     runner.run(Store.open(db), workers=2)
     return results(db)
@@ -58,34 +78,34 @@ def start_run(db: Path, *extra: str) -> subprocess.Popen:
                             stderr=subprocess.PIPE, start_new_session=True)
 
 
-def test_kill_9_at_random_moments_then_resume(tmp_path, engine_config, reference):
-    db = tmp_path / "k.db"
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_kill_9_at_random_moments_then_resume(new_store, engine_config, reference):
+    db = new_store("k")
     plan(db, engine_config)
     rng = random.Random(4)
     seen = []
     for attempt in range(3):
         p = start_run(db, "--workers", "2")
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and len(results(db)) <= (seen[-1] if seen else 0):
-            time.sleep(0.2)  # wait until this attempt has stored something
-        time.sleep(rng.uniform(0.0, 1.0))
+        # a random number of new results, not a random delay: a fast machine finishes 1,600 in seconds
+        target, deadline = (seen[-1] if seen else 0) + rng.randint(1, 300), time.monotonic() + 60
+        while time.monotonic() < deadline and query(db, "SELECT count(*) FROM result")[0][0] < target:
+            time.sleep(0.01)
         os.killpg(p.pid, signal.SIGKILL)  # the runner and its workers: a power cut
         p.wait()
         seen.append(len(results(db)))
-        with sqlite3.connect(db) as con:
-            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        intact(db)
     assert 0 < seen[0] and seen == sorted(seen)
     assert seen[-1] < len(reference), "the runs finished before the last kill: nothing was tested"
     p = start_run(db, "--workers", "2")
     assert p.wait(timeout=300) == 0, p.stderr.read().decode()
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT count(*), count(DISTINCT site_id) FROM result").fetchone() == (1600, 1600)
-        assert con.execute("SELECT count(*) FROM site WHERE status != 'done'").fetchone()[0] == 0
+    assert query(db, "SELECT count(*), count(DISTINCT site_id) FROM result") == [(1600, 1600)]
+    assert query(db, "SELECT count(*) FROM site WHERE status != 'done'") == [(0,)]
     assert results(db) == reference
 
 
-def test_orphaned_workers_stop_when_the_runner_is_killed(tmp_path, engine_config, reference):
-    db = tmp_path / "o.db"
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_orphaned_workers_stop_when_the_runner_is_killed(new_store, engine_config, reference):
+    db = new_store("o")
     plan(db, engine_config)
     p = start_run(db, "--workers", "2")
     while len(results(db)) == 0:
@@ -100,16 +120,19 @@ def test_orphaned_workers_stop_when_the_runner_is_killed(tmp_path, engine_config
     assert results(db) == reference
 
 
-def test_two_concurrent_runners_never_run_a_site_twice(tmp_path, engine_config, reference):
-    db = tmp_path / "c.db"
+@pytest.mark.slow  # both backends; the default run keeps tests/test_store.py's 16 claiming processes
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_two_concurrent_runners_never_run_a_site_twice(new_store, engine_config, reference):
+    db = new_store("c")
     plan(db, engine_config)
     a, b = start_run(db, "--workers", "1"), start_run(db, "--workers", "1")
     assert a.wait(timeout=300) == 0 and b.wait(timeout=300) == 0
-    with sqlite3.connect(db) as con:
-        assert con.execute("SELECT count(*), count(DISTINCT site_id) FROM result").fetchone() == (1600, 1600)
+    assert query(db, "SELECT count(*), count(DISTINCT site_id) FROM result") == [(1600, 1600)]
     assert results(db) == reference
-    workers = {line.split('"worker": "')[1].split('"')[0] for line in (tmp_path / "c.db.log.jsonl").read_text().splitlines()}
+    log = log_path(Store.open(db)).read_text().splitlines()
+    workers = {line.split('"worker": "')[1].split('"')[0] for line in log}
     assert len(workers) == 2  # both really worked
+    assert {w.owner for w in Store.open(db).workers() if w.done} == workers
 
 
 def test_a_full_store_gives_a_clear_error_and_still_opens(tmp_path, engine_config):
@@ -201,8 +224,8 @@ def test_plan_margin_sizes_the_campaign_and_prints_its_numbers(tmp_path, engine_
     assert r.exit_code == 2 and "either --injections or --margin" in r.output
 
 
-def test_status_and_log_describe_a_store_without_running(tmp_path, engine_config):
-    db = tmp_path / "s.db"
+def test_status_and_log_describe_a_store_without_running(new_store, engine_config):
+    db = new_store("s")
     plan(db, engine_config, "--injections", "10")
     runner.run(Store.open(db), model="baseline")
     r = CliRunner().invoke(main, ["--db", str(db), "status"], env={"COLUMNS": "200"})
@@ -210,7 +233,10 @@ def test_status_and_log_describe_a_store_without_running(tmp_path, engine_config
     rows = {tuple(line.split("│")[1:4]) for line in r.output.splitlines() if line.count("│") > 4}
     cells = {(a.strip(), b.strip(), c.strip()) for a, b, c in rows}
     assert ("baseline", "single_bit", "10/10") in cells and ("hardened", "warp_random", "0/10") in cells
-    lines = (tmp_path / "s.db.log.jsonl").read_text().splitlines()
+    (worker,) = Store.open(db).workers()
+    assert (worker.state, worker.done, worker.job) == ("finished", 20, None)
+    assert worker.owner in r.output and "finished" in r.output
+    lines = log_path(Store.open(db)).read_text().splitlines()
     assert len(lines) == 20
     import json
 

@@ -33,5 +33,7 @@ def page_faults(mode: str) -> int:
 def test_a_forward_pass_reuses_freed_activations_instead_of_faulting_them_in_again():
     default, kept = page_faults("default"), page_faults("keep")
     # three batch-256 ResNet-20 passes allocate ~500 MiB of activations (~130,000 pages)
-    assert default > 20_000
-    assert kept < default / 10
+    assert default > 40_000
+    # kept: a few thousand pages (4,096-11,362 measured; the allocator's arenas for torch's threads),
+    # never a pass's worth of activations again
+    assert kept < 16_000 and kept < default / 5

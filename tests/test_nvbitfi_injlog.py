@@ -121,3 +121,72 @@ def test_reading_from_a_run_directory(tmp_path):
     assert missing.state is LogState.NO_REPORT and "never loaded" in missing.reason
     (tmp_path / LOG_FILE).write_text(HEADER + block())
     assert read_injection_log(tmp_path).state is LogState.INJECTED
+
+
+# --- logs exactly as each build writes them (tests/nvbitfi_logs.py) --------------------------------
+
+from tests import nvbitfi_logs as w  # noqa: E402
+
+COUNTS = w.counts_for("carol", 1, 5001)
+
+
+@pytest.mark.parametrize("build", ["nvlabs", "carol"])
+def test_stock_and_carol_logs_give_the_right_verdicts(build):
+    head = w.inspecting(KERNEL)
+    rec = w.injected(before=0x3F8CCCCD, mask=0x400)
+    hit = parse_injection_log(head + w.launch_exit(build, 41, KERNEL, COUNTS, [rec]))
+    assert hit.state is LogState.INJECTED and hit.lanes_injected == 1 and len(hit.lanes) == 1
+    assert (hit.before, hit.after, hit.mask) == (0x3F8CCCCD, 0x3F8CCCCD ^ 0x400, 0x400)
+    assert hit.matches(KERNEL, 41) and hit.launch_count(1) is None  # counters stopped at the fault
+    assert verdict(hit, abnormal_end=False) == "compare"
+
+    miss = parse_injection_log(head + w.launch_exit(build, 41, KERNEL, COUNTS, [w.NOT_INJECTED]))
+    assert miss.state is LogState.NOT_INJECTED and miss.lanes_injected == 0
+    assert miss.launch_count(1) == 5001 and miss.instrs == 5001  # the whole launch's count
+    assert verdict(miss, abnormal_end=True) == "not_injected"
+
+    crash = parse_injection_log(head + w.kernel_error())
+    assert crash.state is LogState.NO_REPORT and crash.kernel_error and crash.launch_count(1) is None
+    assert verdict(crash, abnormal_end=False) == "due"
+    after = parse_injection_log(head + w.launch_exit(build, 41, KERNEL, COUNTS, [rec]) + w.kernel_error())
+    assert after.state is LogState.INJECTED and verdict(after, abnormal_end=False) == "due"
+
+    late = parse_injection_log(head + w.sigint_handler(build, COUNTS, [rec]))
+    assert late.state is LogState.INJECTED and late.signal and late.opcode == "FFMA"
+    assert verdict(late, abnormal_end=True) == "due" and late.launch_count(1) is None
+    early = parse_injection_log(head + w.sigint_handler(build, COUNTS, [w.NOT_INJECTED]))
+    assert early.state is LogState.NO_REPORT and early.signal and early.group_counts[1] == 5001
+    assert verdict(early, abnormal_end=True) == "due"
+
+
+def _warp(lanes: range) -> list[dict]:
+    return [w.injected(before=0x3F800000 + i, mask=0xE6666600, tid=64 + i) if i in lanes else w.NOT_INJECTED
+            for i in range(32)]
+
+
+@pytest.mark.parametrize("lanes", [range(32), range(0, 20), range(12, 32), range(31, 32), range(0, 1)],
+                         ids=["every lane", "prefix 0-19", "suffix 12-31", "lane 31 only", "lane 0 only"])
+def test_pr2022_warp_logs_count_every_injected_lane(lanes):
+    counts = w.counts_for("pr2022", 1, 4096)
+    log = parse_injection_log(w.inspecting(KERNEL) + w.launch_exit("pr2022", 7, KERNEL, counts, _warp(lanes)))
+    assert log.state is LogState.INJECTED and verdict(log, abnormal_end=False) == "compare"
+    assert log.lanes_injected == len(lanes) and len(log.lanes) == 32
+    assert [lane.lane for lane in log.lanes] == list(range(32))
+    hit = [lane for lane in log.lanes if lane.injected]
+    assert [lane.lane for lane in hit] == list(lanes)
+    assert [(lane.before, lane.after) for lane in hit] == [(0x3F800000 + i, (0x3F800000 + i) ^ 0xE6666600) for i in lanes]
+    assert all(lane.not_injected for lane in log.lanes if not lane.injected)  # inactive lanes say so
+    assert log.before == 0x3F800000 + lanes[0] and log.matches(KERNEL, 7)
+    assert log.group_counts[1] == 4096 and log.instrs == 4096
+
+
+def test_pr2022_logs_with_no_lane_injected_and_single_thread_models():
+    counts = w.counts_for("pr2022", 1, 4096)
+    none = parse_injection_log(w.launch_exit("pr2022", 7, KERNEL, counts, _warp(range(0))))
+    assert none.state is LogState.NOT_INJECTED and none.lanes_injected == 0 and none.launch_count(1) == 4096
+    single = parse_injection_log(w.launch_exit("pr2022", 7, KERNEL, counts, [w.injected()]))
+    assert single.state is LogState.INJECTED and [lane.lane for lane in single.lanes] == [0]
+    handler = parse_injection_log(w.sigint_handler("pr2022", counts, _warp(range(4, 9))))
+    assert handler.state is LogState.INJECTED and handler.signal and handler.lanes_injected == 5
+    assert [lane.lane for lane in handler.lanes if lane.injected] == [4, 5, 6, 7, 8]
+    assert verdict(handler, abnormal_end=True) == "due"

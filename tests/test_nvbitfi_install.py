@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from campaign.errors import UserError
-from nvbitfi_tools.install import (InstallError, detect_dialect, kernel_log_readable, locate,
+from nvbitfi_tools.errors import NvbitfiError as UserError
+from nvbitfi_tools.install import (InstallError, detect_dialect, kernel_log_delta, kernel_log_readable, locate,
                                    read_kernel_log, require, xid_lines)
 
 STOCK_ARCH = """
@@ -168,6 +168,28 @@ def test_xid_lines_are_parsed():
     assert xids[2].detail.startswith("Graphics SM Warp Exception")
     assert xids[3].device == "0000:01:00"
     assert xid_lines("no gpu here\n") == []
+
+
+def test_the_xid_delta_of_a_full_ring_buffer_is_read_by_content():
+    """A full buffer drops its oldest line for each new one, so the log barely grows and a slice
+    past the old length sees no Xid, while the content after the last old line shows it."""
+    before = KERNEL_LOG
+    new_xid = "[  140.5] NVRM: Xid (PCI:0000:01:00): 13, pid=4242, name=python, Graphics Exception"
+    after = "".join(before.splitlines(keepends=True)[1:]) + new_xid + "\n"
+    assert xid_lines(after[len(before):]) == []  # what a length slice would have found
+    delta = xid_lines(kernel_log_delta(before, after))
+    assert [(x.code, x.pid) for x in delta] == [(13, 4242)]
+
+
+def test_the_xid_delta_of_a_growing_log_and_of_a_wrapped_one():
+    assert kernel_log_delta(KERNEL_LOG, KERNEL_LOG) == ""
+    grown = KERNEL_LOG + "[  150.0] NVRM: Xid (PCI:0000:01:00): 31, Ch 00000010\n"
+    assert [x.code for x in xid_lines(kernel_log_delta(KERNEL_LOG, grown))] == [31]
+    repeated = "same line\nsame line\n"  # no timestamps: the longest overlap is taken
+    assert kernel_log_delta(repeated, repeated + "same line\n") == "same line"
+    wrapped = "[  200.0] NVRM: Xid (PCI:0000:01:00): 79, GPU has fallen off the bus\n"
+    assert [x.code for x in xid_lines(kernel_log_delta(KERNEL_LOG, wrapped))] == [79]
+    assert kernel_log_delta(None, "a\nb\n") == "a\nb"
 
 
 def _script(path: Path, body: str) -> Path:

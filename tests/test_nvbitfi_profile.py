@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from campaign.errors import UserError
+from nvbitfi_tools.errors import NvbitfiError as UserError
 from nvbitfi_tools.isa import UnsupportedMode
 from nvbitfi_tools.profile import ProfileError, parse_profile, read_profile, require_groups
 from nvbitfi_tools.sites import (Site, bit_position, dest_index, draw_sites, draw_stratified,
@@ -82,6 +82,11 @@ def test_a_ten_group_2022_profile_is_read_with_its_dialect():
     assert parse_profile(text, "pr2022").launches[0].groups["mma"] == 2
     with pytest.raises(ProfileError, match=r"line 1 ends with groups .* not the nvlabs groups"):
         parse_profile(text, "nvlabs")
+    # pull request #19's profiler.cu and globals.h keep stock's counter algebra: checked too
+    with pytest.raises(ProfileError, match="line 1: group counts do not add up"):
+        parse_profile(text.replace("gp: 23,", "gp: 24,"), "pr2022")
+    with pytest.raises(ProfileError, match="line 1: group counts do not add up"):
+        parse_profile(text.replace("instrs: 26;", "instrs: 27;"), "pr2022")
 
 
 @pytest.mark.parametrize("text", ["", "\n\n  \n"])

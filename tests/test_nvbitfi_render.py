@@ -7,7 +7,7 @@ import jinja2
 import numpy as np
 import pytest
 
-from campaign.errors import UserError
+from nvbitfi_tools.errors import NvbitfiError as UserError
 from nvbitfi_tools import isa
 from nvbitfi_tools.render import INFO_FILE, render_injection_info, write_injection_info
 from nvbitfi_tools.sites import Site
@@ -115,11 +115,27 @@ def test_modes_per_dialect_and_their_semantics():
     assert (carol.igid, carol.bfm, carol.bfm_name) == (1, 7, "WARP_RANDOM_VALUE")
     assert "XOR" in carol.semantics.upper() and "same mask" in carol.semantics
     assert "not a power-law value" in carol.semantics
-    assert "unknown" in isa.mode_spec("pr2022", "warp_random").semantics
+    pr = isa.mode_spec("pr2022", "warp_random")
+    assert (pr.igid, pr.bfm) == (1, 4)
+    assert "__any_sync(__activemask()" in pr.semantics and "(unsigned)(0xFFFFFFFF*bitIDSeed)" in pr.semantics
+    assert "not a power-law value" in pr.semantics and "one block per lane" in pr.semantics
+    assert "profiler_ballot(1)" in pr.semantics and "rejection" in pr.semantics  # how it was counted
+    assert "threadIdx.x % 32 == leader" in carol.semantics
+    assert "the profile's counts are the injector's" in isa.mode_spec("nvlabs", "single_bit").semantics
     assert "predicated-off" in isa.mode_spec("carol", "single_bit").semantics
     assert "ignored" in isa.mode_spec("carol", "warp_random", powerlaw_line=True).semantics
     assert "read by this power-law-capable build" in isa.semantics("carol", "warp_random", powerlaw_line=True,
                                                                     build_reads_powerlaw=True)
+
+
+def test_no_semantics_or_template_says_unknown_where_the_source_answers():
+    from importlib import resources
+
+    for name, d in isa.DIALECTS.items():
+        template = resources.files("templates").joinpath("injection-info", f"{name}.txt.j2").read_text()
+        for text in [template] + [isa.semantics(name, m) for m in isa.supported_modes(name)]:
+            assert not any(w in text.lower() for w in ("unknown", "assumed", "not public")), (name, text)
+        assert d.source_public
 
 
 def test_enums_match_the_protocol_doc():
@@ -127,6 +143,6 @@ def test_enums_match_the_protocol_doc():
                                                     ("NODEST", 4), ("OTHERS", 5), ("GPPR", 6), ("GP", 7)]
     assert isa.dialect("nvlabs").groups == ("fp64", "fp32", "ld", "pr", "nodest", "others", "gppr", "gp")
     assert isa.dialect("pr2022").groups[:4] == ("fp64", "fp32", "fp16", "mma")
-    assert [d.num_bfm_types for d in isa.DIALECTS.values()] == [4, 9, 6]
+    assert [isa.dialect(n).num_bfm_types for n in ("nvlabs", "carol", "pr2022")] == [4, 9, 6]
     assert isa.CarolBFM.WARP_RANDOM_VALUE == 7 and isa.BFM2022.WARP_RANDOM_VALUE == 4
     assert isa.dialect("carol").igid("FP32") == 1

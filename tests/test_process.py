@@ -11,7 +11,9 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from campaign import process, runner
+from campaign.engine import runner
+from campaign.workload import process
+from campaign.store import runs_dir
 from campaign.cli import main
 from campaign.errors import UserError
 from campaign.store import Store
@@ -45,13 +47,16 @@ def test_cuda_error_text_is_due_even_with_exit_zero(tmp_path):
 
 
 def test_hang_past_timeout_kills_the_whole_group(tmp_path):
-    """A workload that ignores SIGTERM, hangs, and has started children and a grandchild."""
+    """A workload that ignores SIGINT and SIGTERM, hangs, and has started children and a
+    grandchild that ignore them too: only SIGKILL ends them, and it reaches every one."""
     pids = tmp_path / "pids"
+    deaf = "import signal; [signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)]; "
     body = f"""
         import os, signal, subprocess, sys, time
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        kids = [subprocess.Popen([sys.executable, "-c", "import subprocess, sys, time; "
-                 "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(300)']); time.sleep(300)"])
+        kids = [subprocess.Popen([sys.executable, "-c", {deaf!r} + "import subprocess, sys, time; "
+                 "subprocess.Popen([sys.executable, '-c', {deaf!r} + 'import time; time.sleep(300)']); time.sleep(300)"])
                 for _ in range(2)]
         time.sleep(1.0)
         import psutil
@@ -67,6 +72,24 @@ def test_hang_past_timeout_kills_the_whole_group(tmp_path):
     assert len(children) == 4
     time.sleep(0.2)
     assert not [p for p in children if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+
+
+def test_a_hang_is_sent_sigint_first_and_what_its_handler_writes_is_kept(tmp_path):
+    """NVBitFI's injector writes its record from a SIGINT handler; SIGTERM would skip it."""
+    body = """
+        import signal, sys, time
+        def record(sig, frame):
+            open("record.txt", "w").write(signal.Signals(sig).name)
+            sys.exit(255)
+        signal.signal(signal.SIGINT, record)
+        signal.signal(signal.SIGTERM, record)
+        time.sleep(300)
+    """
+    t0 = time.monotonic()
+    ended = process.run(script(tmp_path, body), tmp_path / "r", timeout_s=2)
+    assert ended.timed_out and ended.due_reason() == "timeout"
+    assert (tmp_path / "r" / "record.txt").read_text() == "SIGINT"
+    assert time.monotonic() - t0 < 2 + process.INT_GRACE_S  # no wait for a reaped leader
 
 
 def test_children_left_by_a_finished_workload_are_ended(tmp_path):
@@ -99,6 +122,7 @@ def outcomes(db: Path) -> list[tuple]:
         return con.execute("SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id").fetchall()
 
 
+@pytest.mark.slow  # 13 s; the crash, hang and timeout tests stay in the default run
 def test_process_isolated_and_in_process_agree(tmp_path, small_config):
     a, b = tmp_path / "a.db", tmp_path / "b.db"
     for db in (a, b):
@@ -110,7 +134,7 @@ def test_process_isolated_and_in_process_agree(tmp_path, small_config):
     with sqlite3.connect(b) as con:
         assert {r[0] for r in con.execute("SELECT isolation FROM result")} == {"process"}
         kept = con.execute("SELECT site_id, detail FROM result WHERE outcome != 'masked'").fetchall()
-    runs = runner.runs_dir(Store.open(b)) / "baseline"
+    runs = runs_dir(Store.open(b)) / "baseline"
     assert {p.name for p in runs.iterdir() if p.name.isdigit()} == {str(s) for s, _ in kept}
 
 
@@ -119,13 +143,13 @@ def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(textwrap.dedent(prelude) + textwrap.dedent("""
         import runpy, sys
-        sys.argv = ["campaign.infer"] + sys.argv[1:]
-        runpy.run_module("campaign.infer", run_name="__main__")
+        sys.argv = ["campaign.workload.program"] + sys.argv[1:]
+        runpy.run_module("campaign.workload.program", run_name="__main__")
     """))
-    from campaign import workload
+    from campaign.workload import program
 
-    real = workload.command
-    monkeypatch.setattr(workload, "command", lambda *a, **k: [sys.executable, str(wrapper)] + real(*a, **k)[3:])
+    real = program.command
+    monkeypatch.setattr(program, "command", lambda *a, **k: [sys.executable, str(wrapper)] + real(*a, **k)[3:])
 
 
 def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config, monkeypatch):
@@ -152,7 +176,7 @@ def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config
         else:
             assert outcome != "due"
         if outcome == "due":
-            assert (runner.runs_dir(store) / "baseline" / str(site_id) / "stderr.txt").exists()
+            assert (runs_dir(store) / "baseline" / str(site_id) / "stderr.txt").exists()
 
 
 def test_non_deterministic_golden_runs_are_refused(tmp_path, small_config, monkeypatch):

@@ -196,7 +196,8 @@ def test_json_report_shape_and_numbers(outputs, stores):
     assert doc["format"] == "fi-campaign-report" and doc["version"] == 1 and doc["confidence"] == 0.95
     assert doc["fit_input"] is None and len(doc["stores"]) == 1
     s = doc["stores"][0]
-    assert set(s) == {"label", "identity", "strata", "avf", "comparisons", "breakdown", "fit", "regret"}
+    assert set(s) == {"label", "identity", "strata", "avf", "comparisons", "breakdown", "fit", "regret", "causes", "launch_counts"}
+    assert s["launch_counts"] == []  # a framework-level store has no injector counts
     assert s["label"] == "a.db" and s["fit"] == [] and s["regret"] == []
     ident = s["identity"]
     with sqlite3.connect(stores[0]) as con:
@@ -329,7 +330,7 @@ def test_several_stores_render_in_chromium(stores, tmp_path):
     shot, dom = render_in_chromium(tmp_path / "h" / "index.html", tmp_path)
     check_screenshot(shot)
     page = Dom.of(dom)
-    check_figures(page, {"avf", "units-1", "units-2"})
+    check_figures(page, {"avf", "units-1", "units-2", "bits-1", "bits-2"})
     check_avf_rows(page, read_csv(tmp_path / "both.csv"))
 
 
@@ -377,7 +378,7 @@ def test_bad_inputs_are_one_sentence_and_lose_nothing(stores, tmp_path):
 
 
 def test_export_streams_in_batches(stores):
-    from campaign.export import EXPORT_COLUMNS, batches
+    from campaign.report.export import EXPORT_COLUMNS, batches
     from campaign.store import Store
 
     store = Store.open(stores[0])
@@ -523,7 +524,7 @@ def check_screenshot(shot: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from campaign.plots import COLOURS
+    from campaign.report.plots import COLOURS
 
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert img.shape == (4000, 1280, 3)

@@ -26,8 +26,8 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
     shot, dom = render_in_chromium(out / "index.html", tmp_path)
     check_screenshot(shot)
     page = Dom.of(dom)
-    check_figures(page, {"avf", "units", "regret"})
-    for name in ("avf", "units", "regret"):
+    check_figures(page, {"avf", "units", "bits", "regret"})
+    for name in ("avf", "units", "bits", "regret"):
         assert (out / f"{name}.png").stat().st_size > 0
         assert (out / f"{name}.svg").read_text().lstrip().startswith("<?xml")
     check_avf_rows(page, table)

@@ -13,8 +13,7 @@ from models import zoo
 from models.faults import Injector
 from models.resnet import Arch, build
 from models.train import PRESETS, Recipe, RecipeError, augment, fault_aware_batch, preset
-
-CIFAR10 = "../shared/data/cifar10-jpeg"
+from tests.conftest import shared_data
 
 
 def _within(observed: float, p: float, n: int, sigmas: float = 5.0) -> bool:
@@ -104,10 +103,10 @@ def test_presets_are_the_papers_ablation():
     assert arch == Arch(32, "relu6", "conv-bn-act", 100) and recipe.fault_aware and recipe.epochs == 3
 
 
-@pytest.mark.skipif(not __import__("pathlib").Path(CIFAR10).exists(), reason="needs ../shared/data/cifar10-jpeg")
+@pytest.mark.slow  # resume itself is checked exactly, and fast, in test_safety_inputs.py
 def test_one_epoch_training_smoke_run_and_resume(tmp_path):
     out = tmp_path / "smoke.pt"
-    args = ["train", "--preset", "hardened", "--data", CIFAR10, "--epochs", "1", "--limit", "256",
+    args = ["train", "--preset", "hardened", "--data", str(shared_data("cifar10-jpeg")), "--epochs", "1", "--limit", "256",
             "--out", str(out), "--device", "cpu"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output

@@ -1,6 +1,7 @@
 """The committed checkpoints and the embedded demo: what a newcomer's first command relies on."""
 from __future__ import annotations
 
+import pytest
 import torch
 
 from campaign import config as cfg
@@ -19,12 +20,16 @@ CIFAR100 = {
     "zoo:resnet20-cifar100-baseline": (Arch(20, "relu", "conv-bn-act", 100), False),
     "zoo:resnet20-cifar100-hardened": (Arch(20, "relu6", "conv-act-bn", 100), True),
 }
+RESNET44 = {  # the paper's network, with the ResNet-20 zoo's recipe
+    "zoo:resnet44-cifar10-baseline": (Arch(44, "relu", "conv-bn-act", 10), False),
+    "zoo:resnet44-cifar10-hardened": (Arch(44, "relu6", "conv-act-bn", 10), True),
+}
 EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
 DEMO_MODELS = {"zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened"}
 
 
 def test_committed_checkpoints_carry_their_metadata():
-    for ref, (arch, fault_aware) in (ABLATION | CIFAR100).items():
+    for ref, (arch, fault_aware) in (ABLATION | CIFAR100 | RESNET44).items():
         model, meta = zoo.load(ref)
         assert meta.arch == arch and meta.dataset == f"cifar{arch.num_classes}"
         assert meta.sha256 == zoo.weights_digest(model.state_dict())
@@ -34,13 +39,14 @@ def test_committed_checkpoints_carry_their_metadata():
         assert meta.trained_on
 
 
-def test_the_committed_ablation_differs_only_in_its_presets():
-    """A fair ablation: one recipe for all four, and the hardening costs little clean accuracy."""
-    metas = {ref: zoo.load(ref)[1] for ref in ABLATION}
+@pytest.mark.parametrize("models", [ABLATION, RESNET44], ids=["resnet20", "resnet44"])
+def test_the_committed_ablation_differs_only_in_its_presets(models):
+    """A fair ablation: one recipe for all, and the hardening costs little clean accuracy."""
+    metas = {ref: zoo.load(ref)[1] for ref in models}
     recipes = [{k: v for k, v in m.recipe.items() if k not in ("fault_aware", "history")} for m in metas.values()]
     assert all(r == recipes[0] for r in recipes)
-    baseline = metas["zoo:resnet20-cifar10-baseline"].clean_accuracy
-    assert baseline - metas["zoo:resnet20-cifar10-hardened"].clean_accuracy <= 0.015
+    baseline, *_, hardened = (m.clean_accuracy for m in metas.values())
+    assert baseline - hardened <= 0.015
 
 
 def test_committed_checkpoints_classify_the_bundled_images():
@@ -93,3 +99,16 @@ def test_a_checkpoint_of_the_older_inverted_block_is_refused(tmp_path):
     del blob["format"]
     torch.save(blob, path)
     assert zoo.load(str(path))[1].arch == vanilla
+
+
+@pytest.mark.parametrize("depth,classes", [(20, 10), (20, 100), (44, 10)])
+def test_the_nansafe_hardened_checkpoint_is_the_hardened_weights_with_the_nansafe_activation(depth, classes):
+    """Not retrained: bench/zoo_nansafe.py found the fault-free logits bit-identical on the test split."""
+    hardened = f"zoo:resnet{depth}-cifar{classes}-hardened"
+    _, plain_meta = zoo.load(hardened)
+    _, meta = zoo.load(f"{hardened}-nansafe")
+    assert meta.arch == Arch(depth, "relu6-nansafe", "conv-act-bn", classes)
+    assert meta.sha256 == plain_meta.sha256 and hardened in meta.derived_from
+    assert (meta.recipe, meta.clean_accuracy, meta.dataset) == \
+           (plain_meta.recipe, plain_meta.clean_accuracy, f"cifar{classes}")
+    assert plain_meta.derived_from == ""  # trained, not derived

@@ -1,0 +1,496 @@
+"""The fi-campaign command line: parses, calls and prints. Heavy imports live in the commands."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from campaign import __version__, limits
+from campaign.cli.common import DEFAULT_DB, db_of, open_store
+from campaign.cli.params import FiniteFloat, FilePath, PathText
+from campaign.errors import UserError, mark_model_errors
+
+if TYPE_CHECKING:
+    from campaign.report.fit import RawFit
+    from campaign.report.summary import StoreReport
+
+
+class Cli(click.Group):
+    """Turns a user-facing error into one sentence and exit code 2, never a traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as e:  # noqa: BLE001 - only user-facing errors are caught below
+            if getattr(e, "user_facing", False) or getattr(type(e), "user_facing", False):
+                click.echo(f"Error: {e}", err=True)
+                ctx.exit(2)
+            raise
+
+
+@click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="fi-campaign")
+@click.option("--db", metavar="PATH|URL", type=PathText(), default=None,
+              help=f"Campaign store: an SQLite file, or a PostgreSQL URL (postgresql+psycopg://USER@HOST/DB) "
+                   f"for workers on many hosts. Default: the config's 'store', else ./{DEFAULT_DB}.")
+@click.pass_context
+def main(ctx: click.Context, db: str | None) -> None:
+    """Fault-injection campaigns on baseline and hardened CIFAR ResNets.
+
+    A campaign is planned, run and reported from one store (an SQLite file, or a PostgreSQL
+    database for 'submit' to Slurm):
+
+    \b
+      fi-campaign plan                 # the embedded demo: 2 models x 2 modes
+      fi-campaign run                  # every pending injection; Ctrl-C and rerun to resume
+      fi-campaign report --avf         # Masked / SDC / DUE rates with 95% intervals
+
+    Every planned injection site is stored before anything runs, and each result is
+    committed with its site, so an interrupted run loses nothing and repeats nothing.
+    """
+    from campaign.heap import keep_freed_memory
+
+    keep_freed_memory()
+    ctx.obj = {"db": db}
+
+
+@main.command()
+@click.argument("config", required=False, type=FilePath(dir_okay=False))
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), help="Override the config's seed.")
+@click.option("--injections", type=click.IntRange(1, limits.MAX_INJECTIONS), help="Override injections per model x mode.")
+@click.option("--margin", type=FiniteFloat(min=0, min_open=True, max=0.5),
+              help="Size the campaign for this error margin (e.g. 0.01) instead of 'injections'.")
+@click.option("--confidence", type=FiniteFloat(min=0.5, max=0.9999), default=0.95, show_default=True,
+              help="Confidence level of --margin.")
+@click.option("--profile", "profiles", multiple=True, metavar="[MODEL=]FILE", type=PathText(),
+              help="backend nvbitfi: reuse an existing nvbitfi-igprofile.txt instead of profiling "
+                   "(slow); MODEL=FILE per model, or FILE for every model. Repeatable.")
+@click.pass_context
+def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None,
+         margin: float | None, confidence: float, profiles: tuple[str, ...]) -> None:
+    """Draw every injection site of CONFIG (default: the demo) and store it before anything runs.
+
+    Sites are drawn per model x mode from the seed alone, so the same config and seed give
+    the same sites on any machine. The store must be new: a plan never overwrites results.
+    A plan is all or nothing: it is written beside the store and renamed onto it when whole,
+    so an interrupted plan leaves the file as it was.
+    --margin E sizes every model x mode after Leveugle et al. (DATE 2009) and prints the
+    numbers it used. With backend nvbitfi, sites are dynamic instructions drawn from the
+    workload's NVBitFI profile, uniform over all kernel launches, as NVBitFI's scripts do.
+    """
+    from campaign import config as cfg
+    from campaign.store import Store
+
+    c = cfg.load(config).with_overrides(seed, injections)
+    db = ctx.obj["db"] or c.store or DEFAULT_DB
+    Store.check_new(db)  # before any slow work: the store is taken, or not a store at all
+    mark_model_errors()
+    from campaign.plan.planner import plan as draw, size
+
+    given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
+    if margin is not None:
+        if injections is not None:
+            raise click.UsageError("give either --injections or --margin, not both.")
+        from campaign.stats import z_value
+
+        sized = size(c, margin, confidence, given)
+        click.echo(f"Campaign size after Leveugle et al. (DATE 2009): n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))), "
+                   f"e = {margin}, confidence {confidence} (t = {z_value(confidence):.4f}), p = 0.5")
+        for z in sized:
+            click.echo(f"  {z.model} {z.mode}: N = {z.population:.4g} fault sites -> n = {z.injections}")
+        c = c.with_overrides(injections=max(z.injections for z in sized))
+    from campaign.store import parse_target, runs_dir
+
+    target = parse_target(db)
+    record, sites = draw(c, given, runs_dir(target.anchor))
+    n = Store.create_planned(target, record, sites)
+    click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
+               f"with seed {c.seed} in {target.label}.")
+    for name, info in record.models.items():
+        out = (info.get("profile") or {}).get("left_out") or {}
+        if out.get("launches"):
+            click.echo(f"{name}: left {out['launches']} launches out of the draw ({out['why']}, which the injector "
+                       f"cannot hold): {out['instructions']} of the profile's {out['total']} {out['group']} "
+                       f"instructions ({out['instructions'] / out['total']:.2%}).")
+    click.echo("Next: fi-campaign" + (f" --db {target.label}" if db != DEFAULT_DB else "") + " run")
+
+
+@main.command()
+@click.option("--model", help="Run only this model's sites.")
+@click.option("--mode", help="Run only this mode's sites (single_bit, warp_random, or warp_xor with the own NVBit tool).")
+@click.option("--isolation", type=click.Choice(["inprocess", "process"]),
+              help="inprocess: many injections per forward pass (fast). process: one workload process per "
+                   "injection, with timeouts and crash detection (the NVBitFI path). Default: the config's.")
+@click.option("--keep-runs", is_flag=True, help="Keep the run directories of masked process runs too.")
+@click.option("--workers", type=click.IntRange(1, limits.MAX_WORKERS),
+              help="Parallel workers; they claim sites atomically from the store, so several 'run' "
+                   "commands on one store never run a site twice. Default: one per visible GPU "
+                   "(times --per-gpu), else one per CPU core; more than the cores or the memory "
+                   "hold are capped, with a note saying why.")
+@click.option("--per-gpu", type=click.IntRange(1, limits.MAX_WORKERS), default=1, show_default=True,
+              help="Workers sharing each GPU.")
+@click.option("--until-ci", type=FiniteFloat(min=0, min_open=True, max=0.5),
+              help="Stop a model x mode once the 95% interval half-width of its critical-SDC rate is at "
+                   "most this fraction (e.g. 0.02), even if planned sites remain.")
+@click.option("--slurm", is_flag=True,
+              help="Do not run here: submit --workers workers as a Slurm array job with the config's slurm: "
+                   "section (as 'fi-campaign submit --tasks N'; a PostgreSQL store only).")
+@click.option("--array-task", is_flag=True,
+              help="Run as one task of a Slurm array job started by a plain sbatch script (docs/CLUSTER.md): "
+                   "stay while other workers hold sites, stop claiming 90 s before the job's time limit and "
+                   "exit 3 if sites are left (requeue me), give back held sites on SIGTERM (exit 143).")
+@click.pass_context
+def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool,
+        workers: int | None, per_gpu: int, until_ci: float | None, slurm: bool, array_task: bool) -> None:
+    """Execute the pending injections of the store, committing results as they come.
+
+    Interrupt it at any time (Ctrl-C, or even kill -9); run it again to resume where it
+    stopped: sites held by a dead worker go back to pending, none is run twice. Each
+    injection is logged as a JSON line in STORE.log.jsonl; process runs keep the run
+    directories of SDC and DUE injections in STORE.runs/.
+
+    Each model x mode shows done/planned, the rate of this run (from its first injection:
+    model loading and golden runs are shown as such, not as 0 inj/s) and the ETA: a live
+    bar on a terminal, a plain line every few seconds when the output is piped.
+    """
+    if slurm:
+        from campaign.cli.cluster import do_submit
+
+        return do_submit(ctx, model, mode, isolation, None, {"tasks": workers})
+    if array_task:
+        from campaign.cli.cluster import array_task as as_task
+
+        sys.exit(as_task(ctx, model, mode, isolation))
+    from rich.console import Console
+
+    from campaign.cli.progress import Display
+    from campaign.config import Config
+    from campaign.engine import runner
+
+    store = open_store(ctx)
+    config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
+    mark_model_errors()
+    workers, devices = _workers(config, workers, per_gpu)
+    interrupted = False
+    with Display(Console()) as display:
+        try:
+            totals = runner.run(store, model, mode, display, isolation=isolation, keep_runs=keep_runs,
+                                workers=workers, until_ci=until_ci, devices=devices,
+                                on_note=lambda text: click.echo(f"Note: {text}", err=True))
+        except KeyboardInterrupt:
+            interrupted = True
+        except Exception:
+            display.discard()  # leave the error alone on the screen
+            raise
+    if interrupted:  # after the live display has stopped, so it cannot draw over the line
+        click.echo("Interrupted; every finished chunk is stored. Run again to resume.", err=True)
+        sys.exit(130)
+    if not totals:
+        click.echo("Nothing to run: every selected site already has a result.")
+    else:
+        click.echo(f"Ran {sum(totals.values())} injections. Next: fi-campaign report --avf")
+
+
+def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
+    """(worker count, device per worker): GPUs round-robin, ``per_gpu`` workers each. The runner
+    caps the count to the machine's cores and memory."""
+    from campaign.engine.capacity import cores
+
+    if config.device.startswith("cuda") or config.device == "auto":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n and config.device in ("cuda", "auto"):
+            devices = [f"cuda:{i}" for i in range(n) for _ in range(per_gpu)]
+            return workers or len(devices), devices
+        if n:
+            return workers or per_gpu, [config.device]
+    return workers or cores(), None
+
+
+@main.command()
+@click.argument("stores", nargs=-1, type=PathText())
+@click.option("--avf", is_flag=True, help="Print the AVF table (the default when no file is asked for).")
+@click.option("--csv", "csv_path", metavar="FILE", type=PathText(), help="Write the AVF table as CSV.")
+@click.option("--json", "json_path", metavar="FILE", type=PathText(),
+              help="Write the whole report as JSON: identity, AVF, comparisons, per-layer breakdown, FIT, regret.")
+@click.option("--html", "html_dir", metavar="DIR", type=PathText(),
+              help="Write DIR/index.html (figures embedded) and each figure as PNG and SVG beside it.")
+@click.option("--fit-raw", metavar="X",
+              help="Raw FIT rate (failures per 10^9 hours) of the exposed hardware: adds FIT = raw x AVF.")
+@click.option("--fit-per", metavar="device|bit", help="What --fit-raw is per (default: device).")
+@click.option("--bits", metavar="N", help="With --fit-per bit: how many bits the raw rate applies to.")
+@click.option("--critical-csv", "critical_csv", metavar="FILE", type=PathText(),
+              help="Write what causes the critical SDCs as CSV: NaN/Inf versus finite per model x mode, "
+                   "the ratios with and without the NaN/Inf ones, and per flipped bit for single_bit.")
+@click.option("--reference", "reference", metavar="MODEL",
+              help="Compare the other models with MODEL instead of the campaign's reference model.")
+@click.option("--force", is_flag=True, help="Replace existing output files (never a store).")
+@click.pass_context
+def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str | None, json_path: str | None,
+           html_dir: str | None, fit_raw: str | None, fit_per: str | None, bits: str | None,
+           critical_csv: str | None, reference: str | None, force: bool) -> None:
+    """AVF per model x mode: each outcome as k/n, rate and 95% interval, and the reference
+    model's critical-SDC rate over each other model's, with its interval.
+
+    STORES: one or more campaign stores to report side by side (default: --db or
+    ./fi-campaign.db). n counts the injections that were applied (not_injected is kept out
+    of it); rates use the Wilson interval, or the exact Clopper-Pearson one at k = 0 or
+    k = n. --fit-raw X [--fit-per bit --bits N] rolls AVF up into FIT = raw device FIT x AVF
+    (a per-bit rate is multiplied by N bits first). See docs/REPORTS.md.
+
+    An existing output file is replaced only with --force (--html: the files it writes into
+    DIR; other files there are left alone); no output may name a store or a file beside one.
+    """
+    from datetime import datetime, timezone
+
+    from campaign import outputs
+    from campaign.report import fit
+    from campaign.report import summary as rep
+    from campaign.store import Store, parse_target
+
+    raw = fit.parse(fit_raw, fit_per, bits)
+    if stores and ctx.obj["db"]:
+        raise UserError("give the stores either as arguments or with --db, not both.")
+    targets = [parse_target(s) for s in stores or [db_of(ctx)]]
+    twice = [t for i, t in enumerate(targets) if t.key in [u.key for u in targets[:i]]]
+    if twice:
+        raise UserError(f"{twice[0].label} is given twice; name each store once.")
+    paths = [t.path if t.path is not None else Path(t.name) for t in targets]
+    files = [t.path for t in targets if t.path is not None]
+    opened = [Store.open(t) for t in targets]  # every store is checked before anything is written
+    chosen = {name: outputs.check(value, force, files, folder=name == "html")
+              for name, value in (("csv", csv_path), ("json", json_path), ("html", html_dir),
+                                  ("critical", critical_csv)) if value}
+    if len({o.path for o in chosen.values()}) < len(chosen):
+        raise UserError("--csv, --json, --critical-csv and --html name the same path; give each its own.")
+    reports = [rep.build(s, label, reference) for s, label in zip(opened, rep.store_labels(paths))]
+    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if csv_path:
+        rep.write_avf_csv(reports, chosen["csv"])
+        click.echo(f"Wrote {csv_path}")
+    if critical_csv:
+        rep.write_causes_csv(reports, chosen["critical"])
+        click.echo(f"Wrote {critical_csv}")
+    if json_path:
+        rep.write_json(rep.to_json(reports, raw, generated), chosen["json"])
+        click.echo(f"Wrote {json_path}")
+    if html_dir:
+        from campaign.report import html as html_report
+
+        written = html_report.write(reports, chosen["html"], raw, generated)
+        click.echo(f"Wrote {Path(html_dir) / written.page.name} and {len(written.files)} figure files beside it")
+    if avf or not (csv_path or json_path or html_dir or critical_csv):
+        for r in reports:
+            _print_avf(r, len(reports) > 1)
+            _print_causes(r, len(reports) > 1)
+    if raw:
+        _print_fit(reports, raw)
+
+
+def _print_avf(report: StoreReport, multi: bool) -> None:
+    from rich.console import Console
+
+    from campaign.cli.tables import Col, print_table
+
+    console = Console()
+    ident = report.identity
+    cols = (Col("model", key=True), Col("mode", key=True), Col("outcome", key=True), Col("k/n", key=True, right=True),
+            Col("rate", right=True), Col("95% CI", right=True))
+    rows = [(r.model, r.mode, r.outcome, f"{r.k}/{r.n}", "-" if r.n == 0 else f"{100 * r.rate:.2f}%",
+             f"[{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]%") for r in report.avf]
+    sections = [i for i in range(1, len(rows)) if rows[i][:2] != rows[i - 1][:2]]
+    print_table((f"{ident.label}: " if multi else "") + f"AVF of campaign '{ident.name}' (seed {ident.seed}), 95% intervals",
+                cols, rows, console, sections)
+    fm = ident.fault_model
+    if any(r.mode == "warp_random" for r in report.avf):
+        entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
+        origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
+        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
+                      f"{fm['semantics']}", markup=False)
+    for note in report.count_notes:
+        console.print(note, markup=False)
+    for s in report.strata:
+        if s.nan:
+            console.print(f"NaN/Inf in the outputs: {s.model} {s.mode}: {s.nan} injections", markup=False)
+        if s.not_injected:
+            console.print(f"Not injected (kept out of n): {s.model} {s.mode}: {s.not_injected} injections", markup=False)
+    for c in report.comparisons:
+        r = c.ratio
+        if r.value != r.value:
+            console.print(f"{c.mode}: critical-SDC ratio {c.reference}/{c.candidate} undefined ({c.undefined}).",
+                          markup=False)
+            continue
+        verdict = "significant" if r.significant else "not significant"
+        note = " (0.5 added to each count: a zero count)" if r.corrected else ""
+        console.print(f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
+                      f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}")
+
+
+def _print_causes(report: StoreReport, multi: bool) -> None:
+    """The NaN/Inf split of the critical SDCs, the ratios with and without them, and the bit
+    positions single-bit critical SDCs came from (only bits with one; the CSV has all)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from campaign.report.causes import sentence
+
+    c, console = report.causes, Console()
+    if not any(s.critical for s in c.split):
+        return
+    store = f"{report.identity.label}: " if multi else ""
+    table = Table(title=f"{store}Critical SDCs with NaN/Inf in the outputs and without, 95% intervals")
+    for col in ("model", "mode", "critical", "NaN/Inf k/n", "rate", "95% CI", "finite k/n", "rate ", "95% CI "):
+        table.add_column(col, justify="left" if col in ("model", "mode") else "right", no_wrap=True)
+    for s in c.split:
+        table.add_row(s.model, s.mode, str(s.critical), f"{s.nan}/{s.n}", _pct(s.nan_rate),
+                      f"[{100 * s.nan_low:.2f}, {100 * s.nan_high:.2f}]%", f"{s.finite}/{s.n}", _pct(s.finite_rate),
+                      f"[{100 * s.finite_low:.2f}, {100 * s.finite_high:.2f}]%")
+    console.print(table)
+    for x in c.comparisons:
+        console.print(store + sentence(x), markup=False)
+    hit = [b for b in c.bits if b.k]
+    if hit:
+        table = Table(title=f"{store}single_bit critical SDCs per flipped bit (bits with none left out), 95% intervals")
+        for col in ("model", "mode", "bit", "field", "critical k/n", "rate", "95% CI", "share", "NaN/Inf"):
+            table.add_column(col, justify="left" if col in ("model", "mode", "field") else "right", no_wrap=True)
+        for b in hit:
+            table.add_row(b.model, b.mode, str(b.bit), b.field, f"{b.k}/{b.n}", _pct(b.rate),
+                          f"[{100 * b.ci_low:.2f}, {100 * b.ci_high:.2f}]%", _pct(b.share), str(b.nan))
+        console.print(table)
+
+
+def _pct(x: float) -> str:
+    return "-" if x != x else f"{100 * x:.2f}%"
+
+
+def _print_fit(reports: list[StoreReport], raw: RawFit) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    console.print(f"FIT roll-up: {raw.describe()} (failures per 10^9 device-hours; interval = AVF interval x raw).",
+                  markup=False)
+    if not any(r.fit(raw) for r in reports):
+        console.print("No injection has a result yet: nothing to roll up.")
+        return
+    table = Table(title="FIT per model x mode, 95% intervals")
+    multi = len(reports) > 1
+    for col in (("store",) if multi else ()) + ("model", "mode", "outcome", "AVF", "FIT", "95% CI"):
+        table.add_column(col, justify="right" if col in ("AVF", "FIT", "95% CI") else "left", no_wrap=True)
+    for r in reports:
+        for f in r.fit(raw):
+            table.add_row(*([r.identity.label] if multi else []), f.model, f.mode, f.outcome, f"{100 * f.avf:.2f}%",
+                          f"{f.fit:.4g}", f"[{f.fit_low:.4g}, {f.fit_high:.4g}]")
+    console.print(table)
+
+
+@main.command()
+@click.argument("file", type=PathText())
+@click.option("--force", is_flag=True, help="Replace FILE if it exists (never a store).")
+@click.pass_context
+def export(ctx: click.Context, file: str, force: bool) -> None:
+    """Write one row per injection (its site, backend, layer, outcome and observations) to
+    FILE: Parquet when FILE ends in .parquet or .pq, CSV otherwise. Streamed in batches, so
+    a store of millions of results needs little memory. FILE appears only when complete; an
+    existing one is replaced only with --force, and a store never."""
+    from campaign.outputs import check
+    from campaign.report.export import export as write
+
+    store = open_store(ctx)
+    n = write(store, check(file, force, [store.path]))
+    click.echo(f"Wrote {n} rows to {file}")
+
+
+from campaign.cli.cluster import store, submit  # noqa: E402
+from campaign.cli.faultmodel import fault_model  # noqa: E402
+from campaign.cli.injector import injector  # noqa: E402
+from campaign.cli.models import evaluate, train  # noqa: E402
+
+main.add_command(train)
+main.add_command(evaluate)
+main.add_command(fault_model)
+main.add_command(injector)
+main.add_command(submit)
+main.add_command(store)
+
+
+@main.command()
+@click.option("--home", type=PathText(), help="NVBitFI build to check (default: $NVBITFI_HOME).")
+@click.option("--dialect", help="Injector dialect, if it cannot be read from the build: nvlabs, carol, pr2022, fi-campaign.")
+def doctor(home: str | None, dialect: str | None) -> None:
+    """Check what a SASS-level (NVBitFI) campaign needs on this machine: the GPU, its compute
+    capability, driver and CUDA versions, the NVBitFI build (profiler, injector, dialect) and
+    whether the kernel log can be read for Xid errors. With a DUMMY injector build present it
+    runs a dry campaign that must come back 100% masked. Exit code 2 when something is missing.
+    """
+    from campaign.doctor import diagnose
+
+    ok = True
+    for line in diagnose(home, dialect):
+        click.echo(("  ok    " if line.ok else "  MISS  " if line.required else "  note  ") + line.text)
+        ok &= line.ok or not line.required
+    if not ok:
+        click.echo("Something an NVBitFI campaign needs is missing; see the lines marked MISS.", err=True)
+        sys.exit(2)
+    click.echo("Ready for NVBitFI campaigns.")
+
+
+@main.command()
+@click.pass_context
+def status(ctx: click.Context) -> None:
+    """Progress of a store without running anything: done / planned per model x mode,
+    sites held by workers, outcomes so far, the critical-SDC interval, rate and ETA.
+
+    inj/s is the stratum's results over the time its injections ran, summed over every run
+    that produced them (each chunk of results counts from its finish time back by its
+    runtimes; pauses between runs, model loading and golden runs are left out). ETA is the
+    remaining sites at that rate: injection time still needed, start-up not included.
+    Columns that do not fit the terminal are printed below the table, one line per row.
+    """
+    from campaign.classify import COUNTED, CRITICAL_SDC
+    from campaign.cli.tables import Col, print_table
+    from campaign.config import Config
+    from campaign.stats import proportion
+
+    store = open_store(ctx)
+    cols = (Col("model", key=True), Col("mode", key=True), Col("done/planned", key=True, right=True),
+            Col("running", right=True, spill=1), Col("outcomes", spill=2), Col("critical SDC [95% CI]"),
+            Col("inj/s", right=True), Col("ETA", right=True))
+    rows = []
+    for s in store.stratum_status():
+        n = sum(s.outcomes.get(o, 0) for o in COUNTED)
+        r = proportion(s.outcomes.get(CRITICAL_SDC, 0), n)
+        crit = "-" if n == 0 else f"{100 * r.rate:.2f}% [{100 * r.low:.2f}, {100 * r.high:.2f}]"
+        rate = s.done / s.busy_s if s.busy_s > 0 else None
+        eta = "-" if not rate or s.done == s.planned else f"{(s.planned - s.done) / rate:,.0f} s"
+        rows.append((s.model, s.mode, f"{s.done}/{s.planned}", str(s.running),
+                     " ".join(f"{k}={v}" for k, v in sorted(s.outcomes.items())) or "-", crit,
+                     "-" if rate is None else f"{rate:,.1f}", eta))
+    print_table(f"campaign '{store.campaign().name}' in {store.label}", cols, rows)
+    workers = store.workers()
+    if workers:
+        _print_workers(workers)
+    config = Config.from_json(store.campaign().config)
+    if config.backend == "nvbitfi":
+        from rich.console import Console
+
+        from campaign.report.summary import count_sentence
+
+        console = Console()
+        for check in store.count_checks():
+            console.print(count_sentence(check, config.nvbitfi.dialect), markup=False)
+
+
+def _print_workers(workers) -> None:
+    """Per worker: where it runs (host, Slurm job and array index), its state, its last
+    heartbeat and its rate; a running worker silent past its lease shows as lost."""
+    from campaign.cli.tables import Col, print_table
+
+    cols = (Col("worker", key=True), Col("host"), Col("job"), Col("array", right=True), Col("state", key=True),
+            Col("heartbeat", right=True), Col("done", right=True), Col("inj/s", right=True))
+    rows = [(w.owner, w.host, w.job or "-", "-" if w.array_index is None else str(w.array_index), w.state,
+             f"{w.heartbeat_age_s:,.0f} s ago", str(w.done), f"{w.rate:,.2f}") for w in workers]
+    print_table(f"{len(workers)} workers ({sum(w.state == 'running' for w in workers)} running)", cols, rows)

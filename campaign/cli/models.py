@@ -1,0 +1,210 @@
+"""`fi-campaign train` and `fi-campaign evaluate`: producing and judging hardened models."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from campaign import limits
+from campaign.cli.params import Checked, FilePath, PathText
+from campaign.errors import UserError, mark_model_errors
+
+if TYPE_CHECKING:
+    from campaign.store import Store
+
+PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened", "hardened-nansafe")
+ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56")
+DATASETS = {"cifar10": 10, "cifar100": 100}
+
+
+def _device() -> Checked:
+    from campaign.config import SPECS
+
+    return Checked(SPECS["device"], "device")
+
+
+def _recipe(path: str | None, epochs: int | None, seed: int | None):
+    from models.train import Recipe, RecipeError
+
+    try:
+        return Recipe.read(path, epochs=epochs, seed=seed)
+    except RecipeError as e:
+        raise UserError(str(e)) from None
+
+
+@click.command()
+@click.option("--preset", type=click.Choice(PRESET_NAMES), required=True,
+              help="The paper's ablation: baseline (ReLU), relu6, relu6-fat (+ fault-aware training), "
+                   "hardened (+ conv-relu6-bn order); hardened-nansafe: hardened with a ReLU6 that maps NaN "
+                   "to 0 as GPU min/max instructions do.")
+@click.option("--arch", type=click.Choice(ARCHS), default="resnet20", show_default=True)
+@click.option("--dataset", type=click.Choice(tuple(DATASETS)), default="cifar10", show_default=True)
+@click.option("--data", "source", required=True, type=PathText(),
+              help="CIFAR source: torchvision folder, ImageFolder train/test .tar.xz folder.")
+@click.option("--epochs", type=click.IntRange(1, limits.MAX_EPOCHS), help="Override the recipe's epochs.")
+@click.option("--recipe", "recipe_path", type=FilePath(dir_okay=False),
+              help="YAML with recipe fields (optimizer, lr, schedule, weight_decay, batch_size, ...).")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), help="Override the recipe's seed.")
+@click.option("--out", type=PathText(), metavar="FILE",
+              help="Checkpoint path (default ./ARCH-DATASET-PRESET.pt; the zoo only when named here).")
+@click.option("--force", is_flag=True, help="Replace OUT if it exists (never a store).")
+@click.option("--device", default="auto", show_default=True, type=_device(), help="cpu, cuda, cuda:N or auto.")
+@click.option("--limit", type=click.IntRange(1, limits.MAX_IMAGES), help="Train on the first N images only (smoke runs).")
+@click.pass_context
+def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str, epochs: int | None,
+          recipe_path: str | None, seed: int | None, out: str | None, force: bool, device: str,
+          limit: int | None) -> None:
+    """Train a CIFAR ResNet in one of the paper's four presets (or hardened-nansafe) and write a checkpoint that
+    records its recipe, history and clean test accuracy.
+
+    The checkpoint goes to ./ARCH-DATASET-PRESET.pt unless --out names another path; an
+    existing file (a committed zoo checkpoint included) is replaced only with --force.
+    Interrupted training resumes from its last finished epoch when run again with the same
+    arguments (the state is kept in OUT.partial.pt).
+    """
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    from campaign.outputs import check
+    from campaign.workload.model import resolve_device
+    from models import data as cifar
+    from models.train import partial_path, preset as make_preset, read_partial, train as run_training
+
+    mark_model_errors()
+    given = out or f"{arch}-{dataset}-{preset}.pt"
+    path = check(given, force, [(ctx.obj or {}).get("db")]).path  # before the data and the hours of training
+    recipe = _recipe(recipe_path, epochs, seed)
+    net, recipe = make_preset(preset, int(arch.removeprefix("resnet")), DATASETS[dataset], recipe)
+    device = resolve_device(device)
+    for split in ("train", "test"):  # fail on bad data before the progress display starts (cached)
+        if (found := cifar.load(source, split).dataset) != dataset:
+            raise UserError(f"{source} holds {found}, not {dataset}.")
+    read_partial(partial_path(path))  # and on a planted or damaged training state
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
+                  TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(f"{preset} {arch} {dataset}", total=None, stats="loading data")
+
+        def on_batch(epoch: int, step: int, loss: float, acc: float) -> None:
+            if bar.tasks[task].total is None:
+                bar.update(task, total=recipe.epochs * steps, completed=epoch * steps)
+            bar.update(task, advance=1, stats=f"epoch {epoch + 1}/{recipe.epochs} loss {loss:.3f} acc {acc:.3f}")
+
+        steps = -(-(limit or 50_000) // recipe.batch_size)
+        try:
+            meta = run_training(net, recipe, source, path, device, limit, on_batch=on_batch)
+        except OSError as e:  # the data is read above: this is the partial state or the checkpoint
+            raise UserError(f"cannot write {path} or its partial state ({e.strerror or e}).") from None
+    click.echo(f"Wrote {given}: clean test accuracy {100 * meta.clean_accuracy:.2f}% on {meta.accuracy_on}; {meta.trained_on}.")
+
+
+@click.command()
+@click.argument("models", nargs=-1, required=True, type=PathText())
+@click.option("--regret", is_flag=True, help="Clean and noisy accuracy and their difference (paper Fig. 5).")
+@click.option("--data", "source", default="bundled", show_default=True, type=PathText(), help="CIFAR test images.")
+@click.option("--repeats", type=click.IntRange(1, limits.MAX_REPEATS), default=5, show_default=True,
+              help="Injections per image.")
+@click.option("--images", "count", type=click.IntRange(1, limits.MAX_IMAGES), help="Use N seeded test images (default: all).")
+@click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=0, show_default=True)
+@click.option("--table", "table", default="dsn2021-fu", show_default=True, help="Power-law table of the noise.")
+@click.option("--op", default="FFMA", show_default=True)
+@click.option("--size", default="common", show_default=True)
+@click.option("--csv", "csv_path", type=PathText(), metavar="FILE", help="Write the table as CSV.")
+@click.option("--force", is_flag=True, help="Replace the --csv file if it exists (never a store).")
+@click.option("--device", default="auto", show_default=True, type=_device())
+@click.option("--db", "db", metavar="STORE", type=PathText(),
+              help="With --regret: also record each model's row in this campaign store (as the global --db "
+                   "does), for 'fi-campaign report'.")
+@click.pass_context
+def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: str, repeats: int, count: int | None,
+             seed: int, table: str, op: str, size: str, csv_path: str | None, force: bool, device: str,
+             db: str | None) -> None:
+    """Accuracy of checkpoints (paths or zoo:NAME), and with --regret their accuracy under
+    noise: every test image corrupted REPEATS times at one conv/linear output (a single
+    value, a line or a block, channel probabilities 1.0 / 0.75 / 0.3, power-law magnitude).
+    Regret = clean - noisy, with 95% intervals over images.
+
+    With a store (fi-campaign --db STORE evaluate --regret ..., or --db after evaluate) the
+    rows are also recorded in that existing campaign store, so its HTML report shows the
+    regret figure; the campaign's own results are not touched.
+    """
+    import csv
+
+    import torch
+
+    from campaign.cli.tables import Col, print_table
+    from campaign.store import RegretRecord
+    from campaign.workload.model import resolve_device
+    from models import data as cifar
+    from models import powerlaw, zoo
+    from models.regret import evaluate as regret_of
+    from models.train import evaluate as accuracy_of
+
+    from campaign.outputs import check, replacing
+
+    mark_model_errors()
+    store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
+    table_out = check(csv_path, force, [db, (ctx.obj or {}).get("db")]) if csv_path else None
+    try:
+        law = powerlaw.entry(table, op, size)
+    except (KeyError, ValueError) as e:
+        raise UserError(f"no power-law entry {table} {op} {size} ({e}).") from None
+    if (why := law.degenerate_reason()) is not None:
+        raise UserError(f"power-law entry {table} {op} {size} is degenerate ({why}).")
+    device = resolve_device(device)
+    images = cifar.load(source, "test")
+    if count:
+        images = images.subset(cifar.select(len(images), count, seed))
+    x = cifar.normalise(images.images, images.dataset).to(device)
+    y = torch.from_numpy(images.labels).to(device)
+    title = (f"{len(images)} {images.dataset} test images from {source}"
+             + (f", {repeats} injections each, {table} {op} {size}" if regret else ""))
+    cols = [Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True)]
+    cols += [Col("noisy acc. [95% CI]", spill=1), Col("regret [95% CI]")] if regret else []
+    rows, records, cells = [], [], []
+    noise = (f"{table} {op} {size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
+             "one conv/linear output per image")
+    for ref in models:
+        model, meta = zoo.load(ref, device=device)
+        if meta.dataset != images.dataset:
+            raise UserError(f"{ref} was trained on {meta.dataset} but the images are {images.dataset}.")
+        label = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
+        if regret:
+            r = regret_of(model, x, y, law, repeats, seed)
+            measured = [r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high]
+            records.append(RegretRecord(ref, meta.sha256, label, images.dataset, source, len(images), repeats, seed,
+                                        noise, *measured))
+            rows.append([ref, label, *measured])
+            cells.append((ref, label, f"{100 * r.clean:.2f}%",
+                          f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
+                          f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts"))
+        else:
+            acc = accuracy_of(model, x, y)
+            rows.append([ref, label, acc])
+            cells.append((ref, label, f"{100 * acc:.2f}%"))
+    print_table(title, cols, cells)
+    if table_out:
+        try:
+            with replacing(table_out) as temp, open(temp, "w", newline="") as f:
+                w = csv.writer(f)
+                w.writerow(["model", "preset", "clean"] + (["noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"] if regret else []))
+                w.writerows(rows)
+        except OSError as e:
+            raise UserError(f"cannot write {csv_path} ({e.strerror or e}).") from None
+        click.echo(f"Wrote {csv_path}")
+    if store is not None:
+        store.add_regret(records)
+        click.echo(f"Recorded {len(records)} regret rows in {store.label}")
+
+
+def _regret_store(ctx: click.Context, db: str | None, regret: bool) -> Store | None:
+    """The store regret rows go to: --db after evaluate, else the global --db when given
+    explicitly (never the default store: evaluating must not write where nobody asked)."""
+    from campaign.store import Store
+
+    given = (ctx.obj or {}).get("db")
+    if db and given and Path(db) != Path(given):
+        raise UserError(f"two stores given ({given} and {db}); give one --db.")
+    if db and not regret:
+        raise UserError("evaluate --db records regret evaluations only; add --regret.")
+    path = db or (given if regret else None)
+    return None if path is None else Store.open(path)

@@ -1,0 +1,157 @@
+"""What `run` shows while it runs: per model x mode the count, the rate and the ETA, at any
+terminal width, and as plain lines when the output is not a terminal (a pipe, a CI log), where
+a live display would print nothing until the end.
+
+The rate counts from the moment a stratum's injections start in this run, so model loading,
+golden runs and the results of earlier runs never dilute or inflate it; before that the line
+says what is happening instead.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from campaign.engine.runner import INJECTING, PREPARING, Progress
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+PLAIN_EVERY_S = 5.0  # a plain line per stratum at most this often, besides phase changes and the end
+BAR_MAX = 30
+BAR_MIN = 8
+PHASES = {PREPARING: "loading the model, computing golden outputs", INJECTING: "starting"}
+WAITING_TEXT = "waiting for a worker"
+
+
+@dataclass
+class Pace:
+    """One stratum's pace in this run: from its first injecting report to its latest one."""
+
+    t0: float | None = None
+    d0: int = 0
+    last: Progress | None = None
+    at: float = 0.0
+
+    def see(self, p: Progress, now: float) -> None:
+        if p.phase == INJECTING and self.t0 is None:
+            self.t0, self.d0 = now, p.done
+        self.last, self.at = p, now
+
+    def rate(self) -> float | None:
+        p = self.last
+        if self.t0 is None or p is None or p.done <= self.d0 or self.at <= self.t0:
+            return None
+        return (p.done - self.d0) / (self.at - self.t0)
+
+
+def eta_text(seconds: float) -> str:
+    s = int(round(seconds))
+    return f"{s // 3600}:{s // 60 % 60:02d}:{s % 60:02d}"
+
+
+@dataclass(frozen=True)
+class Line:
+    """The parts of a stratum's line, most important first: the head and count are never cut."""
+
+    head: str
+    count: str
+    info: str
+    outcomes: str
+    fraction: float
+
+    @classmethod
+    def of(cls, pace: Pace) -> "Line":
+        p = pace.last
+        rate = pace.rate()
+        if p.done >= p.planned:
+            info = "done" + (f", {rate:,.0f} inj/s" if rate else "")
+        elif p.phase != INJECTING:
+            info = PHASES.get(p.phase, WAITING_TEXT)
+        elif rate is None:
+            info = PHASES[INJECTING]
+        else:
+            info = f"{rate:,.0f} inj/s, ETA {eta_text((p.planned - p.done) / rate)}"
+        outcomes = " ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items()))
+        return cls(f"{p.model} {p.mode}", f"{p.done}/{p.planned}", info, outcomes,
+                   p.done / p.planned if p.planned else 1.0)
+
+    def plain(self) -> str:
+        return f"{self.head}: {self.count}, {self.info}" + (f", {self.outcomes}" if self.outcomes else "")
+
+    def fitted(self, width: int):
+        """The line as rich Text in ``width`` columns: head, bar, count, info, outcomes. Head,
+        count and info are never cut; the outcomes get the room they leave beside a short bar,
+        and the bar grows into what is left."""
+        from rich.text import Text
+
+        room = width - (len(self.head) + len(self.count) + len(self.info) + 3) - 1
+        bar = BAR_MIN if room >= BAR_MIN + 1 else 0
+        room -= bar + 1 if bar else 0
+        outcomes = self.outcomes if len(self.outcomes) + 1 <= room else (
+            self.outcomes[:room - 2] + "…" if room - 1 >= BAR_MIN else "")
+        room -= len(outcomes) + 1 if outcomes else 0
+        bar += min(BAR_MAX - BAR_MIN, max(room, 0)) if bar else 0
+        text = Text(self.head + " ", overflow="fold")
+        if bar:
+            done = int(round(self.fraction * bar))
+            text.append("━" * done, "bar.finished" if self.fraction >= 1 else "bar.complete")
+            text.append("━" * (bar - done) + " ", "bar.back")
+        text.append(f"{self.count} ", "progress.download")
+        text.append(self.info, "progress.remaining")
+        if outcomes:
+            text.append(" " + outcomes)
+        return text
+
+
+@dataclass
+class Display:
+    """Receives the runner's progress reports; a live bar per stratum on a terminal, plain
+    lines otherwise."""
+
+    console: "Console"
+    paces: dict[tuple[str, str], Pace] = field(default_factory=dict)
+    printed: dict[tuple[str, str], tuple[float, str, bool]] = field(default_factory=dict)
+    live: object = None
+
+    def __enter__(self) -> "Display":
+        if self.console.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.console, auto_refresh=True, refresh_per_second=4,
+                             get_renderable=self._render, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.live = None
+
+    def discard(self) -> None:
+        """Forget every line, so an error is left alone on the screen."""
+        self.paces.clear()
+        if self.live is not None:
+            self.live.refresh()
+
+    def __call__(self, p: Progress) -> None:
+        key, now = (p.model, p.mode), time.monotonic()
+        pace = self.paces.setdefault(key, Pace())
+        pace.see(p, now)
+        if self.live is None:
+            self._plain(key, pace, now)
+
+    def _plain(self, key: tuple[str, str], pace: Pace, now: float) -> None:
+        line, p = Line.of(pace), pace.last
+        finished = p.done >= p.planned
+        when, phase, was_finished = self.printed.get(key, (None, None, False))
+        if when is None or phase != p.phase or (finished and not was_finished) or now - when >= PLAIN_EVERY_S:
+            if not (finished and was_finished):
+                self.console.print(line.plain(), markup=False, highlight=False, soft_wrap=True)
+            self.printed[key] = (now, p.phase, finished)
+
+    def _render(self):
+        from rich.console import Group
+
+        width = self.console.width
+        return Group(*(Line.of(pace).fitted(width) for pace in self.paces.values()))

@@ -1,0 +1,258 @@
+"""Backend nvbitfi: the workload program run under NVBitFI's injector.
+
+The same program as every other process-isolated run (``campaign.workload.program``), so
+golden, profiling and injection runs launch the same kernels in the same order (protocol doc
+§12.1); the tool is attached as ``nvbitfi_tools.attach`` says. Each site is settled against
+the injector's own counts (``nvbitfi_tools.rejection``): a proposal whose log shows it lay past
+its launch's injector count is replaced by a new proposal from the profile, so the campaign
+samples the instructions the injector executes uniformly, whatever its profiler counted.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from campaign.classify import DUE, MASKED, NOT_INJECTED
+from campaign.config import Config
+from campaign.engine.executors import processes
+from campaign.engine.executors.processes import Processes, thread_env
+from campaign.errors import UserError
+from campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site,
+                            Store)
+from campaign.workload import process
+from nvbitfi_tools.attach import gpu_of, tool_env
+from nvbitfi_tools.errors import NvbitfiError
+from nvbitfi_tools.injlog import InjectionLog
+
+
+@dataclass(frozen=True)
+class _Run:
+    """One injection run of a proposal, or why it could not be started."""
+
+    d: Path
+    ended: process.Ended | None = None
+    log: InjectionLog | None = None
+    xids: tuple = ()
+    refused: str | None = None
+
+
+class Nvbitfi(Processes):
+    """One workload process per injection with NVBitFI's injector attached and the site's
+    nvbitfi-injection-info.txt in its run directory (the injector reads it from its cwd)."""
+
+    backend = "nvbitfi"
+
+    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
+                 keep_runs: bool, threads: int | None = None, store: Store | None = None) -> None:
+        from nvbitfi_tools.install import kernel_log_readable, locate, require
+        from nvbitfi_tools.sites import Proposals
+
+        from campaign.workload.model import require_gpu
+
+        require_gpu()
+        self.install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
+        if config.nvbitfi.dummy and self.install.dummy_injector is None:
+            raise UserError("nvbitfi.dummy asks for the DUMMY injector but the build has none; "
+                            "run 'fi-campaign doctor' to see where it goes.")
+        self.name, self.store = name, store
+        self.profile = _planned_profile(record, config, name)
+        self.proposals = Proposals(self.profile, config.nvbitfi.group)
+        self.xid_readable = kernel_log_readable()
+        self.gpu = gpu_of(device)
+        # cuda:N is pinned with CUDA_VISIBLE_DEVICES=N, so inside the process it is plain cuda;
+        # the golden runs are native (no tool) but on the same GPU
+        pinned = dict(os.environ) | ({"CUDA_VISIBLE_DEVICES": self.gpu} if self.gpu is not None else {})
+        super().__init__(record, config, name, "cuda", root, keep_runs, threads, pinned)
+        self.env = self._tool_env(self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector)
+        self.timeout_s = max(processes.MIN_TIMEOUT_S, config.timeout_factor * self._instrumented_runtime())
+
+    def _tool_env(self, tool: Path) -> dict[str, str]:
+        env = tool_env(tool, self.gpu)
+        return env if self.threads is None else thread_env(env, self.threads)
+
+    def _instrumented_runtime(self) -> float:
+        """The timeout base: an instrumented run, never the native one (an instrumented PyTorch
+        inference took 155 s in nvlabs/nvbitfi#16). A DUMMY build runs a real site (the most
+        instructions of the group) without writing it; the real injector runs a site past the
+        last launch, which instruments the kernel but never fires. Timed once per workload and
+        tool, under a lock, like the golden runs."""
+        from campaign.workload.program import command
+        from nvbitfi_tools.render import write_injection_info
+        from nvbitfi_tools.sites import Site as NvSite
+
+        launch = self.profile.launches[int(np.argmax(self.proposals.counts))]
+        tool = self.install.dummy_injector or self.install.injector
+        kcount = launch.index if self.install.dummy_injector else len(self.profile.launches)
+        mode = "single_bit" if "single_bit" in self.config.modes else self.config.modes[0]
+        text = self._info_text(mode, NvSite(launch.kernel, kcount, self.proposals.igid, 0, 0.0, 0.0), None)
+        key = hashlib.sha256((self.root / "workload.json").read_bytes() + str(tool).encode() + text.encode()).hexdigest()
+        meta = self.root / "timing.json"
+        with open(self.root / ".timing.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if meta.exists() and json.loads(meta.read_text()).get("key") == key:
+                return float(json.loads(meta.read_text())["runtime_s"])
+            d = self.root / "timing"
+            shutil.rmtree(d, ignore_errors=True)
+            d.mkdir(parents=True)
+            write_injection_info(d, text)
+            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self._tool_env(tool))
+            if ended.due_reason():
+                raise UserError(f"the instrumented timing run of the workload failed ({ended.due_reason()}); "
+                                f"see {d}/stderr.txt.")
+            meta.write_text(json.dumps({"key": key, "runtime_s": ended.runtime_s, "tool": str(tool),
+                                        "kcount": kcount, "kernel": launch.kernel}))
+            return ended.runtime_s
+
+    def _kernel_log(self) -> str | None:
+        from nvbitfi_tools.install import read_kernel_log
+
+        return read_kernel_log() if self.xid_readable else None
+
+    def _known_counts(self) -> dict[int, int]:
+        """Launch counts any worker's runs have shown so far: proposals past them need no run."""
+        if self.store is None:
+            return {}
+        return {c.kcount: c.injector_count for c in self.store.launch_counts(self.name, self.proposals.igid)}
+
+    def _redraw_rng(self, site: Site, mode: str, k: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, zlib.crc32(self.name.encode()), zlib.crc32(mode.encode()),
+                                      site.id, k])
+
+    def run(self, sites: list[Site], mode: str) -> list[Result]:
+        known = self._known_counts()
+        return [self._one(s, mode, known) for s in sites]
+
+    def _one(self, site: Site, mode: str, known: dict[int, int]) -> Result:
+        from nvbitfi_tools.rejection import settle
+        from nvbitfi_tools.sites import Location
+
+        d = self.root / str(site.id)
+        spent = [0.0]
+
+        def attempt(loc: Location):
+            r = self._attempt(d, site, loc, mode)
+            spent[0] += r.ended.runtime_s if r.ended else 0.0
+            if r.log is None or not r.log.matches(loc.kernel, loc.kcount):
+                return None, r
+            return r.log.launch_count(site.igid), r
+
+        planned = Location(site.kernel, site.kcount, site.iid)
+        settled = settle(planned, self.proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
+        loc, r = settled.location, settled.outcome
+        extra = dict(relocated=None if loc == planned else Relocation(loc.kernel, loc.kcount, loc.iid),
+                     redraws=tuple(Redraw(site.id, x.location.kernel, x.location.kcount, x.location.iid,
+                                          x.injector_count, x.ran) for x in settled.rejected),
+                     launch_counts=tuple(LaunchCount(self.name, site.igid, k, self.profile.launches[k].kernel,
+                                                     self.proposals.profile_count(k), c, site.id)
+                                         for k, c in settled.learned.items()))
+        label = self.label(mode)
+        if r is None:
+            detail = (f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
+                      "(its counts are far below the profile's)")
+            return Result(site.id, NOT_INJECTED, 0, False, None, self.backend, self.isolation, label, spent[0],
+                          detail, **extra)
+        if r.refused is not None:
+            return Result(site.id, NOT_INJECTED, 0, False, None, self.backend, self.isolation, label, spent[0],
+                          f"not run: {r.refused}", **extra)
+        outcome, changed, nan, diff, reason = self._judge(r, site, loc)
+        dropped = outcome == MASKED and not self.keep_runs
+        if dropped:
+            shutil.rmtree(d, ignore_errors=True)
+        return Result(site.id, outcome, changed, nan, diff, self.backend, self.isolation, label, spent[0],
+                      reason or (None if dropped else str(d)), injection=_injection_record(r.log), **extra)
+
+    def _attempt(self, d: Path, site: Site, loc, mode: str) -> _Run:
+        """One run of a proposal in a fresh run directory; a site the injector cannot be given
+        (its rendering refused) is not run at all, and never stops the campaign."""
+        from campaign.workload.program import command
+        from nvbitfi_tools.install import kernel_log_delta, xid_lines
+        from nvbitfi_tools.render import write_injection_info
+        from nvbitfi_tools.sites import Site as NvSite
+
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        nv = NvSite(loc.kernel, loc.kcount, site.igid, loc.iid, site.op_seed, site.bit_seed)
+        try:
+            write_injection_info(d, self._info_text(mode, nv, site))
+        except NvbitfiError as e:
+            return _Run(d, refused=str(e))
+        before = self._kernel_log()
+        ended = process.run(command(self.root), d, self.timeout_s, self.env)
+        after = self._kernel_log()
+        xids = tuple(xid_lines(kernel_log_delta(before, after))) if after is not None else ()
+        return _Run(d, ended, self._read_log(d), xids)
+
+    def _info_text(self, mode: str, nv, site: Site | None) -> str:
+        """The injection-info file of one proposal, in the dialect's own format: the fi-campaign
+        tool draws each lane's power-law value from the site's value seed and the stored law."""
+        from nvbitfi_tools.render import render_injection_info
+
+        if self.config.nvbitfi.dialect == "fi-campaign":
+            fm = self.record.fault_model
+            law = tuple(fm["entries"][fm["size"]]) if mode == "warp_random" else None
+            return render_injection_info("fi-campaign", mode, nv, value_seed=site.value_seed if site else 0, law=law)
+        value = site.value if site and mode == "warp_random" and self.config.nvbitfi.powerlaw_line else None
+        return render_injection_info(self.config.nvbitfi.dialect, mode, nv, value)
+
+    def _read_log(self, d: Path) -> InjectionLog:
+        if self.config.nvbitfi.dialect == "fi-campaign":
+            from nvbitfi_tools.toollog import read_tool_log
+
+            return read_tool_log(d)
+        from nvbitfi_tools.injlog import read_injection_log
+
+        return read_injection_log(d)
+
+    def _judge(self, r: _Run, site: Site, loc) -> tuple[str, int, bool, float | None, str | None]:
+        from nvbitfi_tools.injlog import verdict
+
+        log, ended = r.log, r.ended
+        v = verdict(log, ended.due_reason() is not None or bool(r.xids))
+        if v == "not_injected":
+            drift = log.index == loc.kcount and log.kernel_name not in (None, loc.kernel)
+            why = (f"launch-sequence drift: launch {loc.kcount} ran {log.kernel_name[:80]}, not the planned kernel"
+                   if drift else "injector reported no fault applied")
+            return NOT_INJECTED, 0, False, None, f"{why}: {log.reason}"
+        if v == "due":
+            reason = ended.due_reason() or (f"Xid {r.xids[0].code}" if r.xids else "kernel error reported by the injector")
+            return DUE, 0, False, None, reason
+        return super().judge(r.d, site, ended)
+
+    def label(self, mode: str) -> str:
+        from nvbitfi_tools.isa import math_note, semantics
+
+        nv = self.config.nvbitfi
+        text = semantics(nv.dialect, mode, nv.group, nv.powerlaw_line, nv.reads_powerlaw)
+        text += "; " + math_note(nv.dialect, self.config.math)
+        return text + ("" if self.xid_readable else "; kernel log unreadable, Xid not checked")
+
+
+def _planned_profile(record: CampaignRecord, config: Config, name: str):
+    """The profile the model's sites were drawn from; re-drawn sites must come from the same one."""
+    from nvbitfi_tools.profile import parse_profile
+
+    info = record.models[name].get("profile") or {}
+    path = Path(info.get("path", ""))
+    try:
+        data = path.read_bytes()
+    except OSError:
+        raise UserError(f"the NVBitFI profile model {name} was planned from ({path}) cannot be read; restore it, "
+                        "since re-drawn sites must come from the same profile.") from None
+    if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise UserError(f"the NVBitFI profile {path} has changed since model {name} was planned; restore it or "
+                        "plan a new campaign.")
+    return parse_profile(data.decode("utf-8", errors="replace"), config.nvbitfi.dialect, str(path))
+
+
+def _injection_record(log: InjectionLog) -> InjectionRecord:
+    hit = tuple((lane.lane, lane.before, lane.after) for lane in log.lanes if lane.injected)
+    return InjectionRecord(log.state.value, log.lanes_injected, len(log.lanes), log.opcode, log.reg, log.mask, hit,
+                           log.index, log.kernel_name)

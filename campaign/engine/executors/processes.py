@@ -1,0 +1,155 @@
+"""Process-isolated execution: one workload process per injection, each in its own run directory,
+judged against golden runs of the same program; timeouts, crashes and bad outputs are DUEs."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from campaign.classify import DUE, MASKED, classify_batch
+from campaign.config import Config
+from campaign.engine.executors import BACKEND, semantics
+from campaign.errors import UserError
+from campaign.store import CampaignRecord, Result, Site
+from campaign.workload import process
+
+
+MIN_TIMEOUT_S = 10.0  # no run is judged a hang sooner, however fast the golden runs were
+
+
+def thread_env(env: dict[str, str], threads: int) -> dict[str, str]:
+    return env | {"OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+
+
+def _logits(path: Path) -> np.ndarray:
+    """A run's float32 (images, classes) output; a run directory is no place to unpickle from."""
+    out = np.load(path, allow_pickle=False)
+    if out.dtype != np.float32 or out.ndim != 2:
+        raise ValueError(f"{path} holds {out.dtype} {out.shape}, not float32 logits")
+    return out
+
+
+def _cached(meta: Path, cache: Path, key: str, runs: int) -> tuple[np.ndarray, float] | None:
+    """The golden outputs and slowest runtime cached in a workload root, if they are valid for
+    this workload and enough runs; anything else (absent, stale, damaged) means run them again."""
+    try:
+        info = json.loads(meta.read_text(encoding="utf-8"))
+        slowest = info["slowest_s"]
+        if not (info.get("key") == key and isinstance(info.get("runs"), int) and info["runs"] >= runs
+                and isinstance(slowest, (int, float)) and not isinstance(slowest, bool)
+                and math.isfinite(slowest) and slowest >= 0):
+            return None
+        return _logits(cache), float(slowest)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError):
+        return None
+
+
+class Processes:
+    """One ``python -m campaign.workload.program`` process per injection, each in its own run directory.
+    The golden outputs come from ``golden_runs`` fault-free runs of the same program, which
+    must agree bit for bit; the timeout is max(10 s, timeout_factor x the slowest of them)."""
+
+    GOLDEN_TIMEOUT_S = 600.0
+    groups_layers = False  # every injection runs the whole workload program
+    backend = BACKEND
+    isolation = "process"
+
+    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
+                 keep_runs: bool, threads: int | None = None, base_env: dict[str, str] | None = None) -> None:
+        from campaign.workload.program import write_root
+
+        info = record.models[name]
+        self.record, self.config, self.keep_runs = record, config, keep_runs
+        self.root = write_root(root / name, info["checkpoint"], record.workload, config.batch_size, device,
+                               record.fault_model, config.math)
+        self.threads = threads
+        # workers share the cores: each workload process gets its share, not all of them
+        env = dict(os.environ if base_env is None else base_env)
+        self.env = env if threads is None else thread_env(env, threads)
+        self.golden, slowest = self._cached_golden(config.golden_runs)
+        self.timeout_s = max(MIN_TIMEOUT_S, config.timeout_factor * slowest)
+
+    def _cached_golden(self, runs: int) -> tuple[np.ndarray, float]:
+        """Golden runs once per workload root: the first worker runs them under a file lock,
+        the others (and later resumed runs of the same workload) reuse the result."""
+        import fcntl
+        import hashlib
+
+        key = hashlib.sha256((self.root / "workload.json").read_bytes()).hexdigest()
+        cache, meta = self.root / "golden.npy", self.root / "golden.json"
+        with open(self.root / ".golden.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            cached = _cached(meta, cache, key, runs)
+            if cached is not None:
+                return cached
+            golden, slowest = self._golden(runs)
+            np.save(cache, golden)
+            meta.write_text(json.dumps({"key": key, "runs": runs, "slowest_s": slowest}))
+            return golden, slowest
+
+    def _golden(self, runs: int) -> tuple[np.ndarray, float]:
+        from campaign.workload.program import command
+
+        outputs, slowest = [], 0.0
+        for g in range(runs):
+            d = self.root / f"golden-{g}"
+            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self.env)
+            if ended.due_reason():
+                raise UserError(f"golden run {g} of the workload failed ({ended.due_reason()}); see {d}/stderr.txt.")
+            try:
+                outputs.append(_logits(d / "logits.npy"))
+            except (OSError, ValueError):
+                raise UserError(f"golden run {g} of the workload wrote no valid logits.npy; see {d}.") from None
+            slowest = max(slowest, ended.runtime_s)
+        for g, out in enumerate(outputs[1:], 1):
+            if not np.array_equal(out.view(np.uint32), outputs[0].view(np.uint32)):
+                raise UserError(f"golden runs 0 and {g} of the workload disagree (non-deterministic outputs), "
+                                "so no injection could be judged; see " + str(self.root) + ".")
+        return outputs[0], slowest
+
+    def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
+        """Write what the run needs into its directory; return its command."""
+        from campaign.workload.program import command
+
+        (d / "fault.json").write_text(json.dumps(asdict(site)))
+        return command(self.root, d / "fault.json")
+
+    def judge(self, d: Path, site: Site, ended: process.Ended) -> tuple[str, int, bool, float | None, str | None]:
+        """(outcome, images changed, nan, max |diff|, DUE reason) of a finished run."""
+        reason = ended.due_reason()
+        if reason is None:
+            try:
+                faulty = _logits(d / "logits.npy")
+                if faulty.shape != self.golden.shape:
+                    raise ValueError
+            except (OSError, ValueError):
+                reason = "no valid output file"
+        if reason is not None:
+            return DUE, 0, False, None, reason
+        o = classify_batch(self.golden[None], faulty[None], self.config.tolerance)[0]
+        return o.outcome, o.images_changed, o.nan, o.max_abs_diff, None
+
+    def label(self, mode: str) -> str:
+        return semantics(mode, self.record.fault_model)
+
+    def run(self, sites: list[Site], mode: str) -> list[Result]:
+        results = []
+        for s in sites:
+            d = self.root / str(s.id)
+            d.mkdir(parents=True, exist_ok=True)
+            ended = process.run(self.prepare(d, s, mode), d, self.timeout_s, self.env)
+            outcome, changed, nan, diff, reason = self.judge(d, s, ended)
+            dropped = outcome == MASKED and not self.keep_runs
+            if dropped:
+                shutil.rmtree(d, ignore_errors=True)
+            results.append(Result(s.id, outcome, changed, nan, diff, self.backend, self.isolation, self.label(mode),
+                                  ended.runtime_s, reason or (None if dropped else str(d))))
+        return results
+
+    def close(self) -> None:
+        pass

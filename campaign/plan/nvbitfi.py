@@ -1,0 +1,69 @@
+"""Planning a SASS-level campaign: profile the workload under NVBitFI's profiler, then draw
+sites from the profile as NVBitFI's own scripts do."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from campaign.config import Config
+from campaign.errors import UserError
+from campaign.workload import process
+
+PROFILE_NAME = "nvbitfi-igprofile.txt"
+
+
+def profile_model(config: Config, checkpoint: str, workload: dict, fault_model: dict, root: Path) -> Path:
+    """Run the workload once under profiler.so and keep its nvbitfi-igprofile.txt in ``root``."""
+    from campaign.workload.model import require_gpu
+    from campaign.workload.program import command, write_root
+    from nvbitfi_tools.attach import gpu_of, tool_env
+    from nvbitfi_tools.install import locate, require
+
+    require_gpu()
+    install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
+    root = write_root(root, checkpoint, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned below
+    d = root / "profile"
+    ended = process.run(command(root), d, 24 * 3600.0, tool_env(install.profiler, gpu_of(config.device)))
+    log = d / "nvbitfi-injection-log-temp.txt"  # the profiler reuses the injector's log name
+    if ended.due_reason() or not log.exists():
+        raise UserError(f"the profiling run failed ({ended.due_reason() or 'no profile written'}); see {d}/stderr.txt.")
+    shutil.move(log, root / PROFILE_NAME)
+    return root / PROFILE_NAME
+
+
+def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: dict, stratum_rng
+                  ) -> tuple[list[dict], dict]:
+    """Sites as NVBitFI draws them: a dynamic instruction of the group, uniform over all launches,
+    leaving out launches the injector cannot name; returns the sites and what was left out."""
+    from models.powerlaw import PowerLaw
+    from nvbitfi_tools.errors import NvbitfiError
+    from nvbitfi_tools.profile import read_profile, require_groups
+    from nvbitfi_tools.sites import KERNEL_NAME_BYTES, Proposals, draw_sites
+
+    profile = read_profile(profile_path, config.nvbitfi.dialect)
+    require_groups(profile, [(config.nvbitfi.group, m) for m in config.modes])
+    try:
+        excluded = Proposals(profile, config.nvbitfi.group).excluded
+    except NvbitfiError as e:
+        raise UserError(f"model {model}: {e}") from None
+    own = config.nvbitfi.dialect == "fi-campaign"  # the own tool draws each lane's r from a value seed
+    if own and "warp_random" in config.modes and fault_model["size"] == "by-value":
+        raise UserError("the fi-campaign NVBit tool draws from one power law per site; set fault_model.size "
+                        "to small, common or big instead of by-value.")
+    size = fault_model["size"] if fault_model["size"] != "by-value" else "common"
+    law = PowerLaw(*fault_model["entries"][size])
+    rows = []
+    for mode in config.modes:
+        rng = stratum_rng(config.seed, model, mode)
+        drawn = draw_sites(profile, config.nvbitfi.group, config.injections, rng)
+        values = law.sample(rng.random(len(drawn))) if mode == "warp_random" and not own else np.full(len(drawn), np.nan)
+        seeds = rng.integers(0, 2**62, size=len(drawn)) if mode == "warp_random" and own else [None] * len(drawn)
+        rows.extend({"model": model, "mode": mode, "kernel": s.kernel, "kcount": s.kcount, "igid": s.igid,
+                     "iid": s.iid, "op_seed": s.op_id_seed, "bit_seed": s.bit_id_seed,
+                     "value": None if np.isnan(v) else float(v), "value_seed": None if q is None else int(q)}
+                    for s, v, q in zip(drawn, values, seeds))
+    left_out = {"launches": excluded.launches, "instructions": excluded.instructions, "total": excluded.total,
+                "group": config.nvbitfi.group, "why": f"kernel names of {KERNEL_NAME_BYTES} bytes or more"}
+    return rows, left_out

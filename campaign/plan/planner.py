@@ -1,0 +1,155 @@
+"""From a config to a campaign record and every site, drawn before anything runs."""
+from __future__ import annotations
+
+import hashlib
+import math
+import platform
+import sys
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from campaign import __version__
+from dataclasses import dataclass
+
+from campaign.config import Config
+from campaign.stats import sample_size
+from campaign.errors import UserError
+from campaign.store import CampaignRecord
+from campaign.plan.nvbitfi import nvbitfi_sites
+from campaign.workload.images import image_digest, workload_images
+
+
+def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
+    """One generator per model x mode, so a stratum's sites do not depend on the others."""
+    return np.random.default_rng([seed, zlib.crc32(model.encode()), zlib.crc32(mode.encode())])
+
+
+def versions() -> dict:
+    import torch
+
+    return {"fi-campaign": __version__, "torch": torch.__version__, "numpy": np.__version__,
+            "python": sys.version.split()[0], "platform": platform.platform()}
+
+
+def check_fault_model(config: Config) -> dict:
+    """The power-law entries warp_random will draw from, refusing degenerate ones up front, and
+    which model they belong to (a built-in name, or a fitted file's name, path and digest), so a
+    report can say which model drove the campaign after the file has changed or gone."""
+    from models import powerlaw, sampler
+
+    fm = config.fault_model
+    try:
+        sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
+        laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
+        about = powerlaw.describe(fm.table, fm.op, sizes)
+    except KeyError as e:
+        raise UserError(f"fault_model: {e.args[0]}.") from None
+    if "warp_random" in config.modes:
+        for bucket, law in laws.items():
+            why = law.degenerate_reason()
+            if why:
+                raise UserError(f"fault_model {about['name']} {fm.op} {bucket} (x_min {law.x_min:g}, alpha "
+                                f"{law.alpha:g}) is degenerate: {why}; choose another op or size for warp_random.")
+    return {**about, "table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
+            "sampler": sampler.SPEC, "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
+
+
+def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | None = None
+         ) -> tuple[CampaignRecord, list[dict]]:
+    """``profiles``: model name (or ``*`` for all) -> an existing nvbitfi-igprofile.txt, for
+    backend nvbitfi; a model without one is profiled now under profiler.so in ``runs``."""
+    from models import zoo
+    from models.faults import describe_layers, draw_sites
+    from models.resnet import build
+
+    fault_model = check_fault_model(config)
+    images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
+    models, sites = {}, []
+    for name, ref in config.models.items():
+        _, meta = zoo.load(ref)  # loads fully: a broken checkpoint is refused at plan time
+        if meta.dataset != images.dataset:
+            raise UserError(f"model {name} was trained on {meta.dataset} but the images at "
+                            f"{config.images.source} are {images.dataset}.")
+        layers = describe_layers(build(meta.arch))
+        models[name] = {"checkpoint": ref, "sha256": meta.sha256, "arch": meta.arch.to_dict(),
+                        "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
+                        "accuracy_on": meta.accuracy_on}
+        if config.resumes:
+            from campaign.workload.resume import resume_plan
+
+            models[name]["resume"] = resume_plan(build(meta.arch), config.layer_weighting, len(indices),
+                                                 config.resume_cache_mb)
+        if config.backend == "nvbitfi":
+            path = _profile(config, name, ref, profiles or {}, runs, images, fault_model)
+            drawn, left_out = nvbitfi_sites(config, path, name, fault_model, stratum_rng)
+            models[name]["profile"] = {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                                       "left_out": left_out}
+            sites.extend(drawn)
+            continue
+        for mode in config.modes:
+            drawn = draw_sites(layers, mode, config.injections, len(indices), config.layer_weighting,
+                               stratum_rng(config.seed, name, mode))
+            sites.extend({"model": name, "mode": mode, "layer_name": layers[k].name, **row}
+                         for k, row in zip(drawn["layer"], _rows(drawn)))
+    workload = {"source": config.images.source, "dataset": images.dataset, "count": config.images.count,
+                "seed": config.images.seed, "indices": indices.tolist(), "images_sha256": image_digest(images.images)}
+    record = CampaignRecord(config.name, config.seed, config.to_json(), versions(), models, workload, fault_model)
+    return record, sites
+
+
+def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs: Path | None,
+             images, fault_model: dict) -> Path:
+    given = profiles.get(name) or profiles.get("*")
+    if given:
+        path = Path(given)
+        if not path.is_file():
+            raise UserError(f"profile {given} for model {name} does not exist.")
+        return path
+    from campaign.plan.nvbitfi import profile_model
+
+    workload = {"source": config.images.source, "count": config.images.count, "seed": config.images.seed,
+                "images_sha256": image_digest(images.images)}
+    return profile_model(config, ref, workload, fault_model, (runs or Path("fi-campaign.db.runs")) / name)
+
+
+def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
+    keys = list(drawn)
+    cols = [drawn[k].tolist() for k in keys]
+    return [dict(zip(keys, vals)) for vals in zip(*cols)]
+
+
+@dataclass(frozen=True)
+class Sizing:
+    model: str
+    mode: str
+    population: float  # fault sites the campaign samples from (inf: a continuous value space)
+    injections: int
+
+
+def size(config: Config, margin: float, confidence: float, profiles: dict[str, str] | None = None) -> list[Sizing]:
+    """Injections per stratum for ``margin`` at ``confidence`` (Leveugle et al., DATE 2009, with
+    p = 0.5, the worst case). single_bit's population is every bit of every output value (or of
+    every profiled FP32 thread-instruction, for NVBitFI); warp_random draws a continuous value,
+    so its population is infinite."""
+    from models import zoo
+    from models.faults import describe_layers
+    from models.resnet import build
+
+    out = []
+    for name, ref in config.models.items():
+        if config.backend == "nvbitfi":
+            given = (profiles or {}).get(name) or (profiles or {}).get("*")
+            from nvbitfi_tools.profile import read_profile
+            from nvbitfi_tools.sites import Proposals
+
+            sites = (Proposals(read_profile(given, config.nvbitfi.dialect), config.nvbitfi.group).total
+                     if given else math.inf)
+        else:
+            meta, _ = zoo.read(ref)
+            sites = sum(li.numel for li in describe_layers(build(meta.arch))) * config.images.count
+        for mode in config.modes:
+            population = sites * 32 if mode == "single_bit" else math.inf
+            out.append(Sizing(name, mode, population, sample_size(population, margin, confidence)))
+    return out

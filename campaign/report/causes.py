@@ -1,0 +1,208 @@
+"""What causes critical SDCs: each model x mode's critical SDCs split into those whose faulty
+outputs hold NaN/Inf and the others, the reference-versus-candidate ratio with and without the
+NaN/Inf ones, and for single_bit the flipped bit positions they come from.
+
+A ReLU6 built on PyTorch's hardtanh passes NaN on, so a hardened model's critical single-bit
+SDCs can be all NaN (an exponent bit flipped) while its finite ones are as rare as clipping
+makes them; the split shows which of the two a hardening step changed.
+"""
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from campaign.classify import COUNTED, CRITICAL_SDC
+from campaign.stats import Ratio, proportion, rate_ratio
+from campaign.store import BitGroup, ResultGroup
+
+CONFIDENCE = 0.95
+CSV_COLUMNS = ("model", "mode", "part", "reference", "bit", "k", "n", "value", "ci_low", "ci_high", "share", "nan_k")
+
+
+@dataclass(frozen=True)
+class CriticalSplit:
+    """One model x mode's critical SDCs: with NaN/Inf in the faulty outputs, and finite."""
+
+    model: str
+    mode: str
+    n: int  # counted injections: the AVF denominator
+    critical: int
+    nan: int
+    nan_rate: float
+    nan_low: float
+    nan_high: float
+    finite: int
+    finite_rate: float
+    finite_low: float
+    finite_high: float
+    nan_share: float  # nan / critical; NaN when there is no critical SDC
+
+
+@dataclass(frozen=True)
+class SplitComparison:
+    """Reference over candidate critical-SDC rate, with and without the NaN/Inf ones."""
+
+    mode: str
+    reference: str
+    candidate: str
+    reference_k: int
+    reference_finite: int
+    reference_n: int
+    candidate_k: int
+    candidate_finite: int
+    candidate_n: int
+    with_nan: Ratio
+    without_nan: Ratio
+
+
+@dataclass(frozen=True)
+class BitRow:
+    """Critical SDCs of the single-bit flips of one bit position (0 = least significant)."""
+
+    model: str
+    mode: str
+    bit: int
+    field: str  # of a float32: mantissa (0-22), exponent (23-30), sign (31)
+    n: int  # counted injections that flipped this bit
+    k: int  # of them critical SDCs
+    nan: int  # of those, with NaN/Inf in the outputs
+    rate: float
+    ci_low: float
+    ci_high: float
+    share: float  # k / the stratum's critical SDCs
+
+
+@dataclass(frozen=True)
+class Causes:
+    split: list[CriticalSplit]
+    comparisons: list[SplitComparison]
+    bits: list[BitRow]
+
+
+def causes(reference: str, models: list[str], modes: list[str], groups: list[ResultGroup],
+           bit_groups: list[BitGroup]) -> Causes:
+    split = critical_split(models, modes, groups)
+    return Causes(split, compare_split(reference, models, modes, split), bit_rows(models, modes, bit_groups))
+
+
+def float32_field(bit: int) -> str:
+    return "sign" if bit == 31 else "exponent" if bit >= 23 else "mantissa"
+
+
+def critical_split(models: Iterable[str], modes: Iterable[str], groups: Iterable[ResultGroup]) -> list[CriticalSplit]:
+    tally: dict[tuple[str, str], list[int]] = {}
+    for g in groups:
+        t = tally.setdefault((g.model, g.mode), [0, 0, 0])
+        if g.outcome in COUNTED:
+            t[0] += g.count
+        if g.outcome == CRITICAL_SDC:
+            t[1] += g.count
+            t[2] += g.nan
+    out = []
+    for model in models:
+        for mode in modes:
+            n, k, nan = tally.get((model, mode), [0, 0, 0])
+            a, b = proportion(nan, n, CONFIDENCE), proportion(k - nan, n, CONFIDENCE)
+            out.append(CriticalSplit(model, mode, n, k, nan, a.rate, a.low, a.high, k - nan, b.rate, b.low, b.high,
+                                     nan / k if k else math.nan))
+    return out
+
+
+def compare_split(reference: str, models: Iterable[str], modes: Iterable[str],
+                  splits: list[CriticalSplit]) -> list[SplitComparison]:
+    cell = {(s.model, s.mode): s for s in splits}
+    out = []
+    for mode in modes:
+        ref = cell[(reference, mode)]
+        for model in models:
+            if model == reference:
+                continue
+            c = cell[(model, mode)]
+            out.append(SplitComparison(
+                mode, reference, model, ref.critical, ref.finite, ref.n, c.critical, c.finite, c.n,
+                rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
+                rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE)))
+    return out
+
+
+def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGroup]) -> list[BitRow]:
+    """Every flipped bit position of every model x mode, in model, mode and bit order."""
+    cells: dict[tuple[str, str, int], list[int]] = {}
+    for g in groups:
+        c = cells.setdefault((g.model, g.mode, g.bit), [0, 0, 0])
+        if g.outcome in COUNTED:
+            c[0] += g.count
+        if g.outcome == CRITICAL_SDC:
+            c[1] += g.count
+            c[2] += g.nan
+    critical: dict[tuple[str, str], int] = {}
+    for (model, mode, _), (_, k, _) in cells.items():
+        critical[(model, mode)] = critical.get((model, mode), 0) + k
+    out = []
+    for model in models:
+        for mode in modes:
+            for bit in sorted(b for (m, d, b) in cells if (m, d) == (model, mode)):
+                n, k, nan = cells[(model, mode, bit)]
+                r = proportion(k, n, CONFIDENCE)
+                total = critical[(model, mode)]
+                out.append(BitRow(model, mode, bit, float32_field(bit), n, k, nan, r.rate, r.low, r.high,
+                                  k / total if total else math.nan))
+    return out
+
+
+def sentence(c: SplitComparison) -> str:
+    """The ratio without the NaN/Inf critical SDCs, beside the one with them, in words."""
+    pct = f"{100 * CONFIDENCE:g}%"
+
+    def said(r: Ratio) -> str:
+        if r.value != r.value:
+            return "undefined (no such critical SDC in either model)"
+        note = ", 0.5 added to each count because one is zero" if r.corrected else ""
+        verdict = "significant" if r.significant else "not significant"
+        return f"{r.value:.2f}x ({pct} CI [{r.low:.2f}, {r.high:.2f}]{note}; {verdict})"
+
+    return (f"{c.mode}: critical-SDC rate {c.reference}/{c.candidate} {said(c.with_nan)} with the NaN/Inf ones "
+            f"({c.reference_k - c.reference_finite} and {c.candidate_k - c.candidate_finite} of them), "
+            f"{said(c.without_nan)} without.")
+
+
+# --- CSV ---------------------------------------------------------------------------------------------
+
+
+def csv_rows(c: Causes) -> list[list]:
+    """One long table (docs/REPORTS.md): parts nan_inf and finite (rates of the counted
+    injections), ratio_all and ratio_finite (reference over candidate, on the candidate's
+    row), bit (the rate given that bit was flipped, and its share of the critical SDCs)."""
+    rows: list[list] = []
+    for s in c.split:
+        rows.append([s.model, s.mode, "nan_inf", "", "", s.nan, s.n, _num(s.nan_rate), _num(s.nan_low),
+                     _num(s.nan_high), _num(s.nan_share), s.nan])
+        rows.append([s.model, s.mode, "finite", "", "", s.finite, s.n, _num(s.finite_rate), _num(s.finite_low),
+                     _num(s.finite_high), _num(1 - s.nan_share), ""])
+    for cmp in c.comparisons:
+        for part, k, r in (("ratio_all", cmp.candidate_k, cmp.with_nan),
+                           ("ratio_finite", cmp.candidate_finite, cmp.without_nan)):
+            rows.append([cmp.candidate, cmp.mode, part, cmp.reference, "", k, cmp.candidate_n, _num(r.value),
+                         _num(r.low), _num(r.high), "", ""])
+    for b in c.bits:
+        rows.append([b.model, b.mode, "bit", "", b.bit, b.k, b.n, _num(b.rate), _num(b.ci_low), _num(b.ci_high),
+                     _num(b.share), b.nan])
+    return rows
+
+
+def write_csv(tables: list[tuple[str | None, list[list]]], path: Path, opener) -> None:
+    """``tables``: (store label or None, rows) per store; a store column leads when labelled."""
+    labelled = any(label for label, _ in tables)
+    with opener(path) as f:
+        w = csv.writer(f)
+        w.writerow((("store",) if labelled else ()) + CSV_COLUMNS)
+        for label, rows in tables:
+            for row in rows:
+                w.writerow(([label] if labelled else []) + row)
+
+
+def _num(x: float) -> str:
+    return "" if x != x else f"{x:.6f}"

@@ -1,0 +1,412 @@
+"""AVF tables, baseline-versus-hardened comparisons, per-layer breakdowns and the campaign's
+identity, computed from a store. Every output format (terminal, CSV, JSON, HTML) is rendered
+from one StoreReport, so they cannot disagree; the store is read with three aggregate queries,
+whatever its size.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Iterable
+
+from campaign.classify import COUNTED, CRITICAL_SDC, NOT_INJECTED, OUTCOMES
+from campaign.config import Config
+from campaign.errors import UserError
+from campaign.outputs import Output, replacing, write_text
+from campaign.report.causes import Causes, causes as find_causes, csv_rows as cause_rows, sentence as cause_sentence
+from campaign.report.causes import write_csv as write_cause_table
+from campaign.report.fit import FitRow, RawFit, fit_rows
+from campaign.stats import Ratio, proportion, rate_ratio
+from campaign.store import CountCheck, RegretRecord, ResultGroup, Store
+
+CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
+CONFIDENCE = 0.95
+JSON_FORMAT = "fi-campaign-report"
+JSON_VERSION = 1
+
+
+@dataclass(frozen=True)
+class AvfRow:
+    model: str
+    mode: str
+    outcome: str
+    k: int
+    n: int  # results that count: every outcome but not_injected (for not_injected: all results)
+    rate: float
+    ci_low: float
+    ci_high: float
+
+
+@dataclass(frozen=True)
+class Comparison:
+    mode: str
+    reference: str
+    candidate: str
+    reference_rate: AvfRow
+    candidate_rate: AvfRow
+    ratio: Ratio
+    undefined: str | None = None  # why the ratio is undefined, in words; None when it is defined
+
+
+@dataclass(frozen=True)
+class Stratum:
+    """What happened to one model x mode's planned sites."""
+
+    model: str
+    mode: str
+    planned: int
+    done: int
+    counted: int  # results in the AVF denominator
+    not_injected: int
+    nan: int  # results with NaN/Inf in the outputs, whatever their outcome
+
+
+@dataclass(frozen=True)
+class UnitRow:
+    """Critical SDCs of the injections that landed in one unit: a layer (framework level) or a
+    kernel and instruction group (NVBitFI). ``rate`` is conditional on a fault landing there;
+    ``share`` is the unit's part of the stratum's critical SDCs."""
+
+    model: str
+    mode: str
+    unit: str
+    layer: int | None
+    layer_name: str | None
+    kernel: str | None
+    igid: int | None
+    n: int
+    k: int
+    rate: float
+    ci_low: float
+    ci_high: float
+    share: float
+    not_injected: int
+    nan: int
+
+
+@dataclass(frozen=True)
+class Identity:
+    label: str
+    path: str
+    name: str
+    seed: int
+    created: str
+    first_result: str | None
+    last_result: str | None
+    backend: str
+    isolation: str
+    device: str
+    dialect: str | None  # backend nvbitfi: which injector build
+    reference: str
+    injections: int  # planned per model x mode
+    config: dict
+    versions: dict
+    models: dict
+    workload: dict  # without the image index list (it can be long; its digest is kept)
+    fault_model: dict
+    results_by: tuple[str, ...]  # backend/isolation pairs found in the results
+
+
+@dataclass(frozen=True)
+class StoreReport:
+    identity: Identity
+    strata: list[Stratum]
+    avf: list[AvfRow]
+    comparisons: list[Comparison]
+    unit_kind: str  # "layer" or "kernel"
+    breakdown: list[UnitRow]
+    regret: list[RegretRecord]
+    counts: list[CountCheck] = field(default_factory=list)  # backend nvbitfi: injector vs profile counts
+    count_notes: list[str] = field(default_factory=list)  # the same, one sentence each
+    causes: Causes = field(default_factory=lambda: Causes([], [], []))
+
+    def fit(self, raw: RawFit | None) -> list[FitRow]:
+        return fit_rows(self.avf, raw) if raw else []
+
+
+# --- pure computations ---------------------------------------------------------------------------
+
+
+def avf_from_counts(models: Iterable[str], modes: Iterable[str],
+                    counts: dict[tuple[str, str], dict[str, int]]) -> list[AvfRow]:
+    """Each outcome of each model x mode as k/n with its interval; not_injected is a share of
+    all results and stays out of every other denominator."""
+    rows = []
+    for model in models:
+        for mode in modes:
+            c = counts.get((model, mode), {})
+            n = sum(c.get(o, 0) for o in COUNTED)
+            for outcome in OUTCOMES:
+                k = c.get(outcome, 0)
+                total = n + c.get(NOT_INJECTED, 0) if outcome == NOT_INJECTED else n
+                r = proportion(k, total, CONFIDENCE)
+                rows.append(AvfRow(model, mode, outcome, k, total, r.rate, r.low, r.high))
+    return rows
+
+
+def compare(reference: str, models: Iterable[str], modes: Iterable[str], rows: list[AvfRow]) -> list[Comparison]:
+    """Critical-SDC rate of the reference model over each other model's, per mode."""
+    crit = {(r.model, r.mode): r for r in rows if r.outcome == CRITICAL_SDC}
+    out = []
+    for mode in modes:
+        ref = crit[(reference, mode)]
+        for model in models:
+            if model != reference:
+                cand = crit[(model, mode)]
+                out.append(Comparison(mode, reference, model, ref, cand,
+                                      rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE), why_undefined(ref, cand)))
+    return out
+
+
+def why_undefined(ref: AvfRow, cand: AvfRow) -> str | None:
+    """Why two critical-SDC rates have no ratio: a model without results yet is not a model
+    without critical SDCs, and a reader must not take one for the other."""
+    empty = [r.model for r in (ref, cand) if r.n == 0]
+    if len(empty) == 2:
+        return f"no results yet for {ref.model} or {cand.model}"
+    if empty:
+        return f"no results yet for {empty[0]}"
+    if ref.k == 0 and cand.k == 0:
+        return f"both have results ({ref.n} and {cand.n}) and neither has a critical SDC"
+    return None
+
+
+def counts_by_stratum(groups: Iterable[ResultGroup]) -> dict[tuple[str, str], dict[str, int]]:
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for g in groups:
+        c = out.setdefault((g.model, g.mode), {})
+        c[g.outcome] = c.get(g.outcome, 0) + g.count
+    return out
+
+
+def strata(models: Iterable[str], modes: Iterable[str], progress: list[tuple[str, str, int, int]],
+           groups: list[ResultGroup]) -> list[Stratum]:
+    planned = {(a, b): (done, total) for a, b, done, total in progress}
+    out = []
+    for model in models:
+        for mode in modes:
+            mine = [g for g in groups if (g.model, g.mode) == (model, mode)]
+            done, total = planned.get((model, mode), (0, 0))
+            out.append(Stratum(model, mode, total, done, sum(g.count for g in mine if g.outcome in COUNTED),
+                               sum(g.count for g in mine if g.outcome == NOT_INJECTED), sum(g.nan for g in mine)))
+    return out
+
+
+def unit_label(kind: str, g: ResultGroup) -> str:
+    if kind == "layer":
+        return f"{g.layer} {g.layer_name}" if g.layer is not None else "(no layer)"
+    return f"{g.kernel or '(no kernel)'} / igid {g.igid}"
+
+
+def breakdown(kind: str, models: Iterable[str], modes: Iterable[str], groups: list[ResultGroup]) -> list[UnitRow]:
+    """Critical-SDC rate per unit with its interval, in layer order (or kernel, igid order)."""
+    cells: dict[tuple, dict] = {}
+    for g in groups:
+        unit = (g.layer, g.layer_name) if kind == "layer" else (g.kernel, g.igid)
+        c = cells.setdefault((g.model, g.mode, unit), {"g": g, "n": 0, "k": 0, "ni": 0, "nan": 0})
+        c["n"] += g.count if g.outcome in COUNTED else 0
+        c["k"] += g.count if g.outcome == CRITICAL_SDC else 0
+        c["ni"] += g.count if g.outcome == NOT_INJECTED else 0
+        c["nan"] += g.nan
+    crit = {(m, d): sum(c["k"] for (m2, d2, _), c in cells.items() if (m2, d2) == (m, d))
+            for m in models for d in modes}
+    rank = {(m, d): i for i, (m, d) in enumerate((m, d) for m in models for d in modes)}
+
+    def order(key: tuple) -> tuple:
+        model, mode, unit = key
+        missing_last = [(x is None, x if x is not None else 0) for x in unit]
+        return (rank.get((model, mode), len(rank)), model, mode, *missing_last)
+
+    out = []
+    for key in sorted(cells, key=order):
+        model, mode, _ = key
+        c, g = cells[key], cells[key]["g"]
+        r = proportion(c["k"], c["n"], CONFIDENCE)
+        total = crit.get((model, mode), 0)
+        out.append(UnitRow(model, mode, unit_label(kind, g), g.layer if kind == "layer" else None,
+                           g.layer_name if kind == "layer" else None, g.kernel if kind == "kernel" else None,
+                           g.igid if kind == "kernel" else None, c["n"], c["k"], r.rate, r.low, r.high,
+                           c["k"] / total if total else math.nan, c["ni"], c["nan"]))
+    return out
+
+
+def identity(label: str, path: "str | Path", record, config: Config, groups: list[ResultGroup]) -> Identity:
+    workload = {k: v for k, v in record.workload.items() if k != "indices"}
+    return Identity(
+        label, str(path), record.name, record.seed, record.created,
+        min((g.first for g in groups), default=None), max((g.last for g in groups), default=None),
+        config.backend, config.isolation, config.device,
+        config.nvbitfi.dialect if config.backend == "nvbitfi" else None,
+        config.reference, config.injections, json.loads(config.to_json()), record.versions, record.models, workload,
+        record.fault_model, tuple(sorted({f"{g.backend}/{g.isolation}" for g in groups})))
+
+
+def store_labels(paths: list[Path]) -> list[str]:
+    """Short names for stores side by side: the file name, or the whole path where two share one."""
+    names = [p.name for p in paths]
+    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
+
+
+# --- from a store ----------------------------------------------------------------------------------
+
+
+def build(store: Store, label: str | None = None, reference: str | None = None) -> StoreReport:
+    """``reference`` replaces the campaign's reference model in every comparison."""
+    record = store.campaign()
+    config = Config.from_json(record.config)
+    models, modes = list(config.models), list(config.modes)
+    if reference is not None and reference not in models:
+        raise UserError(f"--reference {reference} is not a model of campaign '{record.name}' in {store.path} "
+                        f"(its models: {', '.join(models)}).")
+    ref = reference or config.reference
+    groups = store.result_groups()
+    rows = avf_from_counts(models, modes, counts_by_stratum(groups))
+    kind = "kernel" if config.backend == "nvbitfi" else "layer"
+    checks = store.count_checks() if config.backend == "nvbitfi" else []
+    ident = replace(identity(label or store.name, store.label, record, config, groups), reference=ref)
+    return StoreReport(ident, strata(models, modes, store.progress(), groups), rows,
+                       compare(ref, models, modes, rows), kind,
+                       breakdown(kind, models, modes, groups), store.regret_rows(), checks,
+                       [count_sentence(c, config.nvbitfi.dialect) for c in checks],
+                       find_causes(ref, models, modes, groups, store.bit_groups()))
+
+
+def count_sentence(c: CountCheck, dialect: str) -> str:
+    """How the injector's own counts compared with the profile's, for one model and group."""
+    from nvbitfi_tools.isa import dialect as get_dialect
+
+    group = get_dialect(dialect).group_name(c.igid)
+    head = f"{c.model} {group}: the injector's count of {c.launches} launch{'es' if c.launches != 1 else ''} is known"
+    if not c.over and not c.under:
+        return head + " and each equals the profile's."
+    ratio = (f"{c.ratio_low:.2f}x" if c.ratio_low == c.ratio_high else f"{c.ratio_low:.2f}x to {c.ratio_high:.2f}x")
+    text = (f"{head}; {c.over + c.under} disagree with the profile (profile/injector {ratio}): "
+            f"{c.redrawn} sites were re-drawn within the injector's counts ({c.rejected_runs} runs spent on rejected "
+            "sites)")
+    if c.under:
+        text += (f"; in {c.under} launches the injector executes more than the profile counts, and those extra "
+                 "instructions are never drawn")
+    return text + "."
+
+
+def verdict(c: Comparison) -> str:
+    """One sentence a reader can quote: how the critical-SDC rates compare, and whether the
+    difference is beyond chance at the report's confidence."""
+    r, pct = c.ratio, f"{100 * CONFIDENCE:g}%"
+    if r.value != r.value:
+        return f"{c.mode}: the ratio of critical-SDC rates {c.reference}/{c.candidate} is undefined ({c.undefined})."
+    note = " (0.5 added to each count because one is zero)" if r.corrected else ""
+    size = (f"{c.candidate}'s critical-SDC rate is {r.value:.2f}x lower than {c.reference}'s" if r.value >= 1 else
+            f"{c.candidate}'s critical-SDC rate is {1 / r.value:.2f}x higher than {c.reference}'s")
+    if r.significant:
+        change = "reduction" if r.value > 1 else "increase"
+        judged = f"the {change} is significant (the {pct} interval excludes 1)"
+    else:
+        judged = f"the difference is not significant (the {pct} interval includes 1)"
+    return (f"{c.mode}: {size} (ratio {r.value:.2f}, {pct} CI [{r.low:.2f}, {r.high:.2f}]){note}; {judged}.")
+
+
+# --- CSV and JSON ----------------------------------------------------------------------------------
+
+
+def write_csv(rows: list[AvfRow], out: Output, stores: list[str] | None = None) -> None:
+    """The AVF table; with ``stores`` (one label per row) a leading store column, for reports
+    of several stores."""
+    with replacing(out) as temp, open(temp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow((("store",) if stores else ()) + CSV_COLUMNS)
+        for i, r in enumerate(rows):
+            w.writerow(([stores[i]] if stores else []) +
+                       [r.model, r.mode, r.outcome, r.k, r.n, num(r.rate), num(r.ci_low), num(r.ci_high)])
+
+
+def write_avf_csv(reports: list[StoreReport], out: Output) -> None:
+    if len(reports) == 1:
+        return write_csv(reports[0].avf, out)
+    rows = [(rep.identity.label, r) for rep in reports for r in rep.avf]
+    write_csv([r for _, r in rows], out, [label for label, _ in rows])
+
+
+def write_causes_csv(reports: list[StoreReport], out: Output) -> None:
+    multi = len(reports) > 1
+    write_cause_table([(rep.identity.label if multi else None, cause_rows(rep.causes)) for rep in reports],
+                      out, _csv_file)
+
+
+@contextmanager
+def _csv_file(out: Output):
+    with replacing(out) as temp, open(temp, "w", newline="") as f:
+        yield f
+
+
+def to_json(reports: list[StoreReport], raw: RawFit | None, generated: str) -> dict:
+    """The documented shape (docs/REPORTS.md); NaN (a rate of nothing) becomes null."""
+    doc = {
+        "format": JSON_FORMAT, "version": JSON_VERSION, "generated": generated, "confidence": CONFIDENCE,
+        "interval": "Wilson score; exact Clopper-Pearson at k = 0 or k = n",
+        "ratio_interval": "Katz log-scale; 0.5 added to each k and n when a count is zero",
+        "fit_input": None if raw is None else {**asdict(raw), "device_rate": raw.device_rate,
+                                                "formula": "FIT = raw device FIT x AVF"},
+        "stores": [_store_json(rep, raw) for rep in reports],
+    }
+    return _finite(doc)
+
+
+def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
+    return {
+        "label": rep.identity.label,
+        "identity": asdict(rep.identity),
+        "strata": [asdict(s) for s in rep.strata],
+        "avf": [asdict(r) for r in rep.avf],
+        "comparisons": [{"mode": c.mode, "reference": c.reference, "candidate": c.candidate,
+                         "reference_k": c.reference_rate.k, "reference_n": c.reference_rate.n,
+                         "candidate_k": c.candidate_rate.k, "candidate_n": c.candidate_rate.n,
+                         "ratio": c.ratio.value, "ci_low": c.ratio.low, "ci_high": c.ratio.high,
+                         "corrected": c.ratio.corrected, "significant": c.ratio.significant,
+                         "sentence": verdict(c)} for c in rep.comparisons],
+        "breakdown": {"unit": rep.unit_kind, "rows": [asdict(u) for u in rep.breakdown]},
+        "fit": [asdict(f) for f in rep.fit(raw)],
+        "regret": [asdict(r) for r in rep.regret],
+        "launch_counts": [{**asdict(c), "sentence": t} for c, t in zip(rep.counts, rep.count_notes)],
+        "causes": _causes_json(rep.causes),
+    }
+
+
+def _causes_json(c: Causes) -> dict:
+    def ratio(r) -> dict:
+        return {"ratio": r.value, "ci_low": r.low, "ci_high": r.high, "corrected": r.corrected,
+                "significant": r.significant}
+
+    return {
+        "split": [asdict(s) for s in c.split],
+        "comparisons": [{"mode": x.mode, "reference": x.reference, "candidate": x.candidate,
+                         "reference_k": x.reference_k, "reference_finite": x.reference_finite,
+                         "reference_n": x.reference_n, "candidate_k": x.candidate_k,
+                         "candidate_finite": x.candidate_finite, "candidate_n": x.candidate_n,
+                         "with_nan": ratio(x.with_nan), "without_nan": ratio(x.without_nan),
+                         "sentence": cause_sentence(x)} for x in c.comparisons],
+        "bits": [asdict(b) for b in c.bits],
+    }
+
+
+def _finite(x):
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
+
+
+def write_json(doc: dict, out: Output) -> None:
+    write_text(out, json.dumps(doc, indent=2) + "\n")
+
+
+def num(x: float) -> str:
+    """The CSV's number format: six decimals of a fraction; empty for an undefined rate."""
+    return "" if x != x else f"{x:.6f}"

@@ -1,0 +1,198 @@
+"""What differs between the store's two databases: an SQLite file for one machine, a PostgreSQL
+server for many. Everything else in the store is one piece of SQLAlchemy core over both."""
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import unquote
+
+from sqlalchemy import Float, cast, create_engine, event, extract, func, inspect, text
+from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
+from sqlalchemy.pool import QueuePool
+
+from campaign.errors import UserError
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# deadlock and serialization failures: PostgreSQL aborted the transaction, a retry may pass
+_TRANSIENT = {"40P01", "40001"}
+# the server shut down or restarts: admin_shutdown, crash_shutdown, cannot_connect_now
+_GONE = {"57P01", "57P02", "57P03"}
+
+
+class StoreError(UserError):
+    pass
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a store lives: an SQLite file (``path``) or a PostgreSQL database (``url``)."""
+
+    given: str
+    path: Path | None = None
+    url: URL | None = None
+
+    @property
+    def server(self) -> bool:
+        return self.url is not None
+
+    @property
+    def label(self) -> str:
+        """How the store is named to the user: never with its password."""
+        if self.url is None:
+            return str(self.path)
+        return unquote(self.url.render_as_string(hide_password=True))
+
+    @property
+    def name(self) -> str:
+        return (self.url.database or "") if self.url is not None else self.path.name
+
+    @property
+    def address(self) -> str:
+        """How another process (a spawned worker, a Slurm task) reaches the same store; a URL
+        keeps its password here, so this is never printed."""
+        return self.url.render_as_string(hide_password=False) if self.url is not None else str(self.path)
+
+    @property
+    def anchor(self) -> Path:
+        """What files kept beside the store are named after: the SQLite file, or DBNAME in the
+        current folder for a server store (run directories, the injection log)."""
+        return self.path if self.path is not None else Path.cwd() / self.name
+
+    @property
+    def key(self) -> str:
+        """Equal for two spellings of the same store."""
+        return self.label if self.url is not None else str(self.path.resolve())
+
+
+def parse_target(given: "str | Path | Target") -> Target:
+    """A path, ``sqlite:///path``, or ``postgresql[+psycopg]://user@host/db``."""
+    if isinstance(given, Target):
+        return given
+    s = str(given)
+    if not _URL.match(s):
+        return Target(s, path=Path(s))
+    try:
+        url = make_url(s)
+    except ArgumentError:
+        raise StoreError(f"{s} is not a database URL; give a file path or postgresql+psycopg://USER@HOST/DB.") from None
+    backend = url.get_backend_name()
+    if backend == "sqlite":
+        if not url.database or url.database == ":memory:":
+            raise StoreError(f"{s} names no SQLite file; give sqlite:///PATH or just the path.")
+        return Target(s, path=Path(url.database))
+    if backend != "postgresql":
+        raise StoreError(f"{url.render_as_string(hide_password=True)}: a store is an SQLite file or a PostgreSQL "
+                         "database (postgresql+psycopg://USER@HOST/DB), not " + backend + ".")
+    if not url.database:
+        raise StoreError(f"{url.render_as_string(hide_password=True)} names no database; add /DBNAME.")
+    return Target(s, url=url.set(drivername="postgresql+psycopg"))
+
+
+def engine_for(target: Target) -> Engine:
+    if target.url is None:
+        return sqlite_engine(target.path)
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        raise StoreError("a PostgreSQL store needs psycopg: pip install 'fi-campaign[cluster]'.") from None
+    # pre-ping: a pooled connection that died with a server restart is replaced, not used
+    return create_engine(target.url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+
+
+def sqlite_engine(path: Path) -> Engine:
+    """An engine on the file ``path`` whatever its name: SQLite gets the absolute path itself,
+    never a URL, in which '?', '#' and '%' would be URI syntax and ':memory:' a memory database."""
+    target = os.path.abspath(path)
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(target, check_same_thread=False),
+                           poolclass=QueuePool)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA journal_mode=WAL")
+        cur.execute("PRAGMA synchronous=FULL")
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA foreign_keys=ON")
+        cur.close()
+
+    return engine
+
+
+def insert_ignoring(table, dialect: str):
+    """An INSERT that skips rows whose key is already there (ON CONFLICT DO NOTHING)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert(table).on_conflict_do_nothing()
+
+
+def check_server(target: Target, engine: Engine) -> None:
+    """One connection before anything else, so an unreachable or refused server is one sentence."""
+    try:
+        with engine.connect() as con:
+            con.execute(text("SELECT 1"))
+    except (DBAPIError, OSError) as e:
+        raise StoreError(f"cannot connect to {target.label} ({reason(e)}).") from None
+
+
+def tables(engine: Engine) -> set[str]:
+    return set(inspect(engine).get_table_names())
+
+
+def epoch(dialect: str):
+    """The database's clock in epoch seconds: leases and heartbeats written by workers on many
+    hosts are compared on one clock, the server's."""
+    if dialect == "postgresql":
+        return cast(extract("epoch", func.clock_timestamp()), Float)
+    return (func.julianday("now") - 2440587.5) * 86400.0
+
+
+def pick_ids(con, pick, dialect: str):
+    """The ids an UPDATE may take, from the SELECT ``pick``. SQLite: a subquery of the same
+    statement, run under its single writer lock. PostgreSQL: the rows are locked first, in a
+    statement of their own, with SKIP LOCKED, so concurrent claims take disjoint rows without
+    waiting; inside one UPDATE the planner may run a LIMIT subquery more than once, and with
+    SKIP LOCKED each run can return other rows, so more than LIMIT rows would be taken."""
+    if dialect != "postgresql":
+        return pick.scalar_subquery()
+    return list(con.execute(pick.with_for_update(skip_locked=True)).scalars())
+
+
+def reset_sequences(con, table_names: list[str]) -> None:
+    """After rows were copied in with their ids, the next id PostgreSQL hands out follows them."""
+    if con.dialect.name != "postgresql":
+        return
+    for t in table_names:
+        con.execute(text(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
+                         f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)"))
+
+
+def transient(e: Exception, dialect: str) -> str | None:
+    """Why a failed PostgreSQL transaction may pass if tried again: "conflict" (a deadlock or a
+    serialization failure; at once) or "connection" (the server restarted or is starting; for
+    up to a lease). SQLite errors (a full disk, a read-only file) are never retried."""
+    if dialect != "postgresql":
+        return None
+    state = getattr(getattr(e, "orig", None), "sqlstate", None)
+    if state in _TRANSIENT:
+        return "conflict"
+    if (state or "").startswith("08") or state in _GONE or getattr(e, "connection_invalidated", False):
+        return "connection"
+    if state is None and isinstance(e, OperationalError):
+        return "connection"  # no server answered at all
+    return None
+
+
+def reason(e: Exception) -> str:
+    orig = getattr(e, "orig", None) or e
+    lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
+    return lines[0] if lines else type(orig).__name__
+
+
+__all__ = ["StoreError", "Target", "check_server", "engine_for", "epoch", "insert_ignoring",
+           "parse_target", "pick_ids", "reason", "reset_sequences", "sqlite_engine", "tables", "transient"]

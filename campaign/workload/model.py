@@ -1,0 +1,129 @@
+"""The workload in this process: one model, the campaign's images and their golden outputs."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from campaign.errors import UserError
+from campaign.workload.images import check_checkpoint, workload_inputs
+from models import zoo
+from models.faults import FaultBatch, Injector
+from models.resnet import CifarResNet
+from models.resume import GoldenActivations, Resumer, recording
+
+
+def resolve_device(device: str) -> str:
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"device {device} was asked for but PyTorch sees no CUDA GPU here; use device: cpu.")
+    return device
+
+
+def require_gpu() -> None:
+    if not torch.cuda.is_available():
+        raise UserError("backend nvbitfi needs an NVIDIA GPU visible to PyTorch and none is; "
+                        "run 'fi-campaign doctor' on the GPU machine.")
+
+
+@dataclass
+class Workload:
+    model: CifarResNet
+    meta: zoo.Meta
+    inputs: torch.Tensor  # normalised, on the device
+    golden: np.ndarray  # (images, classes) float32
+    injector: Injector
+    batch_size: int
+    activations: GoldenActivations | None = None  # delayed start: golden tensors of the kept points
+    resumer: Resumer | None = None
+
+    @classmethod
+    def open(cls, checkpoint: str, expect_sha256: str, workload: dict, device: str, batch_size: int,
+             math: str = "fp32", resume_layers: list[int] | None = None) -> "Workload":
+        """``resume_layers``: the resume points (models.resume) whose golden tensors are
+        recorded during the golden run, for faulted passes that start there."""
+        from campaign.workload.mathmode import set_math
+
+        torch.backends.cudnn.benchmark = False  # the same kernels for the golden and every faulted pass
+        torch.backends.cudnn.deterministic = True
+        set_math(math)
+        model, meta = zoo.load(checkpoint, device=device)
+        check_checkpoint(checkpoint, meta.sha256, expect_sha256)
+        inputs = torch.from_numpy(workload_inputs(workload)).to(device)
+        return cls.of_model(model, meta, inputs, batch_size, resume_layers)
+
+    @classmethod
+    def of_model(cls, model: CifarResNet, meta: zoo.Meta, inputs: torch.Tensor, batch_size: int,
+                 resume_layers: list[int] | None = None) -> "Workload":
+        """A loaded model with its golden run (and the kept golden activations) on ``inputs``."""
+        w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model), batch_size)
+        if not resume_layers:
+            w.golden = w.forward(np.arange(len(inputs)))
+            return w
+        w.resumer = Resumer(model)
+        with recording(model, resume_layers, len(inputs)) as acts:
+            w.golden = w.forward(np.arange(len(inputs)))
+        w.activations = acts
+        return w
+
+    def forward(self, rows: np.ndarray, faults: FaultBatch | None = None, resume: bool = True) -> np.ndarray:
+        """Logits of the images ``rows`` (one batch row each), with ``faults`` armed if given.
+
+        Every pass has exactly ``batch_size`` rows (a short chunk is padded with image 0):
+        CPU and GPU kernels pick algorithms by shape, and a batch of 1 can differ from a
+        batch of 256 in the last bits, which would read as an SDC. A faulted pass starts from
+        the golden tensors of the last kept resume point at or before its earliest fault when
+        golden activations are kept (and ``resume``), else from the images.
+        """
+        out = []
+        b = self.batch_size
+        if faults is not None and len(rows) > b:
+            raise ValueError(f"a faulted pass takes at most batch_size={b} rows, got {len(rows)}")
+        if faults is not None and resume and self.activations is not None and len(rows):
+            start = self.activations.start_for(int(faults.layers.min()))
+            if start is not None:
+                return self._resumed(rows, faults, start)
+        with torch.inference_mode():
+            for i in range(0, len(rows), b):
+                chunk = rows[i:i + b]
+                padded = np.concatenate([chunk, np.zeros(b - len(chunk), dtype=chunk.dtype)])
+                x = self.inputs[torch.from_numpy(padded).to(self.inputs.device)]
+                if faults is None:
+                    y = self.model(x)
+                else:
+                    with self.injector.armed(faults):
+                        y = self.model(x)
+                out.append(y[: len(chunk)].float().cpu().numpy())
+        return np.concatenate(out)
+
+    def _resumed(self, rows: np.ndarray, faults: FaultBatch, start: int) -> np.ndarray:
+        """One pass from layer ``start``: its golden output with the faults of that layer
+        applied, the block input beside it, then the rest of the network with the hooks armed
+        for faults further on. Padded to ``batch_size`` rows like every pass."""
+        acts, b = self.activations, self.batch_size
+        padded = np.concatenate([rows, np.zeros(b - len(rows), dtype=rows.dtype)])
+        idx = torch.from_numpy(padded).to(self.inputs.device)
+        block = acts.points[start].block
+        with torch.inference_mode(), self.injector.armed(faults):
+            out = faults.apply(start, acts.outputs[start][idx])
+            carry = None if block is None else acts.carries[block][idx]
+            y = self.resumer.tail(start, out, carry)
+        return y[: len(rows)].float().cpu().numpy()
+
+    def close(self) -> None:
+        """Drop the hooks and the golden tensors (a model's cache can be hundreds of MB)."""
+        self.injector.remove()
+        self.activations = self.resumer = None
+
+    def check_reproducible(self, tolerance: float) -> float:
+        """Fault-free outputs of a reshuffled batch must equal the golden ones, or every
+        comparison would mistake numerical noise for faults. Returns the largest difference."""
+        n = len(self.golden)
+        rows = np.random.default_rng(0).permutation(n)[: min(n, self.batch_size)]
+        diff = float(np.abs(self.forward(rows) - self.golden[rows]).max())
+        if diff > tolerance:
+            raise UserError(f"fault-free outputs differ from the golden run by {diff:.3g} when images are batched "
+                            f"differently on this device; set tolerance to at least {diff:.3g} in the config.")
+        return diff

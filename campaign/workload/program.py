@@ -1,0 +1,139 @@
+"""The workload program: one model, the campaign's fixed images, one optional fault -> logits.
+
+    python -m campaign.workload.program RUN_ROOT [FAULT.json] --out logits.npy
+
+RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode) and ``images.npy`` (the
+normalised inputs), written once per campaign run. It is what every process-isolated injection
+starts — and, for NVBitFI, what the injector attaches to — so it imports only torch, numpy and
+the model code, sets deterministic kernels, and launches exactly the same kernels in the
+golden, profiling and injection runs: the fault is applied by a forward hook that only edits a
+tensor, never by a different code path.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, device: str, fault_model: dict,
+               math: str = "fp32") -> Path:
+    """The folder every workload process of one model reads: images.npy and workload.json."""
+    from campaign.workload.images import workload_inputs
+    from models import zoo
+
+    root = root.resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    spec = json.dumps({"checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size,
+                       "device": device, "fault_model": fault_model, "math": math})
+    # several workers write the same root while others' processes read it: replace atomically
+    tmp = root / f".images.{os.getpid()}.npy"
+    np.save(tmp, workload_inputs(workload))
+    os.replace(tmp, root / "images.npy")
+    (root / f".workload.{os.getpid()}.json").write_text(spec)
+    os.replace(root / f".workload.{os.getpid()}.json", root / "workload.json")
+    return root
+
+
+def command(root: Path, fault: Path | None = None, out: str = "logits.npy") -> list[str]:
+    """The workload program's command line; the same program for golden, profiling and injection runs."""
+    return [sys.executable, "-m", "campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
+
+
+class BadInput(Exception):
+    """A run directory file the program cannot use; its one sentence goes to stderr, exit 2."""
+
+
+def _read_json(path: Path, keys: dict[str, type | tuple[type, ...]]) -> dict:
+    """A JSON object from a run directory, with the keys the program uses checked for type."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BadInput(f"{path} is not a readable JSON file ({type(e).__name__}).") from None
+    if not isinstance(value, dict):
+        raise BadInput(f"{path} does not hold a JSON object.")
+    for key, kind in keys.items():
+        if not isinstance(value.get(key), kind) or isinstance(value.get(key), bool):
+            raise BadInput(f"{path}: {key} is missing or not of the expected type.")
+    return value
+
+
+def _inputs(path: Path) -> np.ndarray:
+    try:
+        inputs = np.load(path, allow_pickle=False)  # a run directory is no place to run code from
+    except (OSError, ValueError) as e:
+        raise BadInput(f"{path} is not a readable .npy array ({type(e).__name__}).") from None
+    if inputs.dtype != np.float32 or inputs.ndim != 4 or len(inputs) == 0:
+        raise BadInput(f"{path} does not hold normalised images (float32, N x C x H x W).")
+    return inputs
+
+
+def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | None]:
+    """The run's spec, images and fault, checked before torch is imported (so a bad file costs
+    no start-up)."""
+    spec = _read_json(root / "workload.json", {"checkpoint": str, "batch_size": int, "device": str, "fault_model": dict})
+    if spec["batch_size"] < 1:
+        raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
+    images = _inputs(root / "images.npy")
+    site = _read_json(fault, {"image": int, "mode": str}) if fault else None
+    if site is not None and not 0 <= site["image"] < len(images):
+        raise BadInput(f"{fault}: image {site['image']} is not one of the {len(images)} workload images.")
+    return spec, images, site
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m campaign.workload.program")
+    ap.add_argument("root", type=Path)
+    ap.add_argument("fault", type=Path, nargs="?")
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args(argv)
+
+    from campaign.heap import keep_freed_memory
+
+    keep_freed_memory()
+    try:
+        spec, images, site = _read_run(args.root, args.fault)
+    except BadInput as e:
+        print(f"workload program: {e}", file=sys.stderr)
+        return 2
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS on GPUs
+    import torch
+
+    # deterministic convolutions without torch.use_deterministic_algorithms, whose import of
+    # torch._dynamo doubled the program's start-up (bench/process.py); golden runs verify it
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    from campaign.workload.mathmode import set_math
+    from models import zoo
+    from models.faults import Injector, site_faults
+
+    set_math(spec.get("math", "fp32"))
+    model, _ = zoo.load(spec["checkpoint"], device=spec["device"])
+    inputs = torch.from_numpy(images).to(spec["device"])
+    b = spec["batch_size"]
+    faults, target = None, -1
+    if site is not None:
+        target = site["image"]
+        faults = site_faults([site], np.array([target % b]), spec["fault_model"])
+    injector = Injector(model)
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(inputs), b):
+            chunk = inputs[i:i + b]
+            x = torch.cat([chunk, inputs[:1].expand(b - len(chunk), *chunk.shape[1:])]) if len(chunk) < b else chunk
+            if faults is not None and i <= target < i + b:
+                with injector.armed(faults):
+                    y = model(x)
+            else:
+                y = model(x)
+            out.append(y[: len(chunk)].float().cpu().numpy())
+    np.save(args.out, np.concatenate(out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""Delayed start: a fault in layer k's output cannot change anything computed before layer k,
+so an injection can start from the golden activations there and run only the rest.
+
+A *resume point* is an injectable layer together with the tensors live across its output: the
+output itself and, inside a residual block, the block input that the shortcut adds back. The
+rest of the network is run by the model's own modules (the ConvUnit after its convolution, the
+rest of the block, the later blocks, the head): the same operations on tensors of the same
+shape as in the whole pass, so from golden tensors recorded in a pass of the same batch shape
+the result is bit-identical.
+
+Only ``CifarResNet`` from models/resnet.py is accepted: for any other network (torchvision
+ResNets, subclasses that override a forward, anything with other dataflow) which tensors are
+live at which layer is not derived here, and it is refused.
+"""
+from __future__ import annotations
+
+import bisect
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator
+
+import numpy as np
+import torch
+from torch import nn
+
+from models.faults import describe_layers
+from models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
+
+FLOAT_BYTES = 4
+
+
+class ResumeError(ValueError):
+    """A network delayed start cannot resume; the message is one sentence for the user."""
+
+    user_facing = True
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    layer: int  # index among models.resnet.injectable_layers
+    name: str
+    block: int | None  # the residual block it lies in; None: the stem or the classifier
+    unit: int  # 1 or 2 inside a block (which ConvUnit); 0 outside
+    numel: int  # per image: the layer's output, kept
+    carry_numel: int  # per image: the block input kept beside it (0 outside a block)
+    macs_after: int  # per image: multiply-accumulates still to run after this layer
+    macs_total: int  # per image: those of a whole pass
+
+
+def _refuse(model: nn.Module, why: str) -> ResumeError:
+    return ResumeError(f"delayed start (resume: true) follows the dataflow of models/resnet.py's CifarResNet only, "
+                       f"and {type(model).__name__} {why}; set resume: false to run whole passes.")
+
+
+def _units(model: nn.Module) -> list[tuple[str, int | None, int, nn.Module]]:
+    """(expected layer name, block, unit, module owning the conv) in execution order."""
+    if type(model) is not CifarResNet:
+        raise _refuse(model, "is not one")
+    out: list[tuple[str, int | None, int, nn.Module]] = [("stem.0", None, 0, model.stem)]
+    for b, block in enumerate(model.blocks):
+        if type(block) is not BasicBlock:
+            raise _refuse(model, f"has a {type(block).__name__} where a BasicBlock belongs")
+        out += [(f"blocks.{b}.unit1.0", b, 1, block.unit1), (f"blocks.{b}.unit2.0", b, 2, block.unit2)]
+    for name, _, _, unit in out:
+        if type(unit) is not ConvUnit or not isinstance(unit[0], nn.Conv2d):
+            raise _refuse(model, f"has no ConvUnit starting with a convolution at {name}")
+    if type(model.fc) is not nn.Linear:
+        raise _refuse(model, "has no linear classifier at fc")
+    return out + [("fc", None, 0, model.fc)]
+
+
+def resume_points(model: nn.Module) -> list[ResumePoint]:
+    """One resume point per injectable layer, in execution order; refuses other networks."""
+    units = _units(model)
+    names = [name for name, _ in injectable_layers(model)]
+    if names != [u[0] for u in units]:
+        raise _refuse(model, "has injectable layers outside the stem, block units and classifier")
+    infos = describe_layers(model)
+    total = sum(li.macs for li in infos)
+    done = np.cumsum([li.macs for li in infos])
+    points = []
+    for k, ((name, block, unit, _), li) in enumerate(zip(units, infos)):
+        # a block's input has the shape of the output of the layer before its first conv
+        carry = 0 if block is None else infos[k - unit].numel
+        points.append(ResumePoint(k, name, block, unit, li.numel, carry, int(total - done[k]), total))
+    return points
+
+
+def expected_work(points: list[ResumePoint], weights: np.ndarray, kept: Iterable[int]) -> float:
+    """Expected share of a whole pass an injection still runs, with faults landing in layer k
+    with probability ``weights[k]`` and each starting from the last kept point at or before it."""
+    starts = np.array(sorted(kept), dtype=np.int64)
+    after = np.array([p.macs_after for p in points], dtype=np.float64) / points[0].macs_total
+    i = np.searchsorted(starts, np.arange(len(points)), side="right") - 1
+    share = np.where(i >= 0, after[starts[np.maximum(i, 0)]] if len(starts) else 1.0, 1.0)
+    return float(np.dot(weights, share))
+
+
+def cache_bytes(points: list[ResumePoint], kept: Iterable[int], images: int) -> int:
+    """Memory of the golden tensors of ``kept`` for ``images`` images (a block input once per block)."""
+    kept = set(kept)
+    outputs = sum(points[k].numel for k in kept)
+    carries = {points[k].block: points[k].carry_numel for k in kept if points[k].block is not None}
+    return (outputs + sum(carries.values())) * images * FLOAT_BYTES
+
+
+def choose(points: list[ResumePoint], weights: np.ndarray, images: int, budget_bytes: int) -> list[int]:
+    """The resume points to keep within ``budget_bytes``: greedily the one that removes the most
+    expected work per byte, until nothing more fits. Layers left out start from the last kept
+    point before them, or from the images (a whole pass)."""
+    kept: list[int] = []
+    work, used = 1.0, 0
+    while True:
+        best: tuple[float, int, int, float] | None = None
+        for p in points:
+            if p.layer in kept:
+                continue
+            size = cache_bytes(points, kept + [p.layer], images) - used
+            if used + size > budget_bytes:
+                continue
+            after = expected_work(points, weights, kept + [p.layer])
+            score = (work - after) / max(size, 1)
+            if work - after > 0 and (best is None or score > best[0]):
+                best = (score, p.layer, size, after)
+        if best is None:
+            return sorted(kept)
+        kept.append(best[1])
+        used += best[2]
+        work = best[3]
+
+
+@dataclass
+class GoldenActivations:
+    """The golden tensors of the kept resume points for every workload image, on the device."""
+
+    points: list[ResumePoint]
+    outputs: dict[int, torch.Tensor]  # layer -> (images, *output shape)
+    carries: dict[int, torch.Tensor]  # block -> (images, *block input shape)
+
+    @property
+    def layers(self) -> list[int]:
+        return sorted(self.outputs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in (*self.outputs.values(), *self.carries.values()))
+
+    def start_for(self, layer: int) -> int | None:
+        """The kept point a pass whose earliest fault is in ``layer`` starts from (None: the images)."""
+        kept = self.layers
+        i = bisect.bisect_right(kept, layer) - 1
+        return kept[i] if i >= 0 else None
+
+
+@contextmanager
+def recording(model: nn.Module, keep: Iterable[int], images: int) -> Iterator[GoldenActivations]:
+    """While open, the first ``images`` rows that pass through the model, in order, are
+    recorded at the kept points: run the golden passes inside it, with the campaign's batch
+    shape, so the tensors are the very ones a whole faulted pass computes before its fault."""
+    points = resume_points(model)
+    keep = sorted(set(keep))
+    device = next(model.parameters()).device
+    acts = GoldenActivations(points, {}, {})
+    filled: dict[tuple[str, int], int] = {}
+    handles = []
+
+    def store(key: tuple[str, int], into: dict[int, torch.Tensor], t: torch.Tensor) -> None:
+        at = filled.get(key, 0)
+        n = min(len(t), images - at)
+        if n <= 0:
+            return
+        if key[1] not in into:
+            into[key[1]] = torch.empty((images, *t.shape[1:]), dtype=t.dtype, device=device)
+        into[key[1]][at:at + n] = t[:n]
+        filled[key] = at + n
+
+    layers = injectable_layers(model)
+    for k in keep:
+        handles.append(layers[k][1].register_forward_hook(
+            lambda m, i, o, k=k: store(("out", k), acts.outputs, o.detach())))
+    for b in sorted({points[k].block for k in keep if points[k].block is not None}):
+        handles.append(model.blocks[b].register_forward_pre_hook(
+            lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach())))
+    try:
+        yield acts
+    finally:
+        for h in handles:
+            h.remove()
+    if any(v != images for v in filled.values()) or len(filled) != len(handles):
+        raise RuntimeError(f"recording saw {sorted(set(filled.values()))} of {images} images at some kept point")
+
+
+class Resumer:
+    """The rest of the network after each resume point, run by the model's own modules."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.points = resume_points(model)
+        self._rest: dict[int, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {}
+        blocks = list(model.blocks)
+        for (_, block, unit, owner), p in zip(_units(model), self.points):
+            if owner is model.fc:
+                self._rest[p.layer] = lambda out, carry: out
+            elif block is None:
+                self._rest[p.layer] = self._after_stem(model, list(owner)[1:], blocks)
+            else:
+                self._rest[p.layer] = self._after_unit(model, blocks[block], unit, list(owner)[1:], blocks[block + 1:])
+
+    @staticmethod
+    def _after_stem(model: CifarResNet, rest: list[nn.Module], blocks: list[nn.Module]):
+        def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+            for m in rest + blocks:
+                out = m(out)
+            return model.head(out)
+
+        return run
+
+    @staticmethod
+    def _after_unit(model: CifarResNet, block: BasicBlock, unit: int, rest: list[nn.Module], later: list[nn.Module]):
+        def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
+            for m in rest:
+                out = m(out)
+            if unit == 1:
+                out = block.unit2(out)
+            out = block.merge(out, carry)
+            for m in later:
+                out = m(out)
+            return model.head(out)
+
+        return run
+
+    def tail(self, layer: int, out: torch.Tensor, carry: torch.Tensor | None = None) -> torch.Tensor:
+        """The logits from layer ``layer``'s output ``out`` (its fault already applied) and,
+        inside a block, the block input ``carry``; later layers' hooks fire as in a whole pass."""
+        return self._rest[layer](out, carry)

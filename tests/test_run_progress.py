@@ -1,0 +1,146 @@
+"""What `run` shows: count, rate and ETA per model x mode at 80 columns, on a terminal (a real
+pseudo-terminal) and piped; what it is doing before the first injection; Ctrl-C with several
+workers, whose "Interrupted" line must come after the live display has stopped."""
+from __future__ import annotations
+
+import fcntl
+import os
+import pty
+import re
+import select
+import signal
+import sqlite3
+import struct
+import subprocess
+import sys
+import termios
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from campaign.cli import main
+from campaign.cli.progress import Line, Pace
+from campaign.engine import runner
+from campaign.store import Store
+
+EXE = str(Path(sys.executable).with_name("fi-campaign"))
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+INTERRUPTED = "Interrupted; every finished chunk is stored. Run again to resume."
+
+
+def planned(tmp_path: Path, checkpoints, injections: int, batch: int, modes=("single_bit", "warp_random")) -> Path:
+    config = tmp_path / "p.yaml"
+    config.write_text(yaml.safe_dump({
+        "name": "progress", "seed": 3, "injections": injections, "batch_size": batch, "modes": list(modes),
+        "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16}}))
+    db = tmp_path / "p.db"
+    r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config)])
+    assert r.exit_code == 0, r.output
+    return db
+
+
+def results(db: Path) -> tuple[int, int]:
+    with sqlite3.connect(db) as con:
+        return con.execute("SELECT count(*), count(DISTINCT site_id) FROM result").fetchone()
+
+
+def env80() -> dict[str, str]:
+    return {**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm"}
+
+
+def test_pace_counts_from_the_first_injection_not_from_model_loading():
+    pace = Pace()
+    pace.see(runner.Progress("m", "single_bit", 100, 1000, {}, runner.PREPARING), now=0.0)
+    assert Line.of(pace).info == "loading the model, computing golden outputs"
+    pace.see(runner.Progress("m", "single_bit", 100, 1000, {}), now=12.0)  # golden outputs took 12 s
+    assert Line.of(pace).info == "starting"  # not "0 inj/s"
+    pace.see(runner.Progress("m", "single_bit", 300, 1000, {"masked": 200}), now=14.0)
+    assert pace.rate() == pytest.approx(100.0)  # 200 in 2 s; neither the 12 s nor the earlier 100 count
+    line = Line.of(pace)
+    assert (line.count, line.info) == ("300/1000", "100 inj/s, ETA 0:00:07")
+    fitted = line.fitted(80).plain
+    assert len(fitted) < 80 and "300/1000" in fitted and "ETA 0:00:07" in fitted and "masked=200" in fitted
+    narrow = Line("resnet20-cifar10-baseline-long warp_random", "300/1000", line.info, "masked=200", 0.3).fitted(60)
+    assert "300/1000 100 inj/s, ETA 0:00:07" in narrow.plain  # no room for the bar: the count stays
+
+
+def test_the_runner_reports_preparing_before_injecting(tmp_path, checkpoints):
+    db = planned(tmp_path, checkpoints, 8, 8)
+    seen: list[runner.Progress] = []
+    runner.run(Store.open(db), model="baseline", on_progress=seen.append)
+    assert [(p.mode, p.phase, p.done) for p in seen[:2]] == [("single_bit", runner.PREPARING, 0),
+                                                            ("single_bit", runner.INJECTING, 0)]
+    assert seen[-1].phase == runner.INJECTING and (seen[-1].mode, seen[-1].done) == ("warp_random", 8)
+    # several workers: the runner polls the store; nothing held or recorded yet means preparing
+    store, polled = Store.open(db), []
+    runner._poll(store, "hardened", None, polled.append, {k[:2]: k[2] for k in store.progress()})
+    assert {p.phase for p in polled} == {runner.PREPARING}
+    store.claim("hardened", "single_bit", 2, "test:1:0", 60)
+    polled.clear()
+    runner._poll(store, "hardened", None, polled.append, {k[:2]: k[2] for k in store.progress()})
+    assert {p.mode: p.phase for p in polled} == {"single_bit": runner.INJECTING, "warp_random": runner.WAITING}
+
+
+def test_piped_run_at_80_columns_prints_count_rate_and_done(tmp_path, checkpoints):
+    db = planned(tmp_path, checkpoints, 24, 8)
+    p = subprocess.run([EXE, "--db", str(db), "run", "--model", "baseline", "--workers", "1"],
+                       capture_output=True, text=True, env=env80(), timeout=600)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    for mode in ("single_bit", "warp_random"):
+        mine = [x for x in lines if x.startswith(f"baseline {mode}: ")]
+        assert re.fullmatch(rf"baseline {mode}: 24/24, done, [\d,]+ inj/s, .*=\d+.*", mine[-1]), mine
+        assert f"baseline {mode}: 0/24, starting" in mine
+    assert lines[0] == "baseline single_bit: 0/24, loading the model, computing golden outputs"
+    assert " 0 inj/s" not in p.stdout and lines[-1].startswith("Ran 48 injections.")
+
+
+def read_pty(master: int, proc: subprocess.Popen, until, timeout: float) -> bytes:
+    """Everything the process writes to its terminal, until ``until(out)`` or its exit."""
+    out, deadline = b"", time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if select.select([master], [], [], 0.2)[0]:
+            try:
+                out += os.read(master, 65536)
+            except OSError:  # the process closed the terminal
+                return out
+        elif proc.poll() is not None:
+            return out
+        if until(out):
+            return out
+    raise AssertionError(f"no end after {timeout} s: {out[-2000:]!r}")
+
+
+def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints):
+    db = planned(tmp_path, {"baseline": checkpoints["baseline"]}, 1000, 16, ("single_bit",))
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen([EXE, "--db", str(db), "run", "--workers", "2"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env80(), start_new_session=True)
+    os.close(slave)
+    try:
+        out = read_pty(master, proc, lambda _: results(db)[0] > 0, 300)
+        proc.send_signal(signal.SIGINT)  # the runner only, as a user's Ctrl-C reaches it
+        out += read_pty(master, proc, lambda _: False, 120)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        os.close(master)
+    text = out.decode()
+    stopped = text.rfind("\x1b[?25h")  # the live display shows the cursor again when it stops
+    assert 0 <= stopped < text.find(INTERRUPTED), text[-1500:]
+    assert "\x1b[2K" not in text[stopped:]  # and draws nothing after that
+    frames = [ANSI.sub("", x) for x in re.split(r"[\r\n]+", text[:stopped])]
+    bars = [x for x in frames if x.startswith("baseline single_bit ")]
+    assert bars and all(len(x) <= 80 and re.search(r" \d+/1000 ", x) for x in bars), bars
+    assert any("loading the model, computing golden outputs" in x for x in bars)
+    done = results(db)[0]
+    assert 0 < done < 1000
+    rerun = subprocess.run([EXE, "--db", str(db), "run", "--workers", "1"], capture_output=True, text=True,
+                           timeout=600)
+    assert rerun.returncode == 0, rerun.stderr
+    assert results(db) == (1000, 1000)
