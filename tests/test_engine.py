@@ -112,10 +112,14 @@ def test_orphaned_workers_stop_when_the_runner_is_killed(new_store, engine_confi
         time.sleep(0.2)
     p.kill()  # only the runner; its workers notice and stop claiming
     p.wait()
-    time.sleep(3)
-    settled = len(results(db))
-    time.sleep(2)
-    assert len(results(db)) == settled < 1600
+    settled, deadline = len(results(db)), time.monotonic() + 120
+    while time.monotonic() < deadline:  # until nothing more is written for 3 s
+        time.sleep(3)
+        now = len(results(db))
+        if now == settled:
+            break
+        settled = now
+    assert time.monotonic() < deadline and settled < 1600
     assert start_run(db).wait(timeout=300) == 0
     assert results(db) == reference
 

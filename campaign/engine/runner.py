@@ -124,6 +124,11 @@ class Job:
     array_index: int | None = None
 
 
+def orphaned(job: Job) -> bool:
+    """A spawned worker whose runner is gone stops, rather than finish a window nobody waits for."""
+    return job.parent is not None and os.getppid() != job.parent
+
+
 def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress], None] | None = None,
          on_note: Note | None = None) -> dict[str, int]:
     """One worker: claim a chunk of a stratum, run it, record it with its sites, until no
@@ -191,8 +196,8 @@ def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.L
                     on_progress(Progress(name, m, done, total, {}))
                 grouped = executor.groups_layers
                 while not stratum_done(store, name, m, job.until_ci):
-                    if job.parent is not None and os.getppid() != job.parent:
-                        return totals, False  # orphaned: the runner that started us is gone
+                    if orphaned(job):
+                        return totals, False
                     if job.deadline is not None and time.time() + (longest or chunk * timeout_s) > job.deadline:
                         return totals, True
                     if done < total:
@@ -207,6 +212,8 @@ def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.L
                     t0 = time.monotonic()
                     beat.chunk(True)
                     for part in layer_chunks(sites, chunk) if grouped else [sites]:
+                        if orphaned(job):  # the rest of the window goes back when this process is gone
+                            return totals, False
                         ran = executor.run(part, m)
                         with log.held(), lock:
                             results = store.record(ran, owner)
