@@ -95,11 +95,15 @@ def test_status_rate_leaves_out_the_pause_between_two_runs(tmp_path, checkpoints
                 raise KeyboardInterrupt
         return on_progress
 
-    calls.append([]), recorded.append([])
+    def next_run() -> None:
+        calls.append([])
+        recorded.append([])
+
+    next_run()
     with pytest.raises(KeyboardInterrupt):
         runner.run(Store.open(db), on_progress=stop_at(64))
     time.sleep(3.0)
-    calls.append([]), recorded.append([])
+    next_run()
     runner.run(Store.open(db))
     assert [len(c) for c in calls] == [2, 2]
     row = status_rows(cli("--db", str(db), "status", columns=200))[("baseline", "single_bit")]
