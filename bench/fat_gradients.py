@@ -21,10 +21,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from campaign.heap import keep_freed_memory  # noqa: E402
-from models import data, zoo  # noqa: E402
-from models.faults import Injector  # noqa: E402
-from models.train import Recipe, augment, fault_aware_batch  # noqa: E402
+from fi_campaign.heap import keep_freed_memory  # noqa: E402
+from fi_campaign.models import data, zoo  # noqa: E402
+from fi_campaign.models.faults import Injector  # noqa: E402
+from fi_campaign.models.train import Recipe, augment, fault_aware_batch  # noqa: E402
 
 
 def batch_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:

@@ -23,7 +23,7 @@ from bench.common import machine  # noqa: E402
 
 
 def samples(n: int, seed: int = 11, x_min: float = 1.0, alpha: float = 2.0, tail: float = 0.5) -> np.ndarray:
-    from models.powerlaw import PowerLaw
+    from fi_campaign.models.powerlaw import PowerLaw
 
     rng = np.random.default_rng(seed)
     k = int(n * tail)
@@ -31,7 +31,7 @@ def samples(n: int, seed: int = 11, x_min: float = 1.0, alpha: float = 2.0, tail
 
 
 def timed(x: np.ndarray, rounds: int) -> float:
-    from models import powerfit
+    from fi_campaign.models import powerfit
 
     times = []
     for _ in range(rounds):

@@ -23,10 +23,10 @@ from bench.common import machine  # noqa: E402
 PROGRAM = """
 import json, resource, statistics, sys, time
 if sys.argv[1] == "kept":
-    from campaign.heap import keep_freed_memory
+    from fi_campaign.heap import keep_freed_memory
     keep_freed_memory()
 import torch
-from models import data, zoo
+from fi_campaign.models import data, zoo
 images = data.load("bundled")
 x = data.normalise(images.images[:256], images.dataset)
 models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened")}

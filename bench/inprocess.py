@@ -36,17 +36,17 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from bench.common import alternating, machine, plan_store  # noqa: E402
-from campaign.config import Config  # noqa: E402
-from campaign.engine.executors.inprocess import fault_batch  # noqa: E402
-from campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size  # noqa: E402
-from campaign.heap import keep_freed_memory  # noqa: E402
-from campaign.store import Site  # noqa: E402
-from campaign.workload.images import image_digest, workload_images  # noqa: E402
-from campaign.workload.model import Workload  # noqa: E402
-from models import powerlaw, zoo  # noqa: E402
-from models.faults import describe_layers, draw_sites, layer_weights  # noqa: E402
-from models.resnet import Arch, build  # noqa: E402
-from models.resume import expected_work, resume_points  # noqa: E402
+from fi_campaign.config import Config  # noqa: E402
+from fi_campaign.engine.executors.inprocess import fault_batch  # noqa: E402
+from fi_campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size  # noqa: E402
+from fi_campaign.heap import keep_freed_memory  # noqa: E402
+from fi_campaign.store import Site  # noqa: E402
+from fi_campaign.workload.images import image_digest, workload_images  # noqa: E402
+from fi_campaign.workload.model import Workload  # noqa: E402
+from fi_campaign.models import powerlaw, zoo  # noqa: E402
+from fi_campaign.models.faults import describe_layers, draw_sites, layer_weights  # noqa: E402
+from fi_campaign.models.resnet import Arch, build  # noqa: E402
+from fi_campaign.models.resume import expected_work, resume_points  # noqa: E402
 
 IMAGES = 256
 WEIGHTINGS = ("elements", "macs")
@@ -182,8 +182,8 @@ def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int, resu
     of the passes it makes (relative to fault-free inference)."""
     import sqlite3
 
-    from campaign.engine import runner
-    from campaign.store import Store
+    from fi_campaign.engine import runner
+    from fi_campaign.store import Store
 
     name = f"bench-{Path(ckpt).stem.replace(':', '-')}-{'resume' if resume else 'whole'}-{weighting}"
     db = plan_store(folder, name, {

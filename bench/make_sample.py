@@ -4,7 +4,7 @@ import sys
 
 import numpy as np
 
-from models import data
+from fi_campaign.models import data
 
 source = sys.argv[1] if len(sys.argv) > 1 else "../shared/data/cifar10-jpeg"
 full = data.load(source, "test")

@@ -13,9 +13,9 @@ import tracemalloc
 from dataclasses import replace
 from pathlib import Path
 
-from campaign import config as cfg
-from campaign.plan.planner import plan
-from campaign.store import Store
+from fi_campaign import config as cfg
+from fi_campaign.plan.planner import plan
+from fi_campaign.store import Store
 
 
 def main() -> None:

@@ -28,7 +28,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from models import powerfit, powerlaw as tables  # noqa: E402
+from fi_campaign.models import powerfit, powerlaw as tables  # noqa: E402
 
 FILES = {"dsn2021-fu": "raw_data_execution_units.csv", "dsn2021-pipeline": "raw_data_pipeline.csv"}
 REPRODUCED = 1e-6  # the FU table is printed to 8 digits, so an identical fit differs by ~1e-8

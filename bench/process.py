@@ -3,7 +3,7 @@ time goes, measured in one run.
 
     python bench/process.py [--quick] [--injections N]
 
-1. Start-up of the workload program (`python -m campaign.workload.program`), split by running its stages
+1. Start-up of the workload program (`python -m fi_campaign.workload.program`), split by running its stages
    as separate programs, alternating: the interpreter alone; + its imports (torch, numpy, the
    model code); + loading the checkpoint and the inputs; + the faulted inference itself and
    writing the logits (the whole program).
@@ -34,7 +34,7 @@ def stage_programs(root: Path, fault: Path, out: Path) -> dict[str, list[str]]:
             f"zoo.load(s['checkpoint'], device=s['device']); numpy.load('{root}/images.npy')")
     py = sys.executable
     return {"interpreter": [py, "-c", "pass"], "imports": [py, "-c", imports], "load": [py, "-c", load],
-            "whole program": [py, "-m", "campaign.workload.program", str(root), str(fault), "--out", str(out)]}
+            "whole program": [py, "-m", "fi_campaign.workload.program", str(root), str(fault), "--out", str(out)]}
 
 
 def startup(root: Path, fault: Path, rounds: int) -> None:
@@ -50,9 +50,9 @@ def startup(root: Path, fault: Path, rounds: int) -> None:
 
 
 def overhead(db: Path) -> tuple[Path, Path]:
-    from campaign.engine import runner
-    from campaign.store import runs_dir
-    from campaign.store import Store
+    from fi_campaign.engine import runner
+    from fi_campaign.store import runs_dir
+    from fi_campaign.store import Store
 
     stamps: list[float] = []
     t0 = time.perf_counter()

@@ -50,11 +50,11 @@ def machine() -> str:
 
 def synthesise(path: Path, results: int, seed: int = 0) -> float:
     """A finished campaign of ``results`` results (split over 2 models x 2 modes); returns seconds."""
-    from campaign.config import Config, FaultModel, Images
-    from campaign.plan.planner import check_fault_model, versions
-    from campaign.store import CampaignRecord, Store
-    from models.faults import describe_layers, draw_sites
-    from models.resnet import Arch, build
+    from fi_campaign.config import Config, FaultModel, Images
+    from fi_campaign.plan.planner import check_fault_model, versions
+    from fi_campaign.store import CampaignRecord, Store
+    from fi_campaign.models.faults import describe_layers, draw_sites
+    from fi_campaign.models.resnet import Arch, build
 
     t0 = time.perf_counter()
     per = results // (len(MODELS) * len(MODES))

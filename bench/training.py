@@ -23,10 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import alternating, machine  # noqa: E402
-from campaign.heap import keep_freed_memory  # noqa: E402
-from models import data, zoo  # noqa: E402
-from models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
-from models.train import Recipe, preset, train  # noqa: E402
+from fi_campaign.heap import keep_freed_memory  # noqa: E402
+from fi_campaign.models import data, zoo  # noqa: E402
+from fi_campaign.models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
+from fi_campaign.models.train import Recipe, preset, train  # noqa: E402
 
 ZOO_RECIPE = Path(__file__).with_name("zoo-resnet20.yaml")
 

@@ -1,5 +1,5 @@
 """Peak memory of one `fi-campaign run` worker on ResNet-20, in-process and process-isolated,
-at several batch sizes, beside the estimate `campaign.engine.capacity` caps workers with.
+at several batch sizes, beside the estimate `fi_campaign.engine.capacity` caps workers with.
 
     python bench/workers_memory.py [--quick]
 
@@ -45,8 +45,8 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     args = ap.parse_args()
-    from campaign.engine import capacity
-    from campaign.store import Store
+    from fi_campaign.engine import capacity
+    from fi_campaign.store import Store
 
     cases = [("inprocess", 32), ("inprocess", 256), ("process", 256)] if args.quick else \
         [("inprocess", 32), ("inprocess", 256), ("inprocess", 1024), ("process", 32), ("process", 256)]

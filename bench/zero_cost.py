@@ -13,7 +13,7 @@ MODEL, MODE = "zero", "single_bit"
 
 def plan(target: str, sites: int) -> None:
     """A store holding a one-stratum campaign of ``sites`` sites."""
-    from campaign.store import CampaignRecord, Store
+    from fi_campaign.store import CampaignRecord, Store
 
     record = CampaignRecord("zero-cost", 0, "{}", {}, {}, {}, {})
     rows = ({"model": MODEL, "mode": MODE, "layer": i % 19, "layer_name": f"l{i % 19}", "image": i % 7,
@@ -34,7 +34,7 @@ class Worked:
 def work(target: str, index: int, chunk: int, start=None) -> Worked:
     """Claim ``chunk`` sites and record them as masked until none is pending; ``start`` (a
     multiprocessing barrier) lines the workers up so that they really run at once."""
-    from campaign.store import Result, Store
+    from fi_campaign.store import Result, Store
 
     store = Store.open(target)
     owner = f"{socket.gethostname()}:{os.getpid()}:{index}"
@@ -56,8 +56,8 @@ def work(target: str, index: int, chunk: int, start=None) -> Worked:
 def beat(target: str, index: int, beats: int, start=None) -> Worked:
     """What a worker's heartbeat thread does, ``beats`` times: renew the lease of the site it
     holds, then return expired leases to pending (``cycles`` counts beats)."""
-    from campaign.engine.runner import owner_alive
-    from campaign.store import Store
+    from fi_campaign.engine.runner import owner_alive
+    from fi_campaign.store import Store
 
     store = Store.open(target)
     owner = f"{socket.gethostname()}:{os.getpid()}:{index}"

@@ -19,9 +19,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import torch  # noqa: E402
 
 from bench.common import machine  # noqa: E402
-from campaign.heap import keep_freed_memory  # noqa: E402
-from models import data, zoo  # noqa: E402
-from models.resnet import build  # noqa: E402
+from fi_campaign.heap import keep_freed_memory  # noqa: E402
+from fi_campaign.models import data, zoo  # noqa: E402
+from fi_campaign.models.resnet import build  # noqa: E402
 
 
 def main() -> int:

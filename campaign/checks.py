@@ -9,7 +9,7 @@ import reprlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from campaign.limits import MAX_TEXT
+from fi_campaign.limits import MAX_TEXT
 
 _REPR = reprlib.Repr()
 _REPR.maxstring = _REPR.maxother = 60

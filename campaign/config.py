@@ -15,11 +15,11 @@ from typing import Any, Callable
 
 import yaml
 
-from campaign import limits
-from campaign.checks import Spec, flag, integer, matching, number, one_of, optional, shown, text, whole
-from campaign.errors import UserError
-from nvbitfi_tools import isa
-from nvbitfi_tools.errors import NvbitfiError
+from fi_campaign import limits
+from fi_campaign.checks import Spec, flag, integer, matching, number, one_of, optional, shown, text, whole
+from fi_campaign.errors import UserError
+from fi_campaign.nvbitfi_tools import isa
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
 MODES = ("single_bit", "warp_random")
 SASS_MODES = ("warp_xor",)  # the carol / pr2022 uniform-mask warp model, for the fi-campaign NVBit tool only
@@ -345,7 +345,7 @@ def load_yaml(text: str, where: str) -> Any:
 def load(path: str | None) -> Config:
     """Read and validate a config file; ``None`` gives the embedded demo campaign."""
     if path is None:
-        source, where = resources.files("campaign").joinpath(DEMO).read_text(), "the demo config"
+        source, where = resources.files("fi_campaign").joinpath(DEMO).read_text(), "the demo config"
     else:
         source, where = read_text(path, "config file"), str(path)
     return parse(load_yaml(source, where), where)

@@ -53,7 +53,7 @@ def gpu_lines() -> tuple[list[Line], bool]:
 
 
 def install_lines(home: str | None, dialect: str | None):
-    from nvbitfi_tools.install import kernel_log_readable, locate
+    from fi_campaign.nvbitfi_tools.install import kernel_log_readable, locate
 
     inst = locate(home, dialect)
     lines = []
@@ -76,7 +76,7 @@ def install_lines(home: str | None, dialect: str | None):
 def own_tool_lines(inst) -> list[Line]:
     """fi-campaign's own NVBit tool: what a build folder was built from and whether it fits this
     GPU, or, for any other build, whether this machine could build the own tool."""
-    from nvbitfi_tools import build
+    from fi_campaign.nvbitfi_tools import build
 
     if inst.dialect != "fi-campaign" or inst.home is None:
         nvcc, cmake = build.find_nvcc(), shutil.which("cmake")
@@ -104,10 +104,10 @@ def dry_campaign(inst, injections: int = 20) -> Line:
     fault): anything but 100% masked means the workload or the setup is not deterministic."""
     import yaml
 
-    from campaign import config as cfg
-    from campaign.engine import runner
-    from campaign.plan.planner import plan
-    from campaign.store import Store
+    from fi_campaign import config as cfg
+    from fi_campaign.engine import runner
+    from fi_campaign.plan.planner import plan
+    from fi_campaign.store import Store
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "dry.db"
@@ -127,7 +127,7 @@ def dry_campaign(inst, injections: int = 20) -> Line:
 
 
 def diagnose(home: str | None, dialect: str | None) -> list[Line]:
-    from campaign.errors import UserError
+    from fi_campaign.errors import UserError
 
     lines, gpu = gpu_lines()
     more, inst = install_lines(home, dialect)

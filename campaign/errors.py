@@ -10,8 +10,8 @@ class UserError(Exception):
 def mark_model_errors() -> None:
     """Let the CLI treat the models package's input errors as user-facing, without importing
     torch at start-up (models.zoo imports it)."""
-    from models.data import DataError
-    from models.zoo import CheckpointError
+    from fi_campaign.models.data import DataError
+    from fi_campaign.models.zoo import CheckpointError
 
     for cls in (DataError, CheckpointError):
         cls.user_facing = True

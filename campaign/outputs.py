@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from campaign.errors import UserError
-from campaign.store.beside import LOG, RUNS
-from campaign.store.database import SIDECARS, holds_campaign
+from fi_campaign.errors import UserError
+from fi_campaign.store.beside import LOG, RUNS
+from fi_campaign.store.database import SIDECARS, holds_campaign
 
 BESIDE = SIDECARS + (LOG, RUNS)
 

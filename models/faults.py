@@ -21,9 +21,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from models import sampler
-from models.powerlaw import SIZES, PowerLaw, size_bucket
-from models.resnet import injectable_layers
+from fi_campaign.models import sampler
+from fi_campaign.models.powerlaw import SIZES, PowerLaw, size_bucket
+from fi_campaign.models.resnet import injectable_layers
 
 SINGLE_BIT = "single_bit"
 WARP_RANDOM = "warp_random"
@@ -123,7 +123,7 @@ class WarpValues(FaultBatch):
     one; a linear layer's 10 or 100 logits are one short warp. r is drawn per lane from the
     power law of the lane's size bucket (``laws``: small, common, big), s is a per-lane
     random sign; ``u`` and ``signs`` are fixed when the site is planned so a site replays.
-    ``sampler`` names how r is computed from u: ``models.sampler.SPEC``, the specification the
+    ``sampler`` names how r is computed from u: ``fi_campaign.models.sampler.SPEC``, the specification the
     SASS-level tool implements too, or the numpy power of stores planned before it.
     """
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.faults import Injector, PlaneNoise
-from models.powerlaw import PowerLaw
+from fi_campaign.models.faults import Injector, PlaneNoise
+from fi_campaign.models.powerlaw import PowerLaw
 
 GEOMETRIES = ("single", "line", "block")
 

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from models.faults import describe_layers
-from models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
+from fi_campaign.models.faults import describe_layers
+from fi_campaign.models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
 
 FLOAT_BYTES = 4
 

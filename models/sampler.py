@@ -13,7 +13,7 @@ so the specification uses only what both sides compute identically:
 - the corrupted value is x * (1 + s * r) in float64, rounded once to float32.
 
 The ln and exp agree with correctly rounded ones to about 1e-15 relative (``tests`` check it),
-so r follows the same power law as :meth:`models.powerlaw.PowerLaw.sample`; the point of the
+so r follows the same power law as :meth:`fi_campaign.models.powerlaw.PowerLaw.sample`; the point of the
 specification is that the framework-level injector and the SASS-level tool draw the same r.
 """
 from __future__ import annotations

@@ -22,10 +22,10 @@ import torch
 import torch.nn.functional as F
 import yaml
 
-from models import data as cifar
-from models import zoo
-from models.faults import Injector, PlaneNoise
-from models.resnet import Arch, CifarResNet, build
+from fi_campaign.models import data as cifar
+from fi_campaign.models import zoo
+from fi_campaign.models.faults import Injector, PlaneNoise
+from fi_campaign.models.resnet import Arch, CifarResNet, build
 
 BLOCK = 2
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from models.resnet import Arch, CifarResNet, build
+from fi_campaign.models.resnet import Arch, CifarResNet, build
 
 ZOO_DIR = Path(__file__).parent / "zoo"
 ZOO_PREFIX = "zoo:"

@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Callable, Mapping
 
-from nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
 MIN_NVBIT = (1, 7)
 MARKER = "fi-campaign-tool.json"
@@ -47,7 +47,7 @@ class BuildPlan:
 
 def tool_sources() -> Path:
     """The tool's sources as installed with the package (the wheel ships them)."""
-    return Path(str(resources.files("nvbitfi_tools").joinpath("tool")))
+    return Path(str(resources.files("fi_campaign.nvbitfi_tools").joinpath("tool")))
 
 
 def cache_root(environ: Mapping[str, str] | None = None) -> Path:

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.isa import dialect as get_dialect
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
 
 DUMMY_INJECTOR = "injector/injector-dummy.so"
 

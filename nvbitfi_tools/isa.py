@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import IntEnum
 
-from nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
 MODES = ("single_bit", "warp_random", "warp_xor")
 

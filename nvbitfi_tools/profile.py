@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable
 
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.isa import Dialect, dialect as get_dialect
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.isa import Dialect, dialect as get_dialect
 
 PROFILE_FILE = "nvbitfi-igprofile.txt"
 _LINE = re.compile(r"NVBit-igprofile; index: (?P<index>\d+); kernel_name: (?P<name>.*); "

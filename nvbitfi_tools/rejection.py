@@ -25,7 +25,7 @@ from typing import Callable, Generic, TypeVar
 
 import numpy as np
 
-from nvbitfi_tools.sites import Location, Proposals
+from fi_campaign.nvbitfi_tools.sites import Location, Proposals
 
 T = TypeVar("T")
 MAX_RUNS = 64  # GPU runs one site may spend on rejected proposals

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import jinja2
 
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.isa import dialect as get_dialect, mode_spec
-from nvbitfi_tools.sites import Site, check_site, format_seed
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect, mode_spec
+from fi_campaign.nvbitfi_tools.sites import Site, check_site, format_seed
 
 INFO_FILE = "nvbitfi-injection-info.txt"
 
@@ -23,7 +23,7 @@ INFO_FILE = "nvbitfi-injection-info.txt"
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     def load(name: str) -> str:
-        return resources.files("templates").joinpath("injection-info", name).read_text(encoding="utf-8")
+        return resources.files("fi_campaign.templates").joinpath("injection-info", name).read_text(encoding="utf-8")
 
     return jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
                               autoescape=False, keep_trailing_newline=False)
@@ -54,7 +54,7 @@ def render_injection_info(dialect: str, mode: str, site: Site, powerlaw_value: f
 
 
 def _render_own(spec, site: Site, powerlaw_value, value_seed, law) -> str:
-    from models.sampler import SPEC
+    from fi_campaign.models.sampler import SPEC
 
     if powerlaw_value is not None:
         raise NvbitfiError("the fi-campaign tool draws each lane's power-law value itself; give it the "

@@ -18,9 +18,9 @@ from typing import Iterable
 
 import numpy as np
 
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.isa import Dialect, dialect as get_dialect, injectable_igid, mode_spec
-from nvbitfi_tools.profile import Profile
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.isa import Dialect, dialect as get_dialect, injectable_igid, mode_spec
+from fi_campaign.nvbitfi_tools.profile import Profile
 
 
 @dataclass(frozen=True)

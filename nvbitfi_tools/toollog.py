@@ -3,7 +3,7 @@
 
 Unlike stock NVBitFI, the tool states its verdict itself, also when the selected launch never
 came (it writes one at process exit), and it writes one record per injected lane. The states
-are those of :mod:`nvbitfi_tools.injlog`, so :func:`nvbitfi_tools.injlog.verdict` judges both:
+are those of :mod:`fi_campaign.nvbitfi_tools.injlog`, so :func:`fi_campaign.nvbitfi_tools.injlog.verdict` judges both:
 
 - ``injected``: a ``result: injected`` line, with at least one lane record;
 - ``not_injected``: a ``result: not_injected; <why>`` line (index never reached, another kernel
@@ -16,8 +16,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from nvbitfi_tools.injlog import LOG_FILE, LogState
-from nvbitfi_tools.isa import dialect
+from fi_campaign.nvbitfi_tools.injlog import LOG_FILE, LogState
+from fi_campaign.nvbitfi_tools.isa import dialect
 
 FORMAT = "fi-campaign-tool/1"
 _LANE = re.compile(r"lane: (?P<lane>\d+); reg: R(?P<reg>\d+); opcode: (?P<opcode>\S+); pc: 0x(?P<pc>[0-9a-f]+); "

@@ -22,8 +22,8 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Two real ResNet-20 checkpoints (seeded initialisations): a vanilla and a hardened one."""
     import torch
 
-    from models import zoo
-    from models.resnet import Arch, build
+    from fi_campaign.models import zoo
+    from fi_campaign.models.resnet import Arch, build
 
     folder = tmp_path_factory.mktemp("ckpt")
     out = {}

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from models.faults import WARP, BitFlips, Injector, LayerInfo, WarpValues, describe_layers, warp_geometry
-from models.powerlaw import FLT_MAX, OPS, SIZES, TABLES, PowerLaw, entry, size_bucket
-from models.resnet import Arch, build, injectable_layers
+from fi_campaign.models.faults import WARP, BitFlips, Injector, LayerInfo, WarpValues, describe_layers, warp_geometry
+from fi_campaign.models.powerlaw import FLT_MAX, OPS, SIZES, TABLES, PowerLaw, entry, size_bucket
+from fi_campaign.models.resnet import Arch, build, injectable_layers
 
 torch.manual_seed(0)
 

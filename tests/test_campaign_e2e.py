@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from campaign.engine import runner
-from campaign.cli import main
-from campaign.report.summary import CSV_COLUMNS
-from campaign.store import Store
+from fi_campaign.engine import runner
+from fi_campaign.cli import main
+from fi_campaign.report.summary import CSV_COLUMNS
+from fi_campaign.store import Store
 
 
 def cli(*args: str) -> tuple[int, str]:
@@ -190,7 +190,7 @@ def test_bad_store_inputs_lose_nothing(tmp_path, tiny_config):
 def test_changed_checkpoint_is_refused(tmp_path, tiny_config, checkpoints):
     import torch
 
-    from models import zoo
+    from fi_campaign.models import zoo
 
     db = tmp_path / "m.db"
     assert cli("--db", str(db), "plan", str(tiny_config))[0] == 0
@@ -206,7 +206,7 @@ def test_changed_checkpoint_is_refused(tmp_path, tiny_config, checkpoints):
 
 
 def test_help_does_not_import_torch():
-    code = "import sys, campaign.cli; print('torch' in sys.modules)"
+    code = "import sys, fi_campaign.cli; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from campaign.classify import (
+from fi_campaign.classify import (
     COUNTED, CRITICAL_SDC, DUE, MASKED, NOT_INJECTED, OUTCOMES, TOLERABLE_SDC, Outcome,
     classify, classify_batch, top1,
 )

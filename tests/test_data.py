@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from models.data import MEAN_STD, DataError, ImageSet, load, normalise, select
+from fi_campaign.models.data import MEAN_STD, DataError, ImageSet, load, normalise, select
 from tests.conftest import shared_data
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]

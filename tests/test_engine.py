@@ -19,10 +19,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.engine import runner
-from campaign.cli import main
-from campaign.store import Store, StoreError, log_path
-from campaign.store.backends import engine_for, parse_target
+from fi_campaign.engine import runner
+from fi_campaign.cli import main
+from fi_campaign.store import Store, StoreError, log_path
+from fi_campaign.store.backends import engine_for, parse_target
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 
@@ -193,8 +193,8 @@ def test_a_read_only_store_gives_a_clear_error(engine_config, checkpoints):
 
 
 def test_until_ci_stops_a_stratum_once_the_interval_is_narrow(tmp_path, checkpoints):
-    from campaign.classify import COUNTED, CRITICAL_SDC
-    from campaign.stats import proportion
+    from fi_campaign.classify import COUNTED, CRITICAL_SDC
+    from fi_campaign.stats import proportion
 
     config = tmp_path / "ci.yaml"
     config.write_text(yaml.safe_dump({
@@ -212,7 +212,7 @@ def test_until_ci_stops_a_stratum_once_the_interval_is_narrow(tmp_path, checkpoi
 
 
 def test_plan_margin_sizes_the_campaign_and_prints_its_numbers(tmp_path, engine_config):
-    from campaign.stats import sample_size
+    from fi_campaign.stats import sample_size
 
     db = tmp_path / "m.db"
     r = CliRunner().invoke(main, ["--db", str(db), "plan", str(engine_config), "--margin", "0.05", "--confidence", "0.99"])

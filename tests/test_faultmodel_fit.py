@@ -12,8 +12,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from models import powerfit, powerlaw
+from fi_campaign.cli import main
+from fi_campaign.models import powerfit, powerlaw
 from tests.conftest import shared_data
 
 FU_CSV, PIPELINE_CSV = "raw_data_execution_units.csv", "raw_data_pipeline.csv"  # in ../shared/data/dsn2021-rtl
@@ -209,7 +209,7 @@ def test_fitted_file_format_and_entry_lookup(fitted):
 
 
 def campaign_config(tmp_path: Path, fault_model: dict, modes=("warp_random",)) -> Path:
-    from models import resnet, zoo
+    from fi_campaign.models import resnet, zoo
 
     ckpt = tmp_path / "model.pt"
     if not ckpt.exists():

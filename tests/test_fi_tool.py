@@ -15,15 +15,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models import sampler
-from models.powerlaw import PowerLaw
-from nvbitfi_tools import build, isa, sites
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.injlog import LogState, verdict
-from nvbitfi_tools.profile import parse_profile
-from nvbitfi_tools.render import render_injection_info
-from nvbitfi_tools.sites import Site
-from nvbitfi_tools.toollog import FORMAT, parse_tool_log
+from fi_campaign.models import sampler
+from fi_campaign.models.powerlaw import PowerLaw
+from fi_campaign.nvbitfi_tools import build, isa, sites
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.injlog import LogState, verdict
+from fi_campaign.nvbitfi_tools.profile import parse_profile
+from fi_campaign.nvbitfi_tools.render import render_injection_info
+from fi_campaign.nvbitfi_tools.sites import Site
+from fi_campaign.nvbitfi_tools.toollog import FORMAT, parse_tool_log
 
 TOOL = Path(__file__).resolve().parents[1] / "nvbitfi_tools" / "tool"
 NVCC = shutil.which("nvcc")
@@ -100,7 +100,7 @@ def test_the_spec_follows_numpys_power_law():
 
 
 def test_framework_sites_draw_their_lanes_by_the_spec_and_old_stores_replay_theirs():
-    from models.faults import site_faults
+    from fi_campaign.models.faults import site_faults
 
     rows = [{"mode": "warp_random", "layer": 0, "element": 0, "width": 32, "value_seed": s} for s in (5, 2**61)]
     fm = {"size": "common", "entries": {"common": [2.0, 1.4543958]}}
@@ -327,7 +327,7 @@ def test_injected_functions_compile_to_sass_for_each_gpu(tmp_path, arch):
 
 
 def cli(args: list[str], env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    exe = [sys.executable, "-c", "from campaign.cli import main; main()"]
+    exe = [sys.executable, "-c", "from fi_campaign.cli import main; main()"]
     return subprocess.run(exe + args, capture_output=True, text=True, env={**os.environ, **(env or {})}, timeout=timeout)
 
 
@@ -373,7 +373,7 @@ def test_build_plan_names_the_cache_folder_and_refuses_volta_on_cuda13(tmp_path)
 
 
 def test_a_build_folder_says_its_dialect(tmp_path):
-    from nvbitfi_tools.install import detect_dialect, locate
+    from fi_campaign.nvbitfi_tools.install import detect_dialect, locate
 
     (tmp_path / build.MARKER).write_text('{"tool": "fi-campaign"}')
     assert detect_dialect(tmp_path) == ("fi-campaign", build.MARKER)
@@ -383,7 +383,7 @@ def test_a_build_folder_says_its_dialect(tmp_path):
 
 
 def test_config_keeps_warp_xor_to_the_own_tool(tmp_path):
-    from campaign.config import ConfigError, parse
+    from fi_campaign.config import ConfigError, parse
 
     base = {"models": {"b": "zoo:resnet20-cifar10-baseline"}}
     with pytest.raises(ConfigError, match="warp_xor is a SASS-level model"):
@@ -414,8 +414,8 @@ def test_the_whole_tool_builds_against_nvbit(tmp_path):
 
 
 def test_doctor_reads_what_the_build_was_made_from(tmp_path):
-    from campaign.doctor import own_tool_lines
-    from nvbitfi_tools.install import locate
+    from fi_campaign.doctor import own_tool_lines
+    from fi_campaign.nvbitfi_tools.install import locate
 
     marker = {"tool": "fi-campaign", "dialect": "fi-campaign", "nvbit_version": "1.7.1", "nvcc_version": "13.0.88",
               "arch": "90", "sources_sha256": build.sources_digest(TOOL)}

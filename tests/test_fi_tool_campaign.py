@@ -22,9 +22,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from models import sampler
-from nvbitfi_tools.toollog import read_tool_log
+from fi_campaign.cli import main
+from fi_campaign.models import sampler
+from fi_campaign.nvbitfi_tools.toollog import read_tool_log
 
 TOOL = Path(__file__).resolve().parents[1] / "nvbitfi_tools" / "tool"
 
@@ -94,7 +94,7 @@ def own_tool(tmp_path, checkpoints, monkeypatch, host_exe):
     }))
     fake = tmp_path / "fake_tool_workload.py"
     fake.write_text(FAKE)
-    from campaign.workload import model, program
+    from fi_campaign.workload import model, program
 
     monkeypatch.setenv("FI_HOST_TEST", str(host_exe))
     monkeypatch.setattr(program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out])

@@ -9,10 +9,10 @@ import pytest
 PROGRAM = """
 import resource, sys
 if sys.argv[1] == "keep":
-    from campaign.heap import keep_freed_memory
+    from fi_campaign.heap import keep_freed_memory
     assert keep_freed_memory()
 import torch
-from models.resnet import Arch, build
+from fi_campaign.models.resnet import Arch, build
 torch.set_num_threads(2)
 model, x = build(Arch(20)).eval(), torch.randn(256, 3, 32, 32)
 with torch.inference_mode():

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from campaign.config import ConfigError, parse
-from campaign.workload import program
-from campaign.workload.mathmode import set_math
+from fi_campaign.config import ConfigError, parse
+from fi_campaign.workload import program
+from fi_campaign.workload.mathmode import set_math
 
 
 @pytest.fixture
@@ -37,7 +37,7 @@ def test_set_math_overrides_pytorch_defaults_both_ways(restore_math):
 
 
 def test_the_workload_program_runs_in_the_recorded_mode(tmp_path, checkpoints, restore_math):
-    from campaign.workload.images import image_digest, workload_images
+    from fi_campaign.workload.images import image_digest, workload_images
 
     workload = {"source": "bundled", "count": 4, "seed": 0}
     workload["images_sha256"] = image_digest(workload_images("bundled", 4, 0)[0].images)

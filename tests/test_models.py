@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from models.faults import Injector, PlaneNoise, describe_layers
-from models.resnet import ORDERS, Arch, BasicBlock, ConvUnit, build, injectable_layers
-from models.zoo import CheckpointError, Meta, load, read, save, weights_digest
+from fi_campaign.models.faults import Injector, PlaneNoise, describe_layers
+from fi_campaign.models.resnet import ORDERS, Arch, BasicBlock, ConvUnit, build, injectable_layers
+from fi_campaign.models.zoo import CheckpointError, Meta, load, read, save, weights_digest
 
 # --- architecture -----------------------------------------------------------------------------
 

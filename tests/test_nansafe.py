@@ -6,9 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models import zoo
-from models.resnet import Arch, NanSafeReLU6, build
-from models.train import Recipe, preset
+from fi_campaign.models import zoo
+from fi_campaign.models.resnet import Arch, NanSafeReLU6, build
+from fi_campaign.models.train import Recipe, preset
 
 HARDENED = Arch(20, "relu6", "conv-act-bn")
 NANSAFE = Arch(20, "relu6-nansafe", "conv-act-bn")
@@ -75,7 +75,7 @@ def test_a_nan_at_a_convolution_output_no_longer_reaches_the_logits():
 
 
 def test_fault_free_the_committed_hardened_weights_give_the_same_bits_with_either_activation():
-    from models import data
+    from fi_campaign.models import data
 
     images = data.load("bundled")
     x = data.normalise(images.images, images.dataset)
@@ -127,7 +127,7 @@ def test_the_nansafe_preset_is_the_hardened_recipe_with_the_nansafe_activation()
 
 
 def test_train_offers_every_preset():
-    from campaign.cli.models import PRESET_NAMES
-    from models.train import PRESETS
+    from fi_campaign.cli.models import PRESET_NAMES
+    from fi_campaign.models.train import PRESETS
 
     assert PRESET_NAMES == tuple(PRESETS) and "hardened-nansafe" in PRESET_NAMES

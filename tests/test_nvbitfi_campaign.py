@@ -20,8 +20,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.store import Store
+from fi_campaign.cli import main
+from fi_campaign.store import Store
 from tests import nvbitfi_logs
 from tests.test_nvbitfi_profile import KERNELS, base_counts, profile_line
 
@@ -111,7 +111,7 @@ def nvbitfi_setup(tmp_path, checkpoints, monkeypatch):
     fake.write_text(inspect.getsource(nvbitfi_logs) + FAKE)
     monkeypatch.setenv("FAKE_NVBITFI", str(tmp_path / "fake.json"))
     fake_config(tmp_path / "fake.json")
-    from campaign.workload import model, program
+    from fi_campaign.workload import model, program
 
     monkeypatch.setattr(program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out])
     monkeypatch.setattr(model, "resolve_device", lambda device: device)
@@ -323,7 +323,7 @@ def test_a_kernel_name_too_long_for_the_injector_is_left_out_at_plan_time(tmp_pa
 
 
 def test_a_hang_after_the_fault_keeps_the_sigint_handlers_record(tmp_path, nvbitfi_setup, monkeypatch):
-    from campaign.engine.executors import processes
+    from fi_campaign.engine.executors import processes
 
     config, profile, _ = nvbitfi_setup
     monkeypatch.setattr(processes, "MIN_TIMEOUT_S", 1.0)
@@ -340,7 +340,7 @@ def test_a_hang_after_the_fault_keeps_the_sigint_handlers_record(tmp_path, nvbit
 
 
 def test_a_campaign_past_the_not_injected_limit_stops_with_one_sentence(tmp_path, nvbitfi_setup, monkeypatch):
-    from campaign.engine import runner
+    from fi_campaign.engine import runner
 
     config, profile, _ = nvbitfi_setup
     monkeypatch.setattr(runner, "MIN_RESULTS_FOR_LIMIT", 4)

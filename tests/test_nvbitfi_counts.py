@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.profile import parse_profile
-from nvbitfi_tools.rejection import settle
-from nvbitfi_tools.sites import Location, Proposals, draw_sites
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.profile import parse_profile
+from fi_campaign.nvbitfi_tools.rejection import settle
+from fi_campaign.nvbitfi_tools.sites import Location, Proposals, draw_sites
 from tests.test_nvbitfi_profile import KERNELS, base_counts, chi_square_threshold, profile_line
 
 # what the injector executes per launch; the profile says 4x for most launches (CAROL's leader
@@ -111,7 +111,7 @@ def test_launches_with_kernel_names_the_injector_cannot_hold_are_left_out():
 def test_the_store_keeps_counts_redraws_and_lanes_and_adds_its_tables_to_an_older_store(tmp_path):
     import sqlite3
 
-    from campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Store)
+    from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Store)
 
     store = Store.create(tmp_path / "old.db")
     record = CampaignRecord("nv", 1, "{}", {}, {"baseline": {}}, {}, {})

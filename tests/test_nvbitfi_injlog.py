@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from nvbitfi_tools.injlog import LOG_FILE, LogState, parse_injection_log, read_injection_log, verdict
+from fi_campaign.nvbitfi_tools.injlog import LOG_FILE, LogState, parse_injection_log, read_injection_log, verdict
 
 KERNEL = "voidat::native::(anonymousnamespace)::foo<float,4>(float*,int)"
 HEADER = f"inspecting: {KERNEL}\nnum_static_instrs: 812\nmaxregs: 40(40)\n"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from nvbitfi_tools.errors import NvbitfiError as UserError
-from nvbitfi_tools.install import (InstallError, detect_dialect, kernel_log_delta, kernel_log_readable, locate,
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
+from fi_campaign.nvbitfi_tools.install import (InstallError, detect_dialect, kernel_log_delta, kernel_log_readable, locate,
                                    read_kernel_log, require, xid_lines)
 
 STOCK_ARCH = """

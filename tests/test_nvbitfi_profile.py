@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from nvbitfi_tools.errors import NvbitfiError as UserError
-from nvbitfi_tools.isa import UnsupportedMode
-from nvbitfi_tools.profile import ProfileError, parse_profile, read_profile, require_groups
-from nvbitfi_tools.sites import (Site, bit_position, dest_index, draw_sites, draw_stratified,
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
+from fi_campaign.nvbitfi_tools.isa import UnsupportedMode
+from fi_campaign.nvbitfi_tools.profile import ProfileError, parse_profile, read_profile, require_groups
+from fi_campaign.nvbitfi_tools.sites import (Site, bit_position, dest_index, draw_sites, draw_stratified,
                                  group_shares, injection_list_line, random_mask)
 
 # Names as the profiler writes them: NVBit's name with all whitespace removed.

@@ -7,10 +7,10 @@ import jinja2
 import numpy as np
 import pytest
 
-from nvbitfi_tools.errors import NvbitfiError as UserError
-from nvbitfi_tools import isa
-from nvbitfi_tools.render import INFO_FILE, render_injection_info, write_injection_info
-from nvbitfi_tools.sites import Site
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
+from fi_campaign.nvbitfi_tools import isa
+from fi_campaign.nvbitfi_tools.render import INFO_FILE, render_injection_info, write_injection_info
+from fi_campaign.nvbitfi_tools.sites import Site
 
 KERNEL = "voidat::native::(anonymousnamespace)::foo<float,4>(float*,int,at::native::Array<char*,2>)"
 SITE = Site(KERNEL, 41, 1, 123456789012, 0.40110671520233154, 0.32620000839233398)
@@ -92,7 +92,7 @@ def test_limits_are_per_dialect():
 
 
 def test_templates_ship_in_the_templates_package_and_are_strict():
-    folder = resources.files("templates").joinpath("injection-info")
+    folder = resources.files("fi_campaign.templates").joinpath("injection-info")
     for name in isa.DIALECTS:
         source = folder.joinpath(f"{name}.txt.j2").read_text()
         with pytest.raises(jinja2.UndefinedError):
@@ -132,7 +132,7 @@ def test_no_semantics_or_template_says_unknown_where_the_source_answers():
     from importlib import resources
 
     for name, d in isa.DIALECTS.items():
-        template = resources.files("templates").joinpath("injection-info", f"{name}.txt.j2").read_text()
+        template = resources.files("fi_campaign.templates").joinpath("injection-info", f"{name}.txt.j2").read_text()
         for text in [template] + [isa.semantics(name, m) for m in isa.supported_modes(name)]:
             assert not any(w in text.lower() for w in ("unknown", "assumed", "not public")), (name, text)
         assert d.source_public

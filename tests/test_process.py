@@ -11,12 +11,12 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from campaign.engine import runner
-from campaign.workload import process
-from campaign.store import runs_dir
-from campaign.cli import main
-from campaign.errors import UserError
-from campaign.store import Store
+from fi_campaign.engine import runner
+from fi_campaign.workload import process
+from fi_campaign.store import runs_dir
+from fi_campaign.cli import main
+from fi_campaign.errors import UserError
+from fi_campaign.store import Store
 
 
 def script(tmp_path: Path, body: str) -> list[str]:
@@ -143,10 +143,10 @@ def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
     wrapper = tmp_path / "wrapper.py"
     wrapper.write_text(textwrap.dedent(prelude) + textwrap.dedent("""
         import runpy, sys
-        sys.argv = ["campaign.workload.program"] + sys.argv[1:]
-        runpy.run_module("campaign.workload.program", run_name="__main__")
+        sys.argv = ["fi_campaign.workload.program"] + sys.argv[1:]
+        runpy.run_module("fi_campaign.workload.program", run_name="__main__")
     """))
-    from campaign.workload import program
+    from fi_campaign.workload import program
 
     real = program.command
     monkeypatch.setattr(program, "command", lambda *a, **k: [sys.executable, str(wrapper)] + real(*a, **k)[3:])

@@ -16,8 +16,8 @@ from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from campaign.cli import main
-from campaign.config import SECTIONS, Config
+from fi_campaign.cli import main
+from fi_campaign.config import SECTIONS, Config
 from tests.test_safety_inputs import batch, dump
 
 PROPERTY = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])

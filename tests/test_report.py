@@ -22,7 +22,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
+from fi_campaign.cli import main
 
 Z95 = 1.959963984540054  # Phi^-1(0.975)
 COUNTED = ("masked", "tolerable_sdc", "critical_sdc", "due")
@@ -378,8 +378,8 @@ def test_bad_inputs_are_one_sentence_and_lose_nothing(stores, tmp_path):
 
 
 def test_export_streams_in_batches(stores):
-    from campaign.report.export import EXPORT_COLUMNS, batches
-    from campaign.store import Store
+    from fi_campaign.report.export import EXPORT_COLUMNS, batches
+    from fi_campaign.store import Store
 
     store = Store.open(stores[0])
     got = list(batches(store, size=7))
@@ -396,8 +396,8 @@ def test_export_streams_in_batches(stores):
 def test_nvbitfi_breakdown_is_per_kernel_and_instruction_group(tmp_path, checkpoints):
     """A store as the NVBitFI backend leaves it (site.kernel, site.igid; no layer), written
     through the real Store API: the breakdown and the page are per kernel / igid."""
-    from campaign.config import Config, Nvbitfi
-    from campaign.store import CampaignRecord, Result, Store
+    from fi_campaign.config import Config, Nvbitfi
+    from fi_campaign.store import CampaignRecord, Result, Store
 
     config = Config("nv", {"baseline": str(checkpoints["baseline"])}, ("single_bit",), 6, 1, backend="nvbitfi",
                     isolation="process", device="cuda", reference="baseline", nvbitfi=Nvbitfi(dialect="carol"))
@@ -524,7 +524,7 @@ def check_screenshot(shot: Path) -> None:
     import numpy as np
     from PIL import Image
 
-    from campaign.report.plots import COLOURS
+    from fi_campaign.report.plots import COLOURS
 
     img = np.asarray(Image.open(shot).convert("RGB")).astype(int)
     assert img.shape == (4000, 1280, 3)
@@ -575,7 +575,7 @@ def check_avf_rows(page: Dom, table: list[dict]) -> None:
 def test_help_imports_neither_plotting_nor_data_libraries():
     import sys
 
-    code = ("import sys; from click.testing import CliRunner; from campaign.cli import main; "
+    code = ("import sys; from click.testing import CliRunner; from fi_campaign.cli import main; "
             "r = CliRunner().invoke(main, ['report', '--help']); assert r.exit_code == 0, r.output; "
             "print(sorted(m for m in ('matplotlib', 'torch', 'pandas', 'pyarrow') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

@@ -35,7 +35,7 @@ def older_store(tmp_path, tiny_config) -> Path:
 
 
 def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, checkpoints, tmp_path):
-    from models import zoo
+    from fi_campaign.models import zoo
 
     db = older_store
     before = contents(db)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.store import Result, Store
+from fi_campaign.cli import main
+from fi_campaign.store import Result, Store
 
 
 def ok(*args: str) -> str:

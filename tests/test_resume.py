@@ -12,21 +12,21 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.classify import MASKED, classify_batch
-from campaign.engine import runner
-from campaign.engine.executors.inprocess import InProcess
-from campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size
-from campaign.store import Site, Store
-from campaign.workload.images import workload_images
-from campaign.workload.model import Workload
-from campaign.workload.resume import resume_plan
-from models import zoo
-from models.data import normalise
-from models.faults import BitFlips, WarpValues, describe_layers
-from models.powerlaw import PowerLaw
-from models.resnet import ACTIVATIONS, DEPTHS, ORDERS, Arch, CifarResNet, build
-from models.resume import ResumeError, Resumer, resume_points
+from fi_campaign.cli import main
+from fi_campaign.classify import MASKED, classify_batch
+from fi_campaign.engine import runner
+from fi_campaign.engine.executors.inprocess import InProcess
+from fi_campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size
+from fi_campaign.store import Site, Store
+from fi_campaign.workload.images import workload_images
+from fi_campaign.workload.model import Workload
+from fi_campaign.workload.resume import resume_plan
+from fi_campaign.models import zoo
+from fi_campaign.models.data import normalise
+from fi_campaign.models.faults import BitFlips, WarpValues, describe_layers
+from fi_campaign.models.powerlaw import PowerLaw
+from fi_campaign.models.resnet import ACTIVATIONS, DEPTHS, ORDERS, Arch, CifarResNet, build
+from fi_campaign.models.resume import ResumeError, Resumer, resume_points
 
 LAW = PowerLaw(2.0, 1.454)  # the default FFMA common entry
 
@@ -194,7 +194,7 @@ def test_windows_are_whole_chunks_within_a_workers_share_and_run_by_layer():
 
 
 def test_resume_is_a_checked_config_switch_for_in_process_pytorch_only(tmp_path, tiny_config):
-    from campaign.config import load
+    from fi_campaign.config import load
 
     raw = yaml.safe_load(tiny_config.read_text())
     assert load(str(tiny_config)).resumes
@@ -210,7 +210,7 @@ def test_resume_is_a_checked_config_switch_for_in_process_pytorch_only(tmp_path,
 
 
 def test_the_kept_activations_count_in_a_workers_memory(one_thread):
-    from campaign.engine import capacity
+    from fi_campaign.engine import capacity
 
     arch = Arch(20).to_dict()
     models = {"a": {"arch": arch, "resume": {"cache_mb": 219.0}}, "b": {"arch": arch, "resume": {"cache_mb": 100.0}}}

@@ -21,10 +21,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.cli.progress import Line, Pace
-from campaign.engine import runner
-from campaign.store import Store
+from fi_campaign.cli import main
+from fi_campaign.cli.progress import Line, Pace
+from fi_campaign.engine import runner
+from fi_campaign.store import Store
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")

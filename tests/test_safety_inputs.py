@@ -23,8 +23,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from models.data import DataError, load
+from fi_campaign.cli import main
+from fi_campaign.models.data import DataError, load
 
 
 class RunsShell:
@@ -126,7 +126,7 @@ BAD_VALUES = [
 def test_every_config_key_has_a_spec():
     from dataclasses import fields
 
-    from campaign.config import SECTIONS, SPECS, Config
+    from fi_campaign.config import SECTIONS, SPECS, Config
 
     keys = {f.name for f in fields(Config)} - set(SECTIONS) - {"models", "modes"}  # these two: own checks
     keys |= {f"{s}.{f.name}" for s, cls in SECTIONS.items() for f in fields(cls)}
@@ -141,7 +141,7 @@ def test_a_malformed_config_value_is_one_sentence_naming_it(tmp_path, tiny_confi
     config.write_text(yaml.safe_dump(raw))
     db = tmp_path / "x.db"
     if key is None:
-        from campaign import config as cfg
+        from fi_campaign import config as cfg
 
         assert cfg.load(str(config)).modes == ("single_bit",)
         return
@@ -297,8 +297,8 @@ def test_the_crafted_png_headers_are_real_pngs():
 def test_training_resumes_from_a_weights_only_state_exactly(tmp_path, tiny_cifar):
     import torch
 
-    from models.resnet import Arch
-    from models.train import Recipe, train
+    from fi_campaign.models.resnet import Arch
+    from fi_campaign.models.train import Recipe, train
 
     arch, recipe = Arch(20, "relu6", "conv-act-bn"), Recipe(epochs=2, batch_size=32, fault_aware=True)
     full = train(arch, recipe, str(tiny_cifar), tmp_path / "full.pt")
@@ -361,7 +361,7 @@ def test_recipe_values_are_finite_and_bounded(tmp_path, tiny_cifar):
 
 
 def test_a_damaged_or_planted_golden_cache_is_recomputed_not_loaded(tmp_path):
-    from campaign.engine.executors.processes import _cached
+    from fi_campaign.engine.executors.processes import _cached
 
     meta, cache = tmp_path / "golden.json", tmp_path / "golden.npy"
     golden = np.arange(20, dtype=np.float32).reshape(2, 10)
@@ -386,7 +386,7 @@ def test_the_workload_program_refuses_bad_run_files_in_one_sentence(tmp_path):
     (root / "workload.json").write_text(json.dumps({"checkpoint": "zoo:resnet20-cifar10-baseline", "batch_size": 4,
                                                     "device": "cpu", "fault_model": {}}))
     np.save(root / "images.npy", np.array([RunsShell(marker)], dtype=object), allow_pickle=True)
-    cmd = [sys.executable, "-m", "campaign.workload.program", str(root), "--out", str(tmp_path / "o.npy")]
+    cmd = [sys.executable, "-m", "fi_campaign.workload.program", str(root), "--out", str(tmp_path / "o.npy")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and p.stderr.strip().count("\n") == 0, p.stderr
     assert "images.npy" in p.stderr and "Traceback" not in p.stderr and not marker.exists()

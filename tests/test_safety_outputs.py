@@ -20,9 +20,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.engine import capacity, runner
-from campaign.store import Store, log_path
+from fi_campaign.cli import main
+from fi_campaign.engine import capacity, runner
+from fi_campaign.store import Store, log_path
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 ZOO_HARDENED = Path(__file__).resolve().parents[1] / "models" / "zoo" / "resnet20-cifar10-hardened.pt"
@@ -281,7 +281,7 @@ def test_log_appends_cut_back_to_the_last_whole_line_when_the_disk_fills(tmp_pat
 import json, resource, signal, sys
 sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})
 from pathlib import Path
-from campaign.engine.log import Log
+from fi_campaign.engine.log import Log
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
 notes = []

@@ -14,9 +14,9 @@ import sqlalchemy as sa
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.engine import runner
-from campaign.store import Store
+from fi_campaign.cli import main
+from fi_campaign.engine import runner
+from fi_campaign.store import Store
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "fi-campaign.sbatch"
@@ -189,7 +189,7 @@ def test_submit_refusals_are_one_sentence_and_lose_nothing(tmp_path, tiny_config
 
 
 def test_a_task_stops_claiming_before_its_deadline_and_asks_to_be_requeued(tmp_path, tiny_config):
-    from campaign.engine.slurm import ArrayTask
+    from fi_campaign.engine.slurm import ArrayTask
 
     db = tmp_path / "d.db"
     assert CliRunner().invoke(main, ["--db", str(db), "plan", str(tiny_config), "--injections", "8"]).exit_code == 0

@@ -5,7 +5,7 @@ import math
 
 import pytest
 
-from campaign.stats import Rate, Ratio, proportion, rate_ratio, sample_size, z_value
+from fi_campaign.stats import Rate, Ratio, proportion, rate_ratio, sample_size, z_value
 
 Z95 = 1.959963984540054  # Phi^-1(0.975), textbook value
 Z99 = 2.5758293035489004  # Phi^-1(0.995)

@@ -10,10 +10,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.engine import runner
-from campaign.store import Store
-from campaign.store.timing import busy_seconds
+from fi_campaign.cli import main
+from fi_campaign.engine import runner
+from fi_campaign.store import Store
+from fi_campaign.store.timing import busy_seconds
 
 
 def cli(*args: str, columns: int = 80) -> str:
@@ -57,8 +57,8 @@ def test_busy_time_leaves_out_pauses_and_reads_second_resolution_stores():
 
 
 def test_status_rate_leaves_out_the_pause_between_two_runs(tmp_path, checkpoints, monkeypatch):
-    from campaign.engine.executors.inprocess import InProcess
-    from campaign.workload.model import Workload
+    from fi_campaign.engine.executors.inprocess import InProcess
+    from fi_campaign.workload.model import Workload
 
     db = tmp_path / "s.db"
     cli("--db", str(db), "plan", str(config(tmp_path, {"baseline": checkpoints["baseline"]}, 128, 32)))

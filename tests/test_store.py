@@ -14,10 +14,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.store import Result, Store, StoreError
-from campaign.store import migrate
-from campaign.store.schema import meta
+from fi_campaign.cli import main
+from fi_campaign.store import Result, Store, StoreError
+from fi_campaign.store import migrate
+from fi_campaign.store.schema import meta
 from bench import zero_cost
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
@@ -27,7 +27,7 @@ V1_STORE = Path(__file__).parent / "data" / "store-v1.db"
 
 
 def raw(target: str) -> sa.Engine:
-    from campaign.store.backends import engine_for, parse_target
+    from fi_campaign.store.backends import engine_for, parse_target
 
     return engine_for(parse_target(target))
 
@@ -56,7 +56,7 @@ def test_migrations_build_the_schema_the_store_queries(new_store):
 
 
 def test_a_plan_is_written_whole_or_not_at_all(new_store):
-    from campaign.store import CampaignRecord
+    from fi_campaign.store import CampaignRecord
 
     target = new_store()
     sites = [{"model": "zero", "mode": "single_bit"} for _ in range(60_000)] + [{"model": None, "mode": "x"}]
@@ -98,8 +98,8 @@ def test_an_expired_lease_goes_back_and_the_late_result_is_not_counted(new_store
 def test_the_heartbeat_keeps_a_long_chunk_and_a_stuck_one_loses_it(new_store):
     import threading
 
-    from campaign.engine.heartbeat import Heartbeat
-    from campaign.store import Worker
+    from fi_campaign.engine.heartbeat import Heartbeat
+    from fi_campaign.store import Worker
 
     target = new_store()
     zero_cost.plan(target, 6)
@@ -125,7 +125,7 @@ def test_a_dead_local_owner_is_released_at_once(new_store):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     import socket
 
-    from campaign.engine.runner import owner_alive
+    from fi_campaign.engine.runner import owner_alive
 
     owner = f"{socket.gethostname()}:{dead.stdout.strip()}:0"
     store.claim("zero", "single_bit", 3, owner, 600)

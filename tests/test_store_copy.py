@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from campaign.cli import main
-from campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, RegretRecord, Relocation, Result,
+from fi_campaign.cli import main
+from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, RegretRecord, Relocation, Result,
                             Store)
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))

@@ -8,11 +8,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from campaign.cli import main
-from models import zoo
-from models.faults import Injector
-from models.resnet import Arch, build
-from models.train import PRESETS, Recipe, RecipeError, augment, fault_aware_batch, preset
+from fi_campaign.cli import main
+from fi_campaign.models import zoo
+from fi_campaign.models.faults import Injector
+from fi_campaign.models.resnet import Arch, build
+from fi_campaign.models.train import PRESETS, Recipe, RecipeError, augment, fault_aware_batch, preset
 from tests.conftest import shared_data
 
 

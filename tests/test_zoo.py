@@ -4,10 +4,10 @@ from __future__ import annotations
 import pytest
 import torch
 
-from campaign import config as cfg
-from models import data, zoo
-from models.resnet import Arch
-from models.train import evaluate
+from fi_campaign import config as cfg
+from fi_campaign.models import data, zoo
+from fi_campaign.models.resnet import Arch
+from fi_campaign.models.train import evaluate
 
 # the paper's ablation: network and whether it was trained fault-aware
 ABLATION = {
@@ -83,7 +83,7 @@ def test_a_checkpoint_of_the_older_inverted_block_is_refused(tmp_path):
     """Its weights would load into today's block without error and silently compute another function."""
     import pytest
 
-    from models.resnet import build
+    from fi_campaign.models.resnet import build
 
     arch = Arch(20, "relu6", "conv-act-bn", 10)
     path = tmp_path / "old.pt"

@@ -7,14 +7,14 @@ from typing import TYPE_CHECKING
 
 import click
 
-from campaign import __version__, limits
-from campaign.cli.common import DEFAULT_DB, db_of, open_store
-from campaign.cli.params import FiniteFloat, FilePath, PathText
-from campaign.errors import UserError, mark_model_errors
+from fi_campaign import __version__, limits
+from fi_campaign.cli.common import DEFAULT_DB, db_of, open_store
+from fi_campaign.cli.params import FiniteFloat, FilePath, PathText
+from fi_campaign.errors import UserError, mark_model_errors
 
 if TYPE_CHECKING:
-    from campaign.report.fit import RawFit
-    from campaign.report.summary import StoreReport
+    from fi_campaign.report.fit import RawFit
+    from fi_campaign.report.summary import StoreReport
 
 
 class Cli(click.Group):
@@ -50,7 +50,7 @@ def main(ctx: click.Context, db: str | None) -> None:
     Every planned injection site is stored before anything runs, and each result is
     committed with its site, so an interrupted run loses nothing and repeats nothing.
     """
-    from campaign.heap import keep_freed_memory
+    from fi_campaign.heap import keep_freed_memory
 
     keep_freed_memory()
     ctx.obj = {"db": db}
@@ -80,20 +80,20 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     numbers it used. With backend nvbitfi, sites are dynamic instructions drawn from the
     workload's NVBitFI profile, uniform over all kernel launches, as NVBitFI's scripts do.
     """
-    from campaign import config as cfg
-    from campaign.store import Store
+    from fi_campaign import config as cfg
+    from fi_campaign.store import Store
 
     c = cfg.load(config).with_overrides(seed, injections)
     db = ctx.obj["db"] or c.store or DEFAULT_DB
     Store.check_new(db)  # before any slow work: the store is taken, or not a store at all
     mark_model_errors()
-    from campaign.plan.planner import plan as draw, size
+    from fi_campaign.plan.planner import plan as draw, size
 
     given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
     if margin is not None:
         if injections is not None:
             raise click.UsageError("give either --injections or --margin, not both.")
-        from campaign.stats import z_value
+        from fi_campaign.stats import z_value
 
         sized = size(c, margin, confidence, given)
         click.echo(f"Campaign size after Leveugle et al. (DATE 2009): n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))), "
@@ -101,7 +101,7 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
         for z in sized:
             click.echo(f"  {z.model} {z.mode}: N = {z.population:.4g} fault sites -> n = {z.injections}")
         c = c.with_overrides(injections=max(z.injections for z in sized))
-    from campaign.store import parse_target, runs_dir
+    from fi_campaign.store import parse_target, runs_dir
 
     target = parse_target(db)
     record, sites = draw(c, given, runs_dir(target.anchor))
@@ -156,18 +156,18 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     bar on a terminal, a plain line every few seconds when the output is piped.
     """
     if slurm:
-        from campaign.cli.cluster import do_submit
+        from fi_campaign.cli.cluster import do_submit
 
         return do_submit(ctx, model, mode, isolation, None, {"tasks": workers})
     if array_task:
-        from campaign.cli.cluster import array_task as as_task
+        from fi_campaign.cli.cluster import array_task as as_task
 
         sys.exit(as_task(ctx, model, mode, isolation))
     from rich.console import Console
 
-    from campaign.cli.progress import Display
-    from campaign.config import Config
-    from campaign.engine import runner
+    from fi_campaign.cli.progress import Display
+    from fi_campaign.config import Config
+    from fi_campaign.engine import runner
 
     store = open_store(ctx)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
@@ -196,7 +196,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
 def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
     """(worker count, device per worker): GPUs round-robin, ``per_gpu`` workers each. The runner
     caps the count to the machine's cores and memory."""
-    from campaign.engine.capacity import cores
+    from fi_campaign.engine.capacity import cores
 
     if config.device.startswith("cuda") or config.device == "auto":
         import torch
@@ -246,10 +246,10 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
     """
     from datetime import datetime, timezone
 
-    from campaign import outputs
-    from campaign.report import fit
-    from campaign.report import summary as rep
-    from campaign.store import Store, parse_target
+    from fi_campaign import outputs
+    from fi_campaign.report import fit
+    from fi_campaign.report import summary as rep
+    from fi_campaign.store import Store, parse_target
 
     raw = fit.parse(fit_raw, fit_per, bits)
     if stores and ctx.obj["db"]:
@@ -278,7 +278,7 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
         rep.write_json(rep.to_json(reports, raw, generated), chosen["json"])
         click.echo(f"Wrote {json_path}")
     if html_dir:
-        from campaign.report import html as html_report
+        from fi_campaign.report import html as html_report
 
         written = html_report.write(reports, chosen["html"], raw, generated)
         click.echo(f"Wrote {Path(html_dir) / written.page.name} and {len(written.files)} figure files beside it")
@@ -293,7 +293,7 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
 def _print_avf(report: StoreReport, multi: bool) -> None:
     from rich.console import Console
 
-    from campaign.cli.tables import Col, print_table
+    from fi_campaign.cli.tables import Col, print_table
 
     console = Console()
     ident = report.identity
@@ -335,7 +335,7 @@ def _print_causes(report: StoreReport, multi: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from campaign.report.causes import sentence
+    from fi_campaign.report.causes import sentence
 
     c, console = report.causes, Console()
     if not any(s.critical for s in c.split):
@@ -396,18 +396,18 @@ def export(ctx: click.Context, file: str, force: bool) -> None:
     FILE: Parquet when FILE ends in .parquet or .pq, CSV otherwise. Streamed in batches, so
     a store of millions of results needs little memory. FILE appears only when complete; an
     existing one is replaced only with --force, and a store never."""
-    from campaign.outputs import check
-    from campaign.report.export import export as write
+    from fi_campaign.outputs import check
+    from fi_campaign.report.export import export as write
 
     store = open_store(ctx)
     n = write(store, check(file, force, [store.path]))
     click.echo(f"Wrote {n} rows to {file}")
 
 
-from campaign.cli.cluster import store, submit  # noqa: E402
-from campaign.cli.faultmodel import fault_model  # noqa: E402
-from campaign.cli.injector import injector  # noqa: E402
-from campaign.cli.models import evaluate, train  # noqa: E402
+from fi_campaign.cli.cluster import store, submit  # noqa: E402
+from fi_campaign.cli.faultmodel import fault_model  # noqa: E402
+from fi_campaign.cli.injector import injector  # noqa: E402
+from fi_campaign.cli.models import evaluate, train  # noqa: E402
 
 main.add_command(train)
 main.add_command(evaluate)
@@ -426,7 +426,7 @@ def doctor(home: str | None, dialect: str | None) -> None:
     whether the kernel log can be read for Xid errors. With a DUMMY injector build present it
     runs a dry campaign that must come back 100% masked. Exit code 2 when something is missing.
     """
-    from campaign.doctor import diagnose
+    from fi_campaign.doctor import diagnose
 
     ok = True
     for line in diagnose(home, dialect):
@@ -450,10 +450,10 @@ def status(ctx: click.Context) -> None:
     remaining sites at that rate: injection time still needed, start-up not included.
     Columns that do not fit the terminal are printed below the table, one line per row.
     """
-    from campaign.classify import COUNTED, CRITICAL_SDC
-    from campaign.cli.tables import Col, print_table
-    from campaign.config import Config
-    from campaign.stats import proportion
+    from fi_campaign.classify import COUNTED, CRITICAL_SDC
+    from fi_campaign.cli.tables import Col, print_table
+    from fi_campaign.config import Config
+    from fi_campaign.stats import proportion
 
     store = open_store(ctx)
     cols = (Col("model", key=True), Col("mode", key=True), Col("done/planned", key=True, right=True),
@@ -477,7 +477,7 @@ def status(ctx: click.Context) -> None:
     if config.backend == "nvbitfi":
         from rich.console import Console
 
-        from campaign.report.summary import count_sentence
+        from fi_campaign.report.summary import count_sentence
 
         console = Console()
         for check in store.count_checks():
@@ -487,7 +487,7 @@ def status(ctx: click.Context) -> None:
 def _print_workers(workers) -> None:
     """Per worker: where it runs (host, Slurm job and array index), its state, its last
     heartbeat and its rate; a running worker silent past its lease shows as lost."""
-    from campaign.cli.tables import Col, print_table
+    from fi_campaign.cli.tables import Col, print_table
 
     cols = (Col("worker", key=True), Col("host"), Col("job"), Col("array", right=True), Col("state", key=True),
             Col("heartbeat", right=True), Col("done", right=True), Col("inj/s", right=True))

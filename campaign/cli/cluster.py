@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from campaign.cli.common import open_store
+from fi_campaign.cli.common import open_store
 
 SLURM_OPTIONS = ("tasks", "partition", "account", "qos", "time", "gpus_per_task", "cpus_per_task", "parallelism")
 
@@ -27,7 +27,7 @@ def submit_options(f):
 
 def slurm_settings(stored, given: dict):
     """The plan's ``slurm:`` section with the command line's options laid over it."""
-    from campaign.config import parse_slurm
+    from fi_campaign.config import parse_slurm
 
     over = {k: v for k, v in given.items() if v is not None}
     if "time" in over and over["time"].isdigit():
@@ -39,8 +39,8 @@ def slurm_settings(stored, given: dict):
 
 def do_submit(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None,
               folder: str | None, given: dict) -> None:
-    from campaign.config import Config
-    from campaign.engine import runner, slurm
+    from fi_campaign.config import Config
+    from fi_campaign.engine import runner, slurm
 
     store = open_store(ctx)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
@@ -56,8 +56,8 @@ def do_submit(ctx: click.Context, model: str | None, mode: str | None, isolation
 
 def array_task(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None) -> int:
     """``run --array-task``: the worker of a plain sbatch array script; the exit code says what next."""
-    from campaign.engine import runner, slurm
-    from campaign.errors import mark_model_errors
+    from fi_campaign.engine import runner, slurm
+    from fi_campaign.errors import mark_model_errors
 
     store = open_store(ctx)
     mark_model_errors()
@@ -106,8 +106,8 @@ def copy(source: str, destination: str) -> None:
     destination that already holds a campaign is refused; sites a worker holds in SOURCE are
     pending in the copy.
     """
-    from campaign.store import Store, parse_target
-    from campaign.store.copy import copy as copy_store
+    from fi_campaign.store import Store, parse_target
+    from fi_campaign.store.copy import copy as copy_store
 
     src = Store.open(source)
     done = copy_store(src, destination)

@@ -11,6 +11,6 @@ def db_of(ctx: click.Context) -> str:
 
 
 def open_store(ctx: click.Context):
-    from campaign.store import Store
+    from fi_campaign.store import Store
 
     return Store.open(db_of(ctx))

@@ -11,11 +11,11 @@ from typing import TYPE_CHECKING
 
 import click
 
-from campaign.cli.params import PathText
-from campaign.errors import UserError
+from fi_campaign.cli.params import PathText
+from fi_campaign.errors import UserError
 
 if TYPE_CHECKING:
-    from campaign.outputs import Output
+    from fi_campaign.outputs import Output
 
 COLUMN = "relative_diff"
 DEFAULT_BY = "micro,input_size"
@@ -68,7 +68,7 @@ def _read(csvs: tuple[str, ...], columns: list[str]):
 
 def _order(col: str, value: str) -> tuple:
     """Groups in the injector table's order (op, then small/common/big), the rest by name."""
-    from models.powerlaw import SIZES
+    from fi_campaign.models.powerlaw import SIZES
 
     known = {"micro": MICRO_ORDER, "input_size": SIZES}.get(col, ())
     return (known.index(value), "") if value in known else (len(known), value)
@@ -117,8 +117,8 @@ def fit(ctx: click.Context, csvs: tuple[str, ...], by: str, out: str, force: boo
     import yaml
     from rich.table import Table
 
-    from campaign.outputs import check, write_text
-    from models import powerfit, powerlaw
+    from fi_campaign.outputs import check, write_text
+    from fi_campaign.models import powerfit, powerlaw
 
     target = check(out, force, [_store(ctx)])
     cols = [c.strip() for c in by.split(",") if c.strip()]
@@ -171,7 +171,7 @@ def fit(ctx: click.Context, csvs: tuple[str, ...], by: str, out: str, force: boo
 
 def _note(law) -> str:
     """A few words on an entry that cannot be drawn from or is nearly constant."""
-    from models.powerlaw import FLT_MAX
+    from fi_campaign.models.powerlaw import FLT_MAX
 
     if law.degenerate_reason():
         if not math.isfinite(law.x_min) or law.x_min >= FLT_MAX:
@@ -202,7 +202,7 @@ def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str 
     With --data, each entry is compared with the samples of its group: the entry's KS distance
     to them, a refit, and the largest relative difference between the entry and the refit.
     """
-    from models import powerlaw
+    from fi_campaign.models import powerlaw
 
     if csvs and not name:
         raise UserError("--data needs a NAME to compare with, e.g. fi-campaign fault-model show dsn2021-fu --data FILE.csv.")
@@ -210,7 +210,7 @@ def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str 
         raise UserError("--plot needs --data CSV: the plot shows the data against the model.")
     if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
         raise UserError(f"--plot {plot}: the plot is written as PNG, SVG or PDF, so name it .png, .svg or .pdf.")
-    from campaign.outputs import check
+    from fi_campaign.outputs import check
 
     target = check(plot, force, [_store(ctx)]) if plot else None
     console = _console()
@@ -230,7 +230,7 @@ def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str 
 
 def _rows(table: str) -> list[dict]:
     """One dict per entry: op, size, law, group of data it stands for, and fit statistics."""
-    from models import powerlaw
+    from fi_campaign.models import powerlaw
 
     if table in powerlaw.TABLES:
         return [{"op": op, "size": size, "law": powerlaw.entry(table, op, size), "stats": None,
@@ -255,7 +255,7 @@ def _group_samples(data, group: dict):
 def _print_table(console, table: str, rows: list[dict], data) -> None:
     from rich.table import Table
 
-    from models import powerfit, powerlaw
+    from fi_campaign.models import powerfit, powerlaw
 
     fitted = rows[0].get("table")
     title = (f"Fault model '{fitted.name}' ({fitted.path}), fitted per {', '.join(fitted.by) or 'file'}" if fitted
@@ -301,8 +301,8 @@ def _plot(rows: list[dict], data, table: str, out: Output) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    from campaign.outputs import replacing
-    from models import powerfit
+    from fi_campaign.outputs import replacing
+    from fi_campaign.models import powerfit
 
     panels = [(r, powerfit.clean(_group_samples(data, r["group"]))[0]) for r in rows]
     panels = [(r, x) for r, x in panels if x.size]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from campaign.cli.params import PathText
+from fi_campaign.cli.params import PathText
 
 
 @click.group("injector")
@@ -26,8 +26,8 @@ def injector() -> None:
 @click.option("--out", metavar="DIR", type=PathText(), help="Build folder (default: ~/.cache/fi-campaign/tool/<nvbit>-sm_XX).")
 def build(nvbit: str, arch: str | None, nvcc: str | None, out: str | None) -> None:
     """Compile the tool into a per-user cache: profiler.so, injector.so and injector-dummy.so."""
-    from campaign.outputs import check
-    from nvbitfi_tools import build as tool
+    from fi_campaign.outputs import check
+    from fi_campaign.nvbitfi_tools import build as tool
 
     if out:
         check(out, force=True, folder=True)  # a build folder is rebuilt in place, but never a store or its runs

@@ -6,12 +6,12 @@ from typing import TYPE_CHECKING
 
 import click
 
-from campaign import limits
-from campaign.cli.params import Checked, FilePath, PathText
-from campaign.errors import UserError, mark_model_errors
+from fi_campaign import limits
+from fi_campaign.cli.params import Checked, FilePath, PathText
+from fi_campaign.errors import UserError, mark_model_errors
 
 if TYPE_CHECKING:
-    from campaign.store import Store
+    from fi_campaign.store import Store
 
 PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened", "hardened-nansafe")
 ARCHS = ("resnet20", "resnet32", "resnet44", "resnet56")
@@ -19,13 +19,13 @@ DATASETS = {"cifar10": 10, "cifar100": 100}
 
 
 def _device() -> Checked:
-    from campaign.config import SPECS
+    from fi_campaign.config import SPECS
 
     return Checked(SPECS["device"], "device")
 
 
 def _recipe(path: str | None, epochs: int | None, seed: int | None):
-    from models.train import Recipe, RecipeError
+    from fi_campaign.models.train import Recipe, RecipeError
 
     try:
         return Recipe.read(path, epochs=epochs, seed=seed)
@@ -65,10 +65,10 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from campaign.outputs import check
-    from campaign.workload.model import resolve_device
-    from models import data as cifar
-    from models.train import partial_path, preset as make_preset, read_partial, train as run_training
+    from fi_campaign.outputs import check
+    from fi_campaign.workload.model import resolve_device
+    from fi_campaign.models import data as cifar
+    from fi_campaign.models.train import partial_path, preset as make_preset, read_partial, train as run_training
 
     mark_model_errors()
     given = out or f"{arch}-{dataset}-{preset}.pt"
@@ -131,15 +131,15 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
 
     import torch
 
-    from campaign.cli.tables import Col, print_table
-    from campaign.store import RegretRecord
-    from campaign.workload.model import resolve_device
-    from models import data as cifar
-    from models import powerlaw, zoo
-    from models.regret import evaluate as regret_of
-    from models.train import evaluate as accuracy_of
+    from fi_campaign.cli.tables import Col, print_table
+    from fi_campaign.store import RegretRecord
+    from fi_campaign.workload.model import resolve_device
+    from fi_campaign.models import data as cifar
+    from fi_campaign.models import powerlaw, zoo
+    from fi_campaign.models.regret import evaluate as regret_of
+    from fi_campaign.models.train import evaluate as accuracy_of
 
-    from campaign.outputs import check, replacing
+    from fi_campaign.outputs import check, replacing
 
     mark_model_errors()
     store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
@@ -199,7 +199,7 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
 def _regret_store(ctx: click.Context, db: str | None, regret: bool) -> Store | None:
     """The store regret rows go to: --db after evaluate, else the global --db when given
     explicitly (never the default store: evaluating must not write where nobody asked)."""
-    from campaign.store import Store
+    from fi_campaign.store import Store
 
     given = (ctx.obj or {}).get("db")
     if db and given and Path(db) != Path(given):

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from campaign.checks import Spec, shown
+from fi_campaign.checks import Spec, shown
 
 # a name leaves room for the siblings written beside it (STORE-wal, STORE.log.jsonl, OUT.partial.pt,
 # FILE.partial), so the os never answers "File name too long" half-way through a command

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from campaign.engine.runner import INJECTING, PREPARING, Progress
+from fi_campaign.engine.runner import INJECTING, PREPARING, Progress
 
 if TYPE_CHECKING:
     from rich.console import Console

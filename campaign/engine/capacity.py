@@ -2,13 +2,13 @@
 worker starts: too many workers are capped (one sentence says why), a batch or image set that
 would not fit in memory at all is refused. The per-worker base is measured
 (bench/workers_memory.py); the buffers are estimated from the model's activation sizes
-(``models.faults.describe_layers``).
+(``fi_campaign.models.faults.describe_layers``).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from campaign.errors import UserError
+from fi_campaign.errors import UserError
 
 MiB = 2 ** 20
 # unique memory (USS) of one ResNet-20 worker less its buffers, from bench/workers_memory.py on
@@ -35,8 +35,8 @@ class Footprint:
 
 def activation_bytes(arch: dict) -> int:
     """Bytes of every conv/linear output of one image: what a forward pass may hold per row."""
-    from models.faults import describe_layers
-    from models.resnet import Arch, build
+    from fi_campaign.models.faults import describe_layers
+    from fi_campaign.models.resnet import Arch, build
 
     return 4 * sum(layer.numel for layer in describe_layers(build(Arch(**arch))))
 

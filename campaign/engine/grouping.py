@@ -8,7 +8,7 @@ never one layer's sites.
 """
 from __future__ import annotations
 
-from campaign.store import Site
+from fi_campaign.store import Site
 
 WINDOW_CHUNKS = 32  # ResNet-20, elements: passes cost 1/1.43 of a whole one at 8 chunks, 1/1.54 at 32
 

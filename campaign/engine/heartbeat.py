@@ -11,7 +11,7 @@ import threading
 import time
 from typing import Callable
 
-from campaign.store import Store
+from fi_campaign.store import Store
 
 
 class Heartbeat:

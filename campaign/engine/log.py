@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from campaign.store import Result, Store
+from fi_campaign.store import Result, Store
 
 SITE_PREFIX = b'{"site": '
 

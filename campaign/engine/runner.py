@@ -1,5 +1,5 @@
 """Executes pending sites, a chunk at a time, with the executor the campaign calls for
-(``campaign.engine.executors``).
+(``fi_campaign.engine.executors``).
 
 Workers claim chunks of sites atomically from the store (pending -> running, with an owner and a
 lease), run them, and commit the results with the sites' status in one transaction. A heartbeat
@@ -16,14 +16,14 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
-from campaign.config import Config
-from campaign.engine import capacity
-from campaign.engine import log as injection_log
-from campaign.engine.executors import open_executor
-from campaign.engine.grouping import layer_chunks, window_size
-from campaign.engine.heartbeat import Heartbeat
-from campaign.errors import UserError
-from campaign.store import Store, Worker, log_path, runs_dir
+from fi_campaign.config import Config
+from fi_campaign.engine import capacity
+from fi_campaign.engine import log as injection_log
+from fi_campaign.engine.executors import open_executor
+from fi_campaign.engine.grouping import layer_chunks, window_size
+from fi_campaign.engine.heartbeat import Heartbeat
+from fi_campaign.errors import UserError
+from fi_campaign.store import Store, Worker, log_path, runs_dir
 
 LEASE_S = 60.0  # a worker silent this long has vanished; its heartbeat renews every third of it
 
@@ -70,8 +70,8 @@ def stratum_done(store: Store, model: str, mode: str, until_ci: float | None) ->
     """--until-ci: the 95% interval of the stratum's critical-SDC rate is narrow enough."""
     if until_ci is None:
         return False
-    from campaign.classify import COUNTED, CRITICAL_SDC
-    from campaign.stats import proportion
+    from fi_campaign.classify import COUNTED, CRITICAL_SDC
+    from fi_campaign.stats import proportion
 
     counts = store.stratum_counts(model, mode)
     n = sum(counts.get(o, 0) for o in COUNTED)
@@ -86,7 +86,7 @@ def check_not_injected(store: Store, config: Config, model: str, mode: str) -> N
     past it, something is wrong with the setup (launch-sequence drift, a profile from another
     build), and further runs would only spend GPU time. Re-drawn sites are not counted: they
     were replaced, not lost."""
-    from campaign.classify import NOT_INJECTED
+    from fi_campaign.classify import NOT_INJECTED
 
     if config.backend != "nvbitfi":
         return
@@ -156,7 +156,7 @@ def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress],
 
 def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.Lock,
           on_progress: Callable[[Progress], None] | None, on_note: Note | None) -> tuple[dict[str, int], bool]:
-    from campaign.workload.model import resolve_device
+    from fi_campaign.workload.model import resolve_device
 
     record = store.campaign()
     config = check_selection(Config.from_json(record.config), job.model, job.mode).with_overrides(isolation=job.isolation)
@@ -236,8 +236,8 @@ def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.L
 
 def _worker_main(job: Job, messages) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
-    from campaign.errors import mark_model_errors
-    from campaign.heap import keep_freed_memory
+    from fi_campaign.errors import mark_model_errors
+    from fi_campaign.heap import keep_freed_memory
 
     import signal
 
@@ -316,7 +316,7 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
 def _fit(record, config: Config, model: str | None, workers: int, devices: list[str] | None,
          on_note: Note | None) -> int:
     """Workers capped to the cores and memory of this machine; a batch that cannot fit is refused."""
-    from campaign.workload.model import resolve_device
+    from fi_campaign.workload.model import resolve_device
 
     on_gpu = bool(devices) or resolve_device(config.device).startswith("cuda")
     models = {k: v for k, v in record.models.items() if model in (None, k)}
@@ -331,8 +331,8 @@ def _fit(record, config: Config, model: str | None, workers: int, devices: list[
 
 def _preflight(store: Store, model: str | None) -> None:
     """What every worker would refuse, refused once before any worker starts."""
-    from campaign.workload.images import check_checkpoint
-    from models import zoo
+    from fi_campaign.workload.images import check_checkpoint
+    from fi_campaign.models import zoo
 
     record = store.campaign()
     for name, info in record.models.items():

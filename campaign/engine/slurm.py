@@ -16,9 +16,9 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from campaign.config import Slurm
-from campaign.errors import UserError
-from campaign.store import Store, StoreError
+from fi_campaign.config import Slurm
+from fi_campaign.errors import UserError
+from fi_campaign.store import Store, StoreError
 
 SIGNAL_DELAY_S = 90  # USR2 comes this long before the time limit: time to finish a chunk and requeue
 MAX_REQUEUES = 1000  # submitit counts requeues at the time limit; the store says when to stop
@@ -63,7 +63,7 @@ def submit(store: Store, slurm: Slurm, folder: Path, model: str | None = None, m
     check_submit(store, model, mode)
     import submitit
 
-    from campaign.engine.runner import LEASE_S
+    from fi_campaign.engine.runner import LEASE_S
 
     if slurm.time * 60 <= 2 * SIGNAL_DELAY_S:
         raise UserError(f"a time limit of {slurm.time} min leaves no time to work before Slurm's "
@@ -113,8 +113,8 @@ def task_loop(db: str, model: str | None, mode: str | None, isolation: str | Non
     other workers hold sites, claiming nothing that could not finish by ``deadline``. Returns its
     outcome counts and how it ended: "done" (nothing left), "stopped" (time is up, sites are
     left: requeue it) or "terminated" (SIGTERM; its sites were given back)."""
-    from campaign.config import Config
-    from campaign.engine import runner
+    from fi_campaign.config import Config
+    from fi_campaign.engine import runner
 
     signal.signal(signal.SIGTERM, _terminated)
     store = Store.open(db)
@@ -148,7 +148,7 @@ class ArrayTask:
     lease_s: float
 
     def __call__(self, index: int) -> dict[str, int]:
-        from campaign.errors import mark_model_errors
+        from fi_campaign.errors import mark_model_errors
 
         started = time.time()
         mark_model_errors()

@@ -7,19 +7,19 @@ from pathlib import Path
 
 import numpy as np
 
-from campaign.config import Config
-from campaign.errors import UserError
-from campaign.workload import process
+from fi_campaign.config import Config
+from fi_campaign.errors import UserError
+from fi_campaign.workload import process
 
 PROFILE_NAME = "nvbitfi-igprofile.txt"
 
 
 def profile_model(config: Config, checkpoint: str, workload: dict, fault_model: dict, root: Path) -> Path:
     """Run the workload once under profiler.so and keep its nvbitfi-igprofile.txt in ``root``."""
-    from campaign.workload.model import require_gpu
-    from campaign.workload.program import command, write_root
-    from nvbitfi_tools.attach import gpu_of, tool_env
-    from nvbitfi_tools.install import locate, require
+    from fi_campaign.workload.model import require_gpu
+    from fi_campaign.workload.program import command, write_root
+    from fi_campaign.nvbitfi_tools.attach import gpu_of, tool_env
+    from fi_campaign.nvbitfi_tools.install import locate, require
 
     require_gpu()
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
@@ -37,10 +37,10 @@ def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: d
                   ) -> tuple[list[dict], dict]:
     """Sites as NVBitFI draws them: a dynamic instruction of the group, uniform over all launches,
     leaving out launches the injector cannot name; returns the sites and what was left out."""
-    from models.powerlaw import PowerLaw
-    from nvbitfi_tools.errors import NvbitfiError
-    from nvbitfi_tools.profile import read_profile, require_groups
-    from nvbitfi_tools.sites import KERNEL_NAME_BYTES, Proposals, draw_sites
+    from fi_campaign.models.powerlaw import PowerLaw
+    from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+    from fi_campaign.nvbitfi_tools.profile import read_profile, require_groups
+    from fi_campaign.nvbitfi_tools.sites import KERNEL_NAME_BYTES, Proposals, draw_sites
 
     profile = read_profile(profile_path, config.nvbitfi.dialect)
     require_groups(profile, [(config.nvbitfi.group, m) for m in config.modes])

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
-from campaign import __version__
+from fi_campaign import __version__
 from dataclasses import dataclass
 
-from campaign.config import Config
-from campaign.stats import sample_size
-from campaign.errors import UserError
-from campaign.store import CampaignRecord
-from campaign.plan.nvbitfi import nvbitfi_sites
-from campaign.workload.images import image_digest, workload_images
+from fi_campaign.config import Config
+from fi_campaign.stats import sample_size
+from fi_campaign.errors import UserError
+from fi_campaign.store import CampaignRecord
+from fi_campaign.plan.nvbitfi import nvbitfi_sites
+from fi_campaign.workload.images import image_digest, workload_images
 
 
 def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
@@ -37,7 +37,7 @@ def check_fault_model(config: Config) -> dict:
     """The power-law entries warp_random will draw from, refusing degenerate ones up front, and
     which model they belong to (a built-in name, or a fitted file's name, path and digest), so a
     report can say which model drove the campaign after the file has changed or gone."""
-    from models import powerlaw, sampler
+    from fi_campaign.models import powerlaw, sampler
 
     fm = config.fault_model
     try:
@@ -60,9 +60,9 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
          ) -> tuple[CampaignRecord, list[dict]]:
     """``profiles``: model name (or ``*`` for all) -> an existing nvbitfi-igprofile.txt, for
     backend nvbitfi; a model without one is profiled now under profiler.so in ``runs``."""
-    from models import zoo
-    from models.faults import describe_layers, draw_sites
-    from models.resnet import build
+    from fi_campaign.models import zoo
+    from fi_campaign.models.faults import describe_layers, draw_sites
+    from fi_campaign.models.resnet import build
 
     fault_model = check_fault_model(config)
     images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
@@ -77,7 +77,7 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
                         "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
                         "accuracy_on": meta.accuracy_on}
         if config.resumes:
-            from campaign.workload.resume import resume_plan
+            from fi_campaign.workload.resume import resume_plan
 
             models[name]["resume"] = resume_plan(build(meta.arch), config.layer_weighting, len(indices),
                                                  config.resume_cache_mb)
@@ -107,7 +107,7 @@ def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs
         if not path.is_file():
             raise UserError(f"profile {given} for model {name} does not exist.")
         return path
-    from campaign.plan.nvbitfi import profile_model
+    from fi_campaign.plan.nvbitfi import profile_model
 
     workload = {"source": config.images.source, "count": config.images.count, "seed": config.images.seed,
                 "images_sha256": image_digest(images.images)}
@@ -133,16 +133,16 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
     p = 0.5, the worst case). single_bit's population is every bit of every output value (or of
     every profiled FP32 thread-instruction, for NVBitFI); warp_random draws a continuous value,
     so its population is infinite."""
-    from models import zoo
-    from models.faults import describe_layers
-    from models.resnet import build
+    from fi_campaign.models import zoo
+    from fi_campaign.models.faults import describe_layers
+    from fi_campaign.models.resnet import build
 
     out = []
     for name, ref in config.models.items():
         if config.backend == "nvbitfi":
             given = (profiles or {}).get(name) or (profiles or {}).get("*")
-            from nvbitfi_tools.profile import read_profile
-            from nvbitfi_tools.sites import Proposals
+            from fi_campaign.nvbitfi_tools.profile import read_profile
+            from fi_campaign.nvbitfi_tools.sites import Proposals
 
             sites = (Proposals(read_profile(given, config.nvbitfi.dialect), config.nvbitfi.group).total
                      if given else math.inf)

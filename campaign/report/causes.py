@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from campaign.classify import COUNTED, CRITICAL_SDC
-from campaign.stats import Ratio, proportion, rate_ratio
-from campaign.store import BitGroup, ResultGroup
+from fi_campaign.classify import COUNTED, CRITICAL_SDC
+from fi_campaign.stats import Ratio, proportion, rate_ratio
+from fi_campaign.store import BitGroup, ResultGroup
 
 CONFIDENCE = 0.95
 CSV_COLUMNS = ("model", "mode", "part", "reference", "bit", "k", "n", "value", "ci_low", "ci_high", "share", "nan_k")

@@ -1,6 +1,6 @@
 """One row per injection, to CSV or Parquet, streamed from the store in batches so that a store
 of millions of results never has to fit in memory. The file appears under its name only when
-complete (written beside it, then renamed: ``campaign.outputs``), so an interrupted export
+complete (written beside it, then renamed: ``fi_campaign.outputs``), so an interrupted export
 leaves no truncated file that looks whole.
 """
 from __future__ import annotations
@@ -9,8 +9,8 @@ import csv
 from pathlib import Path
 from typing import Iterator
 
-from campaign.outputs import Output, replacing
-from campaign.store import Store
+from fi_campaign.outputs import Output, replacing
+from fi_campaign.store import Store
 
 EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "isolation", "layer", "layer_index", "image", "element",
                   "bit", "width", "value_seed", "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value",

@@ -10,8 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from campaign.classify import CRITICAL_SDC, DUE, TOLERABLE_SDC
-from campaign.errors import UserError
+from fi_campaign.classify import CRITICAL_SDC, DUE, TOLERABLE_SDC
+from fi_campaign.errors import UserError
 
 PER = ("device", "bit")
 # outcomes that are failures; masked and not_injected have no FIT of their own

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from campaign import __version__
-from campaign.report import plots
-from campaign.outputs import Output, write_bytes
-from campaign.report.fit import RawFit
-from campaign.report.causes import sentence as cause_sentence
-from campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
+from fi_campaign import __version__
+from fi_campaign.report import plots
+from fi_campaign.outputs import Output, write_bytes
+from fi_campaign.report.fit import RawFit
+from fi_campaign.report.causes import sentence as cause_sentence
+from fi_campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
 
 TEMPLATE = "report.html.j2"
 
@@ -35,7 +35,7 @@ def _environment():
     import jinja2
 
     def load(name: str) -> str:
-        return resources.files("templates").joinpath("report", name).read_text(encoding="utf-8")
+        return resources.files("fi_campaign.templates").joinpath("report", name).read_text(encoding="utf-8")
 
     env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
                              autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)

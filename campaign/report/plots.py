@@ -10,14 +10,14 @@ import io
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from campaign.classify import CRITICAL_SDC, DUE, MASKED, TOLERABLE_SDC
+from fi_campaign.classify import CRITICAL_SDC, DUE, MASKED, TOLERABLE_SDC
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from campaign.report.causes import BitRow
-    from campaign.report.summary import AvfRow, UnitRow
-    from campaign.store import RegretRecord
+    from fi_campaign.report.causes import BitRow
+    from fi_campaign.report.summary import AvfRow, UnitRow
+    from fi_campaign.store import RegretRecord
 
 STACK = (MASKED, TOLERABLE_SDC, CRITICAL_SDC, DUE)  # bottom to top, as in the paper's Fig. 6
 NAMES = {MASKED: "Masked", TOLERABLE_SDC: "Tolerable SDC", CRITICAL_SDC: "Critical SDC", DUE: "DUE"}

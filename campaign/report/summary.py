@@ -13,15 +13,15 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Iterable
 
-from campaign.classify import COUNTED, CRITICAL_SDC, NOT_INJECTED, OUTCOMES
-from campaign.config import Config
-from campaign.errors import UserError
-from campaign.outputs import Output, replacing, write_text
-from campaign.report.causes import Causes, causes as find_causes, csv_rows as cause_rows, sentence as cause_sentence
-from campaign.report.causes import write_csv as write_cause_table
-from campaign.report.fit import FitRow, RawFit, fit_rows
-from campaign.stats import Ratio, proportion, rate_ratio
-from campaign.store import CountCheck, RegretRecord, ResultGroup, Store
+from fi_campaign.classify import COUNTED, CRITICAL_SDC, NOT_INJECTED, OUTCOMES
+from fi_campaign.config import Config
+from fi_campaign.errors import UserError
+from fi_campaign.outputs import Output, replacing, write_text
+from fi_campaign.report.causes import Causes, causes as find_causes, csv_rows as cause_rows, sentence as cause_sentence
+from fi_campaign.report.causes import write_csv as write_cause_table
+from fi_campaign.report.fit import FitRow, RawFit, fit_rows
+from fi_campaign.stats import Ratio, proportion, rate_ratio
+from fi_campaign.store import CountCheck, RegretRecord, ResultGroup, Store
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
 CONFIDENCE = 0.95
@@ -277,7 +277,7 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
 
 def count_sentence(c: CountCheck, dialect: str) -> str:
     """How the injector's own counts compared with the profile's, for one model and group."""
-    from nvbitfi_tools.isa import dialect as get_dialect
+    from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
 
     group = get_dialect(dialect).group_name(c.igid)
     head = f"{c.model} {group}: the injector's count of {c.launches} launch{'es' if c.launches != 1 else ''} is known"

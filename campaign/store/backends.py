@@ -14,7 +14,7 @@ from sqlalchemy.engine import URL, Engine, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
 from sqlalchemy.pool import QueuePool
 
-from campaign.errors import UserError
+from fi_campaign.errors import UserError
 
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # deadlock and serialization failures: PostgreSQL aborted the transaction, a retry may pass

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from campaign.store.database import Store
+    from fi_campaign.store.database import Store
 
 RUNS, LOG = ".runs", ".log.jsonl"
 

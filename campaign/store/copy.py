@@ -17,9 +17,9 @@ from pathlib import Path
 from sqlalchemy import delete, insert, select
 from sqlalchemy.exc import DatabaseError
 
-from campaign.store.backends import StoreError, Target, parse_target, reason, reset_sequences
-from campaign.store.database import Store
-from campaign.store.schema import (PENDING, RUNNING, campaign_t, injection_t, launch_count_t, redraw_t, regret_t,
+from fi_campaign.store.backends import StoreError, Target, parse_target, reason, reset_sequences
+from fi_campaign.store.database import Store
+from fi_campaign.store.schema import (PENDING, RUNNING, campaign_t, injection_t, launch_count_t, redraw_t, regret_t,
                                    result_t, site_t, worker_t)
 
 TABLES = (campaign_t, site_t, result_t, injection_t, redraw_t, launch_count_t, regret_t, worker_t)  # parents first

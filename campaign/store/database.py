@@ -19,17 +19,17 @@ from sqlalchemy import Integer, and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import DatabaseError
 
-from campaign.store import migrate
-from campaign.store.backends import (StoreError, Target, check_server, engine_for, epoch, insert_ignoring, parse_target,
+from fi_campaign.store import migrate
+from fi_campaign.store.backends import (StoreError, Target, check_server, engine_for, epoch, insert_ignoring, parse_target,
                                      pick_ids, sqlite_engine, transient)
-from campaign.store.backends import reason as _reason
-from campaign.store.backends import tables as _server_tables
-from campaign.store.records import (BitGroup, CampaignRecord, CountCheck, InjectionRecord, LaunchCount, Redraw,
+from fi_campaign.store.backends import reason as _reason
+from fi_campaign.store.backends import tables as _server_tables
+from fi_campaign.store.records import (BitGroup, CampaignRecord, CountCheck, InjectionRecord, LaunchCount, Redraw,
                                     RegretRecord, Result, ResultGroup, Site, StratumStatus, Worker, WorkerStatus)
-from campaign.store.schema import (DONE, EXPORT_FIELDS, INJECTION_FIELDS, PENDING, RESULT_FIELDS, RUNNING,
+from fi_campaign.store.schema import (DONE, EXPORT_FIELDS, INJECTION_FIELDS, PENDING, RESULT_FIELDS, RUNNING,
                                    SCHEMA_VERSION, SITE_FIELDS, campaign_t, injection_t, launch_count_t, meta, redraw_t,
                                    regret_t, result_t, site_t, worker_t)
-from campaign.store.timing import busy_seconds
+from fi_campaign.store.timing import busy_seconds
 
 _RESULT_COLUMNS = tuple(c.name for c in result_t.columns if c.name != "finished")
 STORE_TABLES = {"campaign", "site", "result"}

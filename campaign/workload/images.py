@@ -5,8 +5,8 @@ import hashlib
 
 import numpy as np
 
-from campaign.errors import UserError
-from models import data as cifar
+from fi_campaign.errors import UserError
+from fi_campaign.models import data as cifar
 
 
 def image_digest(images: np.ndarray) -> str:

@@ -6,12 +6,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from campaign.errors import UserError
-from campaign.workload.images import check_checkpoint, workload_inputs
-from models import zoo
-from models.faults import FaultBatch, Injector
-from models.resnet import CifarResNet
-from models.resume import GoldenActivations, Resumer, recording
+from fi_campaign.errors import UserError
+from fi_campaign.workload.images import check_checkpoint, workload_inputs
+from fi_campaign.models import zoo
+from fi_campaign.models.faults import FaultBatch, Injector
+from fi_campaign.models.resnet import CifarResNet
+from fi_campaign.models.resume import GoldenActivations, Resumer, recording
 
 
 def resolve_device(device: str) -> str:
@@ -44,7 +44,7 @@ class Workload:
              math: str = "fp32", resume_layers: list[int] | None = None) -> "Workload":
         """``resume_layers``: the resume points (models.resume) whose golden tensors are
         recorded during the golden run, for faulted passes that start there."""
-        from campaign.workload.mathmode import set_math
+        from fi_campaign.workload.mathmode import set_math
 
         torch.backends.cudnn.benchmark = False  # the same kernels for the golden and every faulted pass
         torch.backends.cudnn.deterministic = True

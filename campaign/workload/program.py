@@ -1,6 +1,6 @@
 """The workload program: one model, the campaign's fixed images, one optional fault -> logits.
 
-    python -m campaign.workload.program RUN_ROOT [FAULT.json] --out logits.npy
+    python -m fi_campaign.workload.program RUN_ROOT [FAULT.json] --out logits.npy
 
 RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode) and ``images.npy`` (the
 normalised inputs), written once per campaign run. It is what every process-isolated injection
@@ -23,8 +23,8 @@ import numpy as np
 def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, device: str, fault_model: dict,
                math: str = "fp32") -> Path:
     """The folder every workload process of one model reads: images.npy and workload.json."""
-    from campaign.workload.images import workload_inputs
-    from models import zoo
+    from fi_campaign.workload.images import workload_inputs
+    from fi_campaign.models import zoo
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -41,7 +41,7 @@ def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, dev
 
 def command(root: Path, fault: Path | None = None, out: str = "logits.npy") -> list[str]:
     """The workload program's command line; the same program for golden, profiling and injection runs."""
-    return [sys.executable, "-m", "campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
+    return [sys.executable, "-m", "fi_campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
 
 
 class BadInput(Exception):
@@ -86,13 +86,13 @@ def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m campaign.workload.program")
+    ap = argparse.ArgumentParser(prog="python -m fi_campaign.workload.program")
     ap.add_argument("root", type=Path)
     ap.add_argument("fault", type=Path, nargs="?")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
 
-    from campaign.heap import keep_freed_memory
+    from fi_campaign.heap import keep_freed_memory
 
     keep_freed_memory()
     try:
@@ -107,9 +107,9 @@ def main(argv: list[str] | None = None) -> int:
     # torch._dynamo doubled the program's start-up (bench/process.py); golden runs verify it
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    from campaign.workload.mathmode import set_math
-    from models import zoo
-    from models.faults import Injector, site_faults
+    from fi_campaign.workload.mathmode import set_math
+    from fi_campaign.models import zoo
+    from fi_campaign.models.faults import Injector, site_faults
 
     set_math(spec.get("math", "fp32"))
     model, _ = zoo.load(spec["checkpoint"], device=spec["device"])

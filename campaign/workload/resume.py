@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from models.faults import describe_layers, layer_weights
-from models.resume import cache_bytes, choose, expected_work, resume_points
+from fi_campaign.models.faults import describe_layers, layer_weights
+from fi_campaign.models.resume import cache_bytes, choose, expected_work, resume_points
 
 MB = 2**20
 

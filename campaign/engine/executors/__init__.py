@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
-    from campaign.config import Config
-    from campaign.store import CampaignRecord, Result, Site, Store
+    from fi_campaign.config import Config
+    from fi_campaign.store import CampaignRecord, Result, Site, Store
 
 BACKEND = "pytorch"
 
@@ -39,13 +39,13 @@ def open_executor(record: "CampaignRecord", config: "Config", name: str, device:
     """The executor a campaign's backend and isolation call for, for one model. ``store`` lets
     the NVBitFI executor read the launch counts other workers' runs have shown."""
     if config.backend == "nvbitfi":
-        from campaign.engine.executors.nvbitfi import Nvbitfi
+        from fi_campaign.engine.executors.nvbitfi import Nvbitfi
 
         return Nvbitfi(record, config, name, device, runs, keep_runs, threads, store)
     if config.isolation == "inprocess":
-        from campaign.engine.executors.inprocess import InProcess
+        from fi_campaign.engine.executors.inprocess import InProcess
 
         return InProcess(record, config, name, device)
-    from campaign.engine.executors.processes import Processes
+    from fi_campaign.engine.executors.processes import Processes
 
     return Processes(record, config, name, device, runs, keep_runs, threads)

@@ -7,15 +7,15 @@ from dataclasses import asdict
 
 import numpy as np
 
-from campaign.classify import classify_batch
-from campaign.config import Config
-from campaign.engine.executors import BACKEND, semantics
-from campaign.store import CampaignRecord, Result, Site
+from fi_campaign.classify import classify_batch
+from fi_campaign.config import Config
+from fi_campaign.engine.executors import BACKEND, semantics
+from fi_campaign.store import CampaignRecord, Result, Site
 
 
 def fault_batch(sites: list[Site], fault_model: dict):
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
-    from models.faults import site_faults
+    from fi_campaign.models.faults import site_faults
 
     return site_faults([asdict(s) for s in sites], np.arange(len(sites)), fault_model)
 
@@ -27,8 +27,8 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
         return []
     info = record.models[name]
     if "resume" not in info:
-        from campaign.workload.resume import resume_plan
-        from models.resnet import Arch, build
+        from fi_campaign.workload.resume import resume_plan
+        from fi_campaign.models.resnet import Arch, build
 
         info = {"resume": resume_plan(build(Arch(**info["arch"])), config.layer_weighting,
                                       len(record.workload["indices"]), config.resume_cache_mb)}
@@ -37,7 +37,7 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
 
 class InProcess:
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str) -> None:
-        from campaign.workload.model import Workload
+        from fi_campaign.workload.model import Workload
 
         info = record.models[name]
         layers = resume_layers(record, config, name)

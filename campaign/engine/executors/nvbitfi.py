@@ -1,9 +1,9 @@
 """Backend nvbitfi: the workload program run under NVBitFI's injector.
 
-The same program as every other process-isolated run (``campaign.workload.program``), so
+The same program as every other process-isolated run (``fi_campaign.workload.program``), so
 golden, profiling and injection runs launch the same kernels in the same order (protocol doc
-§12.1); the tool is attached as ``nvbitfi_tools.attach`` says. Each site is settled against
-the injector's own counts (``nvbitfi_tools.rejection``): a proposal whose log shows it lay past
+§12.1); the tool is attached as ``fi_campaign.nvbitfi_tools.attach`` says. Each site is settled against
+the injector's own counts (``fi_campaign.nvbitfi_tools.rejection``): a proposal whose log shows it lay past
 its launch's injector count is replaced by a new proposal from the profile, so the campaign
 samples the instructions the injector executes uniformly, whatever its profiler counted.
 """
@@ -20,17 +20,17 @@ from pathlib import Path
 
 import numpy as np
 
-from campaign.classify import DUE, MASKED, NOT_INJECTED
-from campaign.config import Config
-from campaign.engine.executors import processes
-from campaign.engine.executors.processes import Processes, thread_env
-from campaign.errors import UserError
-from campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site,
+from fi_campaign.classify import DUE, MASKED, NOT_INJECTED
+from fi_campaign.config import Config
+from fi_campaign.engine.executors import processes
+from fi_campaign.engine.executors.processes import Processes, thread_env
+from fi_campaign.errors import UserError
+from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site,
                             Store)
-from campaign.workload import process
-from nvbitfi_tools.attach import gpu_of, tool_env
-from nvbitfi_tools.errors import NvbitfiError
-from nvbitfi_tools.injlog import InjectionLog
+from fi_campaign.workload import process
+from fi_campaign.nvbitfi_tools.attach import gpu_of, tool_env
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.injlog import InjectionLog
 
 
 @dataclass(frozen=True)
@@ -52,10 +52,10 @@ class Nvbitfi(Processes):
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
                  keep_runs: bool, threads: int | None = None, store: Store | None = None) -> None:
-        from nvbitfi_tools.install import kernel_log_readable, locate, require
-        from nvbitfi_tools.sites import Proposals
+        from fi_campaign.nvbitfi_tools.install import kernel_log_readable, locate, require
+        from fi_campaign.nvbitfi_tools.sites import Proposals
 
-        from campaign.workload.model import require_gpu
+        from fi_campaign.workload.model import require_gpu
 
         require_gpu()
         self.install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
@@ -84,9 +84,9 @@ class Nvbitfi(Processes):
         instructions of the group) without writing it; the real injector runs a site past the
         last launch, which instruments the kernel but never fires. Timed once per workload and
         tool, under a lock, like the golden runs."""
-        from campaign.workload.program import command
-        from nvbitfi_tools.render import write_injection_info
-        from nvbitfi_tools.sites import Site as NvSite
+        from fi_campaign.workload.program import command
+        from fi_campaign.nvbitfi_tools.render import write_injection_info
+        from fi_campaign.nvbitfi_tools.sites import Site as NvSite
 
         launch = self.profile.launches[int(np.argmax(self.proposals.counts))]
         tool = self.install.dummy_injector or self.install.injector
@@ -112,7 +112,7 @@ class Nvbitfi(Processes):
             return ended.runtime_s
 
     def _kernel_log(self) -> str | None:
-        from nvbitfi_tools.install import read_kernel_log
+        from fi_campaign.nvbitfi_tools.install import read_kernel_log
 
         return read_kernel_log() if self.xid_readable else None
 
@@ -131,8 +131,8 @@ class Nvbitfi(Processes):
         return [self._one(s, mode, known) for s in sites]
 
     def _one(self, site: Site, mode: str, known: dict[int, int]) -> Result:
-        from nvbitfi_tools.rejection import settle
-        from nvbitfi_tools.sites import Location
+        from fi_campaign.nvbitfi_tools.rejection import settle
+        from fi_campaign.nvbitfi_tools.sites import Location
 
         d = self.root / str(site.id)
         spent = [0.0]
@@ -172,10 +172,10 @@ class Nvbitfi(Processes):
     def _attempt(self, d: Path, site: Site, loc, mode: str) -> _Run:
         """One run of a proposal in a fresh run directory; a site the injector cannot be given
         (its rendering refused) is not run at all, and never stops the campaign."""
-        from campaign.workload.program import command
-        from nvbitfi_tools.install import kernel_log_delta, xid_lines
-        from nvbitfi_tools.render import write_injection_info
-        from nvbitfi_tools.sites import Site as NvSite
+        from fi_campaign.workload.program import command
+        from fi_campaign.nvbitfi_tools.install import kernel_log_delta, xid_lines
+        from fi_campaign.nvbitfi_tools.render import write_injection_info
+        from fi_campaign.nvbitfi_tools.sites import Site as NvSite
 
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -193,7 +193,7 @@ class Nvbitfi(Processes):
     def _info_text(self, mode: str, nv, site: Site | None) -> str:
         """The injection-info file of one proposal, in the dialect's own format: the fi-campaign
         tool draws each lane's power-law value from the site's value seed and the stored law."""
-        from nvbitfi_tools.render import render_injection_info
+        from fi_campaign.nvbitfi_tools.render import render_injection_info
 
         if self.config.nvbitfi.dialect == "fi-campaign":
             fm = self.record.fault_model
@@ -204,15 +204,15 @@ class Nvbitfi(Processes):
 
     def _read_log(self, d: Path) -> InjectionLog:
         if self.config.nvbitfi.dialect == "fi-campaign":
-            from nvbitfi_tools.toollog import read_tool_log
+            from fi_campaign.nvbitfi_tools.toollog import read_tool_log
 
             return read_tool_log(d)
-        from nvbitfi_tools.injlog import read_injection_log
+        from fi_campaign.nvbitfi_tools.injlog import read_injection_log
 
         return read_injection_log(d)
 
     def _judge(self, r: _Run, site: Site, loc) -> tuple[str, int, bool, float | None, str | None]:
-        from nvbitfi_tools.injlog import verdict
+        from fi_campaign.nvbitfi_tools.injlog import verdict
 
         log, ended = r.log, r.ended
         v = verdict(log, ended.due_reason() is not None or bool(r.xids))
@@ -227,7 +227,7 @@ class Nvbitfi(Processes):
         return super().judge(r.d, site, ended)
 
     def label(self, mode: str) -> str:
-        from nvbitfi_tools.isa import math_note, semantics
+        from fi_campaign.nvbitfi_tools.isa import math_note, semantics
 
         nv = self.config.nvbitfi
         text = semantics(nv.dialect, mode, nv.group, nv.powerlaw_line, nv.reads_powerlaw)
@@ -237,7 +237,7 @@ class Nvbitfi(Processes):
 
 def _planned_profile(record: CampaignRecord, config: Config, name: str):
     """The profile the model's sites were drawn from; re-drawn sites must come from the same one."""
-    from nvbitfi_tools.profile import parse_profile
+    from fi_campaign.nvbitfi_tools.profile import parse_profile
 
     info = record.models[name].get("profile") or {}
     path = Path(info.get("path", ""))

@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from campaign.classify import DUE, MASKED, classify_batch
-from campaign.config import Config
-from campaign.engine.executors import BACKEND, semantics
-from campaign.errors import UserError
-from campaign.store import CampaignRecord, Result, Site
-from campaign.workload import process
+from fi_campaign.classify import DUE, MASKED, classify_batch
+from fi_campaign.config import Config
+from fi_campaign.engine.executors import BACKEND, semantics
+from fi_campaign.errors import UserError
+from fi_campaign.store import CampaignRecord, Result, Site
+from fi_campaign.workload import process
 
 
 MIN_TIMEOUT_S = 10.0  # no run is judged a hang sooner, however fast the golden runs were
@@ -50,7 +50,7 @@ def _cached(meta: Path, cache: Path, key: str, runs: int) -> tuple[np.ndarray, f
 
 
 class Processes:
-    """One ``python -m campaign.workload.program`` process per injection, each in its own run directory.
+    """One ``python -m fi_campaign.workload.program`` process per injection, each in its own run directory.
     The golden outputs come from ``golden_runs`` fault-free runs of the same program, which
     must agree bit for bit; the timeout is max(10 s, timeout_factor x the slowest of them)."""
 
@@ -61,7 +61,7 @@ class Processes:
 
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
                  keep_runs: bool, threads: int | None = None, base_env: dict[str, str] | None = None) -> None:
-        from campaign.workload.program import write_root
+        from fi_campaign.workload.program import write_root
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
@@ -93,7 +93,7 @@ class Processes:
             return golden, slowest
 
     def _golden(self, runs: int) -> tuple[np.ndarray, float]:
-        from campaign.workload.program import command
+        from fi_campaign.workload.program import command
 
         outputs, slowest = [], 0.0
         for g in range(runs):
@@ -114,7 +114,7 @@ class Processes:
 
     def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
         """Write what the run needs into its directory; return its command."""
-        from campaign.workload.program import command
+        from fi_campaign.workload.program import command
 
         (d / "fault.json").write_text(json.dumps(asdict(site)))
         return command(self.root, d / "fault.json")
