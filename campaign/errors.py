@@ -1,17 +1,11 @@
-"""The one exception kind the CLI turns into a sentence and exit code 2."""
+"""The one exception type for bad input, at the bottom of the layers so that every package
+(models, nvbitfi_tools, the pipeline stages) raises it without importing anything above.
+
+The CLI turns it into one sentence and exit code 2 in one place (``fi_campaign.cli.Cli``); a
+worker process sends it to its runner, which does the same. Anything else is a bug and keeps
+its traceback.
+"""
 
 
 class UserError(Exception):
-    """Bad input from the user: a config, a path, a name. The message is one plain sentence."""
-
-    user_facing = True
-
-
-def mark_model_errors() -> None:
-    """Let the CLI treat the models package's input errors as user-facing, without importing
-    torch at start-up (models.zoo imports it)."""
-    from fi_campaign.models.data import DataError
-    from fi_campaign.models.zoo import CheckpointError
-
-    for cls in (DataError, CheckpointError):
-        cls.user_facing = True
+    """Bad input from the user: a config, a path, a name, a file. The message is one plain sentence."""

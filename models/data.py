@@ -10,6 +10,7 @@ Accepted sources, all read in place (nothing is extracted to disk):
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 import io
 import pickle
 import tarfile
@@ -30,7 +31,7 @@ NUM_CLASSES = {"cifar10": 10, "cifar100": 100}
 SPLITS = ("train", "test")
 
 
-class DataError(ValueError):
+class DataError(UserError):
     """A data source that is missing or is not CIFAR; the message is one sentence for a user."""
 
 

@@ -14,6 +14,7 @@ Torch-free and pandas-free on purpose, so the CLI and tests import it cheaply.
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -22,10 +23,8 @@ _BLOCK = 1 << 21  # elements per KS block: bounds memory at ~16 MiB per temporar
 KS_KINDS = ("below", "sup")
 
 
-class FitError(ValueError):
+class FitError(UserError):
     """The samples cannot support a power-law fit; the message is one plain sentence."""
-
-    user_facing = True
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ campaign config names either the same way.
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,13 +77,8 @@ class PowerLaw:
         return np.minimum(r, np.finfo(np.float64).max)
 
 
-class TableError(KeyError):
+class TableError(UserError):
     """A table name or file that cannot be used; the message is one plain sentence."""
-
-    user_facing = True
-
-    def __str__(self) -> str:  # KeyError would quote the message
-        return str(self.args[0])
 
 
 @dataclass(frozen=True)

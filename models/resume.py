@@ -14,6 +14,7 @@ live at which layer is not derived here, and it is refused.
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 import bisect
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,10 +30,8 @@ from fi_campaign.models.resnet import BasicBlock, CifarResNet, ConvUnit, injecta
 FLOAT_BYTES = 4
 
 
-class ResumeError(ValueError):
+class ResumeError(UserError):
     """A network delayed start cannot resume; the message is one sentence for the user."""
-
-    user_facing = True
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ cost the hardened ResNet-20 1.55 points of clean accuracy.
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 import math
 import pickle
 import reprlib
@@ -84,7 +85,7 @@ class Recipe:
         return cls(**{f.name: recorded[f.name] for f in fields(cls) if f.name in recorded})
 
 
-class RecipeError(ValueError):
+class RecipeError(UserError):
     """A recipe value that training would choke on, found before any work starts."""
 
 

@@ -7,6 +7,7 @@ whatever the file around it, and a campaign can store it.
 """
 from __future__ import annotations
 
+from fi_campaign.errors import UserError
 import hashlib
 import re
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ ZOO_PREFIX = "zoo:"
 FORMAT = 2
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
     """A checkpoint that is missing, corrupt or for another network; one sentence for a user."""
 
 

@@ -200,11 +200,11 @@ def test_fitted_file_format_and_entry_lookup(fitted):
     assert {"x_min", "alpha", "n_tail", "n", "ks", "sigma", "group"} <= set(e["FFMA", "common"])
     law = powerlaw.entry(str(fitted), "FFMA", "common")
     assert (law.x_min, law.alpha) == (e["FFMA", "common"]["x_min"], e["FFMA", "common"]["alpha"])
-    with pytest.raises(KeyError, match="has no entry for FFMA small"):
+    with pytest.raises(powerlaw.TableError, match="has no entry for FFMA small"):
         powerlaw.entry(str(fitted), "FFMA", "small")
     # the built-in tables are unchanged
     assert powerlaw.entry("dsn2021-fu", "FFMA", "common") == powerlaw.PowerLaw(2.0, 1.4543958)
-    with pytest.raises(KeyError, match="unknown power-law table"):
+    with pytest.raises(powerlaw.TableError, match="unknown power-law table"):
         powerlaw.entry(str(fitted.parent / "missing.yaml"), "FFMA", "common")
 
 

@@ -10,7 +10,7 @@ import click
 from fi_campaign import __version__, limits
 from fi_campaign.cli.common import DEFAULT_DB, db_of, open_store
 from fi_campaign.cli.params import FiniteFloat, FilePath, PathText
-from fi_campaign.errors import UserError, mark_model_errors
+from fi_campaign.errors import UserError
 
 if TYPE_CHECKING:
     from fi_campaign.report.fit import RawFit
@@ -23,11 +23,9 @@ class Cli(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except Exception as e:  # noqa: BLE001 - only user-facing errors are caught below
-            if getattr(e, "user_facing", False) or getattr(type(e), "user_facing", False):
-                click.echo(f"Error: {e}", err=True)
-                ctx.exit(2)
-            raise
+        except UserError as e:
+            click.echo(f"Error: {e}", err=True)
+            ctx.exit(2)
 
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
@@ -86,7 +84,6 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     c = cfg.load(config).with_overrides(seed, injections)
     db = ctx.obj["db"] or c.store or DEFAULT_DB
     Store.check_new(db)  # before any slow work: the store is taken, or not a store at all
-    mark_model_errors()
     from fi_campaign.plan.planner import plan as draw, size
 
     given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
@@ -171,7 +168,6 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
 
     store = open_store(ctx)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
-    mark_model_errors()
     workers, devices = _workers(config, workers, per_gpu)
     interrupted = False
     with Display(Console()) as display:

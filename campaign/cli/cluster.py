@@ -57,10 +57,8 @@ def do_submit(ctx: click.Context, model: str | None, mode: str | None, isolation
 def array_task(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None) -> int:
     """``run --array-task``: the worker of a plain sbatch array script; the exit code says what next."""
     from fi_campaign.engine import runner, slurm
-    from fi_campaign.errors import mark_model_errors
 
     store = open_store(ctx)
-    mark_model_errors()
     end = slurm.job_end()
     _, ended = slurm.task_loop(store.target.address, model, mode, isolation, runner.LEASE_S,
                                None if end is None else end - slurm.SIGNAL_DELAY_S)

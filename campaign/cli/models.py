@@ -8,7 +8,7 @@ import click
 
 from fi_campaign import limits
 from fi_campaign.cli.params import Checked, FilePath, PathText
-from fi_campaign.errors import UserError, mark_model_errors
+from fi_campaign.errors import UserError
 
 if TYPE_CHECKING:
     from fi_campaign.store import Store
@@ -70,7 +70,6 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
     from fi_campaign.models import data as cifar
     from fi_campaign.models.train import partial_path, preset as make_preset, read_partial, train as run_training
 
-    mark_model_errors()
     given = out or f"{arch}-{dataset}-{preset}.pt"
     path = check(given, force, [(ctx.obj or {}).get("db")]).path  # before the data and the hours of training
     recipe = _recipe(recipe_path, epochs, seed)
@@ -141,12 +140,11 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
 
     from fi_campaign.outputs import check, replacing
 
-    mark_model_errors()
     store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
     table_out = check(csv_path, force, [db, (ctx.obj or {}).get("db")]) if csv_path else None
     try:
         law = powerlaw.entry(table, op, size)
-    except (KeyError, ValueError) as e:
+    except (powerlaw.TableError, ValueError) as e:
         raise UserError(f"no power-law entry {table} {op} {size} ({e}).") from None
     if (why := law.degenerate_reason()) is not None:
         raise UserError(f"power-law entry {table} {op} {size} is degenerate ({why}).")

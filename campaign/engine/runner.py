@@ -236,12 +236,11 @@ def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.L
 
 def _worker_main(job: Job, messages) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
-    from fi_campaign.errors import mark_model_errors
+    from fi_campaign.errors import UserError
     from fi_campaign.heap import keep_freed_memory
 
     import signal
 
-    mark_model_errors()
     keep_freed_memory()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker gives its sites back
     try:
@@ -249,7 +248,7 @@ def _worker_main(job: Job, messages) -> None:
     except KeyboardInterrupt:
         pass
     except Exception as e:  # noqa: BLE001 - every error must reach the runner
-        messages.put(("user" if getattr(e, "user_facing", False) else "error", str(e) or type(e).__name__))
+        messages.put(("user" if isinstance(e, UserError) else "error", str(e) or type(e).__name__))
 
 
 def run(store: Store, model: str | None = None, mode: str | None = None,

@@ -148,10 +148,7 @@ class ArrayTask:
     lease_s: float
 
     def __call__(self, index: int) -> dict[str, int]:
-        from fi_campaign.errors import mark_model_errors
-
         started = time.time()
-        mark_model_errors()
         end = job_end() or started + self.time_s
         totals, ended = task_loop(self.db, self.model, self.mode, self.isolation, self.lease_s, end - SIGNAL_DELAY_S)
         if ended == "terminated":

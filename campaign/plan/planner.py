@@ -44,8 +44,8 @@ def check_fault_model(config: Config) -> dict:
         sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
         laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
         about = powerlaw.describe(fm.table, fm.op, sizes)
-    except KeyError as e:
-        raise UserError(f"fault_model: {e.args[0]}.") from None
+    except powerlaw.TableError as e:
+        raise UserError(f"fault_model: {e}.") from None
     if "warp_random" in config.modes:
         for bucket, law in laws.items():
             why = law.degenerate_reason()
