@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 BIN := $(VENV)/bin
 DEMO_DB ?= demo.db
 
-.PHONY: demo test test-slow test-long browser bench bench-quick venv clean
+.PHONY: demo test test-slow test-long services browser lint bench bench-quick venv clean
 
 venv: $(VENV)/.installed
 
@@ -23,38 +23,38 @@ demo: venv
 	$(BIN)/fi-campaign --db $(DEMO_DB) run
 	$(BIN)/fi-campaign --db $(DEMO_DB) report --avf
 
-# -rs lists every skipped test with its reason at the end, so nothing is skipped silently
-test: venv browser
+# -rs lists every skipped test with its reason at the end, so nothing is skipped silently; the
+# linters run after the tests, so a finding never hides a test's result
+test: venv services
 	$(BIN)/python -m pytest -q -rs
+	$(MAKE) --no-print-directory lint
 
-# The HTML report tests render the page in headless Chromium (Debian package "chromium").
-# Installed when missing and possible (root with apt-get), as CI needs; otherwise this says
-# which tests will skip and how to get them. Under CI=1 a browser that cannot be had fails.
-BROWSER_TESTS := the HTML rendering tests (render_in_chromium in tests/test_report.py and tests/test_report_demo.py)
+# What the tests drive for real (.ci/services.sh): the headless Chromium the HTML report tests
+# render in, PostgreSQL's initdb for a throwaway server, and the local Slurm cluster. Each is
+# installed when missing and possible (root with apt-get), as CI needs, and Slurm is started;
+# otherwise a line says which tests will be skipped and how to get them. Under CI=1 a part that
+# cannot be had fails.
+services:
+	@.ci/services.sh
+
 browser:
-	@if command -v chromium >/dev/null 2>&1; then \
-		:; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "chromium is missing: installing it for $(BROWSER_TESTS) (apt-get install chromium)"; \
-		apt-get update -q && apt-get install -y -q --no-install-recommends chromium || { \
-			echo "apt-get could not install chromium: $(BROWSER_TESTS) will be skipped." \
-			"To run them: apt-get install chromium, then make test."; [ -z "$$CI" ] || exit 1; }; \
-	else \
-		echo "chromium is not installed and cannot be installed here (that needs root and apt-get):" \
-			"$(BROWSER_TESTS) will be skipped. To run them: sudo apt-get install chromium" \
-			"(or put a chromium executable on PATH), then make test."; \
-		[ -z "$$CI" ] || exit 1; \
-	fi
+	@.ci/services.sh browser
+
+# ruff (lint, and the format check) and mypy, as configured in pyproject.toml
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # tests marked @pytest.mark.slow: a Slurm array job with a cancelled task, the ResNet-44 resume equality,
 # a training smoke run, two concurrent runners, the own-tool campaign, process-isolated against in-process
 # outcomes, and the second backend of some engine tests (CI runs them after make test); pytest's exit 5 means none were selected
-test-slow: venv
+test-slow: venv services
 	$(BIN)/python -m pytest -q -rs -m slow || [ $$? -eq 5 ]
 
 # tests marked @pytest.mark.long, longer than CI allows for: the 800-injection Slurm campaign, the
 # 100,000-result store copy
-test-long: venv
+test-long: venv services
 	$(BIN)/python -m pytest -q -rs -m long || [ $$? -eq 5 ]
 
 # every benchmark of bench/, in its quick mode (a few minutes on 2 cores) or its full mode;

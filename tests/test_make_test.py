@@ -1,6 +1,7 @@
-"""README command 2 (`make test`) does the set-up CI does: it gets the Chromium the HTML report
-tests render in, or says plainly which tests will skip and how to get them; `.ci/run` adds
-nothing of its own but CI=1, under which a browser that cannot be had fails."""
+"""README command 2 (`make test`) does the set-up CI does, through one script (.ci/services.sh):
+it gets the Chromium the HTML report tests render in, PostgreSQL and the local Slurm cluster, or
+says plainly which tests will skip and how to get them; `.ci/run` adds nothing of its own but
+CI=1, under which a browser, server or cluster that cannot be had fails."""
 from __future__ import annotations
 
 import os
@@ -58,17 +59,42 @@ def test_as_root_with_apt_get_it_installs_chromium_once(tmp_path):
     assert again.returncode == 0 and again.stdout == "" and len(log.read_text().splitlines()) == 2
 
 
-def test_make_test_gets_the_browser_before_pytest_and_ci_adds_only_the_servers(tmp_path):
+def test_make_test_gets_the_services_before_pytest_then_lints_and_ci_adds_only_ci(tmp_path):
     venv = tmp_path / "venv"
     venv.mkdir()
     (venv / ".installed").touch()  # newer than pyproject.toml: the venv step has nothing to do
     p = subprocess.run([MAKE, "-n", "-C", str(REPO), "test", f"VENV={venv}"], capture_output=True, text=True,
                        timeout=60)
     assert p.returncode == 0, p.stderr
-    assert 0 <= p.stdout.find("command -v chromium") < p.stdout.find(f"{venv}/bin/python -m pytest -q -rs")
+    services, pytest_run = p.stdout.find(".ci/services.sh"), p.stdout.find(f"{venv}/bin/python -m pytest -q -rs")
+    assert 0 <= services < pytest_run < p.stdout.find("lint")
+    lint = subprocess.run([MAKE, "-n", "-s", "--no-print-directory", "-C", str(REPO), "lint", f"VENV={venv}"], capture_output=True, text=True,
+                          timeout=60)
+    assert [x.strip() for x in lint.stdout.splitlines()] == [f"{venv}/bin/ruff check .",
+                                                             f"{venv}/bin/ruff format --check .", f"{venv}/bin/mypy"]
     ci = (REPO / ".ci" / "run").read_text()
     commands = [x.strip() for x in ci.splitlines() if x.strip() and not x.lstrip().startswith("#")]
     assert commands[-3:] == ['export CI="${CI:-1}"', "make test", "make test-slow"]
-    # .ci/run installs only the two servers the tests drive (the browser is make test's)
-    installs = [x for x in commands if "apt-get install" in x]
-    assert len(installs) == 1 and "chromium" not in ci and ".ci/slurm-up.sh" in commands
+    # one install script for both: the packages and Slurm's start live in .ci/services.sh only
+    assert "apt-get" not in ci and "slurm-up" not in ci
+    script = (REPO / ".ci" / "services.sh").read_text()
+    installs = [x for x in script.splitlines() if "apt-get install" in x and not x.lstrip().startswith("#")]
+    assert len([x for x in installs if "DEBIAN_FRONTEND" in x]) == 1 and ".ci/slurm-up.sh ||" in script
+
+
+def test_without_the_servers_or_root_it_says_which_tests_skip(tmp_path):
+    """A fresh machine as a user: no initdb, no Slurm, no apt-get. Nothing is installed or
+    started, and each part is one line naming the tests that will be skipped and the package."""
+    folder = bare_path(tmp_path, "id")
+    (folder / "id").unlink()
+    (folder / "id").write_text("#!/bin/sh\necho 1000\n")  # not root, whoever runs the suite
+    (folder / "id").chmod(0o755)
+    p = subprocess.run(["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"], env={"PATH": str(folder)},
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout + p.stderr
+    said = " ".join(p.stdout.split())
+    assert said.startswith("Slurm is not installed and cannot be installed here")
+    assert "tests/test_slurm.py" in said and "sudo apt-get install slurm-wlm munge" in said
+    ci = subprocess.run(["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"],
+                        env={"PATH": str(folder), "CI": "1"}, capture_output=True, text=True, timeout=60)
+    assert ci.returncode != 0 and "will be skipped" in ci.stdout

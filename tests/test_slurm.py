@@ -4,6 +4,7 @@ when a task is cancelled or preempted mid-run. And the refusals of ``submit``.""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from click.testing import CliRunner
 from fi_campaign.cli import main
 from fi_campaign.engine import runner
 from fi_campaign.store import Store
+from tests.servers import missing
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "fi-campaign.sbatch"
@@ -24,7 +26,7 @@ SCRIPT = Path(__file__).resolve().parent.parent / "docs" / "fi-campaign.sbatch"
 
 @pytest.fixture(scope="session")
 def slurm():
-    from tests.servers import Slurm, missing
+    from tests.servers import Slurm
 
     try:
         cluster = Slurm.up()
@@ -178,6 +180,9 @@ def test_submit_refusals_are_one_sentence_and_lose_nothing(tmp_path, tiny_config
     assert "sbatch is not on the PATH" in one_sentence(["--db", target, "submit"], no_slurm)
     for option, value in (("--time", "0"), ("--time", "1:2"), ("--tasks", "100000"), ("--cpus-per-task", "100000")):
         assert one_sentence(["--db", target, "submit", option, value]).startswith(f"Error: {option} ")
+    if shutil.which("sbatch") is None:  # the refusals below come after the one for a missing sbatch
+        assert Store.open(target).unfinished() == (160, 0) and Store.open(db).unfinished() == (160, 0)
+        missing("sbatch is not on the PATH, so submit refuses before it reads the store (apt-get install slurm-wlm)")
     store = Store.open(target)
     everything = store.claim("baseline", "single_bit", 10_000, "h:1:0", 600)
     everything += store.claim("baseline", "warp_random", 10_000, "h:1:0", 600)
