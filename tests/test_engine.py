@@ -108,18 +108,22 @@ def test_orphaned_workers_stop_when_the_runner_is_killed(new_store, engine_confi
     db = new_store("o")
     plan(db, engine_config)
     p = start_run(db, "--workers", "2")
+    deadline = time.monotonic() + 300
     while len(results(db)) == 0:
+        assert p.poll() is None, f"the run ended before its first result: {p.stderr.read().decode()}"
+        assert time.monotonic() < deadline, "no result within 300 s of starting the run"
         time.sleep(0.2)
     p.kill()  # only the runner; its workers notice and stop claiming
     p.wait()
     settled, deadline = len(results(db)), time.monotonic() + 120
-    while time.monotonic() < deadline:  # until nothing more is written for 3 s
+    while True:  # until nothing more is written for 3 s
+        assert time.monotonic() < deadline, "the orphaned workers still wrote results 120 s after their runner died"
         time.sleep(3)
         now = len(results(db))
         if now == settled:
             break
         settled = now
-    assert time.monotonic() < deadline and settled < 1600
+    assert settled < 1600, "the orphaned workers finished the campaign: they did not stop claiming"
     assert start_run(db).wait(timeout=300) == 0
     assert results(db) == reference
 

@@ -1,10 +1,9 @@
 """nvbitfi-igprofile.txt parsing and site selection, on profiles written to the documented format."""
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import pytest
+from scipy.stats import chi2
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
 from fi_campaign.nvbitfi_tools.isa import UnsupportedMode
@@ -162,10 +161,9 @@ def test_every_site_points_at_an_existing_instruction(profile_text):
     assert {2, 7}.isdisjoint({s.kcount for s in sites})  # zero-count launches never drawn
 
 
-def chi_square_threshold(df: int, z: float = 3.090232) -> float:
-    """0.999 quantile of chi-square(df), Wilson-Hilferty (within 1 % of the exact value for df >= 9)."""
-    k = 2.0 / (9.0 * df)
-    return df * (1.0 - k + z * math.sqrt(k)) ** 3
+def chi_square_threshold(df: int) -> float:
+    """0.999 quantile of chi-square(df)."""
+    return float(chi2.ppf(0.999, df))
 
 
 def test_launches_are_drawn_in_proportion_to_their_counts(profile_text):

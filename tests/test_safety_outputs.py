@@ -211,7 +211,7 @@ def _interrupt_mid_plan(db: Path, config: Path, sig: int) -> None:
     deadline = time.monotonic() + 300
     while not any(f.name.startswith(f".{db.name}.planning-") for f in db.parent.iterdir()):
         assert p.poll() is None, p.stderr.read().decode()
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, f"no temporary plan file beside {db} within 300 s"
         time.sleep(0.005)
     p.send_signal(sig)
     p.wait(timeout=120)

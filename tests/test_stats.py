@@ -1,30 +1,33 @@
-"""campaign.stats: Wilson / Clopper-Pearson proportions, Katz rate ratios, Leveugle sizing."""
+"""campaign.stats: Wilson / Clopper-Pearson proportions, Katz rate ratios, Leveugle sizing.
+
+Every interval is checked against scipy's (``binomtest(...).proportion_ci``, ``relative_risk``,
+``norm``), not against the same formula written out again, and against published values."""
 from __future__ import annotations
 
 import math
 
 import pytest
+from scipy.stats import binomtest, norm
+from scipy.stats.contingency import relative_risk
 
 from fi_campaign.stats import Rate, Ratio, proportion, rate_ratio, sample_size, z_value
 
-Z95 = 1.959963984540054  # Phi^-1(0.975), textbook value
-Z99 = 2.5758293035489004  # Phi^-1(0.995)
-
-
-def wilson(k: int, n: int, z: float) -> tuple[float, float]:
-    """Wilson score interval written out independently of the code under test."""
-    p = k / n
-    centre = (2 * n * p + z * z) / (2 * (n + z * z))
-    half = z * math.sqrt(z * z + 4 * n * p * (1 - p)) / (2 * (n + z * z))
-    return centre - half, centre + half
+Z95 = float(norm.ppf(0.975))
+Z99 = float(norm.ppf(0.995))
+CONFIDENCES = [0.8, 0.9, 0.95, 0.99, 0.999]
 
 
 # --- z ----------------------------------------------------------------------------------------
 
 
-def test_z_value_matches_normal_quantiles():
-    assert z_value(0.95) == pytest.approx(Z95, abs=1e-12)
-    assert z_value(0.99) == pytest.approx(Z99, abs=1e-12)
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_z_value_is_scipys_normal_quantile(confidence):
+    assert z_value(confidence) == pytest.approx(norm.ppf(1 - (1 - confidence) / 2), rel=1e-14)
+
+
+def test_z_value_matches_textbook_quantiles():
+    assert z_value(0.95) == pytest.approx(1.959963984540054, abs=1e-12)
+    assert z_value(0.99) == pytest.approx(2.5758293035489004, abs=1e-12)
     assert z_value(0.90) == pytest.approx(1.6448536269514722, abs=1e-12)
 
 
@@ -48,15 +51,24 @@ def test_wilson_matches_published_values(k, n, low, high):
     assert r.high == pytest.approx(high, abs=5e-5)
 
 
-@pytest.mark.parametrize("k, n", [(1, 2), (1, 10), (5, 10), (9, 10), (3, 1000), (500, 1000), (997, 1000), (12345, 67890)])
-@pytest.mark.parametrize("confidence, z", [(0.95, Z95), (0.99, Z99)])
-def test_wilson_matches_independent_formula(k, n, confidence, z):
-    low, high = wilson(k, n, z)
+@pytest.mark.parametrize("k, n", [(1, 2), (1, 10), (5, 10), (9, 10), (3, 1000), (500, 1000), (997, 1000),
+                                  (12345, 67890), (1, 10_000_000), (9_999_999, 10_000_000)])
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_wilson_is_scipys(k, n, confidence):
+    ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
     r = proportion(k, n, confidence)
-    assert r.low == pytest.approx(low, rel=1e-9, abs=1e-12)
-    assert r.high == pytest.approx(high, rel=1e-9, abs=1e-12)
+    assert r.low == pytest.approx(ci.low, rel=1e-9, abs=1e-15)
+    assert r.high == pytest.approx(ci.high, rel=1e-9, abs=1e-15)
     assert r.low < r.rate < r.high
-    assert r.half_width == pytest.approx((high - low) / 2, rel=1e-9)
+    assert r.half_width == pytest.approx((ci.high - ci.low) / 2, rel=1e-9)
+
+
+def test_wilson_is_scipys_for_every_k_of_a_small_campaign():
+    for n in (2, 3, 7, 40, 263):
+        for k in range(1, n):
+            ci = binomtest(k, n).proportion_ci(method="wilson")
+            r = proportion(k, n)
+            assert (r.low, r.high) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9)), (k, n)
 
 
 def test_wilson_is_symmetric_in_successes_and_failures():
@@ -72,25 +84,25 @@ def test_higher_confidence_gives_wider_interval():
 # --- proportion: Clopper-Pearson at the edges ---------------------------------------------------
 
 
-@pytest.mark.parametrize("n", [1, 5, 20, 263, 10_000])
-@pytest.mark.parametrize("confidence", [0.95, 0.99])
-def test_zero_successes_uses_exact_upper_bound(n, confidence):
-    a = 1 - confidence
+@pytest.mark.parametrize("n", [1, 5, 20, 263, 10_000, 10_000_000])
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_zero_successes_is_scipys_exact_interval(n, confidence):
+    ci = binomtest(0, n).proportion_ci(confidence_level=confidence, method="exact")
     r = proportion(0, n, confidence)
-    assert (r.rate, r.low) == (0.0, 0.0)
-    assert r.high == pytest.approx(1 - (a / 2) ** (1 / n), rel=1e-12)
+    assert (r.rate, r.low) == (0.0, 0.0) and ci.low == 0.0
+    assert r.high == pytest.approx(ci.high, rel=1e-12)
     # the defining property: P(X = 0 | p = high) = alpha / 2
-    assert (1 - r.high) ** n == pytest.approx(a / 2, rel=1e-9)
+    assert (1 - r.high) ** n == pytest.approx((1 - confidence) / 2, rel=1e-9)
 
 
-@pytest.mark.parametrize("n", [1, 5, 20, 263, 10_000])
-@pytest.mark.parametrize("confidence", [0.95, 0.99])
-def test_all_successes_uses_exact_lower_bound(n, confidence):
-    a = 1 - confidence
+@pytest.mark.parametrize("n", [1, 5, 20, 263, 10_000, 10_000_000])
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_all_successes_is_scipys_exact_interval(n, confidence):
+    ci = binomtest(n, n).proportion_ci(confidence_level=confidence, method="exact")
     r = proportion(n, n, confidence)
-    assert (r.rate, r.high) == (1.0, 1.0)
-    assert r.low == pytest.approx((a / 2) ** (1 / n), rel=1e-12)
-    assert r.low ** n == pytest.approx(a / 2, rel=1e-9)
+    assert (r.rate, r.high) == (1.0, 1.0) and ci.high == 1.0
+    assert r.low == pytest.approx(ci.low, rel=1e-12)
+    assert r.low ** n == pytest.approx((1 - confidence) / 2, rel=1e-9)
 
 
 def test_clopper_pearson_published_value_zero_of_twenty():
@@ -116,37 +128,33 @@ def test_invalid_counts_raise(k, n):
 # --- rate_ratio (Katz) --------------------------------------------------------------------------
 
 
-def test_rate_ratio_matches_hand_computation():
-    k1, n1, k2, n2 = 30, 100, 10, 100
-    value = (30 / 100) / (10 / 100)
-    se = math.sqrt(1 / 30 - 1 / 100 + 1 / 10 - 1 / 100)
-    r = rate_ratio(k1, n1, k2, n2)
-    assert isinstance(r, Ratio)
-    assert r.value == pytest.approx(3.0)
-    assert r.value == pytest.approx(value)
-    assert r.low == pytest.approx(value * math.exp(-Z95 * se), rel=1e-9)
-    assert r.high == pytest.approx(value * math.exp(Z95 * se), rel=1e-9)
-    # rounded hand values
-    assert r.low == pytest.approx(1.5511, abs=1e-3)
-    assert r.high == pytest.approx(5.8024, abs=1e-3)
-    assert not r.corrected
-    assert r.significant
-
-
-def test_rate_ratio_unequal_sizes_and_confidence():
-    k1, n1, k2, n2 = 45, 1200, 20, 800
-    value = (45 / 1200) / (20 / 800)
-    se = math.sqrt(1 / 45 - 1 / 1200 + 1 / 20 - 1 / 800)
-    r = rate_ratio(k1, n1, k2, n2, confidence=0.99)
-    assert r.value == pytest.approx(value)
-    assert r.low == pytest.approx(value * math.exp(-Z99 * se), rel=1e-9)
-    assert r.high == pytest.approx(value * math.exp(Z99 * se), rel=1e-9)
+@pytest.mark.parametrize("k1, n1, k2, n2", [(30, 100, 10, 100), (45, 1200, 20, 800), (1, 50, 1, 60),
+                                          (213, 2000, 7, 2000), (421, 4000, 91, 4000), (5, 5, 1, 9)])
+@pytest.mark.parametrize("confidence", CONFIDENCES)
+def test_rate_ratio_is_scipys_relative_risk(k1, n1, k2, n2, confidence):
+    """scipy's relative_risk interval is the log-scale (Katz) one."""
+    ref = relative_risk(k1, n1, k2, n2)
+    ci = ref.confidence_interval(confidence_level=confidence)
+    r = rate_ratio(k1, n1, k2, n2, confidence)
+    assert isinstance(r, Ratio) and not r.corrected
+    assert r.value == pytest.approx(ref.relative_risk, rel=1e-12)
+    assert r.low == pytest.approx(ci.low, rel=1e-9)
+    assert r.high == pytest.approx(ci.high, rel=1e-9)
     # the interval is symmetric on the log scale
     assert math.log(r.value) - math.log(r.low) == pytest.approx(math.log(r.high) - math.log(r.value))
 
 
+def test_rate_ratio_rounded_values():
+    r = rate_ratio(30, 100, 10, 100)
+    assert r.value == pytest.approx(3.0)
+    assert r.low == pytest.approx(1.5511, abs=1e-3) and r.high == pytest.approx(5.8024, abs=1e-3)
+    assert r.significant
+
+
 @pytest.mark.parametrize("k1, k2", [(0, 5), (7, 0)])
 def test_zero_count_is_corrected_and_flagged(k1, k2):
+    """0.5 added to each k and n (scipy has no such correction): the Katz interval of the
+    corrected counts, with scipy's normal quantile."""
     n1, n2 = 50, 60
     r = rate_ratio(k1, n1, k2, n2)
     assert r.corrected
@@ -155,8 +163,8 @@ def test_zero_count_is_corrected_and_flagged(k1, k2):
     se = math.sqrt(1 / a - 1 / m1 + 1 / b - 1 / m2)
     assert math.isfinite(r.value) and r.value > 0
     assert r.value == pytest.approx(value)
-    assert r.low == pytest.approx(value * math.exp(-Z95 * se))
-    assert r.high == pytest.approx(value * math.exp(Z95 * se))
+    assert r.low == pytest.approx(value * math.exp(-norm.ppf(0.975) * se))
+    assert r.high == pytest.approx(value * math.exp(norm.ppf(0.975) * se))
 
 
 def test_no_zero_count_is_not_corrected():
@@ -189,7 +197,7 @@ def test_significant_means_interval_excludes_one():
 @pytest.mark.parametrize("margin, expected", [(0.01, 9604), (0.02, 2401), (0.05, 385), (0.03, 1068)])
 def test_infinite_population(margin, expected):
     assert sample_size(math.inf, margin) == expected
-    assert expected == math.ceil(Z95**2 * 0.25 / margin**2)
+    assert expected == math.ceil(Z95**2 * 0.25 / margin**2)  # Leveugle et al.'s n = t^2 p (1 - p) / e^2
 
 
 def test_infinite_population_other_confidence_and_p():
