@@ -1,4 +1,4 @@
-"""Outcome of one injection against the golden run (design.md "Outcomes"). Pure functions."""
+"""Outcome of one injection against the golden run (docs/DESIGN.md "Outcomes"). Pure functions."""
 from __future__ import annotations
 
 from dataclasses import dataclass

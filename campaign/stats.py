@@ -24,7 +24,7 @@ class Rate:
 
 
 def proportion(k: int, n: int, confidence: float = 0.95) -> Rate:
-    """k/n with a Wilson score interval; exact Clopper-Pearson at k = 0 or k = n (design.md),
+    """k/n with a Wilson score interval; exact Clopper-Pearson at k = 0 or k = n (docs/DESIGN.md),
     where the normal approximation behind Wilson is weakest."""
     if not 0 <= k <= n:
         raise ValueError(f"need 0 <= k <= n, got k={k}, n={n}")

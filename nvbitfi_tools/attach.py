@@ -1,5 +1,5 @@
 """How an NVBit tool is attached to the workload: the environment a profiled or injected
-process starts with (protocol doc 2.1-2.3)."""
+process starts with (docs/NVBITFI-INTERFACE.md, "Attaching a tool")."""
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
-"""Reads ``nvbitfi-injection-log-temp.txt``, the injector's own account of a run (protocol doc 7).
+"""Reads ``nvbitfi-injection-log-temp.txt``, the injector's own account of a run
+(docs/NVBITFI-INTERFACE.md).
 
 The log answers one question the outputs cannot: was a fault applied at all. Three states:
 
@@ -17,7 +18,7 @@ The log answers one question the outputs cannot: was a fault applied at all. Thr
 run shows any DUE evidence (timeout, signal, non-zero exit, CUDA error, Xid), because those come
 first in NVBitFI's classification order (9.5: timeout, Xid and exit status are checked before
 the log); otherwise the process exited cleanly past every launch exit without the selected
-launch happening, so nothing was injected, and it is never Masked (section 12.4).
+launch happening, so nothing was injected, and it is never Masked (docs/NVBITFI-INTERFACE.md, rule 4).
 
 A log that ends its selected launch with nothing injected also reports the injector's own
 count of each group in that launch (:meth:`InjectionLog.launch_count`): what a profile that

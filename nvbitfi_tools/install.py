@@ -1,6 +1,6 @@
 """Finds a user's NVBitFI build from NVBITFI_HOME and says what is missing; reads files only.
 
-Layout (protocol doc 2.2, 2.5): ``$NVBITFI_HOME/profiler/profiler.so`` and
+Layout (docs/NVBITFI-INTERFACE.md, "Building"): ``$NVBITFI_HOME/profiler/profiler.so`` and
 ``$NVBITFI_HOME/injector/injector.so``, built in place by each folder's Makefile, which finds
 NVBit at ``../../../core`` (so NVBitFI sits at ``nvbit_release/tools/nvbitfi``). ``make DUMMY=1``
 builds the no-write injector under the same name ``injector.so``; this project looks for such a

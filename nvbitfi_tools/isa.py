@@ -1,5 +1,5 @@
 """NVBitFI enums per injector build ("dialect"), what each build can inject and how its
-profiler and injector count (docs/nvbitfi-protocol.md sections 3.1, 4, 6, 8; read from the
+profiler and injector count (docs/NVBITFI-INTERFACE.md; read from the
 sources of all three builds):
 
 - ``nvlabs``: stock NVlabs/nvbitfi (HEAD e6fbace, NVBit 1.5.5). Four bfms, no warp models.
@@ -72,7 +72,7 @@ class CarolBFM(IntEnum):
     RANDOM_VALUE = 2
     ZERO_VALUE = 3
     FLEXGRIP_RELATIVE_FU = 4
-    FLEXGRIP_RELATIVE_PIPELINE = 5  # reads the FU table too (protocol doc 8.1)
+    FLEXGRIP_RELATIVE_PIPELINE = 5  # reads the FU table too (docs/NVBITFI-INTERFACE.md)
     WARP_SINGLE_BIT = 6  # two adjacent bits, despite the name
     WARP_RANDOM_VALUE = 7
     BLOCK_RANDOM_VALUE = 8

@@ -1,6 +1,6 @@
 """Reads ``nvbitfi-igprofile.txt``, the profiler's one line per dynamic kernel launch.
 
-Format (docs/nvbitfi-protocol.md 3.2):
+Format (docs/NVBITFI-INTERFACE.md, "The profiler and its profile"):
 ``NVBit-igprofile; index: <k>; kernel_name: <name>; ctas: <g>; instrs: <N>; FADD: <c>, ... gp: <c>,``
 The stock scripts split on ``;``; here the line is anchored at both ends instead, because a kernel
 name is arbitrary text without whitespace (``voidat::native::(anonymousnamespace)::f<float,4>(...)``)

@@ -1,4 +1,5 @@
-"""Draws injection sites the way NVBitFI's generate_injection_list.py does (protocol doc 3.4).
+"""Draws injection sites the way NVBitFI's generate_injection_list.py does
+(docs/NVBITFI-INTERFACE.md, "Site selection").
 
 For one instruction group a site is a dynamic thread-instruction drawn uniformly over the whole
 run: a launch is chosen with probability proportional to its count for that group and the

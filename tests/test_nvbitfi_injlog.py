@@ -11,7 +11,7 @@ HEADER = f"inspecting: {KERNEL}\nnum_static_instrs: 812\nmaxregs: 40(40)\n"
 
 def block(opcode: str = "FFMA", before: str = "3f8ccccd", after: str = "3f8cccdd", index: int = 41,
           kernel: str = KERNEL, tid: int = 70123, not_injected: bool = False) -> str:
-    """The block injector.cu writes at the exit of the selected launch (protocol doc 7)."""
+    """The block injector.cu writes at the exit of the selected launch (docs/NVBITFI-INTERFACE.md)."""
     text = (f"Injection data\nindex: {index}\nkernel_name: {kernel}\nctas: 256\ninstrs: 918273\n"
             " grp 0: 0 grp 1: 5001 grp 2: 300 grp 3: 20 grp 4: 10 grp 5: 400 grp 6: 5721 grp 7: 5701\n"
             f"mask: 0x10\nbeforeVal: 0x{before};afterVal: 0x{after}\nregNo: 12\nopcode: {opcode}\n"

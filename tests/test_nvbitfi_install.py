@@ -209,7 +209,7 @@ def test_the_kernel_log_through_dmesg(tmp_path):
     assert read_kernel_log(str(good)) == KERNEL_LOG
     assert kernel_log_readable(no_kmsg, str(good))
     assert read_kernel_log(str(denied)) is None and not kernel_log_readable(no_kmsg, str(denied))
-    assert not kernel_log_readable(no_kmsg, str(silent))  # empty output proves nothing (doc 9.4)
+    assert not kernel_log_readable(no_kmsg, str(silent))  # empty output proves nothing (docs/NVBITFI-INTERFACE.md)
     assert not kernel_log_readable(no_kmsg, str(tmp_path / "no-such-dmesg"))
 
 

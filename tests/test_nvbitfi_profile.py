@@ -24,7 +24,7 @@ OPCODES = ("FADD", "FFMA", "FMUL", "DFMA", "LDG", "ISETP", "STG", "EXIT", "IMAD"
 
 
 def profile_line(index: int, name: str, base: dict[str, int], ctas: int = 0) -> str:
-    """One line exactly as profiler.cu writes it (protocol doc 3.2)."""
+    """One line exactly as profiler.cu writes it (docs/NVBITFI-INTERFACE.md)."""
     groups = dict(base)
     groups["gppr"] = sum(base.values()) - base["nodest"]
     groups["gp"] = groups["gppr"] - base["pr"]
@@ -224,7 +224,7 @@ def test_seed_helpers_compute_what_the_injector_computes():
     below_one = float(np.nextafter(np.float32(1), np.float32(0)))
     assert bit_position(0.0) == 0 and bit_position(below_one) == 31 and bit_position(0.5) == 16
     assert dest_index(0.99, 2) == 1 and dest_index(0.49, 2) == 0
-    assert random_mask(0.9) == 0xE6666600  # float32 quantisation (protocol doc 6.2, verified there)
+    assert random_mask(0.9) == 0xE6666600  # float32 quantisation (docs/NVBITFI-INTERFACE.md)
     assert random_mask(0.5) == 0x80000000
     sites = draw_sites(parse_profile(profile_line(0, "k", base_counts(1000))), "fp32", 2000,
                        np.random.default_rng(0))

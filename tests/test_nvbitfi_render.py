@@ -15,7 +15,7 @@ from fi_campaign.nvbitfi_tools.sites import Site
 KERNEL = "voidat::native::(anonymousnamespace)::foo<float,4>(float*,int,at::native::Array<char*,2>)"
 SITE = Site(KERNEL, 41, 1, 123456789012, 0.40110671520233154, 0.32620000839233398)
 
-# (dialect, mode) -> expected (igid, bfm): protocol doc sections 4.1, 5, 8.1, 8.4.
+# (dialect, mode) -> expected (igid, bfm): docs/NVBITFI-INTERFACE.md.
 EXPECTED = {
     ("nvlabs", "single_bit"): (1, 0),
     ("carol", "single_bit"): (1, 0),

@@ -38,7 +38,7 @@ class Ended:
         return -self.returncode if self.returncode is not None and self.returncode < 0 else None
 
     def due_reason(self) -> str | None:
-        """Why this run is a DUE, or None if it ended normally (design.md "Outcomes")."""
+        """Why this run is a DUE, or None if it ended normally (docs/DESIGN.md "Outcomes")."""
         if self.timed_out:
             return "timeout"
         if self.signal is not None:

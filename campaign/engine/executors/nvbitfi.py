@@ -1,11 +1,12 @@
 """Backend nvbitfi: the workload program run under NVBitFI's injector.
 
 The same program as every other process-isolated run (``fi_campaign.workload.program``), so
-golden, profiling and injection runs launch the same kernels in the same order (protocol doc
-§12.1); the tool is attached as ``fi_campaign.nvbitfi_tools.attach`` says. Each site is settled against
-the injector's own counts (``fi_campaign.nvbitfi_tools.rejection``): a proposal whose log shows it lay past
-its launch's injector count is replaced by a new proposal from the profile, so the campaign
-samples the instructions the injector executes uniformly, whatever its profiler counted.
+golden, profiling and injection runs launch the same kernels in the same order
+(docs/NVBITFI-INTERFACE.md, rule 1); the tool is attached as ``fi_campaign.nvbitfi_tools.attach``
+says. Each site is settled against the injector's own counts (``fi_campaign.nvbitfi_tools.rejection``):
+a proposal whose log shows it lay past its launch's injector count is replaced by a new proposal
+from the profile, so the campaign samples the instructions the injector executes uniformly,
+whatever its profiler counted.
 """
 from __future__ import annotations
 
