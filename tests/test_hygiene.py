@@ -58,7 +58,8 @@ def assignments(tree: ast.AST):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                    yield from ((t.id, v) for t, v in zip(target.elts, node.value.elts) if isinstance(t, ast.Name))
+                    yield from ((t.id, v) for t, v in zip(target.elts, node.value.elts, strict=False)
+                                if isinstance(t, ast.Name))
                 elif isinstance(target, ast.Name) and node.value is not None:
                     yield target.id, node.value
 

@@ -68,8 +68,8 @@ def test_make_test_gets_the_services_before_pytest_then_lints_and_ci_adds_only_c
     assert p.returncode == 0, p.stderr
     services, pytest_run = p.stdout.find(".ci/services.sh"), p.stdout.find(f"{venv}/bin/python -m pytest -q -rs")
     assert 0 <= services < pytest_run < p.stdout.find("lint")
-    lint = subprocess.run([MAKE, "-n", "-s", "--no-print-directory", "-C", str(REPO), "lint", f"VENV={venv}"], capture_output=True, text=True,
-                          timeout=60)
+    lint = subprocess.run([MAKE, "-n", "-s", "--no-print-directory", "-C", str(REPO), "lint", f"VENV={venv}"],
+                          capture_output=True, text=True, timeout=60)
     assert [x.strip() for x in lint.stdout.splitlines()] == [f"{venv}/bin/ruff check .",
                                                              f"{venv}/bin/ruff format --check .", f"{venv}/bin/mypy"]
     ci = (REPO / ".ci" / "run").read_text()
