@@ -159,7 +159,8 @@ def test_bad_config_inputs(tmp_path, tiny_config, checkpoints):
     bad.write_text(f"models: {{a: {tmp_path / 'nowhere.pt'}}}\n")
     _assert_clean_error(*cli("--db", db, "plan", str(bad)), "nowhere.pt", "does not exist")
     bad.write_text(f"models: {{a: {bad}}}\n")
-    _assert_clean_error(*cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint")
+    _assert_clean_error(*cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint", "fi-campaign train",
+                        "zoo:")
     (tmp_path / "notcifar").mkdir()
     (tmp_path / "notcifar" / "readme.txt").write_text("hello")
     bad.write_text(f"models: {{a: {checkpoints['baseline']}}}\nimages: {{source: {tmp_path / 'notcifar'}}}\n")
