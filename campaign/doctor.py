@@ -58,7 +58,9 @@ def install_lines(home: str | None, dialect: str | None):
     inst = locate(home, dialect)
     lines = []
     if inst.home is not None and inst.home.is_dir():
-        lines.append(Line(True, f"NVBitFI build: {inst.home}"))
+        lines.append(Line(True, f"NVBitFI build: {inst.home}") if inst.ok else
+                     Line(False, f"NVBitFI build: {inst.home} is not a usable build yet; what it lacks follows.",
+                          required=False))
     for label, path in (("profiler", inst.profiler), ("injector", inst.injector), ("DUMMY injector", inst.dummy_injector)):
         if path is not None:
             lines.append(Line(True, f"{label}: {path}"))
@@ -140,3 +142,8 @@ def diagnose(home: str | None, dialect: str | None) -> list[Line]:
     elif inst.dummy_injector is None:
         lines.append(Line(False, "dry campaign: skipped, it needs a GPU and a DUMMY injector build.", required=False))
     return lines
+
+
+def ready(lines: list[Line]) -> bool:
+    """Whether every required piece is there (notes may still say what is missing)."""
+    return all(line.ok or not line.required for line in lines)

@@ -10,8 +10,10 @@ from __future__ import annotations
 from fi_campaign.errors import UserError
 import hashlib
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 
 import torch
 
@@ -77,6 +79,22 @@ def refused_global(e: Exception) -> str | None:
     return f"it asks for {found.group(1)}, which could run code and which no fi-campaign file holds" if found else None
 
 
+VALID = ("a checkpoint is a file written by 'fi-campaign train', or a committed model named zoo:NAME "
+         "(e.g. zoo:resnet20-cifar10-baseline)")
+
+
+def held(blob: object) -> str:
+    """What a loaded file that is not a checkpoint holds, in a few words."""
+    if isinstance(blob, dict):
+        lacks = [f"'{k}'" for k in ("meta", "state_dict") if not isinstance(blob.get(k), dict)]
+        return f"a mapping without {' and '.join(lacks)}"
+    return f"a {type(blob).__name__}"
+
+
+def refused(ref: str, why: str) -> NoReturn:
+    raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({why}), so it was not loaded; {VALID}.")
+
+
 def save(path: Path, model: CifarResNet, meta: Meta) -> Meta:
     state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     meta.arch = model.arch
@@ -98,23 +116,28 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
         hint = f" Committed models: {', '.join(zoo_names())}." if ref.startswith(ZOO_PREFIX) else ""
         raise CheckpointError(f"checkpoint {ref} does not exist.{hint}")
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-        fmt, state = blob.get("format", 1), blob["state_dict"]
-        if not (isinstance(fmt, int) and isinstance(state, dict)
-                and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
-            raise TypeError("not a mapping of named tensors")
-        recorded, digest = blob["meta"], weights_digest(state)
+        with warnings.catch_warnings():  # torch warns about a file it then refuses; the refusal says it all
+            warnings.simplefilter("ignore")
+            blob = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
     except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
-        why = refused_global(e) or type(e).__name__
-        raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({why}), so it was not loaded.") from None
+        refused(ref, refused_global(e) or "it is not a file PyTorch can load")
+    if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and isinstance(blob.get("meta"), dict)):
+        refused(ref, f"it is a PyTorch file holding {held(blob)}")
+    fmt, state, recorded = blob.get("format", 1), blob["state_dict"], blob["meta"]
+    if not (isinstance(fmt, int) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items())):
+        refused(ref, "its state_dict is not a mapping of named tensors")
+    try:
+        digest = weights_digest(state)
+    except Exception:  # a tensor type numpy cannot hold
+        refused(ref, "its weights are not plain tensors")
     try:
         meta = Meta.from_dict(recorded)
     except ValueError as e:  # Arch refuses a value this version does not build (a newer activation)
         raise CheckpointError(f"{ref} records a network this version cannot build ({e}).") from None
-    except Exception as e:
-        raise CheckpointError(f"{ref} is not an fi-campaign checkpoint ({type(e).__name__}).") from None
+    except Exception:
+        refused(ref, "its metadata does not describe a network")
     if fmt < 2 and meta.arch.order == "conv-act-bn":
         raise CheckpointError(f"{ref} was trained with the older inverted block (an activation after "
                               "the shortcut addition), which this version no longer builds; retrain it.")

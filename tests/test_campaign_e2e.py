@@ -38,6 +38,22 @@ def planned_and_run(tmp_path: Path, config: Path, name: str, *extra: str) -> Pat
     return db
 
 
+def test_next_steps_name_the_store_they_ran_on(tmp_path, tiny_config, monkeypatch):
+    """plan and run end with a command that can be pasted as it is: with the --db they were given
+    (quoted for the shell), and without one on the default store."""
+    db = tmp_path / "my store.db"
+    code, out = cli("--db", str(db), "plan", str(tiny_config), "--injections", "2")
+    assert code == 0 and out.strip().splitlines()[-1] == f"Next: fi-campaign --db '{db}' run", out
+    code, out = cli("--db", str(db), "run", "--workers", "1")
+    assert code == 0, out
+    assert out.strip().splitlines()[-1] == f"Ran 8 injections. Next: fi-campaign --db '{db}' report --avf", out
+    monkeypatch.chdir(tmp_path)
+    assert cli("plan", str(tiny_config), "--injections", "1")[1].strip().endswith("Next: fi-campaign run")
+    code, out = cli("run", "--workers", "1")
+    assert code == 0 and out.strip().splitlines()[-1] == "Ran 4 injections. Next: fi-campaign report --avf", out
+    assert (tmp_path / "fi-campaign.db").is_file()
+
+
 def test_plan_run_report_export(tmp_path, tiny_config):
     db = tmp_path / "c.db"
     code, out = cli("--db", str(db), "plan", str(tiny_config))
@@ -159,7 +175,8 @@ def test_bad_config_inputs(tmp_path, tiny_config, checkpoints):
     bad.write_text(f"models: {{a: {tmp_path / 'nowhere.pt'}}}\n")
     _assert_clean_error(*cli("--db", db, "plan", str(bad)), "nowhere.pt", "does not exist")
     bad.write_text(f"models: {{a: {bad}}}\n")
-    _assert_clean_error(*cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint")
+    _assert_clean_error(*cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint", "fi-campaign train",
+                        "zoo:")
     (tmp_path / "notcifar").mkdir()
     (tmp_path / "notcifar" / "readme.txt").write_text("hello")
     bad.write_text(f"models: {{a: {checkpoints['baseline']}}}\nimages: {{source: {tmp_path / 'notcifar'}}}\n")

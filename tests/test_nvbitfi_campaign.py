@@ -228,6 +228,17 @@ def test_doctor_without_gpu_or_nvbitfi_says_what_is_missing(monkeypatch):
     assert "GPU: none found" in result.output and "NVBITFI_HOME" in result.output
 
 
+def test_doctor_on_an_empty_folder_says_no_ok_for_the_build(tmp_path, monkeypatch):
+    monkeypatch.delenv("NVBITFI_HOME", raising=False)
+    result = CliRunner().invoke(main, ["doctor", "--home", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    lines = result.output.splitlines()
+    build = [line for line in lines if "NVBitFI build" in line]
+    assert len(build) == 1 and build[0].startswith("  note  ") and str(tmp_path) in build[0], result.output
+    assert not any(line.startswith("  ok ") and str(tmp_path) in line for line in lines), result.output
+    assert any(line.startswith("  MISS  ") and "profiler" in line for line in lines), result.output
+
+
 def _plan_and_run(tmp_path, config, profile, *extra, db_name="x.db", run_ok=True):
     db = tmp_path / db_name
     planned = CliRunner().invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile), *extra])

@@ -136,8 +136,10 @@ def test_the_page_shows_the_split_the_ratios_and_the_bits(campaign):
             r = c[key]
             assert cells[f"ratio_{name}"]["text"] == ("-" if r["ratio"] is None else f"{r['ratio']:.2f}")
         assert c["sentence"] in " ".join(page.text.split())
-    assert len(page.rows("bit")) == len(doc["bits"])
-    for b in doc["bits"]:
+    # the page's table lists the bits with a critical SDC, every one of them (the JSON has all)
+    hit = [b for b in doc["bits"] if b["k"]]
+    assert 0 < len(hit) < len(doc["bits"]) and len(page.rows("bit")) == len(hit)
+    for b in hit:
         cells = page.row("bit", model=b["model"], mode="single_bit", bit=str(b["bit"]))
         assert (int(cells["k"]["text"]), int(cells["nan"]["text"]), int(cells["n"]["text"])) == (b["k"], b["nan"], b["n"])
     assert "bits" in {i.get("data-figure") for i in page.images}
@@ -171,3 +173,27 @@ def test_reference_option_compares_with_another_model_and_refuses_an_unknown_one
     assert code == 2 and not (tmp_path / "x.csv").exists()
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*), SUM(nan) FROM result").fetchone() == before
+
+
+def test_the_bit_figure_holds_every_interval_and_labels_every_bit():
+    """Panels share one axis: it reaches above the highest interval of any panel (not only the
+    first one drawn), and every bit position 0-31 has its tick label."""
+    from fi_campaign.report.causes import bit_rows
+    from fi_campaign.report.plots import bit_figure
+    from fi_campaign.store import BitGroup
+
+    groups = [BitGroup("baseline", "single_bit", 5, "masked", 50, 0), BitGroup("baseline", "single_bit", 5,
+                                                                              "critical_sdc", 1, 0),
+              BitGroup("hardened", "single_bit", 30, "critical_sdc", 2, 2),
+              BitGroup("hardened", "single_bit", 30, "masked", 2, 0),
+              BitGroup("hardened", "single_bit", 31, "tolerable_sdc", 3, 0)]
+    rows = bit_rows(["baseline", "hardened"], ["single_bit"], groups)
+    fig = bit_figure(rows)
+    fig.canvas.draw()
+    axes = fig.axes
+    assert len(axes) == 2
+    for ax, model in zip(axes, ("baseline", "hardened")):
+        highest = max(100 * b.ci_high for b in rows if b.model == model)
+        assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= highest, (model, ax.get_ylim(), highest)
+    labels = {t.get_text() for t in axes[-1].get_xticklabels() if t.get_visible()}
+    assert {str(b) for b in range(32)} <= labels

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 
 from tests.test_report import Dom, check_avf_rows, check_figures, check_screenshot, ok, render_in_chromium
 
@@ -67,3 +70,58 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
         assert cells["regret"]["text"] == f"{100 * r['regret']:.2f}"
         assert cells["regret_ci"]["text"] == f"[{100 * r['regret_low']:.2f}, {100 * r['regret_high']:.2f}]"
     assert len(doc["regret"]) == 2
+
+
+def piped(*args: str, columns: int = 80) -> str:
+    """A command's stdout through a pipe (not a terminal) at COLUMNS columns, as `| less` sees it."""
+    env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
+    p = subprocess.run([sys.executable, "-c", "from fi_campaign.cli import main; main()", *args],
+                       capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": str(columns)})
+    assert p.returncode == 0, p.stderr
+    return p.stdout
+
+
+def table_lines(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line[:1] in "┏┃┡│├└"]
+
+
+def test_demo_report_and_status_piped_at_80_columns_cut_no_cell(tmp_path):
+    """`fi-campaign --db demo.db report --avf` and `status` piped at 80 columns: every table (AVF,
+    causes, per-bit, FIT, status, workers) fits, and no cell is cut; what does not fit is below."""
+    db = str(tmp_path / "demo.db")
+    ok("--db", db, "plan", "--injections", "100")
+    ran = ok("--db", db, "run", "--workers", "1")
+    assert ran.strip().splitlines()[-1] == f"Ran 400 injections. Next: fi-campaign --db {db} report --avf"
+
+    out = piped("--db", db, "report", "--avf", "--fit-raw", "1000")
+    titles = ("AVF of campaign 'demo'", "Critical SDCs with NaN/Inf in the outputs and without",
+              "single_bit critical SDCs per flipped bit", "FIT per model x mode")
+    flat = " ".join(out.split())
+    assert all(t in flat for t in titles), out
+    assert "…" not in out and "..." not in out
+    assert table_lines(out) and max(len(line) for line in table_lines(out)) <= 80
+    ok("--db", db, "report", "--json", str(tmp_path / "r.json"))
+    doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
+    lines = out.splitlines()
+    causes = lines[next(i for i, line in enumerate(lines) if "Critical SDCs with NaN/Inf" in line):]
+    for s in doc["causes"]["split"]:  # every cell whole: in its row, or on the row's line below the table
+        row = next(line for line in table_lines("\n".join(causes))
+                   if f"│ {s['model']} " in line and f" {s['mode']} " in line)
+        below = next((line for line in causes if line.startswith(f"{s['model']} {s['mode']}: ")), "")
+        cells = [f" {s['critical']} ", f"{s['nan']}/{s['n']}", f"{s['finite']}/{s['n']}",
+                 f"[{100 * s['nan_low']:.2f}, {100 * s['nan_high']:.2f}]%",
+                 f"[{100 * s['finite_low']:.2f}, {100 * s['finite_high']:.2f}]%"]
+        assert all(c in row or c in below for c in cells), (row, below)
+    hit = [b for b in doc["causes"]["bits"] if b["k"]]
+    assert hit
+    for b in hit:
+        row = next(line for line in table_lines(out) if f"│ {b['model']} " in line and f"│ {b['bit']:>3} │" in line)
+        assert f"{b['k']}/{b['n']}" in row and f"{100 * b['rate']:.2f}%" in row
+
+    status = piped("--db", db, "status")
+    assert "…" not in status and max(len(line) for line in table_lines(status)) <= 80
+    assert "1 workers (0 running)" in status and " since " in status and " start " in status
+    assert "a worker's over its whole life" in " ".join(status.split())
+    for s in doc["strata"]:
+        assert any(f"│ {s['model']} " in line and f" {s['mode']} " in line and f" {s['done']}/{s['planned']} " in line
+                   for line in table_lines(status))

@@ -2,19 +2,13 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 import click
 
 from fi_campaign import __version__, limits
-from fi_campaign.cli.common import DEFAULT_DB, db_of, open_store
+from fi_campaign.cli.common import DEFAULT_DB, db_of, next_step, open_store
 from fi_campaign.cli.params import FiniteFloat, FilePath, PathText
 from fi_campaign.errors import UserError
-
-if TYPE_CHECKING:
-    from fi_campaign.report.fit import RawFit
-    from fi_campaign.report.summary import StoreReport
 
 
 class Cli(click.Group):
@@ -111,7 +105,7 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
             click.echo(f"{name}: left {out['launches']} launches out of the draw ({out['why']}, which the injector "
                        f"cannot hold): {out['instructions']} of the profile's {out['total']} {out['group']} "
                        f"instructions ({out['instructions'] / out['total']:.2%}).")
-    click.echo("Next: fi-campaign" + (f" --db {target.label}" if db != DEFAULT_DB else "") + " run")
+    click.echo(next_step(db, target.label, "run"))
 
 
 @main.command()
@@ -186,7 +180,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     if not totals:
         click.echo("Nothing to run: every selected site already has a result.")
     else:
-        click.echo(f"Ran {sum(totals.values())} injections. Next: fi-campaign report --avf")
+        click.echo(f"Ran {sum(totals.values())} injections. " + next_step(db_of(ctx), store.label, "report --avf"))
 
 
 def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
@@ -240,147 +234,17 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
     An existing output file is replaced only with --force (--html: the files it writes into
     DIR; other files there are left alone); no output may name a store or a file beside one.
     """
-    from datetime import datetime, timezone
-
-    from fi_campaign import outputs
+    from fi_campaign.cli.tables import print_blocks
     from fi_campaign.report import fit
-    from fi_campaign.report import summary as rep
-    from fi_campaign.store import Store, parse_target
+    from fi_campaign.report.produce import Files, produce
+    from fi_campaign.report.terminal import report_text
 
     raw = fit.parse(fit_raw, fit_per, bits)
     if stores and ctx.obj["db"]:
         raise UserError("give the stores either as arguments or with --db, not both.")
-    targets = [parse_target(s) for s in stores or [db_of(ctx)]]
-    twice = [t for i, t in enumerate(targets) if t.key in [u.key for u in targets[:i]]]
-    if twice:
-        raise UserError(f"{twice[0].label} is given twice; name each store once.")
-    paths = [t.path if t.path is not None else Path(t.name) for t in targets]
-    files = [t.path for t in targets if t.path is not None]
-    opened = [Store.open(t) for t in targets]  # every store is checked before anything is written
-    chosen = {name: outputs.check(value, force, files, folder=name == "html")
-              for name, value in (("csv", csv_path), ("json", json_path), ("html", html_dir),
-                                  ("critical", critical_csv)) if value}
-    if len({o.path for o in chosen.values()}) < len(chosen):
-        raise UserError("--csv, --json, --critical-csv and --html name the same path; give each its own.")
-    reports = [rep.build(s, label, reference) for s, label in zip(opened, rep.store_labels(paths))]
-    generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if csv_path:
-        rep.write_avf_csv(reports, chosen["csv"])
-        click.echo(f"Wrote {csv_path}")
-    if critical_csv:
-        rep.write_causes_csv(reports, chosen["critical"])
-        click.echo(f"Wrote {critical_csv}")
-    if json_path:
-        rep.write_json(rep.to_json(reports, raw, generated), chosen["json"])
-        click.echo(f"Wrote {json_path}")
-    if html_dir:
-        from fi_campaign.report import html as html_report
-
-        written = html_report.write(reports, chosen["html"], raw, generated)
-        click.echo(f"Wrote {Path(html_dir) / written.page.name} and {len(written.files)} figure files beside it")
-    if avf or not (csv_path or json_path or html_dir or critical_csv):
-        for r in reports:
-            _print_avf(r, len(reports) > 1)
-            _print_causes(r, len(reports) > 1)
-    if raw:
-        _print_fit(reports, raw)
-
-
-def _print_avf(report: StoreReport, multi: bool) -> None:
-    from rich.console import Console
-
-    from fi_campaign.cli.tables import Col, print_table
-
-    console = Console()
-    ident = report.identity
-    cols = (Col("model", key=True), Col("mode", key=True), Col("outcome", key=True), Col("k/n", key=True, right=True),
-            Col("rate", right=True), Col("95% CI", right=True))
-    rows = [(r.model, r.mode, r.outcome, f"{r.k}/{r.n}", "-" if r.n == 0 else f"{100 * r.rate:.2f}%",
-             f"[{100 * r.ci_low:.2f}, {100 * r.ci_high:.2f}]%") for r in report.avf]
-    sections = [i for i in range(1, len(rows)) if rows[i][:2] != rows[i - 1][:2]]
-    print_table((f"{ident.label}: " if multi else "") + f"AVF of campaign '{ident.name}' (seed {ident.seed}), 95% intervals",
-                cols, rows, console, sections)
-    fm = ident.fault_model
-    if any(r.mode == "warp_random" for r in report.avf):
-        entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
-        origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
-        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
-                      f"{fm['semantics']}", markup=False)
-    for note in report.count_notes:
-        console.print(note, markup=False)
-    for s in report.strata:
-        if s.nan:
-            console.print(f"NaN/Inf in the outputs: {s.model} {s.mode}: {s.nan} injections", markup=False)
-        if s.not_injected:
-            console.print(f"Not injected (kept out of n): {s.model} {s.mode}: {s.not_injected} injections", markup=False)
-    for c in report.comparisons:
-        r = c.ratio
-        if r.value != r.value:
-            console.print(f"{c.mode}: critical-SDC ratio {c.reference}/{c.candidate} undefined ({c.undefined}).",
-                          markup=False)
-            continue
-        verdict = "significant" if r.significant else "not significant"
-        note = " (0.5 added to each count: a zero count)" if r.corrected else ""
-        console.print(f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
-                      f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}")
-
-
-def _print_causes(report: StoreReport, multi: bool) -> None:
-    """The NaN/Inf split of the critical SDCs, the ratios with and without them, and the bit
-    positions single-bit critical SDCs came from (only bits with one; the CSV has all)."""
-    from rich.console import Console
-    from rich.table import Table
-
-    from fi_campaign.report.causes import sentence
-
-    c, console = report.causes, Console()
-    if not any(s.critical for s in c.split):
-        return
-    store = f"{report.identity.label}: " if multi else ""
-    table = Table(title=f"{store}Critical SDCs with NaN/Inf in the outputs and without, 95% intervals")
-    for col in ("model", "mode", "critical", "NaN/Inf k/n", "rate", "95% CI", "finite k/n", "rate ", "95% CI "):
-        table.add_column(col, justify="left" if col in ("model", "mode") else "right", no_wrap=True)
-    for s in c.split:
-        table.add_row(s.model, s.mode, str(s.critical), f"{s.nan}/{s.n}", _pct(s.nan_rate),
-                      f"[{100 * s.nan_low:.2f}, {100 * s.nan_high:.2f}]%", f"{s.finite}/{s.n}", _pct(s.finite_rate),
-                      f"[{100 * s.finite_low:.2f}, {100 * s.finite_high:.2f}]%")
-    console.print(table)
-    for x in c.comparisons:
-        console.print(store + sentence(x), markup=False)
-    hit = [b for b in c.bits if b.k]
-    if hit:
-        table = Table(title=f"{store}single_bit critical SDCs per flipped bit (bits with none left out), 95% intervals")
-        for col in ("model", "mode", "bit", "field", "critical k/n", "rate", "95% CI", "share", "NaN/Inf"):
-            table.add_column(col, justify="left" if col in ("model", "mode", "field") else "right", no_wrap=True)
-        for b in hit:
-            table.add_row(b.model, b.mode, str(b.bit), b.field, f"{b.k}/{b.n}", _pct(b.rate),
-                          f"[{100 * b.ci_low:.2f}, {100 * b.ci_high:.2f}]%", _pct(b.share), str(b.nan))
-        console.print(table)
-
-
-def _pct(x: float) -> str:
-    return "-" if x != x else f"{100 * x:.2f}%"
-
-
-def _print_fit(reports: list[StoreReport], raw: RawFit) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console()
-    console.print(f"FIT roll-up: {raw.describe()} (failures per 10^9 device-hours; interval = AVF interval x raw).",
-                  markup=False)
-    if not any(r.fit(raw) for r in reports):
-        console.print("No injection has a result yet: nothing to roll up.")
-        return
-    table = Table(title="FIT per model x mode, 95% intervals")
-    multi = len(reports) > 1
-    for col in (("store",) if multi else ()) + ("model", "mode", "outcome", "AVF", "FIT", "95% CI"):
-        table.add_column(col, justify="right" if col in ("AVF", "FIT", "95% CI") else "left", no_wrap=True)
-    for r in reports:
-        for f in r.fit(raw):
-            table.add_row(*([r.identity.label] if multi else []), f.model, f.mode, f.outcome, f"{100 * f.avf:.2f}%",
-                          f"{f.fit:.4g}", f"[{f.fit_low:.4g}, {f.fit_high:.4g}]")
-    console.print(table)
+    files = Files(csv=csv_path, json=json_path, html=html_dir, critical=critical_csv)
+    reports = produce(list(stores) or [db_of(ctx)], files, raw, reference, force, say=click.echo)
+    print_blocks(report_text(reports, avf or not files, raw))
 
 
 @main.command()
@@ -422,13 +286,12 @@ def doctor(home: str | None, dialect: str | None) -> None:
     whether the kernel log can be read for Xid errors. With a DUMMY injector build present it
     runs a dry campaign that must come back 100% masked. Exit code 2 when something is missing.
     """
-    from fi_campaign.doctor import diagnose
+    from fi_campaign.doctor import diagnose, ready
 
-    ok = True
-    for line in diagnose(home, dialect):
+    lines = diagnose(home, dialect)
+    for line in lines:
         click.echo(("  ok    " if line.ok else "  MISS  " if line.required else "  note  ") + line.text)
-        ok &= line.ok or not line.required
-    if not ok:
+    if not ready(lines):
         click.echo("Something an NVBitFI campaign needs is missing; see the lines marked MISS.", err=True)
         sys.exit(2)
     click.echo("Ready for NVBitFI campaigns.")
@@ -443,50 +306,12 @@ def status(ctx: click.Context) -> None:
     inj/s is the stratum's results over the time its injections ran, summed over every run
     that produced them (each chunk of results counts from its finish time back by its
     runtimes; pauses between runs, model loading and golden runs are left out). ETA is the
-    remaining sites at that rate: injection time still needed, start-up not included.
-    Columns that do not fit the terminal are printed below the table, one line per row.
+    remaining sites at that rate: injection time still needed, start-up not included. A
+    worker's "inj/s since start" counts its whole life instead, from its start to its last
+    heartbeat, model loading, golden runs and every model x mode it ran included, so it is
+    lower than the rates of the strata it ran. Columns that do not fit the terminal are printed below the table, one line per row.
     """
-    from fi_campaign.classify import COUNTED, CRITICAL_SDC
-    from fi_campaign.cli.tables import Col, print_table
-    from fi_campaign.config import Config
-    from fi_campaign.stats import proportion
+    from fi_campaign.cli.tables import print_blocks
+    from fi_campaign.report.status import campaign_status, status_text
 
-    store = open_store(ctx)
-    cols = (Col("model", key=True), Col("mode", key=True), Col("done/planned", key=True, right=True),
-            Col("running", right=True, spill=1), Col("outcomes", spill=2), Col("critical SDC [95% CI]"),
-            Col("inj/s", right=True), Col("ETA", right=True))
-    rows = []
-    for s in store.stratum_status():
-        n = sum(s.outcomes.get(o, 0) for o in COUNTED)
-        r = proportion(s.outcomes.get(CRITICAL_SDC, 0), n)
-        crit = "-" if n == 0 else f"{100 * r.rate:.2f}% [{100 * r.low:.2f}, {100 * r.high:.2f}]"
-        rate = s.done / s.busy_s if s.busy_s > 0 else None
-        eta = "-" if not rate or s.done == s.planned else f"{(s.planned - s.done) / rate:,.0f} s"
-        rows.append((s.model, s.mode, f"{s.done}/{s.planned}", str(s.running),
-                     " ".join(f"{k}={v}" for k, v in sorted(s.outcomes.items())) or "-", crit,
-                     "-" if rate is None else f"{rate:,.1f}", eta))
-    print_table(f"campaign '{store.campaign().name}' in {store.label}", cols, rows)
-    workers = store.workers()
-    if workers:
-        _print_workers(workers)
-    config = Config.from_json(store.campaign().config)
-    if config.backend == "nvbitfi":
-        from rich.console import Console
-
-        from fi_campaign.report.summary import count_sentence
-
-        console = Console()
-        for check in store.count_checks():
-            console.print(count_sentence(check, config.nvbitfi.dialect), markup=False)
-
-
-def _print_workers(workers) -> None:
-    """Per worker: where it runs (host, Slurm job and array index), its state, its last
-    heartbeat and its rate; a running worker silent past its lease shows as lost."""
-    from fi_campaign.cli.tables import Col, print_table
-
-    cols = (Col("worker", key=True), Col("host"), Col("job"), Col("array", right=True), Col("state", key=True),
-            Col("heartbeat", right=True), Col("done", right=True), Col("inj/s", right=True))
-    rows = [(w.owner, w.host, w.job or "-", "-" if w.array_index is None else str(w.array_index), w.state,
-             f"{w.heartbeat_age_s:,.0f} s ago", str(w.done), f"{w.rate:,.2f}") for w in workers]
-    print_table(f"{len(workers)} workers ({sum(w.state == 'running' for w in workers)} running)", cols, rows)
+    print_blocks(status_text(campaign_status(open_store(ctx))))

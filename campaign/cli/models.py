@@ -126,72 +126,19 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
     rows are also recorded in that existing campaign store, so its HTML report shows the
     regret figure; the campaign's own results are not touched.
     """
-    import csv
-
-    import torch
-
-    from fi_campaign.cli.tables import Col, print_table
-    from fi_campaign.store import RegretRecord
-    from fi_campaign.workload.model import resolve_device
-    from fi_campaign.models import data as cifar
-    from fi_campaign.models import powerlaw, zoo
-    from fi_campaign.models.regret import evaluate as regret_of
-    from fi_campaign.models.train import evaluate as accuracy_of
-
-    from fi_campaign.outputs import check, replacing
+    from fi_campaign.cli.tables import print_table
+    from fi_campaign.outputs import check
+    from fi_campaign.report.evaluation import Noise, evaluate as run, evaluation_table, record, write_csv
 
     store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
     table_out = check(csv_path, force, [db, (ctx.obj or {}).get("db")]) if csv_path else None
-    try:
-        law = powerlaw.entry(table, op, size)
-    except (powerlaw.TableError, ValueError) as e:
-        raise UserError(f"no power-law entry {table} {op} {size} ({e}).") from None
-    if (why := law.degenerate_reason()) is not None:
-        raise UserError(f"power-law entry {table} {op} {size} is degenerate ({why}).")
-    device = resolve_device(device)
-    images = cifar.load(source, "test")
-    if count:
-        images = images.subset(cifar.select(len(images), count, seed))
-    x = cifar.normalise(images.images, images.dataset).to(device)
-    y = torch.from_numpy(images.labels).to(device)
-    title = (f"{len(images)} {images.dataset} test images from {source}"
-             + (f", {repeats} injections each, {table} {op} {size}" if regret else ""))
-    cols = [Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True)]
-    cols += [Col("noisy acc. [95% CI]", spill=1), Col("regret [95% CI]")] if regret else []
-    rows, records, cells = [], [], []
-    noise = (f"{table} {op} {size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
-             "one conv/linear output per image")
-    for ref in models:
-        model, meta = zoo.load(ref, device=device)
-        if meta.dataset != images.dataset:
-            raise UserError(f"{ref} was trained on {meta.dataset} but the images are {images.dataset}.")
-        label = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
-        if regret:
-            r = regret_of(model, x, y, law, repeats, seed)
-            measured = [r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high]
-            records.append(RegretRecord(ref, meta.sha256, label, images.dataset, source, len(images), repeats, seed,
-                                        noise, *measured))
-            rows.append([ref, label, *measured])
-            cells.append((ref, label, f"{100 * r.clean:.2f}%",
-                          f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
-                          f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts"))
-        else:
-            acc = accuracy_of(model, x, y)
-            rows.append([ref, label, acc])
-            cells.append((ref, label, f"{100 * acc:.2f}%"))
-    print_table(title, cols, cells)
-    if table_out:
-        try:
-            with replacing(table_out) as temp, open(temp, "w", newline="") as f:
-                w = csv.writer(f)
-                w.writerow(["model", "preset", "clean"] + (["noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"] if regret else []))
-                w.writerows(rows)
-        except OSError as e:
-            raise UserError(f"cannot write {csv_path} ({e.strerror or e}).") from None
+    ev = run(list(models), source, count, seed, device, Noise(table, op, size, repeats), regret)
+    print_table(evaluation_table(ev))
+    if table_out and csv_path:
+        write_csv(ev, table_out, csv_path)
         click.echo(f"Wrote {csv_path}")
     if store is not None:
-        store.add_regret(records)
-        click.echo(f"Recorded {len(records)} regret rows in {store.label}")
+        click.echo(f"Recorded {record(ev, store)} regret rows in {store.label}")
 
 
 def _regret_store(ctx: click.Context, db: str | None, regret: bool) -> Store | None:

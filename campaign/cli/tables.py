@@ -8,18 +8,11 @@ one line per row below it, so no cell is ever lost.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
+
+from fi_campaign.report.text import Block, Col, TextTable
 
 BORDER = 3  # per column: one padding space each side and one rule; plus 1 for the table's edge
-
-
-@dataclass(frozen=True)
-class Col:
-    header: str
-    key: bool = False  # never cut, never wrapped
-    right: bool = False
-    spill: int = 0  # > 0: leaves a table too wide before any column wraps (highest first); 0: wraps first
 
 
 def layout(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int) -> tuple[list[int], list[int]]:
@@ -46,35 +39,45 @@ def layout(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int) -> tu
     return widths, [i for i in range(len(cols)) if i not in shown]
 
 
-def print_table(title: str, cols: Sequence[Col], rows: Sequence[Sequence[str]], console=None,
-                sections: Sequence[int] = ()) -> None:
-    """Print ``rows`` under ``title`` at the console's width; rows whose index is in ``sections``
-    start a new section (a rule above them)."""
+def print_table(table: TextTable, console=None) -> None:
+    """Print ``table`` at the console's width: every terminal table of fi-campaign comes here."""
     from rich.console import Console
     from rich.table import Table
     from rich.text import Text
 
     console = console or Console()
+    cols, rows = table.cols, table.rows
     widths, moved = layout(cols, rows, console.width)
-    table = Table(title=title)
+    out = Table(title=table.title)
     for c, w in zip(cols, widths):
         if w:
-            table.add_column(c.header, justify="right" if c.right else "left", width=w, no_wrap=c.key,
-                             overflow="fold")
+            out.add_column(c.header, justify="right" if c.right else "left", width=w, no_wrap=c.key, overflow="fold")
     for n, r in enumerate(rows):
-        if n in sections:
-            table.add_section()
-        table.add_row(*(Text(x) for x, w in zip(r, widths) if w))
+        if n in table.sections:
+            out.add_section()
+        out.add_row(*(Text(x) for x, w in zip(r, widths) if w))
     need = sum(w + BORDER for w in widths if w) + 1
     if need <= console.width:
-        console.print(table)
+        console.print(out)
     else:  # the key columns alone are wider than the terminal: it wraps the lines, rich must not cut them
         width, console.width = console.width, need
         try:
-            console.print(table, crop=False)
+            console.print(out, crop=False)
         finally:
             console.width = width
     keys = [i for i, c in enumerate(cols) if c.key]
     for r in rows if moved else ():
         console.print(" ".join(r[i] for i in keys) + ": " + "; ".join(f"{cols[i].header} {r[i]}" for i in moved),
                       markup=False, highlight=False, soft_wrap=True)
+
+
+def print_blocks(blocks: Iterable[Block], console=None) -> None:
+    """Tables through print_table, sentences as they are (wrapped at spaces, never cut)."""
+    from rich.console import Console
+
+    console = console or Console()
+    for b in blocks:
+        if isinstance(b, TextTable):
+            print_table(b, console)
+        else:
+            console.print(b, markup=False)

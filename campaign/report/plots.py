@@ -190,10 +190,14 @@ def bit_figure(rows: list["BitRow"]) -> "Figure":
             ax.axvline(edge, color="grey", linewidth=0.6, linestyle=":")
         ax.set_title(f"{model}, {mode}", fontsize=9)
         ax.set_ylabel("critical SDC (%)", fontsize=8)
-        ax.set_ylim(bottom=0)
         ax.grid(axis="y", alpha=0.3)
-    axes[-1].set_xticks(range(0, 32, 2))
+    # the panels share one axis, set once it is known to hold every panel's highest interval
+    top = max([100 * b.ci_high for b in rows if b.n], default=100.0)
+    axes[0].set_ylim(0, top * 1.08)
+    axes[-1].set_xticks(range(32))
+    axes[-1].tick_params(axis="x", labelsize=7)
     axes[-1].set_xlim(-0.7, 31.7)
     axes[-1].set_xlabel("flipped bit (0-22 mantissa, 23-30 exponent, 31 sign)", fontsize=8)
-    axes[0].legend(fontsize=7, frameon=False, loc="upper left")
+    handles, labels = axes[0].get_legend_handles_labels()  # above the panels: never over a bar or its interval
+    fig.legend(handles, labels, loc="outside upper center", ncols=2, frameon=False, fontsize=7)
     return fig
