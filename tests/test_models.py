@@ -387,5 +387,14 @@ def test_missing_file_raises(tmp_path):
         load("zoo:no-such-model")
 
 
-def test_checkpoint_error_is_a_value_error():
-    assert issubclass(CheckpointError, ValueError)
+def test_every_input_error_of_the_models_package_is_a_user_error():
+    """The CLI maps UserError, and only it, to one sentence and exit 2."""
+    from fi_campaign.errors import UserError
+    from fi_campaign.models.data import DataError
+    from fi_campaign.models.powerfit import FitError
+    from fi_campaign.models.powerlaw import TableError
+    from fi_campaign.models.resume import ResumeError
+    from fi_campaign.models.train import RecipeError
+
+    for cls in (CheckpointError, DataError, FitError, TableError, ResumeError, RecipeError):
+        assert issubclass(cls, UserError), cls
