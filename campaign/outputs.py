@@ -15,7 +15,7 @@ from typing import Iterable, Iterator
 
 from fi_campaign.errors import UserError
 from fi_campaign.store.beside import LOG, RUNS
-from fi_campaign.store.database import SIDECARS, holds_campaign
+from fi_campaign.store.sqlite_file import SIDECARS, holds_campaign
 
 BESIDE = SIDECARS + (LOG, RUNS)
 
