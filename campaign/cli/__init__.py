@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import click
 
 from fi_campaign import __version__, limits
-from fi_campaign.cli.common import DEFAULT_DB, db_of, open_store
+from fi_campaign.cli.common import DEFAULT_DB, db_of, note_read_only, open_store
 from fi_campaign.cli.params import FiniteFloat, FilePath, PathText
 from fi_campaign.errors import UserError
 
@@ -166,7 +166,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     from fi_campaign.config import Config
     from fi_campaign.engine import runner
 
-    store = open_store(ctx)
+    store = open_store(ctx, write=True)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
     workers, devices = _workers(config, workers, per_gpu)
     interrupted = False
@@ -257,6 +257,8 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
     paths = [t.path if t.path is not None else Path(t.name) for t in targets]
     files = [t.path for t in targets if t.path is not None]
     opened = [Store.open(t) for t in targets]  # every store is checked before anything is written
+    for s in opened:
+        note_read_only(s)
     chosen = {name: outputs.check(value, force, files, folder=name == "html")
               for name, value in (("csv", csv_path), ("json", json_path), ("html", html_dir),
                                   ("critical", critical_csv)) if value}
@@ -264,15 +266,15 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
         raise UserError("--csv, --json, --critical-csv and --html name the same path; give each its own.")
     reports = [rep.build(s, label, reference) for s, label in zip(opened, rep.store_labels(paths))]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    if csv_path:
+    if csv_path:  # "Wrote" goes to stderr when the output is a stream (stdout, a pipe)
         rep.write_avf_csv(reports, chosen["csv"])
-        click.echo(f"Wrote {csv_path}")
+        click.echo(f"Wrote {csv_path}", err=chosen["csv"].stream)
     if critical_csv:
         rep.write_causes_csv(reports, chosen["critical"])
-        click.echo(f"Wrote {critical_csv}")
+        click.echo(f"Wrote {critical_csv}", err=chosen["critical"].stream)
     if json_path:
         rep.write_json(rep.to_json(reports, raw, generated), chosen["json"])
-        click.echo(f"Wrote {json_path}")
+        click.echo(f"Wrote {json_path}", err=chosen["json"].stream)
     if html_dir:
         from fi_campaign.report import html as html_report
 
@@ -396,8 +398,9 @@ def export(ctx: click.Context, file: str, force: bool) -> None:
     from fi_campaign.report.export import export as write
 
     store = open_store(ctx)
-    n = write(store, check(file, force, [store.path]))
-    click.echo(f"Wrote {n} rows to {file}")
+    out = check(file, force, [store.path])
+    n = write(store, out)
+    click.echo(f"Wrote {n} rows to {file}", err=out.stream)  # a stream (stdout, a pipe) holds rows only
 
 
 from fi_campaign.cli.cluster import store, submit  # noqa: E402

@@ -30,14 +30,27 @@ class Claims:
 
     def claim(self, model: str, mode: str, limit: int, owner: str, lease_s: float) -> list[Site]:
         """Atomically take up to ``limit`` pending sites of a stratum for ``owner``, so that two
-        workers never get the same site and no claim waits for another (``backends.pick``)."""
-        pick = (select(site_t.c.id).where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)
+        workers never get the same site and no claim waits for another (``backends.pick``).
+
+        Sites of the stratum ``owner`` already holds come first, with a fresh lease: a worker
+        records every site of a claim before it claims again, so such sites are those of a
+        claim whose commit reached the database while its reply was lost with the server (a
+        restart). Tried again, the claim returns them rather than leave them held, for ever,
+        by a worker whose heartbeat keeps their lease."""
+        columns = [site_t.c[f] for f in ("id",) + SITE_FIELDS]
+        stratum = (site_t.c.model == model, site_t.c.mode == mode)
+        pick = (select(site_t.c.id).where(*stratum, site_t.c.status == PENDING)
                 .order_by(site_t.c.id).limit(limit))
 
         def take(con) -> list[Site]:
+            held = [Site(**r) for r in con.execute(
+                update(site_t).where(*stratum, site_t.c.status == RUNNING, site_t.c.owner == owner)
+                .values(lease_until=self._clock + lease_s).returning(*columns)).mappings()]
+            if held:
+                return held
             stmt = (update(site_t).where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)), site_t.c.status == PENDING)
                     .values(status=RUNNING, owner=owner, lease_until=self._clock + lease_s)
-                    .returning(*[site_t.c[f] for f in ("id",) + SITE_FIELDS]))
+                    .returning(*columns))
             return [Site(**r) for r in con.execute(stmt).mappings()]
 
         return sorted(self.session.write(take, "cannot claim sites in"), key=lambda s: s.id)
