@@ -7,6 +7,10 @@ for a read-only connection, when the folder lets it, and leaves them behind when
 write the database. So a reader that must not write opens the file ``immutable`` when no journal
 is beside it (nothing is created and nothing but the file holds data), and read-only through
 the journals when they are there (they may hold results not yet in the file).
+
+The probes here (is it SQLite, which tables, is it empty, is the new plan whole) read a file
+before any store is opened on it, one connection each; every other database call goes through
+the store's ``Session``.
 """
 from __future__ import annotations
 
@@ -78,7 +82,7 @@ def tables(path: Path) -> set[str]:
             return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
     except sqlite3.OperationalError as e:
         raise StoreError(f"cannot open {path} ({e}).") from None
-    except sqlite3.DatabaseError:
+    except sqlite3.Error:
         raise StoreError(f"{path} is not a campaign store (not an SQLite database).") from None
 
 
@@ -111,7 +115,7 @@ def holds_nothing(path: Path) -> bool:
             if not names <= {t.name for t in meta.sorted_tables}:
                 return False
             return all(con.execute(f'SELECT count(*) FROM "{t}"').fetchone()[0] == 0 for t in names)
-    except (sqlite3.DatabaseError, StoreError):
+    except (sqlite3.Error, StoreError):
         return False
 
 
@@ -147,7 +151,7 @@ def seal(temp: Path, path: Path, expected: int) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
-    except (sqlite3.DatabaseError, OSError) as e:
+    except (sqlite3.Error, OSError) as e:
         raise StoreError(f"cannot write the plan to {path} ({_reason(e)}); nothing was stored.") from None
 
 
