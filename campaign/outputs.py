@@ -94,7 +94,7 @@ def _make(given: str, folder: Path) -> None:
         raise OutputError(f"cannot write {given} (permission denied).")
 
 
-def _protected(target: Path, stores: list[Path]) -> str | None:
+def _protected(target: Path, stores: "tuple[Path, ...] | list[Path]") -> str | None:
     """What ``target`` (a real path) is, if writing it could destroy a store: the store, its
     SQLite journal files, its log or run directories."""
     if holds_campaign(target):

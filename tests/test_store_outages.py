@@ -66,7 +66,7 @@ def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres,
     try:
         for event in ("restart", "restart", "stop"):
             target = (seen[-1] if seen else 0) + 40  # results, not seconds: every event finds the run mid-way
-            wait_for(f"{target} results", lambda: count() >= target or p.poll() is not None)
+            wait_for(f"{target} results", lambda target=target: count() >= target or p.poll() is not None)
             assert p.poll() is None, p.stderr.read()
             seen.append(count())
             if event == "restart":
@@ -114,7 +114,8 @@ def test_export_status_and_report_whose_server_stops_half_way_say_one_sentence(p
                                        text=True, env={**os.environ, "COLUMNS": "200"})
     try:
         for name in commands:
-            wait_for(f"{name} to pause", lambda: (tmp_path / name / "paused").exists() or procs[name].poll() is not None)
+            wait_for(f"{name} to pause",
+                     lambda name=name: (tmp_path / name / "paused").exists() or procs[name].poll() is not None)
             assert procs[name].poll() is None, procs[name].communicate()
         postgres.halt("fast")
         for name in commands:

@@ -50,6 +50,10 @@ class Changed(Exception):
     """An immutable SQLite file changed while it was read (a writer elsewhere)."""
 
 
+_RETRIED = DRIVER_ERRORS + (Changed,)
+_UNREACHED = DRIVER_ERRORS + (OSError,)
+
+
 class Session:
     """One store's engine and how to call it. ``read_only``: why the store cannot be written
     here (None: it can). ``guard``: the SQLite file opened immutable, whose stat must not change
@@ -67,7 +71,7 @@ class Session:
         try:
             with self.engine.connect() as con:
                 con.exec_driver_sql("SELECT 1")
-        except (*DRIVER_ERRORS, OSError) as e:
+        except _UNREACHED as e:
             raise StoreError(f"cannot connect to {self.label} ({reason(e)}).") from None
         self._reached = True
 
@@ -88,7 +92,7 @@ class Session:
             return
         try:
             self._call(fn, begin=True)
-        except (*DRIVER_ERRORS, Changed):
+        except _RETRIED:
             pass
 
     def stream(self, run: Callable[[Connection, Row | None], CursorResult], size: int,
@@ -110,7 +114,7 @@ class Session:
                                              "while it was read; run the command again.")
                         since, pause, self._reached = None, FIRST_PAUSE_S, True
                         last = batch[-1]
-                        yield batch
+                        yield list(batch)
                 return
             except DRIVER_ERRORS as e:
                 since = time.monotonic() if since is None else since
@@ -152,7 +156,7 @@ class Session:
         while True:
             try:
                 out = call()
-            except (*DRIVER_ERRORS, Changed) as e:
+            except _RETRIED as e:
                 since = time.monotonic() if since is None else since
                 self._give_up_or_wait(e, since, pause, fails, after)
                 pause = min(2 * pause, LONGEST_PAUSE_S)
