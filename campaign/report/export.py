@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import io
+from contextlib import nullcontext
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -91,7 +92,9 @@ def _parquet(store: Store, path: Path, row_group: int = 100_000) -> int:
     schema = parquet_schema()
     n = 0
     pending: list = []
-    with open(path, "wb") as f, pq.ParquetWriter(_Sink(f), schema, compression="zstd") as writer:
+    stream = path.exists() and not path.is_file()  # a pipe or a device: Arrow cannot seek in it
+    with open(path, "wb") if stream else nullcontext() as f, \
+            pq.ParquetWriter(_Sink(f) if f else path, schema, compression="zstd") as writer:
         for batch in batches(store):
             columns = list(zip(*batch))
             arrays = [pa.array(col, type=pa.int8()).cast(pa.bool_()) if name == "nan"  # SQLite's 0/1

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
@@ -35,23 +36,16 @@ FIRST_PAUSE_S, LONGEST_PAUSE_S = 0.05, 5.0
 T = TypeVar("T")
 
 
-def _driver_errors() -> tuple[type[BaseException], ...]:
-    try:
-        import psycopg
-    except ImportError:
-        return (DBAPIError, sqlite3.Error)
-    return (DBAPIError, sqlite3.Error, psycopg.Error)
-
-
-DRIVER_ERRORS = _driver_errors()
-
-
 class Changed(Exception):
     """An immutable SQLite file changed while it was read (a writer elsewhere)."""
 
 
-_RETRIED = DRIVER_ERRORS + (Changed,)
-_UNREACHED = DRIVER_ERRORS + (OSError,)
+def driver_errors(*more: type[BaseException]) -> tuple[type[BaseException], ...]:
+    """SQLAlchemy's, sqlite3's and (once loaded: only then can it raise) psycopg's errors, and
+    ``more``. An ``except`` clause evaluates this only when an exception reaches it, so an
+    SQLite-only command never pays for importing psycopg."""
+    psycopg = sys.modules.get("psycopg")
+    return (DBAPIError, sqlite3.Error, *more) + ((psycopg.Error,) if psycopg is not None else ())
 
 
 class Session:
@@ -71,7 +65,7 @@ class Session:
         try:
             with self.engine.connect() as con:
                 con.exec_driver_sql("SELECT 1")
-        except _UNREACHED as e:
+        except driver_errors(OSError) as e:
             raise StoreError(f"cannot connect to {self.label} ({reason(e)}).") from None
         self._reached = True
 
@@ -92,7 +86,7 @@ class Session:
             return
         try:
             self._call(fn, begin=True)
-        except _RETRIED:
+        except driver_errors(Changed):
             pass
 
     def stream(self, run: Callable[[Connection, Row | None], CursorResult], size: int,
@@ -116,7 +110,7 @@ class Session:
                         last = batch[-1]
                         yield list(batch)
                 return
-            except DRIVER_ERRORS as e:
+            except driver_errors() as e:
                 since = time.monotonic() if since is None else since
                 self._give_up_or_wait(e, since, pause, fails)
                 pause = min(2 * pause, LONGEST_PAUSE_S)
@@ -156,7 +150,7 @@ class Session:
         while True:
             try:
                 out = call()
-            except _RETRIED as e:
+            except driver_errors(Changed) as e:
                 since = time.monotonic() if since is None else since
                 self._give_up_or_wait(e, since, pause, fails, after)
                 pause = min(2 * pause, LONGEST_PAUSE_S)
