@@ -10,6 +10,7 @@ import hashlib
 import os
 import sqlite3
 import subprocess
+from contextlib import closing
 import sys
 from pathlib import Path
 
@@ -132,6 +133,38 @@ def test_a_read_only_store_gives_a_clear_error_before_any_work(ran):
     one_sentence(p, "the file is not writable")
     assert "loading" not in p.stdout
     assert sorted(f.name for f in ran.parent.iterdir()) == ["r.db", "r.db.log.jsonl"]
+
+
+def test_an_immutable_read_that_a_writer_changes_is_read_again(ran):
+    """A reader that may not write opens a store without journals ``immutable``; a writer with
+    more rights (here: this test's own connection) that changes the file under a read makes the
+    read run again, and a stream that cannot be run again stop with one sentence."""
+    from fi_campaign.store import StoreError, sqlite_file
+    from fi_campaign.store.backends import sqlite_reader
+    from fi_campaign.store.session import Session
+
+    uri, immutable = sqlite_file.reader_uri(ran)
+    assert immutable
+    session = Session(sqlite_reader(uri), str(ran), read_only="a test", guard=ran)
+    names = []
+
+    def write(name: str) -> None:
+        with closing(sqlite3.connect(ran)) as con:  # the last connection folds its WAL into the file
+            con.execute("UPDATE campaign SET name = ?", (name,))
+            con.commit()
+
+    def read(con) -> str:
+        names.append(con.exec_driver_sql("SELECT name FROM campaign").scalar())
+        if len(names) == 1:
+            write("changed")
+        return names[-1]
+
+    assert session.read(read) == "changed" and names == ["ro", "changed"]
+    with pytest.raises(StoreError, match="changed by another process"):
+        for i, _ in enumerate(session.stream(lambda con, last: con.exec_driver_sql("SELECT site_id FROM result"), 2)):
+            write(f"changed {i}")
+    with pytest.raises(StoreError, match="cannot write to .*: a test; it can only be read here"):
+        session.write(lambda con: None, "cannot write")
 
 
 # --- a store that contradicts itself ------------------------------------------------------------
