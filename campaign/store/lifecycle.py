@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, inspect, select
 
 from fi_campaign.store import migrate, sqlite_file
 from fi_campaign.store.backends import StoreError, Target, engine_for, sqlite_engine, sqlite_reader
@@ -185,14 +185,15 @@ def _sqlite_session(target: Target, write: bool) -> Session:
 
 def _check_schema(session: Session) -> None:
     """The migration table and the version the plan recorded must tell the same story."""
-    def read(con) -> tuple[str | None, Any]:
-        return migrate.revision(con), con.execute(select(campaign_t.c.schema_version)).scalar()
+    def read(con) -> tuple[str | None, Any, bool]:
+        return (migrate.revision(con), con.execute(select(campaign_t.c.schema_version)).scalar(),
+                migrate.VERSION_TABLE in inspect(con).get_table_names())
 
-    revision, version = session.read(read)
+    revision, version, recorded = session.read(read)
     if revision not in migrate.REVISIONS:
         raise StoreError(f"{session.label} was written by a newer fi-campaign (schema revision {revision}); "
                          "upgrade fi-campaign to use it.")
-    if migrate.disagree(revision, version):
+    if migrate.disagree(revision, version, recorded):
         raise StoreError(f"{session.label} contradicts itself: its campaign records schema version {version} but "
                          f"its migration table says revision {revision}, so fi-campaign neither reads nor writes it.")
 
