@@ -3,11 +3,14 @@
 spelling of a path (relative, absolute, through a symlink or a hard link) can replace a campaign
 store or the files that live beside one, and an existing file is replaced only with --force.
 Files are written beside their target and renamed onto it when complete, so an interrupted or
-failed write leaves the old file (or none), never half a file.
+failed write leaves the old file (or none), never half a file. An output that is not a regular
+file (a pipe, a FIFO, a device such as /dev/null, /dev/stdout) is a stream: it is written into
+as it is, never replaced and never opened for reading.
 """
 from __future__ import annotations
 
 import os
+import stat
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,7 @@ from typing import Iterable, Iterator
 
 from fi_campaign.errors import UserError
 from fi_campaign.store.beside import LOG, RUNS
-from fi_campaign.store.database import SIDECARS, holds_campaign
+from fi_campaign.store.sqlite_file import SIDECARS, holds_campaign
 
 BESIDE = SIDECARS + (LOG, RUNS)
 
@@ -32,6 +35,7 @@ class Output:
     path: Path
     force: bool = False
     stores: tuple[Path, ...] = ()
+    stream: bool = False  # not a regular file: written into where it is, never replaced
 
     def inside(self, name: str) -> "Output":
         """A file in this folder (report --html), checked like any output."""
@@ -52,6 +56,8 @@ def check(path: str | Path, force: bool = False, stores: Iterable[str | Path | N
     what = _protected(target, known)
     if what:
         raise OutputError(f"{shown} is {what}; fi-campaign never writes over a store, so pick another name.")
+    if not folder and _is_stream(given):
+        return Output(Path(os.path.abspath(given)), force, known, stream=True)
     if folder:
         if target.exists() and not target.is_dir():
             raise OutputError(f"cannot write the report into {shown}: it is a file, not a folder.")
@@ -65,6 +71,20 @@ def check(path: str | Path, force: bool = False, stores: Iterable[str | Path | N
     return Output(target, force, known)
 
 
+def _is_stream(given: Path) -> bool:
+    """An existing output that is not a regular file or a folder (stat follows symlinks, and
+    opens nothing), or a name for one of this process's descriptors (/dev/stdout, /dev/fd/N),
+    which is a stream even when the shell pointed it at a file."""
+    spelt = os.path.abspath(given)
+    if spelt in ("/dev/stdout", "/dev/stderr") or spelt.startswith(("/dev/fd/", "/proc/self/fd/")):
+        return True
+    try:
+        mode = os.stat(given).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
 def _make(given: str, folder: Path) -> None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -74,7 +94,7 @@ def _make(given: str, folder: Path) -> None:
         raise OutputError(f"cannot write {given} (permission denied).")
 
 
-def _protected(target: Path, stores: list[Path]) -> str | None:
+def _protected(target: Path, stores: "tuple[Path, ...] | list[Path]") -> str | None:
     """What ``target`` (a real path) is, if writing it could destroy a store: the store, its
     SQLite journal files, its log or run directories."""
     if holds_campaign(target):
@@ -113,8 +133,14 @@ def _same_file(a: Path, b: Path) -> bool:
 def replacing(out: Output) -> Iterator[Path]:
     """A temporary path beside ``out`` to write to; renamed onto it when the block ends without
     an error, removed otherwise. The name keeps the target's suffix, for writers that choose a
-    format by it."""
+    format by it. A stream is written into directly: the path given is the output itself."""
     target = out.path
+    if out.stream:
+        try:
+            yield target
+        except OSError as e:  # a full device, a reader that went away
+            raise OutputError(f"cannot write {target} ({e.strerror or e}).") from None
+        return
     temp = target.with_name(f".{target.stem}.partial-{os.getpid()}{target.suffix}")
     try:
         yield temp

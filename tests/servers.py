@@ -87,10 +87,19 @@ class Postgres:
         self.sql("postgres", f'CREATE DATABASE "{name}"')
         return self.url(name)
 
-    def restart(self) -> None:
-        """An immediate shutdown (as a crash) and a start: every open connection is cut."""
+    def restart(self, mode: str = "immediate") -> None:
+        """A shutdown (immediate: as a crash; fast: as an administrator's restart) and a start:
+        every open connection is cut."""
         pg_ctl = _pg_bin("pg_ctl")
-        self._as([pg_ctl, "-D", str(self.data), "-m", "immediate", "-l", str(self.root / "server.log"), "-w", "restart"])
+        self._as([pg_ctl, "-D", str(self.data), "-m", mode, "-o", self.options, "-l", str(self.root / "server.log"),
+                  "-w", "restart"])
+
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server until ``resume``: connections are cut and new ones refused."""
+        self._as([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+
+    def resume(self) -> None:
+        self._start()
 
     def away(self, seconds: float) -> None:
         """Crash the server now and start it again ``seconds`` later, in the background."""

@@ -10,6 +10,7 @@ import os
 import resource
 import signal
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -369,3 +370,87 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run(tmp_path, c
         pytest.skip(f"this machine holds a {batch}-row batch ({fp.total / 2 ** 30:.0f} GiB)")
     one_sentence(cli("--db", db, "run", "--workers", "1"), f"batch_size {batch} needs about", "lower batch_size")
     assert Store.open(db).progress() == [("baseline", "single_bit", 0, 16)]
+
+
+# --- outputs that are not regular files (issue 24) ------------------------------------------------
+
+def _device(path: Path, minor: int) -> Path:
+    """A character device of our own with the numbers of /dev/null (3) or /dev/full (7): a test
+    that went wrong replaces this node, never the machine's."""
+    try:
+        os.mknod(path, stat.S_IFCHR | 0o666, os.makedev(1, minor))
+    except PermissionError:
+        pytest.skip("creating a device node needs CAP_MKNOD")
+    return path
+
+
+def _exported(db: Path, *extra: str) -> bytes:
+    p = subprocess.run([EXE, "--db", str(db), "export", "/dev/stdout", *extra], capture_output=True, timeout=300)
+    assert p.returncode == 0 and "Traceback" not in p.stderr.decode(), p.stderr
+    return p.stdout
+
+
+def test_an_export_to_stdout_is_the_rows_alone(store):
+    out = _exported(store)
+    assert out.decode().splitlines()[0].startswith("site_id,") and len(out.decode().splitlines()) == 17
+    r = subprocess.run([EXE, "--db", str(store), "report", "--csv", "/dev/stdout"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0 and r.stdout.startswith("model,mode,outcome") and "Wrote" not in r.stdout, r.stdout
+
+
+def test_a_fifo_export_is_read_by_another_process(store, tmp_path):
+    fifo = tmp_path / "rows.csv"
+    os.mkfifo(fifo)
+    expected = _exported(store)
+    for extra in ([], ["--force"]):
+        reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+        p = subprocess.run([EXE, "--db", str(store), "export", str(fifo), *extra], capture_output=True, text=True,
+                           timeout=300)
+        got, _ = reader.communicate(timeout=300)
+        assert p.returncode == 0, p.stderr
+        assert got == expected
+        assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # never replaced by a regular file
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    p = subprocess.run([EXE, "--db", str(store), "report", "--csv", str(fifo)], capture_output=True, text=True,
+                       timeout=300)
+    got, _ = reader.communicate(timeout=300)
+    assert p.returncode == 0 and got.decode().startswith("model,mode,outcome"), p.stderr
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["rows.csv"]  # no temporary file beside it
+
+
+def test_an_export_to_a_character_device_writes_into_it(store, tmp_path):
+    null, full = _device(tmp_path / "null", 3), _device(tmp_path / "full", 7)
+    for device in ("/dev/null", "/dev/full"):  # the machine's own, without --force only
+        assert stat.S_ISCHR(os.stat(device).st_mode)
+    assert cli("--db", store, "export", "/dev/null").exit_code == 0
+    one_sentence(cli("--db", store, "export", "/dev/full"), "cannot write /dev/full", "No space left on device")
+    for force in ([], ["--force"]):
+        for suffix in ("", ".parquet"):
+            for node in (null, full):
+                named = node.with_name(node.name + suffix)
+                if suffix and not named.exists():
+                    os.link(node, named)
+                result = cli("--db", store, "export", named, *force)
+                if node is null:
+                    assert result.exit_code == 0, result.output
+                else:
+                    one_sentence(result, f"cannot write {named}", "No space left on device")
+                st = os.stat(named)
+                assert stat.S_ISCHR(st.st_mode) and st.st_rdev == os.makedev(1, 3 if node is null else 7)
+    one_sentence(cli("--db", store, "report", "--csv", full, "--force"), "No space left on device")
+    assert stat.S_ISCHR(os.stat(full).st_mode)
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["full", "full.parquet", "null", "null.parquet"]
+
+
+def test_a_link_to_a_special_file_or_a_store_is_what_it_leads_to(store, tmp_path):
+    fifo, link, to_store = tmp_path / "f", tmp_path / "to-fifo.csv", tmp_path / "to-store.csv"
+    os.mkfifo(fifo)
+    link.symlink_to(fifo)
+    to_store.symlink_to(store)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert cli("--db", store, "export", link).exit_code == 0
+    assert reader.communicate(timeout=300)[0].decode().startswith("site_id,")
+    assert link.is_symlink() and stat.S_ISFIFO(os.stat(fifo).st_mode)
+    before = fingerprint(store)
+    one_sentence(cli("--db", store, "export", to_store, "--force"), "never writes over a store")
+    assert fingerprint(store) == before and to_store.is_symlink()

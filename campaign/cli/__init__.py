@@ -160,7 +160,7 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     from fi_campaign.config import Config
     from fi_campaign.engine import runner
 
-    store = open_store(ctx)
+    store = open_store(ctx, write=True)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
     workers, devices = _workers(config, workers, per_gpu)
     interrupted = False
@@ -243,7 +243,8 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
     if stores and ctx.obj["db"]:
         raise UserError("give the stores either as arguments or with --db, not both.")
     files = Files(csv=csv_path, json=json_path, html=html_dir, critical=critical_csv)
-    reports = produce(list(stores) or [db_of(ctx)], files, raw, reference, force, say=click.echo)
+    reports = produce(list(stores) or [db_of(ctx)], files, raw, reference, force,
+                      say=lambda text, err=False: click.echo(text, err=err))
     print_blocks(report_text(reports, avf or not files, raw))
 
 
@@ -260,8 +261,9 @@ def export(ctx: click.Context, file: str, force: bool) -> None:
     from fi_campaign.report.export import export as write
 
     store = open_store(ctx)
-    n = write(store, check(file, force, [store.path]))
-    click.echo(f"Wrote {n} rows to {file}")
+    out = check(file, force, [store.path])
+    n = write(store, out)
+    click.echo(f"Wrote {n} rows to {file}", err=out.stream)  # a stream (stdout, a pipe) holds rows only
 
 
 from fi_campaign.cli.cluster import store, submit  # noqa: E402

@@ -58,7 +58,7 @@ def array_task(ctx: click.Context, model: str | None, mode: str | None, isolatio
     """``run --array-task``: the worker of a plain sbatch array script; the exit code says what next."""
     from fi_campaign.engine import runner, slurm
 
-    store = open_store(ctx)
+    store = open_store(ctx, write=True)
     end = slurm.job_end()
     _, ended = slurm.task_loop(store.target.address, model, mode, isolation, runner.LEASE_S,
                                None if end is None else end - slurm.SIGNAL_DELAY_S)

@@ -12,10 +12,19 @@ def db_of(ctx: click.Context) -> str:
     return ctx.find_root().obj["db"] or DEFAULT_DB
 
 
-def open_store(ctx: click.Context):
+def open_store(ctx: click.Context, write: bool = False):
+    """The command's store; ``write``: the command writes it, so a store this process cannot
+    write is refused at once. A reading command on such a store says so in one line."""
     from fi_campaign.store import Store
 
-    return Store.open(db_of(ctx))
+    store = Store.open(db_of(ctx), write=write)
+    note_read_only(store)
+    return store
+
+
+def note_read_only(store) -> None:
+    if (note := store.read_only_note()) is not None:
+        click.echo(note, err=True)
 
 
 def next_step(db: str, label: str, command: str) -> str:

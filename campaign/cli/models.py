@@ -152,4 +152,4 @@ def _regret_store(ctx: click.Context, db: str | None, regret: bool) -> Store | N
     if db and not regret:
         raise UserError("evaluate --db records regret evaluations only; add --regret.")
     path = db or (given if regret else None)
-    return None if path is None else Store.open(path)
+    return None if path is None else Store.open(path, write=True)

@@ -6,8 +6,10 @@ leaves no truncated file that looks whole.
 from __future__ import annotations
 
 import csv
+import io
+from contextlib import nullcontext
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from fi_campaign.outputs import Output, replacing
 from fi_campaign.store import Store
@@ -61,6 +63,26 @@ def parquet_schema():
     return pa.schema([(c, getattr(pa, _TYPES[c])()) for c in EXPORT_COLUMNS])
 
 
+class _Sink(io.RawIOBase):
+    """A file written front to back that counts its own position: Arrow asks where it is after
+    every page, and a pipe or a device cannot say (lseek fails)."""
+
+    def __init__(self, f: BinaryIO) -> None:
+        super().__init__()
+        self.f, self.at = f, 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:  # type: ignore[override]
+        n = self.f.write(data)
+        self.at += len(data)
+        return n
+
+    def tell(self) -> int:
+        return self.at
+
+
 def _parquet(store: Store, path: Path, row_group: int = 100_000) -> int:
     """Python rows become Arrow columns 20k at a time (a Python row costs ~1 KB, an Arrow one
     ~100 bytes) and are written in row groups of ``row_group`` rows."""
@@ -70,7 +92,9 @@ def _parquet(store: Store, path: Path, row_group: int = 100_000) -> int:
     schema = parquet_schema()
     n = 0
     pending: list = []
-    with pq.ParquetWriter(path, schema, compression="zstd") as writer:
+    stream = path.exists() and not path.is_file()  # a pipe or a device: Arrow cannot seek in it
+    with open(path, "wb") if stream else nullcontext() as f, \
+            pq.ParquetWriter(_Sink(f) if f else path, schema, compression="zstd") as writer:
         for batch in batches(store):
             columns = list(zip(*batch))
             arrays = [pa.array(col, type=pa.int8()).cast(pa.bool_()) if name == "nan"  # SQLite's 0/1

@@ -28,9 +28,10 @@ class Files:
 
 
 def produce(stores: list[str], files: Files, raw: RawFit | None, reference: str | None, force: bool,
-            say: Callable[[str], None]) -> list[StoreReport]:
+            say: Callable[[str, bool], None]) -> list[StoreReport]:
     """Nothing is written unless every store opens and every output may be written; ``say`` hears
-    one sentence as each file is written."""
+    one sentence as each file is written, and the note of a store that is only read; its flag
+    sends the sentence to stderr (a note, or a file that is a stream such as stdout)."""
     from fi_campaign.store import Store, parse_target
 
     targets = [parse_target(s) for s in stores]
@@ -40,6 +41,9 @@ def produce(stores: list[str], files: Files, raw: RawFit | None, reference: str 
     paths = [t.path if t.path is not None else Path(t.name) for t in targets]
     beside = [t.path for t in targets if t.path is not None]
     opened = [Store.open(t) for t in targets]
+    for store in opened:
+        if (note := store.read_only_note()) is not None:
+            say(note, True)
     chosen = {name: outputs.check(value, force, beside, folder=name == "html")
               for name, value in (("csv", files.csv), ("json", files.json), ("html", files.html),
                                   ("critical", files.critical)) if value}
@@ -49,16 +53,16 @@ def produce(stores: list[str], files: Files, raw: RawFit | None, reference: str 
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if files.csv:
         summary.write_avf_csv(reports, chosen["csv"])
-        say(f"Wrote {files.csv}")
+        say(f"Wrote {files.csv}", chosen["csv"].stream)
     if files.critical:
         summary.write_causes_csv(reports, chosen["critical"])
-        say(f"Wrote {files.critical}")
+        say(f"Wrote {files.critical}", chosen["critical"].stream)
     if files.json:
         summary.write_json(summary.to_json(reports, raw, generated), chosen["json"])
-        say(f"Wrote {files.json}")
+        say(f"Wrote {files.json}", chosen["json"].stream)
     if files.html:
         from fi_campaign.report import html
 
         done = html.write(reports, chosen["html"], raw, generated)
-        say(f"Wrote {Path(files.html) / done.page.name} and {len(done.files)} figure files beside it")
+        say(f"Wrote {Path(files.html) / done.page.name} and {len(done.files)} figure files beside it", False)
     return reports

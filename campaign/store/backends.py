@@ -9,10 +9,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from sqlalchemy import Float, cast, create_engine, event, extract, func, inspect, text
+from sqlalchemy import Float, cast, create_engine, event, extract, func, text
 from sqlalchemy.engine import URL, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, OperationalError
-from sqlalchemy.pool import QueuePool
+from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
+from sqlalchemy.pool import NullPool, QueuePool
 
 from fi_campaign.errors import UserError
 
@@ -58,14 +58,27 @@ class Target:
 
     @property
     def anchor(self) -> Path:
-        """What files kept beside the store are named after: the SQLite file, or DBNAME in the
-        current folder for a server store (run directories, the injection log)."""
-        return self.path if self.path is not None else Path.cwd() / self.name
+        """What files kept beside the store are named after: the SQLite file, or the database's
+        name made safe (``safe_name``) in the current folder for a server store (run
+        directories, the injection log): a name like ``../x`` or ``/abs/x`` spells no path."""
+        return self.path if self.path is not None else Path.cwd() / safe_name(self.name)
 
     @property
     def key(self) -> str:
         """Equal for two spellings of the same store."""
         return self.label if self.url is not None else str(self.path.resolve())
+
+
+def safe_name(name: str) -> str:
+    """A database name as one file name: every character but letters, digits, '.', '_' and '-'
+    becomes '_', leading dots go, and a name that had to change gets a digest of the original,
+    so two databases never share their files."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
+    if safe == name and safe:
+        return safe
+    import hashlib
+
+    return f"{safe or 'db'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
 def parse_target(given: "str | Path | Target") -> Target:
@@ -122,6 +135,22 @@ def sqlite_engine(path: Path) -> Engine:
     return engine
 
 
+def sqlite_reader(uri: str) -> Engine:
+    """A read-only engine on an SQLite URI (``sqlite_file.reader_uri``). No pool: a connection
+    to an immutable file trusts its page cache for ever, so each call gets a fresh one."""
+    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
+                           poolclass=NullPool)
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record) -> None:
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA busy_timeout=30000")
+        cur.execute("PRAGMA query_only=ON")
+        cur.close()
+
+    return engine
+
+
 def insert_ignoring(table, dialect: str):
     """An INSERT that skips rows whose key is already there (ON CONFLICT DO NOTHING)."""
     if dialect == "postgresql":
@@ -129,19 +158,6 @@ def insert_ignoring(table, dialect: str):
     else:
         from sqlalchemy.dialects.sqlite import insert
     return insert(table).on_conflict_do_nothing()
-
-
-def check_server(target: Target, engine: Engine) -> None:
-    """One connection before anything else, so an unreachable or refused server is one sentence."""
-    try:
-        with engine.connect() as con:
-            con.execute(text("SELECT 1"))
-    except (DBAPIError, OSError) as e:
-        raise StoreError(f"cannot connect to {target.label} ({reason(e)}).") from None
-
-
-def tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())
 
 
 def epoch(dialect: str):
@@ -172,27 +188,37 @@ def reset_sequences(con, table_names: list[str]) -> None:
                          f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)"))
 
 
-def transient(e: Exception, dialect: str) -> str | None:
-    """Why a failed PostgreSQL transaction may pass if tried again: "conflict" (a deadlock or a
-    serialization failure; at once) or "connection" (the server restarted or is starting; for
-    up to a lease). SQLite errors (a full disk, a read-only file) are never retried."""
+def transient(e: BaseException, dialect: str) -> str | None:
+    """Why a failed PostgreSQL call may pass if tried again: "conflict" (a deadlock or a
+    serialization failure; at once) or "connection" (the server restarted, is starting, or did
+    not answer). SQLite errors (a full disk, a read-only file) are never retried. ``e`` is
+    SQLAlchemy's wrapper or the driver's own error."""
     if dialect != "postgresql":
         return None
-    state = getattr(getattr(e, "orig", None), "sqlstate", None)
+    orig = getattr(e, "orig", None) or e
+    state = getattr(orig, "sqlstate", None)
     if state in _TRANSIENT:
         return "conflict"
     if (state or "").startswith("08") or state in _GONE or getattr(e, "connection_invalidated", False):
         return "connection"
-    if state is None and isinstance(e, OperationalError):
-        return "connection"  # no server answered at all
+    if state is None and (isinstance(e, (OperationalError, InterfaceError)) or _broken(orig)):
+        return "connection"  # no server answered at all, or the connection broke mid-call
     return None
 
 
-def reason(e: Exception) -> str:
+def _broken(orig: BaseException) -> bool:
+    try:
+        import psycopg
+    except ImportError:
+        return False
+    return isinstance(orig, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def reason(e: BaseException) -> str:
     orig = getattr(e, "orig", None) or e
     lines = [ln.strip() for ln in str(orig).splitlines() if ln.strip()]
     return lines[0] if lines else type(orig).__name__
 
 
-__all__ = ["StoreError", "Target", "check_server", "engine_for", "epoch", "insert_ignoring",
-           "parse_target", "pick_ids", "reason", "reset_sequences", "sqlite_engine", "tables", "transient"]
+__all__ = ["StoreError", "Target", "engine_for", "epoch", "insert_ignoring", "parse_target", "pick_ids", "reason",
+           "reset_sequences", "safe_name", "sqlite_engine", "sqlite_reader", "transient"]

@@ -14,13 +14,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import delete, insert, select
-from sqlalchemy.exc import DatabaseError
+from sqlalchemy import delete, insert, select, tuple_
 
-from fi_campaign.store.backends import StoreError, Target, parse_target, reason, reset_sequences
+from fi_campaign.store.backends import StoreError, Target, parse_target, reset_sequences
 from fi_campaign.store.database import Store
 from fi_campaign.store.schema import (PENDING, RUNNING, campaign_t, injection_t, launch_count_t, redraw_t, regret_t,
-                                   result_t, site_t, worker_t)
+                                      result_t, site_t, worker_t)
 
 TABLES = (campaign_t, site_t, result_t, injection_t, redraw_t, launch_count_t, regret_t, worker_t)  # parents first
 BATCH = 5_000
@@ -50,11 +49,19 @@ def _pk_order(table):
 
 
 def _read(store: Store, table):
-    """Rows of ``table`` in primary-key order, a batch at a time."""
-    with store.engine.connect() as con:
-        result = con.execution_options(yield_per=BATCH).execute(select(table).order_by(*_pk_order(table)))
-        for part in result.mappings().partitions():
-            yield [dict(r) for r in part]
+    """Rows of ``table`` in primary-key order, a batch at a time, through the store's session
+    (a lost connection resumes after the last row read)."""
+    key = _pk_order(table)
+
+    def run(con, last):
+        stmt = select(table).order_by(*key)
+        if last is not None:
+            after = [last._mapping[c.name] for c in key]
+            stmt = stmt.where(key[0] > after[0] if len(key) == 1 else tuple_(*key) > tuple_(*after))
+        return con.execution_options(stream_results=True).execute(stmt)
+
+    for batch in store.session.stream(run, BATCH):
+        yield [dict(r._mapping) for r in batch]
 
 
 def _digest(store: Store, table) -> tuple[int, str]:
@@ -78,31 +85,38 @@ def copy(source: Store, destination: "str | Path | Target") -> Copied:
         staging = Target(str(final.path) + ".partial", path=final.path.with_name(final.path.name + ".partial"))
         _remove(staging.path)
     dst = Store.create(staging)
-    rows, digests, released = {}, {}, 0
+    rows: dict[str, int] = {}
+    digests: dict[str, str] = {}
+
+    def write(out) -> int:
+        """The whole copy in one transaction; tried again as a whole if the destination's server
+        restarts, so the counts start over with it."""
+        released = 0
+        for table in TABLES:
+            h, n = hashlib.sha256(), 0
+            columns = [c.name for c in table.columns]
+            for batch in _read(source, table):
+                if table is site_t:
+                    released += sum(r["status"] == RUNNING for r in batch)
+                batch = [_normal(table, r) for r in batch]
+                out.execute(insert(table), batch)
+                for row in batch:
+                    h.update(_encode(row, columns))
+                n += len(batch)
+            rows[table.name], digests[table.name] = n, h.hexdigest()
+        reset_sequences(out, ["site", "redraw", "regret"])
+        return released
+
     try:
-        with dst.engine.begin() as out:
-            for table in TABLES:
-                h, n = hashlib.sha256(), 0
-                columns = [c.name for c in table.columns]
-                for batch in _read(source, table):
-                    if table is site_t:
-                        released += sum(r["status"] == RUNNING for r in batch)
-                    batch = [_normal(table, r) for r in batch]
-                    out.execute(insert(table), batch)
-                    for row in batch:
-                        h.update(_encode(row, columns))
-                    n += len(batch)
-                rows[table.name], digests[table.name] = n, h.hexdigest()
-            reset_sequences(out, ["site", "redraw", "regret"])
-    except DatabaseError as e:
+        released = dst.session.write(write, "cannot copy into", "; nothing was copied")
+        for table in TABLES:
+            got = _digest(dst, table)
+            if got != (rows[table.name], digests[table.name]):
+                raise StoreError(f"the copy of table {table.name} in {final.label} does not match the source "
+                                 f"({got[0]} rows read back, {rows[table.name]} written); nothing was kept.")
+    except BaseException:
         _abandon(dst, staging)
-        raise StoreError(f"cannot copy into {final.label} ({reason(e)}); nothing was copied.") from None
-    for table in TABLES:
-        got = _digest(dst, table)
-        if got != (rows[table.name], digests[table.name]):
-            _abandon(dst, staging)
-            raise StoreError(f"the copy of table {table.name} in {final.label} does not match the source "
-                             f"({got[0]} rows read back, {rows[table.name]} written); nothing was kept.")
+        raise
     if final.path is not None:
         dst.engine.dispose()  # the last connection checkpoints the WAL into the file
         os.replace(staging.path, final.path)
@@ -112,9 +126,7 @@ def copy(source: Store, destination: "str | Path | Target") -> Copied:
 def _abandon(dst: Store, staging: Target) -> None:
     """Leave the destination as it was found: no file, or an empty store on the server."""
     if staging.path is None:
-        with dst.engine.begin() as con:
-            for table in reversed(TABLES):
-                con.execute(delete(table))
+        dst.session.best_effort(lambda con: [con.execute(delete(table)) for table in reversed(TABLES)])
     dst.engine.dispose()
     if staging.path is not None:
         _remove(staging.path)

@@ -13,6 +13,10 @@ from sqlalchemy.engine import Connection
 VERSION_TABLE = "alembic_version"
 REVISIONS = ("0001", "0002")
 HEAD = REVISIONS[-1]
+# campaign.schema_version, as a plan records it -> the revision that plan was written at: a store
+# whose recorded revision is older than its plan's, or whose plan records a version not here,
+# disagrees with itself (a hand-edited or foreign file) and is refused
+PLANNED_AT = {1: "0001", 2: "0002"}
 _HERE = Path(__file__).with_name("migrations")
 
 
@@ -26,6 +30,16 @@ def revision(con: Connection) -> str | None:
     if VERSION_TABLE in names:
         return con.execute(text("SELECT version_num FROM alembic_version")).scalar()
     return "0001" if "campaign" in names else None
+
+
+def disagree(revision: str, version: int | None, recorded: bool = True) -> bool:
+    """Whether a store at ``revision`` (a known one) cannot hold a plan of schema ``version``.
+    A store without a revision table (``recorded`` False) has only the revision ``revision``
+    guessed for it, which says nothing against its plan's version."""
+    planned = PLANNED_AT.get(version) if isinstance(version, int) else None
+    if planned is None:
+        return True
+    return recorded and REVISIONS.index(revision) < REVISIONS.index(planned)
 
 
 def upgrade(con: Connection) -> bool:

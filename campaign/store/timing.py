@@ -9,10 +9,15 @@ stores written before that hold whole seconds, which the gap allowance absorbs.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Iterable
 
 GAP_S = 1.0
+
+
+def now() -> str:
+    """UTC, to the millisecond: result finish times must time chunks shorter than a second."""
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
 
 
 def seconds(iso: str) -> float:
