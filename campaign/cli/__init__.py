@@ -106,11 +106,11 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
                f"with seed {c.seed} in {target.label}.")
     for name, info in record.models.items():
-        out = (info.get("profile") or {}).get("left_out") or {}
-        if out.get("launches"):
-            click.echo(f"{name}: left {out['launches']} launches out of the draw ({out['why']}, which the injector "
-                       f"cannot hold): {out['instructions']} of the profile's {out['total']} {out['group']} "
-                       f"instructions ({out['instructions'] / out['total']:.2%}).")
+        out = info.profile.left_out if info.profile else None
+        if out and out.launches:
+            click.echo(f"{name}: left {out.launches} launches out of the draw ({out.why}, which the injector "
+                       f"cannot hold): {out.instructions} of the profile's {out.total} {out.group} "
+                       f"instructions ({out.instructions / out.total:.2%}).")
     click.echo("Next: fi-campaign" + (f" --db {target.label}" if db != DEFAULT_DB else "") + " run")
 
 
@@ -302,10 +302,10 @@ def _print_avf(report: StoreReport, multi: bool) -> None:
                 cols, rows, console, sections)
     fm = ident.fault_model
     if any(r.mode == "warp_random" for r in report.avf):
-        entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
-        origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
-        console.print(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
-                      f"{fm['semantics']}", markup=False)
+        entries = ", ".join(f"{size}: x_min {law.x_min:.6g}, alpha {law.alpha:.6g}" for size, law in fm.entries.items())
+        origin = f"fitted, {fm.origin.path}" if fm.origin and fm.kind == "fitted" else "built-in"
+        console.print(f"warp_random fault model: {fm.name} ({origin}) {fm.op} ({entries}); {fm.semantics}",
+                      markup=False)
     for note in report.count_notes:
         console.print(note, markup=False)
     for s in report.strata:

@@ -169,8 +169,10 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
         if regret:
             r = regret_of(model, x, y, law, repeats, seed)
             measured = [r.clean, r.noisy, r.noisy_low, r.noisy_high, r.regret, r.regret_low, r.regret_high]
-            records.append(RegretRecord(ref, meta.sha256, label, images.dataset, source, len(images), repeats, seed,
-                                        noise, *measured))
+            records.append(RegretRecord(model=ref, sha256=meta.sha256, label=label, dataset=images.dataset, source=source,
+                                        images=len(images), repeats=repeats, seed=seed, fault_model=noise,
+                                        clean=r.clean, noisy=r.noisy, noisy_low=r.noisy_low, noisy_high=r.noisy_high,
+                                        regret=r.regret, regret_low=r.regret_low, regret_high=r.regret_high))
             rows.append([ref, label, *measured])
             cells.append((ref, label, f"{100 * r.clean:.2f}%",
                           f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",

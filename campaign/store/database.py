@@ -221,9 +221,7 @@ class Store:
         with self.engine.begin() as con:
             con.execute(insert(campaign_t).values(
                 id=1, schema_version=SCHEMA_VERSION, name=record.name, seed=record.seed,
-                config=record.config, versions=json.dumps(record.versions),
-                models=json.dumps(record.models), workload=json.dumps(record.workload),
-                fault_model=json.dumps(record.fault_model), created=_now()))
+                config=record.config, **record.json_columns(), created=_now()))
             for i in range(0, len(rows), 50_000):
                 con.execute(insert(site_t), rows[i:i + 50_000])
         return len(rows)
@@ -231,8 +229,10 @@ class Store:
     def campaign(self) -> CampaignRecord:
         with self.engine.connect() as con:
             r = con.execute(select(campaign_t)).mappings().one()
-        return CampaignRecord(r["name"], r["seed"], r["config"], json.loads(r["versions"]),
-                              json.loads(r["models"]), json.loads(r["workload"]), json.loads(r["fault_model"]), r["created"])
+        try:
+            return CampaignRecord.from_columns(r)
+        except ValueError as e:
+            raise StoreError(f"the campaign record in {self.label} cannot be read ({e}); the store is damaged.") from None
 
     def claim(self, model: str, mode: str, limit: int, owner: str, lease_s: float) -> list[Site]:
         """Atomically take up to ``limit`` pending sites of a stratum for ``owner``, so that two

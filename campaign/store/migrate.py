@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 VERSION_TABLE = "alembic_version"
-REVISIONS = ("0001", "0002")
+REVISIONS = ("0001", "0002", "0003")
 HEAD = REVISIONS[-1]
 _HERE = Path(__file__).with_name("migrations")
 
