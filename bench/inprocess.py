@@ -40,7 +40,7 @@ from fi_campaign.config import Config  # noqa: E402
 from fi_campaign.engine.executors.inprocess import fault_batch  # noqa: E402
 from fi_campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size  # noqa: E402
 from fi_campaign.heap import keep_freed_memory  # noqa: E402
-from fi_campaign.store import Site  # noqa: E402
+from fi_campaign.store import Site, WorkloadRecord  # noqa: E402
 from fi_campaign.workload.images import image_digest, workload_images  # noqa: E402
 from fi_campaign.workload.model import Workload  # noqa: E402
 from fi_campaign.models import powerlaw, zoo  # noqa: E402
@@ -61,9 +61,10 @@ def checkpoint(arch: str) -> str:
 def sites_for(layers, mode: str, n: int, seed: int = 1, weighting: str = "elements") -> list[Site]:
     d = draw_sites(layers, mode, n, IMAGES, weighting, np.random.default_rng(seed))
     bit = mode == "single_bit"
-    return [Site(i, "m", mode, int(d["layer"][i]), "", i % IMAGES, int(d["element"][i]),
-                 int(d["bit"][i]) if bit else None, None if bit else int(d["width"][i]),
-                 None if bit else int(d["value_seed"][i])) for i in range(n)]
+    return [Site(id=i, model="m", mode=mode, layer=int(d["layer"][i]), layer_name="", image=i % IMAGES,
+                 element=int(d["element"][i]), bit=int(d["bit"][i]) if bit else None,
+                 width=None if bit else int(d["width"][i]), value_seed=None if bit else int(d["value_seed"][i]))
+            for i in range(n)]
 
 
 def pass_work(points, kept: list[int], chunks: list[list[int]]) -> float:
@@ -80,7 +81,8 @@ def scheduled_work(points, kept: list[int], layers_by_id: list[int], batch: int)
     chunks, i = [], 0
     while i < len(layers_by_id):
         take = window_size(batch, len(layers_by_id) - i, 1)
-        window = [Site(j, "m", "x", k, "", 0, 0, 0, None, None) for j, k in enumerate(layers_by_id[i:i + take])]
+        window = [Site(id=j, model="m", mode="x", layer=k, layer_name="", image=0, element=0, bit=0, width=None,
+                       value_seed=None) for j, k in enumerate(layers_by_id[i:i + take])]
         chunks += [[s.layer for s in c] for c in layer_chunks(window, batch)]
         i += take
     return pass_work(points, kept, chunks)
@@ -193,14 +195,14 @@ def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int, resu
     expected = {m: 1.0 for m in MODES}
     if resume:
         record = store.campaign()
-        points = resume_points(build(Arch(**record.models["m"]["arch"])))
-        plan = record.models["m"]["resume"]
-        print(f"  campaign plan ({weighting}): {len(plan['layers'])} of {len(points)} layers kept, "
-              f"{plan['cache_mb']:,.0f} MB of {plan['budget_mb']} MB")
+        points = resume_points(build(record.models["m"].arch))
+        plan = record.models["m"].resume
+        print(f"  campaign plan ({weighting}): {len(plan.layers)} of {len(points)} layers kept, "
+              f"{plan.cache_mb:,.0f} MB of {plan.budget_mb} MB")
         with sqlite3.connect(db) as con:
             for m in MODES:
                 layers = [k for (k,) in con.execute("SELECT layer FROM site WHERE mode = ? ORDER BY id", (m,))]
-                expected[m] = 1 / scheduled_work(points, plan["layers"], layers, batch)
+                expected[m] = 1 / scheduled_work(points, list(plan.layers), layers, batch)
     stamps: dict[str, list[float]] = {}
     runner.work(runner.Job(str(db)), store,
                 lambda p: p.phase == runner.INJECTING and stamps.setdefault(p.mode, []).append(time.perf_counter()))
@@ -211,7 +213,9 @@ def campaign_rate(ckpt: str, folder: Path, batch: int, device: str, n: int, resu
 def open_workload(ckpt: str, digest: str, device: str, batch: int) -> tuple[Workload, float, float]:
     """The workload with the golden activations of every layer, and the seconds its start takes
     without and with recording them."""
-    workload = {"source": "bundled", "count": IMAGES, "seed": 0, "images_sha256": digest}
+    images, indices = workload_images("bundled", IMAGES, 0)
+    workload = WorkloadRecord(source="bundled", dataset=images.dataset, count=IMAGES, seed=0,
+                              indices=tuple(indices.tolist()), images_sha256=digest)
     t0 = time.perf_counter()
     Workload.open(ckpt, "", workload, device, batch).close()
     t1 = time.perf_counter()

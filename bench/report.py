@@ -52,7 +52,7 @@ def synthesise(path: Path, results: int, seed: int = 0) -> float:
     """A finished campaign of ``results`` results (split over 2 models x 2 modes); returns seconds."""
     from fi_campaign.config import Config, FaultModel, Images
     from fi_campaign.plan.planner import check_fault_model, versions
-    from fi_campaign.store import CampaignRecord, Store
+    from fi_campaign.store import CampaignRecord, ModelRecord, Store, WorkloadRecord
     from fi_campaign.models.faults import describe_layers, draw_sites
     from fi_campaign.models.resnet import Arch, build
 
@@ -63,10 +63,10 @@ def synthesise(path: Path, results: int, seed: int = 0) -> float:
     rng = np.random.default_rng(seed)
     sites, models = [], {}
     for name, (act, order) in MODELS.items():
-        layers = describe_layers(build(Arch(20, act, order)))
-        models[name] = {"checkpoint": config.models[name], "sha256": f"{rng.integers(1 << 62):064x}",
-                        "arch": Arch(20, act, order).to_dict(), "dataset": "cifar10",
-                        "clean_accuracy": 0.8469 if name == "baseline" else 0.8227, "accuracy_on": "synthetic"}
+        layers = describe_layers(build(Arch(depth=20, activation=act, order=order)))
+        models[name] = ModelRecord(checkpoint=config.models[name], sha256=f"{rng.integers(1 << 62):064x}",
+                                   arch=Arch(depth=20, activation=act, order=order), dataset="cifar10",
+                                   clean_accuracy=0.8469 if name == "baseline" else 0.8227, accuracy_on="synthetic")
         for mode in MODES:
             drawn = draw_sites(layers, mode, per, IMAGES, "elements", np.random.default_rng([seed, len(sites)]))
             keys = list(drawn)
@@ -74,10 +74,10 @@ def synthesise(path: Path, results: int, seed: int = 0) -> float:
             names = [layers[k].name for k in drawn["layer"]]
             sites.extend({"model": name, "mode": mode, "layer_name": ln, **dict(zip(keys, vals))}
                          for ln, vals in zip(names, zip(*cols)))
-    workload = {"source": "bundled", "dataset": "cifar10", "count": IMAGES, "seed": 0,
-                "indices": list(range(IMAGES)), "images_sha256": "0" * 64}
-    record = CampaignRecord(config.name, seed, config.to_json(), versions(), models, workload,
-                            check_fault_model(config))
+    workload = WorkloadRecord(source="bundled", dataset="cifar10", count=IMAGES, seed=0, indices=tuple(range(IMAGES)),
+                              images_sha256="0" * 64)
+    record = CampaignRecord(name=config.name, seed=seed, config=config.to_json(), versions=versions(), models=models,
+                            workload=workload, fault_model=check_fault_model(config))
     store = Store.create(path)
     store.write_plan(record, sites)
     _results(path, per, rng)

@@ -11,14 +11,33 @@ from dataclasses import dataclass
 MODEL, MODE = "zero", "single_bit"
 
 
+def record(name: str = "zero-cost"):
+    """A campaign record with nothing behind it: no model, no image, a placeholder fault model."""
+    from fi_campaign.store import CampaignRecord, FaultModelRecord, Versions, WorkloadRecord
+
+    none = "none"
+    return CampaignRecord(
+        name=name, seed=0, config="{}",
+        versions=Versions(fi_campaign=none, torch=none, numpy=none, python=none, platform=none), models={},
+        workload=WorkloadRecord(source=none, dataset=none, count=0, seed=0, indices=(), images_sha256=""),
+        fault_model=FaultModelRecord(table=none, op=none, size=none, semantics=none, entries={}))
+
+
 def plan(target: str, sites: int) -> None:
     """A store holding a one-stratum campaign of ``sites`` sites."""
-    from fi_campaign.store import CampaignRecord, Store
+    from fi_campaign.store import Store
 
-    record = CampaignRecord("zero-cost", 0, "{}", {}, {}, {}, {})
     rows = ({"model": MODEL, "mode": MODE, "layer": i % 19, "layer_name": f"l{i % 19}", "image": i % 7,
              "element": i * 7919, "bit": i % 32} for i in range(sites))
-    Store.create(target).write_plan(record, rows)
+    Store.create(target).write_plan(record(), rows)
+
+
+def masked(site_id: int):
+    """A zero-cost result: masked, nothing measured."""
+    from fi_campaign.store import Result
+
+    return Result(site_id=site_id, outcome="masked", images_changed=0, nan=False, max_abs_diff=0.0, backend="zero",
+                  isolation="none", semantics="zero-cost", runtime_s=0.0)
 
 
 @dataclass(frozen=True)
@@ -34,7 +53,7 @@ class Worked:
 def work(target: str, index: int, chunk: int, start=None) -> Worked:
     """Claim ``chunk`` sites and record them as masked until none is pending; ``start`` (a
     multiprocessing barrier) lines the workers up so that they really run at once."""
-    from fi_campaign.store import Result, Store
+    from fi_campaign.store import Store
 
     store = Store.open(target)
     owner = f"{socket.gethostname()}:{os.getpid()}:{index}"
@@ -44,8 +63,7 @@ def work(target: str, index: int, chunk: int, start=None) -> Worked:
     first = time.time()
     while sites := store.claim(MODEL, MODE, chunk, owner, 60.0):
         claimed += [s.id for s in sites]
-        got = store.record([Result(s.id, "masked", 0, False, 0.0, "zero", "none", "zero-cost", 0.0) for s in sites],
-                           owner)
+        got = store.record([masked(s.id) for s in sites], owner)
         recorded += [r.site_id for r in got]
         cycles += 1
     last = time.time()

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from fi_campaign.models import sampler
-from fi_campaign.models.powerlaw import SIZES, PowerLaw, size_bucket
+from fi_campaign.models.powerlaw import SIZES, FaultModelRecord, PowerLaw, size_bucket
 from fi_campaign.models.resnet import injectable_layers
 
 SINGLE_BIT = "single_bit"
@@ -296,7 +296,7 @@ def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weight
             "width": np.array([g[1] for g in geo]), "value_seed": rng.integers(0, 2**62, size=n)}
 
 
-def site_faults(sites: list[dict], rows: np.ndarray, fault_model: dict) -> FaultBatch:
+def site_faults(sites: list[dict], rows: np.ndarray, fault_model: FaultModelRecord) -> FaultBatch:
     """The FaultBatch of stored sites (their store columns as mappings, all of one mode), row
     i of the batch carrying sites[i]'s fault: the one place a site becomes a fault, shared by
     the in-process runner and the workload program of process-isolated runs."""
@@ -306,14 +306,14 @@ def site_faults(sites: list[dict], rows: np.ndarray, fault_model: dict) -> Fault
     layers, elements = col("layer"), col("element")
     if sites[0]["mode"] == SINGLE_BIT:
         return BitFlips(layers, rows, elements, col("bit"))
-    spec = fault_model.get("sampler", sampler.LEGACY)  # stores planned before the spec have none
+    spec = fault_model.lanes  # stores planned before the spec replay numpy's draws
     seeds = [int(s["value_seed"]) for s in sites]
     if spec == sampler.SPEC:
         u, signs = sampler.lane_draws(np.array(seeds, dtype=np.uint64))
     else:
         draws = [sampler.legacy_lane_draws(s) for s in seeds]
         u, signs = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
-    by_value = fault_model["size"] == "by-value"
-    entries = fault_model["entries"]  # the parameters stored at plan time, not today's table
-    laws = tuple(PowerLaw(*entries[b if by_value else fault_model["size"]]) for b in SIZES)
+    by_value = fault_model.size == "by-value"
+    entries = fault_model.entries  # the parameters stored at plan time, not today's table
+    laws = tuple(entries[b if by_value else fault_model.size] for b in SIZES)
     return WarpValues(layers, rows, elements, col("width"), u, signs, laws, by_value, spec)

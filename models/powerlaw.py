@@ -187,16 +187,100 @@ def entry(table: str, op: str, size: str) -> PowerLaw:
     return PowerLaw(x_min, alpha)
 
 
-def describe(table: str, op: str | None = None, sizes: tuple[str, ...] = ()) -> dict:
+def describe(table: str, op: str | None = None, sizes: tuple[str, ...] = ()) -> TableOrigin:
     """What a campaign records about a table: its name, kind and where its numbers came from,
     and for a fitted file the fit statistics of the ``op`` entries of ``sizes``."""
     if table in TABLES:
-        return {"name": table, "kind": "built-in", "path": None, "sha256": None, "sources": [SOURCE], "fit": None}
+        return TableOrigin(name=table, kind="built-in", sources=(SOURCE,))
     t = read_table(table)
-    fit = {s: {"n_tail": e.n_tail, "n": e.n, "ks": e.ks, "group": e.group}
+    fit = {s: EntryFit(n_tail=e.n_tail, n=e.n, ks=e.ks, group=e.group)
            for s in sizes for e in [t.find(op, s)]} if op else None
-    return {"name": t.name, "kind": "fitted", "path": t.path, "sha256": t.sha256,
-            "sources": [s.get("path") for s in t.sources], "fit": fit}
+    return TableOrigin(name=t.name, kind="fitted", path=t.path, sha256=t.sha256,
+                       sources=tuple(s.get("path") for s in t.sources), fit=fit)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EntryFit:
+    """How a fitted entry was fitted: tail and total samples, KS distance, the samples' group."""
+
+    n_tail: int
+    n: int
+    ks: float
+    group: dict[str, str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TableOrigin:
+    """Which table a campaign's laws came from, so a report can name it after the file changed or went."""
+
+    name: str
+    kind: str  # built-in | fitted
+    path: str | None = None  # a fitted file, absolute
+    sha256: str | None = None
+    sources: tuple[str | None, ...] = ()
+    fit: dict[str, EntryFit] | None = None  # per size bucket; None for a built-in table
+
+
+@dataclass(frozen=True, kw_only=True)
+class FaultModelRecord:
+    """The fault model a campaign stores at plan time and replays from then on: the power-law
+    entries actually drawn from (not today's table), the lane sampler and where the numbers came
+    from. In this lower layer because the workload program and ``faults.site_faults`` read it.
+
+    ``to_dict`` gives back exactly the mapping ``from_dict`` read, for every version's stores:
+    the workload program's spec carries it, and its digest keys the golden runs' cache."""
+
+    table: str
+    op: str
+    size: str  # small | common | big | by-value
+    semantics: str
+    entries: dict[str, PowerLaw]  # size bucket -> law
+    sampler: str | None = None  # None: planned before the lane specification (numpy's draws)
+    origin: TableOrigin | None = None  # None: planned before origins were recorded
+
+    @property
+    def name(self) -> str:
+        return self.origin.name if self.origin else self.table
+
+    @property
+    def kind(self) -> str:
+        return self.origin.kind if self.origin else "built-in"
+
+    @property
+    def lanes(self) -> str:
+        """The lane sampler the sites replay (``models.sampler``)."""
+        from fi_campaign.models import sampler
+
+        return self.sampler or sampler.LEGACY
+
+    def law(self, size: str | None = None) -> PowerLaw:
+        """The law of ``size`` (default: the configured one; ``common`` for by-value)."""
+        size = size or self.size
+        return self.entries[size if size != "by-value" else "common"]
+
+    def to_dict(self) -> dict:
+        o = self.origin
+        origin = {} if o is None else {
+            "name": o.name, "kind": o.kind, "path": o.path, "sha256": o.sha256, "sources": list(o.sources),
+            "fit": None if o.fit is None else {s: {"n_tail": f.n_tail, "n": f.n, "ks": f.ks, "group": dict(f.group)}
+                                               for s, f in o.fit.items()}}
+        return {**origin, "table": self.table, "op": self.op, "size": self.size, "semantics": self.semantics,
+                **({} if self.sampler is None else {"sampler": self.sampler}),
+                "entries": {s: [law.x_min, law.alpha] for s, law in self.entries.items()}}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FaultModelRecord":
+        origin = None
+        if "name" in d:
+            fit = d.get("fit")
+            origin = TableOrigin(name=d["name"], kind=d.get("kind", "built-in"), path=d.get("path"),
+                                 sha256=d.get("sha256"), sources=tuple(d.get("sources") or ()),
+                                 fit=None if fit is None else {
+                                     s: EntryFit(n_tail=f["n_tail"], n=f["n"], ks=f["ks"], group=dict(f.get("group") or {}))
+                                     for s, f in fit.items()})
+        return cls(table=d["table"], op=d["op"], size=d["size"], semantics=d["semantics"],
+                   entries={s: PowerLaw(float(x), float(a)) for s, (x, a) in d["entries"].items()},
+                   sampler=d.get("sampler"), origin=origin)
 
 
 def size_bucket(values: np.ndarray) -> np.ndarray:

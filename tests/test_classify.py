@@ -27,7 +27,7 @@ def test_golden_top1(golden):
 
 def test_bit_identical_is_masked(golden):
     o = classify(golden, golden.copy())
-    assert o == Outcome(MASKED, 0, False, 0.0)
+    assert o == Outcome(outcome=MASKED, images_changed=0, nan=False, max_abs_diff=0.0)  # no image singled out
 
 
 def test_one_ulp_difference_is_not_masked_without_tolerance(golden):
@@ -159,3 +159,36 @@ def test_outcome_vocabulary():
     assert set(OUTCOMES) == {MASKED, TOLERABLE_SDC, CRITICAL_SDC, DUE, NOT_INJECTED}
     assert NOT_INJECTED not in COUNTED
     assert set(COUNTED) == {MASKED, TOLERABLE_SDC, CRITICAL_SDC, DUE}
+
+
+def test_the_classes_shown_are_the_named_image_s(golden):
+    faulty = golden.copy()
+    faulty[2, 0] = 1.0  # image 2: 3 -> 0
+    faulty[0, 3] += 0.5  # image 0 differs, keeps class 2
+    assert [(o.golden_top1, o.faulty_top1) for o in
+            classify_batch(np.stack([golden] * 3), np.stack([faulty] * 3), shown=np.array([0, 1, 2]))] == \
+        [(2, 2), (0, 0), (3, 0)]
+
+
+def test_without_a_named_image_the_first_changed_one_is_shown_else_the_first_that_differs(golden):
+    changed = golden.copy()
+    changed[0, 3] += 0.5  # image 0 differs first but keeps its class
+    changed[2, 1] = 5.0  # image 2: 3 -> 1, the class change the critical SDC rests on
+    differs = golden.copy()
+    differs[1, 2] += 0.25
+    nan = golden.copy()
+    nan[1, 0] = np.nan
+    within = golden.copy()
+    within[0, 0] += np.float32(2.0**-6)
+    out = classify_batch(np.stack([golden] * 5), np.stack([changed, differs, nan, within, golden]), tolerance=0.1)
+    assert [(o.outcome, o.golden_top1, o.faulty_top1) for o in out] == [
+        (CRITICAL_SDC, 3, 1), (TOLERABLE_SDC, 0, 0), (CRITICAL_SDC, 0, -1), (MASKED, None, None),
+        (MASKED, None, None)]
+
+
+def test_an_outcome_without_outputs_keeps_its_reason_and_no_faulty_class():
+    o = Outcome.without_outputs(DUE, "timeout", golden_top1=4)
+    assert (o.outcome, o.images_changed, o.nan, o.max_abs_diff) == (DUE, 0, False, None)
+    assert (o.golden_top1, o.faulty_top1, o.reason) == (4, None, "timeout")
+    with pytest.raises(TypeError):
+        Outcome(MASKED, 0)  # records are built with keywords

@@ -100,11 +100,15 @@ def test_the_spec_follows_numpys_power_law():
 
 
 def test_framework_sites_draw_their_lanes_by_the_spec_and_old_stores_replay_theirs():
+    from dataclasses import replace
+
     from fi_campaign.models.faults import site_faults
+    from fi_campaign.models.powerlaw import FaultModelRecord
 
     rows = [{"mode": "warp_random", "layer": 0, "element": 0, "width": 32, "value_seed": s} for s in (5, 2**61)]
-    fm = {"size": "common", "entries": {"common": [2.0, 1.4543958]}}
-    new = site_faults(rows, np.arange(2), {**fm, "sampler": sampler.SPEC})
+    fm = FaultModelRecord(table="dsn2021-fu", op="FFMA", size="common", semantics="s",
+                          entries={"common": PowerLaw(2.0, 1.4543958)})  # planned before the spec: no sampler
+    new = site_faults(rows, np.arange(2), replace(fm, sampler=sampler.SPEC))
     old = site_faults(rows, np.arange(2), fm)
     assert np.array_equal(new.u[1], sampler.lane_draws(2**61)[0]) and np.array_equal(new.signs[0], sampler.lane_draws(5)[1])
     assert np.array_equal(old.u[0], np.random.default_rng(5).random(32))

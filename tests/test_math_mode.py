@@ -37,12 +37,15 @@ def test_set_math_overrides_pytorch_defaults_both_ways(restore_math):
 
 
 def test_the_workload_program_runs_in_the_recorded_mode(tmp_path, checkpoints, restore_math):
+    from bench import zero_cost
+    from fi_campaign.store import WorkloadRecord
     from fi_campaign.workload.images import image_digest, workload_images
 
-    workload = {"source": "bundled", "count": 4, "seed": 0}
-    workload["images_sha256"] = image_digest(workload_images("bundled", 4, 0)[0].images)
+    images, indices = workload_images("bundled", 4, 0)
+    workload = WorkloadRecord(source="bundled", dataset=images.dataset, count=4, seed=0, indices=tuple(indices.tolist()),
+                              images_sha256=image_digest(images.images))
     root = program.write_root(tmp_path / "root", str(checkpoints["baseline"]), workload, 4, "cpu",
-                              {"entries": {}}, "tf32")
+                              zero_cost.record().fault_model, "tf32")
     assert json.loads((root / "workload.json").read_text())["math"] == "tf32"
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     assert program.main([str(root), "--out", str(tmp_path / "y.npy")]) == 0

@@ -111,11 +111,11 @@ def test_launches_with_kernel_names_the_injector_cannot_hold_are_left_out():
 def test_the_store_keeps_counts_redraws_and_lanes_and_adds_its_tables_to_an_older_store(tmp_path):
     import sqlite3
 
-    from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Store)
+    from bench import zero_cost
+    from fi_campaign.store import InjectionRecord, LaunchCount, Redraw, Relocation, Result, Store
 
     store = Store.create(tmp_path / "old.db")
-    record = CampaignRecord("nv", 1, "{}", {}, {"baseline": {}}, {}, {})
-    store.write_plan(record, [{"model": "baseline", "mode": "warp_random", "kernel": "k", "kcount": 3, "igid": 1,
+    store.write_plan(zero_cost.record("nv"), [{"model": "baseline", "mode": "warp_random", "kernel": "k", "kcount": 3, "igid": 1,
                                "iid": 900, "op_seed": 0.5, "bit_seed": 0.5}] * 2)
     with sqlite3.connect(store.path) as con:  # a store planned before these tables and migrations existed
         for table in ("launch_count", "redraw", "injection", "worker", "alembic_version"):
@@ -123,13 +123,20 @@ def test_the_store_keeps_counts_redraws_and_lanes_and_adds_its_tables_to_an_olde
     store = Store.open(store.path)
     assert store.launch_counts() == [] and store.count_checks() == [] and store.injections() == {}
     lanes = tuple((i, 0x3F800000 + i, (0x3F800000 + i) ^ 0x80000000) for i in range(12, 32))
-    moved = Result(1, "masked", 0, False, 0.0, "nvbitfi", "process", "s", 2.0,
-                   injection=InjectionRecord("injected", 20, 32, "FFMA", 12, 0x80000000, lanes, 5, "k"),
-                   relocated=Relocation("k", 5, 17),
-                   redraws=(Redraw(1, "k", 3, 900, 250, True),),
-                   launch_counts=(LaunchCount("baseline", 1, 3, "k", 1000, 250, 1),
-                                  LaunchCount("baseline", 1, 5, "k", 80, 80, 1)))
-    assert store.record([moved, Result(2, "masked", 0, False, 0.0, "nvbitfi", "process", "s", 1.0)]) != []
+    def masked(site_id: int, runtime_s: float, **nvbitfi) -> Result:
+        return Result(site_id=site_id, outcome="masked", images_changed=0, nan=False, max_abs_diff=0.0,
+                      backend="nvbitfi", isolation="process", semantics="s", runtime_s=runtime_s, **nvbitfi)
+
+    moved = masked(1, 2.0, injection=InjectionRecord(state="injected", lanes_injected=20, lanes_reported=32,
+                                                     opcode="FFMA", reg=12, mask=0x80000000, lanes=lanes,
+                                                     log_index=5, log_kernel="k"),
+                   relocated=Relocation(kernel="k", kcount=5, iid=17),
+                   redraws=(Redraw(site_id=1, kernel="k", kcount=3, iid=900, injector_count=250, ran=True),),
+                   launch_counts=(LaunchCount(model="baseline", igid=1, kcount=3, kernel="k", profile_count=1000,
+                                              injector_count=250, site_id=1),
+                                  LaunchCount(model="baseline", igid=1, kcount=5, kernel="k", profile_count=80,
+                                              injector_count=80, site_id=1)))
+    assert store.record([moved, masked(2, 1.0)]) != []
     with sqlite3.connect(store.path) as con:
         assert con.execute("SELECT kernel, kcount, iid FROM site WHERE id = 1").fetchone() == ("k", 5, 17)
         assert con.execute("SELECT kcount, iid FROM site WHERE id = 2").fetchone() == (3, 900)

@@ -396,23 +396,31 @@ def test_export_streams_in_batches(stores):
 def test_nvbitfi_breakdown_is_per_kernel_and_instruction_group(tmp_path, checkpoints):
     """A store as the NVBitFI backend leaves it (site.kernel, site.igid; no layer), written
     through the real Store API: the breakdown and the page are per kernel / igid."""
+    from dataclasses import replace
+
+    from bench import zero_cost
     from fi_campaign.config import Config, Nvbitfi
-    from fi_campaign.store import CampaignRecord, Result, Store
+    from fi_campaign.models.arch import Arch
+    from fi_campaign.models.powerlaw import PowerLaw, TableOrigin
+    from fi_campaign.store import FaultModelRecord, ModelRecord, Result, Store
 
     config = Config("nv", {"baseline": str(checkpoints["baseline"])}, ("single_bit",), 6, 1, backend="nvbitfi",
                     isolation="process", device="cuda", reference="baseline", nvbitfi=Nvbitfi(dialect="carol"))
-    fm = {"name": "dsn2021-fu", "table": "dsn2021-fu", "op": "FFMA", "size": "common", "semantics": "s",
-          "entries": {"common": [2.0, 1.45]}}
-    record = CampaignRecord("nv", 1, config.to_json(), {"fi-campaign": "0"}, {"baseline": {
-        "checkpoint": "c.pt", "sha256": "ab" * 32, "arch": {"depth": 20}, "dataset": "cifar10"}},
-        {"source": "bundled", "dataset": "cifar10", "count": 4, "seed": 0, "images_sha256": "0" * 64}, fm)
+    fm = FaultModelRecord(table="dsn2021-fu", op="FFMA", size="common", semantics="s",
+                          entries={"common": PowerLaw(2.0, 1.45)},
+                          origin=TableOrigin(name="dsn2021-fu", kind="built-in"))
+    model = ModelRecord(checkpoint="c.pt", sha256="ab" * 32, arch=Arch(depth=20), dataset="cifar10",
+                        clean_accuracy=None, accuracy_on="")
+    record = replace(zero_cost.record("nv"), seed=1, config=config.to_json(), models={"baseline": model},
+                     fault_model=fm)
     kernels = ["sgemm_128x64", "sgemm_128x64", "sgemm_128x64", "implicit_conv", "implicit_conv", "implicit_conv"]
     igids = [1, 1, 1, 1, 2, 2]
     store = Store.create(tmp_path / "nv.db")
     store.write_plan(record, [{"model": "baseline", "mode": "single_bit", "kernel": k, "kcount": i, "igid": g, "iid": i,
                                "op_seed": 0.5, "bit_seed": 0.5} for i, (k, g) in enumerate(zip(kernels, igids))])
     outcomes = ["critical_sdc", "masked", "not_injected", "critical_sdc", "due", "critical_sdc"]
-    store.record([Result(i + 1, o, int(o == "critical_sdc"), False, None, "nvbitfi", "process", "carol", 0.1)
+    store.record([Result(site_id=i + 1, outcome=o, images_changed=int(o == "critical_sdc"), nan=False, max_abs_diff=None,
+                         backend="nvbitfi", isolation="process", semantics="carol", runtime_s=0.1)
                   for i, o in enumerate(outcomes)])
     ok("--db", str(tmp_path / "nv.db"), "report", "--json", str(tmp_path / "nv.json"), "--html", str(tmp_path / "h"))
     s = json.loads((tmp_path / "nv.json").read_text())["stores"][0]

@@ -44,7 +44,8 @@ def test_two_models_with_results_and_no_critical_sdc_say_so(tmp_path, tiny_confi
     ok("--db", str(db), "plan", str(tiny_config), "--injections", "3")
     store = Store.open(db)
     sites = [s for m in ("baseline", "hardened") for s in store.claim(m, "single_bit", 3, "test:1:0", 60)]
-    store.record([Result(s.id, "masked", 0, False, 0.0, "pytorch", "inprocess", "framework", 0.01) for s in sites])
+    store.record([Result(site_id=s.id, outcome="masked", images_changed=0, nan=False, max_abs_diff=0.0, backend="pytorch",
+                         isolation="inprocess", semantics="framework", runtime_s=0.01) for s in sites])
     text, json_sentences, _ = sentences(db, tmp_path)
     assert ("single_bit: critical-SDC ratio baseline/hardened undefined "
             "(both have results (3 and 3) and neither has a critical SDC).") in text

@@ -155,12 +155,12 @@ def test_layers_left_out_start_from_an_earlier_point_or_the_images(one_thread, f
 def test_the_memory_bound_is_kept_and_recorded(one_thread):
     model = build(Arch(44))
     full = resume_plan(model, "elements", 200, 4096)
-    assert full["layers"] == list(range(44)) and full["cache_mb"] == full["all_mb"] and full["work"] == full["work_all"]
-    assert 450 < full["all_mb"] < 550  # 200 images x 2.5 MB of ResNet-44 outputs and block inputs
+    assert full.layers == tuple(range(44)) and full.cache_mb == full.all_mb and full.work == full.work_all
+    assert 450 < full.all_mb < 550  # 200 images x 2.5 MB of ResNet-44 outputs and block inputs
     small = resume_plan(model, "elements", 200, 64)
-    assert 0 < len(small["layers"]) < 44 and small["cache_mb"] <= 64
-    assert full["work_all"] < small["work"] < 1.0
-    assert resume_plan(model, "elements", 200, 0)["layers"] == []
+    assert 0 < len(small.layers) < 44 and small.cache_mb <= 64
+    assert full.work_all < small.work < 1.0
+    assert resume_plan(model, "elements", 200, 0).layers == ()
 
 
 class Wrapped(CifarResNet):
@@ -180,7 +180,8 @@ def test_other_architectures_are_refused_in_one_sentence():
 
 
 def site(i: int, layer: int) -> Site:
-    return Site(i, "m", "single_bit", layer, "", 0, 0, 0, None, None)
+    return Site(id=i, model="m", mode="single_bit", layer=layer, layer_name="", image=0, element=0, bit=0, width=None,
+                value_seed=None)
 
 
 def test_windows_are_whole_chunks_within_a_workers_share_and_run_by_layer():
@@ -213,8 +214,14 @@ def test_resume_is_a_checked_config_switch_for_in_process_pytorch_only(tmp_path,
 def test_the_kept_activations_count_in_a_workers_memory(one_thread):
     from fi_campaign.engine import capacity
 
-    arch = Arch(20).to_dict()
-    models = {"a": {"arch": arch, "resume": {"cache_mb": 219.0}}, "b": {"arch": arch, "resume": {"cache_mb": 100.0}}}
+    from fi_campaign.store import ModelRecord, ResumePlan
+
+    def kept(cache_mb: float) -> ModelRecord:
+        return ModelRecord(checkpoint="c.pt", sha256="", arch=Arch(20), dataset="cifar10", clean_accuracy=None,
+                           accuracy_on="", resume=ResumePlan(layers=(0,), budget_mb=512, cache_mb=cache_mb,
+                                                             all_mb=cache_mb, work=0.6, work_all=0.6))
+
+    models = {"a": kept(219.0), "b": kept(100.0)}
     fp = capacity.footprint(models, "inprocess", 256, 200, on_gpu=False)
     assert fp.golden == 219 * capacity.MiB and fp.total == fp.base + fp.images + fp.batch + fp.golden
     assert capacity.footprint(models, "process", 256, 200, on_gpu=False).golden == 0  # whole programs

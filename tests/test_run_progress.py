@@ -51,13 +51,18 @@ def env80() -> dict[str, str]:
     return {**os.environ, "COLUMNS": "80", "LINES": "24", "TERM": "xterm"}
 
 
+def progress(done: int, phase: str = runner.INJECTING, outcomes: dict | None = None, planned: int = 1000):
+    return runner.Progress(model="m", mode="single_bit", done=done, planned=planned, outcomes=outcomes or {},
+                           phase=phase)
+
+
 def test_pace_counts_from_the_first_injection_not_from_model_loading():
     pace = Pace()
-    pace.see(runner.Progress("m", "single_bit", 100, 1000, {}, runner.PREPARING), now=0.0)
+    pace.see(progress(100, runner.PREPARING), now=0.0)
     assert Line.of(pace).info == "loading the model, computing golden outputs"
-    pace.see(runner.Progress("m", "single_bit", 100, 1000, {}), now=12.0)  # golden outputs took 12 s
-    assert Line.of(pace).info == "starting"  # not "0 inj/s"
-    pace.see(runner.Progress("m", "single_bit", 300, 1000, {"masked": 200}), now=14.0)
+    pace.see(progress(100), now=12.0)  # golden outputs took 12 s
+    assert Line.of(pace).info == "resuming"  # 100 done by an earlier run: not "0 inj/s", not "starting"
+    pace.see(progress(300, outcomes={"masked": 200}), now=14.0)
     assert pace.rate() == pytest.approx(100.0)  # 200 in 2 s; neither the 12 s nor the earlier 100 count
     line = Line.of(pace)
     assert (line.count, line.info) == ("300/1000", "100 inj/s, ETA 0:00:07")
@@ -65,6 +70,39 @@ def test_pace_counts_from_the_first_injection_not_from_model_loading():
     assert len(fitted) < 80 and "300/1000" in fitted and "ETA 0:00:07" in fitted and "masked=200" in fitted
     narrow = Line("resnet20-cifar10-baseline-long warp_random", "300/1000", line.info, "masked=200", 0.3).fitted(60)
     assert "300/1000 100 inj/s, ETA 0:00:07" in narrow.plain  # no room for the bar: the count stays
+
+
+def test_a_stratum_says_starting_only_at_zero_and_injecting_once_this_run_has_results():
+    fresh = Pace()
+    fresh.see(progress(0, runner.PREPARING), now=0.0)
+    fresh.see(progress(0), now=5.0)
+    assert Line.of(fresh).info == "starting"
+    polled = Pace()  # several workers: the first report that shows injecting already has this run's results
+    polled.see(progress(768, runner.WAITING), now=0.0)
+    polled.see(progress(800), now=1.0)
+    assert Line.of(polled).info == "injecting"
+
+
+def test_plain_lines_never_repeat_and_a_new_count_waits_its_turn(monkeypatch):
+    from rich.console import Console
+
+    from fi_campaign.cli import progress as shown
+
+    clock = [0.0]
+    monkeypatch.setattr(shown.time, "monotonic", lambda: clock[0])
+    console = Console(record=True, force_terminal=False, width=80)
+    display = shown.Display(console)
+    with console.capture() as out:
+        for t, report in [(0, progress(768, runner.PREPARING)), (6, progress(768, runner.PREPARING)),  # still loading
+                          (13, progress(768, runner.PREPARING)), (14, progress(768)), (15, progress(800)),
+                          (17, progress(832)), (21, progress(900)), (22, progress(1000)), (30, progress(1000))]:
+            clock[0] = float(t)
+            display(report)
+    assert out.get().splitlines() == [
+        "m single_bit: 768/1000, loading the model, computing golden outputs",
+        "m single_bit: 768/1000, resuming",  # the phase changed
+        "m single_bit: 900/1000, 19 inj/s, ETA 0:00:05",  # 5 s after the last line: 800 and 832 were skipped
+        "m single_bit: 1000/1000, done, 29 inj/s"]  # once, though the poll goes on
 
 
 def test_the_runner_reports_preparing_before_injecting(tmp_path, checkpoints):

@@ -33,7 +33,7 @@ def raw(target: str) -> sa.Engine:
 
 
 def masked(site_id: int) -> Result:
-    return Result(site_id, "masked", 0, False, 0.0, "zero", "none", "zero-cost", 0.0)
+    return zero_cost.masked(site_id)
 
 
 def stored(target: str) -> list[tuple]:
@@ -56,12 +56,10 @@ def test_migrations_build_the_schema_the_store_queries(new_store):
 
 
 def test_a_plan_is_written_whole_or_not_at_all(new_store):
-    from fi_campaign.store import CampaignRecord
-
     target = new_store()
     sites = [{"model": "zero", "mode": "single_bit"} for _ in range(60_000)] + [{"model": None, "mode": "x"}]
     with pytest.raises(StoreError, match="nothing was stored"):
-        Store.create(target).write_plan(CampaignRecord("bad", 0, "{}", {}, {}, {}, {}), sites)
+        Store.create(target).write_plan(zero_cost.record("bad"), sites)
     with raw(target).connect() as con:
         assert con.execute(sa.text("SELECT (SELECT count(*) FROM campaign) + (SELECT count(*) FROM site)")).scalar() == 0
 
@@ -104,7 +102,7 @@ def test_the_heartbeat_keeps_a_long_chunk_and_a_stuck_one_loses_it(new_store):
     target = new_store()
     zero_cost.plan(target, 6)
     store, other = Store.open(target), Store.open(target)
-    store.join(Worker("h:1:0", "h", 1, 1.5))
+    store.join(Worker(owner="h:1:0", host="h", pid=1, lease_s=1.5))
     held = store.claim("zero", "single_bit", 3, "h:1:0", 1.5)
     with Heartbeat(store, "h:1:0", 1.5, lambda o: True, threading.Lock()) as beat:
         beat.chunk(True, stuck_s=30)

@@ -5,29 +5,37 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
 from fi_campaign.cli import main
-from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, RegretRecord, Relocation, Result,
-                            Store)
+from bench import zero_cost
+from fi_campaign.models.arch import Arch
+from fi_campaign.store import (InjectionRecord, LaunchCount, ModelRecord, Redraw, RegretRecord, Relocation, Result,
+                               Store)
+from fi_campaign.store.schema import EXPORT_FIELDS
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 OUTCOMES = ("masked", "tolerable_sdc", "critical_sdc", "due", "not_injected")
 # what an NVBitFI run stores beside its result: every table of the store gets rows
-NVBITFI = {"injection": InjectionRecord("injected", 2, 32, "FFMA", 12, 0xFFFFFFFF, ((3, 1, 2), (4, None, 5)), 5, "k"),
-           "relocated": Relocation("k", 2**33, 2**40), "redraws": (Redraw(1, "k", 3, 2**41, 250, True),),
-           "launch_counts": (LaunchCount("m", 1, 2**33, "k", 2**35, 2**34, 1),)}
+NVBITFI = {"injection": InjectionRecord(state="injected", lanes_injected=2, lanes_reported=32, opcode="FFMA", reg=12,
+                                        mask=0xFFFFFFFF, lanes=((3, 1, 2), (4, None, 5)), log_index=5, log_kernel="k"),
+           "relocated": Relocation(kernel="k", kcount=2**33, iid=2**40),
+           "redraws": (Redraw(site_id=1, kernel="k", kcount=3, iid=2**41, injector_count=250, ran=True),),
+           "launch_counts": (LaunchCount(model="m", igid=1, kcount=2**33, kernel="k", profile_count=2**35,
+                                         injector_count=2**34, site_id=1),)}
 
 
 def campaign_with_results(db: Path, n: int) -> None:
     """A store of ``n`` sites with a result each, values chosen to catch a lossy copy: 62-bit
     seeds, extreme and missing floats, text with quotes and non-ASCII, both booleans."""
     rng = random.Random(n)
-    record = CampaignRecord("copy", 2**40 + 3, '{"name": "copy"}', {"torch": "x"}, {"m": {}}, {"indices": [1, 2]},
-                            {"table": "t"})
+    model = ModelRecord(checkpoint="zoo:m", sha256="ab" * 32, arch=Arch(), dataset="cifar10", clean_accuracy=0.1 + 0.2,
+                        accuracy_on="test ‘split’ ünïcode")
+    record = replace(zero_cost.record("copy"), seed=2**40 + 3, config='{"name": "copy"}', models={"m": model})
     sites = [{"model": "m", "mode": "warp_random" if i % 2 else "single_bit", "layer": i % 19,
               "layer_name": f"blocks.{i % 3}.conv", "image": i % 200, "element": rng.randrange(2**40),
               "bit": i % 32, "width": 32 if i % 2 else None, "value_seed": rng.randrange(2**62) if i % 2 else None,
@@ -38,13 +46,19 @@ def campaign_with_results(db: Path, n: int) -> None:
     store.write_plan(record, sites)
     for mode in ("single_bit", "warp_random"):
         while held := store.claim("m", mode, 5000, "h:1:0", 600):
-            store.record([Result(s.id, OUTCOMES[s.id % 5], s.id % 4, bool(s.id % 7 == 0),
-                                 None if s.id % 11 == 0 else rng.uniform(-1e30, 1e30), "pytorch", "process",
-                                 "framework: ünïcode ‘quotes’", rng.random() * 10, None if s.id % 3 else f"run/{s.id}",
+            store.record([Result(site_id=s.id, outcome=OUTCOMES[s.id % 5], images_changed=s.id % 4,
+                                 nan=bool(s.id % 7 == 0),
+                                 max_abs_diff=None if s.id % 11 == 0 else rng.uniform(-1e30, 1e30),
+                                 golden_top1=None if s.id % 6 == 0 else s.id % 100,
+                                 faulty_top1=None if s.id % 4 == 0 else -1 if s.id % 13 == 0 else s.id * 7 % 100,
+                                 backend="pytorch", isolation="process", semantics="framework: ünïcode ‘quotes’",
+                                 runtime_s=rng.random() * 10, detail=None if s.id % 3 else f"run/{s.id}",
                                  **(NVBITFI if s.id == 1 else {}))
                           for s in held], "h:1:0")
-    store.add_regret([RegretRecord("zoo:x", "ab" * 32, "hardened", "cifar10", "bundled", 500, 3, 1, "noise",
-                                   0.84, 0.80, float("nan"), float("nan"), 0.04, 0.01, 0.07)])
+    store.add_regret([RegretRecord(model="zoo:x", sha256="ab" * 32, label="hardened", dataset="cifar10", source="bundled",
+                                   images=500, repeats=3, seed=1, fault_model="noise", clean=0.84, noisy=0.80,
+                                   noisy_low=float("nan"), noisy_high=float("nan"), regret=0.04, regret_low=0.01,
+                                   regret_high=0.07)])
 
 
 def exported(db: Path | str) -> list[tuple]:
@@ -66,6 +80,8 @@ def round_trip(tmp_path: Path, postgres, n: int) -> None:
     copy(server, str(back))
     assert exported(back) == exported(laptop) == exported(server)
     assert len(exported(back)) == n
+    top1 = [(r[EXPORT_FIELDS.index("golden_top1")], r[EXPORT_FIELDS.index("faulty_top1")]) for r in exported(back)]
+    assert {g for g, _ in top1} > {None} and -1 in {f for _, f in top1}  # the top-1 columns came along
     assert Store.open(back).regret_rows()[0].regret == Store.open(laptop).regret_rows()[0].regret
     assert Store.open(back).campaign() == Store.open(laptop).campaign()
     for read in (Store.injections, Store.launch_counts, Store.redraws):

@@ -100,11 +100,11 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
                f"with seed {c.seed} in {target.label}.")
     for name, info in record.models.items():
-        out = (info.get("profile") or {}).get("left_out") or {}
-        if out.get("launches"):
-            click.echo(f"{name}: left {out['launches']} launches out of the draw ({out['why']}, which the injector "
-                       f"cannot hold): {out['instructions']} of the profile's {out['total']} {out['group']} "
-                       f"instructions ({out['instructions'] / out['total']:.2%}).")
+        out = info.profile.left_out if info.profile else None
+        if out and out.launches:
+            click.echo(f"{name}: left {out.launches} launches out of the draw ({out.why}, which the injector "
+                       f"cannot hold): {out.instructions} of the profile's {out.total} {out.group} "
+                       f"instructions ({out.instructions / out.total:.2%}).")
     click.echo(next_step(db, target.label, "run"))
 
 

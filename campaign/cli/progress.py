@@ -4,7 +4,8 @@ a live display would print nothing until the end.
 
 The rate counts from the moment a stratum's injections start in this run, so model loading,
 golden runs and the results of earlier runs never dilute or inflate it; before that the line
-says what is happening instead.
+says what is happening instead. A plain line is printed when it says something new: a phase
+change, the end, or a new count at most every ``PLAIN_EVERY_S``; never the same line twice.
 """
 from __future__ import annotations
 
@@ -22,6 +23,8 @@ BAR_MAX = 30
 BAR_MIN = 8
 PHASES = {PREPARING: "loading the model, computing golden outputs", INJECTING: "starting"}
 WAITING_TEXT = "waiting for a worker"
+RESUMING_TEXT = "resuming"  # injecting, no rate yet, the count so far from earlier runs
+INJECTING_TEXT = "injecting"  # no rate yet, though this run has recorded some
 
 
 @dataclass
@@ -32,8 +35,11 @@ class Pace:
     d0: int = 0
     last: Progress | None = None
     at: float = 0.0
+    first_done: int | None = None  # the count at the first report: what earlier runs did
 
     def see(self, p: Progress, now: float) -> None:
+        if self.first_done is None:
+            self.first_done = p.done
         if p.phase == INJECTING and self.t0 is None:
             self.t0, self.d0 = now, p.done
         self.last, self.at = p, now
@@ -69,7 +75,8 @@ class Line:
         elif p.phase != INJECTING:
             info = PHASES.get(p.phase, WAITING_TEXT)
         elif rate is None:
-            info = PHASES[INJECTING]
+            earlier = pace.first_done if pace.first_done is not None else p.done
+            info = INJECTING_TEXT if p.done > earlier else RESUMING_TEXT if p.done else PHASES[INJECTING]
         else:
             info = f"{rate:,.0f} inj/s, ETA {eta_text((p.planned - p.done) / rate)}"
         outcomes = " ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items()))
@@ -111,7 +118,8 @@ class Display:
 
     console: "Console"
     paces: dict[tuple[str, str], Pace] = field(default_factory=dict)
-    printed: dict[tuple[str, str], tuple[float, str, bool]] = field(default_factory=dict)
+    # per stratum: when its last plain line was printed, in which phase, the line, whether it said done
+    printed: dict[tuple[str, str], tuple[float, str, str, bool]] = field(default_factory=dict)
     live: object = None
 
     def __enter__(self) -> "Display":
@@ -142,13 +150,14 @@ class Display:
             self._plain(key, pace, now)
 
     def _plain(self, key: tuple[str, str], pace: Pace, now: float) -> None:
-        line, p = Line.of(pace), pace.last
+        text, p = Line.of(pace).plain(), pace.last
         finished = p.done >= p.planned
-        when, phase, was_finished = self.printed.get(key, (None, None, False))
-        if when is None or phase != p.phase or (finished and not was_finished) or now - when >= PLAIN_EVERY_S:
-            if not (finished and was_finished):
-                self.console.print(line.plain(), markup=False, highlight=False, soft_wrap=True)
-            self.printed[key] = (now, p.phase, finished)
+        when, phase, said, said_finished = self.printed.get(key, (None, None, None, False))
+        if text == said or said_finished:
+            return
+        if when is None or phase != p.phase or finished or now - when >= PLAIN_EVERY_S:
+            self.console.print(text, markup=False, highlight=False, soft_wrap=True)
+            self.printed[key] = (now, p.phase, text, finished)
 
     def _render(self):
         from rich.console import Group

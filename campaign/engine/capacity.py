@@ -7,8 +7,13 @@ would not fit in memory at all is refused. The per-worker base is measured
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fi_campaign.errors import UserError
+
+if TYPE_CHECKING:
+    from fi_campaign.models.arch import Arch
+    from fi_campaign.store import ModelRecord
 
 MiB = 2 ** 20
 # unique memory (USS) of one ResNet-20 worker less its buffers, from bench/workers_memory.py on
@@ -33,24 +38,24 @@ class Footprint:
         return self.base + self.images + self.batch + self.golden
 
 
-def activation_bytes(arch: dict) -> int:
+def activation_bytes(arch: Arch) -> int:
     """Bytes of every conv/linear output of one image: what a forward pass may hold per row."""
     from fi_campaign.models.faults import describe_layers
-    from fi_campaign.models.resnet import Arch, build
+    from fi_campaign.models.resnet import build
 
-    return 4 * sum(layer.numel for layer in describe_layers(build(Arch(**arch))))
+    return 4 * sum(layer.numel for layer in describe_layers(build(arch)))
 
 
-def footprint(models: dict, isolation: str, batch_size: int, images: int, on_gpu: bool) -> Footprint:
+def footprint(models: dict[str, ModelRecord], isolation: str, batch_size: int, images: int, on_gpu: bool) -> Footprint:
     """The largest of the campaign's models decides; on a GPU the batch lives in GPU memory."""
-    per_row = max(activation_bytes(m["arch"]) for m in models.values())
-    classes = max(m["arch"].get("num_classes", 10) for m in models.values())
+    per_row = max(activation_bytes(m.arch) for m in models.values())
+    classes = max(m.arch.num_classes for m in models.values())
     copies = 2 if isolation == "process" else 1  # a workload process holds the inputs too
     batch = 0 if on_gpu else batch_size * (per_row + INPUT_BYTES)
-    kept = [m.get("resume", {}).get("cache_mb", 0) for m in models.values()]
+    kept = [m.resume.cache_mb if m.resume else 0 for m in models.values()]
     golden = 0 if on_gpu or isolation == "process" else int(max(kept, default=0) * MiB)
-    return Footprint(BASE["process" if isolation == "process" else "inprocess"],
-                     images * (copies * INPUT_BYTES + 4 * classes), batch, golden)
+    return Footprint(base=BASE["process" if isolation == "process" else "inprocess"],
+                     images=images * (copies * INPUT_BYTES + 4 * classes), batch=batch, golden=golden)
 
 
 def check_batch(fp: Footprint, batch_size: int, images: int, available: int) -> None:

@@ -13,19 +13,28 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from enum import Enum
 from typing import Callable
 
 from fi_campaign.config import Config
 from fi_campaign.engine import capacity
 from fi_campaign.engine import log as injection_log
-from fi_campaign.engine.executors import open_executor
+from fi_campaign.engine.executors import Executor, open_executor
 from fi_campaign.engine.grouping import layer_chunks, window_size
 from fi_campaign.engine.heartbeat import Heartbeat
 from fi_campaign.errors import UserError
-from fi_campaign.store import Store, Worker, log_path, runs_dir
+from fi_campaign.store import CampaignRecord, Result, Site, Store, Worker, log_path, runs_dir
 
+# The runner's timing and sizing, in one place.
 LEASE_S = 60.0  # a worker silent this long has vanished; its heartbeat renews every third of it
+PROCESS_CHUNK = 4  # sites a process-isolated (or NVBitFI) worker claims at once unless --chunk says
+INPROCESS_STUCK_S = 600.0  # an in-process claim still running after this is hung: its lease lapses
+SITE_SLACK_S = 10.0  # a process-run site may take its timeout plus this (start-up, kill grace, judging)
+CLAIM_SLACK_S = 60.0  # and a whole claim this much more (recording it, the heartbeat's own period)
+WAIT_POLL_S = 2.0  # --wait: the longest pause before looking again whether others' sites came free
+PROGRESS_POLL_S = 0.5  # several workers: how often the runner reads their progress from the store
+MIN_RESULTS_FOR_LIMIT = 20  # results of a stratum before its not_injected share is judged
 
 Note = Callable[[str], None]  # one sentence for the user that does not stop the run
 
@@ -35,7 +44,7 @@ Note = Callable[[str], None]  # one sentence for the user that does not stop the
 PREPARING, WAITING, INJECTING = "preparing", "waiting", "injecting"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Progress:
     model: str
     mode: str
@@ -43,6 +52,27 @@ class Progress:
     planned: int
     outcomes: dict[str, int]  # so far: this worker's, or the store's when several workers run
     phase: str = INJECTING
+
+
+def chunk_size(job: "Job", config: Config) -> int:
+    """Sites per executor call: a forward pass of at most batch_size rows in-process; a few
+    workload processes otherwise, so a claim is never held long."""
+    if config.isolation == "inprocess":
+        return min(job.chunk or config.batch_size, config.batch_size)
+    return job.chunk or PROCESS_CHUNK
+
+
+def stuck_after(config: Config, chunk: int, timeout_s: float) -> float:
+    """How long one claim may run before the heartbeat stops renewing its lease (a hung worker
+    then loses its sites): every site's timeout and slack for process runs."""
+    if config.isolation == "inprocess":
+        return INPROCESS_STUCK_S
+    return chunk * (timeout_s + SITE_SLACK_S) + CLAIM_SLACK_S
+
+
+def wait_poll_s(lease_s: float) -> float:
+    """--wait: look again within a third of a lease (a vanished worker's sites are free by then)."""
+    return min(lease_s / 3, WAIT_POLL_S)
 
 
 def check_selection(config: Config, model: str | None, mode: str | None) -> Config:
@@ -77,8 +107,6 @@ def stratum_done(store: Store, model: str, mode: str, until_ci: float | None) ->
     n = sum(counts.get(o, 0) for o in COUNTED)
     return n > 0 and proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= until_ci
 
-
-MIN_RESULTS_FOR_LIMIT = 20  # results of a stratum before its not_injected share is judged
 
 
 def check_not_injected(store: Store, config: Config, model: str, mode: str) -> None:
@@ -139,14 +167,16 @@ def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress],
     env = os.environ  # inside any Slurm job (submitit's or a plain sbatch script) status names it
     slurm_job = job.slurm_job or env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
     index = job.array_index if job.array_index is not None else env.get("SLURM_ARRAY_TASK_ID")
-    store.join(Worker(owner, host, pid, job.lease_s, slurm_job, None if index is None else int(index)))
+    store.join(Worker(owner=owner, host=host, pid=pid, lease_s=job.lease_s, job=slurm_job,
+                      array_index=None if index is None else int(index)))
     lock = threading.Lock()  # the heartbeat and the recorder never write this owner's rows at once
     state = "failed"
     try:
         with Heartbeat(store, owner, job.lease_s, owner_alive, lock) as beat:
-            totals, stopped = _loop(job, store, owner, beat, lock, on_progress, on_note)
-        state = "stopped" if stopped else "finished"
-        return totals
+            loop = WorkerLoop(job, store, owner, beat, lock, on_progress, on_note)
+            stop = loop.run()
+        state = "stopped" if stop is Stop.DEADLINE else "finished"
+        return loop.totals
     except (KeyboardInterrupt, SystemExit):
         state = "released"
         raise
@@ -154,84 +184,164 @@ def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress],
         store.leave(owner, state)
 
 
-def _loop(job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.Lock,
-          on_progress: Callable[[Progress], None] | None, on_note: Note | None) -> tuple[dict[str, int], bool]:
-    from fi_campaign.workload.model import resolve_device
+class Stop(Enum):
+    """Why a worker left before its strata were done."""
 
-    record = store.campaign()
-    config = check_selection(Config.from_json(record.config), job.model, job.mode).with_overrides(isolation=job.isolation)
-    device = resolve_device(job.device or config.device)
-    if job.threads:
-        import torch
+    ORPHANED = "orphaned"  # a spawned worker whose runner is gone: what it held goes back
+    DEADLINE = "deadline"  # the next claim could not finish before the job's deadline
 
-        torch.set_num_threads(job.threads)
-    if config.isolation == "inprocess":
-        chunk = min(job.chunk or config.batch_size, config.batch_size)
-    else:
-        chunk = job.chunk or 4
-    planned = {(a, b): (d, p) for a, b, d, p in store.progress()}
-    totals: dict[str, int] = {}
-    log = injection_log.Log(log_path(store), on_note)
-    for name in config.models:
-        if job.model not in (None, name):
-            continue
-        modes = [m for m in config.modes if job.mode in (None, m) and planned[(name, m)][0] < planned[(name, m)][1]
-                 and not stratum_done(store, name, m, job.until_ci)]
-        if not modes:
-            continue
+
+@dataclass
+class _Stratum:
+    """One model x mode as this worker runs it: its counts so far, for the progress reports."""
+
+    model: str
+    mode: str
+    done: int
+    planned: int
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def progress(self, phase: str = INJECTING) -> Progress:
+        return Progress(model=self.model, mode=self.mode, done=self.done, planned=self.planned,
+                        outcomes=dict(self.counts), phase=phase)
+
+
+class WorkerLoop:
+    """One worker's pass over its strata, in named steps: per model, open the executor once;
+    per stratum, claim a window of sites, run it a part at a time and record each part with its
+    sites, until the stratum has nothing pending for this worker (or is done by --until-ci).
+    Every step that may stop the worker early says why (``Stop``)."""
+
+    def __init__(self, job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.Lock,
+                 on_progress: Callable[[Progress], None] | None, on_note: Note | None) -> None:
+        from fi_campaign.workload.model import resolve_device
+
+        self.job, self.store, self.owner, self.beat, self.lock = job, store, owner, beat, lock
+        self.on_progress = on_progress
+        self.record = store.campaign()
+        self.config = check_selection(Config.from_json(self.record.config), job.model, job.mode
+                                      ).with_overrides(isolation=job.isolation)
+        self.device = resolve_device(job.device or self.config.device)
+        if job.threads:
+            import torch
+
+            torch.set_num_threads(job.threads)
+        self.chunk = chunk_size(job, self.config)
+        self.planned = {(a, b): (d, p) for a, b, d, p in store.progress()}
+        self.log = injection_log.Log(log_path(store), on_note)
+        self.totals: dict[str, int] = {}
+        self.timeout_s = 0.0  # the current executor's per-site timeout (process runs)
+        self.longest = 0.0  # the longest claim of the current model; until one is timed, the worst case
+
+    def run(self) -> Stop | None:
+        for name in self.config.models:
+            modes = self._pending_modes(name)
+            if modes:
+                stop = self._run_model(name, modes)
+                if stop is not None:
+                    return stop
+        return None
+
+    def _report(self, progress: Progress) -> None:
+        if self.on_progress:
+            self.on_progress(progress)
+
+    def _stratum(self, name: str, mode: str) -> _Stratum:
+        done, planned = self.planned[(name, mode)]
+        return _Stratum(model=name, mode=mode, done=done, planned=planned)
+
+    def _pending_modes(self, name: str) -> list[str]:
+        """The modes of ``name`` this worker runs: selected, with pending sites, not done by --until-ci."""
+        if self.job.model not in (None, name):
+            return []
+        return [m for m in self.config.modes
+                if self.job.mode in (None, m) and self.planned[(name, m)][0] < self.planned[(name, m)][1]
+                and not stratum_done(self.store, name, m, self.job.until_ci)]
+
+    def _run_model(self, name: str, modes: list[str]) -> Stop | None:
+        """Open the model's executor (model loading, golden outputs) once for all its modes."""
         for m in modes:  # before any golden or timing run is spent
-            check_not_injected(store, config, name, m)
-        if on_progress:
-            on_progress(Progress(name, modes[0], *planned[(name, modes[0])], {}, PREPARING))
-        executor = open_executor(record, config, name, device, runs_dir(store), job.keep_runs, job.threads, store)
-        timeout_s = getattr(executor, "timeout_s", 0.0)
-        # no claim should take longer than this to run; past it the heartbeat stops renewing
-        beat.chunk(False, 600.0 if config.isolation == "inprocess" else chunk * (timeout_s + 10.0) + 60.0)
-        longest = 0.0  # the longest claim so far; until one is timed, the worst case below
+            check_not_injected(self.store, self.config, name, m)
+        self._report(self._stratum(name, modes[0]).progress(PREPARING))
+        executor = open_executor(self.record, self.config, name, self.device, runs_dir(self.store),
+                                 self.job.keep_runs, self.job.threads, self.store)
+        self.timeout_s = getattr(executor, "timeout_s", 0.0)
+        self.beat.chunk(False, stuck_after(self.config, self.chunk, self.timeout_s))
+        self.longest = 0.0
         try:
             for m in modes:
-                done, total = planned[(name, m)]
-                counts: dict[str, int] = {}
-                if on_progress:
-                    on_progress(Progress(name, m, done, total, {}))
-                grouped = executor.groups_layers
-                while not stratum_done(store, name, m, job.until_ci):
-                    if orphaned(job):
-                        return totals, False
-                    if job.deadline is not None and time.time() + (longest or chunk * timeout_s) > job.deadline:
-                        return totals, True
-                    if done < total:
-                        check_not_injected(store, config, name, m)
-                    take = window_size(chunk, store.pending(name, m), job.workers) if grouped else chunk
-                    sites = store.claim(name, m, take, owner, job.lease_s)
-                    if not sites:
-                        if job.wait and store.unfinished(name, m)[1]:
-                            time.sleep(min(job.lease_s / 3, 2.0))  # others hold sites: stay until they are done
-                            continue
-                        break
-                    t0 = time.monotonic()
-                    beat.chunk(True)
-                    for part in layer_chunks(sites, chunk) if grouped else [sites]:
-                        if orphaned(job):  # the rest of the window goes back when this process is gone
-                            return totals, False
-                        ran = executor.run(part, m)
-                        with log.held(), lock:
-                            results = store.record(ran, owner)
-                            log.write("".join(injection_log.result_line(r, name, m, owner) for r in results))
-                        for r in results:
-                            counts[r.outcome] = counts.get(r.outcome, 0) + 1
-                            totals[r.outcome] = totals.get(r.outcome, 0) + 1
-                        done += len(results)
-                        if on_progress:
-                            on_progress(Progress(name, m, done, total, dict(counts)))
-                    beat.chunk(False)
-                    longest = max(longest, time.monotonic() - t0)
+                stop = self._run_stratum(executor, self._stratum(name, m))
+                if stop is not None:
+                    return stop
+            return None
         except BaseException:
-            store.release_owner(owner)  # best effort: give back what this worker still holds
+            self.store.release_owner(self.owner)  # best effort: give back what this worker still holds
             raise
         finally:
             executor.close()
-    return totals, False
+
+    def _run_stratum(self, executor: Executor, st: _Stratum) -> Stop | None:
+        self._report(st.progress())
+        while not stratum_done(self.store, st.model, st.mode, self.job.until_ci):
+            stop = self._stop_before_claim()
+            if stop is not None:
+                return stop
+            if st.done < st.planned:
+                check_not_injected(self.store, self.config, st.model, st.mode)
+            sites = self._claim(executor, st)
+            if sites is None:
+                return None
+            if sites:
+                stop = self._run_window(executor, st, sites)
+                if stop is not None:
+                    return stop
+        return None
+
+    def _stop_before_claim(self) -> Stop | None:
+        if orphaned(self.job):
+            return Stop.ORPHANED
+        deadline = self.job.deadline
+        if deadline is not None and time.time() + (self.longest or self.chunk * self.timeout_s) > deadline:
+            return Stop.DEADLINE
+        return None
+
+    def _claim(self, executor: Executor, st: _Stratum) -> list[Site] | None:
+        """The next window of the stratum's pending sites; [] after waiting for sites others
+        hold (--wait), None when nothing is left for this worker."""
+        take = (window_size(self.chunk, self.store.pending(st.model, st.mode), self.job.workers)
+                if executor.groups_layers else self.chunk)
+        sites = self.store.claim(st.model, st.mode, take, self.owner, self.job.lease_s)
+        if sites:
+            return sites
+        if self.job.wait and self.store.unfinished(st.model, st.mode)[1]:
+            time.sleep(wait_poll_s(self.job.lease_s))  # others hold sites: stay until they are done
+            return []
+        return None
+
+    def _run_window(self, executor: Executor, st: _Stratum, sites: list[Site]) -> Stop | None:
+        """Run a claimed window a part at a time (sorted by layer when passes start at one),
+        recording each part as it finishes."""
+        t0 = time.monotonic()
+        self.beat.chunk(True)
+        parts = layer_chunks(sites, self.chunk) if executor.groups_layers else [sites]
+        for part in parts:
+            if orphaned(self.job):  # the rest of the window goes back when this process is gone
+                return Stop.ORPHANED
+            self._record(st, executor.run(part, st.mode))
+        self.beat.chunk(False)
+        self.longest = max(self.longest, time.monotonic() - t0)
+        return None
+
+    def _record(self, st: _Stratum, ran: list[Result]) -> None:
+        """Store the results with their sites' status (only those this worker still holds) and log them."""
+        with self.log.held(), self.lock:
+            results = self.store.record(ran, self.owner)
+            self.log.write("".join(injection_log.result_line(r, st.model, st.mode, self.owner) for r in results))
+        for r in results:
+            st.counts[r.outcome] = st.counts.get(r.outcome, 0) + 1
+            self.totals[r.outcome] = self.totals.get(r.outcome, 0) + 1
+        st.done += len(results)
+        self._report(st.progress())
 
 
 def _worker_main(job: Job, messages) -> None:
@@ -289,7 +399,7 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
             if on_progress:
                 _poll(store, model, mode, on_progress, start)
             for p in procs:
-                p.join(timeout=0.5)
+                p.join(timeout=PROGRESS_POLL_S)
     except BaseException:
         for p in procs:
             p.terminate()
@@ -312,7 +422,7 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
     return {o: after.get(o, 0) - before.get(o, 0) for o in after if after.get(o, 0) > before.get(o, 0)}
 
 
-def _fit(record, config: Config, model: str | None, workers: int, devices: list[str] | None,
+def _fit(record: CampaignRecord, config: Config, model: str | None, workers: int, devices: list[str] | None,
          on_note: Note | None) -> int:
     """Workers capped to the cores and memory of this machine; a batch that cannot fit is refused."""
     from fi_campaign.workload.model import resolve_device
@@ -336,7 +446,7 @@ def _preflight(store: Store, model: str | None) -> None:
     record = store.campaign()
     for name, info in record.models.items():
         if model in (None, name):
-            check_checkpoint(info["checkpoint"], zoo.read(info["checkpoint"])[0].sha256, info["sha256"])
+            check_checkpoint(info.checkpoint, zoo.read(info.checkpoint)[0].sha256, info.sha256)
 
 
 def _outcomes(store: Store) -> dict[str, int]:
@@ -356,4 +466,4 @@ def _poll(store: Store, model: str | None, mode: str | None, on_progress: Callab
     active = {(a, b) for a, b, done, _ in progress if running.get((a, b)) or done > start.get((a, b), 0)}
     for a, b, done, planned in progress:
         phase = INJECTING if (a, b) in active or done == planned else WAITING if active else PREPARING
-        on_progress(Progress(a, b, done, planned, counts.get((a, b), {}), phase))
+        on_progress(Progress(model=a, mode=b, done=done, planned=planned, outcomes=counts.get((a, b), {}), phase=phase))

@@ -9,12 +9,14 @@ import numpy as np
 
 from fi_campaign.config import Config
 from fi_campaign.errors import UserError
+from fi_campaign.store import FaultModelRecord, LeftOut, WorkloadRecord
 from fi_campaign.workload import process
 
 PROFILE_NAME = "nvbitfi-igprofile.txt"
 
 
-def profile_model(config: Config, checkpoint: str, workload: dict, fault_model: dict, root: Path) -> Path:
+def profile_model(config: Config, checkpoint: str, workload: WorkloadRecord, fault_model: FaultModelRecord,
+                  root: Path) -> Path:
     """Run the workload once under profiler.so and keep its nvbitfi-igprofile.txt in ``root``."""
     from fi_campaign.workload.model import require_gpu
     from fi_campaign.workload.program import command, write_root
@@ -33,11 +35,10 @@ def profile_model(config: Config, checkpoint: str, workload: dict, fault_model: 
     return root / PROFILE_NAME
 
 
-def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: dict, stratum_rng
-                  ) -> tuple[list[dict], dict]:
+def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: FaultModelRecord, stratum_rng
+                  ) -> tuple[list[dict], LeftOut]:
     """Sites as NVBitFI draws them: a dynamic instruction of the group, uniform over all launches,
     leaving out launches the injector cannot name; returns the sites and what was left out."""
-    from fi_campaign.models.powerlaw import PowerLaw
     from fi_campaign.nvbitfi_tools.errors import NvbitfiError
     from fi_campaign.nvbitfi_tools.profile import read_profile, require_groups
     from fi_campaign.nvbitfi_tools.sites import KERNEL_NAME_BYTES, Proposals, draw_sites
@@ -49,11 +50,10 @@ def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: d
     except NvbitfiError as e:
         raise UserError(f"model {model}: {e}") from None
     own = config.nvbitfi.dialect == "fi-campaign"  # the own tool draws each lane's r from a value seed
-    if own and "warp_random" in config.modes and fault_model["size"] == "by-value":
+    if own and "warp_random" in config.modes and fault_model.size == "by-value":
         raise UserError("the fi-campaign NVBit tool draws from one power law per site; set fault_model.size "
                         "to small, common or big instead of by-value.")
-    size = fault_model["size"] if fault_model["size"] != "by-value" else "common"
-    law = PowerLaw(*fault_model["entries"][size])
+    law = fault_model.law()
     rows = []
     for mode in config.modes:
         rng = stratum_rng(config.seed, model, mode)
@@ -64,6 +64,6 @@ def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: d
                      "iid": s.iid, "op_seed": s.op_id_seed, "bit_seed": s.bit_id_seed,
                      "value": None if np.isnan(v) else float(v), "value_seed": None if q is None else int(q)}
                     for s, v, q in zip(drawn, values, seeds))
-    left_out = {"launches": excluded.launches, "instructions": excluded.instructions, "total": excluded.total,
-                "group": config.nvbitfi.group, "why": f"kernel names of {KERNEL_NAME_BYTES} bytes or more"}
+    left_out = LeftOut(launches=excluded.launches, instructions=excluded.instructions, total=excluded.total,
+                       group=config.nvbitfi.group, why=f"kernel names of {KERNEL_NAME_BYTES} bytes or more")
     return rows, left_out

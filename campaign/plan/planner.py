@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from fi_campaign.config import Config
 from fi_campaign.stats import sample_size
 from fi_campaign.errors import UserError
-from fi_campaign.store import CampaignRecord
+from fi_campaign.store import (CampaignRecord, FaultModelRecord, ModelRecord, ProfileRecord, Versions,
+                              WorkloadRecord)
 from fi_campaign.plan.nvbitfi import nvbitfi_sites
 from fi_campaign.workload.images import image_digest, workload_images
 
@@ -26,14 +27,14 @@ def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
     return np.random.default_rng([seed, zlib.crc32(model.encode()), zlib.crc32(mode.encode())])
 
 
-def versions() -> dict:
+def versions() -> Versions:
     import torch
 
-    return {"fi-campaign": __version__, "torch": torch.__version__, "numpy": np.__version__,
-            "python": sys.version.split()[0], "platform": platform.platform()}
+    return Versions(fi_campaign=__version__, torch=torch.__version__, numpy=np.__version__,
+                    python=sys.version.split()[0], platform=platform.platform())
 
 
-def check_fault_model(config: Config) -> dict:
+def check_fault_model(config: Config) -> FaultModelRecord:
     """The power-law entries warp_random will draw from, refusing degenerate ones up front, and
     which model they belong to (a built-in name, or a fitted file's name, path and digest), so a
     report can say which model drove the campaign after the file has changed or gone."""
@@ -43,17 +44,17 @@ def check_fault_model(config: Config) -> dict:
     try:
         sizes = powerlaw.SIZES if fm.size == "by-value" else (fm.size,)
         laws = {s: powerlaw.entry(fm.table, fm.op, s) for s in sizes}
-        about = powerlaw.describe(fm.table, fm.op, sizes)
+        origin = powerlaw.describe(fm.table, fm.op, sizes)
     except powerlaw.TableError as e:
         raise UserError(f"fault_model: {e}.") from None
     if "warp_random" in config.modes:
         for bucket, law in laws.items():
             why = law.degenerate_reason()
             if why:
-                raise UserError(f"fault_model {about['name']} {fm.op} {bucket} (x_min {law.x_min:g}, alpha "
+                raise UserError(f"fault_model {origin.name} {fm.op} {bucket} (x_min {law.x_min:g}, alpha "
                                 f"{law.alpha:g}) is degenerate: {why}; choose another op or size for warp_random.")
-    return {**about, "table": fm.table, "op": fm.op, "size": fm.size, "semantics": fm.semantics,
-            "sampler": sampler.SPEC, "entries": {s: [law.x_min, law.alpha] for s, law in laws.items()}}
+    return FaultModelRecord(table=fm.table, op=fm.op, size=fm.size, semantics=fm.semantics, entries=laws,
+                            sampler=sampler.SPEC, origin=origin)
 
 
 def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | None = None
@@ -66,41 +67,45 @@ def plan(config: Config, profiles: dict[str, str] | None = None, runs: Path | No
 
     fault_model = check_fault_model(config)
     images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
-    models, sites = {}, []
+    workload = WorkloadRecord(source=config.images.source, dataset=images.dataset, count=config.images.count,
+                              seed=config.images.seed, indices=tuple(indices.tolist()),
+                              images_sha256=image_digest(images.images))
+    models: dict[str, ModelRecord] = {}
+    sites: list[dict] = []
     for name, ref in config.models.items():
         _, meta = zoo.load(ref)  # loads fully: a broken checkpoint is refused at plan time
         if meta.dataset != images.dataset:
             raise UserError(f"model {name} was trained on {meta.dataset} but the images at "
                             f"{config.images.source} are {images.dataset}.")
         layers = describe_layers(build(meta.arch))
-        models[name] = {"checkpoint": ref, "sha256": meta.sha256, "arch": meta.arch.to_dict(),
-                        "dataset": meta.dataset, "clean_accuracy": meta.clean_accuracy,
-                        "accuracy_on": meta.accuracy_on}
+        resume = None
         if config.resumes:
             from fi_campaign.workload.resume import resume_plan
 
-            models[name]["resume"] = resume_plan(build(meta.arch), config.layer_weighting, len(indices),
-                                                 config.resume_cache_mb)
+            resume = resume_plan(build(meta.arch), config.layer_weighting, len(indices), config.resume_cache_mb)
+        profile = None
         if config.backend == "nvbitfi":
-            path = _profile(config, name, ref, profiles or {}, runs, images, fault_model)
+            path = _profile(config, name, ref, profiles or {}, runs, workload, fault_model)
             drawn, left_out = nvbitfi_sites(config, path, name, fault_model, stratum_rng)
-            models[name]["profile"] = {"path": str(path.resolve()), "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
-                                       "left_out": left_out}
+            profile = ProfileRecord(path=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                                    left_out=left_out)
             sites.extend(drawn)
-            continue
-        for mode in config.modes:
-            drawn = draw_sites(layers, mode, config.injections, len(indices), config.layer_weighting,
-                               stratum_rng(config.seed, name, mode))
-            sites.extend({"model": name, "mode": mode, "layer_name": layers[k].name, **row}
-                         for k, row in zip(drawn["layer"], _rows(drawn)))
-    workload = {"source": config.images.source, "dataset": images.dataset, "count": config.images.count,
-                "seed": config.images.seed, "indices": indices.tolist(), "images_sha256": image_digest(images.images)}
-    record = CampaignRecord(config.name, config.seed, config.to_json(), versions(), models, workload, fault_model)
+        else:
+            for mode in config.modes:
+                drawn = draw_sites(layers, mode, config.injections, len(indices), config.layer_weighting,
+                                   stratum_rng(config.seed, name, mode))
+                sites.extend({"model": name, "mode": mode, "layer_name": layers[k].name, **row}
+                             for k, row in zip(drawn["layer"], _rows(drawn)))
+        models[name] = ModelRecord(checkpoint=ref, sha256=meta.sha256, arch=meta.arch, dataset=meta.dataset,
+                                   clean_accuracy=meta.clean_accuracy, accuracy_on=meta.accuracy_on, resume=resume,
+                                   profile=profile)
+    record = CampaignRecord(name=config.name, seed=config.seed, config=config.to_json(), versions=versions(),
+                            models=models, workload=workload, fault_model=fault_model)
     return record, sites
 
 
 def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs: Path | None,
-             images, fault_model: dict) -> Path:
+             workload: WorkloadRecord, fault_model: FaultModelRecord) -> Path:
     given = profiles.get(name) or profiles.get("*")
     if given:
         path = Path(given)
@@ -109,8 +114,6 @@ def _profile(config: Config, name: str, ref: str, profiles: dict[str, str], runs
         return path
     from fi_campaign.plan.nvbitfi import profile_model
 
-    workload = {"source": config.images.source, "count": config.images.count, "seed": config.images.seed,
-                "images_sha256": image_digest(images.images)}
     return profile_model(config, ref, workload, fault_model, (runs or Path("fi-campaign.db.runs")) / name)
 
 
@@ -120,7 +123,7 @@ def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
     return [dict(zip(keys, vals)) for vals in zip(*cols)]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Sizing:
     model: str
     mode: str
@@ -151,5 +154,6 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
             sites = sum(li.numel for li in describe_layers(build(meta.arch))) * config.images.count
         for mode in config.modes:
             population = sites * 32 if mode == "single_bit" else math.inf
-            out.append(Sizing(name, mode, population, sample_size(population, margin, confidence)))
+            out.append(Sizing(model=name, mode=mode, population=population,
+                              injections=sample_size(population, margin, confidence)))
     return out

@@ -106,8 +106,9 @@ def critical_split(models: Iterable[str], modes: Iterable[str], groups: Iterable
         for mode in modes:
             n, k, nan = tally.get((model, mode), [0, 0, 0])
             a, b = proportion(nan, n, CONFIDENCE), proportion(k - nan, n, CONFIDENCE)
-            out.append(CriticalSplit(model, mode, n, k, nan, a.rate, a.low, a.high, k - nan, b.rate, b.low, b.high,
-                                     nan / k if k else math.nan))
+            out.append(CriticalSplit(model=model, mode=mode, n=n, critical=k, nan=nan, nan_rate=a.rate, nan_low=a.low,
+                                     nan_high=a.high, finite=k - nan, finite_rate=b.rate, finite_low=b.low,
+                                     finite_high=b.high, nan_share=nan / k if k else math.nan))
     return out
 
 
@@ -122,9 +123,10 @@ def compare_split(reference: str, models: Iterable[str], modes: Iterable[str],
                 continue
             c = cell[(model, mode)]
             out.append(SplitComparison(
-                mode, reference, model, ref.critical, ref.finite, ref.n, c.critical, c.finite, c.n,
-                rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
-                rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE)))
+                mode=mode, reference=reference, candidate=model, reference_k=ref.critical,
+                reference_finite=ref.finite, reference_n=ref.n, candidate_k=c.critical, candidate_finite=c.finite,
+                candidate_n=c.n, with_nan=rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
+                without_nan=rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE)))
     return out
 
 
@@ -148,8 +150,8 @@ def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGr
                 n, k, nan = cells[(model, mode, bit)]
                 r = proportion(k, n, CONFIDENCE)
                 total = critical[(model, mode)]
-                out.append(BitRow(model, mode, bit, float32_field(bit), n, k, nan, r.rate, r.low, r.high,
-                                  k / total if total else math.nan))
+                out.append(BitRow(model=model, mode=mode, bit=bit, field=float32_field(bit), n=n, k=k, nan=nan,
+                                  rate=r.rate, ci_low=r.low, ci_high=r.high, share=k / total if total else math.nan))
     return out
 
 

@@ -16,18 +16,20 @@ from fi_campaign.store import Store
 
 EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "isolation", "layer", "layer_index", "image", "element",
                   "bit", "width", "value_seed", "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value",
-                  "outcome", "images_changed", "nan", "max_abs_diff", "semantics",
+                  "outcome", "images_changed", "nan", "max_abs_diff", "golden_top1", "faulty_top1", "semantics",
                   "detail", "runtime_s", "finished",
                   "injection", "lanes_injected", "lanes_reported", "opcode", "reg", "mask")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # Parquet column types; "layer" is the layer's name, "layer_index" its position (the store's
 # site.layer_name and site.layer); "injection" the injector's account of an NVBitFI run (the
-# store's injection.state), empty with the lanes columns for in-process results
+# store's injection.state), empty with the lanes columns for in-process results; golden_top1 and
+# faulty_top1 the top-1 class of one image (docs/REPORTS.md says which), empty in older stores
 _TYPES = {"site_id": "int64", "model": "string", "mode": "string", "backend": "string", "isolation": "string",
           "layer": "string", "layer_index": "int64", "image": "int64", "element": "int64", "bit": "int64",
           "width": "int64", "value_seed": "int64", "kernel": "string", "kcount": "int64", "igid": "int64",
           "iid": "int64", "op_seed": "float64", "bit_seed": "float64", "value": "float64", "outcome": "string",
-          "images_changed": "int64", "nan": "bool_", "max_abs_diff": "float64", "semantics": "string",
+          "images_changed": "int64", "nan": "bool_", "max_abs_diff": "float64", "golden_top1": "int64",
+          "faulty_top1": "int64", "semantics": "string",
           "detail": "string", "runtime_s": "float64", "finished": "string", "injection": "string",
           "lanes_injected": "int64", "lanes_reported": "int64", "opcode": "string", "reg": "int64", "mask": "int64"}
 

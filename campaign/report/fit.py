@@ -87,5 +87,6 @@ def _count(text: str) -> int:
 def fit_rows(avf: list, raw: RawFit) -> list[FitRow]:
     """FIT of each failure outcome of each model x mode with injections (``avf``: AvfRow)."""
     k = raw.device_rate
-    return [FitRow(r.model, r.mode, r.outcome, r.rate, r.ci_low, r.ci_high, k * r.rate, k * r.ci_low, k * r.ci_high)
+    return [FitRow(model=r.model, mode=r.mode, outcome=r.outcome, avf=r.rate, avf_low=r.ci_low, avf_high=r.ci_high,
+                   fit=k * r.rate, fit_low=k * r.ci_low, fit_high=k * r.ci_high)
             for r in avf if r.outcome in FIT_OUTCOMES and r.n > 0]

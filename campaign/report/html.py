@@ -21,6 +21,7 @@ from fi_campaign.outputs import Output, write_bytes
 from fi_campaign.report.fit import RawFit
 from fi_campaign.report.causes import sentence as cause_sentence
 from fi_campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
+from fi_campaign.store import ModelRecord
 
 TEMPLATE = "report.html.j2"
 
@@ -49,12 +50,10 @@ def pct(x: float | None, digits: int = 2) -> str:
     return "-" if x is None or x != x else f"{100 * x:.{digits}f}"
 
 
-def network(model: dict) -> str:
+def network(model: ModelRecord) -> str:
     """A stored model's architecture in words: 'ResNet-20, relu6, conv-act-bn, cifar10'."""
-    arch = model.get("arch") or {}
-    parts = [f"ResNet-{arch['depth']}" if "depth" in arch else "", arch.get("activation", ""), arch.get("order", ""),
-             model.get("dataset", "")]
-    return ", ".join(p for p in parts if p)
+    arch = model.arch
+    return ", ".join(p for p in (f"ResNet-{arch.depth}", arch.activation, arch.order, model.dataset) if p)
 
 
 def fit_number(x: float) -> str:

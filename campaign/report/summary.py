@@ -9,7 +9,7 @@ import csv
 import json
 import math
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Iterable
 
@@ -21,7 +21,8 @@ from fi_campaign.report.causes import Causes, causes as find_causes, csv_rows as
 from fi_campaign.report.causes import write_csv as write_cause_table
 from fi_campaign.report.fit import FitRow, RawFit, fit_rows
 from fi_campaign.stats import Ratio, proportion, rate_ratio
-from fi_campaign.store import CountCheck, RegretRecord, ResultGroup, Store
+from fi_campaign.store import (CampaignRecord, CountCheck, FaultModelRecord, ModelRecord, RegretRecord, ResultGroup,
+                              Store, Versions, WorkloadRecord)
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
 CONFIDENCE = 0.95
@@ -88,8 +89,10 @@ class UnitRow:
     nan: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Identity:
+    """Which campaign a report is of: the store, the plan's record and what the results hold."""
+
     label: str
     path: str
     name: str
@@ -104,11 +107,20 @@ class Identity:
     reference: str
     injections: int  # planned per model x mode
     config: dict
-    versions: dict
-    models: dict
-    workload: dict  # without the image index list (it can be long; its digest is kept)
-    fault_model: dict
+    versions: Versions
+    models: dict[str, ModelRecord]
+    workload: WorkloadRecord
+    fault_model: FaultModelRecord
     results_by: tuple[str, ...]  # backend/isolation pairs found in the results
+
+    def to_dict(self) -> dict:
+        """The JSON report's identity: the records as the store holds them, the workload without
+        its image index list (it can be long; its digest is kept)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self)}
+        workload = self.workload.to_dict()
+        del workload["indices"]
+        return {**out, "versions": self.versions.to_dict(), "models": {k: m.to_dict() for k, m in self.models.items()},
+                "workload": workload, "fault_model": self.fault_model.to_dict(), "results_by": list(self.results_by)}
 
 
 @dataclass(frozen=True)
@@ -144,7 +156,8 @@ def avf_from_counts(models: Iterable[str], modes: Iterable[str],
                 k = c.get(outcome, 0)
                 total = n + c.get(NOT_INJECTED, 0) if outcome == NOT_INJECTED else n
                 r = proportion(k, total, CONFIDENCE)
-                rows.append(AvfRow(model, mode, outcome, k, total, r.rate, r.low, r.high))
+                rows.append(AvfRow(model=model, mode=mode, outcome=outcome, k=k, n=total, rate=r.rate, ci_low=r.low,
+                                   ci_high=r.high))
     return rows
 
 
@@ -157,8 +170,9 @@ def compare(reference: str, models: Iterable[str], modes: Iterable[str], rows: l
         for model in models:
             if model != reference:
                 cand = crit[(model, mode)]
-                out.append(Comparison(mode, reference, model, ref, cand,
-                                      rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE), why_undefined(ref, cand)))
+                out.append(Comparison(mode=mode, reference=reference, candidate=model, reference_rate=ref,
+                                      candidate_rate=cand, ratio=rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE),
+                                      undefined=why_undefined(ref, cand)))
     return out
 
 
@@ -191,8 +205,10 @@ def strata(models: Iterable[str], modes: Iterable[str], progress: list[tuple[str
         for mode in modes:
             mine = [g for g in groups if (g.model, g.mode) == (model, mode)]
             done, total = planned.get((model, mode), (0, 0))
-            out.append(Stratum(model, mode, total, done, sum(g.count for g in mine if g.outcome in COUNTED),
-                               sum(g.count for g in mine if g.outcome == NOT_INJECTED), sum(g.nan for g in mine)))
+            out.append(Stratum(model=model, mode=mode, planned=total, done=done,
+                               counted=sum(g.count for g in mine if g.outcome in COUNTED),
+                               not_injected=sum(g.count for g in mine if g.outcome == NOT_INJECTED),
+                               nan=sum(g.nan for g in mine)))
     return out
 
 
@@ -227,22 +243,24 @@ def breakdown(kind: str, models: Iterable[str], modes: Iterable[str], groups: li
         c, g = cells[key], cells[key]["g"]
         r = proportion(c["k"], c["n"], CONFIDENCE)
         total = crit.get((model, mode), 0)
-        out.append(UnitRow(model, mode, unit_label(kind, g), g.layer if kind == "layer" else None,
-                           g.layer_name if kind == "layer" else None, g.kernel if kind == "kernel" else None,
-                           g.igid if kind == "kernel" else None, c["n"], c["k"], r.rate, r.low, r.high,
-                           c["k"] / total if total else math.nan, c["ni"], c["nan"]))
+        out.append(UnitRow(model=model, mode=mode, unit=unit_label(kind, g), layer=g.layer if kind == "layer" else None,
+                           layer_name=g.layer_name if kind == "layer" else None,
+                           kernel=g.kernel if kind == "kernel" else None, igid=g.igid if kind == "kernel" else None,
+                           n=c["n"], k=c["k"], rate=r.rate, ci_low=r.low, ci_high=r.high,
+                           share=c["k"] / total if total else math.nan, not_injected=c["ni"], nan=c["nan"]))
     return out
 
 
-def identity(label: str, path: "str | Path", record, config: Config, groups: list[ResultGroup]) -> Identity:
-    workload = {k: v for k, v in record.workload.items() if k != "indices"}
+def identity(label: str, path: "str | Path", record: CampaignRecord, config: Config,
+             groups: list[ResultGroup]) -> Identity:
     return Identity(
-        label, str(path), record.name, record.seed, record.created,
-        min((g.first for g in groups), default=None), max((g.last for g in groups), default=None),
-        config.backend, config.isolation, config.device,
-        config.nvbitfi.dialect if config.backend == "nvbitfi" else None,
-        config.reference, config.injections, json.loads(config.to_json()), record.versions, record.models, workload,
-        record.fault_model, tuple(sorted({f"{g.backend}/{g.isolation}" for g in groups})))
+        label=label, path=str(path), name=record.name, seed=record.seed, created=record.created,
+        first_result=min((g.first for g in groups), default=None), last_result=max((g.last for g in groups), default=None),
+        backend=config.backend, isolation=config.isolation, device=config.device,
+        dialect=config.nvbitfi.dialect if config.backend == "nvbitfi" else None,
+        reference=config.reference, injections=config.injections, config=json.loads(config.to_json()),
+        versions=record.versions, models=record.models, workload=record.workload, fault_model=record.fault_model,
+        results_by=tuple(sorted({f"{g.backend}/{g.isolation}" for g in groups})))
 
 
 def store_labels(paths: list[Path]) -> list[str]:
@@ -268,11 +286,11 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
     kind = "kernel" if config.backend == "nvbitfi" else "layer"
     checks = store.count_checks() if config.backend == "nvbitfi" else []
     ident = replace(identity(label or store.name, store.label, record, config, groups), reference=ref)
-    return StoreReport(ident, strata(models, modes, store.progress(), groups), rows,
-                       compare(ref, models, modes, rows), kind,
-                       breakdown(kind, models, modes, groups), store.regret_rows(), checks,
-                       [count_sentence(c, config.nvbitfi.dialect) for c in checks],
-                       find_causes(ref, models, modes, groups, store.bit_groups()))
+    return StoreReport(identity=ident, strata=strata(models, modes, store.progress(), groups), avf=rows,
+                       comparisons=compare(ref, models, modes, rows), unit_kind=kind,
+                       breakdown=breakdown(kind, models, modes, groups), regret=store.regret_rows(), counts=checks,
+                       count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks],
+                       causes=find_causes(ref, models, modes, groups, store.bit_groups()))
 
 
 def count_sentence(c: CountCheck, dialect: str) -> str:
@@ -359,7 +377,7 @@ def to_json(reports: list[StoreReport], raw: RawFit | None, generated: str) -> d
 def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
     return {
         "label": rep.identity.label,
-        "identity": asdict(rep.identity),
+        "identity": rep.identity.to_dict(),
         "strata": [asdict(s) for s in rep.strata],
         "avf": [asdict(r) for r in rep.avf],
         "comparisons": [{"mode": c.mode, "reference": c.reference, "candidate": c.candidate,

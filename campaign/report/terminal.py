@@ -30,10 +30,9 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
                                   cols, rows, sections)]
     fm = ident.fault_model
     if any(r.mode == "warp_random" for r in report.avf):
-        entries = ", ".join(f"{size}: x_min {x:.6g}, alpha {a:.6g}" for size, (x, a) in fm["entries"].items())
-        origin = f"fitted, {fm['path']}" if fm.get("kind") == "fitted" else "built-in"
-        out.append(f"warp_random fault model: {fm.get('name', fm['table'])} ({origin}) {fm['op']} ({entries}); "
-                   f"{fm['semantics']}")
+        entries = ", ".join(f"{size}: x_min {law.x_min:.6g}, alpha {law.alpha:.6g}" for size, law in fm.entries.items())
+        origin = f"fitted, {fm.origin.path}" if fm.origin and fm.kind == "fitted" else "built-in"
+        out.append(f"warp_random fault model: {fm.name} ({origin}) {fm.op} ({entries}); {fm.semantics}")
     out += report.count_notes
     for s in report.strata:
         if s.nan:

@@ -7,7 +7,6 @@ nowhere else.
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -28,20 +27,19 @@ PLAN_ROWS = 50_000  # sites per INSERT of a plan
 def campaign_row(record: CampaignRecord) -> dict[str, Any]:
     """The campaign table's row for ``record``, planned now: its dict fields as JSON."""
     return dict(id=1, schema_version=SCHEMA_VERSION, name=record.name, seed=record.seed, config=record.config,
-                versions=json.dumps(record.versions), models=json.dumps(record.models),
-                workload=json.dumps(record.workload), fault_model=json.dumps(record.fault_model),
-                created=now())
+                **record.json_columns(), created=now())
 
 
-def campaign_record(row: Mapping[str, Any]) -> CampaignRecord:
-    """``campaign_row`` read back."""
-    return CampaignRecord(row["name"], row["seed"], row["config"], json.loads(row["versions"]),
-                          json.loads(row["models"]), json.loads(row["workload"]), json.loads(row["fault_model"]),
-                          row["created"])
+def campaign_record(row: Mapping[str, Any], label: str) -> CampaignRecord:
+    """``campaign_row`` read back; a row that does not parse is a damaged store."""
+    try:
+        return CampaignRecord.from_columns(row)
+    except ValueError as e:
+        raise StoreError(f"the campaign record in {label} cannot be read ({e}); the store is damaged.") from None
 
 
 def read_campaign(session: Session) -> CampaignRecord:
-    return campaign_record(session.read(lambda con: con.execute(select(campaign_t)).mappings().one()))
+    return campaign_record(session.read(lambda con: con.execute(select(campaign_t)).mappings().one()), session.label)
 
 
 def insert_plan(session: Session, record: CampaignRecord, sites: Iterable[dict]) -> int:

@@ -1,22 +1,189 @@
-"""The plain records that cross the store's border: what is planned, run and reported."""
+"""The plain records that cross the store's border: what is planned, run and reported.
+
+Frozen dataclasses rather than pydantic models: every value is checked once where it enters
+(the config's specs, the checkpoint's metadata, the injector's log), the store hands back what
+it was given, and the records must stay cheap to build by the million (sites, results) with
+nothing to install. The campaign record's sections are stored as JSON columns; each section's
+``from_dict`` reads what every earlier version wrote and ``to_dict`` gives back exactly that
+mapping. Records are built with keywords.
+"""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
+from fi_campaign.models.arch import Arch
+from fi_campaign.models.powerlaw import FaultModelRecord
 
-@dataclass(frozen=True)
+__all__ = ["BitGroup", "CampaignRecord", "CountCheck", "FaultModelRecord", "InjectionRecord", "LaunchCount", "LeftOut",
+           "ModelRecord", "ProfileRecord", "Redraw", "RegretRecord", "Relocation", "Result", "ResultGroup", "ResumePlan",
+           "Site", "StratumStatus", "Versions", "Worker", "WorkerStatus", "WorkloadRecord"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Versions:
+    """What planned the campaign: fi-campaign, torch, numpy, Python and the platform."""
+
+    fi_campaign: str
+    torch: str
+    numpy: str
+    python: str
+    platform: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"fi-campaign": self.fi_campaign, "torch": self.torch, "numpy": self.numpy, "python": self.python,
+                "platform": self.platform}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Versions":
+        return cls(fi_campaign=d["fi-campaign"], torch=d["torch"], numpy=d["numpy"], python=d["python"],
+                   platform=d["platform"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkloadRecord:
+    """The campaign's fixed images: ``count`` test images drawn with ``seed`` from ``source``,
+    their indices in the test split and the digest of their pixels."""
+
+    source: str
+    dataset: str
+    count: int
+    seed: int
+    indices: tuple[int, ...]
+    images_sha256: str
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "dataset": self.dataset, "count": self.count, "seed": self.seed,
+                "indices": list(self.indices), "images_sha256": self.images_sha256}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "WorkloadRecord":
+        return cls(source=d["source"], dataset=d["dataset"], count=d["count"], seed=d["seed"],
+                   indices=tuple(d["indices"]), images_sha256=d["images_sha256"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResumePlan:
+    """Delayed start for one model: the resume points kept within ``budget_mb``, what their golden
+    tensors take, and the expected share of a whole pass an injection still runs with them
+    (``work``) and with every point kept (``work_all``)."""
+
+    layers: tuple[int, ...]
+    budget_mb: int
+    cache_mb: float
+    all_mb: float
+    work: float
+    work_all: float
+
+    def to_dict(self) -> dict:
+        return {"layers": list(self.layers), "budget_mb": self.budget_mb, "cache_mb": self.cache_mb,
+                "all_mb": self.all_mb, "work": self.work, "work_all": self.work_all}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ResumePlan":
+        return cls(layers=tuple(d["layers"]), budget_mb=d["budget_mb"], cache_mb=d["cache_mb"], all_mb=d["all_mb"],
+                   work=d["work"], work_all=d["work_all"])
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeftOut:
+    """Launches an NVBitFI plan left out of the draw, and their share of the group's instructions."""
+
+    launches: int
+    instructions: int
+    total: int  # the group's instructions in the whole profile
+    group: str
+    why: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class ProfileRecord:
+    """The NVBitFI profile a model's sites were drawn from; re-drawn sites come from the same one."""
+
+    path: str
+    sha256: str | None = None
+    left_out: LeftOut | None = None  # None: planned before launches were left out
+
+    def to_dict(self) -> dict:
+        out: dict = {"path": self.path, "sha256": self.sha256}
+        if self.left_out is not None:
+            lo = self.left_out
+            out["left_out"] = {"launches": lo.launches, "instructions": lo.instructions, "total": lo.total,
+                               "group": lo.group, "why": lo.why}
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ProfileRecord":
+        lo = d.get("left_out")
+        return cls(path=d["path"], sha256=d.get("sha256"),
+                   left_out=None if lo is None else LeftOut(launches=lo["launches"], instructions=lo["instructions"],
+                                                            total=lo["total"], group=lo["group"], why=lo["why"]))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRecord:
+    """One model of a campaign as planned: its checkpoint and the hash of its weights, its
+    network, where its accuracy was measured, and what the plan decided for it."""
+
+    checkpoint: str  # a path or zoo:NAME, as the config gave it
+    sha256: str  # of the weights (models.zoo.weights_digest)
+    arch: Arch
+    dataset: str
+    clean_accuracy: float | None
+    accuracy_on: str
+    resume: ResumePlan | None = None  # delayed start; None: whole passes, or planned before it existed
+    profile: ProfileRecord | None = None  # backend nvbitfi
+
+    def to_dict(self) -> dict:
+        out = {"checkpoint": self.checkpoint, "sha256": self.sha256, "arch": self.arch.to_dict(),
+               "dataset": self.dataset, "clean_accuracy": self.clean_accuracy, "accuracy_on": self.accuracy_on}
+        if self.resume is not None:
+            out["resume"] = self.resume.to_dict()
+        if self.profile is not None:
+            out["profile"] = self.profile.to_dict()
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelRecord":
+        return cls(checkpoint=d["checkpoint"], sha256=d["sha256"], arch=Arch(**d["arch"]), dataset=d["dataset"],
+                   clean_accuracy=d["clean_accuracy"], accuracy_on=d["accuracy_on"],
+                   resume=ResumePlan.from_dict(d["resume"]) if d.get("resume") is not None else None,
+                   profile=ProfileRecord.from_dict(d["profile"]) if d.get("profile") is not None else None)
+
+
+@dataclass(frozen=True, kw_only=True)
 class CampaignRecord:
+    """The campaign row: its config (the config's own JSON) and what the plan recorded beside it."""
+
     name: str
     seed: int
-    config: str
-    versions: dict
-    models: dict
-    workload: dict
-    fault_model: dict
+    config: str  # Config JSON (fi_campaign.config.Config.from_json)
+    versions: Versions
+    models: dict[str, ModelRecord]
+    workload: WorkloadRecord
+    fault_model: FaultModelRecord
     created: str = ""
 
+    def json_columns(self) -> dict[str, str]:
+        """The campaign table's JSON columns."""
+        return {"versions": json.dumps(self.versions.to_dict()),
+                "models": json.dumps({k: m.to_dict() for k, m in self.models.items()}),
+                "workload": json.dumps(self.workload.to_dict()), "fault_model": json.dumps(self.fault_model.to_dict())}
 
-@dataclass(frozen=True)
+    @classmethod
+    def from_columns(cls, row) -> "CampaignRecord":
+        """From the campaign table's row, as any version wrote it; ValueError if it cannot be read."""
+        try:
+            return cls(name=row["name"], seed=row["seed"], config=row["config"],
+                       versions=Versions.from_dict(json.loads(row["versions"])),
+                       models={k: ModelRecord.from_dict(m) for k, m in json.loads(row["models"]).items()},
+                       workload=WorkloadRecord.from_dict(json.loads(row["workload"])),
+                       fault_model=FaultModelRecord.from_dict(json.loads(row["fault_model"])), created=row["created"])
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
+            raise ValueError(f"{type(e).__name__}: {e}") from None
+
+
+@dataclass(frozen=True, kw_only=True)
 class Site:
     id: int
     model: str
@@ -62,7 +229,7 @@ class Redraw:
     ran: bool  # a GPU run showed it; False: the count was known from an earlier run
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Relocation:
     """Where a re-drawn site ended up: the accepted proposal, stored in place of the planned one."""
 
@@ -71,7 +238,7 @@ class Relocation:
     iid: int
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InjectionRecord:
     """The injector log's account of one run: what was written, to how many threads."""
 
@@ -86,7 +253,7 @@ class InjectionRecord:
     log_kernel: str | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Result:
     site_id: int
     outcome: str
@@ -98,6 +265,10 @@ class Result:
     semantics: str
     runtime_s: float
     detail: str | None = None
+    # top-1 class of the golden and the faulty outputs of one image (-1: a NaN logit, no class);
+    # which image: docs/REPORTS.md. None where there is no such image or output (a DUE's faulty one)
+    golden_top1: int | None = None
+    faulty_top1: int | None = None
     # backend nvbitfi: stored beside the result, in the same transaction
     injection: InjectionRecord | None = None
     relocated: Relocation | None = None
@@ -120,7 +291,7 @@ class CountCheck:
     rejected_runs: int  # runs spent on proposals rejected by their log
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class RegretRecord:
     """One model's clean and noisy accuracy (paper Fig. 5); fractions, intervals at 95%."""
 
@@ -188,7 +359,7 @@ class StratumStatus:
     busy_s: float  # seconds its injections ran, pauses between runs left out (store.timing)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Worker:
     """Who a worker is, as it registers with the store: the owner name of the sites it claims,
     and the Slurm job and array index it runs in (None outside Slurm)."""

@@ -65,6 +65,10 @@ result_t = Table(
     Column("detail", String),  # why a DUE is a DUE; what a process run left behind
     Column("runtime_s", Float, nullable=False),
     Column("finished", String, nullable=False),
+    # top-1 class of one image's golden and faulty outputs (-1: a NaN logit); NULL in results of
+    # stores older than migration 0003, and where there is no such output (docs/REPORTS.md)
+    Column("golden_top1", Integer),
+    Column("faulty_top1", Integer),
 )
 # regret evaluations (`evaluate --regret --db`), beside the campaign they belong with
 regret_t = Table(
@@ -142,8 +146,8 @@ worker_t = Table(
 )
 SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed",
                "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value")
-RESULT_FIELDS = ("backend", "isolation", "outcome", "images_changed", "nan", "max_abs_diff", "semantics", "detail",
-                 "runtime_s", "finished")
+RESULT_FIELDS = ("backend", "isolation", "outcome", "images_changed", "nan", "max_abs_diff", "golden_top1", "faulty_top1",
+                 "semantics", "detail", "runtime_s", "finished")
 # the injector's own account of an NVBitFI run (empty for in-process results)
 INJECTION_FIELDS = ("state", "lanes_injected", "lanes_reported", "opcode", "reg", "mask")
 EXPORT_FIELDS = ("site_id",) + SITE_FIELDS + RESULT_FIELDS  # one exported row: a site and its result

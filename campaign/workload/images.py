@@ -2,11 +2,15 @@
 from __future__ import annotations
 
 import hashlib
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fi_campaign.errors import UserError
 from fi_campaign.models import data as cifar
+
+if TYPE_CHECKING:
+    from fi_campaign.store import WorkloadRecord
 
 
 def image_digest(images: np.ndarray) -> str:
@@ -19,11 +23,11 @@ def workload_images(source: str, count: int, seed: int) -> tuple[cifar.ImageSet,
     return full.subset(indices), indices
 
 
-def workload_inputs(workload: dict) -> np.ndarray:
+def workload_inputs(workload: "WorkloadRecord") -> np.ndarray:
     """The campaign's normalised input images, checked against the digest stored at plan time."""
-    images, _ = workload_images(workload["source"], workload["count"], workload["seed"])
-    if image_digest(images.images) != workload["images_sha256"]:
-        raise UserError(f"the images at {workload['source']} differ from those the campaign was planned on.")
+    images, _ = workload_images(workload.source, workload.count, workload.seed)
+    if image_digest(images.images) != workload.images_sha256:
+        raise UserError(f"the images at {workload.source} differ from those the campaign was planned on.")
     return cifar.normalise(images.images, images.dataset).numpy()
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -12,6 +13,9 @@ from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
 from fi_campaign.models.resnet import CifarResNet
 from fi_campaign.models.resume import GoldenActivations, Resumer, recording
+
+if TYPE_CHECKING:
+    from fi_campaign.store import WorkloadRecord
 
 
 def resolve_device(device: str) -> str:
@@ -40,7 +44,7 @@ class Workload:
     resumer: Resumer | None = None
 
     @classmethod
-    def open(cls, checkpoint: str, expect_sha256: str, workload: dict, device: str, batch_size: int,
+    def open(cls, checkpoint: str, expect_sha256: str, workload: "WorkloadRecord", device: str, batch_size: int,
              math: str = "fp32", resume_layers: list[int] | None = None) -> "Workload":
         """``resume_layers``: the resume points (models.resume) whose golden tensors are
         recorded during the golden run, for faulted passes that start there."""

@@ -16,12 +16,18 @@ import json
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fi_campaign.models.powerlaw import FaultModelRecord
 
-def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, device: str, fault_model: dict,
-               math: str = "fp32") -> Path:
+if TYPE_CHECKING:
+    from fi_campaign.store import WorkloadRecord
+
+
+def write_root(root: Path, checkpoint: str, workload: "WorkloadRecord", batch_size: int, device: str,
+               fault_model: FaultModelRecord, math: str = "fp32") -> Path:
     """The folder every workload process of one model reads: images.npy and workload.json."""
     from fi_campaign.workload.images import workload_inputs
     from fi_campaign.models import zoo
@@ -29,7 +35,7 @@ def write_root(root: Path, checkpoint: str, workload: dict, batch_size: int, dev
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
     spec = json.dumps({"checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size,
-                       "device": device, "fault_model": fault_model, "math": math})
+                       "device": device, "fault_model": fault_model.to_dict(), "math": math})
     # several workers write the same root while others' processes read it: replace atomically
     tmp = root / f".images.{os.getpid()}.npy"
     np.save(tmp, workload_inputs(workload))
@@ -72,17 +78,23 @@ def _inputs(path: Path) -> np.ndarray:
     return inputs
 
 
-def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | None]:
-    """The run's spec, images and fault, checked before torch is imported (so a bad file costs
-    no start-up)."""
+def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | None, FaultModelRecord | None]:
+    """The run's spec, images, fault and fault model, checked before torch is imported (so a bad
+    file costs no start-up)."""
     spec = _read_json(root / "workload.json", {"checkpoint": str, "batch_size": int, "device": str, "fault_model": dict})
     if spec["batch_size"] < 1:
         raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
     images = _inputs(root / "images.npy")
     site = _read_json(fault, {"image": int, "mode": str}) if fault else None
-    if site is not None and not 0 <= site["image"] < len(images):
+    if site is None:
+        return spec, images, None, None
+    if not 0 <= site["image"] < len(images):
         raise BadInput(f"{fault}: image {site['image']} is not one of the {len(images)} workload images.")
-    return spec, images, site
+    try:
+        fault_model = FaultModelRecord.from_dict(spec["fault_model"])
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise BadInput(f"{root / 'workload.json'}: fault_model is not a stored fault model.") from None
+    return spec, images, site, fault_model
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -96,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
 
     keep_freed_memory()
     try:
-        spec, images, site = _read_run(args.root, args.fault)
+        spec, images, site, fault_model = _read_run(args.root, args.fault)
     except BadInput as e:
         print(f"workload program: {e}", file=sys.stderr)
         return 2
@@ -116,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     inputs = torch.from_numpy(images).to(spec["device"])
     b = spec["batch_size"]
     faults, target = None, -1
-    if site is not None:
+    if site is not None and fault_model is not None:
         target = site["image"]
-        faults = site_faults([site], np.array([target % b]), spec["fault_model"])
+        faults = site_faults([site], np.array([target % b]), fault_model)
     injector = Injector(model)
     out = []
     with torch.inference_mode():

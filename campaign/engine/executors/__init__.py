@@ -11,19 +11,29 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from fi_campaign.classify import Outcome
     from fi_campaign.config import Config
-    from fi_campaign.store import CampaignRecord, Result, Site, Store
+    from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site, Store
 
 BACKEND = "pytorch"
 
 
-def semantics(mode: str, fault_model: dict) -> str:
+def semantics(mode: str, fault_model: "FaultModelRecord") -> str:
     if mode == "single_bit":
         return "framework: xor one bit of one float32 conv/linear output"
     fm = fault_model
-    sampler = fm.get("sampler", "numpy-pcg64/1")  # stores planned before models.sampler.SPEC
-    return (f"framework: warp of 32 outputs, {fm['semantics']}, {fm.get('name', fm['table'])} {fm['op']} "
-            f"{fm['size']}, sampler {sampler}")
+    return (f"framework: warp of 32 outputs, {fm.semantics}, {fm.name} {fm.op} {fm.size}, sampler {fm.lanes}")
+
+
+def result_of(site: "Site", judged: "Outcome", *, backend: str, isolation: str, semantics: str, runtime_s: float,
+              detail: str | None = None, **nvbitfi) -> "Result":
+    """The result of ``site`` as judged; ``nvbitfi``: what an NVBitFI run stores beside it."""
+    from fi_campaign.store import Result
+
+    return Result(site_id=site.id, outcome=judged.outcome, images_changed=judged.images_changed, nan=judged.nan,
+                  max_abs_diff=judged.max_abs_diff, golden_top1=judged.golden_top1, faulty_top1=judged.faulty_top1,
+                  backend=backend, isolation=isolation, semantics=semantics, runtime_s=runtime_s, detail=detail,
+                  **nvbitfi)
 
 
 class Executor(Protocol):

@@ -9,11 +9,11 @@ import numpy as np
 
 from fi_campaign.classify import classify_batch
 from fi_campaign.config import Config
-from fi_campaign.engine.executors import BACKEND, semantics
-from fi_campaign.store import CampaignRecord, Result, Site
+from fi_campaign.engine.executors import BACKEND, result_of, semantics
+from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site
 
 
-def fault_batch(sites: list[Site], fault_model: dict):
+def fault_batch(sites: list[Site], fault_model: FaultModelRecord):
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
     from fi_campaign.models.faults import site_faults
 
@@ -26,13 +26,14 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
     if not config.resumes:
         return []
     info = record.models[name]
-    if "resume" not in info:
+    plan = info.resume
+    if plan is None:
         from fi_campaign.workload.resume import resume_plan
-        from fi_campaign.models.resnet import Arch, build
+        from fi_campaign.models.resnet import build
 
-        info = {"resume": resume_plan(build(Arch(**info["arch"])), config.layer_weighting,
-                                      len(record.workload["indices"]), config.resume_cache_mb)}
-    return list(info["resume"]["layers"])
+        plan = resume_plan(build(info.arch), config.layer_weighting, len(record.workload.indices),
+                           config.resume_cache_mb)
+    return list(plan.layers)
 
 
 class InProcess:
@@ -41,7 +42,7 @@ class InProcess:
 
         info = record.models[name]
         layers = resume_layers(record, config, name)
-        self.w = Workload.open(info["checkpoint"], info["sha256"], record.workload, device, config.batch_size,
+        self.w = Workload.open(info.checkpoint, info.sha256, record.workload, device, config.batch_size,
                                config.math, resume_layers=layers)
         self.w.check_reproducible(config.tolerance)
         self.record, self.config = record, config
@@ -51,10 +52,12 @@ class InProcess:
         t0 = time.perf_counter()
         rows = np.array([s.image for s in sites])
         faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model))
-        outcomes = classify_batch(self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance)
+        # one image per injection: the one its fault landed in, so its classes are the ones shown
+        outcomes = classify_batch(self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance,
+                                  shown=np.zeros(len(sites), dtype=int))
         per = (time.perf_counter() - t0) / len(sites)
         label = semantics(mode, self.record.fault_model)
-        return [Result(s.id, o.outcome, o.images_changed, o.nan, o.max_abs_diff, BACKEND, "inprocess", label, per)
+        return [result_of(s, o, backend=BACKEND, isolation="inprocess", semantics=label, runtime_s=per)
                 for s, o in zip(sites, outcomes)]
 
     def close(self) -> None:

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fi_campaign.classify import DUE, MASKED, NOT_INJECTED
+from fi_campaign.classify import DUE, MASKED, NOT_INJECTED, Outcome
 from fi_campaign.config import Config
-from fi_campaign.engine.executors import processes
+from fi_campaign.engine.executors import processes, result_of
 from fi_campaign.engine.executors.processes import Processes, thread_env
 from fi_campaign.errors import UserError
 from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site,
@@ -93,7 +93,9 @@ class Nvbitfi(Processes):
         tool = self.install.dummy_injector or self.install.injector
         kcount = launch.index if self.install.dummy_injector else len(self.profile.launches)
         mode = "single_bit" if "single_bit" in self.config.modes else self.config.modes[0]
-        text = self._info_text(mode, NvSite(launch.kernel, kcount, self.proposals.igid, 0, 0.0, 0.0), None)
+        probe = NvSite(kernel=launch.kernel, kcount=kcount, igid=self.proposals.igid, iid=0, op_id_seed=0.0,
+                       bit_id_seed=0.0)
+        text = self._info_text(mode, probe, None)
         key = hashlib.sha256((self.root / "workload.json").read_bytes() + str(tool).encode() + text.encode()).hexdigest()
         meta = self.root / "timing.json"
         with open(self.root / ".timing.lock", "w") as lock:
@@ -148,27 +150,29 @@ class Nvbitfi(Processes):
         planned = Location(site.kernel, site.kcount, site.iid)
         settled = settle(planned, self.proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
         loc, r = settled.location, settled.outcome
-        extra = dict(relocated=None if loc == planned else Relocation(loc.kernel, loc.kcount, loc.iid),
-                     redraws=tuple(Redraw(site.id, x.location.kernel, x.location.kcount, x.location.iid,
-                                          x.injector_count, x.ran) for x in settled.rejected),
-                     launch_counts=tuple(LaunchCount(self.name, site.igid, k, self.profile.launches[k].kernel,
-                                                     self.proposals.profile_count(k), c, site.id)
+        extra = dict(relocated=None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid),
+                     redraws=tuple(Redraw(site_id=site.id, kernel=x.location.kernel, kcount=x.location.kcount,
+                                          iid=x.location.iid, injector_count=x.injector_count, ran=x.ran)
+                                   for x in settled.rejected),
+                     launch_counts=tuple(LaunchCount(model=self.name, igid=site.igid, kcount=k,
+                                                     kernel=self.profile.launches[k].kernel,
+                                                     profile_count=self.proposals.profile_count(k), injector_count=c,
+                                                     site_id=site.id)
                                          for k, c in settled.learned.items()))
-        label = self.label(mode)
+        about = dict(backend=self.backend, isolation=self.isolation, semantics=self.label(mode), runtime_s=spent[0])
         if r is None:
-            detail = (f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
-                      "(its counts are far below the profile's)")
-            return Result(site.id, NOT_INJECTED, 0, False, None, self.backend, self.isolation, label, spent[0],
-                          detail, **extra)
+            why = (f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
+                   "(its counts are far below the profile's)")
+            return result_of(site, Outcome.without_outputs(NOT_INJECTED, why), detail=why, **about, **extra)
         if r.refused is not None:
-            return Result(site.id, NOT_INJECTED, 0, False, None, self.backend, self.isolation, label, spent[0],
-                          f"not run: {r.refused}", **extra)
-        outcome, changed, nan, diff, reason = self._judge(r, site, loc)
-        dropped = outcome == MASKED and not self.keep_runs
+            why = f"not run: {r.refused}"
+            return result_of(site, Outcome.without_outputs(NOT_INJECTED, why), detail=why, **about, **extra)
+        judged = self._judge(r, site, loc)
+        dropped = judged.outcome == MASKED and not self.keep_runs
         if dropped:
             shutil.rmtree(d, ignore_errors=True)
-        return Result(site.id, outcome, changed, nan, diff, self.backend, self.isolation, label, spent[0],
-                      reason or (None if dropped else str(d)), injection=_injection_record(r.log), **extra)
+        return result_of(site, judged, detail=judged.reason or (None if dropped else str(d)),
+                         injection=_injection_record(r.log), **about, **extra)
 
     def _attempt(self, d: Path, site: Site, loc, mode: str) -> _Run:
         """One run of a proposal in a fresh run directory; a site the injector cannot be given
@@ -180,7 +184,8 @@ class Nvbitfi(Processes):
 
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        nv = NvSite(loc.kernel, loc.kcount, site.igid, loc.iid, site.op_seed, site.bit_seed)
+        nv = NvSite(kernel=loc.kernel, kcount=loc.kcount, igid=site.igid, iid=loc.iid, op_id_seed=site.op_seed,
+                    bit_id_seed=site.bit_seed)
         try:
             write_injection_info(d, self._info_text(mode, nv, site))
         except NvbitfiError as e:
@@ -198,7 +203,7 @@ class Nvbitfi(Processes):
 
         if self.config.nvbitfi.dialect == "fi-campaign":
             fm = self.record.fault_model
-            law = tuple(fm["entries"][fm["size"]]) if mode == "warp_random" else None
+            law = (fm.entries[fm.size].x_min, fm.entries[fm.size].alpha) if mode == "warp_random" else None
             return render_injection_info("fi-campaign", mode, nv, value_seed=site.value_seed if site else 0, law=law)
         value = site.value if site and mode == "warp_random" and self.config.nvbitfi.powerlaw_line else None
         return render_injection_info(self.config.nvbitfi.dialect, mode, nv, value)
@@ -212,7 +217,7 @@ class Nvbitfi(Processes):
 
         return read_injection_log(d)
 
-    def _judge(self, r: _Run, site: Site, loc) -> tuple[str, int, bool, float | None, str | None]:
+    def _judge(self, r: _Run, site: Site, loc) -> Outcome:
         from fi_campaign.nvbitfi_tools.injlog import verdict
 
         log, ended = r.log, r.ended
@@ -221,10 +226,10 @@ class Nvbitfi(Processes):
             drift = log.index == loc.kcount and log.kernel_name not in (None, loc.kernel)
             why = (f"launch-sequence drift: launch {loc.kcount} ran {log.kernel_name[:80]}, not the planned kernel"
                    if drift else "injector reported no fault applied")
-            return NOT_INJECTED, 0, False, None, f"{why}: {log.reason}"
+            return Outcome.without_outputs(NOT_INJECTED, f"{why}: {log.reason}")
         if v == "due":
             reason = ended.due_reason() or (f"Xid {r.xids[0].code}" if r.xids else "kernel error reported by the injector")
-            return DUE, 0, False, None, reason
+            return Outcome.without_outputs(DUE, reason)
         return super().judge(r.d, site, ended)
 
     def label(self, mode: str) -> str:
@@ -240,14 +245,14 @@ def _planned_profile(record: CampaignRecord, config: Config, name: str):
     """The profile the model's sites were drawn from; re-drawn sites must come from the same one."""
     from fi_campaign.nvbitfi_tools.profile import parse_profile
 
-    info = record.models[name].get("profile") or {}
-    path = Path(info.get("path", ""))
+    info = record.models[name].profile
+    path = Path(info.path if info else "")
     try:
         data = path.read_bytes()
     except OSError:
         raise UserError(f"the NVBitFI profile model {name} was planned from ({path}) cannot be read; restore it, "
                         "since re-drawn sites must come from the same profile.") from None
-    if info.get("sha256") and hashlib.sha256(data).hexdigest() != info["sha256"]:
+    if info and info.sha256 and hashlib.sha256(data).hexdigest() != info.sha256:
         raise UserError(f"the NVBitFI profile {path} has changed since model {name} was planned; restore it or "
                         "plan a new campaign.")
     return parse_profile(data.decode("utf-8", errors="replace"), config.nvbitfi.dialect, str(path))
@@ -255,5 +260,6 @@ def _planned_profile(record: CampaignRecord, config: Config, name: str):
 
 def _injection_record(log: InjectionLog) -> InjectionRecord:
     hit = tuple((lane.lane, lane.before, lane.after) for lane in log.lanes if lane.injected)
-    return InjectionRecord(log.state.value, log.lanes_injected, len(log.lanes), log.opcode, log.reg, log.mask, hit,
-                           log.index, log.kernel_name)
+    return InjectionRecord(state=log.state.value, lanes_injected=log.lanes_injected, lanes_reported=len(log.lanes),
+                           opcode=log.opcode, reg=log.reg, mask=log.mask, lanes=hit, log_index=log.index,
+                           log_kernel=log.kernel_name)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from fi_campaign.classify import DUE, MASKED, classify_batch
+from fi_campaign.classify import DUE, MASKED, Outcome, classify_batch, top1
 from fi_campaign.config import Config
-from fi_campaign.engine.executors import BACKEND, semantics
+from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.errors import UserError
 from fi_campaign.store import CampaignRecord, Result, Site
 from fi_campaign.workload import process
@@ -65,7 +65,7 @@ class Processes:
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
-        self.root = write_root(root / name, info["checkpoint"], record.workload, config.batch_size, device,
+        self.root = write_root(root / name, info.checkpoint, record.workload, config.batch_size, device,
                                record.fault_model, config.math)
         self.threads = threads
         # workers share the cores: each workload process gets its share, not all of them
@@ -119,8 +119,11 @@ class Processes:
         (d / "fault.json").write_text(json.dumps(asdict(site)))
         return command(self.root, d / "fault.json")
 
-    def judge(self, d: Path, site: Site, ended: process.Ended) -> tuple[str, int, bool, float | None, str | None]:
-        """(outcome, images changed, nan, max |diff|, DUE reason) of a finished run."""
+    def judge(self, d: Path, site: Site, ended: process.Ended) -> Outcome:
+        """A finished run against the golden outputs; a DUE says why. The top-1 classes shown are
+        those of the site's image (a framework-level fault reaches no other image); a site
+        without one (NVBitFI) shows the image ``classify_batch`` picks."""
+        golden_top1 = None if site.image is None else int(top1(self.golden[site.image]))
         reason = ended.due_reason()
         if reason is None:
             try:
@@ -130,9 +133,9 @@ class Processes:
             except (OSError, ValueError):
                 reason = "no valid output file"
         if reason is not None:
-            return DUE, 0, False, None, reason
-        o = classify_batch(self.golden[None], faulty[None], self.config.tolerance)[0]
-        return o.outcome, o.images_changed, o.nan, o.max_abs_diff, None
+            return Outcome.without_outputs(DUE, reason, golden_top1)
+        shown = None if site.image is None else np.array([site.image])
+        return classify_batch(self.golden[None], faulty[None], self.config.tolerance, shown)[0]
 
     def label(self, mode: str) -> str:
         return semantics(mode, self.record.fault_model)
@@ -143,12 +146,13 @@ class Processes:
             d = self.root / str(s.id)
             d.mkdir(parents=True, exist_ok=True)
             ended = process.run(self.prepare(d, s, mode), d, self.timeout_s, self.env)
-            outcome, changed, nan, diff, reason = self.judge(d, s, ended)
-            dropped = outcome == MASKED and not self.keep_runs
+            judged = self.judge(d, s, ended)
+            dropped = judged.outcome == MASKED and not self.keep_runs
             if dropped:
                 shutil.rmtree(d, ignore_errors=True)
-            results.append(Result(s.id, outcome, changed, nan, diff, self.backend, self.isolation, self.label(mode),
-                                  ended.runtime_s, reason or (None if dropped else str(d))))
+            results.append(result_of(s, judged, backend=self.backend, isolation=self.isolation,
+                                     semantics=self.label(mode), runtime_s=ended.runtime_s,
+                                     detail=judged.reason or (None if dropped else str(d))))
         return results
 
     def close(self) -> None:
