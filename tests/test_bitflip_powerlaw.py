@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from fi_campaign.models.faults import WARP, BitFlips, Injector, LayerInfo, WarpValues, describe_layers, warp_geometry
-from fi_campaign.models.powerlaw import FLT_MAX, OPS, SIZES, TABLES, PowerLaw, entry, size_bucket
+from fi_campaign.models.powerlaw import FLT_MAX, OPS, SIZES, TABLES, PowerLaw, TableError, entry, size_bucket
 from fi_campaign.models.resnet import Arch, build, injectable_layers
 
 torch.manual_seed(0)
@@ -440,7 +440,7 @@ def test_entry_layout_is_op_times_3_plus_size():
 
 
 def test_entry_rejects_unknown_names():
-    with pytest.raises(KeyError, match="unknown power-law table"):
+    with pytest.raises(TableError, match="unknown power-law table"):
         entry("dsn2022", "FMUL", "common")
     with pytest.raises(ValueError):
         entry("dsn2021-fu", "FDIV", "common")
