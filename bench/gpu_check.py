@@ -2,6 +2,7 @@
 rehearses every step that needs no GPU on the CPU machine.
 
     python bench/gpu_check.py [--dry] [--full] [--out DIR] [--work DIR] [--budget SECONDS] [--only a,b]
+                              [--per-stratum N]
     make gpu-check OUT=$OUT          # on the GPU machine (docs/NVBITFI.md, "Verified and not yet")
     make gpu-check DRY=1             # on the CPU machine
 
@@ -31,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
     ap.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for all steps (default {BUDGET_S:.0f})")
     ap.add_argument("--only", help="comma-separated steps to run, the others skipped: " + ",".join(s.name for s in STEPS))
+    ap.add_argument("--per-stratum", type=int, help="SASS campaign: injections per model x mode (default: as many "
+                    "as fit in its time, at least 30)")
     args = ap.parse_args(argv)
     only = None
     if args.only:
@@ -42,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or Path(tempfile.mkdtemp(prefix="fi-gpu-check-"))
     print(f"[gpu-check] work folder {work}, output {out}", flush=True)
     summary = run(Options(work=work.resolve(), out=out.resolve(), dry=args.dry, full=args.full, budget_s=args.budget,
-                          only=only))
+                          only=only, per_stratum=args.per_stratum))
     print(table(summary), end="")
     return 1 if summary["counts"]["failed"] else 0
 

@@ -132,3 +132,81 @@ def test_the_whole_dry_run_passes_and_rehearses_every_cpu_step(tmp_path):
     assert set(configs["figures"]["sass_planned"]) == {"baseline single_bit", "baseline warp_random",
                                                        "hardened single_bit", "hardened warp_random"}
     assert by["programs"]["status"] in ("ok", "skipped")
+
+
+STUB = REPO / "tests" / "gpucheck_stub"
+TOOL = REPO / "nvbitfi_tools" / "tool"
+REHEARSED = ("environment", "tool_host", "configs", "doctor", "c_program", "torch_dummy", "workaround", "counts",
+             "sass_campaign")
+
+
+def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str], Path]:
+    """A stand-in tool build, nvidia-smi, saxpy, python3 and C host (tests/gpucheck_stub/standin.py),
+    and the environment the check runs in; returns it and the work folder, whose state.json
+    names the stand-ins as the steps it leaves out would have."""
+    import shutil as sh
+
+    from fi_campaign.nvbitfi_tools import build
+
+    if sh.which("g++") is None:
+        pytest.skip("g++ is not installed, so the tool's host build that the stand-in uses cannot be made")
+    home = tmp_path / "tool"
+    for rel in ("profiler/profiler.so", "injector/injector.so", "injector/injector-dummy.so"):
+        (home / rel).parent.mkdir(parents=True, exist_ok=True)
+        (home / rel).write_bytes(b"")
+    (home / build.MARKER).write_text(json.dumps({"tool": "fi-campaign", "dialect": "fi-campaign", "nvbit_version": "1.7.7.3",
+                                                 "nvcc_version": "13.0.88", "arch": "90",
+                                                 "sources_sha256": build.sources_digest(TOOL)}))
+    host = tmp_path / "host_test"
+    subprocess.run(["g++", "-std=c++17", "-O2", "-ffp-contract=off", str(TOOL / "tests" / "host_test.cpp"), "-o", str(host)],
+                   check=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, role in (("nvidia-smi", "nvidia-smi"), ("python3", "python"), ("pyhost", "pyhost"), ("saxpy", "saxpy")):
+        (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STUB / "standin.py"}" {role} "$@"\n')
+        (bin_dir / name).chmod(0o755)
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "state.json").write_text(json.dumps({"tool_home": str(home), "saxpy": str(bin_dir / "saxpy"),
+                                                 "pyhost": str(bin_dir / "pyhost")}))
+    paths = [str(STUB), str(REPO / "src"), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=os.pathsep.join(paths),
+               FI_GPU_CHECK_STUB="1", FI_WORKLOAD_PYTHON=str(bin_dir / "python3"), FI_HOST_TEST=str(host))
+    if silent_python:
+        env["FAKE_NO_PYTHON_CALLBACKS"] = "1"
+    return env, work
+
+
+@pytest.mark.slow  # 2 to 4 min here: two DUMMY campaigns' worth of stand-in processes
+@pytest.mark.parametrize("silent_python", [False, True], ids=["tool-sees-python", "no-callbacks-in-python"])
+def test_the_gpu_steps_rehearsed_against_a_stand_in_tool(tmp_path, silent_python):
+    """The GPU steps' own logic, end to end, on a machine without a GPU: the stand-in plays
+    nvidia-smi, saxpy and the workload under the tool, writing what the tool writes through
+    its host build. With no callbacks inside python3, the DUMMY campaign's failure names it and
+    the C host's campaign (the workaround) carries the later steps."""
+    env, work = stand_in_machine(tmp_path, silent_python)
+    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--work", str(work), "--out",
+                           str(tmp_path / "out"), "--only", ",".join(REHEARSED), "--per-stratum", "2"],
+                          capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
+    summary = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    by = {s["name"]: s for s in summary["steps"]}
+    report = done.stdout[-3000:]
+    for name in ("environment", "tool_host", "configs", "doctor", "c_program", "counts", "sass_campaign"):
+        assert by[name]["status"] == "ok", (name, by[name]["error"], report)
+    assert by["environment"]["figures"]["gpus"][0]["driver"] == "580.159.04"
+    c = by["c_program"]["figures"]
+    assert c["profile"]["launches"] == 6 and c["dummy"]["masked"] == 20 and c["dummy"]["counts_equal_profile"] == 20
+    assert c["real"]["injected"] == c["real"]["records_right"] > 0  # per-lane records checked against the sampler
+    if silent_python:
+        assert by["torch_dummy"]["status"] == "failed"
+        assert "no kernel-launch callback arrived inside the workload process" in by["torch_dummy"]["error"]
+        assert by["workaround"]["status"] == "ok" and by["workaround"]["figures"]["outcomes"] == {"masked": 20}
+    else:
+        assert by["torch_dummy"]["status"] == "ok" and by["torch_dummy"]["figures"]["outcomes"] == {"masked": 20}
+        assert by["workaround"]["status"] == "skipped" and by["workaround"]["reason"].startswith("not needed")
+    counts = by["counts"]["figures"]
+    assert counts["launches"] == counts["checked"] == counts["equal"] == 5 and counts["complete"]
+    strata = by["sass_campaign"]["figures"]["strata"]
+    assert set(strata) == {"baseline single_bit", "baseline warp_random", "hardened single_bit", "hardened warp_random"}
+    assert all(v["done"] == v["planned"] == 2 for v in strata.values())
+    assert done.returncode == (1 if silent_python else 0)

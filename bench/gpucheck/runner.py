@@ -30,6 +30,7 @@ from bench.gpucheck.plan import BUDGET_S, STEPS, SUMMARY_S, Spec, limit_for
 
 REPO = Path(__file__).resolve().parents[2]
 TAG = "FI_GPU_CHECK_TAG"
+PER_STRATUM = "FI_GPU_CHECK_PER_STRATUM"
 BUNDLE_LIMIT = 15 * 2**20  # a file that comes back from the GPU machine is at most 16 MiB
 KEEP = ("*.log", "*.json", "*.yaml", "*.db", "nvbitfi-igprofile.txt", "build.log", "stdout.txt", "stderr.txt",
         "nvbitfi-injection-log-temp.txt", "nvbitfi-injection-info.txt", "timing.json")
@@ -58,6 +59,7 @@ class Options:
     only: frozenset[str] | None = None  # run just these steps (the others: skipped)
     python: str = sys.executable
     steps: tuple[Spec, ...] = STEPS
+    per_stratum: int | None = None  # the SASS campaign's injections per model x mode (default: what fits)
     module: str = "bench.gpucheck.steps"  # what runs a step: python -m MODULE NAME --work W --limit S [--dry]
 
 
@@ -76,7 +78,7 @@ def skip_reason(spec: Spec, o: Options) -> str | None:
     if o.only is not None and spec.name not in o.only:
         return "not selected (--only)"
     if o.dry and spec.dry_only_full and not o.full:
-        return "dry run without --full (make gpu-check DRY=1 FULL=1 runs it: minutes on the CPU machine)"
+        return "dry run without --full (make gpu-check DRY=1 FULL=1 builds the whole tool against .nvbit)"
     return None
 
 
@@ -99,6 +101,8 @@ def step_env(o: Options, state: dict, tag: str) -> dict[str, str]:
     if state.get("path"):
         env["PATH"] = os.pathsep.join([*state["path"], env.get("PATH", "")])
     env.update(state.get("env") or {})
+    if o.per_stratum is not None:
+        env[PER_STRATUM] = str(o.per_stratum)
     return env
 
 
@@ -226,6 +230,7 @@ def run(o: Options) -> dict:
         "wall_s": round(time.monotonic() - t0, 1), "budget_s": o.budget_s,
         "host": {"machine": platform.machine(), "node": platform.node(), "python": platform.python_version(),
                  "executable": o.python},
+        "device": device_of(results),
         "counts": {k: sum(r.status == k for r in results) for k in ("ok", "failed", "skipped")},
         "steps": [asdict(r) for r in results],
     }
@@ -233,10 +238,21 @@ def run(o: Options) -> dict:
     return summary
 
 
+def device_of(results: list[Result]) -> dict:
+    """The GPU, driver, toolkit, PyTorch and NVBit release the figures were taken with."""
+    env = next((r.figures for r in results if r.name == "environment"), {})
+    gpu = (env.get("gpus") or [{}])[0]
+    return {"gpu": gpu.get("name"), "driver": gpu.get("driver"), "compute_cap": gpu.get("compute_cap"),
+            "nvcc": env.get("nvcc"), "torch": (env.get("torch") or {}).get("version"),
+            "python": (env.get("python") or {}).get("version"), "nvbit": (env.get("nvbit") or {}).get("version"),
+            "nvbit_source": (env.get("nvbit") or {}).get("source")}
+
+
 def table(summary: dict) -> str:
     rows = [f"fi-campaign gpu-check{' (dry run)' if summary['dry_run'] else ''}: {summary['counts']['ok']} ok, "
             f"{summary['counts']['failed']} failed, {summary['counts']['skipped']} skipped in {summary['wall_s']:.0f} s "
-            f"(started {summary['started']})"]
+            f"(started {summary['started']})",
+            "  device: " + ", ".join(f"{k} {v}" for k, v in summary.get("device", {}).items() if v)]
     for s in summary["steps"]:
         note = s["error"] or s["reason"] or ""
         rows.append(f"  {s['name']:<16} {s['status']:<8} {s['duration_s']:7.1f} s  {note}")

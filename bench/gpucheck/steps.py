@@ -135,7 +135,7 @@ def environment(ctx: Ctx) -> dict:
                 out.splitlines()[0] if out.strip() else "")
         else:
             f[key] = None
-    include = Path(sysconfig.get_config_var("INCLUDEPY") or "")
+    include, _ = python_build_paths()
     f["python_headers"] = str(include / "Python.h") if (include / "Python.h").is_file() else None
     try:
         import torch
@@ -365,8 +365,7 @@ def programs(ctx: Ctx) -> dict:
             ctx.save(saxpy=str(out / "saxpy"))
         except Failed as e:
             errors.append(str(e))
-    include = Path(sysconfig.get_config_var("INCLUDEPY") or "")
-    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    include, libdir = python_build_paths()
     f["python_headers"] = (include / "Python.h").is_file()
     if not f["python_headers"]:
         absent.append(f"pyhost: no Python.h at {include} (this Python's development headers are not installed)")
@@ -393,6 +392,19 @@ def programs(ctx: Ctx) -> dict:
     if absent and len(absent) == 2:
         raise Skipped("; ".join(absent))
     return f
+
+
+def python_build_paths() -> tuple[Path, str]:
+    """This Python's headers and library folder; a relocated build (such as a standalone one
+    unpacked elsewhere) may still name its build-time paths, so its own prefix is tried too."""
+    tag = sysconfig.get_config_var("VERSION") + (sysconfig.get_config_var("ABIFLAGS") or "")
+    include = Path(sysconfig.get_config_var("INCLUDEPY") or "")
+    if not (include / "Python.h").is_file():
+        include = Path(sys.base_prefix) / "include" / f"python{tag}"
+    libdir = sysconfig.get_config_var("LIBDIR") or ""
+    if not Path(libdir).is_dir():
+        libdir = str(Path(sys.base_prefix) / "lib")
+    return include, libdir
 
 
 def configs(ctx: Ctx) -> dict:
@@ -597,7 +609,8 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
                env=env, timeout=max(30, ctx.left() * 0.6))
     except Failed as e:
         prof = runs_dir(db) / "baseline" / "profile"
-        log = prof / LOG_FILE
+        kept = runs_dir(db) / "baseline" / "nvbitfi-igprofile.txt"  # where plan moves the profiler's log
+        log = prof / LOG_FILE if (prof / LOG_FILE).exists() else kept
         size = log.stat().st_size if log.exists() else None
         f["profile_log_bytes"] = size
         f["profile_stderr"] = last_line((prof / "stderr.txt").read_text(errors="replace")) if (prof / "stderr.txt").exists() else None
@@ -751,6 +764,8 @@ def sass_campaign(ctx: Ctx) -> dict:
     overhead = float(ctx.state.get("profile_s") or 60.0) + 6 * per_run + 20  # hardened's profile, golden and timing runs
     n = int((ctx.left() - overhead) * w / (4 * per_run * 1.25))
     n = max(MIN_PER_STRATUM, min(n, 400))
+    if os.environ.get("FI_GPU_CHECK_PER_STRATUM"):  # gpu_check.py --per-stratum
+        n = int(os.environ["FI_GPU_CHECK_PER_STRATUM"])
     db = ctx.dir() / "sass.db"
     f: dict = {"per_stratum": n, "workers": w, "assumed_run_s": per_run}
     t = time.monotonic()
@@ -773,9 +788,9 @@ def sass_campaign(ctx: Ctx) -> dict:
     f["injector_states"] = states
     f["count_checks"] = [c.__dict__ for c in store.count_checks()]
     ctx.save(sass_n=n)
-    short = [k for k, v in f["strata"].items() if v["done"] < MIN_PER_STRATUM]
+    short = [k for k, v in f["strata"].items() if v["done"] < min(n, MIN_PER_STRATUM)]
     if short:
-        raise Failed(f"fewer than {MIN_PER_STRATUM} results in {', '.join(short)} before the deadline", f)
+        raise Failed(f"fewer than {min(n, MIN_PER_STRATUM)} results in {', '.join(short)} before the deadline", f)
     return f
 
 
@@ -812,6 +827,19 @@ STEP_FUNCTIONS: dict[str, Callable[[Ctx], dict]] = {
 }
 
 
+def plain(x):
+    """``x`` as strict JSON can hold it: NaN becomes null and infinities "inf" / "-inf"."""
+    if isinstance(x, float) and x != x:
+        return None
+    if isinstance(x, float) and x in (float("inf"), float("-inf")):
+        return "inf" if x > 0 else "-inf"
+    if isinstance(x, dict):
+        return {str(k): plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [plain(v) for v in x]
+    return x
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.gpucheck.steps")
     ap.add_argument("name", choices=sorted(STEP_FUNCTIONS))
@@ -836,7 +864,8 @@ def main(argv: list[str] | None = None) -> int:
         result = {"status": "failed", "figures": {}, "error": f"{args.name}: {type(e).__name__}: {last_line(str(e))}"}
     results = args.work / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(result, indent=2, default=str), encoding="utf-8")
+    (results / f"{args.name}.json").write_text(json.dumps(plain(result), indent=2, default=str, allow_nan=False),
+                                               encoding="utf-8")
     return 0
 
 
