@@ -186,9 +186,20 @@ def install(ctx: Ctx) -> dict:
         f["missing_from_whl"] = missing
     pip = [sys.executable, "-m", "pip"]
     wheel_dir, site = ctx.dir("wheel"), ctx.work / "site"
+    if not ctx.dry:  # should this step fail, the later ones still find fi-campaign in the working tree
+        ctx.save(pythonpath=[str(site), str(REPO / "src")], path=[str(site / "bin")])
     t = time.monotonic()
-    ctx.sh([*pip, "wheel", "-q", "--no-index", "--find-links", WHEELS, "--no-deps", "-w", wheel_dir, REPO],
-           "building fi-campaign's wheel offline (setuptools from .whl)", timeout=120)
+    try:
+        ctx.sh([*pip, "wheel", "-q", "--no-index", "--find-links", WHEELS, "--no-deps", "-w", wheel_dir, REPO],
+               "building fi-campaign's wheel offline (setuptools from .whl)", timeout=120)
+    except Failed as e:
+        if not ctx.dry:  # the carried requirements at least, beside the working tree's fi-campaign
+            runtime = [w.path for w in wheels.carried(WHEELS) if w.name not in wheels.BUILD_ONLY]
+            subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
+                            *map(str, runtime)], check=False)
+            raise Failed(f"{e}; later steps use fi-campaign from the working tree (src/) and the carried wheels", f) \
+                from None
+        raise
     f["wheel_build_s"] = round(time.monotonic() - t, 1)
     ours = next(wheel_dir.glob("fi_campaign-*.whl"))
     f["wheel"] = {"file": ours.name, "mb": round(ours.stat().st_size / 2**20, 1)}
@@ -202,8 +213,16 @@ def install(ctx: Ctx) -> dict:
                     "--abi", "cp312", *[x for p in wheels.PLATFORMS for x in ("--platform", p)],
                     "--find-links", stand_ins]
     t = time.monotonic()
-    ctx.sh([*resolve, "fi-campaign[bench]"], "resolving fi-campaign[bench] from .whl and "
-           + ("stand-ins for the GPU image (Python 3.12)" if ctx.dry else "this machine's packages"), timeout=120)
+    try:
+        ctx.sh([*resolve, "fi-campaign[bench]"], "resolving fi-campaign[bench] from .whl and "
+               + ("stand-ins for the GPU image (Python 3.12)" if ctx.dry else "this machine's packages"), timeout=120)
+    except Failed as e:
+        if not ctx.dry:  # every carried requirement and fi-campaign anyway, so that the later steps can try
+            runtime = [ours, *(w.path for w in wheels.carried(WHEELS) if w.name not in wheels.BUILD_ONLY)]
+            subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
+                            *map(str, runtime)], check=False)
+            raise Failed(f"{e}; every carried wheel was installed anyway, without pip's resolution", f) from None
+        raise
     f["resolve_s"] = round(time.monotonic() - t, 1)
     plan = wheels.resolution(report)
     carried = {w.name: w for w in wheels.carried(WHEELS)}
