@@ -98,8 +98,9 @@ def step_env(o: Options, state: dict, tag: str) -> dict[str, str]:
     paths = state.get("pythonpath") or []
     if paths:
         env["PYTHONPATH"] = os.pathsep.join([*paths, *([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])])
-    if state.get("path"):
-        env["PATH"] = os.pathsep.join([*state["path"], env.get("PATH", "")])
+    extra = [*(state.get("path") or []), *(state.get("tool_path") or [])]
+    if extra:
+        env["PATH"] = os.pathsep.join([*extra, env.get("PATH", "")])
     env.update(state.get("env") or {})
     if o.per_stratum is not None:
         env[PER_STRATUM] = str(o.per_stratum)

@@ -137,6 +137,13 @@ def environment(ctx: Ctx) -> dict:
             f[key] = None
     include, _ = python_build_paths()
     f["python_headers"] = str(include / "Python.h") if (include / "Python.h").is_file() else None
+    # NVBit disassembles every function it instruments with nvdisasm (NVDISASM, else the one on PATH)
+    beside = Path(nvcc).resolve().parent / "nvdisasm" if nvcc else None
+    f["nvdisasm"] = shutil.which("nvdisasm") or (str(beside) if beside and beside.is_file() else None)
+    off_path = [str(Path(x).parent) for x, name in ((nvcc, "nvcc"), (f["nvdisasm"], "nvdisasm"))
+                if x and not shutil.which(name)]
+    if off_path:  # CUDA's tools outside PATH: the later steps get their folder on it
+        ctx.save(tool_path=sorted(set(off_path)))
     try:
         import torch
 
@@ -156,6 +163,8 @@ def environment(ctx: Ctx) -> dict:
     ctx.save(sm=sm, torch_before=(f["torch"] or {}).get("version"), torch_file=(f["torch"] or {}).get("file"))
     if not ctx.dry and not f.get("gpus"):
         raise Failed("no GPU: nvidia-smi found none (or is missing)", f)
+    if not ctx.dry and not f["nvdisasm"]:
+        raise Failed("no nvdisasm on PATH or beside nvcc: NVBit needs it to read the kernels it instruments", f)
     return f
 
 
