@@ -165,6 +165,8 @@ def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str
     for name, role in (("nvidia-smi", "nvidia-smi"), ("python3", "python"), ("pyhost", "pyhost"), ("saxpy", "saxpy")):
         (bin_dir / name).write_text(f'#!/bin/sh\nexec "{sys.executable}" "{STUB / "standin.py"}" {role} "$@"\n')
         (bin_dir / name).chmod(0o755)
+    (bin_dir / "nvdisasm").write_text("#!/bin/sh\nexit 0\n")  # NVBit's disassembler: the environment step asks for it
+    (bin_dir / "nvdisasm").chmod(0o755)
     work = tmp_path / "w"
     work.mkdir()
     (work / "state.json").write_text(json.dumps({"tool_home": str(home), "saxpy": str(bin_dir / "saxpy"),

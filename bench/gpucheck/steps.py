@@ -16,11 +16,13 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import sysconfig
 import time
 import traceback
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -89,6 +91,16 @@ class Ctx:
         if not ok(done.returncode):
             raise Failed(f"{what}: exit code {done.returncode}: {last_line(done.stderr + done.stdout)}")
         return done
+
+
+@contextmanager
+def keeping(figures: dict):
+    """A Failed raised inside carries ``figures`` (what the step measured before it failed)."""
+    try:
+        yield figures
+    except Failed as e:
+        e.figures = {**figures, **e.figures}
+        raise
 
 
 def last_line(text: str) -> str:
@@ -658,9 +670,13 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
     profile = read_profile(profile_path, "fi-campaign")
     f["profile"] = {"launches": len(profile.launches), "kernels": len(profile.kernels()), "fp32": profile.total("fp32"),
                     "unknown_opcodes": sum(x.opcodes.get("UNKNOWN", 0) for x in profile.launches)}
+    # a profile came out, so the tool sees this workload's launches: the later steps can use it
+    ctx.save(python_instrumented=True, dummy_db=str(db), profile=str(profile_path),
+             workload_root=str(runs_dir(db) / "baseline"), profile_s=f["plan_s"], launcher_env=env_delta(env))
     t = time.monotonic()
-    ctx.sh([*FI, "--db", db, "run", "--per-gpu", str(workers()), "--keep-runs"], "fi-campaign run (DUMMY injector)",
-           env=env, timeout=ctx.left() - 5)
+    with keeping(f):
+        ctx.sh([*FI, "--db", db, "run", "--per-gpu", str(workers()), "--keep-runs"], "fi-campaign run (DUMMY injector)",
+               env=env, timeout=ctx.left() - 5)
     f["run_s"] = round(time.monotonic() - t, 1)
     rows = list(store.export_rows())
     outcomes: dict[str, int] = {}
@@ -671,9 +687,7 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
              mean_injection_s=round(sum(r["runtime_s"] or 0 for r in rows) / max(1, len(rows)), 2),
              injection_states=sorted({i.state for i in store.injections().values()}),
              count_checks=[c.__dict__ for c in store.count_checks()])
-    ctx.save(python_instrumented=True, dummy_db=str(db), profile=str(profile_path),
-             workload_root=str(runs_dir(db) / "baseline"), inject_run_s=f["mean_injection_s"] or timing["runtime_s"],
-             profile_s=f["plan_s"], launcher_env=env_delta(env))
+    ctx.save(inject_run_s=f["mean_injection_s"] or timing["runtime_s"])
     if outcomes.get("masked", 0) != DUMMY_INJECTIONS:
         raise Failed(f"DUMMY campaign: {outcomes.get('masked', 0)}/{DUMMY_INJECTIONS} masked (expected all): {outcomes}", f)
     return f
@@ -760,25 +774,31 @@ def stratum_figures(db: Path) -> dict:
     return out
 
 
-def run_until(ctx: Ctx, cmd: list, what: str, deadline_s: float, env: dict[str, str] | None = None) -> tuple[float, bool]:
+def run_until(ctx: Ctx, cmd: list, what: str, deadline_s: float, env: dict[str, str] | None = None,
+              name: str = "run") -> tuple[float, bool]:
     """``cmd`` until it ends or ``deadline_s`` passes; then SIGINT (a run stops between
     results, keeping them), SIGKILL 20 s later. Returns (seconds, stopped early)."""
     print(f"$ {' '.join(map(str, cmd))}", flush=True)
+    out = ctx.dir() / f"{name}.log"
     t = time.monotonic()
-    p = subprocess.Popen([str(c) for c in cmd], env=env, stdin=subprocess.DEVNULL)
-    try:
-        p.wait(timeout=max(1.0, deadline_s))
-        stopped = False
-    except subprocess.TimeoutExpired:
-        p.send_signal(2)
+    with out.open("w") as sink:
+        p = subprocess.Popen([str(c) for c in cmd], env=env, stdin=subprocess.DEVNULL, stdout=sink,
+                             stderr=subprocess.STDOUT)
         try:
-            p.wait(timeout=20)
+            p.wait(timeout=max(1.0, deadline_s))
+            stopped = False
         except subprocess.TimeoutExpired:
-            p.kill()
-            p.wait()
-        stopped = True
+            p.send_signal(signal.SIGINT)
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            stopped = True
+    text = out.read_text(errors="replace")
+    print(text[-20000:], flush=True)
     if p.returncode not in (0, None) and not stopped:
-        raise Failed(f"{what}: exit code {p.returncode} (see the log)")
+        raise Failed(f"{what}: exit code {p.returncode}: {last_line(text)}")
     return time.monotonic() - t, stopped
 
 
@@ -796,12 +816,20 @@ def sass_campaign(ctx: Ctx) -> dict:
         n = int(os.environ["FI_GPU_CHECK_PER_STRATUM"])
     db = ctx.dir() / "sass.db"
     f: dict = {"per_stratum": n, "workers": w, "assumed_run_s": per_run}
+    ctx.save(sass_n=n)
     t = time.monotonic()
-    ctx.sh([*FI, "--db", db, "plan", ctx.state["configs"]["sass"], "--injections", n,
-            "--profile", f"baseline={ctx.state['profile']}"], "fi-campaign plan (profiles the hardened model)",
-           env=env, timeout=max(30, ctx.left() * 0.4))
+    with keeping(f):
+        ctx.sh([*FI, "--db", db, "plan", ctx.state["configs"]["sass"], "--injections", n,
+                "--profile", f"baseline={ctx.state['profile']}"], "fi-campaign plan (profiles the hardened model)",
+               env=env, timeout=max(30, ctx.left() * 0.4))
     f["plan_s"] = round(time.monotonic() - t, 1)
-    took, stopped = run_until(ctx, [*FI, "--db", db, "run", "--per-gpu", w], "fi-campaign run", ctx.left() - 25, env)
+    t = time.monotonic()
+    error = None
+    try:
+        took, stopped = run_until(ctx, [*FI, "--db", db, "run", "--per-gpu", w], "fi-campaign run", ctx.left() - 25, env,
+                                  name="sass-run")
+    except Failed as e:  # e.g. too many not_injected: the results so far still tell
+        took, stopped, error = time.monotonic() - t, False, str(e)
     f.update(run_s=round(took, 1), stopped_at_deadline=stopped, strata=stratum_figures(db))
     from fi_campaign.store import Store
 
@@ -815,7 +843,8 @@ def sass_campaign(ctx: Ctx) -> dict:
         states[rec.state] = states.get(rec.state, 0) + 1
     f["injector_states"] = states
     f["count_checks"] = [c.__dict__ for c in store.count_checks()]
-    ctx.save(sass_n=n)
+    if error:
+        raise Failed(error, f)
     short = [k for k, v in f["strata"].items() if v["done"] < min(n, MIN_PER_STRATUM)]
     if short:
         raise Failed(f"fewer than {min(n, MIN_PER_STRATUM)} results in {', '.join(short)} before the deadline", f)
