@@ -32,6 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 TAG = "FI_GPU_CHECK_TAG"
 PER_STRATUM = "FI_GPU_CHECK_PER_STRATUM"
 BUNDLE_LIMIT = 15 * 2**20  # a file that comes back from the GPU machine is at most 16 MiB
+SKIP_FOLDERS = {"site", "wheel", "image-stand-ins", "CMakeFiles"}  # installed packages and build trees
 KEEP = ("*.log", "*.json", "*.yaml", "*.db", "nvbitfi-igprofile.txt", "build.log", "stdout.txt", "stderr.txt",
         "nvbitfi-injection-log-temp.txt", "nvbitfi-injection-info.txt", "timing.json")
 
@@ -269,7 +270,8 @@ def write_outputs(summary: dict, o: Options) -> None:
 def bundle(work: Path, target: Path) -> None:
     """The logs and the small artefacts of the work folder, largest left out first when the
     bundle would pass what one file brought back from the GPU machine may hold."""
-    files = [p for p in work.rglob("*") if p.is_file() and not p.is_symlink() and any(p.match(k) for k in KEEP)]
+    files = [p for p in work.rglob("*") if p.is_file() and not p.is_symlink() and any(p.match(k) for k in KEEP)
+             and not set(p.relative_to(work).parts[:-1]) & SKIP_FOLDERS]
     files.sort(key=lambda p: p.stat().st_size)
     chosen, total = [], 0
     for p in files:  # smallest first, so a few big files cannot crowd out the logs
