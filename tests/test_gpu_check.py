@@ -181,21 +181,26 @@ def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str
 
 @pytest.mark.slow  # 2 to 4 min here: two DUMMY campaigns' worth of stand-in processes
 @pytest.mark.parametrize("silent_python", [False, True], ids=["tool-sees-python", "no-callbacks-in-python"])
-def test_the_gpu_steps_rehearsed_against_a_stand_in_tool(tmp_path, silent_python):
+def test_the_gpu_steps_rehearsed_against_a_stand_in_tool(tmp_path, monkeypatch, silent_python):
     """The GPU steps' own logic, end to end, on a machine without a GPU: the stand-in plays
     nvidia-smi, saxpy and the workload under the tool, writing what the tool writes through
     its host build. With no callbacks inside python3, the DUMMY campaign's failure names it and
-    the C host's campaign (the workaround) carries the later steps."""
+    the C host's campaign (the workaround) carries the later steps. The steps' time caps are
+    raised: stand-in processes on a loaded CPU are slower than the GPU machine's, and the caps
+    are not what this checks."""
+    from dataclasses import replace
+
     env, work = stand_in_machine(tmp_path, silent_python)
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--work", str(work), "--out",
-                           str(tmp_path / "out"), "--only", ",".join(REHEARSED), "--per-stratum", "2"],
-                          capture_output=True, text=True, timeout=900, cwd=REPO, env=env)
-    summary = json.loads((tmp_path / "out" / "gpu-check.json").read_text())
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    steps = tuple(replace(s, cap_s=s.cap_s * 5) for s in STEPS)
+    summary = run(Options(work=work, out=tmp_path / "out", budget_s=7200, steps=steps, only=frozenset(REHEARSED),
+                          per_stratum=2))
     by = {s["name"]: s for s in summary["steps"]}
-    report = done.stdout[-3000:]
     for name in ("environment", "tool_host", "configs", "doctor", "c_program", "counts", "sass_campaign"):
-        assert by[name]["status"] == "ok", (name, by[name]["error"], report)
+        assert by[name]["status"] == "ok", (name, by[name]["error"])
     assert by["environment"]["figures"]["gpus"][0]["driver"] == "580.159.04"
+    assert summary["device"]["driver"] == "580.159.04" and summary["device"]["compute_cap"] == "9.0"
     c = by["c_program"]["figures"]
     assert c["profile"]["launches"] == 6 and c["dummy"]["masked"] == 20 and c["dummy"]["counts_equal_profile"] == 20
     assert c["real"]["injected"] == c["real"]["records_right"] > 0  # per-lane records checked against the sampler
@@ -211,4 +216,4 @@ def test_the_gpu_steps_rehearsed_against_a_stand_in_tool(tmp_path, silent_python
     strata = by["sass_campaign"]["figures"]["strata"]
     assert set(strata) == {"baseline single_bit", "baseline warp_random", "hardened single_bit", "hardened warp_random"}
     assert all(v["done"] == v["planned"] == 2 for v in strata.values())
-    assert done.returncode == (1 if silent_python else 0)
+    assert summary["counts"]["failed"] == (1 if silent_python else 0)
