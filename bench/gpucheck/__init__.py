@@ -5,7 +5,8 @@ needs no GPU on the CPU machine (``make gpu-check DRY=1``).
 
 - ``plan``: the steps, their order, time caps and what each needs;
 - ``runner``: runs each step in its own process within the time left, and writes the summary;
-- ``steps``: what each step does (it runs in the environment the install step made);
+- ``steps``: the entry of one step's process; ``context`` what every step shares;
+- ``prepare``, ``sass``, ``speed``: what the steps do (without a GPU; the SASS path; speed);
 - ``wheels``: the wheels that travel with the working tree, and installing from them;
 - ``toolrun``: running a program directly under the tool's profiler or injector.
 """
