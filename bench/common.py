@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -12,7 +13,10 @@ from typing import Callable
 
 import yaml
 
-EXE = str(Path(sys.executable).with_name("fi-campaign"))
+# the console script beside this interpreter, else the one on PATH (an install with pip --target,
+# as bench/gpu_check.py makes on the GPU machine, puts it in the target's bin/)
+_BESIDE = Path(sys.executable).with_name("fi-campaign")
+EXE = str(_BESIDE) if _BESIDE.exists() else shutil.which("fi-campaign") or str(_BESIDE)
 
 
 def machine(device: str = "cpu") -> str:

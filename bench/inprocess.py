@@ -1,6 +1,6 @@
 """In-process injection throughput against its limit and against PyTorchFI, measured in one run.
 
-    python bench/inprocess.py [--quick] [--device cpu|cuda] [--batch 256] [--archs resnet20,resnet44]
+    python bench/inprocess.py [--quick] [--device cpu|cuda] [--batch 256] [--archs resnet20,resnet44] [--json F]
 
 For each network (the committed ResNet-20 and ResNet-44 CIFAR-10 baselines):
 
@@ -19,11 +19,13 @@ elements and bits; PyTorchFI's own single-bit model quantises to 8 bits, so a cu
 flips the float32 bit as fi-campaign does) on the same model and images, used two ways: one
 fault per forward pass on a batch of one (its per-injection API), and one fault per batch row
 (its batched API, the best it can do). The script checks that both produce fi-campaign's logits,
-and that the resumed passes produce the whole passes' logits bit for bit.
+and that the resumed passes produce the whole passes' logits bit for bit. --json F also writes
+every rate and check to F (bench/gpu_check.py reads it).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -129,8 +131,8 @@ def pytorchfi_contenders(ckpt: str, w: Workload, layers, sites: list[Site], per_
     return {"PyTorchFI, one per pass": (per_injection, per_site), "PyTorchFI, one per row": (len(sites), batched)}
 
 
-def resumed_contenders(w: Workload, layers, batch: int, fm: dict, expected: dict[str, float]
-                       ) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
+def resumed_contenders(w: Workload, layers, batch: int, fm: dict, expected: dict[str, float],
+                       checks: dict[str, bool]) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
     """Delayed start: a claim window of sites per weighting and mode, run sorted by layer; checks
     that they give the whole passes' logits bit for bit, and fills ``expected``."""
     points, kept = resume_points(w.model), w.activations.layers
@@ -147,6 +149,7 @@ def resumed_contenders(w: Workload, layers, batch: int, fm: dict, expected: dict
             same = np.array_equal(run().view(np.uint32), run(resume=False).view(np.uint32))
             print(f"  resumed {mode} {weighting}: logits {'bit for bit' if same else 'NOT bit for bit'} the whole passes'")
             name = f"resumed {mode} {weighting}"
+            checks[f"{name}: logits bit for bit the whole passes'"] = bool(same)
             out[name] = (WINDOW_CHUNKS * batch, run)
             expected[name] = 1 / pass_work(points, kept, [[s.layer for s in c] for c in chunks])
             expected[f"{weighting} per site"] = 1 / per_site
@@ -154,7 +157,7 @@ def resumed_contenders(w: Workload, layers, batch: int, fm: dict, expected: dict
 
 
 def kernel_rates(ckpt: str, w: Workload, layers, batch: int, rounds: int, per_injection: int,
-                 device: str, expected: dict[str, float]) -> dict[str, float]:
+                 device: str, expected: dict[str, float], checks: dict[str, bool]) -> dict[str, float]:
     """Injections (images) per second of each contender, timed alternately in one run."""
     law = powerlaw.entry("dsn2021-fu", "FFMA", "common")
     fm = {"size": "common", "entries": {"common": [law.x_min, law.alpha]}}
@@ -162,7 +165,7 @@ def kernel_rates(ckpt: str, w: Workload, layers, batch: int, rounds: int, per_in
     sites = {m: sites_for(layers, m, batch) for m in MODES}
     contenders: dict[str, tuple[int, Callable[[], np.ndarray]]] = {"fault-free": (batch, lambda: w.forward(rows))}
     contenders |= {m: (batch, lambda s=s: w.forward(rows, fault_batch(s, fm), resume=False)) for m, s in sites.items()}
-    contenders |= resumed_contenders(w, layers, batch, fm, expected)
+    contenders |= resumed_contenders(w, layers, batch, fm, expected, checks)
     try:
         contenders |= pytorchfi_contenders(ckpt, w, layers, sites["single_bit"], per_injection, device)
     except ImportError:
@@ -174,6 +177,8 @@ def kernel_rates(ckpt: str, w: Workload, layers, batch: int, rounds: int, per_in
         top1 = (theirs.argmax(1) == ours[: len(theirs)].argmax(1)).mean()
         print(f"  {name}: logits {'bit for bit' if same else 'not bit for bit'} fi-campaign's, "
               f"top-1 agrees on {top1:.1%} of {len(theirs)} injections")
+        checks[f"{name}: logits bit for bit fi-campaign's"] = bool(same)
+        checks[f"{name}: top-1 agrees on every injection"] = bool(top1 == 1.0)
     med = alternating({k: f for k, (_, f) in contenders.items()}, rounds)
     return {k: contenders[k][0] / t for k, t in med.items()}
 
@@ -232,7 +237,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--archs", default="resnet20,resnet44")
+    ap.add_argument("--json", type=Path, help="also write every rate and check to this file")
     args = ap.parse_args()
+    report: dict = {"machine": machine(args.device), "device": args.device, "quick": args.quick, "batch": args.batch,
+                    "images": IMAGES, "archs": {}}
     rounds, per_injection, n = (3, 30, 1024) if args.quick else (10, 200, 8192)  # 8,192: one full window
     print(machine(args.device))
     print(f"{IMAGES} bundled CIFAR-10 test images, batch {args.batch}; kernel: median of {rounds} alternating "
@@ -249,7 +257,8 @@ def main() -> None:
             print(f"  golden activations: {len(w.activations.layers)} of {len(points)} layers kept, "
                   f"{w.activations.nbytes / 2**20:,.0f} MB; workload start {start:.2f} s, with them {start_kept:.2f} s")
             expected: dict[str, float] = {}
-            k = kernel_rates(ckpt, w, layers, args.batch, rounds, per_injection, args.device, expected)
+            checks: dict[str, bool] = {}
+            k = kernel_rates(ckpt, w, layers, args.batch, rounds, per_injection, args.device, expected, checks)
             limit = k["fault-free"]
             print(f"  fault-free inference {limit:,.0f} images/s")
             for mode in MODES:
@@ -272,6 +281,12 @@ def main() -> None:
                       f"(whole-pass kernel), {k['resumed single_bit elements'] / k[name]:,.2f}x (resumed kernel), "
                       f"{loops[(True, 'elements')]['single_bit'] / k[name]:,.2f}x (resumed campaign loop)")
             w.close()
+            report["archs"][arch] = {
+                "checkpoint": ckpt, "fault_free_images_s": limit, "kernel_inj_s": k, "expected_x": expected,
+                "campaign_inj_s": {("resumed " if r else "whole ") + wt: rates for (r, wt), rates in loops.items()},
+                "pytorchfi": any(c.startswith("PyTorchFI") for c in k), "checks": checks}
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Process-isolated injection (`isolation: process`, the path NVBitFI campaigns take): where the
 time goes, measured in one run.
 
-    python bench/process.py [--quick] [--injections N]
+    python bench/process.py [--quick] [--injections N] [--device cpu|cuda] [--json F]
 
 1. Start-up of the workload program (`python -m fi_campaign.workload.program`), split by running its stages
    as separate programs, alternating: the interpreter alone; + its imports (torch, numpy, the
@@ -11,10 +11,14 @@ time goes, measured in one run.
    workload processes (claiming, writing the fault, spawning, waiting, comparing, storing) is
    wall time minus the processes' own run time. The fixed start (opening the store, writing
    the workload, the golden runs) is reported apart: it is paid once per campaign and model.
+
+--device cuda runs the workload processes on the GPU (each pays CUDA's start-up too); --json F
+also writes the figures to F (bench/gpu_check.py reads it).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
@@ -29,7 +33,8 @@ CONFIG = {"seed": 1, "isolation": "process", "batch_size": 64, "golden_runs": 2,
 
 
 def stage_programs(root: Path, fault: Path, out: Path) -> dict[str, list[str]]:
-    imports = "import numpy, torch; from models import zoo; from models.faults import Injector, site_faults"
+    imports = ("import numpy, torch; from fi_campaign.models import zoo; "
+               "from fi_campaign.models.faults import Injector, site_faults")
     load = (f"{imports}; import json; s = json.load(open('{root}/workload.json')); "
             f"zoo.load(s['checkpoint'], device=s['device']); numpy.load('{root}/images.npy')")
     py = sys.executable
@@ -37,7 +42,7 @@ def stage_programs(root: Path, fault: Path, out: Path) -> dict[str, list[str]]:
             "whole program": [py, "-m", "fi_campaign.workload.program", str(root), str(fault), "--out", str(out)]}
 
 
-def startup(root: Path, fault: Path, rounds: int) -> None:
+def startup(root: Path, fault: Path, rounds: int) -> dict[str, float]:
     import subprocess
 
     programs = stage_programs(root, fault, root.parent / "bench-logits.npy")
@@ -47,9 +52,10 @@ def startup(root: Path, fault: Path, rounds: int) -> None:
     for k, t in med.items():
         print(f"  {k:<14} {t:6.3f} s   (+{t - prev:.3f} s)")
         prev = t
+    return med
 
 
-def overhead(db: Path) -> tuple[Path, Path]:
+def overhead(db: Path, figures: dict) -> tuple[Path, Path]:
     from fi_campaign.engine import runner
     from fi_campaign.store import runs_dir
     from fi_campaign.store import Store
@@ -71,6 +77,9 @@ def overhead(db: Path) -> tuple[Path, Path]:
     print(f"  orchestration overhead: {steady - inside:.3f} s = {(steady - inside) / steady:.2%} of wall, "
           f"{1000 * (steady - inside) / n:.1f} ms per injection")
     print(f"  throughput: {n / steady:.3f} inj/s ({steady / n:.2f} s per injection)")
+    figures.update(injections=n, fixed_start_s=first - t0, wall_s=steady, inside_s=inside,
+                   overhead_share=(steady - inside) / steady, overhead_ms_per_injection=1000 * (steady - inside) / n,
+                   injections_per_s=n / steady)
     runs = runs_dir(db) / "baseline"
     fault = next(runs.glob("*/fault.json"))
     return runs, fault
@@ -80,13 +89,18 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--injections", type=int, help="per mode (default 6 quick, 30 full)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--json", type=Path, help="also write the figures to this file")
     args = ap.parse_args()
     n = args.injections or (6 if args.quick else 30)
-    print(machine())
+    print(machine(args.device))
+    figures: dict = {"machine": machine(args.device), "device": args.device}
     with tempfile.TemporaryDirectory() as tmp:
-        db = plan_store(Path(tmp), "bench-process", CONFIG | {"injections": n})
-        root, fault = overhead(db)
-        startup(root, fault, 3 if args.quick else 10)
+        db = plan_store(Path(tmp), "bench-process", CONFIG | {"injections": n, "device": args.device})
+        root, fault = overhead(db, figures)
+        figures["startup_s"] = startup(root, fault, 3 if args.quick else 10)
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -128,13 +128,15 @@ def dry_campaign(inst, injections: int = 20) -> Line:
                 + ("" if ok else "; expected all: the workload is not deterministic under NVBit"))
 
 
-def diagnose(home: str | None, dialect: str | None) -> list[Line]:
+def diagnose(home: str | None, dialect: str | None, dry_run: bool = True) -> list[Line]:
     from fi_campaign.errors import UserError
 
     lines, gpu = gpu_lines()
     more, inst = install_lines(home, dialect)
     lines += more + own_tool_lines(inst)
-    if gpu and inst.ok and inst.dummy_injector is not None:
+    if not dry_run:
+        lines.append(Line(False, "dry campaign: not run (--no-dry-run).", required=False))
+    elif gpu and inst.ok and inst.dummy_injector is not None:
         try:
             lines.append(dry_campaign(inst))
         except UserError as e:

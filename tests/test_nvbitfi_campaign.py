@@ -239,6 +239,24 @@ def test_doctor_on_an_empty_folder_says_no_ok_for_the_build(tmp_path, monkeypatc
     assert any(line.startswith("  MISS  ") and "profiler" in line for line in lines), result.output
 
 
+def test_doctor_no_dry_run_checks_the_machine_and_the_build_only(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from fi_campaign import doctor
+
+    monkeypatch.setattr(doctor, "gpu_lines", lambda: ([doctor.Line(True, "GPU 0: a stand-in")], True))
+    inst = SimpleNamespace(ok=True, dummy_injector=tmp_path / "injector-dummy.so", dialect="fi-campaign", home=tmp_path)
+    monkeypatch.setattr(doctor, "install_lines", lambda home, dialect: ([], inst))
+    monkeypatch.setattr(doctor, "own_tool_lines", lambda inst: [])
+    ran = []
+    monkeypatch.setattr(doctor, "dry_campaign", lambda inst: ran.append(inst) or doctor.Line(True, "dry campaign: 20/20"))
+    lines = doctor.diagnose(None, None, dry_run=False)
+    assert ran == [] and lines[-1].text == "dry campaign: not run (--no-dry-run)." and not lines[-1].required
+    assert doctor.diagnose(None, None)[-1].text == "dry campaign: 20/20" and ran == [inst]
+    result = CliRunner().invoke(main, ["doctor", "--no-dry-run"])
+    assert result.exit_code == 0 and "dry campaign: not run (--no-dry-run)." in result.output and len(ran) == 1
+
+
 def _plan_and_run(tmp_path, config, profile, *extra, db_name="x.db", run_ok=True):
     db = tmp_path / db_name
     planned = CliRunner().invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile), *extra])

@@ -158,6 +158,17 @@ def test_process_isolated_and_in_process_agree(tmp_path, small_config):
     assert {p.name for p in runs.iterdir() if p.name.isdigit()} == {str(s) for s, _ in kept}
 
 
+def test_workload_processes_start_with_fi_workload_python_when_it_is_set(monkeypatch):
+    """The GPU check's C host (bench/gpucheck/pyhost.c) takes the interpreter's place this way."""
+    from fi_campaign.workload import program
+
+    monkeypatch.delenv("FI_WORKLOAD_PYTHON", raising=False)
+    assert program.command(Path("root"))[0] == sys.executable
+    monkeypatch.setenv("FI_WORKLOAD_PYTHON", "/opt/pyhost")
+    assert program.command(Path("root"), Path("f.json"), out="x.npy") == [
+        "/opt/pyhost", "-m", "fi_campaign.workload.program", "root", "f.json", "--out", "x.npy"]
+
+
 def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
     """Run the real workload behind a prelude that may crash or hang first, per site."""
     wrapper = tmp_path / "wrapper.py"

@@ -282,15 +282,17 @@ main.add_command(store)
 @main.command()
 @click.option("--home", type=PathText(), help="NVBitFI build to check (default: $NVBITFI_HOME).")
 @click.option("--dialect", help="Injector dialect, if it cannot be read from the build: nvlabs, carol, pr2022, fi-campaign.")
-def doctor(home: str | None, dialect: str | None) -> None:
+@click.option("--no-dry-run", is_flag=True, help="Only check the machine and the build; skip the 20-injection dry campaign.")
+def doctor(home: str | None, dialect: str | None, no_dry_run: bool) -> None:
     """Check what a SASS-level (NVBitFI) campaign needs on this machine: the GPU, its compute
     capability, driver and CUDA versions, the NVBitFI build (profiler, injector, dialect) and
     whether the kernel log can be read for Xid errors. With a DUMMY injector build present it
-    runs a dry campaign that must come back 100% masked. Exit code 2 when something is missing.
+    runs a dry campaign that must come back 100% masked (--no-dry-run skips it). Exit code 2
+    when something is missing.
     """
     from fi_campaign.doctor import diagnose, ready
 
-    lines = diagnose(home, dialect)
+    lines = diagnose(home, dialect, dry_run=not no_dry_run)
     for line in lines:
         click.echo(("  ok    " if line.ok else "  MISS  " if line.required else "  note  ") + line.text)
     if not ready(lines):

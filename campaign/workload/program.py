@@ -45,9 +45,17 @@ def write_root(root: Path, checkpoint: str, workload: "WorkloadRecord", batch_si
     return root
 
 
+def interpreter() -> str:
+    """What starts workload processes: this Python, or FI_WORKLOAD_PYTHON when set (another
+    interpreter, or a host program that takes a python3 command line, such as
+    bench/gpucheck/pyhost.c, which starts CUDA before the interpreter so that NVBit sees a C
+    executable; docs/NVBITFI.md)."""
+    return os.environ.get("FI_WORKLOAD_PYTHON") or sys.executable
+
+
 def command(root: Path, fault: Path | None = None, out: str = "logits.npy") -> list[str]:
     """The workload program's command line; the same program for golden, profiling and injection runs."""
-    return [sys.executable, "-m", "fi_campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
+    return [interpreter(), "-m", "fi_campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
 
 
 class BadInput(Exception):
