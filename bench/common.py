@@ -1,4 +1,5 @@
 """What every benchmark shares: the machine line, a planned store, alternating timings."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,8 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import yaml
 

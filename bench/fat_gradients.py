@@ -8,6 +8,7 @@ noise of a given epoch (default: the recipe's last), next to a clean batch.
 A layer whose noisy batches carry a gradient many times a clean batch's dominates the update:
 the network is taught to survive noise it cannot correct, at the cost of clean accuracy.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,21 +18,21 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
+import torch
+import torch.nn.functional as F
 
-from bench.common import machine  # noqa: E402
-from fi_campaign.heap import keep_freed_memory  # noqa: E402
-from fi_campaign.models import data, zoo  # noqa: E402
-from fi_campaign.models.faults import Injector  # noqa: E402
-from fi_campaign.models.train import Recipe, augment, fault_aware_batch  # noqa: E402
+from bench.common import machine
+from fi_campaign.heap import keep_freed_memory
+from fi_campaign.models import data, zoo
+from fi_campaign.models.faults import Injector
+from fi_campaign.models.train import Recipe, augment, fault_aware_batch
 
 
 def batch_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float, float]:
     model.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(x), y)
     loss.backward()
-    norm = torch.sqrt(sum((p.grad ** 2).sum() for p in model.parameters() if p.grad is not None))
+    norm = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters() if p.grad is not None))
     return float(loss.detach()), float(norm)
 
 
@@ -53,8 +54,10 @@ def main() -> None:
     model.train()
     gen = torch.Generator().manual_seed(0)
     print(machine())
-    print(f"{args.model}: noise of epoch {epoch + 1} (magnitude up to {max(1, epoch)}), "
-          f"{args.batches} batches of {recipe.batch_size} per row")
+    print(
+        f"{args.model}: noise of epoch {epoch + 1} (magnitude up to {max(1, epoch)}), "
+        f"{args.batches} batches of {recipe.batch_size} per row"
+    )
     print(f"{'layer drawn':<22} {'loss':>7} {'grad norm':>10}")
     for layer in [None, *range(len(injector.layers))]:
         losses, norms = [], []

@@ -7,6 +7,7 @@ Times powerfit.fit on synthetic samples (a uniform body and a power-law tail, ha
 in it) of 5,000 and 50,000 values (5,000 only with --quick), the median of several calls, and
 prints one line per size with the machine it ran on.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine
 
 
 def samples(n: int, seed: int = 11, x_min: float = 1.0, alpha: float = 2.0, tail: float = 0.5) -> np.ndarray:
@@ -27,7 +28,9 @@ def samples(n: int, seed: int = 11, x_min: float = 1.0, alpha: float = 2.0, tail
 
     rng = np.random.default_rng(seed)
     k = int(n * tail)
-    return rng.permutation(np.concatenate([rng.uniform(0.0, x_min, n - k), PowerLaw(x_min, alpha).sample(rng.random(k))]))
+    return rng.permutation(
+        np.concatenate([rng.uniform(0.0, x_min, n - k), PowerLaw(x_min, alpha).sample(rng.random(k))])
+    )
 
 
 def timed(x: np.ndarray, rounds: int) -> float:

@@ -10,6 +10,7 @@ The steps, their limits and what each verifies are in bench/gpucheck/plan.py; th
 (gpu-check.json), a table of it (gpu-check.txt) and the logs (gpu-check-logs.tar.gz) go to
 --out (default: $OUT, else ./gpu-check-out). Exit code 1 when a step failed, else 0.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,8 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.gpucheck.plan import BUDGET_S, STEPS  # noqa: E402
-from bench.gpucheck.runner import Options, run, table  # noqa: E402
+from bench.gpucheck.plan import BUDGET_S, STEPS
+from bench.gpucheck.runner import Options, run, table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -31,9 +32,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="where the summary and the logs go (default: $OUT, else ./gpu-check-out)")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a new temporary one)")
     ap.add_argument("--budget", type=float, default=BUDGET_S, help=f"seconds for all steps (default {BUDGET_S:.0f})")
-    ap.add_argument("--only", help="comma-separated steps to run, the others skipped: " + ",".join(s.name for s in STEPS))
-    ap.add_argument("--per-stratum", type=int, help="SASS campaign: injections per model x mode (default: as many "
-                    "as fit in its time, at least 30)")
+    ap.add_argument(
+        "--only", help="comma-separated steps to run, the others skipped: " + ",".join(s.name for s in STEPS)
+    )
+    ap.add_argument(
+        "--per-stratum",
+        type=int,
+        help="SASS campaign: injections per model x mode (default: as many as fit in its time, at least 30)",
+    )
     args = ap.parse_args(argv)
     only = None
     if args.only:
@@ -44,8 +50,17 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out or Path(os.environ.get("OUT") or "gpu-check-out")
     work = args.work or Path(tempfile.mkdtemp(prefix="fi-gpu-check-"))
     print(f"[gpu-check] work folder {work}, output {out}", flush=True)
-    summary = run(Options(work=work.resolve(), out=out.resolve(), dry=args.dry, full=args.full, budget_s=args.budget,
-                          only=only, per_stratum=args.per_stratum))
+    summary = run(
+        Options(
+            work=work.resolve(),
+            out=out.resolve(),
+            dry=args.dry,
+            full=args.full,
+            budget_s=args.budget,
+            only=only,
+            per_stratum=args.per_stratum,
+        )
+    )
     print(table(summary), end="")
     return 1 if summary["counts"]["failed"] else 0
 

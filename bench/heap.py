@@ -7,6 +7,7 @@ fault-free inference of the committed ResNet-20s (baseline, hardened) on a batch
 images and counting the page faults of those passes. The allocator can only be set per process,
 hence one process per measurement.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine  # noqa: E402
+from bench.common import machine
 
 PROGRAM = """
 import json, resource, statistics, sys, time
@@ -52,17 +53,26 @@ def main() -> None:
     runs: dict[str, list[dict]] = {"defaults": [], "kept": []}
     for _ in range(rounds):
         for how in runs:
-            out = subprocess.run([sys.executable, "-c", PROGRAM, how, str(passes)], check=True,
-                                 capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+            out = subprocess.run(
+                [sys.executable, "-c", PROGRAM, how, str(passes)],
+                check=True,
+                capture_output=True,
+                text=True,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
             runs[how].append(json.loads(out.stdout))
-    print(f"ResNet-20 inference, batch 256, {rounds} alternating processes per allocator x {passes} passes; "
-          "medians over processes of each process's median:")
+    print(
+        f"ResNet-20 inference, batch 256, {rounds} alternating processes per allocator x {passes} passes; "
+        "medians over processes of each process's median:"
+    )
     med = {how: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for how, rs in runs.items()}
     for how, m in med.items():
         spread = ", ".join(f"{1000 * r['baseline']:.0f}" for r in runs[how])
-        print(f"  {how:<9} baseline {1000 * m['baseline']:6.1f} ms (per process: {spread}), hardened "
-              f"{1000 * m['hardened']:6.1f} ms, hardened/baseline {m['hardened'] / m['baseline']:.3f}, "
-              f"{m['faults']:,.0f} page faults per pass")
+        print(
+            f"  {how:<9} baseline {1000 * m['baseline']:6.1f} ms (per process: {spread}), hardened "
+            f"{1000 * m['hardened']:6.1f} ms, hardened/baseline {m['hardened'] / m['baseline']:.3f}, "
+            f"{m['faults']:,.0f} page faults per pass"
+        )
     print(f"  kept / defaults, baseline inference time: {med['kept']['baseline'] / med['defaults']['baseline']:.3f}")
 
 

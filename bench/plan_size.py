@@ -3,6 +3,7 @@ store, the figures behind campaign/limits.py's MAX_SITES (docs/DESIGN.md, "Input
 
     python bench/plan_size.py [--sites N]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--sites", type=int, default=100_000)
     n = ap.parse_args().sites
-    c = replace(cfg.load(None), models={"baseline": "zoo:resnet20-cifar10-baseline"}, modes=("single_bit",),
-                injections=n)
+    c = replace(
+        cfg.load(None), models={"baseline": "zoo:resnet20-cifar10-baseline"}, modes=("single_bit",), injections=n
+    )
     plan(replace(c, injections=10))  # imports and caches outside the measurement
     tracemalloc.start()
     t0 = time.perf_counter()
@@ -41,8 +43,10 @@ def main() -> None:
             con.close()
             sizes.append(db.stat().st_size)
         size = sizes[0] - sizes[1]
-    print(f"{n:,} sites: planning peak {peak / n:.0f} B/site (tracemalloc), store {size / n:.0f} B/site, "
-          f"planned in {planned_s:.1f} s")
+    print(
+        f"{n:,} sites: planning peak {peak / n:.0f} B/site (tracemalloc), store {size / n:.0f} B/site, "
+        f"planned in {planned_s:.1f} s"
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ version: 1.5 scans every distinct sample but the largest and leaves alpha free; 
 alpha to (0, 3), drops fits near that bound and skips the two largest distinct samples
 (docs/FAULT-MODELS.md, section 7).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -24,11 +25,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import numpy as np
+import pandas as pd
 
-from bench.common import machine  # noqa: E402
-from fi_campaign.models import powerfit, powerlaw as tables  # noqa: E402
+from bench.common import machine
+from fi_campaign.models import powerfit
+from fi_campaign.models import powerlaw as tables
 
 FILES = {"dsn2021-fu": "raw_data_execution_units.csv", "dsn2021-pipeline": "raw_data_pipeline.csv"}
 REPRODUCED = 1e-6  # the FU table is printed to 8 digits, so an identical fit differs by ~1e-8
@@ -53,10 +55,14 @@ def main() -> None:
     for table, name in FILES.items():
         df = pd.read_csv(Path(args.data) / name, dtype=str, keep_default_na=False)
         r = pd.to_numeric(df["relative_diff"].str.strip(), errors="coerce")
-        print(f"\n{table} vs {name}: published | powerlaw | fault-model fit (x_min, alpha), "
-              "rel. diff = max over x_min and alpha")
-        print(f"{'op':5} {'size':6} {'published':>26} {'powerlaw':>26} {'n_tail/n':>10} "
-              f"{'pl vs fit':>9} {'pl vs pub':>9}  verdict")
+        print(
+            f"\n{table} vs {name}: published | powerlaw | fault-model fit (x_min, alpha), "
+            "rel. diff = max over x_min and alpha"
+        )
+        print(
+            f"{'op':5} {'size':6} {'published':>26} {'powerlaw':>26} {'n_tail/n':>10} "
+            f"{'pl vs fit':>9} {'pl vs pub':>9}  verdict"
+        )
         worst_pl_fit, reproduced = 0.0, 0
         for k, (x_min, alpha) in enumerate(tables.TABLES[table]):
             op, size = tables.OPS[k // 3], tables.SIZES[k % 3]
@@ -78,11 +84,15 @@ def main() -> None:
             ok = vs_pub < REPRODUCED
             reproduced += ok
             n_tail = int((x >= pl_x).sum())
-            print(f"{op:5} {size:6} {x_min:>13.8g} {alpha:>12.8g} {pl_x:>13.8g} {pl_a:>12.8g} "
-                  f"{f'{n_tail}/{x.size}':>10} {vs_fit:>9.1e} {vs_pub:>9.1e}  "
-                  f"{'reproduced' if ok else 'NOT reproduced'}")
-        print(f"powerlaw reproduces {reproduced} of 21 published entries; largest difference from "
-              f"fault-model fit (x_min, alpha, KS) {worst_pl_fit:.1e}")
+            print(
+                f"{op:5} {size:6} {x_min:>13.8g} {alpha:>12.8g} {pl_x:>13.8g} {pl_a:>12.8g} "
+                f"{f'{n_tail}/{x.size}':>10} {vs_fit:>9.1e} {vs_pub:>9.1e}  "
+                f"{'reproduced' if ok else 'NOT reproduced'}"
+            )
+        print(
+            f"powerlaw reproduces {reproduced} of 21 published entries; largest difference from "
+            f"fault-model fit (x_min, alpha, KS) {worst_pl_fit:.1e}"
+        )
     print("\nfit time over the 42 groups: " + ", ".join(f"{k} {v:.2f} s" for k, v in seconds.items()))
 
 

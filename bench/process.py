@@ -15,6 +15,7 @@ time goes, measured in one run.
 --device cuda runs the workload processes on the GPU (each pays CUDA's start-up too); --json F
 also writes the figures to F (bench/gpu_check.py reads it).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,20 +27,34 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import alternating, machine, plan_store  # noqa: E402
+from bench.common import alternating, machine, plan_store
 
-CONFIG = {"seed": 1, "isolation": "process", "batch_size": 64, "golden_runs": 2,
-          "models": {"baseline": "zoo:resnet20-cifar10-baseline"}, "images": {"source": "bundled", "count": 64}}
+CONFIG = {
+    "seed": 1,
+    "isolation": "process",
+    "batch_size": 64,
+    "golden_runs": 2,
+    "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
+    "images": {"source": "bundled", "count": 64},
+}
 
 
 def stage_programs(root: Path, fault: Path, out: Path) -> dict[str, list[str]]:
-    imports = ("import numpy, torch; from fi_campaign.models import zoo; "
-               "from fi_campaign.models.faults import Injector, site_faults")
-    load = (f"{imports}; import json; s = json.load(open('{root}/workload.json')); "
-            f"zoo.load(s['checkpoint'], device=s['device']); numpy.load('{root}/images.npy')")
+    imports = (
+        "import numpy, torch; from fi_campaign.models import zoo; "
+        "from fi_campaign.models.faults import Injector, site_faults"
+    )
+    load = (
+        f"{imports}; import json; s = json.load(open('{root}/workload.json')); "
+        f"zoo.load(s['checkpoint'], device=s['device']); numpy.load('{root}/images.npy')"
+    )
     py = sys.executable
-    return {"interpreter": [py, "-c", "pass"], "imports": [py, "-c", imports], "load": [py, "-c", load],
-            "whole program": [py, "-m", "fi_campaign.workload.program", str(root), str(fault), "--out", str(out)]}
+    return {
+        "interpreter": [py, "-c", "pass"],
+        "imports": [py, "-c", imports],
+        "load": [py, "-c", load],
+        "whole program": [py, "-m", "fi_campaign.workload.program", str(root), str(fault), "--out", str(out)],
+    }
 
 
 def startup(root: Path, fault: Path, rounds: int) -> dict[str, float]:
@@ -57,14 +72,16 @@ def startup(root: Path, fault: Path, rounds: int) -> dict[str, float]:
 
 def overhead(db: Path, figures: dict) -> tuple[Path, Path]:
     from fi_campaign.engine import runner
-    from fi_campaign.store import runs_dir
-    from fi_campaign.store import Store
+    from fi_campaign.store import Store, runs_dir
 
     stamps: list[float] = []
     t0 = time.perf_counter()
     store = Store.open(db)
-    runner.work(runner.Job(str(db), keep_runs=True), store,
-                lambda p: p.phase == runner.INJECTING and stamps.append(time.perf_counter()))
+    runner.work(
+        runner.Job(str(db), keep_runs=True),
+        store,
+        lambda p: p.phase == runner.INJECTING and stamps.append(time.perf_counter()),
+    )
     end = time.perf_counter()
     rows = list(store.export_rows())
     inside = sum(r["runtime_s"] for r in rows)
@@ -74,12 +91,20 @@ def overhead(db: Path, figures: dict) -> tuple[Path, Path]:
     print(f"\norchestration, 1 worker, {n} injections (single_bit + warp_random):")
     print(f"  fixed start (store, workload root, 2 golden runs): {first - t0:.2f} s once per model")
     print(f"  injections: {steady:.2f} s wall, {inside:.2f} s inside workload processes")
-    print(f"  orchestration overhead: {steady - inside:.3f} s = {(steady - inside) / steady:.2%} of wall, "
-          f"{1000 * (steady - inside) / n:.1f} ms per injection")
+    print(
+        f"  orchestration overhead: {steady - inside:.3f} s = {(steady - inside) / steady:.2%} of wall, "
+        f"{1000 * (steady - inside) / n:.1f} ms per injection"
+    )
     print(f"  throughput: {n / steady:.3f} inj/s ({steady / n:.2f} s per injection)")
-    figures.update(injections=n, fixed_start_s=first - t0, wall_s=steady, inside_s=inside,
-                   overhead_share=(steady - inside) / steady, overhead_ms_per_injection=1000 * (steady - inside) / n,
-                   injections_per_s=n / steady)
+    figures.update(
+        injections=n,
+        fixed_start_s=first - t0,
+        wall_s=steady,
+        inside_s=inside,
+        overhead_share=(steady - inside) / steady,
+        overhead_ms_per_injection=1000 * (steady - inside) / n,
+        injections_per_s=n / steady,
+    )
     runs = runs_dir(db) / "baseline"
     fault = next(runs.glob("*/fault.json"))
     return runs, fault

@@ -13,6 +13,7 @@ fsync on, as SQLite's synchronous=FULL). How many GPUs one store feeds at S seco
 injection follows from both rates: each GPU costs the store, per S seconds, one cycle per
 ``chunk`` injections and S/20 heartbeats, so GPUs = S / (1/(chunk x cycles/s) + (S/20)/beats/s).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import machine  # noqa: E402
-from bench import zero_cost  # noqa: E402
-from tests.servers import Postgres  # noqa: E402
-
+from bench import zero_cost
+from bench.common import machine
+from tests.servers import Postgres
 
 BEAT_S = 20.0  # runner.LEASE_S / 3
 
@@ -74,8 +74,10 @@ def main() -> None:
     for w in counts:
         c, b = rates[("postgresql", w)], beats[("postgresql", w)]
         gpus = s / (1 / (args.chunk * c) + (s / BEAT_S) / b)
-        print(f"PostgreSQL at its {w}-worker rates ({c:.0f} cycles/s, {b:.0f} heartbeats/s, {args.chunk} site per "
-              f"claim): {gpus:,.0f} GPUs busy at {s:g} s per injection")
+        print(
+            f"PostgreSQL at its {w}-worker rates ({c:.0f} cycles/s, {b:.0f} heartbeats/s, {args.chunk} site per "
+            f"claim): {gpus:,.0f} GPUs busy at {s:g} s per injection"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@
 
 Runs alternate (plain, FAT, plain, FAT, ...) so drift on a shared machine hits both alike.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -20,13 +21,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import alternating, machine  # noqa: E402
-from fi_campaign.heap import keep_freed_memory  # noqa: E402
-from fi_campaign.models import data, zoo  # noqa: E402
-from fi_campaign.models.resnet import ACTIVATIONS, ORDERS, Arch, build  # noqa: E402
-from fi_campaign.models.train import Recipe, preset, train  # noqa: E402
+from bench.common import alternating, machine
+from fi_campaign.heap import keep_freed_memory
+from fi_campaign.models import data, zoo
+from fi_campaign.models.resnet import ACTIVATIONS, ORDERS, Arch, build
+from fi_campaign.models.train import Recipe, preset, train
 
 ZOO_RECIPE = Path(__file__).with_name("zoo-resnet20.yaml")
 
@@ -45,8 +46,12 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=5000)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--inference-only", action="store_true")
-    ap.add_argument("--arch", choices=["resnet20", "resnet32", "resnet44", "resnet56"], default="resnet20",
-                    help="network of the training measurement")
+    ap.add_argument(
+        "--arch",
+        choices=["resnet20", "resnet32", "resnet44", "resnet56"],
+        default="resnet20",
+        help="network of the training measurement",
+    )
     ap.add_argument("--device", default="cpu", help="device of the training measurement (cpu, cuda)")
     args = ap.parse_args()
     rounds = 2 if args.quick else 4
@@ -63,7 +68,10 @@ def training_cost(depth: int, source: str, n_images: int, rounds: int, device: s
             for name in times:
                 times[name].append(epoch_seconds(name, depth, source, n_images, Path(tmp) / f"{name}{r}.pt", device))
     plain, fat = statistics.median(times["relu6"]), statistics.median(times["relu6-fat"])
-    print(f"one epoch of ResNet-{depth} (ReLU6) on {device}, {n_images} CIFAR-10 training images, batch 128, {rounds} rounds:")
+    print(
+        f"one epoch of ResNet-{depth} (ReLU6) on {device}, {n_images} CIFAR-10 training images, batch 128, "
+        f"{rounds} rounds:"
+    )
     print(f"  plain:       {', '.join(f'{t:.1f}' for t in times['relu6'])} s (median {plain:.1f})")
     print(f"  fault-aware: {', '.join(f'{t:.1f}' for t in times['relu6-fat'])} s (median {fat:.1f})")
     print(f"  fault-aware / plain: {fat / plain:.3f}")
@@ -77,14 +85,20 @@ def inference_cost(reps: int) -> None:
     with torch.inference_mode():
         med = alternating({n: (lambda m=m: m(x)) for n, m in models.items()}, reps)
     print(f"inference, batch 256, {reps} alternating passes (medians):")
-    print(f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "
-          f"hardened / baseline = {med['hardened'] / med['baseline']:.3f}")
-    print(f"  committed: hardened-nansafe {1000 * med['hardened-nansafe']:.1f} ms; "
-          f"hardened-nansafe / hardened = {med['hardened-nansafe'] / med['hardened']:.3f}")
+    print(
+        f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "
+        f"hardened / baseline = {med['hardened'] / med['baseline']:.3f}"
+    )
+    print(
+        f"  committed: hardened-nansafe {1000 * med['hardened-nansafe']:.1f} ms; "
+        f"hardened-nansafe / hardened = {med['hardened-nansafe'] / med['hardened']:.3f}"
+    )
     ref = med["relu/conv-bn-act"]
     for a in ACTIVATIONS:
         for o in ORDERS:
-            print(f"  untrained {a}/{o}: {1000 * med[f'{a}/{o}']:.1f} ms = {med[f'{a}/{o}'] / ref:.3f} x relu/conv-bn-act")
+            print(
+                f"  untrained {a}/{o}: {1000 * med[f'{a}/{o}']:.1f} ms = {med[f'{a}/{o}'] / ref:.3f} x relu/conv-bn-act"
+            )
 
 
 if __name__ == "__main__":

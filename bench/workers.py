@@ -8,6 +8,7 @@ work is identical; the figure is injections per second of wall time of the whole
 `fi-campaign run`, including its start-up and the golden runs. On a GPU every worker shares the
 one GPU (`--per-gpu` = workers); the default counts there are 1, 2, 4, 8, 16.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import EXE, machine, plan_store  # noqa: E402
+from bench.common import EXE, machine, plan_store
 
 
 def main() -> None:
@@ -34,22 +35,34 @@ def main() -> None:
     n = args.injections or (8 if args.quick else 40) * (100 if args.isolation == "inprocess" else 1)
     batch = 64
     print(machine(args.device))
-    print(f"workload: zoo:resnet20-cifar10-baseline, 64 bundled CIFAR-10 images, batch {batch}, "
-          f"{2 * n} {args.isolation} injections (single_bit + warp_random)")
-    config = {"seed": 1, "isolation": args.isolation, "injections": n, "batch_size": batch, "golden_runs": 2,
-              "device": args.device, "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
-              "images": {"source": "bundled", "count": 64}}
+    print(
+        f"workload: zoo:resnet20-cifar10-baseline, 64 bundled CIFAR-10 images, batch {batch}, "
+        f"{2 * n} {args.isolation} injections (single_bit + warp_random)"
+    )
+    config = {
+        "seed": 1,
+        "isolation": args.isolation,
+        "injections": n,
+        "batch_size": batch,
+        "golden_runs": 2,
+        "device": args.device,
+        "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
+        "images": {"source": "bundled", "count": 64},
+    }
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for w in counts:
             db = plan_store(Path(tmp), f"workers{w}", config)
             t0 = time.perf_counter()
-            subprocess.run([EXE, "--db", str(db), "run", "--workers", str(w), "--per-gpu", str(w)],
-                           check=True, capture_output=True)
+            subprocess.run(
+                [EXE, "--db", str(db), "run", "--workers", str(w), "--per-gpu", str(w)], check=True, capture_output=True
+            )
             wall = time.perf_counter() - t0
             rates[w] = 2 * n / wall
-            print(f"workers={w}: {2 * n} injections in {wall:.1f} s -> {rates[w]:.3f} inj/s, "
-                  f"{rates[w] / rates[counts[0]]:.2f}x {counts[0]} worker(s)")
+            print(
+                f"workers={w}: {2 * n} injections in {wall:.1f} s -> {rates[w]:.3f} inj/s, "
+                f"{rates[w] / rates[counts[0]]:.2f}x {counts[0]} worker(s)"
+            )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Zero-cost injections: campaigns whose sites are recorded without running anything, so that
 what is measured or tested is the store alone (claims, records, leases) under many worker
 processes. Used by tests/test_store.py and bench/store.py; not part of fi-campaign."""
+
 from __future__ import annotations
 
 import os
@@ -17,18 +18,32 @@ def record(name: str = "zero-cost"):
 
     none = "none"
     return CampaignRecord(
-        name=name, seed=0, config="{}",
-        versions=Versions(fi_campaign=none, torch=none, numpy=none, python=none, platform=none), models={},
+        name=name,
+        seed=0,
+        config="{}",
+        versions=Versions(fi_campaign=none, torch=none, numpy=none, python=none, platform=none),
+        models={},
         workload=WorkloadRecord(source=none, dataset=none, count=0, seed=0, indices=(), images_sha256=""),
-        fault_model=FaultModelRecord(table=none, op=none, size=none, semantics=none, entries={}))
+        fault_model=FaultModelRecord(table=none, op=none, size=none, semantics=none, entries={}),
+    )
 
 
 def plan(target: str, sites: int) -> None:
     """A store holding a one-stratum campaign of ``sites`` sites."""
     from fi_campaign.store import Store
 
-    rows = ({"model": MODEL, "mode": MODE, "layer": i % 19, "layer_name": f"l{i % 19}", "image": i % 7,
-             "element": i * 7919, "bit": i % 32} for i in range(sites))
+    rows = (
+        {
+            "model": MODEL,
+            "mode": MODE,
+            "layer": i % 19,
+            "layer_name": f"l{i % 19}",
+            "image": i % 7,
+            "element": i * 7919,
+            "bit": i % 32,
+        }
+        for i in range(sites)
+    )
     Store.create(target).write_plan(record(), rows)
 
 
@@ -36,8 +51,17 @@ def masked(site_id: int):
     """A zero-cost result: masked, nothing measured."""
     from fi_campaign.store import Result
 
-    return Result(site_id=site_id, outcome="masked", images_changed=0, nan=False, max_abs_diff=0.0, backend="zero",
-                  isolation="none", semantics="zero-cost", runtime_s=0.0)
+    return Result(
+        site_id=site_id,
+        outcome="masked",
+        images_changed=0,
+        nan=False,
+        max_abs_diff=0.0,
+        backend="zero",
+        isolation="none",
+        semantics="zero-cost",
+        runtime_s=0.0,
+    )
 
 
 @dataclass(frozen=True)
@@ -105,5 +129,7 @@ def run(target: str, workers: int, chunk: int, beats: int = 0) -> list[Worked]:
     with ctx.Manager() as manager:
         start = manager.Barrier(workers)
         with ctx.Pool(workers) as pool:
-            jobs = [(beat, target, i, beats, start) if beats else (work, target, i, chunk, start) for i in range(workers)]
+            jobs = [
+                (beat, target, i, beats, start) if beats else (work, target, i, chunk, start) for i in range(workers)
+            ]
             return pool.map(_entry, jobs)

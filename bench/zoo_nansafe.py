@@ -7,6 +7,7 @@ only where a value is NaN, which a fault-free pass never makes).
 
 Writes models/zoo/<source name>-nansafe.pt; exits 1 without writing when any logit differs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,12 +17,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-import torch  # noqa: E402
+import torch
 
-from bench.common import machine  # noqa: E402
-from fi_campaign.heap import keep_freed_memory  # noqa: E402
-from fi_campaign.models import data, zoo  # noqa: E402
-from fi_campaign.models.resnet import build  # noqa: E402
+from bench.common import machine
+from fi_campaign.heap import keep_freed_memory
+from fi_campaign.models import data, zoo
+from fi_campaign.models.resnet import build
 
 
 def main() -> int:
@@ -47,20 +48,26 @@ def main() -> int:
     differing, correct = 0, 0
     with torch.inference_mode():
         for i in range(0, len(y), 500):
-            a, b = plain(x[i:i + 500]), safe(x[i:i + 500])
+            a, b = plain(x[i : i + 500]), safe(x[i : i + 500])
             differing += int((a.view(torch.int32) != b.view(torch.int32)).any(1).sum())
-            correct += int((b.argmax(1) == y[i:i + 500]).sum())
+            correct += int((b.argmax(1) == y[i : i + 500]).sum())
     accuracy = correct / len(y)
-    print(f"{len(y)} {images.dataset} test images from {images.source}: {differing} with logits that differ "
-          f"in any bit; accuracy with relu6-nansafe {100 * accuracy:.2f}% (recorded {100 * meta.clean_accuracy:.2f}%)")
+    print(
+        f"{len(y)} {images.dataset} test images from {images.source}: {differing} with logits that differ "
+        f"in any bit; accuracy with relu6-nansafe {100 * accuracy:.2f}% (recorded {100 * meta.clean_accuracy:.2f}%)"
+    )
     if differing or accuracy != meta.clean_accuracy:
         print("not bit-identical: retrain with fi-campaign train --preset hardened-nansafe instead.")
         return 1
-    name = args.source.removeprefix(zoo.ZOO_PREFIX) if args.source.startswith(zoo.ZOO_PREFIX) else Path(args.source).stem
+    name = (
+        args.source.removeprefix(zoo.ZOO_PREFIX) if args.source.startswith(zoo.ZOO_PREFIX) else Path(args.source).stem
+    )
     out = zoo.ZOO_DIR / f"{name}-nansafe.pt"
-    derived = (f"the weights of {args.source} (sha256 {meta.sha256[:12]}), not retrained: fault-free, its logits "
-               f"are bit-identical with relu6 and relu6-nansafe on the {len(y)} test images "
-               f"of {images.source} (bench/zoo_nansafe.py)")
+    derived = (
+        f"the weights of {args.source} (sha256 {meta.sha256[:12]}), not retrained: fault-free, its logits "
+        f"are bit-identical with relu6 and relu6-nansafe on the {len(y)} test images "
+        f"of {images.source} (bench/zoo_nansafe.py)"
+    )
     zoo.save(out, safe, dataclasses.replace(meta, arch=arch, derived_from=derived))
     print(f"Wrote {out}")
     return 0

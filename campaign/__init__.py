@@ -1,2 +1,3 @@
 """The fi-campaign orchestrator."""
+
 __version__ = "0.1.0"

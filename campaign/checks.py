@@ -1,13 +1,15 @@
 """What a value read from a file or a command line may be: one small spec per key (type, range,
 finiteness, choices), so every reader refuses a bad value the same way, naming the key, the
 value and what it must be."""
+
 from __future__ import annotations
 
 import math
 import re
 import reprlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from fi_campaign.limits import MAX_TEXT
 
@@ -66,8 +68,10 @@ def number(low: float, high: float | None = None, low_open: bool = False) -> Spe
 
 
 def text(expected: str = "a string") -> Spec:
-    return Spec(lambda v: isinstance(v, str) and 0 < len(v) <= MAX_TEXT and "\0" not in v,
-                f"{expected} (non-empty, at most {MAX_TEXT} characters, no NUL)")
+    return Spec(
+        lambda v: isinstance(v, str) and 0 < len(v) <= MAX_TEXT and "\0" not in v,
+        f"{expected} (non-empty, at most {MAX_TEXT} characters, no NUL)",
+    )
 
 
 def flag() -> Spec:

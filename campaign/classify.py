@@ -1,4 +1,5 @@
 """Outcome of one injection against the golden run (docs/DESIGN.md "Outcomes"). Pure functions."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ class Outcome:
     reason: str | None = None  # why a DUE is a DUE, why an injection was not applied
 
     @classmethod
-    def without_outputs(cls, outcome: str, reason: str, golden_top1: int | None = None) -> "Outcome":
+    def without_outputs(cls, outcome: str, reason: str, golden_top1: int | None = None) -> Outcome:
         """A run with no outputs to judge: a DUE (crash, hang, no valid file) or a fault never applied."""
         return cls(outcome=outcome, max_abs_diff=None, golden_top1=golden_top1, reason=reason)
 
@@ -40,8 +41,9 @@ def top1(logits: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(logits).any(axis=-1), -1, pred)
 
 
-def classify_batch(golden: np.ndarray, faulty: np.ndarray, tolerance: float = 0.0,
-                   shown: np.ndarray | None = None) -> list[Outcome]:
+def classify_batch(
+    golden: np.ndarray, faulty: np.ndarray, tolerance: float = 0.0, shown: np.ndarray | None = None
+) -> list[Outcome]:
     """golden, faulty: (injections, images, classes). Masked means every output within
     ``tolerance`` of the golden one (0: bit-identical values); critical means some image's
     top-1 class changed.
@@ -61,20 +63,27 @@ def classify_batch(golden: np.ndarray, faulty: np.ndarray, tolerance: float = 0.
     changed = moved.sum(axis=1)
     if shown is None:
         differs = (per_image > tolerance) | ~np.isfinite(faulty).all(axis=2)
-        picks = [_first(m) if m.any() else _first(d) for m, d in zip(moved, differs)]
+        picks = [_first(m) if m.any() else _first(d) for m, d in zip(moved, differs, strict=False)]
     else:
         picks = [int(i) for i in shown]
     out = []
-    for i, (w, c, bad, k) in enumerate(zip(worst, changed, nonfinite, picks)):
+    for i, (w, c, bad, k) in enumerate(zip(worst, changed, nonfinite, picks, strict=False)):
         if c > 0:
             kind = CRITICAL_SDC
         elif w > tolerance or bad:
             kind = TOLERABLE_SDC
         else:
             kind = MASKED
-        out.append(Outcome(outcome=kind, images_changed=int(c), nan=bool(bad), max_abs_diff=float(w),
-                           golden_top1=None if k is None else int(golden_top[i, k]),
-                           faulty_top1=None if k is None else int(faulty_top[i, k])))
+        out.append(
+            Outcome(
+                outcome=kind,
+                images_changed=int(c),
+                nan=bool(bad),
+                max_abs_diff=float(w),
+                golden_top1=None if k is None else int(golden_top[i, k]),
+                faulty_top1=None if k is None else int(faulty_top[i, k]),
+            )
+        )
     return out
 
 

@@ -4,14 +4,16 @@ Torch-free on purpose: ``plan`` validates a config before it imports anything he
 has one spec (``SPECS``: type, range, finiteness, choices) checked when the file is read, so a
 bad value is refused with one sentence before anything is planned.
 """
+
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import yaml
 
@@ -126,15 +128,16 @@ class Config:
         return json.dumps(asdict(self), sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
+    def from_json(cls, text: str) -> Config:
         try:
             raw = json.loads(text)
         except (TypeError, ValueError):
             raise ConfigError("the store's config is not valid JSON; the store is damaged.") from None
         return parse(raw, "the stored config")
 
-    def with_overrides(self, seed: int | None = None, injections: int | None = None,
-                       isolation: str | None = None) -> "Config":
+    def with_overrides(
+        self, seed: int | None = None, injections: int | None = None, isolation: str | None = None
+    ) -> Config:
         """The config with command-line values on top, checked by the same specs as the file's."""
         given = {"seed": seed, "injections": injections, "isolation": isolation}
         for key, value in given.items():
@@ -232,10 +235,16 @@ def _mapping(raw: Any, cls: type, key: str, where: str, spelt: Callable[[str], s
 
 def _models(raw: dict, where: str) -> dict[str, str]:
     if "models" not in raw:
-        raise ConfigError(f"{where}: 'models' is missing; name at least one checkpoint, e.g. models: {{baseline: zoo:resnet20-cifar10-baseline}}.")
+        raise ConfigError(
+            f"{where}: 'models' is missing; name at least one checkpoint, "
+            "e.g. models: {baseline: zoo:resnet20-cifar10-baseline}."
+        )
     models = raw["models"]
     if not isinstance(models, dict) or not models:
-        raise ConfigError(f"{where}: models is {shown(models)}; it must map names to checkpoints, e.g. baseline: zoo:resnet20-cifar10-baseline.")
+        raise ConfigError(
+            f"{where}: models is {shown(models)}; it must map names to checkpoints, "
+            "e.g. baseline: zoo:resnet20-cifar10-baseline."
+        )
     for name, ref in models.items():
         if problem := MODEL_NAME.problem("a model name", name):
             raise ConfigError(f"{where}: {problem}.")
@@ -256,8 +265,10 @@ def _modes(raw: dict, where: str) -> tuple[str, ...]:
         if not (isinstance(m, str) and m in known):
             raise ConfigError(f"{where}: each mode must be one of {', '.join(known)}, not {shown(m)}.")
         if m in SASS_MODES and raw.get("backend", "pytorch") != "nvbitfi":
-            raise ConfigError(f"{where}: mode {m} is a SASS-level model of the fi-campaign NVBit tool; it needs "
-                              "backend nvbitfi with nvbitfi.dialect fi-campaign.")
+            raise ConfigError(
+                f"{where}: mode {m} is a SASS-level model of the fi-campaign NVBit tool; it needs "
+                "backend nvbitfi with nvbitfi.dialect fi-campaign."
+            )
     if len(set(modes)) != len(modes):
         raise ConfigError(f"{where}: modes is {shown(modes)}; it must be {expected}.")
     return tuple(modes)
@@ -274,7 +285,9 @@ def parse(raw: Any, where: str) -> Config:
     c = Config(**{"name": Path(where).stem, **scalars, "models": models, "modes": modes, **sections})
     reference = c.reference or next(iter(models))
     if reference not in models:
-        raise ConfigError(f"{where}: reference is {shown(reference)}; it must be one of the models ({', '.join(models)}).")
+        raise ConfigError(
+            f"{where}: reference is {shown(reference)}; it must be one of the models ({', '.join(models)})."
+        )
     if c.backend == "nvbitfi":
         if not c.device.startswith("cuda"):
             raise ConfigError(f"{where}: backend nvbitfi injects into GPU kernels, so device must be cuda or cuda:N.")
@@ -288,17 +301,21 @@ def parse(raw: Any, where: str) -> Config:
 def _check_size(c: Config, where: str) -> None:
     sites = len(c.models) * len(c.modes) * c.injections
     if sites > limits.MAX_SITES:
-        raise ConfigError(f"{where}: {len(c.models)} models x {len(c.modes)} modes x {c.injections:,} injections "
-                          f"is {sites:,} sites; a campaign holds at most {limits.MAX_SITES:,}.")
+        raise ConfigError(
+            f"{where}: {len(c.models)} models x {len(c.modes)} modes x {c.injections:,} injections "
+            f"is {sites:,} sites; a campaign holds at most {limits.MAX_SITES:,}."
+        )
 
 
 def _check_nvbitfi(nv: Nvbitfi, modes: tuple[str, ...], where: str) -> None:
     """Refuse, before anything runs, a mode or group the configured injector build cannot inject."""
     for mode in modes:
         if not isa.can_inject(nv.dialect, mode):
-            raise ConfigError(f"{where}: the {nv.dialect} NVBitFI build cannot inject {mode} "
-                              f"(it supports {', '.join(isa.supported_modes(nv.dialect))}); "
-                              "change nvbitfi.dialect or the modes.")
+            raise ConfigError(
+                f"{where}: the {nv.dialect} NVBitFI build cannot inject {mode} "
+                f"(it supports {', '.join(isa.supported_modes(nv.dialect))}); "
+                "change nvbitfi.dialect or the modes."
+            )
     try:
         isa.injectable_igid(nv.dialect, nv.group)
     except NvbitfiError as e:

@@ -1,5 +1,6 @@
 """`fi-campaign doctor`: what an NVBitFI campaign needs on this machine, one line per piece,
 each missing piece with one sentence saying what to do."""
+
 from __future__ import annotations
 
 import shutil
@@ -23,8 +24,12 @@ def _smi() -> list[list[str]] | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
-                             capture_output=True, text=True, timeout=30)
+        out = subprocess.run(
+            [exe, "--query-gpu=name,compute_cap,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
@@ -38,16 +43,26 @@ def gpu_lines() -> tuple[list[Line], bool]:
     gpus = _smi()
     cuda = torch.version.cuda
     if not gpus and not torch.cuda.is_available():
-        return [Line(False, "GPU: none found (no working nvidia-smi, and PyTorch sees no CUDA device); NVBitFI "
-                            "needs an NVIDIA GPU and driver. The pytorch backend runs without one.")], False
+        return [
+            Line(
+                False,
+                "GPU: none found (no working nvidia-smi, and PyTorch sees no CUDA device); NVBitFI "
+                "needs an NVIDIA GPU and driver. The pytorch backend runs without one.",
+            )
+        ], False
     lines = []
     for i, (name, cc, driver) in enumerate(gpus or []):
         major, minor = (int(x) for x in cc.split("."))
         lines.append(Line(True, f"GPU {i}: {name}, compute capability {cc}, driver {driver}"))
         if (major, minor) >= HOPPER:
-            lines.append(Line(False, f"GPU {i} is Hopper-class or newer: stock NVBitFI (NVBit 1.5.x) does not support "
-                                     "it; use fi-campaign's own tool ('fi-campaign injector build', NVBit >= 1.7; docs/NVBITFI.md).",
-                                required=False))
+            lines.append(
+                Line(
+                    False,
+                    f"GPU {i} is Hopper-class or newer: stock NVBitFI (NVBit 1.5.x) does not support "
+                    "it; use fi-campaign's own tool ('fi-campaign injector build', NVBit >= 1.7; docs/NVBITFI.md).",
+                    required=False,
+                )
+            )
     lines.append(Line(cuda is not None, f"CUDA (PyTorch build): {cuda or 'none: this PyTorch is a CPU build'}"))
     return lines, True
 
@@ -58,10 +73,18 @@ def install_lines(home: str | None, dialect: str | None):
     inst = locate(home, dialect)
     lines = []
     if inst.home is not None and inst.home.is_dir():
-        lines.append(Line(True, f"NVBitFI build: {inst.home}") if inst.ok else
-                     Line(False, f"NVBitFI build: {inst.home} is not a usable build yet; what it lacks follows.",
-                          required=False))
-    for label, path in (("profiler", inst.profiler), ("injector", inst.injector), ("DUMMY injector", inst.dummy_injector)):
+        lines.append(
+            Line(True, f"NVBitFI build: {inst.home}")
+            if inst.ok
+            else Line(
+                False, f"NVBitFI build: {inst.home} is not a usable build yet; what it lacks follows.", required=False
+            )
+        )
+    for label, path in (
+        ("profiler", inst.profiler),
+        ("injector", inst.injector),
+        ("DUMMY injector", inst.dummy_injector),
+    ):
         if path is not None:
             lines.append(Line(True, f"{label}: {path}"))
     if inst.dialect:
@@ -69,9 +92,16 @@ def install_lines(home: str | None, dialect: str | None):
     lines += [Line(False, m.advice, m.required) for m in inst.missing]
     lines += [Line(False, w, False) for w in inst.warnings]
     readable = kernel_log_readable()
-    lines.append(Line(readable, "kernel log: readable, Xid errors will be recorded as DUEs" if readable else
-                      "kernel log: not readable, so GPU Xid errors cannot be detected; run as root or set "
-                      "sysctl kernel.dmesg_restrict=0.", required=False))
+    lines.append(
+        Line(
+            readable,
+            "kernel log: readable, Xid errors will be recorded as DUEs"
+            if readable
+            else "kernel log: not readable, so GPU Xid errors cannot be detected; run as root or set "
+            "sysctl kernel.dmesg_restrict=0.",
+            required=False,
+        )
+    )
     return lines, inst
 
 
@@ -83,21 +113,44 @@ def own_tool_lines(inst) -> list[Line]:
     if inst.dialect != "fi-campaign" or inst.home is None:
         nvcc, cmake = build.find_nvcc(), shutil.which("cmake")
         have = nvcc is not None and cmake is not None
-        return [Line(have, ("own NVBit tool: nvcc and cmake found; 'fi-campaign injector build --nvbit DIR' builds "
-                            "it against an NVBit >= 1.7 release" if have else
-                            "own NVBit tool: cannot be built here, it needs nvcc and cmake on PATH"), required=False)]
+        return [
+            Line(
+                have,
+                (
+                    "own NVBit tool: nvcc and cmake found; 'fi-campaign injector build --nvbit DIR' builds "
+                    "it against an NVBit >= 1.7 release"
+                    if have
+                    else "own NVBit tool: cannot be built here, it needs nvcc and cmake on PATH"
+                ),
+                required=False,
+            )
+        ]
     marker = build.read_marker(inst.home)
     if marker is None:
         return [Line(False, f"{inst.home} has no {build.MARKER}; rebuild it with 'fi-campaign injector build'.")]
-    lines = [Line(True, f"own NVBit tool: NVBit {marker['nvbit_version']}, nvcc {marker['nvcc_version']}, "
-                        f"sm_{marker['arch']}")]
+    lines = [
+        Line(
+            True, f"own NVBit tool: NVBit {marker['nvbit_version']}, nvcc {marker['nvcc_version']}, sm_{marker['arch']}"
+        )
+    ]
     gpu = build.gpu_arch()
     if gpu is not None and gpu != marker["arch"]:
-        lines.append(Line(False, f"the tool was built for sm_{marker['arch']} but this GPU is sm_{gpu}; rebuild "
-                                 f"with 'fi-campaign injector build --arch sm_{gpu}'."))
+        lines.append(
+            Line(
+                False,
+                f"the tool was built for sm_{marker['arch']} but this GPU is sm_{gpu}; rebuild "
+                f"with 'fi-campaign injector build --arch sm_{gpu}'.",
+            )
+        )
     if marker.get("sources_sha256") != build.sources_digest(build.tool_sources()):
-        lines.append(Line(False, "the tool was built from other sources than this fi-campaign's; rebuild it with "
-                                 "'fi-campaign injector build'.", required=False))
+        lines.append(
+            Line(
+                False,
+                "the tool was built from other sources than this fi-campaign's; rebuild it with "
+                "'fi-campaign injector build'.",
+                required=False,
+            )
+        )
     return lines
 
 
@@ -113,10 +166,17 @@ def dry_campaign(inst, injections: int = 20) -> Line:
 
     with tempfile.TemporaryDirectory() as tmp:
         db = Path(tmp) / "dry.db"
-        raw = {"name": "doctor-dry-run", "backend": "nvbitfi", "device": "cuda", "modes": ["single_bit"],
-               "injections": injections, "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
-               "images": {"source": "bundled", "count": 16}, "batch_size": 16,
-               "nvbitfi": {"home": str(inst.home), "dialect": inst.dialect, "dummy": True}}
+        raw = {
+            "name": "doctor-dry-run",
+            "backend": "nvbitfi",
+            "device": "cuda",
+            "modes": ["single_bit"],
+            "injections": injections,
+            "models": {"baseline": "zoo:resnet20-cifar10-baseline"},
+            "images": {"source": "bundled", "count": 16},
+            "batch_size": 16,
+            "nvbitfi": {"home": str(inst.home), "dialect": inst.dialect, "dummy": True},
+        }
         config = cfg.parse(yaml.safe_load(yaml.safe_dump(raw)), "the doctor's dry run")
         record, sites = plan(config, runs=Path(tmp) / "runs")
         store = Store.create(db)
@@ -124,8 +184,11 @@ def dry_campaign(inst, injections: int = 20) -> Line:
         counts = runner.run(store)
     masked = counts.get("masked", 0)
     ok = masked == sum(counts.values())
-    return Line(ok, f"dry campaign with the DUMMY injector: {masked}/{sum(counts.values())} masked"
-                + ("" if ok else "; expected all: the workload is not deterministic under NVBit"))
+    return Line(
+        ok,
+        f"dry campaign with the DUMMY injector: {masked}/{sum(counts.values())} masked"
+        + ("" if ok else "; expected all: the workload is not deterministic under NVBit"),
+    )
 
 
 def diagnose(home: str | None, dialect: str | None, dry_run: bool = True) -> list[Line]:

@@ -8,6 +8,7 @@ CPU that made inference 1.4-1.6x slower and its timing erratic from run to run
 price is that a process keeps its peak heap until it exits, which suits short campaign,
 training and workload processes.
 """
+
 from __future__ import annotations
 
 import ctypes

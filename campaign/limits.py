@@ -1,6 +1,7 @@
 """The ceilings every config key and CLI option is checked against, in one import-free module
 so the config reader and the CLI's option types cannot disagree. docs/DESIGN.md gives the
 measurements behind them."""
+
 from __future__ import annotations
 
 # numpy's seed sequences take any non-negative int, but SQLite's INTEGER column is signed 64-bit

@@ -7,14 +7,15 @@ failed write leaves the old file (or none), never half a file. An output that is
 file (a pipe, a FIFO, a device such as /dev/null, /dev/stdout) is a stream: it is written into
 as it is, never replaced and never opened for reading.
 """
+
 from __future__ import annotations
 
 import os
 import stat
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from fi_campaign.errors import UserError
 from fi_campaign.store.beside import LOG, RUNS
@@ -37,13 +38,14 @@ class Output:
     stores: tuple[Path, ...] = ()
     stream: bool = False  # not a regular file: written into where it is, never replaced
 
-    def inside(self, name: str) -> "Output":
+    def inside(self, name: str) -> Output:
         """A file in this folder (report --html), checked like any output."""
         return check(self.path / name, self.force, self.stores)
 
 
-def check(path: str | Path, force: bool = False, stores: Iterable[str | Path | None] = (),
-          folder: bool = False) -> Output:
+def check(
+    path: str | Path, force: bool = False, stores: Iterable[str | Path | None] = (), folder: bool = False
+) -> Output:
     """Where to write ``path``, refused (one sentence) before any work is done when it is a
     store, or beside one, or inside a store's run directories, or one of ``stores`` however
     spelt; or an existing file without ``force``; or cannot be written. ``folder``: ``path`` is
@@ -94,7 +96,7 @@ def _make(given: str, folder: Path) -> None:
         raise OutputError(f"cannot write {given} (permission denied).")
 
 
-def _protected(target: Path, stores: "tuple[Path, ...] | list[Path]") -> str | None:
+def _protected(target: Path, stores: tuple[Path, ...] | list[Path]) -> str | None:
     """What ``target`` (a real path) is, if writing it could destroy a store: the store, its
     SQLite journal files, its log or run directories."""
     if holds_campaign(target):

@@ -1,4 +1,5 @@
 """Interval estimates for AVF rates and their ratios; campaign sizing. Pure functions."""
+
 from __future__ import annotations
 
 import math

@@ -1,6 +1,7 @@
 """What a checkpoint's network is (depth, activation, block order, classes), without torch: a
 campaign record names it beside each model, and the store reads records without loading a
 network."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass

@@ -8,9 +8,9 @@ Accepted sources, all read in place (nothing is extracted to disk):
 - the bundled sample ``bundled`` (a few hundred CIFAR-10 test images shipped with the
   package, so the demo runs anywhere).
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 import io
 import pickle
 import tarfile
@@ -19,6 +19,8 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+
+from fi_campaign.errors import UserError
 
 BUNDLED = "bundled"
 BUNDLED_PATH = Path(__file__).parent / "samples" / "cifar10-test-sample.npz"
@@ -45,7 +47,7 @@ class ImageSet:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: np.ndarray) -> "ImageSet":
+    def subset(self, indices: np.ndarray) -> ImageSet:
         return ImageSet(self.images[indices], self.labels[indices], self.dataset, self.source)
 
 
@@ -58,12 +60,17 @@ def dataset_for_classes(n: int, where: str) -> str:
 
 # What torchvision's CIFAR batches (and numpy arrays pickled by any protocol) need; nothing that
 # can run code. Builtins (dict, list, bytes) are opcodes and need no lookup.
-BATCH_GLOBALS = frozenset({
-    ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-    ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-    ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
-})
+BATCH_GLOBALS = frozenset(
+    {
+        ("numpy.core.multiarray", "_reconstruct"),
+        ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.numeric", "_frombuffer"),
+        ("numpy._core.numeric", "_frombuffer"),
+        ("numpy", "ndarray"),
+        ("numpy", "dtype"),
+        ("_codecs", "encode"),  # bytes pickled by Python 3 at protocol 2
+    }
+)
 MAX_BATCH_BYTES = 256 << 20  # a CIFAR batch file is ~31 MB (CIFAR-100 train: ~155 MB)
 MAX_IMAGE_BYTES = 1 << 20  # a 32x32 image, compressed or not, is a few KB
 MAX_MEMBERS = 250_000  # CIFAR's largest split has 50,000 images; folders and stray files besides
@@ -94,8 +101,10 @@ def _read_batch(path: Path, key: bytes) -> tuple[np.ndarray, list[int]]:
         with open(path, "rb") as f:
             d = _BatchUnpickler(f, encoding="bytes").load()
     except _Refused as e:
-        raise DataError(f"{path} was not loaded: it asks for {e.what}, which no CIFAR batch holds "
-                        "and which could run code when unpickled.") from None
+        raise DataError(
+            f"{path} was not loaded: it asks for {e.what}, which no CIFAR batch holds "
+            "and which could run code when unpickled."
+        ) from None
     except FileNotFoundError:
         raise DataError(f"{path} is missing, so {path.parent} is not a complete CIFAR copy.") from None
     except OSError as e:
@@ -108,8 +117,11 @@ def _read_batch(path: Path, key: bytes) -> tuple[np.ndarray, list[int]]:
     labels = d.get(key) if isinstance(d, dict) else None
     if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2 and data.shape[1] == 3072):
         raise DataError(f"{path} is not a CIFAR batch: it holds no uint8 (N, 3072) {b'data'!r} array.")
-    if not (isinstance(labels, list) and len(labels) == len(data)
-            and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 100 for x in labels)):
+    if not (
+        isinstance(labels, list)
+        and len(labels) == len(data)
+        and all(isinstance(x, int) and not isinstance(x, bool) and 0 <= x < 100 for x in labels)
+    ):
         raise DataError(f"{path} is not a CIFAR batch: its {key!r} are not one class number per image.")
     return data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1), labels
 
@@ -158,7 +170,9 @@ def _image(data: bytes, name: str, archive: Path) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(data)) as img:
             if img.size != (32, 32):
-                raise DataError(f"{archive}: {name} is {img.size[0]}x{img.size[1]}, not CIFAR's 32x32, so this is not CIFAR.")
+                raise DataError(
+                    f"{archive}: {name} is {img.size[0]}x{img.size[1]}, not CIFAR's 32x32, so this is not CIFAR."
+                )
             return np.asarray(img.convert("RGB"))
     except DataError:
         raise
@@ -181,14 +195,18 @@ def _from_tar(archive: Path, split: str) -> ImageSet:
                 if len(parts) < 3 or parts[-3] != split:
                     continue
                 if member.size > MAX_IMAGE_BYTES:
-                    raise DataError(f"{archive}: {member.name} is {member.size:,} bytes; a CIFAR image is a few KB "
-                                    f"(at most {MAX_IMAGE_BYTES:,} read).")
+                    raise DataError(
+                        f"{archive}: {member.name} is {member.size:,} bytes; a CIFAR image is a few KB "
+                        f"(at most {MAX_IMAGE_BYTES:,} read)."
+                    )
                 images.append(_image(tar.extractfile(member).read(), member.name, archive))
                 class_names.append(parts[-2])
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{archive} is not a readable tar archive of CIFAR images ({e}).") from None
     if not images:
-        raise DataError(f"{archive} holds no '{split}/<class>/<image>' members, so it is not a CIFAR ImageFolder archive.")
+        raise DataError(
+            f"{archive} holds no '{split}/<class>/<image>' members, so it is not a CIFAR ImageFolder archive."
+        )
     classes = sorted(set(class_names))
     dataset = dataset_for_classes(len(classes), str(archive))
     lookup = {c: i for i, c in enumerate(classes)}
@@ -221,7 +239,9 @@ def load(source: str, split: str = "test") -> ImageSet:
     if folder is not None:
         return _from_pickles(folder, split)
     if archive is None:
-        raise DataError(f"{source} holds neither torchvision's CIFAR batches nor a {split}.tar[.xz] ImageFolder archive.")
+        raise DataError(
+            f"{source} holds neither torchvision's CIFAR batches nor a {split}.tar[.xz] ImageFolder archive."
+        )
     return _from_tar(archive, split)
 
 

@@ -11,11 +11,12 @@ A few lines corrupt a model::
     with inj.armed(BitFlips.one(layer=3, element=1234, bit=30)):
         logits = model(x[:1])
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -98,7 +99,7 @@ class BitFlips(FaultBatch):
     bits: np.ndarray
 
     @classmethod
-    def one(cls, layer: int, element: int, bit: int, row: int = 0) -> "BitFlips":
+    def one(cls, layer: int, element: int, bit: int, row: int = 0) -> BitFlips:
         return cls(np.array([layer]), np.array([row]), np.array([element]), np.array([bit]))
 
     def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
@@ -268,8 +269,20 @@ class Injector:
 
 
 __all__ = [
-    "BitFlips", "FaultBatch", "Injector", "LayerInfo", "MODES", "PlaneNoise", "SINGLE_BIT",
-    "SIZES", "WARP", "WARP_RANDOM", "WarpValues", "describe_layers", "layer_weights", "warp_geometry",
+    "BitFlips",
+    "FaultBatch",
+    "Injector",
+    "LayerInfo",
+    "MODES",
+    "PlaneNoise",
+    "SINGLE_BIT",
+    "SIZES",
+    "WARP",
+    "WARP_RANDOM",
+    "WarpValues",
+    "describe_layers",
+    "layer_weights",
+    "warp_geometry",
 ]
 
 
@@ -279,8 +292,9 @@ def layer_weights(layers: list[LayerInfo], weighting: str) -> np.ndarray:
     return weights / weights.sum()
 
 
-def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weighting: str,
-               rng: np.random.Generator) -> dict[str, np.ndarray]:
+def draw_sites(
+    layers: list[LayerInfo], mode: str, n: int, n_images: int, weighting: str, rng: np.random.Generator
+) -> dict[str, np.ndarray]:
     """Where n faults land. The layer is drawn in proportion to its per-image output elements
     (``elements``: every output value equally likely, as one faulty thread-instruction of a
     uniformly drawn dynamic instruction would be) or its multiply-accumulates (``macs``); then
@@ -291,15 +305,21 @@ def draw_sites(layers: list[LayerInfo], mode: str, n: int, n_images: int, weight
         element = np.array([rng.integers(0, layers[k].numel) for k in layer], dtype=np.int64)
         return {"layer": layer, "image": image, "element": element, "bit": rng.integers(0, 32, size=n)}
     warp = np.array([rng.integers(0, layers[k].warps) for k in layer], dtype=np.int64)
-    geo = [warp_geometry(layers[k], w) for k, w in zip(layer, warp)]
-    return {"layer": layer, "image": image, "element": np.array([g[0] for g in geo]),
-            "width": np.array([g[1] for g in geo]), "value_seed": rng.integers(0, 2**62, size=n)}
+    geo = [warp_geometry(layers[k], w) for k, w in zip(layer, warp, strict=False)]
+    return {
+        "layer": layer,
+        "image": image,
+        "element": np.array([g[0] for g in geo]),
+        "width": np.array([g[1] for g in geo]),
+        "value_seed": rng.integers(0, 2**62, size=n),
+    }
 
 
 def site_faults(sites: list[dict], rows: np.ndarray, fault_model: FaultModelRecord) -> FaultBatch:
     """The FaultBatch of stored sites (their store columns as mappings, all of one mode), row
     i of the batch carrying sites[i]'s fault: the one place a site becomes a fault, shared by
     the in-process runner and the workload program of process-isolated runs."""
+
     def col(name: str, dtype=np.int64) -> np.ndarray:
         return np.array([s[name] for s in sites], dtype=dtype)
 

@@ -12,12 +12,14 @@ published DSN 2021 tables (docs/FAULT-MODELS.md); ``ks="sup"`` is the exact supr
 function (both sides of every step), which picks a different x_min on some of those groups.
 Torch-free and pandas-free on purpose, so the CLI and tests import it cheaply.
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 from dataclasses import asdict, dataclass
 
 import numpy as np
+
+from fi_campaign.errors import UserError
 
 _BLOCK = 1 << 21  # elements per KS block: bounds memory at ~16 MiB per temporary
 KS_KINDS = ("below", "sup")
@@ -85,8 +87,10 @@ def fit(samples, x_min: float | None = None, ks: str = "below") -> Fit:
     x, dropped = clean(samples)
     distinct = np.unique(x)
     if distinct.size < 2:
-        raise FitError(f"a power-law fit needs at least 2 distinct positive finite samples, "
-                       f"found {distinct.size} ({x.size} usable, {dropped} dropped)")
+        raise FitError(
+            f"a power-law fit needs at least 2 distinct positive finite samples, "
+            f"found {distinct.size} ({x.size} usable, {dropped} dropped)"
+        )
     if x_min is not None:
         if not (np.isfinite(x_min) and x_min > 0):
             raise FitError(f"x_min must be a positive finite number, not {x_min!r}")
@@ -98,8 +102,10 @@ def fit(samples, x_min: float | None = None, ks: str = "below") -> Fit:
     starts = np.searchsorted(x, distinct[:-1], "left")  # the largest value alone has no spread
     dist = _scan(x, starts, ks)
     if np.isnan(dist).all():
-        raise FitError(f"the {distinct.size} distinct samples are too close together for a power-law fit "
-                       f"(from {x[0]:.17g} to {x[-1]:.17g})")
+        raise FitError(
+            f"the {distinct.size} distinct samples are too close together for a power-law fit "
+            f"(from {x[0]:.17g} to {x[-1]:.17g})"
+        )
     best = int(np.nanargmin(dist))
     i = int(starts[best])
     x_best = float(x[i])
@@ -124,17 +130,17 @@ def _scan(x: np.ndarray, starts: np.ndarray, ks: str) -> np.ndarray:
     rows = max(1, _BLOCK // n)
     cols = np.arange(n)
     for lo in range(0, starts.size, rows):
-        s = starts[lo:lo + rows, None]
+        s = starts[lo : lo + rows, None]
         j0 = int(s[0, 0])
         j = cols[None, j0:]
         mm = (n - s).astype(np.float64)
         with np.errstate(over="ignore", invalid="ignore"):
-            fitted = 1.0 - np.exp((1.0 - alphas[lo:lo + rows, None]) * (logs[None, j0:] - logs[s]))
+            fitted = 1.0 - np.exp((1.0 - alphas[lo : lo + rows, None]) * (logs[None, j0:] - logs[s]))
         gap = fitted - (first[None, j0:] - s) / mm
         if ks == "below":
             gap = np.abs(gap)
         else:
             gap = np.maximum(gap, (after[None, j0:] - s) / mm - fitted)
-        dist[lo:lo + rows] = np.where(j >= s, gap, -np.inf).max(axis=1)
+        dist[lo : lo + rows] = np.where(j >= s, gap, -np.inf).max(axis=1)
     dist[~np.isfinite(alphas)] = np.nan
     return dist

@@ -10,14 +10,16 @@ A *table* is either a built-in name (``TABLES``) or the path of a fitted fault-m
 written by ``fi-campaign fault-model fit`` (format ``FORMAT``, see ``read_table``), so a
 campaign config names either the same way.
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from fi_campaign.errors import UserError
 
 OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
 SIZES = ("small", "common", "big")
@@ -25,25 +27,49 @@ FLT_MAX = 3.4028234663852886e38
 SMALL_BELOW, BIG_ABOVE = 1e-3, 1e3  # the injector's value buckets on |old value|
 
 _FU = [
-    (1.0728769e-07, 1.0868737e00), (2.0230031e00, 1.0568325e00), (8.1847715e-08, 1.0820710e00),
-    (1.3602772e05, 2.7119400e01), (3.0000000e00, 1.0678725e00), (3.5176080e-02, 1.1896030e00),
-    (3.4028237e38, 4.4310700e05), (2.0000000e00, 1.4543958e00), (1.0238367e-02, 1.1181921e00),
-    (1.3968560e-09, 1.0846596e00), (2.6865074e-10, 1.0769672e00), (1.3970158e-09, 1.0851440e00),
-    (6.6699225e-01, 2.3798765e01), (6.6699225e-01, 2.3798765e01), (6.6699225e-01, 2.3922783e01),
-    (7.5000001e-01, 1.2143508e08), (6.1141304e-01, 3.4316596e00), (7.5000001e-01, 1.2143508e08),
-    (0.0000000e00, 1.0821200e00), (7.0958774e-08, 1.0821160e00), (0.0000000e00, 1.0821200e00),
+    (1.0728769e-07, 1.0868737e00),
+    (2.0230031e00, 1.0568325e00),
+    (8.1847715e-08, 1.0820710e00),
+    (1.3602772e05, 2.7119400e01),
+    (3.0000000e00, 1.0678725e00),
+    (3.5176080e-02, 1.1896030e00),
+    (3.4028237e38, 4.4310700e05),
+    (2.0000000e00, 1.4543958e00),
+    (1.0238367e-02, 1.1181921e00),
+    (1.3968560e-09, 1.0846596e00),
+    (2.6865074e-10, 1.0769672e00),
+    (1.3970158e-09, 1.0851440e00),
+    (6.6699225e-01, 2.3798765e01),
+    (6.6699225e-01, 2.3798765e01),
+    (6.6699225e-01, 2.3922783e01),
+    (7.5000001e-01, 1.2143508e08),
+    (6.1141304e-01, 3.4316596e00),
+    (7.5000001e-01, 1.2143508e08),
+    (0.0000000e00, 1.0821200e00),
+    (7.0958774e-08, 1.0821160e00),
+    (0.0000000e00, 1.0821200e00),
 ]
 _PIPELINE = [
-    (0.12976613044401322, 1.1757611807081003), (3.0083587541704313, 1.1769088775172158),
-    (1.000000000005111, 1.2904846987815732), (1.000000000005111, 1.2904846987815732),
-    (3.0, 1.0411011754028192), (3.0, 1.072617247632055),
-    (832.4749155937285, 1.23779831986), (1.000000916183302, 1.0485568027774983),
-    (6876382.106584958, 1.2292875919671704), (1.000000001396984, 4.948816087615382),
-    (0.999984742142246, 158.63179096418068), (0.08108107853967253, 1.8379509616040532),
-    (0.9998779296861358, 13816.97137561407), (0.9998779296861358, 13816.97137561407),
-    (6.2500000927684605, 130.7355599622411), (0.499259950241628, 1.6983879327427966),
-    (0.4978180006690592, 2.2036026969057563), (0.9987793080372286, 1088.8225354486965),
-    (0.7320540886699037, 1.9304213877030396), (1.4377902066647974, 1.0228408337883148),
+    (0.12976613044401322, 1.1757611807081003),
+    (3.0083587541704313, 1.1769088775172158),
+    (1.000000000005111, 1.2904846987815732),
+    (1.000000000005111, 1.2904846987815732),
+    (3.0, 1.0411011754028192),
+    (3.0, 1.072617247632055),
+    (832.4749155937285, 1.23779831986),
+    (1.000000916183302, 1.0485568027774983),
+    (6876382.106584958, 1.2292875919671704),
+    (1.000000001396984, 4.948816087615382),
+    (0.999984742142246, 158.63179096418068),
+    (0.08108107853967253, 1.8379509616040532),
+    (0.9998779296861358, 13816.97137561407),
+    (0.9998779296861358, 13816.97137561407),
+    (6.2500000927684605, 130.7355599622411),
+    (0.499259950241628, 1.6983879327427966),
+    (0.4978180006690592, 2.2036026969057563),
+    (0.9987793080372286, 1088.8225354486965),
+    (0.7320540886699037, 1.9304213877030396),
+    (1.4377902066647974, 1.0228408337883148),
     (0.4472794940279105, 1.659452338259185),
 ]
 TABLES = {"dsn2021-fu": _FU, "dsn2021-pipeline": _PIPELINE}
@@ -117,10 +143,13 @@ class FittedTable:
             return hits[0]
         have = ", ".join(f"{e.op} {e.size}" for e in self.entries) or "none"
         if not hits:
-            raise TableError(f"fitted fault model {self.name!r} ({self.path}) has no entry for {op} {size} "
-                             f"(its entries: {have})")
-        raise TableError(f"fitted fault model {self.name!r} ({self.path}) has {len(hits)} entries for {op} {size}, "
-                         f"one per {', '.join(self.by)} group; refit with --by micro,input_size")
+            raise TableError(
+                f"fitted fault model {self.name!r} ({self.path}) has no entry for {op} {size} (its entries: {have})"
+            )
+        raise TableError(
+            f"fitted fault model {self.name!r} ({self.path}) has {len(hits)} entries for {op} {size}, "
+            f"one per {', '.join(self.by)} group; refit with --by micro,input_size"
+        )
 
 
 def op_of(group: dict) -> str:
@@ -139,8 +168,10 @@ def read_table(path: str | Path) -> FittedTable:
     p = Path(path)
     try:
         if not p.is_file():
-            raise TableError(f"unknown power-law table {str(path)!r}: neither a built-in one "
-                             f"({', '.join(TABLES)}) nor an existing fault-model file")
+            raise TableError(
+                f"unknown power-law table {str(path)!r}: neither a built-in one "
+                f"({', '.join(TABLES)}) nor an existing fault-model file"
+            )
         with open(p, "rb") as f:
             raw_bytes = f.read(MAX_TABLE_BYTES + 1)
     except OSError as e:
@@ -152,16 +183,32 @@ def read_table(path: str | Path) -> FittedTable:
     except (yaml.YAMLError, ValueError, RecursionError):
         raise TableError(f"{path} is not valid YAML, so not a fault-model file") from None
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise TableError(f"{path} is not a fault-model file (no 'format: {FORMAT}' line); "
-                         "write one with fi-campaign fault-model fit")
+        raise TableError(
+            f"{path} is not a fault-model file (no 'format: {FORMAT}' line); write one with fi-campaign fault-model fit"
+        )
     try:
         entries = tuple(
-            FittedEntry(str(e["op"]), str(e["size"]), float(e["x_min"]), float(e["alpha"]), int(e["n_tail"]),
-                        int(e["n"]), float(e["ks"]), {str(k): str(v) for k, v in (e.get("group") or {}).items()})
-            for e in raw.get("entries") or [])
-        return FittedTable(str(raw["name"]), str(p.resolve()), hashlib.sha256(raw_bytes).hexdigest(),
-                           tuple(raw.get("by") or ()), tuple(raw.get("sources") or ()), entries,
-                           str(raw.get("ks", "below")))
+            FittedEntry(
+                str(e["op"]),
+                str(e["size"]),
+                float(e["x_min"]),
+                float(e["alpha"]),
+                int(e["n_tail"]),
+                int(e["n"]),
+                float(e["ks"]),
+                {str(k): str(v) for k, v in (e.get("group") or {}).items()},
+            )
+            for e in raw.get("entries") or []
+        )
+        return FittedTable(
+            str(raw["name"]),
+            str(p.resolve()),
+            hashlib.sha256(raw_bytes).hexdigest(),
+            tuple(raw.get("by") or ()),
+            tuple(raw.get("sources") or ()),
+            entries,
+            str(raw.get("ks", "below")),
+        )
     except KeyError as e:
         raise TableError(f"{path} is a damaged fault-model file (an entry or the file lacks {e.args[0]!r})") from None
     except (AttributeError, TypeError, ValueError) as e:
@@ -173,9 +220,15 @@ def table_document(name: str, by: list[str], sources: list[dict], fits: list[dic
     entries = []
     for f in fits:
         group = {str(k): str(v) for k, v in f["group"].items()}
-        entries.append({"op": op_of(group), "size": group.get("input_size", "*"), "group": group,
-                        **{k: float(f[k]) for k in ("x_min", "alpha", "ks", "sigma")},
-                        **{k: int(f[k]) for k in ("n_tail", "n", "dropped")}})
+        entries.append(
+            {
+                "op": op_of(group),
+                "size": group.get("input_size", "*"),
+                "group": group,
+                **{k: float(f[k]) for k in ("x_min", "alpha", "ks", "sigma")},
+                **{k: int(f[k]) for k in ("n_tail", "n", "dropped")},
+            }
+        )
     return {"format": FORMAT, "name": name, "by": list(by), "ks": ks, "sources": sources, "entries": entries}
 
 
@@ -193,10 +246,19 @@ def describe(table: str, op: str | None = None, sizes: tuple[str, ...] = ()) -> 
     if table in TABLES:
         return TableOrigin(name=table, kind="built-in", sources=(SOURCE,))
     t = read_table(table)
-    fit = {s: EntryFit(n_tail=e.n_tail, n=e.n, ks=e.ks, group=e.group)
-           for s in sizes for e in [t.find(op, s)]} if op else None
-    return TableOrigin(name=t.name, kind="fitted", path=t.path, sha256=t.sha256,
-                       sources=tuple(s.get("path") for s in t.sources), fit=fit)
+    fit = (
+        {s: EntryFit(n_tail=e.n_tail, n=e.n, ks=e.ks, group=e.group) for s in sizes for e in [t.find(op, s)]}
+        if op
+        else None
+    )
+    return TableOrigin(
+        name=t.name,
+        kind="fitted",
+        path=t.path,
+        sha256=t.sha256,
+        sources=tuple(s.get("path") for s in t.sources),
+        fit=fit,
+    )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -260,27 +322,57 @@ class FaultModelRecord:
 
     def to_dict(self) -> dict:
         o = self.origin
-        origin = {} if o is None else {
-            "name": o.name, "kind": o.kind, "path": o.path, "sha256": o.sha256, "sources": list(o.sources),
-            "fit": None if o.fit is None else {s: {"n_tail": f.n_tail, "n": f.n, "ks": f.ks, "group": dict(f.group)}
-                                               for s, f in o.fit.items()}}
-        return {**origin, "table": self.table, "op": self.op, "size": self.size, "semantics": self.semantics,
-                **({} if self.sampler is None else {"sampler": self.sampler}),
-                "entries": {s: [law.x_min, law.alpha] for s, law in self.entries.items()}}
+        origin = (
+            {}
+            if o is None
+            else {
+                "name": o.name,
+                "kind": o.kind,
+                "path": o.path,
+                "sha256": o.sha256,
+                "sources": list(o.sources),
+                "fit": None
+                if o.fit is None
+                else {s: {"n_tail": f.n_tail, "n": f.n, "ks": f.ks, "group": dict(f.group)} for s, f in o.fit.items()},
+            }
+        )
+        return {
+            **origin,
+            "table": self.table,
+            "op": self.op,
+            "size": self.size,
+            "semantics": self.semantics,
+            **({} if self.sampler is None else {"sampler": self.sampler}),
+            "entries": {s: [law.x_min, law.alpha] for s, law in self.entries.items()},
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "FaultModelRecord":
+    def from_dict(cls, d: dict) -> FaultModelRecord:
         origin = None
         if "name" in d:
             fit = d.get("fit")
-            origin = TableOrigin(name=d["name"], kind=d.get("kind", "built-in"), path=d.get("path"),
-                                 sha256=d.get("sha256"), sources=tuple(d.get("sources") or ()),
-                                 fit=None if fit is None else {
-                                     s: EntryFit(n_tail=f["n_tail"], n=f["n"], ks=f["ks"], group=dict(f.get("group") or {}))
-                                     for s, f in fit.items()})
-        return cls(table=d["table"], op=d["op"], size=d["size"], semantics=d["semantics"],
-                   entries={s: PowerLaw(float(x), float(a)) for s, (x, a) in d["entries"].items()},
-                   sampler=d.get("sampler"), origin=origin)
+            origin = TableOrigin(
+                name=d["name"],
+                kind=d.get("kind", "built-in"),
+                path=d.get("path"),
+                sha256=d.get("sha256"),
+                sources=tuple(d.get("sources") or ()),
+                fit=None
+                if fit is None
+                else {
+                    s: EntryFit(n_tail=f["n_tail"], n=f["n"], ks=f["ks"], group=dict(f.get("group") or {}))
+                    for s, f in fit.items()
+                },
+            )
+        return cls(
+            table=d["table"],
+            op=d["op"],
+            size=d["size"],
+            semantics=d["semantics"],
+            entries={s: PowerLaw(float(x), float(a)) for s, (x, a) in d["entries"].items()},
+            sampler=d.get("sampler"),
+            origin=origin,
+        )
 
 
 def size_bucket(values: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ Each image gets its own fault (the injector is vectorised per row): one conv/lin
 uniformly, a geometry drawn among single value, line and block (channel probabilities 1.0, 0.75
 and 0.3), and one power-law relative error r with a random sign, x -> x (1 + s r).
 """
+
 from __future__ import annotations
 
 import math
@@ -43,12 +44,25 @@ def _mean_ci(values: np.ndarray, z: float = 1.959963984540054) -> tuple[float, f
 def noise_batch(n: int, n_layers: int, law: PowerLaw, rng: np.random.Generator, gen: torch.Generator) -> PlaneNoise:
     r = law.sample(rng.random(n))
     signs = np.where(rng.random(n) < 0.5, -1.0, 1.0)
-    return PlaneNoise(rng.integers(0, n_layers, n), np.arange(n), rng.integers(0, len(GEOMETRIES), n),
-                      signs * r, (1.0, 0.75, 0.3), gen)
+    return PlaneNoise(
+        rng.integers(0, n_layers, n),
+        np.arange(n),
+        rng.integers(0, len(GEOMETRIES), n),
+        signs * r,
+        (1.0, 0.75, 0.3),
+        gen,
+    )
 
 
-def evaluate(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor, law: PowerLaw,
-             repeats: int = 5, seed: int = 0, batch_size: int = 500) -> Regret:
+def evaluate(
+    model: torch.nn.Module,
+    inputs: torch.Tensor,
+    labels: torch.Tensor,
+    law: PowerLaw,
+    repeats: int = 5,
+    seed: int = 0,
+    batch_size: int = 500,
+) -> Regret:
     model.eval()
     injector = Injector(model)
     rng = np.random.default_rng(seed)
@@ -59,11 +73,11 @@ def evaluate(model: torch.nn.Module, inputs: torch.Tensor, labels: torch.Tensor,
     try:
         with torch.inference_mode():
             for i in range(0, n, batch_size):
-                x, y = inputs[i:i + batch_size], labels[i:i + batch_size]
-                clean[i:i + len(y)] = (model(x).argmax(1) == y).cpu().numpy()
+                x, y = inputs[i : i + batch_size], labels[i : i + batch_size]
+                clean[i : i + len(y)] = (model(x).argmax(1) == y).cpu().numpy()
                 for rep in range(repeats):
                     with injector.armed(noise_batch(len(y), len(injector.layers), law, rng, gen)):
-                        noisy[rep, i:i + len(y)] = (model(x).argmax(1) == y).cpu().numpy()
+                        noisy[rep, i : i + len(y)] = (model(x).argmax(1) == y).cpu().numpy()
     finally:
         injector.remove()
     per_image_noisy = noisy.mean(axis=0)

@@ -6,11 +6,12 @@ Shortcuts are He et al.'s option A (stride-2 subsampling plus zero channel paddi
 only layers with weights are convolutions, BatchNorms and the final linear layer: every
 conv/linear output is an injection site and nothing else is.
 """
+
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from fi_campaign.models.arch import ACTIVATIONS, DEPTHS, ORDERS, Arch  # noqa: F401 - the network's public names
 

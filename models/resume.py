@@ -12,18 +12,19 @@ Only ``CifarResNet`` from models/resnet.py is accepted: for any other network (t
 ResNets, subclasses that override a forward, anything with other dataflow) which tensors are
 live at which layer is not derived here, and it is refused.
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 import bisect
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
+from fi_campaign.errors import UserError
 from fi_campaign.models.faults import describe_layers
 from fi_campaign.models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
 
@@ -47,8 +48,10 @@ class ResumePoint:
 
 
 def _refuse(model: nn.Module, why: str) -> ResumeError:
-    return ResumeError(f"delayed start (resume: true) follows the dataflow of models/resnet.py's CifarResNet only, "
-                       f"and {type(model).__name__} {why}; set resume: false to run whole passes.")
+    return ResumeError(
+        f"delayed start (resume: true) follows the dataflow of models/resnet.py's CifarResNet only, "
+        f"and {type(model).__name__} {why}; set resume: false to run whole passes."
+    )
 
 
 def _units(model: nn.Module) -> list[tuple[str, int | None, int, nn.Module]]:
@@ -78,7 +81,7 @@ def resume_points(model: nn.Module) -> list[ResumePoint]:
     total = sum(li.macs for li in infos)
     done = np.cumsum([li.macs for li in infos])
     points = []
-    for k, ((name, block, unit, _), li) in enumerate(zip(units, infos)):
+    for k, ((name, block, unit, _), li) in enumerate(zip(units, infos, strict=False)):
         # a block's input has the shape of the output of the layer before its first conv
         carry = 0 if block is None else infos[k - unit].numel
         points.append(ResumePoint(k, name, block, unit, li.numel, carry, int(total - done[k]), total))
@@ -170,16 +173,20 @@ def recording(model: nn.Module, keep: Iterable[int], images: int) -> Iterator[Go
             return
         if key[1] not in into:
             into[key[1]] = torch.empty((images, *t.shape[1:]), dtype=t.dtype, device=device)
-        into[key[1]][at:at + n] = t[:n]
+        into[key[1]][at : at + n] = t[:n]
         filled[key] = at + n
 
     layers = injectable_layers(model)
     for k in keep:
-        handles.append(layers[k][1].register_forward_hook(
-            lambda m, i, o, k=k: store(("out", k), acts.outputs, o.detach())))
+        handles.append(
+            layers[k][1].register_forward_hook(lambda m, i, o, k=k: store(("out", k), acts.outputs, o.detach()))
+        )
     for b in sorted({points[k].block for k in keep if points[k].block is not None}):
-        handles.append(model.blocks[b].register_forward_pre_hook(
-            lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach())))
+        handles.append(
+            model.blocks[b].register_forward_pre_hook(
+                lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach())
+            )
+        )
     try:
         yield acts
     finally:
@@ -196,13 +203,13 @@ class Resumer:
         self.points = resume_points(model)
         self._rest: dict[int, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {}
         blocks = list(model.blocks)
-        for (_, block, unit, owner), p in zip(_units(model), self.points):
+        for (_, block, unit, owner), p in zip(_units(model), self.points, strict=False):
             if owner is model.fc:
                 self._rest[p.layer] = lambda out, carry: out
             elif block is None:
                 self._rest[p.layer] = self._after_stem(model, list(owner)[1:], blocks)
             else:
-                self._rest[p.layer] = self._after_unit(model, blocks[block], unit, list(owner)[1:], blocks[block + 1:])
+                self._rest[p.layer] = self._after_unit(model, blocks[block], unit, list(owner)[1:], blocks[block + 1 :])
 
     @staticmethod
     def _after_stem(model: CifarResNet, rest: list[nn.Module], blocks: list[nn.Module]):

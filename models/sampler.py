@@ -16,6 +16,7 @@ The ln and exp agree with correctly rounded ones to about 1e-15 relative (``test
 so r follows the same power law as :meth:`fi_campaign.models.powerlaw.PowerLaw.sample`; the point of the
 specification is that the framework-level injector and the SASS-level tool draw the same r.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -104,9 +105,9 @@ def warp_values(x: np.ndarray, value_seed: int, x_min: float, alpha: float) -> n
     """What lanes 0..len(x)-1 of a warp hold after warp_random: x (1 + s r), rounded to float32."""
     x = np.asarray(x, dtype=np.float32)
     u, s = lane_draws(value_seed)
-    r = relative_error(u[:x.size], x_min, alpha)
+    r = relative_error(u[: x.size], x_min, alpha)
     with np.errstate(over="ignore", invalid="ignore"):
-        return (x.astype(np.float64) * (1.0 + s[:x.size] * r)).astype(np.float32)
+        return (x.astype(np.float64) * (1.0 + s[: x.size] * r)).astype(np.float32)
 
 
 def legacy_lane_draws(value_seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -7,22 +7,23 @@ with probability ``fat_channel_p``, with a relative magnitude drawn from Uniform
 (``grad_clip``): without it, the batches whose noise corrupts the logits dominate training and
 cost the hardened ResNet-20 1.55 points of clean accuracy.
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 import math
 import pickle
 import reprlib
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
 
+from fi_campaign.errors import UserError
 from fi_campaign.models import data as cifar
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import Injector, PlaneNoise
@@ -65,7 +66,9 @@ class Recipe:
         if path:
             try:
                 if Path(path).stat().st_size > MAX_RECIPE_BYTES:
-                    raise RecipeError(f"recipe {path} is larger than {MAX_RECIPE_BYTES:,} bytes, too large for a recipe.")
+                    raise RecipeError(
+                        f"recipe {path} is larger than {MAX_RECIPE_BYTES:,} bytes, too large for a recipe."
+                    )
                 raw = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
             except RecipeError:
                 raise
@@ -122,10 +125,16 @@ def _recipe_problem(r: Recipe) -> str | None:
         ("weight_decay", _number(r.weight_decay) and r.weight_decay >= 0, "a number of at least 0"),
         ("schedule", r.schedule in ("onecycle", "cosine"), "onecycle or cosine"),
         ("label_smoothing", _number(r.label_smoothing) and 0 <= r.label_smoothing < 1, "a number in [0, 1)"),
-        ("grad_clip", r.grad_clip is None or (_number(r.grad_clip) and r.grad_clip > 0),
-         "a positive number or null (no clipping)"),
-        ("augment", isinstance(r.augment, list) and all(isinstance(a, str) and a in AUGMENTATIONS for a in r.augment),
-         f"a list drawn from {', '.join(AUGMENTATIONS)}"),
+        (
+            "grad_clip",
+            r.grad_clip is None or (_number(r.grad_clip) and r.grad_clip > 0),
+            "a positive number or null (no clipping)",
+        ),
+        (
+            "augment",
+            isinstance(r.augment, list) and all(isinstance(a, str) and a in AUGMENTATIONS for a in r.augment),
+            f"a list drawn from {', '.join(AUGMENTATIONS)}",
+        ),
         ("fault_aware", isinstance(r.fault_aware, bool), "true or false"),
         ("fat_images", _number(r.fat_images) and 0 < r.fat_images <= 1, "a fraction in (0, 1]"),
         ("fat_channel_p", _number(r.fat_channel_p) and 0 < r.fat_channel_p <= 1, "a probability in (0, 1]"),
@@ -164,8 +173,9 @@ def augment(x: torch.Tensor, gen: torch.Generator, kinds: tuple[str, ...] | list
     return out.permute(0, 3, 1, 2).contiguous()
 
 
-def fault_aware_batch(n_layers: int, batch: int, epoch: int, recipe: Recipe, gen: torch.Generator,
-                      layer: int | None = None) -> PlaneNoise:
+def fault_aware_batch(
+    n_layers: int, batch: int, epoch: int, recipe: Recipe, gen: torch.Generator, layer: int | None = None
+) -> PlaneNoise:
     """One training batch's noise; ``layer`` pins the drawn layer (for diagnostics)."""
     if layer is None:
         layer = int(torch.randint(0, n_layers, (1,), generator=gen))
@@ -174,8 +184,9 @@ def fault_aware_batch(n_layers: int, batch: int, epoch: int, recipe: Recipe, gen
     k = rows.size
     mags = torch.rand(k, generator=gen).numpy() * max(1, epoch)
     signs = np.where(torch.rand(k, generator=gen).numpy() < 0.5, -1.0, 1.0)
-    return PlaneNoise(np.full(k, layer), rows, np.full(k, BLOCK), signs * mags,
-                      channel_p=(recipe.fat_channel_p,) * 3, generator=gen)
+    return PlaneNoise(
+        np.full(k, layer), rows, np.full(k, BLOCK), signs * mags, channel_p=(recipe.fat_channel_p,) * 3, generator=gen
+    )
 
 
 def evaluate(model: CifarResNet, images: torch.Tensor, labels: torch.Tensor, batch: int = 500) -> float:
@@ -183,7 +194,7 @@ def evaluate(model: CifarResNet, images: torch.Tensor, labels: torch.Tensor, bat
     correct = 0
     with torch.no_grad():
         for i in range(0, len(labels), batch):
-            correct += int((model(images[i:i + batch]).argmax(1) == labels[i:i + batch]).sum())
+            correct += int((model(images[i : i + batch]).argmax(1) == labels[i : i + batch]).sum())
     return correct / len(labels)
 
 
@@ -229,28 +240,45 @@ def read_partial(partial: Path, device: str = "cpu") -> dict | None:
         why = f"it cannot be read ({e.strerror})"
     except Exception:  # noqa: BLE001 - torch raises many kinds for a damaged file
         pass
-    raise zoo.CheckpointError(f"{partial} is not a training state this version wrote ({why}), so training did "
-                              "not resume from it; move or delete it to train from the first epoch.")
+    raise zoo.CheckpointError(
+        f"{partial} is not a training state this version wrote ({why}), so training did "
+        "not resume from it; move or delete it to train from the first epoch."
+    )
 
 
-def _resume(partial: Path, recipe: Recipe, arch: Arch, device: str, model: CifarResNet,
-            opt: torch.optim.Optimizer, sched, gen: torch.Generator) -> tuple[int, list[dict]]:
+def _resume(
+    partial: Path,
+    recipe: Recipe,
+    arch: Arch,
+    device: str,
+    model: CifarResNet,
+    opt: torch.optim.Optimizer,
+    sched,
+    gen: torch.Generator,
+) -> tuple[int, list[dict]]:
     """(first epoch, history) after loading the state in ``partial`` into the training objects."""
     state = read_partial(partial, device)
     if state is None or state["recipe"] != recipe.to_dict() or state["arch"] != arch.to_dict():
         return 0, []  # none, or another run's: train afresh, and overwrite it after the first epoch
     epoch, history = state["epoch"], state["history"]
     try:
-        if not (isinstance(epoch, int) and 0 <= epoch <= recipe.epochs and isinstance(history, list)
-                and len(history) == epoch and all(isinstance(h, dict) for h in history)):
+        if not (
+            isinstance(epoch, int)
+            and 0 <= epoch <= recipe.epochs
+            and isinstance(history, list)
+            and len(history) == epoch
+            and all(isinstance(h, dict) for h in history)
+        ):
             raise ValueError("inconsistent epochs")
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         gen.set_state(state["gen"])
     except Exception:  # noqa: BLE001 - the state dicts raise many kinds for a damaged state
-        raise zoo.CheckpointError(f"{partial} holds a damaged training state, so training did not resume from "
-                                  "it; move or delete it to train from the first epoch.") from None
+        raise zoo.CheckpointError(
+            f"{partial} holds a damaged training state, so training did not resume from "
+            "it; move or delete it to train from the first epoch."
+        ) from None
     return epoch, history
 
 
@@ -297,7 +325,7 @@ def train(
         perm = torch.randperm(n, generator=gen)
         loss_sum, correct = 0.0, 0
         for step in range(steps_per_epoch):
-            idx = perm[step * recipe.batch_size:(step + 1) * recipe.batch_size]
+            idx = perm[step * recipe.batch_size : (step + 1) * recipe.batch_size]
             x = augment(x_train[idx], gen, recipe.augment).to(device)
             y = y_train[idx].to(device)
             if injector is not None:
@@ -319,9 +347,19 @@ def train(
                 on_batch(epoch, step, batch_loss, correct / min(n, (step + 1) * recipe.batch_size))
         stats = EpochStats(epoch + 1, loss_sum / n, correct / n, time.perf_counter() - t0)
         history.append(asdict(stats))
-        torch.save({"recipe": recipe.to_dict(), "arch": arch.to_dict(), "model": model.state_dict(),
-                    "opt": opt.state_dict(), "sched": sched.state_dict(), "gen": gen.get_state(),
-                    "epoch": epoch + 1, "history": history}, partial)
+        torch.save(
+            {
+                "recipe": recipe.to_dict(),
+                "arch": arch.to_dict(),
+                "model": model.state_dict(),
+                "opt": opt.state_dict(),
+                "sched": sched.state_dict(),
+                "gen": gen.get_state(),
+                "epoch": epoch + 1,
+                "history": history,
+            },
+            partial,
+        )
         if on_epoch:
             on_epoch(stats)
 
@@ -329,9 +367,14 @@ def train(
         injector.remove()
     accuracy = evaluate(model, x_test, y_test)
     kind = "gpu" if str(device).startswith("cuda") else f"cpu ({torch.get_num_threads()} threads)"
-    meta = zoo.Meta(arch, dataset, {**recipe.to_dict(), "train_images": n, "history": history}, accuracy,
-                    f"{dataset} test split at {test_set.source} ({len(test_set)} images)",
-                    f"{kind}, {recipe.epochs} epochs, {sum(h['seconds'] for h in history):.0f} s")
+    meta = zoo.Meta(
+        arch,
+        dataset,
+        {**recipe.to_dict(), "train_images": n, "history": history},
+        accuracy,
+        f"{dataset} test split at {test_set.source} ({len(test_set)} images)",
+        f"{kind}, {recipe.epochs} epochs, {sum(h['seconds'] for h in history):.0f} s",
+    )
     meta = zoo.save(out, model.cpu(), meta)
     partial.unlink(missing_ok=True)
     return meta

@@ -5,9 +5,9 @@ says what network the weights belong to, how they were trained and how accurate 
 ``sha256`` covers the weights alone (names, dtypes, shapes, bytes) so it identifies the model
 whatever the file around it, and a campaign can store it.
 """
+
 from __future__ import annotations
 
-from fi_campaign.errors import UserError
 import hashlib
 import re
 import warnings
@@ -17,6 +17,7 @@ from typing import NoReturn
 
 import torch
 
+from fi_campaign.errors import UserError
 from fi_campaign.models.resnet import Arch, CifarResNet, build
 
 ZOO_DIR = Path(__file__).parent / "zoo"
@@ -42,15 +43,28 @@ class Meta:
 
     def to_dict(self) -> dict:
         return {
-            "arch": self.arch.to_dict(), "dataset": self.dataset, "recipe": self.recipe,
-            "clean_accuracy": self.clean_accuracy, "accuracy_on": self.accuracy_on,
-            "trained_on": self.trained_on, "sha256": self.sha256, "derived_from": self.derived_from,
+            "arch": self.arch.to_dict(),
+            "dataset": self.dataset,
+            "recipe": self.recipe,
+            "clean_accuracy": self.clean_accuracy,
+            "accuracy_on": self.accuracy_on,
+            "trained_on": self.trained_on,
+            "sha256": self.sha256,
+            "derived_from": self.derived_from,
         }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Meta":
-        return cls(Arch(**d["arch"]), d["dataset"], dict(d.get("recipe") or {}), d.get("clean_accuracy"),
-                   d.get("accuracy_on", ""), d.get("trained_on", ""), d.get("sha256", ""), d.get("derived_from", ""))
+    def from_dict(cls, d: dict) -> Meta:
+        return cls(
+            Arch(**d["arch"]),
+            d["dataset"],
+            dict(d.get("recipe") or {}),
+            d.get("clean_accuracy"),
+            d.get("accuracy_on", ""),
+            d.get("trained_on", ""),
+            d.get("sha256", ""),
+            d.get("derived_from", ""),
+        )
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -65,7 +79,7 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
 def resolve(ref: str) -> Path:
     """``zoo:NAME`` -> the committed file; anything else is a path."""
     if ref.startswith(ZOO_PREFIX):
-        return ZOO_DIR / f"{ref[len(ZOO_PREFIX):]}.pt"
+        return ZOO_DIR / f"{ref[len(ZOO_PREFIX) :]}.pt"
     return Path(ref).expanduser()
 
 
@@ -79,8 +93,10 @@ def refused_global(e: Exception) -> str | None:
     return f"it asks for {found.group(1)}, which could run code and which no fi-campaign file holds" if found else None
 
 
-VALID = ("a checkpoint is a file written by 'fi-campaign train', or a committed model named zoo:NAME "
-         "(e.g. zoo:resnet20-cifar10-baseline)")
+VALID = (
+    "a checkpoint is a file written by 'fi-campaign train', or a committed model named zoo:NAME "
+    "(e.g. zoo:resnet20-cifar10-baseline)"
+)
 
 
 def held(blob: object) -> str:
@@ -121,7 +137,7 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
             blob = torch.load(path, map_location="cpu", weights_only=True)
     except OSError as e:
         raise CheckpointError(f"cannot read checkpoint {ref} ({e.strerror}).") from None
-    except Exception as e:  # torch raises many kinds for a file that is not a checkpoint
+    except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is not a checkpoint
         refused(ref, refused_global(e) or "it is not a file PyTorch can load")
     if not (isinstance(blob, dict) and isinstance(blob.get("state_dict"), dict) and isinstance(blob.get("meta"), dict)):
         refused(ref, f"it is a PyTorch file holding {held(blob)}")
@@ -130,17 +146,19 @@ def read(ref: str) -> tuple[Meta, dict[str, torch.Tensor]]:
         refused(ref, "its state_dict is not a mapping of named tensors")
     try:
         digest = weights_digest(state)
-    except Exception:  # a tensor type numpy cannot hold
+    except Exception:  # noqa: BLE001 - a tensor type numpy cannot hold
         refused(ref, "its weights are not plain tensors")
     try:
         meta = Meta.from_dict(recorded)
     except ValueError as e:  # Arch refuses a value this version does not build (a newer activation)
         raise CheckpointError(f"{ref} records a network this version cannot build ({e}).") from None
-    except Exception:
+    except Exception:  # noqa: BLE001 - any malformed metadata
         refused(ref, "its metadata does not describe a network")
     if fmt < 2 and meta.arch.order == "conv-act-bn":
-        raise CheckpointError(f"{ref} was trained with the older inverted block (an activation after "
-                              "the shortcut addition), which this version no longer builds; retrain it.")
+        raise CheckpointError(
+            f"{ref} was trained with the older inverted block (an activation after "
+            "the shortcut addition), which this version no longer builds; retrain it."
+        )
     if digest != meta.sha256:
         raise CheckpointError(f"{ref} is corrupt: its weights do not match the sha256 in its metadata.")
     return meta, state
@@ -150,9 +168,7 @@ def load(ref: str, expect: Arch | None = None, device: str = "cpu") -> tuple[Cif
     """Build the network a checkpoint describes and load it, refusing an architecture mismatch."""
     meta, state = read(ref)
     if expect is not None and expect != meta.arch:
-        raise CheckpointError(
-            f"{ref} holds a {describe(meta.arch)} but {describe(expect)} was asked for."
-        )
+        raise CheckpointError(f"{ref} holds a {describe(meta.arch)} but {describe(expect)} was asked for.")
     model = build(meta.arch)
     try:
         model.load_state_dict(state)

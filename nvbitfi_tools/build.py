@@ -7,6 +7,7 @@ CMake and nvcc into a per-user cache, ``$XDG_CACHE_HOME/fi-campaign/tool/<nvbit>
 ``injector/injector.so``, ``injector/injector-dummy.so``), so ``NVBITFI_HOME`` or
 ``nvbitfi.home`` can point at it, plus ``fi-campaign-tool.json`` saying what it was built from.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,10 +16,10 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Callable, Mapping
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
@@ -62,9 +63,11 @@ def nvbit_release(path: str | Path) -> Path:
     for root in (p, p.parent):
         if (root / "core" / "nvbit.h").is_file() and (root / "core" / "libnvbit.a").is_file():
             return root.resolve()
-    raise BuildError(f"{p} is not an NVBit release: it has no core/nvbit.h and core/libnvbit.a (unpack "
-                     "nvbit-Linux-x86_64-<version>.tar.bz2 from NVlabs/NVBit's releases and pass its "
-                     "nvbit_release folder).")
+    raise BuildError(
+        f"{p} is not an NVBit release: it has no core/nvbit.h and core/libnvbit.a (unpack "
+        "nvbit-Linux-x86_64-<version>.tar.bz2 from NVlabs/NVBit's releases and pass its "
+        "nvbit_release folder)."
+    )
 
 
 def nvbit_version(release: Path) -> str:
@@ -72,8 +75,10 @@ def nvbit_version(release: Path) -> str:
     text = (release / "core" / "nvbit.h").read_text(encoding="utf-8", errors="replace")
     m = re.search(r'#define\s+NVBIT_VERSION\s+"([0-9][0-9.]*)"', text)
     if not m:
-        raise BuildError(f"{release / 'core' / 'nvbit.h'} does not state its version (no NVBIT_VERSION); "
-                         "use an NVBit 1.7 or later release.")
+        raise BuildError(
+            f"{release / 'core' / 'nvbit.h'} does not state its version (no NVBIT_VERSION); "
+            "use an NVBit 1.7 or later release."
+        )
     return m[1]
 
 
@@ -109,8 +114,9 @@ def gpu_arch() -> str | None:
     if exe is None:
         return None
     try:
-        out = subprocess.run([exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=30)
+        out = subprocess.run(
+            [exe, "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True, text=True, timeout=30
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     first = out.stdout.strip().splitlines()[:1] if out.returncode == 0 else []
@@ -124,32 +130,43 @@ def normalise_arch(arch: str) -> str:
     return a
 
 
-def plan(nvbit: str | Path, arch: str | None = None, nvcc: str | Path | None = None,
-         out: str | Path | None = None, environ: Mapping[str, str] | None = None) -> BuildPlan:
+def plan(
+    nvbit: str | Path,
+    arch: str | None = None,
+    nvcc: str | Path | None = None,
+    out: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> BuildPlan:
     """Check nvcc, CMake and the NVBit release, pick the architecture and the output folder."""
     environ = os.environ if environ is None else environ
     compiler = Path(nvcc) if nvcc else find_nvcc(environ)
     if compiler is None or not compiler.is_file():
-        raise BuildError("nvcc was not found (not on PATH, nor in CUDA_HOME); install the CUDA toolkit 12 or "
-                         "later and put its bin folder on PATH, or pass --nvcc.")
+        raise BuildError(
+            "nvcc was not found (not on PATH, nor in CUDA_HOME); install the CUDA toolkit 12 or "
+            "later and put its bin folder on PATH, or pass --nvcc."
+        )
     cmake = shutil.which("cmake", path=environ.get("PATH"))
     if cmake is None:
-        raise BuildError("cmake was not found on PATH; install CMake 3.18 or later (NVBit 1.8.1 builds tools "
-                         "with CMake only).")
+        raise BuildError(
+            "cmake was not found on PATH; install CMake 3.18 or later (NVBit 1.8.1 builds tools with CMake only)."
+        )
     release = nvbit_release(nvbit)
     version = nvbit_version(release)
     if version_tuple(version)[:2] < MIN_NVBIT:
-        raise BuildError(f"NVBit {version} at {release} is older than 1.7, which this tool is written for "
-                         "(its injected functions keep NVBit 1.7's rules, and Ada and Hopper need 1.7); use "
-                         "NVBit 1.7 or later, or stock NVBitFI with this NVBit.")
+        raise BuildError(
+            f"NVBit {version} at {release} is older than 1.7, which this tool is written for "
+            "(its injected functions keep NVBit 1.7's rules, and Ada and Hopper need 1.7); use "
+            "NVBit 1.7 or later, or stock NVBitFI with this NVBit."
+        )
     chosen = arch or gpu_arch()
     if not chosen:
         raise BuildError("no GPU was found to read the architecture from; pass --arch, e.g. --arch sm_90.")
     sm = normalise_arch(chosen)
     cuda = nvcc_version(compiler)
     if version_tuple(cuda)[0] >= 13 and int(sm) < 75:
-        raise BuildError(f"nvcc {cuda} cannot compile for sm_{sm} (CUDA 13 dropped Volta); use a CUDA 12 nvcc "
-                         "with --nvcc.")
+        raise BuildError(
+            f"nvcc {cuda} cannot compile for sm_{sm} (CUDA 13 dropped Volta); use a CUDA 12 nvcc with --nvcc."
+        )
     folder = Path(out) if out else cache_root(environ) / f"{version}-sm_{sm}"
     return BuildPlan(release, version, compiler.resolve(), cuda, Path(cmake), sm, folder.expanduser().resolve())
 
@@ -183,22 +200,39 @@ def build(p: BuildPlan, run: Callable[..., subprocess.CompletedProcess] = subpro
     src = tool_sources()
     p.out.mkdir(parents=True, exist_ok=True)
     log = p.out / "build.log"
-    steps = [[str(p.cmake), "-S", str(src), "-B", str(p.out), *_generator(p.out), f"-DNVBIT_PATH={p.nvbit}",
-              f"-DFI_ARCH={p.arch}", f"-DCUDA_NVCC={p.nvcc}"],
-             [str(p.cmake), "--build", str(p.out), "--parallel", str(_jobs())]]
+    steps = [
+        [
+            str(p.cmake),
+            "-S",
+            str(src),
+            "-B",
+            str(p.out),
+            *_generator(p.out),
+            f"-DNVBIT_PATH={p.nvbit}",
+            f"-DFI_ARCH={p.arch}",
+            f"-DCUDA_NVCC={p.nvcc}",
+        ],
+        [str(p.cmake), "--build", str(p.out), "--parallel", str(_jobs())],
+    ]
     with log.open("w", encoding="utf-8") as out:
         for cmd in steps:
             out.write("$ " + " ".join(cmd) + "\n")
             out.flush()
             done = run(cmd, stdout=out, stderr=subprocess.STDOUT, text=True)
             if done.returncode != 0:
-                raise BuildError(f"building the tool failed at '{' '.join(cmd[:2])} ...' (exit {done.returncode}); "
-                                 f"the compiler's messages are in {log}.")
+                raise BuildError(
+                    f"building the tool failed at '{' '.join(cmd[:2])} ...' (exit {done.returncode}); "
+                    f"the compiler's messages are in {log}."
+                )
     for rel in ("profiler/profiler.so", "injector/injector.so", "injector/injector-dummy.so"):
         if not (p.out / rel).is_file():
             raise BuildError(f"the build finished without {p.out / rel}; see {log}.")
-    marker = {"tool": "fi-campaign", "dialect": "fi-campaign", **{k: str(v) for k, v in asdict(p).items()},
-              "sources_sha256": sources_digest(src)}
+    marker = {
+        "tool": "fi-campaign",
+        "dialect": "fi-campaign",
+        **{k: str(v) for k, v in asdict(p).items()},
+        "sources_sha256": sources_digest(src),
+    }
     (p.out / MARKER).write_text(json.dumps(marker, indent=2) + "\n", encoding="utf-8")
     return p.out
 

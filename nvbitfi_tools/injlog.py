@@ -24,6 +24,7 @@ A log that ends its selected launch with nothing injected also reports the injec
 count of each group in that launch (:meth:`InjectionLog.launch_count`): what a profile that
 disagrees with its injector is checked against.
 """
+
 from __future__ import annotations
 
 import re
@@ -110,8 +111,13 @@ class InjectionLog:
         whole launch's: the launch ended with nothing injected, so the counters never stopped
         (once a fault is written they stop at the injection point, and the signal handler
         writes them mid-launch)."""
-        if (self.state is not LogState.NOT_INJECTED or not self.launch_ended or self.signal
-                or self.register_mismatch or self.kernel_error is not None):
+        if (
+            self.state is not LogState.NOT_INJECTED
+            or not self.launch_ended
+            or self.signal
+            or self.register_mismatch
+            or self.kernel_error is not None
+        ):
             return None
         return self.group_counts.get(igid)
 
@@ -167,19 +173,36 @@ def parse_injection_log(text: str) -> InjectionLog:
     lanes = _lanes(blocks)
     chosen = next((lane for lane in lanes if lane.injected), lanes[-1] if lanes else None)
     summary = {k: getattr(chosen, k) for k in _SUMMARY} if chosen else {}
-    common = dict(kernel_error=kernel_error, signal=signal, register_mismatch=mismatch, inspected=tuple(inspected),
-                  lanes=lanes, launch_ended=launch_ended, **values, **summary)
+    common = dict(
+        kernel_error=kernel_error,
+        signal=signal,
+        register_mismatch=mismatch,
+        inspected=tuple(inspected),
+        lanes=lanes,
+        launch_ended=launch_ended,
+        **values,
+        **summary,
+    )
     injected = [lane for lane in lanes if lane.injected]
     if mismatch:
-        return InjectionLog(LogState.NOT_INJECTED, "the injector aborted on its register-read sanity check "
-                            "(TOOL_VERBOSE), so the run says nothing about the fault.", **common)
+        return InjectionLog(
+            LogState.NOT_INJECTED,
+            "the injector aborted on its register-read sanity check "
+            "(TOOL_VERBOSE), so the run says nothing about the fault.",
+            **common,
+        )
     if injected:
-        where = (f" in {len(injected)} of {len(lanes)} lanes" if len(lanes) > 1 else "")
-        return InjectionLog(LogState.INJECTED, f"the injector reports a fault applied to {injected[0].opcode}{where}.",
-                            **common)
+        where = f" in {len(injected)} of {len(lanes)} lanes" if len(lanes) > 1 else ""
+        return InjectionLog(
+            LogState.INJECTED, f"the injector reports a fault applied to {injected[0].opcode}{where}.", **common
+        )
     if any(lane.not_injected for lane in lanes):
-        return InjectionLog(LogState.NOT_INJECTED, "the injector reports 'Error not injected': no thread "
-                            "of the selected launch reached the instruction index.", **common)
+        return InjectionLog(
+            LogState.NOT_INJECTED,
+            "the injector reports 'Error not injected': no thread "
+            "of the selected launch reached the instruction index.",
+            **common,
+        )
     if kernel_error:
         why = f"the run stopped on a CUDA error ({kernel_error}) before the injector reported."
     elif signal:
@@ -208,8 +231,10 @@ def read_injection_log(run_dir: str | Path) -> InjectionLog:
     try:
         text = path.read_text(encoding="utf-8", errors="replace")
     except FileNotFoundError:
-        return InjectionLog(LogState.NO_REPORT, f"there is no {LOG_FILE}: the injector was never loaded "
-                            "(it opens the log at process start).")
+        return InjectionLog(
+            LogState.NO_REPORT,
+            f"there is no {LOG_FILE}: the injector was never loaded (it opens the log at process start).",
+        )
     return parse_injection_log(text)
 
 
@@ -244,10 +269,19 @@ def _int(text: str) -> int | None:
         return None
 
 
-_FIELDS = {"index": ("index", _int), "kernel_name": ("kernel_name", str.strip), "ctas": ("ctas", _int),
-           "instrs": ("instrs", _int)}
-_LANE_FIELDS = {"mask": ("mask", _hex), "regNo": ("reg", _int), "opcode": ("opcode", str.strip),
-                "pcOffset": ("pc_offset", _hex), "tid": ("tid", _int)}
+_FIELDS = {
+    "index": ("index", _int),
+    "kernel_name": ("kernel_name", str.strip),
+    "ctas": ("ctas", _int),
+    "instrs": ("instrs", _int),
+}
+_LANE_FIELDS = {
+    "mask": ("mask", _hex),
+    "regNo": ("reg", _int),
+    "opcode": ("opcode", str.strip),
+    "pcOffset": ("pc_offset", _hex),
+    "tid": ("tid", _int),
+}
 
 
 def _field(line: str, values: dict, block: dict | None) -> None:

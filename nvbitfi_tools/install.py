@@ -9,15 +9,16 @@ build copied to ``injector/injector-dummy.so`` (our convention, not NVBitFI's).
 The dialect is read from the build's own sources: ``common/arch.h`` enums first, then
 ``scripts/params.py`` constants.
 """
+
 from __future__ import annotations
 
 import os
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
@@ -54,22 +55,51 @@ class Install:
         return not any(m.required for m in self.missing)
 
 
-def locate(home: str | Path | None = None, dialect: str | None = None,
-           environ: Mapping[str, str] | None = None) -> Install:
+def locate(
+    home: str | Path | None = None, dialect: str | None = None, environ: Mapping[str, str] | None = None
+) -> Install:
     """What is in ``home`` (default: $NVBITFI_HOME); ``dialect`` is the campaign config's, if any."""
     if dialect is not None:
         get_dialect(dialect)
     environ = os.environ if environ is None else environ
     raw = home if home is not None else environ.get("NVBITFI_HOME")
     if not raw:
-        return Install(None, None, None, None, None, dialect, "config" if dialect else "unknown",
-                       (Missing("home", None, "Set NVBITFI_HOME to your NVBitFI build, the folder "
-                                "nvbit_release/tools/nvbitfi (see docs/NVBITFI.md)."),))
+        return Install(
+            None,
+            None,
+            None,
+            None,
+            None,
+            dialect,
+            "config" if dialect else "unknown",
+            (
+                Missing(
+                    "home",
+                    None,
+                    "Set NVBITFI_HOME to your NVBitFI build, the folder "
+                    "nvbit_release/tools/nvbitfi (see docs/NVBITFI.md).",
+                ),
+            ),
+        )
     root = Path(raw).expanduser()
     if not root.is_dir():
-        return Install(root, None, None, None, None, dialect, "config" if dialect else "unknown",
-                       (Missing("home", root, f"NVBITFI_HOME points at {root}, which is not a folder; "
-                                "set it to your nvbit_release/tools/nvbitfi build."),))
+        return Install(
+            root,
+            None,
+            None,
+            None,
+            None,
+            dialect,
+            "config" if dialect else "unknown",
+            (
+                Missing(
+                    "home",
+                    root,
+                    f"NVBITFI_HOME points at {root}, which is not a folder; "
+                    "set it to your nvbit_release/tools/nvbitfi build.",
+                ),
+            ),
+        )
     root = root.resolve()
     missing: list[Missing] = []
     warnings: list[str] = []
@@ -80,35 +110,64 @@ def locate(home: str | Path | None = None, dialect: str | None = None,
     own = (root / "fi-campaign-tool.json").is_file() or dialect == "fi-campaign"
     for piece, found, folder in (("profiler", profiler, "profiler"), ("injector", injector, "injector")):
         if found is None:
-            missing.append(Missing(piece, root / folder / f"{piece}.so",
-                                   "Build fi-campaign's tool with 'fi-campaign injector build --nvbit DIR' "
-                                   "(NVBit >= 1.7) and point nvbitfi.home at its folder." if own else
-                                   f"Build the {piece} with 'make' in {root / folder} (NVBit 1.5.5 and "
-                                   "CUDA 11 for the reference Titan V setup)."))
+            missing.append(
+                Missing(
+                    piece,
+                    root / folder / f"{piece}.so",
+                    "Build fi-campaign's tool with 'fi-campaign injector build --nvbit DIR' "
+                    "(NVBit >= 1.7) and point nvbitfi.home at its folder."
+                    if own
+                    else f"Build the {piece} with 'make' in {root / folder} (NVBit 1.5.5 and "
+                    "CUDA 11 for the reference Titan V setup).",
+                )
+            )
     if (profiler is None or injector is None) and core is None and not own:
-        missing.append(Missing("nvbit_core", root.parent.parent / "core" / "libnvbit.a",
-                               "Unpack an NVBit release and place NVBitFI at nvbit_release/tools/nvbitfi, "
-                               "so its Makefiles find NVBit in ../../../core.", required=False))
+        missing.append(
+            Missing(
+                "nvbit_core",
+                root.parent.parent / "core" / "libnvbit.a",
+                "Unpack an NVBit release and place NVBitFI at nvbit_release/tools/nvbitfi, "
+                "so its Makefiles find NVBit in ../../../core.",
+                required=False,
+            )
+        )
     if dummy is None:
-        missing.append(Missing("dummy_injector", root / DUMMY_INJECTOR,
-                               f"Build the injector once with 'make DUMMY=1' and copy it to {root / DUMMY_INJECTOR}"
-                               ", so a fault-free campaign can check the workload and time the runs.",
-                               required=False))
+        missing.append(
+            Missing(
+                "dummy_injector",
+                root / DUMMY_INJECTOR,
+                f"Build the injector once with 'make DUMMY=1' and copy it to {root / DUMMY_INJECTOR}"
+                ", so a fault-free campaign can check the workload and time the runs.",
+                required=False,
+            )
+        )
     if _makefile_sets_dummy(root / "injector" / "Makefile"):
         warnings.append("injector/Makefile sets DUMMY=1, so injector.so may write no faults at all.")
     detected, source = detect_dialect(root)
     chosen, chosen_from = detected, source
     if detected and dialect and detected != dialect:
-        missing.append(Missing("dialect", root, f"The build's {source} looks like the {detected} dialect but "
-                               f"the campaign says {dialect}; fix the config or point NVBITFI_HOME at "
-                               "the right build."))
+        missing.append(
+            Missing(
+                "dialect",
+                root,
+                f"The build's {source} looks like the {detected} dialect but "
+                f"the campaign says {dialect}; fix the config or point NVBITFI_HOME at "
+                "the right build.",
+            )
+        )
         chosen, chosen_from = dialect, "config"
     elif not detected:
         chosen, chosen_from = dialect, "config" if dialect else "unknown"
         if not dialect:
-            missing.append(Missing("dialect", root, "Name the build's dialect (nvlabs, carol or pr2022) in "
-                                   "the campaign config: its sources (common/arch.h, scripts/params.py) "
-                                   "do not say."))
+            missing.append(
+                Missing(
+                    "dialect",
+                    root,
+                    "Name the build's dialect (nvlabs, carol or pr2022) in "
+                    "the campaign config: its sources (common/arch.h, scripts/params.py) "
+                    "do not say.",
+                )
+            )
     return Install(root, profiler, injector, dummy, core, chosen, chosen_from, tuple(missing), tuple(warnings))
 
 
@@ -192,6 +251,7 @@ def _read(path: Path) -> str | None:
 
 
 # --- the kernel log, for Xid lines (GPU errors the driver reports) -------------------------------
+
 
 @dataclass(frozen=True)
 class Xid:

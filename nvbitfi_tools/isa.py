@@ -17,6 +17,7 @@ sources of all three builds):
   warp_xor. Profiler and injector share one counting rule. Its injection-info file and log
   have their own format (``render``, ``toollog``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -143,12 +144,14 @@ class Dialect:
         if isinstance(group, int):
             if 0 <= group < len(self.groups):
                 return group
-            raise NvbitfiError(f"instruction group {group} does not exist in the {self.name} build "
-                            f"(0-{len(self.groups) - 1}).")
+            raise NvbitfiError(
+                f"instruction group {group} does not exist in the {self.name} build (0-{len(self.groups) - 1})."
+            )
         if group.lower() in self.groups:
             return self.groups.index(group.lower())
-        raise NvbitfiError(f"instruction group {group!r} does not exist in the {self.name} build "
-                        f"(groups: {', '.join(self.groups)}).")
+        raise NvbitfiError(
+            f"instruction group {group!r} does not exist in the {self.name} build (groups: {', '.join(self.groups)})."
+        )
 
     def group_name(self, group: str | int) -> str:
         return self.groups[self.igid(group)]
@@ -156,33 +159,62 @@ class Dialect:
 
 DIALECTS: dict[str, Dialect] = {
     "nvlabs": Dialect(
-        "nvlabs", "stock NVlabs NVBitFI", IGID, BFM, frozenset({"pr", "nodest"}),
-        predicate_aware=True, source_public=True, profile_invariants=True,
+        "nvlabs",
+        "stock NVlabs NVBitFI",
+        IGID,
+        BFM,
+        frozenset({"pr", "nodest"}),
+        predicate_aware=True,
+        source_public=True,
+        profile_invariants=True,
         counting="profiler and injector both count each executed thread-instruction whose guard predicate "
-                 "is true (the profiler through a lane-id warp leader), so the profile's counts are the injector's"),
+        "is true (the profiler through a lane-id warp leader), so the profile's counts are the injector's",
+    ),
     "carol": Dialect(
-        "carol", "UFRGS-CAROL NVBitFI fork", IGID, CarolBFM, frozenset({"pr", "nodest"}),
-        predicate_aware=False, source_public=True, profile_invariants=True, profile_is_injector_count=False,
+        "carol",
+        "UFRGS-CAROL NVBitFI fork",
+        IGID,
+        CarolBFM,
+        frozenset({"pr", "nodest"}),
+        predicate_aware=False,
+        source_public=True,
+        profile_invariants=True,
+        profile_is_injector_count=False,
         counting="the injector counts every thread that executes the instruction, predicated-off ones "
-                 "included; the fork's profiler counts the same threads but adds each warp's count once per "
-                 "thread with threadIdx.x % 32 == leader, several times over (or never) for blocks whose "
-                 "width is not a multiple of 32, so sites are accepted only within the injector's own count "
-                 "of their launch (rejection against the counts its logs report)"),
+        "included; the fork's profiler counts the same threads but adds each warp's count once per "
+        "thread with threadIdx.x % 32 == leader, several times over (or never) for blocks whose "
+        "width is not a multiple of 32, so sites are accepted only within the injector's own count "
+        "of their launch (rejection against the counts its logs report)",
+    ),
     "pr2022": Dialect(
-        "pr2022", "NVlabs/nvbitfi pull request #19 (Fernandes dos Santos, 10/2022)", IGID2022, BFM2022,
-        frozenset({"pr", "nodest"}), predicate_aware=True, source_public=True, profile_invariants=True,
+        "pr2022",
+        "NVlabs/nvbitfi pull request #19 (Fernandes dos Santos, 10/2022)",
+        IGID2022,
+        BFM2022,
+        frozenset({"pr", "nodest"}),
+        predicate_aware=True,
+        source_public=True,
+        profile_invariants=True,
         profile_is_injector_count=False,
         counting="the injector counts each executed thread-instruction whose guard predicate is true, as "
-                 "stock; its profiler counts every active thread whatever its predicate (profiler_ballot(1)), so "
-                 "launches with predicated-off instructions are over-counted in the profile and sites are "
-                 "accepted only within the injector's own count of their launch (rejection against the counts "
-                 "its logs report)"),
+        "stock; its profiler counts every active thread whatever its predicate (profiler_ballot(1)), so "
+        "launches with predicated-off instructions are over-counted in the profile and sites are "
+        "accepted only within the injector's own count of their launch (rejection against the counts "
+        "its logs report)",
+    ),
     "fi-campaign": Dialect(
-        "fi-campaign", "fi-campaign's own NVBit tool", IGID2022, FiBFM, frozenset({"pr", "nodest"}),
-        predicate_aware=True, source_public=True, profile_invariants=True,
+        "fi-campaign",
+        "fi-campaign's own NVBit tool",
+        IGID2022,
+        FiBFM,
+        frozenset({"pr", "nodest"}),
+        predicate_aware=True,
+        source_public=True,
+        profile_invariants=True,
         counting="profile and inject modes share one counting rule: each executed thread-instruction whose "
-                 "guard predicate is true, counted by the warp leader found by lane id, callee functions "
-                 "included in both, so the profile's counts are the injector's"),
+        "guard predicate is true, counted by the warp leader found by lane id, callee functions "
+        "included in both, so the profile's counts are the injector's",
+    ),
 }
 
 
@@ -207,17 +239,24 @@ class ModeSpec:
     semantics: str
 
 
-_SINGLE_BIT = ("xor 1 << (int)(32*bitIDSeed) into one destination register (index (int)(totalDest*opIDSeed)) "
-               "of one {group} thread-instruction, right after it executes")
-_WARP_MASK = ("XOR the same destination register index (opIDSeed) with the same mask (unsigned)(0xFFFFFFFF*bitIDSeed) "
-              "computed in float32 (its low bits are zero above 2^24): a uniform random XOR, not a power-law "
-              "value and not an overwrite")
+_SINGLE_BIT = (
+    "xor 1 << (int)(32*bitIDSeed) into one destination register (index (int)(totalDest*opIDSeed)) "
+    "of one {group} thread-instruction, right after it executes"
+)
+_WARP_MASK = (
+    "XOR the same destination register index (opIDSeed) with the same mask (unsigned)(0xFFFFFFFF*bitIDSeed) "
+    "computed in float32 (its low bits are zero above 2^24): a uniform random XOR, not a power-law "
+    "value and not an overwrite"
+)
 _SEMANTICS = {
-    ("nvlabs", "single_bit"): "nvbitfi nvlabs FLIP_SINGLE_BIT (bfm 0): " + _SINGLE_BIT
+    ("nvlabs", "single_bit"): "nvbitfi nvlabs FLIP_SINGLE_BIT (bfm 0): "
+    + _SINGLE_BIT
     + "; predicated-off thread-instructions are never hit",
-    ("carol", "single_bit"): "nvbitfi carol FLIP_SINGLE_BIT (bfm 0): as stock, " + _SINGLE_BIT
+    ("carol", "single_bit"): "nvbitfi carol FLIP_SINGLE_BIT (bfm 0): as stock, "
+    + _SINGLE_BIT
     + "; predicated-off thread-instructions can be hit",
-    ("pr2022", "single_bit"): "nvbitfi pr2022 FLIP_SINGLE_BIT (bfm 0): as stock, " + _SINGLE_BIT
+    ("pr2022", "single_bit"): "nvbitfi pr2022 FLIP_SINGLE_BIT (bfm 0): as stock, "
+    + _SINGLE_BIT
     + "; predicated-off thread-instructions are never hit",
     ("carol", "warp_random"): "nvbitfi carol WARP_RANDOM_VALUE (bfm 7): after the per-thread match, "
     "__any_sync(0xFFFFFFFF, match) makes every thread of the warp holding the selected {group} "
@@ -225,23 +264,28 @@ _SEMANTICS = {
     "thread only",
     ("pr2022", "warp_random"): "nvbitfi pr2022 WARP_RANDOM_VALUE (bfm 4): after the per-thread match, "
     "__any_sync(__activemask(), match) makes every active lane of the warp holding the selected {group} "
-    "thread-instruction (lanes at that instruction whose guard predicate is true) " + _WARP_MASK
+    "thread-instruction (lanes at that instruction whose guard predicate is true) "
+    + _WARP_MASK
     + "; the log has one block per lane and each injected lane's before/after is stored",
 }
-_OWN = ("; counted per thread with the guard predicate respected, the warp leader found by lane id, "
-        "callee functions and cuLaunchKernelEx launches included")
-_SEMANTICS.update({
-    ("fi-campaign", "single_bit"): "fi-campaign tool single_bit: " + _SINGLE_BIT + _OWN,
-    ("fi-campaign", "warp_random"): "fi-campaign tool warp_random: every lane of the warp holding the "
-    "selected {group} thread-instruction whose guard predicate let it execute has the same destination "
-    "register (chosen by opIDSeed) replaced, as float32 x, by x (1 + s r) computed in float64, r drawn "
-    "per lane from the campaign's power law (x_min, alpha) and s a random sign, both from the site's "
-    "value seed by sampler fi-campaign/lanes/1, the framework-level injector's sampler" + _OWN,
-    ("fi-campaign", "warp_xor"): "fi-campaign tool warp_xor: every lane of the warp holding the selected "
-    "{group} thread-instruction whose guard predicate let it execute XORs the same destination register "
-    "with the same mask (uint32)(0xFFFFFFFF*bitIDSeed) computed in float32, as the carol and pr2022 "
-    "warp models do" + _OWN,
-})
+_OWN = (
+    "; counted per thread with the guard predicate respected, the warp leader found by lane id, "
+    "callee functions and cuLaunchKernelEx launches included"
+)
+_SEMANTICS.update(
+    {
+        ("fi-campaign", "single_bit"): "fi-campaign tool single_bit: " + _SINGLE_BIT + _OWN,
+        ("fi-campaign", "warp_random"): "fi-campaign tool warp_random: every lane of the warp holding the "
+        "selected {group} thread-instruction whose guard predicate let it execute has the same destination "
+        "register (chosen by opIDSeed) replaced, as float32 x, by x (1 + s r) computed in float64, r drawn "
+        "per lane from the campaign's power law (x_min, alpha) and s a random sign, both from the site's "
+        "value seed by sampler fi-campaign/lanes/1, the framework-level injector's sampler" + _OWN,
+        ("fi-campaign", "warp_xor"): "fi-campaign tool warp_xor: every lane of the warp holding the selected "
+        "{group} thread-instruction whose guard predicate let it execute XORs the same destination register "
+        "with the same mask (uint32)(0xFFFFFFFF*bitIDSeed) computed in float32, as the carol and pr2022 "
+        "warp models do" + _OWN,
+    }
+)
 _BFM_NAME = {"single_bit": "FLIP_SINGLE_BIT", "warp_random": "WARP_RANDOM_VALUE", "warp_xor": "WARP_XOR_VALUE"}
 
 
@@ -255,8 +299,13 @@ def can_inject(name: str | Dialect, mode: str) -> bool:
     return mode in supported_modes(name)
 
 
-def mode_spec(name: str | Dialect, mode: str, group: str | int = "fp32",
-              powerlaw_line: bool = False, build_reads_powerlaw: bool = False) -> ModeSpec:
+def mode_spec(
+    name: str | Dialect,
+    mode: str,
+    group: str | int = "fp32",
+    powerlaw_line: bool = False,
+    build_reads_powerlaw: bool = False,
+) -> ModeSpec:
     """igid, bfm and semantics for (dialect, mode), refusing a mode the build cannot inject.
 
     ``powerlaw_line`` says whether the rendered file carries the extra power-law line; no public
@@ -267,20 +316,26 @@ def mode_spec(name: str | Dialect, mode: str, group: str | int = "fp32",
     if mode not in MODES:
         raise UnsupportedMode(f"unknown mode {mode!r}; modes: {', '.join(MODES)}.")
     if not can_inject(d, mode):
-        raise UnsupportedMode(f"the {d.name} NVBitFI build ({d.title}) cannot inject {mode}: it has no "
-                              f"{_BFM_NAME[mode]} model; use a carol or pr2022 build, or mode "
-                              f"{', '.join(supported_modes(d))}.")
+        raise UnsupportedMode(
+            f"the {d.name} NVBitFI build ({d.title}) cannot inject {mode}: it has no "
+            f"{_BFM_NAME[mode]} model; use a carol or pr2022 build, or mode "
+            f"{', '.join(supported_modes(d))}."
+        )
     igid = injectable_igid(d, group)
     if d.name == "fi-campaign" and mode == "warp_random" and d.group_name(igid) != "fp32":
-        raise UnsupportedMode(f"warp_random of the fi-campaign tool reads the destination register as a "
-                              f"float32, so it needs group fp32, not {d.group_name(igid)}.")
+        raise UnsupportedMode(
+            f"warp_random of the fi-campaign tool reads the destination register as a "
+            f"float32, so it needs group fp32, not {d.group_name(igid)}."
+        )
     bfm = d.bfms[_BFM_NAME[mode]]
     text = semantics(d, mode, d.group_name(igid), powerlaw_line, build_reads_powerlaw)
     return ModeSpec(d.name, mode, igid, int(bfm), bfm.name, text)
 
 
-_WHY_NOT = {"pr": "its predicate-register path is disabled because NVBit cannot write predicates",
-            "nodest": "its instructions write no destination register"}
+_WHY_NOT = {
+    "pr": "its predicate-register path is disabled because NVBit cannot write predicates",
+    "nodest": "its instructions write no destination register",
+}
 
 
 def injectable_igid(name: str | Dialect, group: str | int) -> int:
@@ -301,13 +356,16 @@ def math_note(name: str | Dialect, math: str) -> str:
     d = dialect(name)
     if math == "tf32":
         tensor = "mma" if "mma" in d.groups else "others"
-        return (f"math tf32: on sm_80 and newer cuDNN runs float32 convolutions as HMMA tensor-core "
-                f"instructions, counted in group {tensor}, not fp32")
+        return (
+            f"math tf32: on sm_80 and newer cuDNN runs float32 convolutions as HMMA tensor-core "
+            f"instructions, counted in group {tensor}, not fp32"
+        )
     return "math fp32: TF32 off, float32 convolutions run as FFMA and friends in group fp32"
 
 
-def semantics(name: str | Dialect, mode: str, group: str = "fp32", powerlaw_line: bool = False,
-              build_reads_powerlaw: bool = False) -> str:
+def semantics(
+    name: str | Dialect, mode: str, group: str = "fp32", powerlaw_line: bool = False, build_reads_powerlaw: bool = False
+) -> str:
     """The sentence stored with every result of (dialect, mode): what the injector actually did."""
     d = dialect(name)
     key = (d.name, mode)
@@ -317,7 +375,9 @@ def semantics(name: str | Dialect, mode: str, group: str = "fp32", powerlaw_line
     if d.counting:
         text += "; counting: " + d.counting
     if powerlaw_line and d.name != "fi-campaign":  # the own tool reads x_min and alpha itself
-        text += ("; power-law value line 8 read by this power-law-capable build, semantics as that build defines"
-                 if build_reads_powerlaw else
-                 "; power-law value line 8 written but ignored (no public build reads it)")
+        text += (
+            "; power-law value line 8 read by this power-law-capable build, semantics as that build defines"
+            if build_reads_powerlaw
+            else "; power-law value line 8 written but ignored (no public build reads it)"
+        )
     return text

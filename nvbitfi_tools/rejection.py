@@ -18,10 +18,12 @@ same decision the run would give, so the accepted site does not depend on which 
 the count first. The k-th re-draw of a site uses its own generator (``redraw_rng(k)``), so a
 site's chain of proposals, and hence its accepted location, is reproducible from the seed.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Generic, TypeVar
+from typing import Generic, TypeVar
 
 import numpy as np
 
@@ -53,10 +55,15 @@ def reachable(proposals: Proposals, known: dict[int, int]) -> int:
     return proposals.total - sum(max(0, proposals.profile_count(k) - c) for k, c in known.items())
 
 
-def settle(start: Location, proposals: Proposals, known: dict[int, int],
-           redraw_rng: Callable[[int], np.random.Generator],
-           run: Callable[[Location], tuple[int | None, T]],
-           max_runs: int = MAX_RUNS, max_draws: int = MAX_DRAWS) -> Settled[T]:
+def settle(
+    start: Location,
+    proposals: Proposals,
+    known: dict[int, int],
+    redraw_rng: Callable[[int], np.random.Generator],
+    run: Callable[[Location], tuple[int | None, T]],
+    max_runs: int = MAX_RUNS,
+    max_draws: int = MAX_DRAWS,
+) -> Settled[T]:
     """Run ``start``, or the first proposal of its chain that the injector can reach.
 
     ``run(location)`` returns (the injector's count of that launch if the run showed it, else

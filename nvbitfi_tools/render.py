@@ -4,6 +4,7 @@ The templates live in the ``templates`` package (``templates/injection-info/<dia
 a dialect's file layout can be read and changed without touching code. Everything that the
 injector would assert on, overflow or misread is refused here, before a GPU run is spent on it.
 """
+
 from __future__ import annotations
 
 import math
@@ -14,7 +15,8 @@ from pathlib import Path
 import jinja2
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
-from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect, mode_spec
+from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
+from fi_campaign.nvbitfi_tools.isa import mode_spec
 from fi_campaign.nvbitfi_tools.sites import Site, check_site, format_seed
 
 INFO_FILE = "nvbitfi-injection-info.txt"
@@ -25,12 +27,22 @@ def _environment() -> jinja2.Environment:
     def load(name: str) -> str:
         return resources.files("fi_campaign.templates").joinpath("injection-info", name).read_text(encoding="utf-8")
 
-    return jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
-                              autoescape=False, keep_trailing_newline=False)
+    return jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=False,
+    )
 
 
-def render_injection_info(dialect: str, mode: str, site: Site, powerlaw_value: float | None = None,
-                          value_seed: int | None = None, law: tuple[float, float] | None = None) -> str:
+def render_injection_info(
+    dialect: str,
+    mode: str,
+    site: Site,
+    powerlaw_value: float | None = None,
+    value_seed: int | None = None,
+    law: tuple[float, float] | None = None,
+) -> str:
     """The file's text for one site: seven lines, plus the power-law value as line 8 if given.
 
     The power-law value is the relative error r drawn by the planner for warp_random; builds that
@@ -47,37 +59,64 @@ def render_injection_info(dialect: str, mode: str, site: Site, powerlaw_value: f
             raise NvbitfiError(f"a power-law value belongs to warp_random sites, not {mode}.")
         if isinstance(powerlaw_value, bool) or not math.isfinite(float(powerlaw_value)):
             raise NvbitfiError(f"power-law value {powerlaw_value!r} is not a finite number.")
-    return _environment().get_template(f"{d.name}.txt.j2").render(
-        igid=spec.igid, bfm=spec.bfm, kernel=site.kernel, kcount=site.kcount, iid=site.iid,
-        op_id_seed=format_seed(site.op_id_seed), bit_id_seed=format_seed(site.bit_id_seed),
-        powerlaw_value=None if powerlaw_value is None else repr(float(powerlaw_value)))
+    return (
+        _environment()
+        .get_template(f"{d.name}.txt.j2")
+        .render(
+            igid=spec.igid,
+            bfm=spec.bfm,
+            kernel=site.kernel,
+            kcount=site.kcount,
+            iid=site.iid,
+            op_id_seed=format_seed(site.op_id_seed),
+            bit_id_seed=format_seed(site.bit_id_seed),
+            powerlaw_value=None if powerlaw_value is None else repr(float(powerlaw_value)),
+        )
+    )
 
 
 def _render_own(spec, site: Site, powerlaw_value, value_seed, law) -> str:
     from fi_campaign.models.sampler import SPEC
 
     if powerlaw_value is not None:
-        raise NvbitfiError("the fi-campaign tool draws each lane's power-law value itself; give it the "
-                        "site's value seed and the law, not a value.")
+        raise NvbitfiError(
+            "the fi-campaign tool draws each lane's power-law value itself; give it the "
+            "site's value seed and the law, not a value."
+        )
     if spec.mode == "warp_random":
         if value_seed is None or law is None:
-            raise NvbitfiError("a warp_random site of the fi-campaign tool needs its value seed and the "
-                            "power law (x_min, alpha) it draws from.")
+            raise NvbitfiError(
+                "a warp_random site of the fi-campaign tool needs its value seed and the "
+                "power law (x_min, alpha) it draws from."
+            )
         if isinstance(value_seed, bool) or not 0 <= int(value_seed) < 2**64:
             raise NvbitfiError(f"value seed {value_seed!r} is not a 64-bit unsigned integer.")
         x_min, alpha = (float(v) for v in law)
         if not (math.isfinite(x_min) and x_min > 0 and math.isfinite(alpha) and alpha > 1):
-            raise NvbitfiError(f"power law x_min {x_min:g}, alpha {alpha:g} cannot be drawn from "
-                            "(needs x_min > 0 and alpha > 1, both finite).")
+            raise NvbitfiError(
+                f"power law x_min {x_min:g}, alpha {alpha:g} cannot be drawn from "
+                "(needs x_min > 0 and alpha > 1, both finite)."
+            )
     else:
         value_seed = None
     d = get_dialect(spec.dialect)
-    return _environment().get_template("fi-campaign.txt.j2").render(
-        model=spec.mode, group=d.group_name(spec.igid), kernel=site.kernel, kcount=site.kcount,
-        iid=site.iid, op_id_seed=format_seed(site.op_id_seed), bit_id_seed=format_seed(site.bit_id_seed),
-        value_seed=None if value_seed is None else int(value_seed),
-        x_min=repr(x_min) if value_seed is not None else None,
-        alpha=repr(alpha) if value_seed is not None else None, sampler=SPEC)
+    return (
+        _environment()
+        .get_template("fi-campaign.txt.j2")
+        .render(
+            model=spec.mode,
+            group=d.group_name(spec.igid),
+            kernel=site.kernel,
+            kcount=site.kcount,
+            iid=site.iid,
+            op_id_seed=format_seed(site.op_id_seed),
+            bit_id_seed=format_seed(site.bit_id_seed),
+            value_seed=None if value_seed is None else int(value_seed),
+            x_min=repr(x_min) if value_seed is not None else None,
+            alpha=repr(alpha) if value_seed is not None else None,
+            sampler=SPEC,
+        )
+    )
 
 
 def write_injection_info(run_dir: str | Path, text: str) -> Path:

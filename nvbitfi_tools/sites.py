@@ -11,16 +11,18 @@ instructions that removes); and the two seeds are float32 values, so the injecto
 reads exactly the value stored here and never rounds a seed up to 1.0f (which would shift a
 mask by 32).
 """
+
 from __future__ import annotations
 
 import zlib
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 import numpy as np
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
-from fi_campaign.nvbitfi_tools.isa import Dialect, dialect as get_dialect, injectable_igid, mode_spec
+from fi_campaign.nvbitfi_tools.isa import Dialect, injectable_igid, mode_spec
+from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
 from fi_campaign.nvbitfi_tools.profile import Profile
 
 
@@ -78,9 +80,15 @@ class Proposals:
         self.total = int(self.counts.sum())
         self.excluded = Exclusion(int(((raw > 0) & ~fits).sum()), int(raw[~fits].sum()), int(raw.sum()))
         if self.total == 0:
-            why = (f"; all {self.excluded.instructions} are in kernels whose names are {KERNEL_NAME_BYTES} bytes or "
-                   "more, which the injector cannot hold" if self.excluded.instructions else "")
-            raise NvbitfiError(f"the profile has no {self.group} instructions, so no {self.group} site can be drawn{why}.")
+            why = (
+                f"; all {self.excluded.instructions} are in kernels whose names are {KERNEL_NAME_BYTES} bytes or "
+                "more, which the injector cannot hold"
+                if self.excluded.instructions
+                else ""
+            )
+            raise NvbitfiError(
+                f"the profile has no {self.group} instructions, so no {self.group} site can be drawn{why}."
+            )
 
     def profile_count(self, kcount: int) -> int:
         """The profile's count of the group in launch ``kcount`` (0 for a left-out launch)."""
@@ -90,8 +98,10 @@ class Proposals:
         flat = rng.integers(0, self.total, size=n, dtype=np.int64)
         which = np.searchsorted(self.ends, flat, side="right")
         iids = flat - (self.ends[which] - self.counts[which])
-        return [Location(self.launches[w].kernel, self.launches[w].index, int(i))
-                for w, i in zip(which.tolist(), iids.tolist())]
+        return [
+            Location(self.launches[w].kernel, self.launches[w].index, int(i))
+            for w, i in zip(which.tolist(), iids.tolist(), strict=False)
+        ]
 
 
 def draw_sites(profile: Profile, group: str | int, n: int, rng: np.random.Generator) -> list[Site]:
@@ -102,8 +112,10 @@ def draw_sites(profile: Profile, group: str | int, n: int, rng: np.random.Genera
     where = proposals.draw(rng, n)
     op_seeds = rng.random(n, dtype=np.float32)
     bit_seeds = rng.random(n, dtype=np.float32)
-    return [Site(w.kernel, w.kcount, proposals.igid, w.iid, float(o), float(b))
-            for w, o, b in zip(where, op_seeds, bit_seeds)]
+    return [
+        Site(w.kernel, w.kcount, proposals.igid, w.iid, float(o), float(b))
+        for w, o, b in zip(where, op_seeds, bit_seeds, strict=False)
+    ]
 
 
 def stratum_rng(seed: int, igid: int, mode: str) -> np.random.Generator:
@@ -111,8 +123,9 @@ def stratum_rng(seed: int, igid: int, mode: str) -> np.random.Generator:
     return np.random.default_rng([seed, igid, zlib.crc32(mode.encode())])
 
 
-def draw_stratified(profile: Profile, strata: Iterable[tuple[str | int, str]], n: int,
-                    seed: int) -> dict[tuple[int, str], list[Site]]:
+def draw_stratified(
+    profile: Profile, strata: Iterable[tuple[str | int, str]], n: int, seed: int
+) -> dict[tuple[int, str], list[Site]]:
     """``n`` sites per (group, mode) stratum, refusing a mode the profile's dialect cannot inject."""
     d = get_dialect(profile.dialect)
     out: dict[tuple[int, str], list[Site]] = {}
@@ -160,11 +173,15 @@ def check_site(site: Site, d: Dialect | str) -> None:
     d = get_dialect(d)
     injectable_igid(d, site.igid)
     if not site.kernel or any(c.isspace() for c in site.kernel):
-        raise NvbitfiError(f"kernel name '{site.kernel[:60]}' is empty or has whitespace; the injector "
-                        "reads field 3 only up to the first space.")
+        raise NvbitfiError(
+            f"kernel name '{site.kernel[:60]}' is empty or has whitespace; the injector "
+            "reads field 3 only up to the first space."
+        )
     if len(site.kernel.encode()) >= KERNEL_NAME_BYTES:
-        raise NvbitfiError(f"kernel name of launch {site.kcount} is {len(site.kernel.encode())} bytes, but "
-                        f"the injector's buffer holds {KERNEL_NAME_BYTES - 1}; this site cannot be injected.")
+        raise NvbitfiError(
+            f"kernel name of launch {site.kcount} is {len(site.kernel.encode())} bytes, but "
+            f"the injector's buffer holds {KERNEL_NAME_BYTES - 1}; this site cannot be injected."
+        )
     if not 0 <= site.kcount < 2**31:
         raise NvbitfiError(f"launch index {site.kcount} does not fit the injector's int.")
     if not 0 <= site.iid < 2**64:

@@ -10,6 +10,7 @@ are those of :mod:`fi_campaign.nvbitfi_tools.injlog`, so :func:`fi_campaign.nvbi
   at that launch, an unusable injection-info file);
 - ``no_report``: no result line, e.g. the process crashed or was killed inside the launch.
 """
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,10 @@ from fi_campaign.nvbitfi_tools.injlog import LOG_FILE, LogState
 from fi_campaign.nvbitfi_tools.isa import dialect
 
 FORMAT = "fi-campaign-tool/1"
-_LANE = re.compile(r"lane: (?P<lane>\d+); reg: R(?P<reg>\d+); opcode: (?P<opcode>\S+); pc: 0x(?P<pc>[0-9a-f]+); "
-                   r"tid: (?P<tid>\d+); before: 0x(?P<before>[0-9a-f]{8}); after: 0x(?P<after>[0-9a-f]{8})")
+_LANE = re.compile(
+    r"lane: (?P<lane>\d+); reg: R(?P<reg>\d+); opcode: (?P<opcode>\S+); pc: 0x(?P<pc>[0-9a-f]+); "
+    r"tid: (?P<tid>\d+); before: 0x(?P<before>[0-9a-f]{8}); after: 0x(?P<after>[0-9a-f]{8})"
+)
 _LAUNCH = re.compile(r"launch: index (?P<index>\d+); kernel_name: (?P<name>.*); ctas: (?P<ctas>\d+)")
 _KERNEL_ERROR = re.compile(r"error: kernel execution failed \((?P<why>.*)\) at launch \d+")
 _SIGNAL = re.compile(r"error: signal (?P<sig>\d+)")
@@ -110,21 +113,31 @@ def parse_tool_log(text: str) -> ToolLog:
         elif m := _LAUNCH.fullmatch(line):
             values.update(index=int(m["index"]), kernel_name=m["name"], ctas=int(m["ctas"]))
         elif line.startswith("counts:"):
-            values["counts"] = {g: int(c) for g, c in re.findall(r"([a-z0-9]+) (\d+)", line[len("counts:"):])}
+            values["counts"] = {g: int(c) for g, c in re.findall(r"([a-z0-9]+) (\d+)", line[len("counts:") :])}
         elif m := _LANE.fullmatch(line):
-            lanes.append(Lane(int(m["lane"]), int(m["reg"]), m["opcode"], int(m["pc"], 16), int(m["tid"]),
-                              int(m["before"], 16), int(m["after"], 16)))
+            lanes.append(
+                Lane(
+                    int(m["lane"]),
+                    int(m["reg"]),
+                    m["opcode"],
+                    int(m["pc"], 16),
+                    int(m["tid"]),
+                    int(m["before"], 16),
+                    int(m["after"], 16),
+                )
+            )
         elif m := _KERNEL_ERROR.fullmatch(line):
             values["kernel_error"] = m["why"]
         elif m := _SIGNAL.fullmatch(line):
             values["signal"] = int(m["sig"])
         elif line.startswith("result: "):
-            verdict, _, why = line[len("result: "):].partition("; ")
+            verdict, _, why = line[len("result: ") :].partition("; ")
             result = (verdict, why)
     common = dict(lanes=tuple(lanes), **values)
     if result and result[0] == "injected" and lanes:
-        return ToolLog(LogState.INJECTED, f"the tool applied the fault to {len(lanes)} lane(s) of "
-                       f"{lanes[0].opcode}.", **common)
+        return ToolLog(
+            LogState.INJECTED, f"the tool applied the fault to {len(lanes)} lane(s) of {lanes[0].opcode}.", **common
+        )
     if result and result[0] == "not_injected":
         return ToolLog(LogState.NOT_INJECTED, f"the tool reports no fault applied: {result[1]}.", **common)
     if values.get("kernel_error"):

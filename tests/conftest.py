@@ -38,11 +38,18 @@ def checkpoints(tmp_path_factory) -> dict[str, Path]:
 @pytest.fixture
 def tiny_config(tmp_path, checkpoints) -> Path:
     path = tmp_path / "tiny.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "tiny", "seed": 11, "injections": 40, "batch_size": 32,
-        "models": {k: str(v) for k, v in checkpoints.items()},
-        "images": {"source": "bundled", "count": 20, "seed": 3},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "seed": 11,
+                "injections": 40,
+                "batch_size": 32,
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 20, "seed": 3},
+            }
+        )
+    )
     return path
 
 

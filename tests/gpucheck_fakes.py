@@ -1,5 +1,6 @@
 """Stand-in steps for tests/test_gpu_check.py, run by the GPU check's runner in place of
 bench.gpucheck.steps:  python -m tests.gpucheck_fakes NAME --work DIR --limit S [--dry]"""
+
 from __future__ import annotations
 
 import argparse
@@ -38,8 +39,15 @@ def main() -> int:
         (args.work / "state.json").write_text(json.dumps({"pythonpath": ["/somewhere/site"], "env": {"FI_X": "1"}}))
         result(status="ok", figures={})
     else:
-        result(status="ok", figures={"limit": args.limit, "dry": args.dry, "pythonpath": os.environ.get("PYTHONPATH", ""),
-                                     "fi_x": os.environ.get("FI_X")})
+        result(
+            status="ok",
+            figures={
+                "limit": args.limit,
+                "dry": args.dry,
+                "pythonpath": os.environ.get("PYTHONPATH", ""),
+                "fi_x": os.environ.get("FI_X"),
+            },
+        )
     return 0
 
 

@@ -22,8 +22,10 @@ def inspecting(kernel: str, static: int = 812, maxregs: int = 40) -> str:
 def write_inj_info(counts: list[int], rec: dict) -> str:
     """injector.cu write_inj_info: the group counters, then one record."""
     grp = "".join(f" grp {i}: {c}" for i, c in enumerate(counts))
-    return (f"{grp}\nmask: 0x{rec['mask']:x}\nbeforeVal: 0x{rec['before']:x};afterVal: 0x{rec['after']:x}\n"
-            f"regNo: {rec['reg']}\nopcode: {rec['opcode']}\npcOffset: 0x{rec['pc']:x}\ntid: {rec['tid']}\n")
+    return (
+        f"{grp}\nmask: 0x{rec['mask']:x}\nbeforeVal: 0x{rec['before']:x};afterVal: 0x{rec['after']:x}\n"
+        f"regNo: {rec['reg']}\nopcode: {rec['opcode']}\npcOffset: 0x{rec['pc']:x}\ntid: {rec['tid']}\n"
+    )
 
 
 def launch_exit(build: str, index: int, kernel: str, counts: list[int], recs: list[dict], ctas: int = 4) -> str:
@@ -33,8 +35,11 @@ def launch_exit(build: str, index: int, kernel: str, counts: list[int], recs: li
     out = ""
     for lane, rec in enumerate(recs if build == "pr2022" else recs[:1]):
         head = f"Injection data, laneId:{lane}" if build == "pr2022" else "Injection data"
-        out += (f"{head}\nindex: {index}\nkernel_name: {kernel}\nctas: {ctas}\ninstrs: {sum(counts[:-2])}\n"
-                + write_inj_info(counts, rec) + ("Error not injected\n" if rec["opcode"] == "NOP" else ""))
+        out += (
+            f"{head}\nindex: {index}\nkernel_name: {kernel}\nctas: {ctas}\ninstrs: {sum(counts[:-2])}\n"
+            + write_inj_info(counts, rec)
+            + ("Error not injected\n" if rec["opcode"] == "NOP" else "")
+        )
     return out
 
 
@@ -42,7 +47,8 @@ def sigint_handler(build: str, counts: list[int], recs: list[dict]) -> str:
     """INThandler: the mark, then write_inj_info without a header (every lane's for pr2022's
     warp models), then exit(-1)."""
     return "ERROR FAIL Detected Signal SIGKILL\n" + "".join(
-        write_inj_info(counts, r) for r in (recs if build == "pr2022" else recs[:1]))
+        write_inj_info(counts, r) for r in (recs if build == "pr2022" else recs[:1])
+    )
 
 
 def kernel_error(message: str = "an illegal memory access was encountered") -> str:

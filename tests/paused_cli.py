@@ -10,6 +10,7 @@ for a method that yields batches, after its first batch has been handed out. ``R
 shortens the session's wait for a server that went away, so that a test of giving up need not
 wait the full minute.
 """
+
 from __future__ import annotations
 
 import functools
@@ -32,18 +33,21 @@ def pause(folder: Path) -> None:
 
 def pausing(method, folder: Path):
     if inspect.isgeneratorfunction(method) or method.__name__ == "export_batches":
+
         @functools.wraps(method)
         def batches(*args, **kwargs):
             for i, batch in enumerate(method(*args, **kwargs)):
                 yield batch
                 if i == 0:
                     pause(folder)
+
         return batches
 
     @functools.wraps(method)
     def call(*args, **kwargs):
         pause(folder)
         return method(*args, **kwargs)
+
     return call
 
 

@@ -3,6 +3,7 @@ ignores file modes (CAP_DAC_OVERRIDE): a read-only folder would not be read-only
 the capabilities that bypass permission checks from the bounding set makes root, for the
 command it starts, an ordinary owner of its files: the owner's mode bits apply to it, and the
 files the test made need no other owner. Not part of fi-campaign."""
+
 from __future__ import annotations
 
 import os

@@ -1,6 +1,7 @@
 """Throwaway servers for the tests and benchmarks: a PostgreSQL cluster made with initdb in a
 temporary folder, listening only on a unix socket there, and the local Slurm cluster that
 ``.ci/slurm-up.sh`` starts. Nothing here is part of fi-campaign itself."""
+
 from __future__ import annotations
 
 import glob
@@ -40,11 +41,22 @@ class Postgres:
         self.options = ""
 
     def _start(self) -> None:
-        self._as([_pg_bin("pg_ctl"), "-D", str(self.data), "-o", self.options, "-l", str(self.root / "server.log"),
-                  "-w", "start"])
+        self._as(
+            [
+                _pg_bin("pg_ctl"),
+                "-D",
+                str(self.data),
+                "-o",
+                self.options,
+                "-l",
+                str(self.root / "server.log"),
+                "-w",
+                "start",
+            ]
+        )
 
     @classmethod
-    def start(cls, fsync: bool = False) -> "Postgres":
+    def start(cls, fsync: bool = False) -> Postgres:
         """fsync off for the tests (only an OS crash could lose a commit); on for benchmarks."""
         initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
         if not (initdb and pg_ctl):
@@ -75,9 +87,25 @@ class Postgres:
         return f"postgresql+psycopg://{user}@/{db}?host={self.socket}"
 
     def sql(self, db: str, statement: str) -> str:
-        p = subprocess.run([shutil.which("psql") or _pg_bin("psql"), "-h", str(self.socket), "-U", "fi", "-d", db,
-                            "-v", "ON_ERROR_STOP=1", "-At", "-c", statement],
-                           check=True, capture_output=True, text=True)
+        p = subprocess.run(
+            [
+                shutil.which("psql") or _pg_bin("psql"),
+                "-h",
+                str(self.socket),
+                "-U",
+                "fi",
+                "-d",
+                db,
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-At",
+                "-c",
+                statement,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
         return p.stdout.strip()
 
     def create(self, prefix: str = "t") -> str:
@@ -91,8 +119,21 @@ class Postgres:
         """A shutdown (immediate: as a crash; fast: as an administrator's restart) and a start:
         every open connection is cut."""
         pg_ctl = _pg_bin("pg_ctl")
-        self._as([pg_ctl, "-D", str(self.data), "-m", mode, "-o", self.options, "-l", str(self.root / "server.log"),
-                  "-w", "restart"])
+        self._as(
+            [
+                pg_ctl,
+                "-D",
+                str(self.data),
+                "-m",
+                mode,
+                "-o",
+                self.options,
+                "-l",
+                str(self.root / "server.log"),
+                "-w",
+                "restart",
+            ]
+        )
 
     def halt(self, mode: str = "fast") -> None:
         """Stop the server until ``resume``: connections are cut and new ones refused."""
@@ -134,7 +175,7 @@ class Slurm:
         self.started_here = started_here
 
     @classmethod
-    def up(cls) -> "Slurm":
+    def up(cls) -> Slurm:
         if slurm_ready():
             return cls(False)
         if not shutil.which("slurmctld"):

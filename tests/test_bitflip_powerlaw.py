@@ -1,4 +1,5 @@
 """models.faults BitFlips / WarpValues through the Injector, and the models.powerlaw sampler."""
+
 from __future__ import annotations
 
 import math
@@ -73,9 +74,9 @@ def test_identity_model_returns_its_input_bit_for_bit():
     ],
 )
 def test_single_bit_flip_patterns(value, bit, pattern, expected):
-    x = torch.tensor([[0.5, -2.0, 3.0, 4.0, 5.0, 6.0],
-                      [0.75, 1.25, 8.0, 9.0, 10.0, 11.0],
-                      [12.0, 13.0, 14.0, 15.0, 16.0, 17.0]])
+    x = torch.tensor(
+        [[0.5, -2.0, 3.0, 4.0, 5.0, 6.0], [0.75, 1.25, 8.0, 9.0, 10.0, 11.0], [12.0, 13.0, 14.0, 15.0, 16.0, 17.0]]
+    )
     x[1, 3] = value
     model = identity_linear(6)
     golden = run(model, x)
@@ -196,8 +197,15 @@ def test_warp_changes_one_32_wide_row_of_one_sample():
     start = c * 32 * 32 + h * 32
     u = rng.random((1, WARP))
     signs = rng.choice([-1.0, 1.0], size=(1, WARP))
-    batch = WarpValues(np.array([0]), np.array([1]), np.array([start]), np.array([WARP]), u, signs,
-                       (FFMA_COMMON, FFMA_COMMON, FFMA_COMMON))
+    batch = WarpValues(
+        np.array([0]),
+        np.array([1]),
+        np.array([start]),
+        np.array([WARP]),
+        u,
+        signs,
+        (FFMA_COMMON, FFMA_COMMON, FFMA_COMMON),
+    )
     golden = run(model, x)
     faulty = run(model, x, batch)
 
@@ -224,8 +232,7 @@ def test_warp_on_a_16_wide_plane_spans_two_rows():
     start, width = warp_geometry(info, 3)
     assert (start, width) == (96, 32)
     u, signs = rng.random((1, WARP)), np.ones((1, WARP))
-    batch = WarpValues(np.array([0]), np.array([0]), np.array([start]), np.array([width]), u, signs,
-                       (FFMA_COMMON,) * 3)
+    batch = WarpValues(np.array([0]), np.array([0]), np.array([start]), np.array([width]), u, signs, (FFMA_COMMON,) * 3)
     golden, faulty = run(model, x), run(model, x, batch)
     changed = bits(faulty) != bits(golden)
     assert np.argwhere(changed[0, 0]).tolist() == [[r, c] for r in (6, 7) for c in range(16)]
@@ -242,8 +249,7 @@ def test_short_linear_warp_changes_only_its_lanes():
     assert (start, width) == (0, 10)
     rng = np.random.default_rng(6)
     u, signs = rng.random((1, WARP)), rng.choice([-1.0, 1.0], size=(1, WARP))
-    batch = WarpValues(np.array([0]), np.array([2]), np.array([start]), np.array([width]), u, signs,
-                       (FFMA_COMMON,) * 3)
+    batch = WarpValues(np.array([0]), np.array([2]), np.array([start]), np.array([width]), u, signs, (FFMA_COMMON,) * 3)
     golden, faulty = run(model, x), run(model, x, batch)
     assert faulty.shape == (4, 10)
     assert np.array_equal(bits(faulty[[0, 1, 3]]), bits(golden[[0, 1, 3]]))
@@ -275,8 +281,9 @@ def test_warp_by_value_uses_each_lanes_size_bucket():
     u, signs = np.zeros((1, WARP)), np.ones((1, WARP))  # r = x_min of the lane's law
 
     def warp(by_value: bool) -> WarpValues:
-        return WarpValues(np.array([0]), np.array([0]), np.array([0]), np.array([len(values)]), u, signs, laws,
-                          by_value=by_value)
+        return WarpValues(
+            np.array([0]), np.array([0]), np.array([0]), np.array([len(values)]), u, signs, laws, by_value=by_value
+        )
 
     old = np.array(values, np.float32).astype(np.float64)
     factor = np.array([2.0, 2.0, 11.0, 11.0, 101.0, 101.0, 11.0, 11.0])  # 1 + x_min(small/common/big)
@@ -292,8 +299,15 @@ def test_warp_replays_identically():
     rng = np.random.default_rng(7)
     x = torch.from_numpy(rng.standard_normal((2, 1, 8, 8)).astype(np.float32))
     model = identity_conv(1)
-    batch = WarpValues(np.array([0, 0]), np.array([0, 1]), np.array([0, 32]), np.array([32, 32]),
-                       rng.random((2, WARP)), rng.choice([-1.0, 1.0], size=(2, WARP)), (FFMA_COMMON,) * 3)
+    batch = WarpValues(
+        np.array([0, 0]),
+        np.array([0, 1]),
+        np.array([0, 32]),
+        np.array([32, 32]),
+        rng.random((2, WARP)),
+        rng.choice([-1.0, 1.0], size=(2, WARP)),
+        (FFMA_COMMON,) * 3,
+    )
     a, b = run(model, x, batch), run(model, x, batch)
     assert np.array_equal(bits(a), bits(b))
     changed = bits(a) != bits(run(model, x))

@@ -1,4 +1,5 @@
 """plan -> run -> report -> export on a tiny config, through the real CLI and a real store."""
+
 from __future__ import annotations
 
 import csv
@@ -11,8 +12,8 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fi_campaign.engine import runner
 from fi_campaign.cli import main
+from fi_campaign.engine import runner
 from fi_campaign.report.summary import CSV_COLUMNS
 from fi_campaign.store import Store
 
@@ -27,7 +28,8 @@ def sites_and_outcomes(db: Path) -> list[tuple]:
         return con.execute(
             "SELECT s.model, s.mode, s.layer, s.image, s.element, s.bit, s.width, s.value_seed, r.outcome, "
             "r.images_changed, r.nan, r.max_abs_diff FROM site s LEFT JOIN result r ON r.site_id = s.id "
-            "ORDER BY s.id").fetchall()
+            "ORDER BY s.id"
+        ).fetchall()
 
 
 def planned_and_run(tmp_path: Path, config: Path, name: str, *extra: str) -> Path:
@@ -147,7 +149,9 @@ def test_run_filters_by_model_and_mode(tmp_path, tiny_config):
     assert cli("--db", str(db), "plan", str(tiny_config))[0] == 0
     assert cli("--db", str(db), "run", "--model", "hardened", "--mode", "warp_random")[0] == 0
     with sqlite3.connect(db) as con:
-        done = con.execute("SELECT model, mode, count(*) FROM site JOIN result ON site_id = id GROUP BY 1, 2").fetchall()
+        done = con.execute(
+            "SELECT model, mode, count(*) FROM site JOIN result ON site_id = id GROUP BY 1, 2"
+        ).fetchall()
     assert done == [("hardened", "warp_random", 40)]
 
 
@@ -175,8 +179,9 @@ def test_bad_config_inputs(tmp_path, tiny_config, checkpoints):
     bad.write_text(f"models: {{a: {tmp_path / 'nowhere.pt'}}}\n")
     _assert_clean_error(*cli("--db", db, "plan", str(bad)), "nowhere.pt", "does not exist")
     bad.write_text(f"models: {{a: {bad}}}\n")
-    _assert_clean_error(*cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint", "fi-campaign train",
-                        "zoo:")
+    _assert_clean_error(
+        *cli("--db", db, "plan", str(bad)), "not an fi-campaign checkpoint", "fi-campaign train", "zoo:"
+    )
     (tmp_path / "notcifar").mkdir()
     (tmp_path / "notcifar" / "readme.txt").write_text("hello")
     bad.write_text(f"models: {{a: {checkpoints['baseline']}}}\nimages: {{source: {tmp_path / 'notcifar'}}}\n")
@@ -219,7 +224,9 @@ def test_changed_checkpoint_is_refused(tmp_path, tiny_config, checkpoints):
     with sqlite3.connect(db) as con:
         row = con.execute("SELECT models FROM campaign").fetchone()[0]
         con.execute("UPDATE campaign SET models = ?", (row.replace(str(checkpoints["hardened"]), str(swapped)),))
-    _assert_clean_error(*cli("--db", str(db), "run", "--model", "hardened"), "has changed since the campaign was planned")
+    _assert_clean_error(
+        *cli("--db", str(db), "run", "--model", "hardened"), "has changed since the campaign was planned"
+    )
 
 
 def test_help_does_not_import_torch():
@@ -231,8 +238,9 @@ def test_help_does_not_import_torch():
 def test_console_script_runs_the_real_cli(tmp_path, tiny_config):
     exe = Path(sys.executable).with_name("fi-campaign")
     db = tmp_path / "s.db"
-    p = subprocess.run([str(exe), "--db", str(db), "plan", str(tiny_config), "--injections", "3"],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [str(exe), "--db", str(db), "plan", str(tiny_config), "--injections", "3"], capture_output=True, text=True
+    )
     assert p.returncode == 0, p.stderr
     p = subprocess.run([str(exe), "--db", str(db), "run", "--mode", "nope"], capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and "nope" in p.stderr

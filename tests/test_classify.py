@@ -1,12 +1,22 @@
 """campaign.classify: masked / tolerable / critical outcomes against a golden run."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from fi_campaign.classify import (
-    COUNTED, CRITICAL_SDC, DUE, MASKED, NOT_INJECTED, OUTCOMES, TOLERABLE_SDC, Outcome,
-    classify, classify_batch, top1,
+    COUNTED,
+    CRITICAL_SDC,
+    DUE,
+    MASKED,
+    NOT_INJECTED,
+    OUTCOMES,
+    TOLERABLE_SDC,
+    Outcome,
+    classify,
+    classify_batch,
+    top1,
 )
 
 
@@ -14,9 +24,7 @@ from fi_campaign.classify import (
 def golden() -> np.ndarray:
     # 3 images x 4 classes; golden top-1 is class 2, 0, 3
     return np.array(
-        [[0.1, -1.0, 3.0, 0.5],
-         [2.5, 1.0, -0.5, 0.0],
-         [0.0, 0.2, 0.4, 0.9]],
+        [[0.1, -1.0, 3.0, 0.5], [2.5, 1.0, -0.5, 0.0], [0.0, 0.2, 0.4, 0.9]],
         dtype=np.float32,
     )
 
@@ -165,9 +173,10 @@ def test_the_classes_shown_are_the_named_image_s(golden):
     faulty = golden.copy()
     faulty[2, 0] = 1.0  # image 2: 3 -> 0
     faulty[0, 3] += 0.5  # image 0 differs, keeps class 2
-    assert [(o.golden_top1, o.faulty_top1) for o in
-            classify_batch(np.stack([golden] * 3), np.stack([faulty] * 3), shown=np.array([0, 1, 2]))] == \
-        [(2, 2), (0, 0), (3, 0)]
+    assert [
+        (o.golden_top1, o.faulty_top1)
+        for o in classify_batch(np.stack([golden] * 3), np.stack([faulty] * 3), shown=np.array([0, 1, 2]))
+    ] == [(2, 2), (0, 0), (3, 0)]
 
 
 def test_without_a_named_image_the_first_changed_one_is_shown_else_the_first_that_differs(golden):
@@ -182,8 +191,12 @@ def test_without_a_named_image_the_first_changed_one_is_shown_else_the_first_tha
     within[0, 0] += np.float32(2.0**-6)
     out = classify_batch(np.stack([golden] * 5), np.stack([changed, differs, nan, within, golden]), tolerance=0.1)
     assert [(o.outcome, o.golden_top1, o.faulty_top1) for o in out] == [
-        (CRITICAL_SDC, 3, 1), (TOLERABLE_SDC, 0, 0), (CRITICAL_SDC, 0, -1), (MASKED, None, None),
-        (MASKED, None, None)]
+        (CRITICAL_SDC, 3, 1),
+        (TOLERABLE_SDC, 0, 0),
+        (CRITICAL_SDC, 0, -1),
+        (MASKED, None, None),
+        (MASKED, None, None),
+    ]
 
 
 def test_an_outcome_without_outputs_keeps_its_reason_and_no_faulty_class():

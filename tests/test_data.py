@@ -1,4 +1,5 @@
 """models.data: reading CIFAR from torchvision pickles and ImageFolder tars; select; normalise."""
+
 from __future__ import annotations
 
 import io

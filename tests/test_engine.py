@@ -3,6 +3,7 @@ read-only store, and the adaptive stop. The tests taking ``new_store`` run on SQ
 real PostgreSQL server (tests/conftest.py); where one backend's run is marked slow (make
 test-slow, which CI runs too), the default run keeps SQLite's; PostgreSQL's concurrent claims
 (SKIP LOCKED) stay in the default run through tests/test_store.py's sixteen worker processes."""
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from fi_campaign.engine import runner
 from fi_campaign.cli import main
+from fi_campaign.engine import runner
 from fi_campaign.store import Store, StoreError, log_path
 from fi_campaign.store.backends import engine_for, parse_target
 
@@ -30,10 +31,18 @@ EXE = str(Path(sys.executable).with_name("fi-campaign"))
 @pytest.fixture(scope="module")
 def engine_config(tmp_path_factory, checkpoints) -> Path:
     path = tmp_path_factory.mktemp("engine") / "e.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "engine", "seed": 21, "injections": 400, "batch_size": 4,
-        "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "engine",
+                "seed": 21,
+                "injections": 400,
+                "batch_size": 4,
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 16},
+            }
+        )
+    )
     return path
 
 
@@ -54,8 +63,10 @@ def query(db: Path | str, sql: str) -> list[tuple]:
 def results(db: Path | str) -> list[tuple]:
     """Outcomes per site. Exact logit differences are left out: 1- and 2-worker runs use
     different torch thread counts, which may change the last bits, not the outcome class."""
-    return [(a, b, c, bool(d)) for a, b, c, d in
-            query(db, "SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id")]
+    return [
+        (a, b, c, bool(d))
+        for a, b, c, d in query(db, "SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id")
+    ]
 
 
 def intact(db: Path | str) -> None:
@@ -74,8 +85,9 @@ def reference(tmp_path_factory, engine_config) -> list[tuple]:
 
 
 def start_run(db: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([EXE, "--db", str(db), "run", *extra], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen(
+        [EXE, "--db", str(db), "run", *extra], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+    )
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
@@ -84,7 +96,7 @@ def test_kill_9_at_random_moments_then_resume(new_store, engine_config, referenc
     plan(db, engine_config)
     rng = random.Random(4)
     seen = []
-    for attempt in range(3):
+    for _ in range(3):
         p = start_run(db, "--workers", "2")
         # a random number of new results, not a random delay: a fast machine finishes 1,600 in seconds
         target, deadline = (seen[-1] if seen else 0) + rng.randint(1, 300), time.monotonic() + 60
@@ -202,10 +214,19 @@ def test_until_ci_stops_a_stratum_once_the_interval_is_narrow(tmp_path, checkpoi
     from fi_campaign.stats import proportion
 
     config = tmp_path / "ci.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "ci", "seed": 2, "injections": 3000, "batch_size": 64, "modes": ["single_bit"],
-        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 64},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ci",
+                "seed": 2,
+                "injections": 3000,
+                "batch_size": 64,
+                "modes": ["single_bit"],
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 64},
+            }
+        )
+    )
     db = tmp_path / "ci.db"
     plan(db, config)
     r = CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1", "--until-ci", "0.02"])
@@ -220,7 +241,9 @@ def test_plan_margin_sizes_the_campaign_and_prints_its_numbers(tmp_path, engine_
     from fi_campaign.stats import sample_size
 
     db = tmp_path / "m.db"
-    r = CliRunner().invoke(main, ["--db", str(db), "plan", str(engine_config), "--margin", "0.05", "--confidence", "0.99"])
+    r = CliRunner().invoke(
+        main, ["--db", str(db), "plan", str(engine_config), "--margin", "0.05", "--confidence", "0.99"]
+    )
     assert r.exit_code == 0, r.output
     n = sample_size(float("inf"), 0.05, 0.99)  # warp_random's population is a continuous value
     assert n == 664
@@ -228,8 +251,9 @@ def test_plan_margin_sizes_the_campaign_and_prints_its_numbers(tmp_path, engine_
     assert f"warp_random: N = inf fault sites -> n = {n}" in r.output
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT count(*) FROM site").fetchone()[0] == 4 * n
-    r = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "plan", str(engine_config), "--margin", "0.05",
-                                  "--injections", "9"])
+    r = CliRunner().invoke(
+        main, ["--db", str(tmp_path / "x.db"), "plan", str(engine_config), "--margin", "0.05", "--injections", "9"]
+    )
     assert r.exit_code == 2 and "either --injections or --margin" in r.output
 
 

@@ -1,5 +1,6 @@
 """models.powerfit (Clauset-style power-law fits), fitted fault-model files in models.powerlaw,
 the ``fault-model`` CLI and a campaign planned and run with a fitted model."""
+
 from __future__ import annotations
 
 import csv
@@ -31,8 +32,9 @@ def synthetic(seed: int, n: int, x_min: float, alpha: float, tail: float) -> np.
     """A uniform body on (0, x_min) and a power-law tail (share ``tail``) above x_min."""
     rng = np.random.default_rng(seed)
     k = int(n * tail)
-    return rng.permutation(np.concatenate([rng.uniform(0.0, x_min, n - k),
-                                           powerlaw.PowerLaw(x_min, alpha).sample(rng.random(k))]))
+    return rng.permutation(
+        np.concatenate([rng.uniform(0.0, x_min, n - k), powerlaw.PowerLaw(x_min, alpha).sample(rng.random(k))])
+    )
 
 
 def brute_force(x: np.ndarray, ks: str) -> tuple[float, float]:
@@ -132,7 +134,9 @@ FU_REPRODUCED = [(op, s) for op in ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMA
 
 def test_cli_fit_of_the_fu_samples_reproduces_the_published_table(tmp_path):
     out = tmp_path / "fu.yaml"
-    code, text = cli("fault-model", "fit", str(shared_data("dsn2021-rtl", FU_CSV)), "--out", str(out), "--name", "fu-refit")
+    code, text = cli(
+        "fault-model", "fit", str(shared_data("dsn2021-rtl", FU_CSV)), "--out", str(out), "--name", "fu-refit"
+    )
     assert code == 0, text
     table = powerlaw.read_table(out)
     assert table.name == "fu-refit" and table.by == ("micro", "input_size")
@@ -141,8 +145,12 @@ def test_cli_fit_of_the_fu_samples_reproduces_the_published_table(tmp_path):
         e = table.find(op, size)
         assert e.x_min == pytest.approx(pub[op, size].x_min, rel=RTOL), (op, size)
         assert e.alpha == pytest.approx(pub[op, size].alpha, rel=RTOL), (op, size)
-    spot = {("FADD", "common"): (2.0230031, 1.0568325, 92), ("FMUL", "common"): (3.0, 1.0678725, 64),
-            ("FFMA", "common"): (2.0, 1.4543958, 16), ("FFMA", "big"): (1.0238367e-02, 1.1181921, 273)}
+    spot = {
+        ("FADD", "common"): (2.0230031, 1.0568325, 92),
+        ("FMUL", "common"): (3.0, 1.0678725, 64),
+        ("FFMA", "common"): (2.0, 1.4543958, 16),
+        ("FFMA", "big"): (1.0238367e-02, 1.1181921, 273),
+    }
     for (op, size), (x_min, alpha, n_tail) in spot.items():
         e = table.find(op, size)
         assert (e.x_min, e.alpha, e.n_tail) == (pytest.approx(x_min, rel=RTOL), pytest.approx(alpha, rel=RTOL), n_tail)
@@ -177,11 +185,14 @@ def write_csv(path: Path, groups: dict[tuple[str, str], np.ndarray]) -> Path:
 @pytest.fixture
 def fitted(tmp_path) -> Path:
     """A fault-model file fitted by the CLI from synthetic FFMA common / FSIN big samples."""
-    data = write_csv(tmp_path / "samples.csv", {
-        ("FFMA", "common"): np.append(synthetic(1, 1500, 2.0, 1.4543958, 0.4), np.nan),
-        ("FSIN", "big"): synthetic(2, 800, 0.5, 2.0, 0.5),
-        ("FMUL", "small"): np.array([3.0, 3.0]),  # too few distinct values: reported, left out
-    })
+    data = write_csv(
+        tmp_path / "samples.csv",
+        {
+            ("FFMA", "common"): np.append(synthetic(1, 1500, 2.0, 1.4543958, 0.4), np.nan),
+            ("FSIN", "big"): synthetic(2, 800, 0.5, 2.0, 0.5),
+            ("FMUL", "small"): np.array([3.0, 3.0]),  # too few distinct values: reported, left out
+        },
+    )
     out = tmp_path / "fitted.yaml"
     code, text = cli("fault-model", "fit", str(data), "--out", str(out), "--name", "synthetic-fit")
     assert code == 0, text
@@ -215,9 +226,18 @@ def campaign_config(tmp_path: Path, fault_model: dict, modes=("warp_random",)) -
     if not ckpt.exists():
         zoo.save(ckpt, resnet.build(resnet.Arch()), zoo.Meta(resnet.Arch(), "cifar10"))
     path = tmp_path / "campaign.yaml"
-    path.write_text(yaml.safe_dump({"name": "fitted", "models": {"m": str(ckpt)}, "modes": list(modes),
-                                    "injections": 5, "images": {"source": "bundled", "count": 10},
-                                    "fault_model": fault_model}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "fitted",
+                "models": {"m": str(ckpt)},
+                "modes": list(modes),
+                "injections": 5,
+                "images": {"source": "bundled", "count": 10},
+                "fault_model": fault_model,
+            }
+        )
+    )
     return path
 
 
@@ -263,9 +283,23 @@ def test_plan_refuses_missing_and_degenerate_fitted_entries(tmp_path, fitted):
     config = campaign_config(tmp_path, {"table": str(fitted), "op": "FFMA", "size": "by-value"})
     code, out = cli("--db", str(tmp_path / "a.db"), "plan", str(config))
     assert code == 2 and "has no entry for FFMA small" in out and "Traceback" not in out
-    doc = powerlaw.table_document("flt-max", ["micro", "input_size"], [], [
-        {"group": {"micro": "FFMA", "input_size": "small"}, "x_min": powerlaw.FLT_MAX * 1.0000001, "alpha": 4.4e5,
-         "ks": 0.19, "sigma": 2e5, "n_tail": 5, "n": 327, "dropped": 1}])
+    doc = powerlaw.table_document(
+        "flt-max",
+        ["micro", "input_size"],
+        [],
+        [
+            {
+                "group": {"micro": "FFMA", "input_size": "small"},
+                "x_min": powerlaw.FLT_MAX * 1.0000001,
+                "alpha": 4.4e5,
+                "ks": 0.19,
+                "sigma": 2e5,
+                "n_tail": 5,
+                "n": 327,
+                "dropped": 1,
+            }
+        ],
+    )
     bad = tmp_path / "flt-max.yaml"
     bad.write_text(yaml.safe_dump(doc))
     config = campaign_config(tmp_path, {"table": str(bad), "op": "FFMA", "size": "small"})
@@ -300,15 +334,18 @@ def test_show_fitted_with_data_and_plot(tmp_path, fitted):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["fit", "no-such.csv"], "CSV file no-such.csv does not exist."),
-    (["fit", "{nocol}"], "has no relative_diff column"),
-    (["fit", "{samples}", "--by", "micro,site"], "has no site column"),
-    (["show", "no-such-model"], "unknown power-law table 'no-such-model'"),
-    (["show", "{samples}"], "is not a fault-model file"),
-    (["show", "--plot", "x.png"], "--plot needs --data CSV"),
-    (["show", "dsn2021-fu", "--op", "FOO"], "dsn2021-fu has no entry for op FOO"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["fit", "no-such.csv"], "CSV file no-such.csv does not exist."),
+        (["fit", "{nocol}"], "has no relative_diff column"),
+        (["fit", "{samples}", "--by", "micro,site"], "has no site column"),
+        (["show", "no-such-model"], "unknown power-law table 'no-such-model'"),
+        (["show", "{samples}"], "is not a fault-model file"),
+        (["show", "--plot", "x.png"], "--plot needs --data CSV"),
+        (["show", "dsn2021-fu", "--op", "FOO"], "dsn2021-fu has no entry for op FOO"),
+    ],
+)
 def test_bad_inputs_give_one_error_line(tmp_path, args, message):
     (tmp_path / "nocol.csv").write_text("micro,input_size,value\nFADD,small,1.0\n")
     write_csv(tmp_path / "samples.csv", {("FFMA", "common"): np.array([1.0, 2.0, 3.0])})

@@ -7,6 +7,7 @@ compute each lane's fault, and writes the log records the tool writes. Everythin
 product's path: plan --profile on a profile line of the tool's format, value seeds, run
 directories, the tool-log parser, classification, semantics and the store.
 """
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,7 @@ from fi_campaign.nvbitfi_tools.toollog import read_tool_log
 
 TOOL = Path(__file__).resolve().parents[1] / "nvbitfi_tools" / "tool"
 
-FAKE = textwrap.dedent('''
+FAKE = textwrap.dedent("""
     import os, subprocess, sys, numpy as np
     out = sys.argv[sys.argv.index("--out") + 1]
     golden = np.random.default_rng(0).normal(size=(12, 10)).astype(np.float32)
@@ -56,7 +57,8 @@ FAKE = textwrap.dedent('''
     lanes = [0] if model == 0 else range(32)
     for lane in lanes:
         before = 0x3F800000 + lane
-        after = int(ask("fault", model, before, repr(float(bit)), p["vseed"], lane, repr(float(xmin)), repr(float(alpha))), 16)
+        law = (repr(float(xmin)), repr(float(alpha)))
+        after = int(ask("fault", model, before, repr(float(bit)), p["vseed"], lane, *law), 16)
         log.write(ask("lane", lane, 12, before, after, "FFMA", 0x1A0, 64 + lane) + "\\n")
     log.write(f"result: injected; {len(lanes)} of {len(lanes)} lanes\\n")
     log.close()
@@ -64,7 +66,7 @@ FAKE = textwrap.dedent('''
     if int(p["iid"]) % 3 == 2:
         faulty[5, 7] += 100.0
     np.save(out, faulty)
-''')
+""")
 
 
 @pytest.fixture
@@ -77,8 +79,10 @@ def own_tool(tmp_path, checkpoints, monkeypatch, host_exe):
     host = subprocess.Popen([str(host_exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     lines = []
     for i, fp32 in enumerate([40, 0, 300, 25]):
-        host.stdin.write(f"profile {i} voidk{i}<float>(float*,int) 4 FFMA fp32 {fp32} LDG ld 7 ISETP pr 5 "
-                         f"EXIT nodest 3 IMAD others 11\n")
+        host.stdin.write(
+            f"profile {i} voidk{i}<float>(float*,int) 4 FFMA fp32 {fp32} LDG ld 7 ISETP pr 5 "
+            f"EXIT nodest 3 IMAD others 11\n"
+        )
         host.stdin.flush()
         lines.append(host.stdout.readline())
     host.stdin.close()
@@ -86,18 +90,31 @@ def own_tool(tmp_path, checkpoints, monkeypatch, host_exe):
     profile = tmp_path / "nvbitfi-igprofile.txt"
     profile.write_text("".join(lines))
     config = tmp_path / "own.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "own", "seed": 15, "backend": "nvbitfi", "device": "cuda", "injections": 3, "golden_runs": 2,
-        "batch_size": 16, "models": {"baseline": str(checkpoints["baseline"])},
-        "images": {"source": "bundled", "count": 12}, "modes": ["single_bit", "warp_random", "warp_xor"],
-        "nvbitfi": {"home": str(home), "dialect": "fi-campaign"},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "own",
+                "seed": 15,
+                "backend": "nvbitfi",
+                "device": "cuda",
+                "injections": 3,
+                "golden_runs": 2,
+                "batch_size": 16,
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 12},
+                "modes": ["single_bit", "warp_random", "warp_xor"],
+                "nvbitfi": {"home": str(home), "dialect": "fi-campaign"},
+            }
+        )
+    )
     fake = tmp_path / "fake_tool_workload.py"
     fake.write_text(FAKE)
     from fi_campaign.workload import model, program
 
     monkeypatch.setenv("FI_HOST_TEST", str(host_exe))
-    monkeypatch.setattr(program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out])
+    monkeypatch.setattr(
+        program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out]
+    )
     monkeypatch.setattr(model, "resolve_device", lambda device: device)
     monkeypatch.setattr(model, "require_gpu", lambda: None)
     return config, profile
@@ -108,8 +125,10 @@ def host_exe(tmp_path_factory):
     if shutil.which("g++") is None:
         pytest.skip("g++ is not installed, so the tool's host test binary cannot be built")
     exe = tmp_path_factory.mktemp("host") / "host_test"
-    subprocess.run(["g++", "-std=c++17", "-O2", "-ffp-contract=off", str(TOOL / "tests" / "host_test.cpp"), "-o", str(exe)],
-                   check=True)
+    subprocess.run(
+        ["g++", "-std=c++17", "-O2", "-ffp-contract=off", str(TOOL / "tests" / "host_test.cpp"), "-o", str(exe)],
+        check=True,
+    )
     return exe
 
 
@@ -129,8 +148,10 @@ def test_a_campaign_with_the_own_tool(tmp_path, own_tool):
     result = CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1", "--keep-runs"])
     assert result.exit_code == 0, result.output
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT s.id, s.mode, s.iid, s.value_seed, r.outcome, r.semantics FROM site s "
-                           "JOIN result r ON r.site_id = s.id").fetchall()
+        rows = con.execute(
+            "SELECT s.id, s.mode, s.iid, s.value_seed, r.outcome, r.semantics FROM site s "
+            "JOIN result r ON r.site_id = s.id"
+        ).fetchall()
     assert len(rows) == 9
     expected = {0: "not_injected", 1: "masked", 2: "critical_sdc"}
     assert {outcome for *_, outcome, _ in rows} == set(expected.values())  # seed 15 reaches every case
@@ -150,7 +171,9 @@ def test_a_campaign_with_the_own_tool(tmp_path, own_tool):
         after = np.array([x.after for x in log.lanes], np.uint32)
         if mode == "warp_random":  # the stored seed and law, through the C++ parser, give the Python values
             assert f"value_seed: {seed}\n" in info and len(log.lanes) == 32
-            assert np.array_equal(after, sampler.warp_values(before.view(np.float32), seed, x_min, alpha).view(np.uint32))
+            assert np.array_equal(
+                after, sampler.warp_values(before.view(np.float32), seed, x_min, alpha).view(np.uint32)
+            )
             checked.append(site_id)
         elif mode == "warp_xor":
             assert len(log.lanes) == 32 and len(set((before ^ after).tolist())) == 1

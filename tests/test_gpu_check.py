@@ -1,6 +1,7 @@
 """The GPU check (make gpu-check, bench/gpu_check.py): its runner goes on past a step that
 hangs, crashes or fails, each recorded with one line, and keeps to its time budget; its dry run
 on this CPU machine runs the steps that need no GPU and marks the others skipped."""
+
 from __future__ import annotations
 
 import json
@@ -35,10 +36,18 @@ def gone_within(pid: int, seconds: float) -> bool:
 
 
 def test_a_hanging_crashing_or_failing_step_is_one_line_and_the_check_goes_on(tmp_path):
-    steps = (fake("first"), fake("hang", cap=3), fake("crash"), fake("fail"), fake("hand-on"), fake("gpu", gpu=True),
-             fake("last"))
-    o = Options(work=tmp_path / "work", out=tmp_path / "out", dry=True, budget_s=120, steps=steps,
-                module="tests.gpucheck_fakes")
+    steps = (
+        fake("first"),
+        fake("hang", cap=3),
+        fake("crash"),
+        fake("fail"),
+        fake("hand-on"),
+        fake("gpu", gpu=True),
+        fake("last"),
+    )
+    o = Options(
+        work=tmp_path / "work", out=tmp_path / "out", dry=True, budget_s=120, steps=steps, module="tests.gpucheck_fakes"
+    )
     summary = run(o)
     by = {s["name"]: s for s in summary["steps"]}
     assert [s["name"] for s in summary["steps"]] == [s.name for s in steps]
@@ -49,8 +58,12 @@ def test_a_hanging_crashing_or_failing_step_is_one_line_and_the_check_goes_on(tm
     assert gone_within(int((tmp_path / "work" / "child.pid").read_text()), 10)  # its own session: ended too
     assert by["crash"]["status"] == "failed"
     assert by["crash"]["error"] == "crash: exited with code 3 and no result; last output: boom: the stand-in crashed"
-    assert by["fail"] == {**by["fail"], "status": "failed", "error": "fail: the stand-in failed on purpose",
-                          "figures": {"seen": 1}}
+    assert by["fail"] == {
+        **by["fail"],
+        "status": "failed",
+        "error": "fail: the stand-in failed on purpose",
+        "figures": {"seen": 1},
+    }
     assert by["gpu"]["status"] == "skipped" and by["gpu"]["reason"] == "needs the GPU machine (dry run)"
     last = by["last"]
     assert last["status"] == "ok" and last["figures"]["fi_x"] == "1"
@@ -82,14 +95,33 @@ def test_the_plan_fits_eight_minutes_and_keeps_the_gpu_steps_apart():
     assert names.index("c_program") < names.index("torch_dummy") < names.index("workaround") < names.index("counts")
     assert all(s.floor_s <= s.cap_s for s in STEPS)
     assert sum(s.floor_s for s in STEPS) < 450  # every step gets at least its floor within the budget
-    assert {s.name for s in STEPS if not s.gpu} == {"environment", "install", "tool_host", "tool_build", "programs",
-                                                    "configs"}
+    assert {s.name for s in STEPS if not s.gpu} == {
+        "environment",
+        "install",
+        "tool_host",
+        "tool_build",
+        "programs",
+        "configs",
+    }
 
 
 def dry(tmp_path: Path, *args: str, timeout: float = 600) -> tuple[subprocess.CompletedProcess, dict]:
-    done = subprocess.run([sys.executable, str(REPO / "bench" / "gpu_check.py"), "--dry", "--work", str(tmp_path / "w"),
-                           "--out", str(tmp_path / "out"), *args], capture_output=True, text=True, timeout=timeout,
-                          cwd=REPO)
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "gpu_check.py"),
+            "--dry",
+            "--work",
+            str(tmp_path / "w"),
+            "--out",
+            str(tmp_path / "out"),
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+    )
     return done, json.loads((tmp_path / "out" / "gpu-check.json").read_text())
 
 
@@ -129,15 +161,28 @@ def test_the_whole_dry_run_passes_and_rehearses_every_cpu_step(tmp_path):
     configs = by["configs"]
     assert configs["status"] == "ok", configs["error"]
     assert configs["figures"]["dummy_planned"] == {"baseline single_bit": 20}
-    assert set(configs["figures"]["sass_planned"]) == {"baseline single_bit", "baseline warp_random",
-                                                       "hardened single_bit", "hardened warp_random"}
+    assert set(configs["figures"]["sass_planned"]) == {
+        "baseline single_bit",
+        "baseline warp_random",
+        "hardened single_bit",
+        "hardened warp_random",
+    }
     assert by["programs"]["status"] in ("ok", "skipped")
 
 
 STUB = REPO / "tests" / "gpucheck_stub"
 TOOL = REPO / "nvbitfi_tools" / "tool"
-REHEARSED = ("environment", "tool_host", "configs", "doctor", "c_program", "torch_dummy", "workaround", "counts",
-             "sass_campaign")
+REHEARSED = (
+    "environment",
+    "tool_host",
+    "configs",
+    "doctor",
+    "c_program",
+    "torch_dummy",
+    "workaround",
+    "counts",
+    "sass_campaign",
+)
 
 
 def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str], Path]:
@@ -154,12 +199,23 @@ def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str
     for rel in ("profiler/profiler.so", "injector/injector.so", "injector/injector-dummy.so"):
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_bytes(b"")
-    (home / build.MARKER).write_text(json.dumps({"tool": "fi-campaign", "dialect": "fi-campaign", "nvbit_version": "1.7.7.3",
-                                                 "nvcc_version": "13.0.88", "arch": "90",
-                                                 "sources_sha256": build.sources_digest(TOOL)}))
+    (home / build.MARKER).write_text(
+        json.dumps(
+            {
+                "tool": "fi-campaign",
+                "dialect": "fi-campaign",
+                "nvbit_version": "1.7.7.3",
+                "nvcc_version": "13.0.88",
+                "arch": "90",
+                "sources_sha256": build.sources_digest(TOOL),
+            }
+        )
+    )
     host = tmp_path / "host_test"
-    subprocess.run(["g++", "-std=c++17", "-O2", "-ffp-contract=off", str(TOOL / "tests" / "host_test.cpp"), "-o", str(host)],
-                   check=True)
+    subprocess.run(
+        ["g++", "-std=c++17", "-O2", "-ffp-contract=off", str(TOOL / "tests" / "host_test.cpp"), "-o", str(host)],
+        check=True,
+    )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, role in (("nvidia-smi", "nvidia-smi"), ("python3", "python"), ("pyhost", "pyhost"), ("saxpy", "saxpy")):
@@ -169,11 +225,18 @@ def stand_in_machine(tmp_path: Path, silent_python: bool) -> tuple[dict[str, str
     (bin_dir / "nvdisasm").chmod(0o755)
     work = tmp_path / "w"
     work.mkdir()
-    (work / "state.json").write_text(json.dumps({"tool_home": str(home), "saxpy": str(bin_dir / "saxpy"),
-                                                 "pyhost": str(bin_dir / "pyhost")}))
+    (work / "state.json").write_text(
+        json.dumps({"tool_home": str(home), "saxpy": str(bin_dir / "saxpy"), "pyhost": str(bin_dir / "pyhost")})
+    )
     paths = [str(STUB), str(REPO / "src"), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]
-    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", PYTHONPATH=os.pathsep.join(paths),
-               FI_GPU_CHECK_STUB="1", FI_WORKLOAD_PYTHON=str(bin_dir / "python3"), FI_HOST_TEST=str(host))
+    env = dict(
+        os.environ,
+        PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+        PYTHONPATH=os.pathsep.join(paths),
+        FI_GPU_CHECK_STUB="1",
+        FI_WORKLOAD_PYTHON=str(bin_dir / "python3"),
+        FI_HOST_TEST=str(host),
+    )
     if silent_python:
         env["FAKE_NO_PYTHON_CALLBACKS"] = "1"
     return env, work
@@ -194,8 +257,9 @@ def test_the_gpu_steps_rehearsed_against_a_stand_in_tool(tmp_path, monkeypatch, 
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     steps = tuple(replace(s, cap_s=s.cap_s * 5) for s in STEPS)
-    summary = run(Options(work=work, out=tmp_path / "out", budget_s=7200, steps=steps, only=frozenset(REHEARSED),
-                          per_stratum=2))
+    summary = run(
+        Options(work=work, out=tmp_path / "out", budget_s=7200, steps=steps, only=frozenset(REHEARSED), per_stratum=2)
+    )
     by = {s["name"]: s for s in summary["steps"]}
     for name in ("environment", "tool_host", "configs", "doctor", "c_program", "counts", "sass_campaign"):
         assert by[name]["status"] == "ok", (name, by[name]["error"])

@@ -1,4 +1,5 @@
 """The allocator tuning every fi-campaign process applies (campaign/heap.py)."""
+
 from __future__ import annotations
 
 import subprocess

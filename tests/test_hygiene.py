@@ -1,5 +1,6 @@
 """The suite itself: shared data found beside any checkout, no timed assertion that a loaded
 machine can fail (speed is measured in bench/), and no polling loop without a deadline."""
+
 from __future__ import annotations
 
 import ast
@@ -26,12 +27,22 @@ def test_shared_data_is_found_beside_the_checkout_or_skipped_with_its_path():
 def test_no_test_names_an_absolute_data_path_or_times_itself():
     for name, text in sources().items():
         assert not re.search(r"[\"']/work/", text), f"{name} names an absolute /work path; use shared_data()"
-        assert "perf_counter" not in text and "time.time()" not in text, \
+        assert "perf_counter" not in text and "time.time()" not in text, (
             f"{name} times something: speed belongs in bench/, not in an assertion"
+        )
 
 
-CLOCKS = {"monotonic", "monotonic_ns", "perf_counter", "perf_counter_ns", "time", "time_ns", "process_time",
-          "now", "utcnow"}
+CLOCKS = {
+    "monotonic",
+    "monotonic_ns",
+    "perf_counter",
+    "perf_counter_ns",
+    "time",
+    "time_ns",
+    "process_time",
+    "now",
+    "utcnow",
+}
 
 
 def is_clock_call(node: ast.AST) -> bool:
@@ -58,8 +69,9 @@ def assignments(tree: ast.AST):
             targets = node.targets if isinstance(node, ast.Assign) else [node.target]
             for target in targets:
                 if isinstance(target, ast.Tuple) and isinstance(node.value, ast.Tuple):
-                    yield from ((t.id, v) for t, v in zip(target.elts, node.value.elts, strict=False)
-                                if isinstance(t, ast.Name))
+                    yield from (
+                        (t.id, v) for t, v in zip(target.elts, node.value.elts, strict=False) if isinstance(t, ast.Name)
+                    )
                 elif isinstance(target, ast.Name) and node.value is not None:
                     yield target.id, node.value
 
@@ -74,12 +86,19 @@ def timed_assertions(source: str) -> list[int]:
         readings |= {name for name, value in assignments(tree) if has_clock(value, readings)}
 
     def elapsed(node: ast.AST) -> bool:
-        return any(isinstance(n, ast.BinOp) and isinstance(n.op, ast.Sub)
-                   and (has_clock(n.left, readings) or has_clock(n.right, readings)) for n in ast.walk(node))
+        return any(
+            isinstance(n, ast.BinOp)
+            and isinstance(n.op, ast.Sub)
+            and (has_clock(n.left, readings) or has_clock(n.right, readings))
+            for n in ast.walk(node)
+        )
 
     durations = {name for name, value in assignments(tree) if elapsed(value)}
-    return [node.lineno for node in ast.walk(tree)
-            if isinstance(node, ast.Assert) and (elapsed(node.test) or names_in(node.test) & durations)]
+    return [
+        node.lineno
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Assert) and (elapsed(node.test) or names_in(node.test) & durations)
+    ]
 
 
 def polls(loop: ast.While) -> bool:
@@ -98,8 +117,11 @@ def undeadlined_polls(source: str) -> list[int]:
     a clock or a deadline."""
     tree = ast.parse(source)
     readings = {name for name, value in assignments(tree) if has_clock(value, set())}
-    return [loop.lineno for loop in ast.walk(tree)
-            if isinstance(loop, ast.While) and polls(loop) and not has_clock(loop, readings)]
+    return [
+        loop.lineno
+        for loop in ast.walk(tree)
+        if isinstance(loop, ast.While) and polls(loop) and not has_clock(loop, readings)
+    ]
 
 
 def test_no_assertion_on_a_time_the_test_measured():
@@ -120,6 +142,11 @@ def test_the_scans_find_what_they_look_for():
     assert timed_assertions("deadline = time.monotonic() + 60\nassert time.monotonic() < deadline, 'late'\n") == []
     assert undeadlined_polls("while not ready():\n    time.sleep(0.2)\n") == [1]
     assert undeadlined_polls("while p.poll() is None:\n    pass\n") == [1]
-    assert undeadlined_polls("deadline = time.monotonic() + 9\nwhile not ready():\n"
-                             "    assert time.monotonic() < deadline, 'never ready'\n    time.sleep(1)\n") == []
+    assert (
+        undeadlined_polls(
+            "deadline = time.monotonic() + 9\nwhile not ready():\n"
+            "    assert time.monotonic() < deadline, 'never ready'\n    time.sleep(1)\n"
+        )
+        == []
+    )
     assert undeadlined_polls("while held := claim():\n    record(held)\n") == []

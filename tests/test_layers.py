@@ -1,6 +1,7 @@
 """The layering rule of docs/ARCHITECTURE.md, read from the code: every import of every module of
 fi_campaign (at the top, inside functions, under TYPE_CHECKING) goes to its own layer or a lower
 one, and no two packages of one layer import each other both ways."""
+
 from __future__ import annotations
 
 import ast
@@ -28,9 +29,11 @@ LIBRARIES_MAY_IMPORT = {"errors", "limits"}
 # imports that break the rule today, each with the reason it is still there; the test fails when
 # one of them goes away too, so that this list stays true
 KNOWN: dict[tuple[str, str], str] = {
-    ("fi_campaign.nvbitfi_tools.render", "fi_campaign.models.sampler"):
-        "the injection-info file names the lane sampler's specification (SPEC), which models/sampler.py "
-        "defines for both injection levels",
+    (
+        "fi_campaign.nvbitfi_tools.render",
+        "fi_campaign.models.sampler",
+    ): "the injection-info file names the lane sampler's specification (SPEC), which models/sampler.py "
+    "defines for both injection levels",
 }
 
 
@@ -54,8 +57,11 @@ def imports(name: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             out |= {a.name for a in node.names}
         elif isinstance(node, ast.ImportFrom):
-            base = ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".") \
-                if node.level else node.module or ""
+            base = (
+                ".".join(package[: len(package) - node.level + 1] + [node.module or ""]).strip(".")
+                if node.level
+                else node.module or ""
+            )
             # `from fi_campaign.x import y` imports the module fi_campaign.x.y when there is one
             out |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
     return {m for m in out if m == "fi_campaign" or m.startswith("fi_campaign.")}
@@ -78,8 +84,12 @@ def test_every_package_has_a_layer(graph):
 
 def test_no_module_imports_a_higher_layer(graph):
     found = {(m, t) for m, targets in graph.items() for t in targets if RANK[unit(t)] > RANK[unit(m)]}
-    found |= {(m, t) for m, targets in graph.items() for t in targets
-              if RANK[unit(m)] == RANK["models"] and unit(t) != unit(m) and unit(t) not in LIBRARIES_MAY_IMPORT}
+    found |= {
+        (m, t)
+        for m, targets in graph.items()
+        for t in targets
+        if RANK[unit(m)] == RANK["models"] and unit(t) != unit(m) and unit(t) not in LIBRARIES_MAY_IMPORT
+    }
     new = sorted(found - set(KNOWN))
     assert not new, "imports of a higher layer:\n" + "\n".join(f"  {m} -> {t}" for m, t in new)
     assert set(KNOWN) <= found, f"no longer imported, remove from KNOWN: {sorted(set(KNOWN) - found)}"

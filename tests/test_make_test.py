@@ -2,6 +2,7 @@
 it gets the Chromium the HTML report tests render in, PostgreSQL and the local Slurm cluster, or
 says plainly which tests will skip and how to get them; `.ci/run` adds nothing of its own but
 CI=1, under which a browser, server or cluster that cannot be had fails."""
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,13 @@ def bare_path(tmp_path: Path, *tools: str) -> Path:
 
 
 def make(folder: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([MAKE, "-s", "-C", str(REPO), *targets], env={"PATH": str(folder), **env},
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [MAKE, "-s", "-C", str(REPO), *targets],
+        env={"PATH": str(folder), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_without_chromium_or_apt_get_it_says_what_skips_and_how_to_get_it(tmp_path):
@@ -47,9 +53,11 @@ def test_as_root_with_apt_get_it_installs_chromium_once(tmp_path):
     folder = bare_path(tmp_path, "id")
     log = tmp_path / "apt.log"
     # a stand-in for the system's package manager: records its arguments, 'installs' chromium
-    (folder / "apt-get").write_text(f"#!/bin/sh\necho \"$*\" >> {log}\n"
-                                    f"case \"$*\" in *install*) printf '#!/bin/sh\\n' > {folder}/chromium; "
-                                    f"{shutil.which('chmod')} +x {folder}/chromium;; esac\n")
+    (folder / "apt-get").write_text(
+        f'#!/bin/sh\necho "$*" >> {log}\n'
+        f"case \"$*\" in *install*) printf '#!/bin/sh\\n' > {folder}/chromium; "
+        f"{shutil.which('chmod')} +x {folder}/chromium;; esac\n"
+    )
     (folder / "apt-get").chmod(0o755)
     p = make(folder, "browser")
     assert p.returncode == 0, p.stdout + p.stderr
@@ -63,15 +71,23 @@ def test_make_test_gets_the_services_before_pytest_then_lints_and_ci_adds_only_c
     venv = tmp_path / "venv"
     venv.mkdir()
     (venv / ".installed").touch()  # newer than pyproject.toml: the venv step has nothing to do
-    p = subprocess.run([MAKE, "-n", "-C", str(REPO), "test", f"VENV={venv}"], capture_output=True, text=True,
-                       timeout=60)
+    p = subprocess.run(
+        [MAKE, "-n", "-C", str(REPO), "test", f"VENV={venv}"], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0, p.stderr
     services, pytest_run = p.stdout.find(".ci/services.sh"), p.stdout.find(f"{venv}/bin/python -m pytest -q -rs")
     assert 0 <= services < pytest_run < p.stdout.find("lint")
-    lint = subprocess.run([MAKE, "-n", "-s", "--no-print-directory", "-C", str(REPO), "lint", f"VENV={venv}"],
-                          capture_output=True, text=True, timeout=60)
-    assert [x.strip() for x in lint.stdout.splitlines()] == [f"{venv}/bin/ruff check .",
-                                                             f"{venv}/bin/ruff format --check .", f"{venv}/bin/mypy"]
+    lint = subprocess.run(
+        [MAKE, "-n", "-s", "--no-print-directory", "-C", str(REPO), "lint", f"VENV={venv}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert [x.strip() for x in lint.stdout.splitlines()] == [
+        f"{venv}/bin/ruff check .",
+        f"{venv}/bin/ruff format --check .",
+        f"{venv}/bin/mypy",
+    ]
     ci = (REPO / ".ci" / "run").read_text()
     commands = [x.strip() for x in ci.splitlines() if x.strip() and not x.lstrip().startswith("#")]
     assert commands[-3:] == ['export CI="${CI:-1}"', "make test", "make test-slow"]
@@ -89,12 +105,22 @@ def test_without_the_servers_or_root_it_says_which_tests_skip(tmp_path):
     (folder / "id").unlink()
     (folder / "id").write_text("#!/bin/sh\necho 1000\n")  # not root, whoever runs the suite
     (folder / "id").chmod(0o755)
-    p = subprocess.run(["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"], env={"PATH": str(folder)},
-                       capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        ["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"],
+        env={"PATH": str(folder)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     said = " ".join(p.stdout.split())
     assert said.startswith("Slurm is not installed and cannot be installed here")
     assert "tests/test_slurm.py" in said and "sudo apt-get install slurm-wlm munge" in said
-    ci = subprocess.run(["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"],
-                        env={"PATH": str(folder), "CI": "1"}, capture_output=True, text=True, timeout=60)
+    ci = subprocess.run(
+        ["/bin/sh", str(REPO / ".ci" / "services.sh"), "slurm"],
+        env={"PATH": str(folder), "CI": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert ci.returncode != 0 and "will be skipped" in ci.stdout

@@ -1,4 +1,5 @@
 """The float32 math mode: set explicitly in every workload, from the config, recorded with it."""
+
 from __future__ import annotations
 
 import json
@@ -42,10 +43,17 @@ def test_the_workload_program_runs_in_the_recorded_mode(tmp_path, checkpoints, r
     from fi_campaign.workload.images import image_digest, workload_images
 
     images, indices = workload_images("bundled", 4, 0)
-    workload = WorkloadRecord(source="bundled", dataset=images.dataset, count=4, seed=0, indices=tuple(indices.tolist()),
-                              images_sha256=image_digest(images.images))
-    root = program.write_root(tmp_path / "root", str(checkpoints["baseline"]), workload, 4, "cpu",
-                              zero_cost.record().fault_model, "tf32")
+    workload = WorkloadRecord(
+        source="bundled",
+        dataset=images.dataset,
+        count=4,
+        seed=0,
+        indices=tuple(indices.tolist()),
+        images_sha256=image_digest(images.images),
+    )
+    root = program.write_root(
+        tmp_path / "root", str(checkpoints["baseline"]), workload, 4, "cpu", zero_cost.record().fault_model, "tf32"
+    )
     assert json.loads((root / "workload.json").read_text())["math"] == "tf32"
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
     assert program.main([str(root), "--out", str(tmp_path / "y.npy")]) == 0

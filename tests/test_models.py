@@ -1,4 +1,5 @@
 """models.resnet architecture, describe_layers, PlaneNoise geometries and zoo checkpoints."""
+
 from __future__ import annotations
 
 import math
@@ -29,8 +30,9 @@ def test_depths_have_6n_plus_1_convs_and_one_linear(depth):
     # option-A shortcuts: every conv is a 3x3 block conv, none is a 1x1 projection
     assert all(m.kernel_size == (3, 3) for m in convs)
     assert sum(isinstance(m, BasicBlock) for m in model.modules()) == 3 * n
-    assert all(not any(isinstance(c, nn.Conv2d) for c in b.children())
-               for b in model.modules() if isinstance(b, BasicBlock))
+    assert all(
+        not any(isinstance(c, nn.Conv2d) for c in b.children()) for b in model.modules() if isinstance(b, BasicBlock)
+    )
 
 
 def test_num_classes_sets_the_linear_width():
@@ -74,7 +76,11 @@ def test_conv_bn_act_order(activation, act_type):
     for i in conv_at:
         assert isinstance(order[i + 1], nn.BatchNorm2d)
         assert type(order[i + 2]) is act_type  # own activation, or the block's after the add
-    assert model.stem[0].__class__ is nn.Conv2d and [type(m) for m in model.stem] == [nn.Conv2d, nn.BatchNorm2d, act_type]
+    assert model.stem[0].__class__ is nn.Conv2d and [type(m) for m in model.stem] == [
+        nn.Conv2d,
+        nn.BatchNorm2d,
+        act_type,
+    ]
     # the vanilla block's second unit has no activation of its own
     block = model.blocks[0]
     assert [type(m) for m in block.unit2] == [nn.Conv2d, nn.BatchNorm2d]
@@ -89,6 +95,7 @@ def test_both_orders_run_the_same_number_of_activations(depth):
         executed = leaf_execution_order(build(Arch(depth, "relu6", order)))
         counts[order] = sum(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in executed)
     assert counts["conv-act-bn"] == counts["conv-bn-act"] == depth - 1
+
 
 @pytest.mark.parametrize("activation, act_type", [("relu", nn.ReLU), ("relu6", nn.ReLU6)])
 def test_activation_type_everywhere(activation, act_type):
@@ -168,14 +175,19 @@ def identity_conv(c: int) -> nn.Sequential:
     return nn.Sequential(conv).eval()
 
 
-def noise_hits(geometry: int, rows: int, c: int = 4, h: int = 6, w: int = 10, seed: int = 0,
-               channel_p=(1.0, 0.75, 0.3)) -> np.ndarray:
+def noise_hits(
+    geometry: int, rows: int, c: int = 4, h: int = 6, w: int = 10, seed: int = 0, channel_p=(1.0, 0.75, 0.3)
+) -> np.ndarray:
     """Boolean (rows, c, h, w) of the cells PlaneNoise changed on a ones input, magnitude 1 (x2)."""
     model = identity_conv(c)
     inj = Injector(model)
     batch = PlaneNoise(
-        layers=np.zeros(rows, np.int64), rows=np.arange(rows), geometry=np.full(rows, geometry),
-        magnitude=np.ones(rows), channel_p=channel_p, generator=torch.Generator().manual_seed(seed),
+        layers=np.zeros(rows, np.int64),
+        rows=np.arange(rows),
+        geometry=np.full(rows, geometry),
+        magnitude=np.ones(rows),
+        channel_p=channel_p,
+        generator=torch.Generator().manual_seed(seed),
     )
     with torch.no_grad(), inj.armed(batch):
         y = model(torch.ones(rows, c, h, w))
@@ -222,7 +234,7 @@ def test_block_is_a_rectangle():
         r0, r1 = cells[:, 0].min(), cells[:, 0].max()
         c0, c1 = cells[:, 1].min(), cells[:, 1].max()
         assert len(cells) == (r1 - r0 + 1) * (c1 - c0 + 1)  # every cell of the bounding box
-        assert hits[r, 0, r0:r1 + 1, c0:c1 + 1].all()
+        assert hits[r, 0, r0 : r1 + 1, c0 : c1 + 1].all()
         assert all(np.array_equal(hits[r, 0], hits[r, k]) for k in range(4))
         sizes.add((r1 - r0 + 1, c1 - c0 + 1))
     assert len(sizes) > 5  # rectangles of many sizes, not a fixed shape
@@ -244,8 +256,14 @@ def test_plane_noise_leaves_other_rows_and_scales_by_one_plus_m():
     model = identity_conv(3)
     x = torch.rand(6, 3, 5, 5) + 0.5
     inj = Injector(model)
-    batch = PlaneNoise(np.zeros(3, np.int64), np.array([1, 3, 4]), np.array([0, 1, 2]), np.array([-0.5, 2.0, 0.25]),
-                       channel_p=(1.0, 1.0, 1.0), generator=torch.Generator().manual_seed(1))
+    batch = PlaneNoise(
+        np.zeros(3, np.int64),
+        np.array([1, 3, 4]),
+        np.array([0, 1, 2]),
+        np.array([-0.5, 2.0, 0.25]),
+        channel_p=(1.0, 1.0, 1.0),
+        generator=torch.Generator().manual_seed(1),
+    )
     with torch.no_grad():
         golden = model(x).clone()
         with inj.armed(batch):
@@ -264,8 +282,13 @@ def test_plane_noise_on_a_linear_output():
         lin.weight.copy_(torch.eye(64))
     model = nn.Sequential(lin).eval()
     inj = Injector(model)
-    batch = PlaneNoise(np.zeros(2, np.int64), np.array([0, 1]), np.array([0, 2]), np.array([1.0, 1.0]),
-                       generator=torch.Generator().manual_seed(0))
+    batch = PlaneNoise(
+        np.zeros(2, np.int64),
+        np.array([0, 1]),
+        np.array([0, 2]),
+        np.array([1.0, 1.0]),
+        generator=torch.Generator().manual_seed(0),
+    )
     with torch.no_grad(), inj.armed(batch):
         y = model(torch.ones(2, 64))
     inj.remove()
@@ -350,10 +373,15 @@ def test_weights_for_another_network_with_valid_digest(tmp_path):
         load(str(path))
 
 
-@pytest.mark.parametrize("content, why", [
-    ("text", "not a file PyTorch can load"), ("pickle", "not a file PyTorch can load"),
-    ("tensor", "a PyTorch file holding a Tensor"), ("dict", "a PyTorch file holding a mapping without 'meta'"),
-])
+@pytest.mark.parametrize(
+    "content, why",
+    [
+        ("text", "not a file PyTorch can load"),
+        ("pickle", "not a file PyTorch can load"),
+        ("tensor", "a PyTorch file holding a Tensor"),
+        ("dict", "a PyTorch file holding a mapping without 'meta'"),
+    ],
+)
 def test_non_checkpoint_file_raises(tmp_path, content, why):
     """Said in words, with what a checkpoint is, and without torch's warnings about the file."""
     import pickle

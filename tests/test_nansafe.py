@@ -1,4 +1,5 @@
 """The NaN-safe ReLU6: numbers for NaN/Inf, ReLU6's exact bits otherwise, and its checkpoints."""
+
 from __future__ import annotations
 
 import pytest
@@ -102,8 +103,11 @@ def test_a_checkpoint_records_the_nansafe_activation_and_refuses_another_arch(tm
     model, meta = zoo.load(str(path), expect=NANSAFE)
     assert meta.arch.activation == "relu6-nansafe" and meta.derived_from == "a test"
     assert any(type(m) is NanSafeReLU6 for m in model.modules())
-    with pytest.raises(zoo.CheckpointError, match=r"holds a resnet20 \(relu6-nansafe, conv-act-bn, 10 classes\) "
-                                                  r"but resnet20 \(relu6, conv-act-bn, 10 classes\) was asked for"):
+    with pytest.raises(
+        zoo.CheckpointError,
+        match=r"holds a resnet20 \(relu6-nansafe, conv-act-bn, 10 classes\) "
+        r"but resnet20 \(relu6, conv-act-bn, 10 classes\) was asked for",
+    ):
         zoo.load(str(path), expect=HARDENED)
     with pytest.raises(zoo.CheckpointError, match="relu6-nansafe"):
         zoo.load("zoo:resnet20-cifar10-hardened", expect=NANSAFE)

@@ -7,6 +7,7 @@ workload's logits. Everything else is the product's real path: plan --profile on
 NVBitFI's format, sites, run directories, timeouts, log parsing, classification, the store and
 export.
 """
+
 from __future__ import annotations
 
 import csv
@@ -25,7 +26,7 @@ from fi_campaign.store import Store
 from tests import nvbitfi_logs
 from tests.test_nvbitfi_profile import KERNELS, base_counts, profile_line
 
-FAKE = textwrap.dedent('''
+FAKE = textwrap.dedent("""
     import json, os, signal, sys, ctypes, time, numpy as np
     cfg = json.load(open(os.environ["FAKE_NVBITFI"]))
     out = sys.argv[sys.argv.index("--out") + 1]
@@ -78,17 +79,28 @@ FAKE = textwrap.dedent('''
     if case == 4:
         ctypes.string_at(0)
     np.save(out, faulty)
-''')
+""")
 FP32 = [40, 0, 300, 25, 900, 60]
 
 
-def fake_config(path, build="carol", injector=None, names=None, miss_every=5, vary=True, hang=False,
-                lanes=tuple(range(32))):
+def fake_config(
+    path, build="carol", injector=None, names=None, miss_every=5, vary=True, hang=False, lanes=tuple(range(32))
+):
     """What the stand-in injector does: ``injector`` gives its own count per launch (default:
     the profile's), ``names`` the kernel each launch really runs (default: the profile's)."""
     names = names or [KERNELS[i % len(KERNELS)] for i in range(len(FP32))]
-    path.write_text(json.dumps({"build": build, "launches": [[n, c] for n, c in zip(names, injector or FP32)],
-                                "miss_every": miss_every, "vary": vary, "hang": hang, "lanes": list(lanes)}))
+    path.write_text(
+        json.dumps(
+            {
+                "build": build,
+                "launches": [[n, c] for n, c in zip(names, injector or FP32, strict=False)],
+                "miss_every": miss_every,
+                "vary": vary,
+                "hang": hang,
+                "lanes": list(lanes),
+            }
+        )
+    )
 
 
 @pytest.fixture
@@ -98,22 +110,35 @@ def nvbitfi_setup(tmp_path, checkpoints, monkeypatch):
         (home / rel).parent.mkdir(parents=True, exist_ok=True)
         (home / rel).write_bytes(b"")
     profile = tmp_path / "nvbitfi-igprofile.txt"
-    profile.write_text("\n".join(profile_line(i, KERNELS[i % len(KERNELS)], base_counts(fp32))
-                                 for i, fp32 in enumerate(FP32)) + "\n")
+    profile.write_text(
+        "\n".join(profile_line(i, KERNELS[i % len(KERNELS)], base_counts(fp32)) for i, fp32 in enumerate(FP32)) + "\n"
+    )
     config = tmp_path / "nv.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "nv", "seed": 3, "backend": "nvbitfi", "device": "cuda", "injections": 25, "golden_runs": 2,
-        "batch_size": 16, "models": {"baseline": str(checkpoints["baseline"])},
-        "images": {"source": "bundled", "count": 12},
-        "nvbitfi": {"home": str(home), "dialect": "carol", "max_not_injected": 0.5},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "nv",
+                "seed": 3,
+                "backend": "nvbitfi",
+                "device": "cuda",
+                "injections": 25,
+                "golden_runs": 2,
+                "batch_size": 16,
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 12},
+                "nvbitfi": {"home": str(home), "dialect": "carol", "max_not_injected": 0.5},
+            }
+        )
+    )
     fake = tmp_path / "fake_nvbitfi_workload.py"
     fake.write_text(inspect.getsource(nvbitfi_logs) + FAKE)
     monkeypatch.setenv("FAKE_NVBITFI", str(tmp_path / "fake.json"))
     fake_config(tmp_path / "fake.json")
     from fi_campaign.workload import model, program
 
-    monkeypatch.setattr(program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out])
+    monkeypatch.setattr(
+        program, "command", lambda root, fault=None, out="logits.npy": [sys.executable, str(fake), "--out", out]
+    )
     monkeypatch.setattr(model, "resolve_device", lambda device: device)
     monkeypatch.setattr(model, "require_gpu", lambda: None)
     return config, profile, home
@@ -134,8 +159,10 @@ def test_nvbitfi_campaign_with_a_reused_profile(tmp_path, nvbitfi_setup):
     result = CliRunner().invoke(main, ["--db", str(db), "run", "--workers", "1"])  # the stand-ins live here
     assert result.exit_code == 0, result.output
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT s.iid, r.outcome, r.images_changed, r.detail, r.backend, s.mode, s.value, s.id "
-                           "FROM site s JOIN result r ON r.site_id = s.id").fetchall()
+        rows = con.execute(
+            "SELECT s.iid, r.outcome, r.images_changed, r.detail, r.backend, s.mode, s.value, s.id "
+            "FROM site s JOIN result r ON r.site_id = s.id"
+        ).fetchall()
     with sqlite3.connect(db) as con:
         kcounts = con.execute("SELECT kcount, id FROM site").fetchall()
     expected = {0: "not_injected", 1: "masked", 2: "tolerable_sdc", 3: "critical_sdc", 4: "due"}
@@ -172,7 +199,8 @@ def test_nvbitfi_campaign_with_a_reused_profile(tmp_path, nvbitfi_setup):
 
     frame = pd.read_parquet(tmp_path / "nv.parquet").set_index("site_id")
     assert {i: (a.state, a.lanes_injected) for i, a in accounts.items()} == {
-        i: (r.injection, r.lanes_injected) for i, r in frame.dropna(subset=["injection"]).iterrows()}
+        i: (r.injection, r.lanes_injected) for i, r in frame.dropna(subset=["injection"]).iterrows()
+    }
     avf = CliRunner().invoke(main, ["--db", str(db), "report", "--csv", str(tmp_path / "avf.csv")])
     assert avf.exit_code == 0
     table = {(r["mode"], r["outcome"]): r for r in csv.DictReader((tmp_path / "avf.csv").open())}
@@ -189,8 +217,12 @@ def test_the_dummy_injector_is_attached_for_a_dry_campaign(tmp_path, nvbitfi_set
     raw["device"] = "cuda:1"
     config.write_text(yaml.safe_dump(raw))
     db = tmp_path / "dry.db"
-    assert CliRunner().invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile),
-                                     "--injections", "5"]).exit_code == 0
+    assert (
+        CliRunner()
+        .invoke(main, ["--db", str(db), "plan", str(config), "--profile", str(profile), "--injections", "5"])
+        .exit_code
+        == 0
+    )
     assert CliRunner().invoke(main, ["--db", str(db), "run", "--keep-runs", "--workers", "1"]).exit_code == 0
     runs = tmp_path / "dry.db.runs" / "baseline"
     tools = {p.read_text() for p in runs.glob("*/tool.txt")}
@@ -213,7 +245,9 @@ def test_a_mode_the_build_cannot_inject_is_refused_before_anything_runs(tmp_path
 
 def test_missing_profile_and_missing_gpu_are_one_sentence(tmp_path, nvbitfi_setup, monkeypatch):
     config, profile, _ = nvbitfi_setup
-    result = CliRunner().invoke(main, ["--db", str(tmp_path / "a.db"), "plan", str(config), "--profile", "baseline=/nope.txt"])
+    result = CliRunner().invoke(
+        main, ["--db", str(tmp_path / "a.db"), "plan", str(config), "--profile", "baseline=/nope.txt"]
+    )
     assert result.exit_code == 2 and "does not exist" in result.output
 
     monkeypatch.undo()
@@ -249,7 +283,9 @@ def test_doctor_no_dry_run_checks_the_machine_and_the_build_only(monkeypatch, tm
     monkeypatch.setattr(doctor, "install_lines", lambda home, dialect: ([], inst))
     monkeypatch.setattr(doctor, "own_tool_lines", lambda inst: [])
     ran = []
-    monkeypatch.setattr(doctor, "dry_campaign", lambda inst: ran.append(inst) or doctor.Line(True, "dry campaign: 20/20"))
+    monkeypatch.setattr(
+        doctor, "dry_campaign", lambda inst: ran.append(inst) or doctor.Line(True, "dry campaign: 20/20")
+    )
     lines = doctor.diagnose(None, None, dry_run=False)
     assert ran == [] and lines[-1].text == "dry campaign: not run (--no-dry-run)." and not lines[-1].required
     assert doctor.diagnose(None, None)[-1].text == "dry campaign: 20/20" and ran == [inst]
@@ -285,8 +321,9 @@ def test_a_profile_that_counts_4x_what_the_injector_executes(tmp_path, nvbitfi_s
     _edit(config, modes=["single_bit"])
     db, _, _ = _plan_and_run(tmp_path, config, profile, "--injections", "16")
     with sqlite3.connect(db) as con:
-        sites = con.execute("SELECT s.id, s.kcount, s.iid, r.outcome, r.detail FROM site s JOIN result r "
-                            "ON r.site_id = s.id").fetchall()
+        sites = con.execute(
+            "SELECT s.id, s.kcount, s.iid, r.outcome, r.detail FROM site s JOIN result r ON r.site_id = s.id"
+        ).fetchall()
         counts = con.execute("SELECT kcount, profile_count, injector_count FROM launch_count").fetchall()
         redraws = con.execute("SELECT site_id, kcount, iid, injector_count, ran FROM redraw").fetchall()
     assert len(sites) == 16 and {o for *_, o, _ in sites} == {"masked"}
@@ -316,8 +353,10 @@ def test_a_pr2022_warp_fault_on_some_lanes_is_injected_and_each_lane_is_stored(t
     _edit(config, dialect="pr2022", modes=["warp_random"])
     db, _, _ = _plan_and_run(tmp_path, config, profile, "--injections", "4")
     with sqlite3.connect(db) as con:
-        rows = con.execute("SELECT r.outcome, r.semantics, i.state, i.lanes_injected, i.lanes_reported, i.lanes "
-                           "FROM result r JOIN injection i ON i.site_id = r.site_id").fetchall()
+        rows = con.execute(
+            "SELECT r.outcome, r.semantics, i.state, i.lanes_injected, i.lanes_reported, i.lanes "
+            "FROM result r JOIN injection i ON i.site_id = r.site_id"
+        ).fetchall()
     assert len(rows) == 4
     for outcome, semantics, state, hit, reported, lanes in rows:
         assert (outcome, state, hit, reported) == ("masked", "injected", 20, 32)
@@ -330,8 +369,9 @@ def _ten_group_line(index: int, name: str, fp32: int) -> str:
     groups = {"fp64": 0, "fp32": fp32, "fp16": 0, "mma": 0, "ld": 7, "pr": 5, "nodest": 3, "others": 11}
     instrs = sum(groups.values())
     groups |= {"gppr": instrs - 3, "gp": instrs - 3 - 5}
-    pairs = "".join(f" {k}: {v}," for k, v in [("FFMA", fp32), ("LDG", 7), ("ISETP", 5), ("EXIT", 3), ("IMAD", 11),
-                                               *groups.items()])
+    pairs = "".join(
+        f" {k}: {v}," for k, v in [("FFMA", fp32), ("LDG", 7), ("ISETP", 5), ("EXIT", 3), ("IMAD", 11), *groups.items()]
+    )
     return f"NVBit-igprofile; index: {index}; kernel_name: {name}; ctas: 4; instrs: {instrs};{pairs}"
 
 
@@ -340,12 +380,16 @@ def test_a_kernel_name_too_long_for_the_injector_is_left_out_at_plan_time(tmp_pa
     long_name = "voidcudnn::" + "x" * 1150 + "(float*)"
     assert len(long_name.encode()) == 1169
     names = [KERNELS[0], KERNELS[1], long_name, KERNELS[3], KERNELS[4], KERNELS[0]]
-    profile.write_text("\n".join(profile_line(i, n, base_counts(c)) for i, (n, c) in enumerate(zip(names, FP32))))
+    profile.write_text(
+        "\n".join(profile_line(i, n, base_counts(c)) for i, (n, c) in enumerate(zip(names, FP32, strict=False)))
+    )
     fake_config(tmp_path / "fake.json", names=names, miss_every=0, vary=False)
     _edit(config, modes=["single_bit"])
     db, planned, _ = _plan_and_run(tmp_path, config, profile, "--injections", "8")
-    assert ("baseline: left 1 launches out of the draw (kernel names of 1000 bytes or more, which the injector "
-            "cannot hold): 300 of the profile's 1325 fp32 instructions (22.64%).") in " ".join(planned.output.split())
+    assert (
+        "baseline: left 1 launches out of the draw (kernel names of 1000 bytes or more, which the injector "
+        "cannot hold): 300 of the profile's 1325 fp32 instructions (22.64%)."
+    ) in " ".join(planned.output.split())
     with sqlite3.connect(db) as con:
         assert con.execute("SELECT COUNT(*) FROM site WHERE status = 'done'").fetchone() == (8,)
         assert con.execute("SELECT COUNT(*) FROM site WHERE kcount = 2").fetchone() == (0,)
@@ -360,9 +404,10 @@ def test_a_hang_after_the_fault_keeps_the_sigint_handlers_record(tmp_path, nvbit
     _edit(config, modes=["single_bit"], timeout_factor=3)
     db, _, _ = _plan_and_run(tmp_path, config, profile, "--injections", "1")
     with sqlite3.connect(db) as con:
-        (site_id, outcome, detail, state, opcode), = con.execute(
+        ((site_id, outcome, detail, state, opcode),) = con.execute(
             "SELECT r.site_id, r.outcome, r.detail, i.state, i.opcode FROM result r JOIN injection i "
-            "ON i.site_id = r.site_id").fetchall()
+            "ON i.site_id = r.site_id"
+        ).fetchall()
     assert (outcome, detail, state, opcode) == ("due", "timeout", "injected", "FFMA")  # a hang after the fault
     log = (tmp_path / "x.db.runs" / "baseline" / str(site_id) / "nvbitfi-injection-log-temp.txt").read_text()
     assert log.count("ERROR FAIL Detected Signal SIGKILL") == 1
@@ -379,7 +424,10 @@ def test_a_campaign_past_the_not_injected_limit_stops_with_one_sentence(tmp_path
     db, _, ran = _plan_and_run(tmp_path, config, profile, "--injections", "12", run_ok=False)
     assert ran.exit_code == 2 and "Traceback" not in ran.output
     text = " ".join(ran.output.split())
-    assert "stopped baseline single_bit: 4 of its 4 results (100%) are not_injected, above nvbitfi.max_not_injected (20%)" in text
+    assert (
+        "stopped baseline single_bit: 4 of its 4 results (100%) are not_injected, above nvbitfi.max_not_injected (20%)"
+        in text
+    )
     with sqlite3.connect(db) as con:
         details = [d for (d,) in con.execute("SELECT detail FROM result")]
         assert con.execute("SELECT COUNT(*) FROM site WHERE status = 'pending'").fetchone() == (8,)

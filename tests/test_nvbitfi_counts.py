@@ -1,5 +1,6 @@
 """Profiles whose counts are not the injector's: rejection against the injector's own counts,
 and launches the injector cannot name (kernel names of 1,000 bytes or more)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ RATIO = np.array([4, 1, 4, 4, 1, 4, 4, 1, 4, 4])
 
 def profile_of(counts, names=None):
     names = names or [KERNELS[i % len(KERNELS)] for i in range(len(counts))]
-    return parse_profile("\n".join(profile_line(i, n, base_counts(int(c))) for i, (c, n) in enumerate(zip(counts, names))),
-                         "carol")
+    return parse_profile(
+        "\n".join(profile_line(i, n, base_counts(int(c))) for i, (c, n) in enumerate(zip(counts, names, strict=False))),
+        "carol",
+    )
 
 
 def settle_all(proposals, sites, known=None):
@@ -115,27 +118,66 @@ def test_the_store_keeps_counts_redraws_and_lanes_and_adds_its_tables_to_an_olde
     from fi_campaign.store import InjectionRecord, LaunchCount, Redraw, Relocation, Result, Store
 
     store = Store.create(tmp_path / "old.db")
-    store.write_plan(zero_cost.record("nv"), [{"model": "baseline", "mode": "warp_random", "kernel": "k", "kcount": 3, "igid": 1,
-                               "iid": 900, "op_seed": 0.5, "bit_seed": 0.5}] * 2)
+    store.write_plan(
+        zero_cost.record("nv"),
+        [
+            {
+                "model": "baseline",
+                "mode": "warp_random",
+                "kernel": "k",
+                "kcount": 3,
+                "igid": 1,
+                "iid": 900,
+                "op_seed": 0.5,
+                "bit_seed": 0.5,
+            }
+        ]
+        * 2,
+    )
     with sqlite3.connect(store.path) as con:  # a store planned before these tables and migrations existed
         for table in ("launch_count", "redraw", "injection", "worker", "alembic_version"):
             con.execute(f"DROP TABLE {table}")
     store = Store.open(store.path)
     assert store.launch_counts() == [] and store.count_checks() == [] and store.injections() == {}
     lanes = tuple((i, 0x3F800000 + i, (0x3F800000 + i) ^ 0x80000000) for i in range(12, 32))
-    def masked(site_id: int, runtime_s: float, **nvbitfi) -> Result:
-        return Result(site_id=site_id, outcome="masked", images_changed=0, nan=False, max_abs_diff=0.0,
-                      backend="nvbitfi", isolation="process", semantics="s", runtime_s=runtime_s, **nvbitfi)
 
-    moved = masked(1, 2.0, injection=InjectionRecord(state="injected", lanes_injected=20, lanes_reported=32,
-                                                     opcode="FFMA", reg=12, mask=0x80000000, lanes=lanes,
-                                                     log_index=5, log_kernel="k"),
-                   relocated=Relocation(kernel="k", kcount=5, iid=17),
-                   redraws=(Redraw(site_id=1, kernel="k", kcount=3, iid=900, injector_count=250, ran=True),),
-                   launch_counts=(LaunchCount(model="baseline", igid=1, kcount=3, kernel="k", profile_count=1000,
-                                              injector_count=250, site_id=1),
-                                  LaunchCount(model="baseline", igid=1, kcount=5, kernel="k", profile_count=80,
-                                              injector_count=80, site_id=1)))
+    def masked(site_id: int, runtime_s: float, **nvbitfi) -> Result:
+        return Result(
+            site_id=site_id,
+            outcome="masked",
+            images_changed=0,
+            nan=False,
+            max_abs_diff=0.0,
+            backend="nvbitfi",
+            isolation="process",
+            semantics="s",
+            runtime_s=runtime_s,
+            **nvbitfi,
+        )
+
+    moved = masked(
+        1,
+        2.0,
+        injection=InjectionRecord(
+            state="injected",
+            lanes_injected=20,
+            lanes_reported=32,
+            opcode="FFMA",
+            reg=12,
+            mask=0x80000000,
+            lanes=lanes,
+            log_index=5,
+            log_kernel="k",
+        ),
+        relocated=Relocation(kernel="k", kcount=5, iid=17),
+        redraws=(Redraw(site_id=1, kernel="k", kcount=3, iid=900, injector_count=250, ran=True),),
+        launch_counts=(
+            LaunchCount(
+                model="baseline", igid=1, kcount=3, kernel="k", profile_count=1000, injector_count=250, site_id=1
+            ),
+            LaunchCount(model="baseline", igid=1, kcount=5, kernel="k", profile_count=80, injector_count=80, site_id=1),
+        ),
+    )
     assert store.record([moved, masked(2, 1.0)]) != []
     with sqlite3.connect(store.path) as con:
         assert con.execute("SELECT kernel, kcount, iid FROM site WHERE id = 1").fetchone() == ("k", 5, 17)

@@ -1,4 +1,5 @@
 """nvbitfi-injection-log-temp.txt parsing: injected, not injected, and logs with no verdict."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,13 +10,22 @@ KERNEL = "voidat::native::(anonymousnamespace)::foo<float,4>(float*,int)"
 HEADER = f"inspecting: {KERNEL}\nnum_static_instrs: 812\nmaxregs: 40(40)\n"
 
 
-def block(opcode: str = "FFMA", before: str = "3f8ccccd", after: str = "3f8cccdd", index: int = 41,
-          kernel: str = KERNEL, tid: int = 70123, not_injected: bool = False) -> str:
+def block(
+    opcode: str = "FFMA",
+    before: str = "3f8ccccd",
+    after: str = "3f8cccdd",
+    index: int = 41,
+    kernel: str = KERNEL,
+    tid: int = 70123,
+    not_injected: bool = False,
+) -> str:
     """The block injector.cu writes at the exit of the selected launch (docs/NVBITFI-INTERFACE.md)."""
-    text = (f"Injection data\nindex: {index}\nkernel_name: {kernel}\nctas: 256\ninstrs: 918273\n"
-            " grp 0: 0 grp 1: 5001 grp 2: 300 grp 3: 20 grp 4: 10 grp 5: 400 grp 6: 5721 grp 7: 5701\n"
-            f"mask: 0x10\nbeforeVal: 0x{before};afterVal: 0x{after}\nregNo: 12\nopcode: {opcode}\n"
-            f"pcOffset: 0x1a0\ntid: {tid}\n")
+    text = (
+        f"Injection data\nindex: {index}\nkernel_name: {kernel}\nctas: 256\ninstrs: 918273\n"
+        " grp 0: 0 grp 1: 5001 grp 2: 300 grp 3: 20 grp 4: 10 grp 5: 400 grp 6: 5721 grp 7: 5701\n"
+        f"mask: 0x10\nbeforeVal: 0x{before};afterVal: 0x{after}\nregNo: 12\nopcode: {opcode}\n"
+        f"pcOffset: 0x1a0\ntid: {tid}\n"
+    )
     return text + ("Error not injected\n" if not_injected else "")
 
 
@@ -84,22 +94,24 @@ def test_a_cuda_error_in_the_selected_launch_leaves_no_report_and_is_a_due():
 
 
 def test_the_signal_handler_block_after_an_injection_is_injected_and_a_due():
-    sig = "ERROR FAIL Detected Signal SIGKILL\n" + block()[block().index(" grp"):]
+    sig = "ERROR FAIL Detected Signal SIGKILL\n" + block()[block().index(" grp") :]
     log = parse_injection_log(HEADER + sig)
     assert log.state is LogState.INJECTED and log.signal and log.opcode == "FFMA"
     assert verdict(log, abnormal_end=False) == "due"
 
 
 def test_the_signal_handler_before_any_injection_has_no_report():
-    sig = "ERROR FAIL Detected Signal SIGKILL\n" + block(opcode="NOP", tid=-1)[block().index(" grp"):]
+    sig = "ERROR FAIL Detected Signal SIGKILL\n" + block(opcode="NOP", tid=-1)[block().index(" grp") :]
     log = parse_injection_log(HEADER + sig)
     assert log.state is LogState.NO_REPORT and log.signal
     assert verdict(log, abnormal_end=False) == "due"
 
 
 def test_the_verbose_register_check_is_not_a_kernel_error():
-    text = (HEADER + block() + "ERROR FAIL in kernel execution; Expected reg value doesn't match; \n"
-            "maxRegs: 40, destGPRNum: 12, expected_val: 3f8ccccd, myval: 0\n")
+    text = (
+        HEADER + block() + "ERROR FAIL in kernel execution; Expected reg value doesn't match; \n"
+        "maxRegs: 40, destGPRNum: 12, expected_val: 3f8ccccd, myval: 0\n"
+    )
     log = parse_injection_log(text)
     assert log.register_mismatch and log.kernel_error is None
     assert log.state is LogState.NOT_INJECTED
@@ -160,12 +172,17 @@ def test_stock_and_carol_logs_give_the_right_verdicts(build):
 
 
 def _warp(lanes: range) -> list[dict]:
-    return [w.injected(before=0x3F800000 + i, mask=0xE6666600, tid=64 + i) if i in lanes else w.NOT_INJECTED
-            for i in range(32)]
+    return [
+        w.injected(before=0x3F800000 + i, mask=0xE6666600, tid=64 + i) if i in lanes else w.NOT_INJECTED
+        for i in range(32)
+    ]
 
 
-@pytest.mark.parametrize("lanes", [range(32), range(0, 20), range(12, 32), range(31, 32), range(0, 1)],
-                         ids=["every lane", "prefix 0-19", "suffix 12-31", "lane 31 only", "lane 0 only"])
+@pytest.mark.parametrize(
+    "lanes",
+    [range(32), range(0, 20), range(12, 32), range(31, 32), range(0, 1)],
+    ids=["every lane", "prefix 0-19", "suffix 12-31", "lane 31 only", "lane 0 only"],
+)
 def test_pr2022_warp_logs_count_every_injected_lane(lanes):
     counts = w.counts_for("pr2022", 1, 4096)
     log = parse_injection_log(w.inspecting(KERNEL) + w.launch_exit("pr2022", 7, KERNEL, counts, _warp(lanes)))
@@ -174,7 +191,9 @@ def test_pr2022_warp_logs_count_every_injected_lane(lanes):
     assert [lane.lane for lane in log.lanes] == list(range(32))
     hit = [lane for lane in log.lanes if lane.injected]
     assert [lane.lane for lane in hit] == list(lanes)
-    assert [(lane.before, lane.after) for lane in hit] == [(0x3F800000 + i, (0x3F800000 + i) ^ 0xE6666600) for i in lanes]
+    assert [(lane.before, lane.after) for lane in hit] == [
+        (0x3F800000 + i, (0x3F800000 + i) ^ 0xE6666600) for i in lanes
+    ]
     assert all(lane.not_injected for lane in log.lanes if not lane.injected)  # inactive lanes say so
     assert log.before == 0x3F800000 + lanes[0] and log.matches(KERNEL, 7)
     assert log.group_counts[1] == 4096 and log.instrs == 4096

@@ -1,4 +1,5 @@
 """Locating an NVBitFI build on fake NVBITFI_HOME trees, and reading the kernel log for Xid lines."""
+
 from __future__ import annotations
 
 import os
@@ -8,8 +9,16 @@ from pathlib import Path
 import pytest
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
-from fi_campaign.nvbitfi_tools.install import (InstallError, detect_dialect, kernel_log_delta, kernel_log_readable, locate,
-                                   read_kernel_log, require, xid_lines)
+from fi_campaign.nvbitfi_tools.install import (
+    InstallError,
+    detect_dialect,
+    kernel_log_delta,
+    kernel_log_readable,
+    locate,
+    read_kernel_log,
+    require,
+    xid_lines,
+)
 
 STOCK_ARCH = """
 enum GroupType {
@@ -48,8 +57,15 @@ WARP_ZERO_VALUE = 5
 """
 
 
-def make_build(root: Path, profiler=True, injector=True, dummy=False, core=True, arch: str | None = STOCK_ARCH,
-               params: str | None = None) -> Path:
+def make_build(
+    root: Path,
+    profiler=True,
+    injector=True,
+    dummy=False,
+    core=True,
+    arch: str | None = STOCK_ARCH,
+    params: str | None = None,
+) -> Path:
     """nvbit_release/tools/nvbitfi with the files NVBitFI's Makefiles produce."""
     home = root / "nvbit_release" / "tools" / "nvbitfi"
     for sub in ("profiler", "injector", "common", "scripts"):
@@ -176,7 +192,7 @@ def test_the_xid_delta_of_a_full_ring_buffer_is_read_by_content():
     before = KERNEL_LOG
     new_xid = "[  140.5] NVRM: Xid (PCI:0000:01:00): 13, pid=4242, name=python, Graphics Exception"
     after = "".join(before.splitlines(keepends=True)[1:]) + new_xid + "\n"
-    assert xid_lines(after[len(before):]) == []  # what a length slice would have found
+    assert xid_lines(after[len(before) :]) == []  # what a length slice would have found
     delta = xid_lines(kernel_log_delta(before, after))
     assert [(x.code, x.pid) for x in delta] == [(13, 4242)]
 
@@ -202,8 +218,9 @@ def test_the_kernel_log_through_dmesg(tmp_path):
     log = tmp_path / "kernel.txt"
     log.write_text(KERNEL_LOG)
     good = _script(tmp_path / "dmesg-ok", f"cat '{log}'")
-    denied = _script(tmp_path / "dmesg-denied",
-                     "echo 'dmesg: read kernel buffer failed: Operation not permitted' >&2; exit 1")
+    denied = _script(
+        tmp_path / "dmesg-denied", "echo 'dmesg: read kernel buffer failed: Operation not permitted' >&2; exit 1"
+    )
     silent = _script(tmp_path / "dmesg-silent", "exit 0")
     no_kmsg = tmp_path / "no-kmsg"
     assert read_kernel_log(str(good)) == KERNEL_LOG

@@ -1,4 +1,5 @@
 """nvbitfi-igprofile.txt parsing and site selection, on profiles written to the documented format."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,8 +9,16 @@ from scipy.stats import chi2
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
 from fi_campaign.nvbitfi_tools.isa import UnsupportedMode
 from fi_campaign.nvbitfi_tools.profile import ProfileError, parse_profile, read_profile, require_groups
-from fi_campaign.nvbitfi_tools.sites import (Site, bit_position, dest_index, draw_sites, draw_stratified,
-                                 group_shares, injection_list_line, random_mask)
+from fi_campaign.nvbitfi_tools.sites import (
+    Site,
+    bit_position,
+    dest_index,
+    draw_sites,
+    draw_stratified,
+    group_shares,
+    injection_list_line,
+    random_mask,
+)
 
 # Names as the profiler writes them: NVBit's name with all whitespace removed.
 KERNELS = [
@@ -28,13 +37,22 @@ def profile_line(index: int, name: str, base: dict[str, int], ctas: int = 0) -> 
     groups = dict(base)
     groups["gppr"] = sum(base.values()) - base["nodest"]
     groups["gp"] = groups["gppr"] - base["pr"]
-    opcodes = {"FADD": base["fp32"] // 2, "FFMA": base["fp32"] - base["fp32"] // 2, "FMUL": 0,
-               "DFMA": base["fp64"], "LDG": base["ld"], "ISETP": base["pr"], "STG": base["nodest"] // 2,
-               "EXIT": base["nodest"] - base["nodest"] // 2, "IMAD": base["others"], "MOV": 0, "HMMA": 0}
+    opcodes = {
+        "FADD": base["fp32"] // 2,
+        "FFMA": base["fp32"] - base["fp32"] // 2,
+        "FMUL": 0,
+        "DFMA": base["fp64"],
+        "LDG": base["ld"],
+        "ISETP": base["pr"],
+        "STG": base["nodest"] // 2,
+        "EXIT": base["nodest"] - base["nodest"] // 2,
+        "IMAD": base["others"],
+        "MOV": 0,
+        "HMMA": 0,
+    }
     assert tuple(opcodes) == OPCODES
     pairs = "".join(f" {k}: {v}," for k, v in [*opcodes.items(), *groups.items()])
-    return (f"NVBit-igprofile; index: {index}; kernel_name: {name}; ctas: {ctas}; "
-            f"instrs: {sum(base.values())};{pairs}")
+    return f"NVBit-igprofile; index: {index}; kernel_name: {name}; ctas: {ctas}; instrs: {sum(base.values())};{pairs}"
 
 
 def base_counts(fp32: int, fp64: int = 0, ld: int = 7, pr: int = 5, nodest: int = 3, others: int = 11) -> dict:
@@ -46,12 +64,12 @@ FP32_COUNTS = [1, 3, 0, 10, 50, 200, 7, 0, 120, 33, 2, 64, 500, 5, 90, 18]
 
 @pytest.fixture
 def profile_text() -> str:
-    lines = [profile_line(i, KERNELS[i % len(KERNELS)], base_counts(c), ctas=4 * i)
-             for i, c in enumerate(FP32_COUNTS)]
+    lines = [profile_line(i, KERNELS[i % len(KERNELS)], base_counts(c), ctas=4 * i) for i, c in enumerate(FP32_COUNTS)]
     return "\n".join(lines) + "\n"
 
 
 # --- parsing ----------------------------------------------------------------------------------
+
 
 def test_parses_every_launch_with_names_that_contain_commas_and_parentheses(profile_text):
     profile = parse_profile(profile_text)
@@ -59,8 +77,7 @@ def test_parses_every_launch_with_names_that_contain_commas_and_parentheses(prof
     assert [launch.index for launch in profile.launches] == list(range(len(FP32_COUNTS)))
     assert [launch.kernel for launch in profile.launches] == [KERNELS[i % 5] for i in range(len(FP32_COUNTS))]
     first = profile.launches[0]
-    assert first.groups == {"fp64": 0, "fp32": 1, "ld": 7, "pr": 5, "nodest": 3, "others": 11,
-                            "gppr": 24, "gp": 19}
+    assert first.groups == {"fp64": 0, "fp32": 1, "ld": 7, "pr": 5, "nodest": 3, "others": 11, "gppr": 24, "gp": 19}
     assert first.instrs == 27 and first.ctas == 0 and first.line == 1
     assert tuple(first.opcodes) == OPCODES
     assert profile.counts("fp32") == FP32_COUNTS
@@ -74,8 +91,18 @@ def test_crlf_and_blank_lines_are_accepted(profile_text):
 
 
 def test_a_ten_group_2022_profile_is_read_with_its_dialect():
-    groups = {"fp64": 0, "fp32": 9, "fp16": 4, "mma": 2, "ld": 3, "pr": 1, "nodest": 2, "others": 5,
-              "gppr": 24, "gp": 23}
+    groups = {
+        "fp64": 0,
+        "fp32": 9,
+        "fp16": 4,
+        "mma": 2,
+        "ld": 3,
+        "pr": 1,
+        "nodest": 2,
+        "others": 5,
+        "gppr": 24,
+        "gp": 23,
+    }
     pairs = "".join(f" {k}: {v}," for k, v in [("FFMA", 9), *groups.items()])
     text = f"NVBit-igprofile; index: 0; kernel_name: k(float*); ctas: 1; instrs: 26;{pairs}\n"
     assert parse_profile(text, "pr2022").launches[0].groups["mma"] == 2
@@ -111,15 +138,20 @@ def _broken(profile_text: str, number: int, replacement: str) -> str:
     return "\n".join(lines)
 
 
-@pytest.mark.parametrize("make_bad, message", [
-    (lambda line: line[: len(line) // 2], r"line 7 is not an NVBit-igprofile line"),  # cut mid-write
-    (lambda line: "NVBit-igprofile; ERROR FAIL in kernel execution!!", r"line 7 is not an NVBit-igprofile"),
-    (lambda line: line.replace("FFMA: ", "FFMA: x"), r"line 7: 'FFMA: x.*' is not a 'NAME: count' pair"),
-    (lambda line: line.replace("index: 6", "index: 9"), r"line 7: launch index 9 where 6 was expected"),
-    (lambda line: line.replace("kernel_name: void", "kernel_name: void "),
-     r"line 7: kernel name .* contains whitespace"),
-    (lambda line: line.replace(" gp: ", " gp: 1"), r"line 7: group counts do not add up"),
-])
+@pytest.mark.parametrize(
+    "make_bad, message",
+    [
+        (lambda line: line[: len(line) // 2], r"line 7 is not an NVBit-igprofile line"),  # cut mid-write
+        (lambda line: "NVBit-igprofile; ERROR FAIL in kernel execution!!", r"line 7 is not an NVBit-igprofile"),
+        (lambda line: line.replace("FFMA: ", "FFMA: x"), r"line 7: 'FFMA: x.*' is not a 'NAME: count' pair"),
+        (lambda line: line.replace("index: 6", "index: 9"), r"line 7: launch index 9 where 6 was expected"),
+        (
+            lambda line: line.replace("kernel_name: void", "kernel_name: void "),
+            r"line 7: kernel name .* contains whitespace",
+        ),
+        (lambda line: line.replace(" gp: ", " gp: 1"), r"line 7: group counts do not add up"),
+    ],
+)
 def test_a_malformed_line_is_named_by_its_number(profile_text, make_bad, message):
     original = profile_text.splitlines()[6]
     with pytest.raises(ProfileError, match=message) as info:
@@ -132,12 +164,14 @@ def test_a_malformed_line_is_named_by_its_number(profile_text, make_bad, message
 def test_a_zero_instruction_group_a_mode_needs_is_refused(profile_text):
     profile = parse_profile(profile_text)
     require_groups(profile, [("fp32", "single_bit"), ("ld", "warp_random")])
-    with pytest.raises(ProfileError, match="no fp64 instructions in any of its 16 launches, so mode "
-                                           "single_bit has nothing to inject"):
+    with pytest.raises(
+        ProfileError, match="no fp64 instructions in any of its 16 launches, so mode single_bit has nothing to inject"
+    ):
         require_groups(profile, [("fp32", "single_bit"), (0, "single_bit")])
 
 
 # --- site selection ---------------------------------------------------------------------------
+
 
 def test_sites_are_reproducible_from_the_seed(profile_text):
     profile = parse_profile(profile_text)
@@ -200,8 +234,12 @@ def test_instruction_index_is_uniform_within_a_launch(profile_text):
 def test_stratified_draws_are_independent_per_group_and_mode(profile_text):
     profile = parse_profile(profile_text)
     one = draw_stratified(parse_profile(profile_text, "carol"), [("fp32", "single_bit")], 50, seed=3)
-    two = draw_stratified(parse_profile(profile_text, "carol"),
-                          [("ld", "single_bit"), ("fp32", "warp_random"), ("fp32", "single_bit")], 50, seed=3)
+    two = draw_stratified(
+        parse_profile(profile_text, "carol"),
+        [("ld", "single_bit"), ("fp32", "warp_random"), ("fp32", "single_bit")],
+        50,
+        seed=3,
+    )
     assert set(two) == {(2, "single_bit"), (1, "warp_random"), (1, "single_bit")}
     assert one[(1, "single_bit")] == two[(1, "single_bit")]
     assert two[(1, "warp_random")] != two[(1, "single_bit")]
@@ -226,8 +264,7 @@ def test_seed_helpers_compute_what_the_injector_computes():
     assert dest_index(0.99, 2) == 1 and dest_index(0.49, 2) == 0
     assert random_mask(0.9) == 0xE6666600  # float32 quantisation (docs/NVBITFI-INTERFACE.md)
     assert random_mask(0.5) == 0x80000000
-    sites = draw_sites(parse_profile(profile_line(0, "k", base_counts(1000))), "fp32", 2000,
-                       np.random.default_rng(0))
+    sites = draw_sites(parse_profile(profile_line(0, "k", base_counts(1000))), "fp32", 2000, np.random.default_rng(0))
     assert max(bit_position(s.bit_id_seed) for s in sites) <= 31
 
 

@@ -1,4 +1,5 @@
 """nvbitfi-injection-info.txt rendering per dialect, and what each dialect can inject."""
+
 from __future__ import annotations
 
 from importlib import resources
@@ -7,8 +8,8 @@ import jinja2
 import numpy as np
 import pytest
 
-from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
 from fi_campaign.nvbitfi_tools import isa
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError as UserError
 from fi_campaign.nvbitfi_tools.render import INFO_FILE, render_injection_info, write_injection_info
 from fi_campaign.nvbitfi_tools.sites import Site
 
@@ -72,15 +73,18 @@ def test_unknown_dialect_and_mode_are_refused():
         render_injection_info("carol", "two_bits", SITE)
 
 
-@pytest.mark.parametrize("site, message", [
-    (Site("foo (int)", 0, 1, 0, 0.1, 0.1), "has whitespace"),
-    (Site("k" * 1000, 0, 1, 0, 0.1, 0.1), "buffer holds 999"),
-    (Site("k", 2**31, 1, 0, 0.1, 0.1), "does not fit the injector's int"),
-    (Site("k", 0, 1, -1, 0.1, 0.1), "instruction index -1"),
-    (Site("k", 0, 1, 0, 0.99999999, 0.1), r"opIDSeed .* not in \[0, 1\) as a float32"),  # rounds to 1.0f
-    (Site("k", 0, 3, 0, 0.1, 0.1), "group pr cannot be injected"),
-    (Site("k", 0, 8, 0, 0.1, 0.1), "group 8 does not exist in the nvlabs build"),
-])
+@pytest.mark.parametrize(
+    "site, message",
+    [
+        (Site("foo (int)", 0, 1, 0, 0.1, 0.1), "has whitespace"),
+        (Site("k" * 1000, 0, 1, 0, 0.1, 0.1), "buffer holds 999"),
+        (Site("k", 2**31, 1, 0, 0.1, 0.1), "does not fit the injector's int"),
+        (Site("k", 0, 1, -1, 0.1, 0.1), "instruction index -1"),
+        (Site("k", 0, 1, 0, 0.99999999, 0.1), r"opIDSeed .* not in \[0, 1\) as a float32"),  # rounds to 1.0f
+        (Site("k", 0, 3, 0, 0.1, 0.1), "group pr cannot be injected"),
+        (Site("k", 0, 8, 0, 0.1, 0.1), "group 8 does not exist in the nvlabs build"),
+    ],
+)
 def test_sites_the_injector_would_misread_are_refused(site, message):
     with pytest.raises(UserError, match=message):
         render_injection_info("nvlabs", "single_bit", site)
@@ -124,8 +128,9 @@ def test_modes_per_dialect_and_their_semantics():
     assert "the profile's counts are the injector's" in isa.mode_spec("nvlabs", "single_bit").semantics
     assert "predicated-off" in isa.mode_spec("carol", "single_bit").semantics
     assert "ignored" in isa.mode_spec("carol", "warp_random", powerlaw_line=True).semantics
-    assert "read by this power-law-capable build" in isa.semantics("carol", "warp_random", powerlaw_line=True,
-                                                                    build_reads_powerlaw=True)
+    assert "read by this power-law-capable build" in isa.semantics(
+        "carol", "warp_random", powerlaw_line=True, build_reads_powerlaw=True
+    )
 
 
 def test_no_semantics_or_template_says_unknown_where_the_source_answers():
@@ -139,8 +144,16 @@ def test_no_semantics_or_template_says_unknown_where_the_source_answers():
 
 
 def test_enums_match_the_protocol_doc():
-    assert [(g.name, g.value) for g in isa.IGID] == [("FP64", 0), ("FP32", 1), ("LD", 2), ("PR", 3),
-                                                    ("NODEST", 4), ("OTHERS", 5), ("GPPR", 6), ("GP", 7)]
+    assert [(g.name, g.value) for g in isa.IGID] == [
+        ("FP64", 0),
+        ("FP32", 1),
+        ("LD", 2),
+        ("PR", 3),
+        ("NODEST", 4),
+        ("OTHERS", 5),
+        ("GPPR", 6),
+        ("GP", 7),
+    ]
     assert isa.dialect("nvlabs").groups == ("fp64", "fp32", "ld", "pr", "nodest", "others", "gppr", "gp")
     assert isa.dialect("pr2022").groups[:4] == ("fp64", "fp32", "fp16", "mma")
     assert [isa.dialect(n).num_bfm_types for n in ("nvlabs", "carol", "pr2022")] == [4, 9, 6]

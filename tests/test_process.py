@@ -1,4 +1,5 @@
 """Process-isolated injections: real workloads that fail, crash, hang and leave children behind."""
+
 from __future__ import annotations
 
 import signal
@@ -12,12 +13,11 @@ import psutil
 import pytest
 from click.testing import CliRunner
 
-from fi_campaign.engine import runner
-from fi_campaign.workload import process
-from fi_campaign.store import runs_dir
 from fi_campaign.cli import main
+from fi_campaign.engine import runner
 from fi_campaign.errors import UserError
-from fi_campaign.store import Store
+from fi_campaign.store import Store, runs_dir
+from fi_campaign.workload import process
 
 
 def script(tmp_path: Path, body: str) -> list[str]:
@@ -78,7 +78,8 @@ def test_hang_past_timeout_kills_the_whole_group(tmp_path, monkeypatch):
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         kids = [subprocess.Popen([sys.executable, "-c", {deaf!r} + "import subprocess, sys, time; "
-                 "subprocess.Popen([sys.executable, '-c', {deaf!r} + 'import time; time.sleep(300)']); time.sleep(300)"])
+                 "subprocess.Popen([sys.executable, '-c', {deaf!r} + 'import time; time.sleep(300)']); "
+                 "time.sleep(300)"])
                 for _ in range(2)]
         time.sleep(1.0)
         import psutil
@@ -130,16 +131,27 @@ def small_config(tmp_path, checkpoints):
     import yaml
 
     path = tmp_path / "p.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "proc", "seed": 5, "injections": 3, "batch_size": 16, "golden_runs": 2,
-        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 12},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "proc",
+                "seed": 5,
+                "injections": 3,
+                "batch_size": 16,
+                "golden_runs": 2,
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 12},
+            }
+        )
+    )
     return path
 
 
 def outcomes(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id").fetchall()
+        return con.execute(
+            "SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id"
+        ).fetchall()
 
 
 @pytest.mark.slow  # 13 s; the crash, hang and timeout tests stay in the default run
@@ -166,17 +178,27 @@ def test_workload_processes_start_with_fi_workload_python_when_it_is_set(monkeyp
     assert program.command(Path("root"))[0] == sys.executable
     monkeypatch.setenv("FI_WORKLOAD_PYTHON", "/opt/pyhost")
     assert program.command(Path("root"), Path("f.json"), out="x.npy") == [
-        "/opt/pyhost", "-m", "fi_campaign.workload.program", "root", "f.json", "--out", "x.npy"]
+        "/opt/pyhost",
+        "-m",
+        "fi_campaign.workload.program",
+        "root",
+        "f.json",
+        "--out",
+        "x.npy",
+    ]
 
 
 def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
     """Run the real workload behind a prelude that may crash or hang first, per site."""
     wrapper = tmp_path / "wrapper.py"
-    wrapper.write_text(textwrap.dedent(prelude) + textwrap.dedent("""
+    wrapper.write_text(
+        textwrap.dedent(prelude)
+        + textwrap.dedent("""
         import runpy, sys
         sys.argv = ["fi_campaign.workload.program"] + sys.argv[1:]
         runpy.run_module("fi_campaign.workload.program", run_name="__main__")
-    """))
+    """)
+    )
     from fi_campaign.workload import program
 
     real = program.command
@@ -184,7 +206,10 @@ def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
 
 
 def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config, monkeypatch):
-    _wrap_workload(monkeypatch, tmp_path, """
+    _wrap_workload(
+        monkeypatch,
+        tmp_path,
+        """
         import ctypes, json, os, sys, time
         if len(sys.argv) > 2 and not sys.argv[2].startswith("--"):
             site = json.load(open(sys.argv[2]))
@@ -192,7 +217,8 @@ def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config
                 ctypes.string_at(0)
             if site["id"] % 3 == 2:
                 time.sleep(600)
-    """)
+    """,
+    )
     db = tmp_path / "d.db"
     assert CliRunner().invoke(main, ["--db", str(db), "plan", str(small_config), "--injections", "2"]).exit_code == 0
     store = Store.open(db)
@@ -211,12 +237,16 @@ def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config
 
 
 def test_non_deterministic_golden_runs_are_refused(tmp_path, small_config, monkeypatch):
-    _wrap_workload(monkeypatch, tmp_path, """
+    _wrap_workload(
+        monkeypatch,
+        tmp_path,
+        """
         import sys, numpy as np
         out = sys.argv[sys.argv.index("--out") + 1]
         np.save(out, np.random.default_rng().random((12, 10)).astype(np.float32))
         sys.exit(0)
-    """)
+    """,
+    )
     db = tmp_path / "n.db"
     assert CliRunner().invoke(main, ["--db", str(db), "plan", str(small_config)]).exit_code == 0
     with pytest.raises(UserError, match="disagree"):

@@ -1,6 +1,7 @@
 """Property tests (hypothesis): whatever a user writes into a config key or passes as a path, the
 CLI answers with exit 0 or 2 and never a traceback, and a store that exists is never touched. A
 value the README's table allows plans; any other is refused in a sentence that names its key."""
+
 from __future__ import annotations
 
 import os
@@ -39,11 +40,18 @@ def world(tmp_path_factory, checkpoints) -> dict[str, Path]:
     """Real inputs for every command: a config, a planned store, CIFAR batches, a CSV."""
     root = tmp_path_factory.mktemp("world")
     config = root / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "tiny", "seed": 11, "injections": 3, "batch_size": 16,
-        "models": {k: str(v) for k, v in checkpoints.items()},
-        "images": {"source": "bundled", "count": 8, "seed": 3},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "seed": 11,
+                "injections": 3,
+                "batch_size": 16,
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 8, "seed": 3},
+            }
+        )
+    )
     store = root / "store.db"
     result = CliRunner().invoke(main, ["--db", str(store), "plan", str(config)])
     assert result.exit_code == 0, result.output
@@ -69,8 +77,9 @@ def _inside(s: str) -> bool:
 PATHS = st.one_of(
     st.text(max_size=40),
     st.text(alphabet="?%#\0 ./-_a\u00e9\u2603\n", max_size=30),
-    st.builds(lambda part, n: "/".join([part] * n), st.text(alphabet="ab?%#.", min_size=1, max_size=300),
-              st.integers(1, 20)),
+    st.builds(
+        lambda part, n: "/".join([part] * n), st.text(alphabet="ab?%#.", min_size=1, max_size=300), st.integers(1, 20)
+    ),
 ).filter(_inside)
 
 S = "{S}"
@@ -156,14 +165,44 @@ def _keys() -> list[str]:
 
 
 SCALARS = st.one_of(
-    st.none(), st.booleans(), st.integers(), st.integers(2**62, 2**80), st.integers(-(2**80), 0),
-    st.floats(), st.text(max_size=20),
-    st.sampled_from(["cpu", "cuda", "cuda:0", "auto", "bundled", "single_bit", "warp_random", "dsn2021-fu",
-                     "dsn2021-pipeline", "FFMA", "by-value", "nvbitfi", "process", "macs", "baseline", "hardened",
-                     "carol", "fp32", ZOO, "2022-13-45", "1e3"]),
+    st.none(),
+    st.booleans(),
+    st.integers(),
+    st.integers(2**62, 2**80),
+    st.integers(-(2**80), 0),
+    st.floats(),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "cpu",
+            "cuda",
+            "cuda:0",
+            "auto",
+            "bundled",
+            "single_bit",
+            "warp_random",
+            "dsn2021-fu",
+            "dsn2021-pipeline",
+            "FFMA",
+            "by-value",
+            "nvbitfi",
+            "process",
+            "macs",
+            "baseline",
+            "hardened",
+            "carol",
+            "fp32",
+            ZOO,
+            "2022-13-45",
+            "1e3",
+        ]
+    ),
 )
-VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner,
-                                                                                            max_size=3), max_leaves=6)
+VALUES = st.recursive(
+    SCALARS,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=8), inner, max_size=3),
+    max_leaves=6,
+)
 
 
 def _config_with(world: dict[str, Path], key: str, value: object) -> Path:

@@ -3,6 +3,7 @@ stores planned and run by the real CLI; every number is recomputed here from the
 rows with formulas written out in this file, and the HTML page is rendered in headless
 Chromium and read back from its DOM.
 """
+
 from __future__ import annotations
 
 import base64
@@ -88,11 +89,18 @@ def stores(tmp_path_factory, checkpoints) -> tuple[Path, Path]:
     """Two finished campaigns on the tiny config: a (40 per model x mode) and b (another seed, 12)."""
     folder = tmp_path_factory.mktemp("report")
     config = folder / "tiny.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "tiny", "seed": 11, "injections": 40, "batch_size": 32,
-        "models": {k: str(v) for k, v in checkpoints.items()},
-        "images": {"source": "bundled", "count": 20, "seed": 3},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "seed": 11,
+                "injections": 40,
+                "batch_size": 32,
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 20, "seed": 3},
+            }
+        )
+    )
     a, b = folder / "a.db", folder / "b.db"
     ok("--db", str(a), "plan", str(config))
     ok("--db", str(a), "run", "--workers", "1")
@@ -103,8 +111,10 @@ def stores(tmp_path_factory, checkpoints) -> tuple[Path, Path]:
 
 def snapshot(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as con:
-        return (con.execute("SELECT * FROM site ORDER BY id").fetchall()
-                + con.execute("SELECT * FROM result ORDER BY site_id").fetchall())
+        return (
+            con.execute("SELECT * FROM site ORDER BY id").fetchall()
+            + con.execute("SELECT * FROM result ORDER BY site_id").fetchall()
+        )
 
 
 def read_csv(path: Path) -> list[dict]:
@@ -117,12 +127,26 @@ def outputs(stores, tmp_path_factory) -> dict:
     """report --csv/--json/--html and export (CSV and Parquet) of store a, made once."""
     a, _ = stores
     out = tmp_path_factory.mktemp("out")
-    ok("--db", str(a), "report", "--csv", str(out / "avf.csv"), "--json", str(out / "r.json"),
-       "--html", str(out / "html"))
+    ok(
+        "--db",
+        str(a),
+        "report",
+        "--csv",
+        str(out / "avf.csv"),
+        "--json",
+        str(out / "r.json"),
+        "--html",
+        str(out / "html"),
+    )
     ok("--db", str(a), "export", str(out / "inj.csv"))
     ok("--db", str(a), "export", str(out / "inj.parquet"))
-    return {"avf": read_csv(out / "avf.csv"), "json": json.loads((out / "r.json").read_text()),
-            "html": out / "html", "export": read_csv(out / "inj.csv"), "parquet": out / "inj.parquet"}
+    return {
+        "avf": read_csv(out / "avf.csv"),
+        "json": json.loads((out / "r.json").read_text()),
+        "html": out / "html",
+        "export": read_csv(out / "inj.csv"),
+        "parquet": out / "inj.parquet",
+    }
 
 
 # --- the numbers, recomputed from the export -------------------------------------------------------
@@ -196,13 +220,25 @@ def test_json_report_shape_and_numbers(outputs, stores):
     assert doc["format"] == "fi-campaign-report" and doc["version"] == 1 and doc["confidence"] == 0.95
     assert doc["fit_input"] is None and len(doc["stores"]) == 1
     s = doc["stores"][0]
-    assert set(s) == {"label", "identity", "strata", "avf", "comparisons", "breakdown", "fit", "regret", "causes", "launch_counts"}
+    assert set(s) == {
+        "label",
+        "identity",
+        "strata",
+        "avf",
+        "comparisons",
+        "breakdown",
+        "fit",
+        "regret",
+        "causes",
+        "launch_counts",
+    }
     assert s["launch_counts"] == []  # a framework-level store has no injector counts
     assert s["label"] == "a.db" and s["fit"] == [] and s["regret"] == []
     ident = s["identity"]
     with sqlite3.connect(stores[0]) as con:
         name, seed, config, models, created = con.execute(
-            "SELECT name, seed, config, models, created FROM campaign").fetchone()
+            "SELECT name, seed, config, models, created FROM campaign"
+        ).fetchone()
     assert (ident["name"], ident["seed"], ident["created"]) == (name, seed, created)
     assert ident["config"] == json.loads(config)
     stored_models = json.loads(models)
@@ -211,9 +247,14 @@ def test_json_report_shape_and_numbers(outputs, stores):
     assert "indices" not in ident["workload"] and ident["workload"]["count"] == 20
     assert ident["first_result"] <= ident["last_result"]
     # the AVF rows are the CSV's, at full precision
-    for j, c in zip(s["avf"], outputs["avf"]):
-        assert (j["model"], j["mode"], j["outcome"], str(j["k"]), str(j["n"])) == \
-               (c["model"], c["mode"], c["outcome"], c["k"], c["n"])
+    for j, c in zip(s["avf"], outputs["avf"], strict=False):
+        assert (j["model"], j["mode"], j["outcome"], str(j["k"]), str(j["n"])) == (
+            c["model"],
+            c["mode"],
+            c["outcome"],
+            c["k"],
+            c["n"],
+        )
         assert same6(j["rate"], c["rate"]) and same6(j["ci_low"], c["ci_low"]) and same6(j["ci_high"], c["ci_high"])
     # strata: planned / done / not injected / NaN from the export
     rows = outputs["export"]
@@ -225,8 +266,10 @@ def test_json_report_shape_and_numbers(outputs, stores):
         assert st["nan"] == sum(r["nan"] == "1" for r in mine)
     # comparisons: Katz ratio of the reference over the candidate, recomputed
     crit = {(r["model"], r["mode"]): r for r in s["avf"] if r["outcome"] == "critical_sdc"}
-    assert [(c["mode"], c["reference"], c["candidate"]) for c in s["comparisons"]] == \
-           [("single_bit", "baseline", "hardened"), ("warp_random", "baseline", "hardened")]
+    assert [(c["mode"], c["reference"], c["candidate"]) for c in s["comparisons"]] == [
+        ("single_bit", "baseline", "hardened"),
+        ("warp_random", "baseline", "hardened"),
+    ]
     for c in s["comparisons"]:
         ref, cand = crit[("baseline", c["mode"])], crit[("hardened", c["mode"])]
         counts = (c["reference_k"], c["reference_n"], c["candidate_k"], c["candidate_n"])
@@ -247,9 +290,13 @@ def test_terminal_report_states_nan_and_not_injected_counts(stores, tmp_path):
     with sqlite3.connect(stores[1]) as src, sqlite3.connect(db) as dst:
         src.backup(dst)  # a WAL store's latest results may still be in its -wal file: copy through SQLite
     with sqlite3.connect(db) as con:
-        ids = [r[0] for r in con.execute(
-            "SELECT r.site_id FROM result r JOIN site s ON s.id = r.site_id "
-            "WHERE s.model = 'hardened' AND s.mode = 'single_bit' ORDER BY r.site_id LIMIT 3")]
+        ids = [
+            r[0]
+            for r in con.execute(
+                "SELECT r.site_id FROM result r JOIN site s ON s.id = r.site_id "
+                "WHERE s.model = 'hardened' AND s.mode = 'single_bit' ORDER BY r.site_id LIMIT 3"
+            )
+        ]
         con.execute("UPDATE result SET nan = 1 WHERE site_id = ?", (ids[0],))
         con.execute("UPDATE result SET outcome = 'not_injected' WHERE site_id IN (?, ?)", (ids[1], ids[2]))
     out = ok("--db", str(db), "report")
@@ -270,14 +317,32 @@ def test_terminal_report_states_nan_and_not_injected_counts(stores, tmp_path):
 
 def test_fit_rollup_per_bit(stores, outputs, tmp_path):
     a, _ = stores
-    out = ok("--db", str(a), "report", "--fit-raw", "2e-4", "--fit-per", "bit", "--bits", "1000000",
-             "--json", str(tmp_path / "f.json"), "--html", str(tmp_path / "h"))
+    out = ok(
+        "--db",
+        str(a),
+        "report",
+        "--fit-raw",
+        "2e-4",
+        "--fit-per",
+        "bit",
+        "--bits",
+        "1000000",
+        "--json",
+        str(tmp_path / "f.json"),
+        "--html",
+        str(tmp_path / "h"),
+    )
     text = " ".join(out.split())
     assert "raw FIT 0.0002 per bit x 1,000,000 bits = 200 per device" in text
     assert "FIT = raw device FIT x AVF" in text
     doc = json.loads((tmp_path / "f.json").read_text())
-    assert doc["fit_input"] == {"rate": 2e-4, "per": "bit", "bits": 1_000_000, "device_rate": 200.0,
-                                "formula": "FIT = raw device FIT x AVF"}
+    assert doc["fit_input"] == {
+        "rate": 2e-4,
+        "per": "bit",
+        "bits": 1_000_000,
+        "device_rate": 200.0,
+        "formula": "FIT = raw device FIT x AVF",
+    }
     avf = {(r["model"], r["mode"], r["outcome"]): r for r in outputs["avf"]}
     fits = doc["stores"][0]["fit"]
     assert {f["outcome"] for f in fits} == {"critical_sdc", "tolerable_sdc", "due"} and len(fits) == 12
@@ -287,8 +352,12 @@ def test_fit_rollup_per_bit(stores, outputs, tmp_path):
             assert abs(f[mine] - 200 * float(a_row[given])) <= 200 * 5e-7
     page = Dom.of((tmp_path / "h" / "index.html").read_text())
     inputs = page.by_id["fit-inputs"]
-    assert (inputs["data-rate"], inputs["data-per"], inputs["data-bits"], inputs["data-device-rate"]) == \
-           ("0.0002", "bit", "1000000", "200.0")
+    assert (inputs["data-rate"], inputs["data-per"], inputs["data-bits"], inputs["data-device-rate"]) == (
+        "0.0002",
+        "bit",
+        "1000000",
+        "200.0",
+    )
     assert len(page.rows("fit")) == 12
 
 
@@ -304,8 +373,17 @@ def test_fit_per_device_is_the_default(stores, tmp_path):
 
 def test_several_stores_side_by_side(stores, tmp_path):
     a, b = stores
-    ok("report", str(a), str(b), "--csv", str(tmp_path / "both.csv"), "--json", str(tmp_path / "both.json"),
-       "--html", str(tmp_path / "h"))
+    ok(
+        "report",
+        str(a),
+        str(b),
+        "--csv",
+        str(tmp_path / "both.csv"),
+        "--json",
+        str(tmp_path / "both.json"),
+        "--html",
+        str(tmp_path / "h"),
+    )
     ok("--db", str(b), "report", "--csv", str(tmp_path / "b.csv"))
     ok("--db", str(a), "report", "--csv", str(tmp_path / "a.csv"))
     both = read_csv(tmp_path / "both.csv")
@@ -320,8 +398,15 @@ def test_several_stores_side_by_side(stores, tmp_path):
     assert {s["data-store"] for s in page.sections} == {"a.db", "b.db"}
     assert {r["attrs"]["data-store"] for r in page.rows("avf")} == {"a.db", "b.db"}
     assert len(page.rows("avf")) == 2 * 20
-    assert {f.name for f in (tmp_path / "h").iterdir()} >= {"index.html", "avf.png", "avf.svg", "units-1.png",
-                                                            "units-1.svg", "units-2.png", "units-2.svg"}
+    assert {f.name for f in (tmp_path / "h").iterdir()} >= {
+        "index.html",
+        "avf.png",
+        "avf.svg",
+        "units-1.png",
+        "units-1.svg",
+        "units-2.png",
+        "units-2.svg",
+    }
 
 
 def test_several_stores_render_in_chromium(stores, tmp_path):
@@ -387,7 +472,9 @@ def test_export_streams_in_batches(stores):
     rows = [r for b in got for r in b]
     assert all(len(r) == len(EXPORT_COLUMNS) for r in rows)
     assert [r[0] for r in rows] == sorted(r[0] for r in rows)
-    assert [dict(zip(EXPORT_COLUMNS, r))["layer"] for r in rows] == [d["layer_name"] for d in store.export_rows()]
+    assert [dict(zip(EXPORT_COLUMNS, r, strict=False))["layer"] for r in rows] == [
+        d["layer_name"] for d in store.export_rows()
+    ]
 
 
 # --- NVBitFI units: kernel and instruction group -----------------------------------------------------
@@ -404,24 +491,68 @@ def test_nvbitfi_breakdown_is_per_kernel_and_instruction_group(tmp_path, checkpo
     from fi_campaign.models.powerlaw import PowerLaw, TableOrigin
     from fi_campaign.store import FaultModelRecord, ModelRecord, Result, Store
 
-    config = Config("nv", {"baseline": str(checkpoints["baseline"])}, ("single_bit",), 6, 1, backend="nvbitfi",
-                    isolation="process", device="cuda", reference="baseline", nvbitfi=Nvbitfi(dialect="carol"))
-    fm = FaultModelRecord(table="dsn2021-fu", op="FFMA", size="common", semantics="s",
-                          entries={"common": PowerLaw(2.0, 1.45)},
-                          origin=TableOrigin(name="dsn2021-fu", kind="built-in"))
-    model = ModelRecord(checkpoint="c.pt", sha256="ab" * 32, arch=Arch(depth=20), dataset="cifar10",
-                        clean_accuracy=None, accuracy_on="")
-    record = replace(zero_cost.record("nv"), seed=1, config=config.to_json(), models={"baseline": model},
-                     fault_model=fm)
+    config = Config(
+        "nv",
+        {"baseline": str(checkpoints["baseline"])},
+        ("single_bit",),
+        6,
+        1,
+        backend="nvbitfi",
+        isolation="process",
+        device="cuda",
+        reference="baseline",
+        nvbitfi=Nvbitfi(dialect="carol"),
+    )
+    fm = FaultModelRecord(
+        table="dsn2021-fu",
+        op="FFMA",
+        size="common",
+        semantics="s",
+        entries={"common": PowerLaw(2.0, 1.45)},
+        origin=TableOrigin(name="dsn2021-fu", kind="built-in"),
+    )
+    model = ModelRecord(
+        checkpoint="c.pt", sha256="ab" * 32, arch=Arch(depth=20), dataset="cifar10", clean_accuracy=None, accuracy_on=""
+    )
+    record = replace(
+        zero_cost.record("nv"), seed=1, config=config.to_json(), models={"baseline": model}, fault_model=fm
+    )
     kernels = ["sgemm_128x64", "sgemm_128x64", "sgemm_128x64", "implicit_conv", "implicit_conv", "implicit_conv"]
     igids = [1, 1, 1, 1, 2, 2]
     store = Store.create(tmp_path / "nv.db")
-    store.write_plan(record, [{"model": "baseline", "mode": "single_bit", "kernel": k, "kcount": i, "igid": g, "iid": i,
-                               "op_seed": 0.5, "bit_seed": 0.5} for i, (k, g) in enumerate(zip(kernels, igids))])
+    store.write_plan(
+        record,
+        [
+            {
+                "model": "baseline",
+                "mode": "single_bit",
+                "kernel": k,
+                "kcount": i,
+                "igid": g,
+                "iid": i,
+                "op_seed": 0.5,
+                "bit_seed": 0.5,
+            }
+            for i, (k, g) in enumerate(zip(kernels, igids, strict=False))
+        ],
+    )
     outcomes = ["critical_sdc", "masked", "not_injected", "critical_sdc", "due", "critical_sdc"]
-    store.record([Result(site_id=i + 1, outcome=o, images_changed=int(o == "critical_sdc"), nan=False, max_abs_diff=None,
-                         backend="nvbitfi", isolation="process", semantics="carol", runtime_s=0.1)
-                  for i, o in enumerate(outcomes)])
+    store.record(
+        [
+            Result(
+                site_id=i + 1,
+                outcome=o,
+                images_changed=int(o == "critical_sdc"),
+                nan=False,
+                max_abs_diff=None,
+                backend="nvbitfi",
+                isolation="process",
+                semantics="carol",
+                runtime_s=0.1,
+            )
+            for i, o in enumerate(outcomes)
+        ]
+    )
     ok("--db", str(tmp_path / "nv.db"), "report", "--json", str(tmp_path / "nv.json"), "--html", str(tmp_path / "h"))
     s = json.loads((tmp_path / "nv.json").read_text())["stores"][0]
     assert s["identity"]["dialect"] == "carol" and s["breakdown"]["unit"] == "kernel"
@@ -460,7 +591,7 @@ class Dom(HTMLParser):
         self._text: list[str] = []
 
     @classmethod
-    def of(cls, html: str) -> "Dom":
+    def of(cls, html: str) -> Dom:
         d = cls()
         d.feed(html)
         return d
@@ -515,12 +646,25 @@ def chromium_exe() -> str:
 
 def render_in_chromium(page: Path, tmp: Path) -> tuple[Path, str]:
     """A screenshot and the DOM after the page's load event, from headless Chromium."""
-    base = [chromium_exe(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp / 'chromium-profile'}"]
+    base = [
+        chromium_exe(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp / 'chromium-profile'}",
+    ]
     shot = tmp / "screenshot.png"
-    p = subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        base + [f"--screenshot={shot}", "--window-size=1280,4000", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0 and shot.exists(), p.stderr[-2000:]
     p = subprocess.run(base + ["--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120)
     assert p.returncode == 0 and "<html" in p.stdout, p.stderr[-2000:]
@@ -540,7 +684,7 @@ def check_screenshot(shot: Path) -> None:
     assert (img.min(axis=2) < 200).mean() > 0.02  # text, tables, figures: not a white page
     painted = 0
     for colour in COLOURS.values():
-        rgb = np.array([int(colour[i:i + 2], 16) for i in (1, 3, 5)])
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
         painted += int((np.abs(img - rgb).max(axis=2) <= 12).sum())
     assert painted > 2000, painted
 
@@ -583,8 +727,10 @@ def check_avf_rows(page: Dom, table: list[dict]) -> None:
 def test_help_imports_neither_plotting_nor_data_libraries():
     import sys
 
-    code = ("import sys; from click.testing import CliRunner; from fi_campaign.cli import main; "
-            "r = CliRunner().invoke(main, ['report', '--help']); assert r.exit_code == 0, r.output; "
-            "print(sorted(m for m in ('matplotlib', 'torch', 'pandas', 'pyarrow') if m in sys.modules))")
+    code = (
+        "import sys; from click.testing import CliRunner; from fi_campaign.cli import main; "
+        "r = CliRunner().invoke(main, ['report', '--help']); assert r.exit_code == 0, r.output; "
+        "print(sorted(m for m in ('matplotlib', 'torch', 'pandas', 'pyarrow') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

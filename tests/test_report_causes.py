@@ -3,6 +3,7 @@ NaN-safe hardened ResNet-20s: the NaN/Inf split, the ratios with and without the
 and the per-bit breakdown, recomputed here from `export` in every format (terminal, CSV, JSON,
 HTML), and `--reference`.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,27 +15,53 @@ import yaml
 
 from tests.test_report import COUNTED, Dom, cli, interval, katz, ok, one_sentence_error, read_csv, same6
 
-MODELS = {"baseline": "zoo:resnet20-cifar10-baseline", "hardened": "zoo:resnet20-cifar10-hardened",
-          "nansafe": "zoo:resnet20-cifar10-hardened-nansafe"}
+MODELS = {
+    "baseline": "zoo:resnet20-cifar10-baseline",
+    "hardened": "zoo:resnet20-cifar10-hardened",
+    "nansafe": "zoo:resnet20-cifar10-hardened-nansafe",
+}
 
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory) -> dict:
     folder = tmp_path_factory.mktemp("causes")
     config = folder / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "causes", "seed": 5, "injections": 500, "batch_size": 256, "models": MODELS,
-        "modes": ["single_bit"], "images": {"source": "bundled", "count": 20, "seed": 0},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "causes",
+                "seed": 5,
+                "injections": 500,
+                "batch_size": 256,
+                "models": MODELS,
+                "modes": ["single_bit"],
+                "images": {"source": "bundled", "count": 20, "seed": 0},
+            }
+        )
+    )
     db = folder / "c.db"
     ok("--db", str(db), "plan", str(config))
     ok("--db", str(db), "run", "--workers", "1")
     ok("--db", str(db), "export", str(folder / "inj.csv"))
-    ok("--db", str(db), "report", "--json", str(folder / "r.json"), "--critical-csv", str(folder / "crit.csv"),
-       "--html", str(folder / "html"))
-    return {"db": db, "folder": folder, "export": read_csv(folder / "inj.csv"),
-            "json": json.loads((folder / "r.json").read_text())["stores"][0]["causes"],
-            "csv": read_csv(folder / "crit.csv"), "html": folder / "html"}
+    ok(
+        "--db",
+        str(db),
+        "report",
+        "--json",
+        str(folder / "r.json"),
+        "--critical-csv",
+        str(folder / "crit.csv"),
+        "--html",
+        str(folder / "html"),
+    )
+    return {
+        "db": db,
+        "folder": folder,
+        "export": read_csv(folder / "inj.csv"),
+        "json": json.loads((folder / "r.json").read_text())["stores"][0]["causes"],
+        "csv": read_csv(folder / "crit.csv"),
+        "html": folder / "html",
+    }
 
 
 def recount(rows: list[dict]) -> tuple[Counter, Counter, Counter]:
@@ -57,7 +84,9 @@ def test_the_split_is_the_exported_nan_flags_of_the_critical_sdcs(campaign):
         assert (s["n"], s["critical"], s["nan"], s["finite"]) == (n[key], k[key], nan[key], k[key] - nan[key])
         for part, count in (("nan", nan[key]), ("finite", k[key] - nan[key])):
             rate, low, high = interval(count, n[key])
-            assert (s[f"{part}_rate"], s[f"{part}_low"], s[f"{part}_high"]) == pytest.approx((rate, low, high), abs=1e-12)
+            assert (s[f"{part}_rate"], s[f"{part}_low"], s[f"{part}_high"]) == pytest.approx(
+                (rate, low, high), abs=1e-12
+            )
         assert s["nan_share"] == (None if k[key] == 0 else pytest.approx(nan[key] / k[key], abs=1e-12))
     # what the NaN-safe activation is for: the hardened model's critical SDCs here are NaN, the
     # same weights with the NaN-safe ReLU6 have none
@@ -71,7 +100,10 @@ def test_ratios_with_and_without_the_nan_ones_are_katz_of_the_counts(campaign):
     split = {s["model"]: s for s in campaign["json"]["split"]}
     for c in got:
         ref, cand = split[c["reference"]], split[c["candidate"]]
-        for part, a, b in (("with_nan", ref["critical"], cand["critical"]), ("without_nan", ref["finite"], cand["finite"])):
+        for part, a, b in (
+            ("with_nan", ref["critical"], cand["critical"]),
+            ("without_nan", ref["finite"], cand["finite"]),
+        ):
             r = c[part]
             if a == 0 and b == 0:
                 assert r["ratio"] is None and not r["significant"]
@@ -100,13 +132,27 @@ def test_per_bit_rows_recomputed_from_the_export(campaign):
 
 def test_the_critical_csv_holds_the_json_numbers(campaign):
     doc, rows = campaign["json"], campaign["csv"]
-    assert list(rows[0]) == ["model", "mode", "part", "reference", "bit", "k", "n", "value", "ci_low", "ci_high",
-                             "share", "nan_k"]
+    assert list(rows[0]) == [
+        "model",
+        "mode",
+        "part",
+        "reference",
+        "bit",
+        "k",
+        "n",
+        "value",
+        "ci_low",
+        "ci_high",
+        "share",
+        "nan_k",
+    ]
     by = {(r["model"], r["part"], r["bit"]): r for r in rows}
     assert len(by) == len(rows) == 2 * len(doc["split"]) + 2 * len(doc["comparisons"]) + len(doc["bits"])
     for s in doc["split"]:
-        for part, k, rate, low, high in (("nan_inf", s["nan"], s["nan_rate"], s["nan_low"], s["nan_high"]),
-                                         ("finite", s["finite"], s["finite_rate"], s["finite_low"], s["finite_high"])):
+        for part, k, rate, low, high in (
+            ("nan_inf", s["nan"], s["nan_rate"], s["nan_low"], s["nan_high"]),
+            ("finite", s["finite"], s["finite_rate"], s["finite_low"], s["finite_high"]),
+        ):
             r = by[(s["model"], part, "")]
             assert (int(r["k"]), int(r["n"])) == (k, s["n"])
             assert same6(rate, r["value"]) and same6(low, r["ci_low"]) and same6(high, r["ci_high"])
@@ -141,7 +187,11 @@ def test_the_page_shows_the_split_the_ratios_and_the_bits(campaign):
     assert 0 < len(hit) < len(doc["bits"]) and len(page.rows("bit")) == len(hit)
     for b in hit:
         cells = page.row("bit", model=b["model"], mode="single_bit", bit=str(b["bit"]))
-        assert (int(cells["k"]["text"]), int(cells["nan"]["text"]), int(cells["n"]["text"])) == (b["k"], b["nan"], b["n"])
+        assert (int(cells["k"]["text"]), int(cells["nan"]["text"]), int(cells["n"]["text"])) == (
+            b["k"],
+            b["nan"],
+            b["n"],
+        )
     assert "bits" in {i.get("data-figure") for i in page.images}
     assert (campaign["html"] / "bits.png").stat().st_size > 0 and (campaign["html"] / "bits.svg").is_file()
 
@@ -161,13 +211,18 @@ def test_reference_option_compares_with_another_model_and_refuses_an_unknown_one
     ok("--db", db, "report", "--reference", "hardened", "--json", str(tmp_path / "r.json"))
     store = json.loads((tmp_path / "r.json").read_text())["stores"][0]
     assert store["identity"]["reference"] == "hardened" and store["identity"]["config"]["reference"] == "baseline"
-    assert [(c["reference"], c["candidate"]) for c in store["comparisons"]] == \
-           [("hardened", "baseline"), ("hardened", "nansafe")]
+    assert [(c["reference"], c["candidate"]) for c in store["comparisons"]] == [
+        ("hardened", "baseline"),
+        ("hardened", "nansafe"),
+    ]
     split = {s["model"]: s for s in store["causes"]["split"]}
     vs = store["causes"]["comparisons"][1]
     assert (vs["with_nan"]["ratio"], vs["with_nan"]["ci_low"]) == pytest.approx(
-        katz(split["hardened"]["critical"], split["hardened"]["n"], split["nansafe"]["critical"],
-             split["nansafe"]["n"])[:2], rel=1e-12)
+        katz(
+            split["hardened"]["critical"], split["hardened"]["n"], split["nansafe"]["critical"], split["nansafe"]["n"]
+        )[:2],
+        rel=1e-12,
+    )
     code, out = cli("--db", db, "report", "--reference", "hardend", "--csv", str(tmp_path / "x.csv"))
     one_sentence_error(code, out, "--reference hardend", "baseline, hardened, nansafe")
     assert code == 2 and not (tmp_path / "x.csv").exists()
@@ -182,17 +237,19 @@ def test_the_bit_figure_holds_every_interval_and_labels_every_bit():
     from fi_campaign.report.plots import bit_figure
     from fi_campaign.store import BitGroup
 
-    groups = [BitGroup("baseline", "single_bit", 5, "masked", 50, 0), BitGroup("baseline", "single_bit", 5,
-                                                                              "critical_sdc", 1, 0),
-              BitGroup("hardened", "single_bit", 30, "critical_sdc", 2, 2),
-              BitGroup("hardened", "single_bit", 30, "masked", 2, 0),
-              BitGroup("hardened", "single_bit", 31, "tolerable_sdc", 3, 0)]
+    groups = [
+        BitGroup("baseline", "single_bit", 5, "masked", 50, 0),
+        BitGroup("baseline", "single_bit", 5, "critical_sdc", 1, 0),
+        BitGroup("hardened", "single_bit", 30, "critical_sdc", 2, 2),
+        BitGroup("hardened", "single_bit", 30, "masked", 2, 0),
+        BitGroup("hardened", "single_bit", 31, "tolerable_sdc", 3, 0),
+    ]
     rows = bit_rows(["baseline", "hardened"], ["single_bit"], groups)
     fig = bit_figure(rows)
     fig.canvas.draw()
     axes = fig.axes
     assert len(axes) == 2
-    for ax, model in zip(axes, ("baseline", "hardened")):
+    for ax, model in zip(axes, ("baseline", "hardened"), strict=False):
         highest = max(100 * b.ci_high for b in rows if b.model == model)
         assert ax.get_ylim()[0] == 0 and ax.get_ylim()[1] >= highest, (model, ax.get_ylim(), highest)
     labels = {t.get_text() for t in axes[-1].get_xticklabels() if t.get_visible()}

@@ -2,6 +2,7 @@
 `plan` with no config (the demo, fewer injections so the test stays short), run, evaluated for
 regret into the same store, reported; every number read back from the rendered DOM equals
 `report --csv` / `report --json`."""
+
 from __future__ import annotations
 
 import csv
@@ -17,11 +18,34 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
     db = str(tmp_path / "demo.db")
     ok("--db", db, "plan", "--injections", "60")
     ok("--db", db, "run", "--workers", "1")
-    ok("--db", db, "evaluate", "--regret", "zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened",
-       "--images", "40", "--repeats", "1", "--device", "cpu")
+    ok(
+        "--db",
+        db,
+        "evaluate",
+        "--regret",
+        "zoo:resnet20-cifar10-baseline",
+        "zoo:resnet20-cifar10-hardened",
+        "--images",
+        "40",
+        "--repeats",
+        "1",
+        "--device",
+        "cpu",
+    )
     out = tmp_path / "report"
-    ok("--db", db, "report", "--html", str(out), "--csv", str(tmp_path / "avf.csv"), "--json", str(tmp_path / "r.json"),
-       "--fit-raw", "1000")
+    ok(
+        "--db",
+        db,
+        "report",
+        "--html",
+        str(out),
+        "--csv",
+        str(tmp_path / "avf.csv"),
+        "--json",
+        str(tmp_path / "r.json"),
+        "--fit-raw",
+        "1000",
+    )
     with open(tmp_path / "avf.csv", newline="") as f:
         table = list(csv.DictReader(f))
     doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
@@ -44,8 +68,9 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
         assert cells["clean_accuracy"]["text"] == f"{100 * m['clean_accuracy']:.2f}%"
     for s in doc["strata"]:
         cells = page.row("stratum", model=s["model"], mode=s["mode"])
-        assert {f: int(cells[f]["text"]) for f in ("planned", "done", "counted", "not_injected", "nan")} == \
-               {f: s[f] for f in ("planned", "done", "counted", "not_injected", "nan")}
+        assert {f: int(cells[f]["text"]) for f in ("planned", "done", "counted", "not_injected", "nan")} == {
+            f: s[f] for f in ("planned", "done", "counted", "not_injected", "nan")
+        }
         assert (s["planned"], s["done"]) == (60, 60)
     assert len(doc["comparisons"]) == 2
     for c in doc["comparisons"]:
@@ -65,7 +90,7 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
         assert cells["rate"]["data-value"] == f"{u['rate']:.6f}" and cells["rate"]["text"] == f"{100 * u['rate']:.2f}"
         assert cells["ci"]["text"] == f"[{100 * u['ci_low']:.2f}, {100 * u['ci_high']:.2f}]"
     assert len(page.rows("fit")) == 12
-    for r, cells in zip(doc["regret"], (row["cells"] for row in page.rows("regret"))):
+    for r, cells in zip(doc["regret"], (row["cells"] for row in page.rows("regret")), strict=False):
         assert cells["clean"]["text"] == f"{100 * r['clean']:.2f}"
         assert cells["regret"]["text"] == f"{100 * r['regret']:.2f}"
         assert cells["regret_ci"]["text"] == f"[{100 * r['regret_low']:.2f}, {100 * r['regret_high']:.2f}]"
@@ -75,8 +100,13 @@ def test_demo_campaign_report_renders_in_chromium(tmp_path):
 def piped(*args: str, columns: int = 80) -> str:
     """A command's stdout through a pipe (not a terminal) at COLUMNS columns, as `| less` sees it."""
     env = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "TTY_COMPATIBLE", "TTY_INTERACTIVE")}
-    p = subprocess.run([sys.executable, "-c", "from fi_campaign.cli import main; main()", *args],
-                       capture_output=True, text=True, timeout=300, env={**env, "COLUMNS": str(columns)})
+    p = subprocess.run(
+        [sys.executable, "-c", "from fi_campaign.cli import main; main()", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**env, "COLUMNS": str(columns)},
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout
 
@@ -94,8 +124,12 @@ def test_demo_report_and_status_piped_at_80_columns_cut_no_cell(tmp_path):
     assert ran.strip().splitlines()[-1] == f"Ran 400 injections. Next: fi-campaign --db {db} report --avf"
 
     out = piped("--db", db, "report", "--avf", "--fit-raw", "1000")
-    titles = ("AVF of campaign 'demo'", "Critical SDCs with NaN/Inf in the outputs and without",
-              "single_bit critical SDCs per flipped bit", "FIT per model x mode")
+    titles = (
+        "AVF of campaign 'demo'",
+        "Critical SDCs with NaN/Inf in the outputs and without",
+        "single_bit critical SDCs per flipped bit",
+        "FIT per model x mode",
+    )
     flat = " ".join(out.split())
     assert all(t in flat for t in titles), out
     assert "…" not in out and "..." not in out
@@ -103,14 +137,19 @@ def test_demo_report_and_status_piped_at_80_columns_cut_no_cell(tmp_path):
     ok("--db", db, "report", "--json", str(tmp_path / "r.json"))
     doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
     lines = out.splitlines()
-    causes = lines[next(i for i, line in enumerate(lines) if "Critical SDCs with NaN/Inf" in line):]
+    causes = lines[next(i for i, line in enumerate(lines) if "Critical SDCs with NaN/Inf" in line) :]
     for s in doc["causes"]["split"]:  # every cell whole: in its row, or on the row's line below the table
-        row = next(line for line in table_lines("\n".join(causes))
-                   if f"│ {s['model']} " in line and f" {s['mode']} " in line)
+        row = next(
+            line for line in table_lines("\n".join(causes)) if f"│ {s['model']} " in line and f" {s['mode']} " in line
+        )
         below = next((line for line in causes if line.startswith(f"{s['model']} {s['mode']}: ")), "")
-        cells = [f" {s['critical']} ", f"{s['nan']}/{s['n']}", f"{s['finite']}/{s['n']}",
-                 f"[{100 * s['nan_low']:.2f}, {100 * s['nan_high']:.2f}]%",
-                 f"[{100 * s['finite_low']:.2f}, {100 * s['finite_high']:.2f}]%"]
+        cells = [
+            f" {s['critical']} ",
+            f"{s['nan']}/{s['n']}",
+            f"{s['finite']}/{s['n']}",
+            f"[{100 * s['nan_low']:.2f}, {100 * s['nan_high']:.2f}]%",
+            f"[{100 * s['finite_low']:.2f}, {100 * s['finite_high']:.2f}]%",
+        ]
         assert all(c in row or c in below for c in cells), (row, below)
     hit = [b for b in doc["causes"]["bits"] if b["k"]]
     assert hit
@@ -123,5 +162,7 @@ def test_demo_report_and_status_piped_at_80_columns_cut_no_cell(tmp_path):
     assert "1 workers (0 running)" in status and " since " in status and " start " in status
     assert "a worker's over its whole life" in " ".join(status.split())
     for s in doc["strata"]:
-        assert any(f"│ {s['model']} " in line and f" {s['mode']} " in line and f" {s['done']}/{s['planned']} " in line
-                   for line in table_lines(status))
+        assert any(
+            f"│ {s['model']} " in line and f" {s['mode']} " in line and f" {s['done']}/{s['planned']} " in line
+            for line in table_lines(status)
+        )

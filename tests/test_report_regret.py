@@ -1,5 +1,6 @@
 """`evaluate --regret` recorded in a campaign store (the `regret` table), including stores
 planned before that table existed, and shown by `report`."""
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,24 @@ def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, ch
     assert contents(db) == before  # opening it upgraded the schema (migrations) and nothing else
 
     base, hard = str(checkpoints["baseline"]), str(checkpoints["hardened"])
-    out = ok("evaluate", "--regret", "--db", str(db), base, hard, "--images", "12", "--repeats", "2",
-             "--device", "cpu", "--seed", "4", "--csv", str(tmp_path / "ev.csv"))
+    out = ok(
+        "evaluate",
+        "--regret",
+        "--db",
+        str(db),
+        base,
+        hard,
+        "--images",
+        "12",
+        "--repeats",
+        "2",
+        "--device",
+        "cpu",
+        "--seed",
+        "4",
+        "--csv",
+        str(tmp_path / "ev.csv"),
+    )
     assert f"Recorded 2 regret rows in {db}" in " ".join(out.split())
     out = ok("--db", str(db), "evaluate", "--regret", base, "--images", "12", "--repeats", "1", "--device", "cpu")
     assert "Recorded 1 regret rows" in out
@@ -58,7 +75,7 @@ def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, ch
         con.row_factory = sqlite3.Row
         stored = [dict(r) for r in con.execute("SELECT * FROM regret ORDER BY id")]
     assert [r["model"] for r in stored] == [base, hard, base]
-    for row, p in zip(stored, printed):
+    for row, p in zip(stored, printed, strict=False):
         assert row["model"] == p["model"] and row["label"] == p["preset"]
         for f in ("clean", "noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"):
             assert row[f] == pytest.approx(float(p[f]), rel=1e-12), f
@@ -77,8 +94,10 @@ def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, ch
     rows = page.rows("regret")
     assert len(rows) == 3
     labels = [r["cells"]["label"]["text"] for r in rows]
-    assert [t.startswith(want) for t, want in zip(labels, ("baseline #1", "hardened", "baseline #2"))] == [True] * 3
-    for r, s in zip(rows, stored):
+    assert [
+        t.startswith(want) for t, want in zip(labels, ("baseline #1", "hardened", "baseline #2"), strict=False)
+    ] == [True] * 3
+    for r, s in zip(rows, stored, strict=False):
         assert r["cells"]["regret"]["data-value"] == f"{s['regret']:.6f}"
         assert r["cells"]["sha256"]["text"] == s["sha256"]
 

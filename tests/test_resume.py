@@ -1,5 +1,6 @@
 """Delayed start: injections resumed from the golden activations of their layer give the whole
 pass's results site for site, for every network models/resnet.py builds; others are refused."""
+
 from __future__ import annotations
 
 import json
@@ -12,31 +13,41 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from fi_campaign.errors import UserError
-from fi_campaign.cli import main
 from fi_campaign.classify import MASKED, classify_batch
+from fi_campaign.cli import main
 from fi_campaign.engine import runner
 from fi_campaign.engine.executors.inprocess import InProcess
 from fi_campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size
-from fi_campaign.store import Site, Store
-from fi_campaign.workload.images import workload_images
-from fi_campaign.workload.model import Workload
-from fi_campaign.workload.resume import resume_plan
+from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.data import normalise
 from fi_campaign.models.faults import BitFlips, WarpValues, describe_layers
 from fi_campaign.models.powerlaw import PowerLaw
 from fi_campaign.models.resnet import ACTIVATIONS, DEPTHS, ORDERS, Arch, CifarResNet, build
 from fi_campaign.models.resume import ResumeError, Resumer, resume_points
+from fi_campaign.store import Site, Store
+from fi_campaign.workload.images import workload_images
+from fi_campaign.workload.model import Workload
+from fi_campaign.workload.resume import resume_plan
 
 LAW = PowerLaw(2.0, 1.454)  # the default FFMA common entry
 
 
 def plan_and_run(tmp_path: Path, name: str, checkpoint: str, resume: bool) -> Path:
     config = tmp_path / f"{name}.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": name, "seed": 7, "injections": 2000, "batch_size": 256, "resume": resume,
-        "models": {"m": checkpoint}, "images": {"source": "bundled", "count": 100}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": name,
+                "seed": 7,
+                "injections": 2000,
+                "batch_size": 256,
+                "resume": resume,
+                "models": {"m": checkpoint},
+                "images": {"source": "bundled", "count": 100},
+            }
+        )
+    )
     db = tmp_path / f"{name}.db"
     r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config)])
     assert r.exit_code == 0, r.output
@@ -46,18 +57,27 @@ def plan_and_run(tmp_path: Path, name: str, checkpoint: str, resume: bool) -> Pa
 
 def results(db: Path) -> list[tuple]:
     with sqlite3.connect(db) as con:
-        return con.execute("SELECT s.id, s.mode, s.layer, r.outcome, r.images_changed, r.nan, r.max_abs_diff "
-                           "FROM site s JOIN result r ON r.site_id = s.id ORDER BY s.id").fetchall()
+        return con.execute(
+            "SELECT s.id, s.mode, s.layer, r.outcome, r.images_changed, r.nan, r.max_abs_diff "
+            "FROM site s JOIN result r ON r.site_id = s.id ORDER BY s.id"
+        ).fetchall()
 
 
-@pytest.mark.parametrize("checkpoint", ["zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened",
-                                        pytest.param("zoo:resnet44-cifar10-hardened", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "checkpoint",
+    [
+        "zoo:resnet20-cifar10-baseline",
+        "zoo:resnet20-cifar10-hardened",
+        pytest.param("zoo:resnet44-cifar10-hardened", marks=pytest.mark.slow),
+    ],
+)
 def test_resumed_campaign_equals_whole_passes_site_for_site(tmp_path, monkeypatch, checkpoint):
     tails, chunks = [], []
     tail, run = Resumer.tail, InProcess.run
     monkeypatch.setattr(Resumer, "tail", lambda self, layer, *a: tails.append(layer) or tail(self, layer, *a))
-    monkeypatch.setattr(InProcess, "run", lambda self, sites, mode: chunks.append([s.layer for s in sites])
-                        or run(self, sites, mode))
+    monkeypatch.setattr(
+        InProcess, "run", lambda self, sites, mode: chunks.append([s.layer for s in sites]) or run(self, sites, mode)
+    )
     on = plan_and_run(tmp_path, "on", checkpoint, resume=True)
     assert len(tails) == 16  # every pass resumed: 2 modes x 8 chunks of 2,000 sites
     assert all(c == sorted(c) for c in chunks) and sum(chunks[:8], []) == sorted(sum(chunks[:8], []))
@@ -105,8 +125,15 @@ def faults_at(layer: int, info, kind: str, rows: int, law: PowerLaw = LAW):
         return BitFlips(at, np.arange(rows), rng.integers(0, info.numel, rows), rng.integers(20, 32, rows))
     starts = rng.integers(0, info.warps, rows) * 32
     widths = np.minimum(32, info.numel - starts)
-    return WarpValues(at, np.arange(rows), starts, widths, rng.random((rows, 32)),
-                      np.where(rng.random((rows, 32)) < 0.5, -1.0, 1.0), (law, law, law))
+    return WarpValues(
+        at,
+        np.arange(rows),
+        starts,
+        widths,
+        rng.random((rows, 32)),
+        np.where(rng.random((rows, 32)) < 0.5, -1.0, 1.0),
+        (law, law, law),
+    )
 
 
 def same_bits(a: np.ndarray, b: np.ndarray) -> bool:
@@ -144,8 +171,10 @@ def test_layers_left_out_start_from_an_earlier_point_or_the_images(one_thread, f
     assert [w.activations.start_for(k) for k in (3, 5, 7, 12, 15)] == [None, 5, 5, 12, 12]
     for k in (3, 7, 12, 15, 19):
         for kind in ("bit", "warp"):
-            assert same_bits(w.forward(rows, faults_at(k, infos[k], kind, len(rows))),
-                             w.forward(rows, faults_at(k, infos[k], kind, len(rows)), resume=False))
+            assert same_bits(
+                w.forward(rows, faults_at(k, infos[k], kind, len(rows))),
+                w.forward(rows, faults_at(k, infos[k], kind, len(rows)), resume=False),
+            )
     # a pass mixing layers starts at its earliest; later faults are applied by the hooks
     mixed = BitFlips(np.array([7, 15, 19, 7]), rows, np.array([5, 6, 7, 8]), np.array([30, 30, 30, 29]))
     assert same_bits(w.forward(rows, mixed), w.forward(rows, mixed, resume=False))
@@ -169,8 +198,10 @@ class Wrapped(CifarResNet):
 
 
 def test_other_architectures_are_refused_in_one_sentence():
-    others = (torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(7200, 10)),
-              Wrapped(Arch(20)))
+    others = (
+        torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(7200, 10)),
+        Wrapped(Arch(20)),
+    )
     for model in others:
         with pytest.raises(ResumeError) as e:
             resume_points(model)
@@ -180,8 +211,18 @@ def test_other_architectures_are_refused_in_one_sentence():
 
 
 def site(i: int, layer: int) -> Site:
-    return Site(id=i, model="m", mode="single_bit", layer=layer, layer_name="", image=0, element=0, bit=0, width=None,
-                value_seed=None)
+    return Site(
+        id=i,
+        model="m",
+        mode="single_bit",
+        layer=layer,
+        layer_name="",
+        image=0,
+        element=0,
+        bit=0,
+        width=None,
+        value_seed=None,
+    )
 
 
 def test_windows_are_whole_chunks_within_a_workers_share_and_run_by_layer():
@@ -213,13 +254,18 @@ def test_resume_is_a_checked_config_switch_for_in_process_pytorch_only(tmp_path,
 
 def test_the_kept_activations_count_in_a_workers_memory(one_thread):
     from fi_campaign.engine import capacity
-
     from fi_campaign.store import ModelRecord, ResumePlan
 
     def kept(cache_mb: float) -> ModelRecord:
-        return ModelRecord(checkpoint="c.pt", sha256="", arch=Arch(20), dataset="cifar10", clean_accuracy=None,
-                           accuracy_on="", resume=ResumePlan(layers=(0,), budget_mb=512, cache_mb=cache_mb,
-                                                             all_mb=cache_mb, work=0.6, work_all=0.6))
+        return ModelRecord(
+            checkpoint="c.pt",
+            sha256="",
+            arch=Arch(20),
+            dataset="cifar10",
+            clean_accuracy=None,
+            accuracy_on="",
+            resume=ResumePlan(layers=(0,), budget_mb=512, cache_mb=cache_mb, all_mb=cache_mb, work=0.6, work_all=0.6),
+        )
 
     models = {"a": kept(219.0), "b": kept(100.0)}
     fp = capacity.footprint(models, "inprocess", 256, 200, on_gpu=False)

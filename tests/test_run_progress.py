@@ -1,6 +1,7 @@
 """What `run` shows: count, rate and ETA per model x mode at 80 columns, on a terminal (a real
 pseudo-terminal) and piped; what it is doing before the first injection; Ctrl-C with several
 workers, whose "Interrupted" line must come after the live display has stopped."""
+
 from __future__ import annotations
 
 import fcntl
@@ -33,9 +34,19 @@ INTERRUPTED = "Interrupted; every finished chunk is stored. Run again to resume.
 
 def planned(tmp_path: Path, checkpoints, injections: int, batch: int, modes=("single_bit", "warp_random")) -> Path:
     config = tmp_path / "p.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "progress", "seed": 3, "injections": injections, "batch_size": batch, "modes": list(modes),
-        "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "progress",
+                "seed": 3,
+                "injections": injections,
+                "batch_size": batch,
+                "modes": list(modes),
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 16},
+            }
+        )
+    )
     db = tmp_path / "p.db"
     r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config)])
     assert r.exit_code == 0, r.output
@@ -52,8 +63,9 @@ def env80() -> dict[str, str]:
 
 
 def progress(done: int, phase: str = runner.INJECTING, outcomes: dict | None = None, planned: int = 1000):
-    return runner.Progress(model="m", mode="single_bit", done=done, planned=planned, outcomes=outcomes or {},
-                           phase=phase)
+    return runner.Progress(
+        model="m", mode="single_bit", done=done, planned=planned, outcomes=outcomes or {}, phase=phase
+    )
 
 
 def test_pace_counts_from_the_first_injection_not_from_model_loading():
@@ -93,24 +105,35 @@ def test_plain_lines_never_repeat_and_a_new_count_waits_its_turn(monkeypatch):
     console = Console(record=True, force_terminal=False, width=80)
     display = shown.Display(console)
     with console.capture() as out:
-        for t, report in [(0, progress(768, runner.PREPARING)), (6, progress(768, runner.PREPARING)),  # still loading
-                          (13, progress(768, runner.PREPARING)), (14, progress(768)), (15, progress(800)),
-                          (17, progress(832)), (21, progress(900)), (22, progress(1000)), (30, progress(1000))]:
+        for t, report in [
+            (0, progress(768, runner.PREPARING)),
+            (6, progress(768, runner.PREPARING)),  # still loading
+            (13, progress(768, runner.PREPARING)),
+            (14, progress(768)),
+            (15, progress(800)),
+            (17, progress(832)),
+            (21, progress(900)),
+            (22, progress(1000)),
+            (30, progress(1000)),
+        ]:
             clock[0] = float(t)
             display(report)
     assert out.get().splitlines() == [
         "m single_bit: 768/1000, loading the model, computing golden outputs",
         "m single_bit: 768/1000, resuming",  # the phase changed
         "m single_bit: 900/1000, 19 inj/s, ETA 0:00:05",  # 5 s after the last line: 800 and 832 were skipped
-        "m single_bit: 1000/1000, done, 29 inj/s"]  # once, though the poll goes on
+        "m single_bit: 1000/1000, done, 29 inj/s",
+    ]  # once, though the poll goes on
 
 
 def test_the_runner_reports_preparing_before_injecting(tmp_path, checkpoints):
     db = planned(tmp_path, checkpoints, 8, 8)
     seen: list[runner.Progress] = []
     runner.run(Store.open(db), model="baseline", on_progress=seen.append)
-    assert [(p.mode, p.phase, p.done) for p in seen[:2]] == [("single_bit", runner.PREPARING, 0),
-                                                            ("single_bit", runner.INJECTING, 0)]
+    assert [(p.mode, p.phase, p.done) for p in seen[:2]] == [
+        ("single_bit", runner.PREPARING, 0),
+        ("single_bit", runner.INJECTING, 0),
+    ]
     assert seen[-1].phase == runner.INJECTING and (seen[-1].mode, seen[-1].done) == ("warp_random", 8)
     # several workers: the runner polls the store; nothing held or recorded yet means preparing
     store, polled = Store.open(db), []
@@ -124,8 +147,13 @@ def test_the_runner_reports_preparing_before_injecting(tmp_path, checkpoints):
 
 def test_piped_run_at_80_columns_prints_count_rate_and_done(tmp_path, checkpoints):
     db = planned(tmp_path, checkpoints, 24, 8)
-    p = subprocess.run([EXE, "--db", str(db), "run", "--model", "baseline", "--workers", "1"],
-                       capture_output=True, text=True, env=env80(), timeout=600)
+    p = subprocess.run(
+        [EXE, "--db", str(db), "run", "--model", "baseline", "--workers", "1"],
+        capture_output=True,
+        text=True,
+        env=env80(),
+        timeout=600,
+    )
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
     for mode in ("single_bit", "warp_random"):
@@ -156,8 +184,14 @@ def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints)
     db = planned(tmp_path, {"baseline": checkpoints["baseline"]}, 1000, 16, ("single_bit",))
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    proc = subprocess.Popen([EXE, "--db", str(db), "run", "--workers", "2"], stdin=slave, stdout=slave,
-                            stderr=slave, env=env80(), start_new_session=True)
+    proc = subprocess.Popen(
+        [EXE, "--db", str(db), "run", "--workers", "2"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env80(),
+        start_new_session=True,
+    )
     os.close(slave)
     try:
         out = read_pty(master, proc, lambda _: results(db)[0] > 0, 300)
@@ -178,7 +212,6 @@ def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints)
     assert any("loading the model, computing golden outputs" in x for x in bars)
     done = results(db)[0]
     assert 0 < done < 1000
-    rerun = subprocess.run([EXE, "--db", str(db), "run", "--workers", "1"], capture_output=True, text=True,
-                           timeout=600)
+    rerun = subprocess.run([EXE, "--db", str(db), "run", "--workers", "1"], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert results(db) == (1000, 1000)

@@ -4,6 +4,7 @@ Malformed config values and options must be refused with exit 2 and one sentence
 before anything is planned; crafted pickles and partial training states must not run: each
 writes a marker file if it runs, and the marker must not exist afterwards.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -66,8 +67,12 @@ def one_sentence(result, *words: str) -> None:
 
 def batch(rng: np.random.Generator, n: int) -> dict:
     """A CIFAR-10 python batch in the original format: bytes keys, uint8 (n, 3072) data, int labels."""
-    return {b"batch_label": b"testing batch 1 of 1", b"labels": rng.integers(0, 10, n).tolist(),
-            b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8), b"filenames": [b"x.png"] * n}
+    return {
+        b"batch_label": b"testing batch 1 of 1",
+        b"labels": rng.integers(0, 10, n).tolist(),
+        b"data": rng.integers(0, 256, (n, 3072), dtype=np.uint8),
+        b"filenames": [b"x.png"] * n,
+    }
 
 
 def dump(path: Path, obj: object) -> None:
@@ -155,15 +160,23 @@ def test_too_many_sites_in_all_is_refused(tmp_path, tiny_config):
     config = tmp_path / "big.yaml"
     config.write_text(yaml.safe_dump(raw))
     one_sentence(cli("--db", str(tmp_path / "x.db"), "plan", str(config)), "12,000,000 sites", "10,000,000")
-    one_sentence(cli("--db", str(tmp_path / "x.db"), "plan", str(tiny_config), "--injections", "3000000"),
-                 "12,000,000 sites")
+    one_sentence(
+        cli("--db", str(tmp_path / "x.db"), "plan", str(tiny_config), "--injections", "3000000"), "12,000,000 sites"
+    )
     assert not (tmp_path / "x.db").exists()
 
 
-@pytest.mark.parametrize("option,value", [
-    ("--seed", str(2**63)), ("--seed", "1" * 30), ("--seed", "-1"),
-    ("--injections", str(10**12)), ("--margin", "nan"), ("--confidence", "nan"),
-])
+@pytest.mark.parametrize(
+    "option,value",
+    [
+        ("--seed", str(2**63)),
+        ("--seed", "1" * 30),
+        ("--seed", "-1"),
+        ("--injections", str(10**12)),
+        ("--margin", "nan"),
+        ("--confidence", "nan"),
+    ],
+)
 def test_a_malformed_plan_option_is_a_usage_error(tmp_path, tiny_config, option, value):
     db = tmp_path / "x.db"
     one_sentence(cli("--db", str(db), "plan", str(tiny_config), option, value), option)
@@ -255,6 +268,7 @@ def test_a_damaged_batch_names_the_file_not_a_missing_layout(tmp_path):
 
 def png_header(width: int, height: int) -> bytes:
     """A real PNG: IHDR claiming width x height, a tiny IDAT, IEND."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
@@ -271,11 +285,14 @@ def tar_with(path: Path, members: dict[str, bytes]) -> Path:
     return path
 
 
-@pytest.mark.parametrize("image,words", [
-    (png_header(100_000, 100_000), "claims more pixels"),
-    (png_header(33, 32), "33x32, not CIFAR's 32x32"),
-    (b"\0" * (2 << 20), "2,097,152 bytes"),
-])
+@pytest.mark.parametrize(
+    "image,words",
+    [
+        (png_header(100_000, 100_000), "claims more pixels"),
+        (png_header(33, 32), "33x32, not CIFAR's 32x32"),
+        (b"\0" * (2 << 20), "2,097,152 bytes"),
+    ],
+)
 def test_a_decompression_bomb_in_a_tar_is_refused_before_decoding(tmp_path, image, words):
     archive = tar_with(tmp_path / "test.tar", {"test/cat/bomb.png": image})
     with pytest.raises(DataError, match=words):
@@ -328,8 +345,21 @@ def test_a_planted_partial_state_is_refused_kept_and_never_runs(tmp_path, tiny_c
     planted = partial.read_bytes()
     recipe = tmp_path / "recipe.yaml"
     recipe.write_text("batch_size: 32\n")
-    result = cli("train", "--preset", "hardened", "--data", str(tiny_cifar), "--epochs", "1", "--recipe", str(recipe),
-                 "--out", str(out), "--device", "cpu")
+    result = cli(
+        "train",
+        "--preset",
+        "hardened",
+        "--data",
+        str(tiny_cifar),
+        "--epochs",
+        "1",
+        "--recipe",
+        str(recipe),
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    )
     one_sentence(result, "model.partial.pt", "system" if payload is RunsShell else "exec", "move or delete it")
     assert not marker.exists() and partial.read_bytes() == planted and not out.exists()
 
@@ -349,10 +379,17 @@ def test_a_planted_checkpoint_is_refused_and_never_runs(tmp_path, tiny_config):
 
 def test_recipe_values_are_finite_and_bounded(tmp_path, tiny_cifar):
     recipe = tmp_path / "r.yaml"
-    for line, words in (("lr: .inf", "lr is inf"), ("epochs: true", "epochs is True"),
-                        ("batch_size: 10000000", "batch_size is 10000000"), ("seed: " + "9" * 30, "seed is")):
+    for line, words in (
+        ("lr: .inf", "lr is inf"),
+        ("epochs: true", "epochs is True"),
+        ("batch_size: 10000000", "batch_size is 10000000"),
+        ("seed: " + "9" * 30, "seed is"),
+    ):
         recipe.write_text(line + "\n")
-        one_sentence(cli("train", "--preset", "baseline", "--data", str(tiny_cifar), "--recipe", str(recipe)), *words.split(" is "))
+        one_sentence(
+            cli("train", "--preset", "baseline", "--data", str(tiny_cifar), "--recipe", str(recipe)),
+            *words.split(" is "),
+        )
     recipe.write_bytes(b"lr: caf\xe9\n")
     one_sentence(cli("train", "--preset", "baseline", "--data", str(tiny_cifar), "--recipe", str(recipe)), "UTF-8")
 
@@ -369,8 +406,13 @@ def test_a_damaged_or_planted_golden_cache_is_recomputed_not_loaded(tmp_path):
     meta.write_text(json.dumps({"key": "k", "runs": 3, "slowest_s": 1.5}))
     got = _cached(meta, cache, "k", 3)
     assert got is not None and np.array_equal(got[0], golden) and got[1] == 1.5
-    for bad in ("not json", json.dumps([1]), json.dumps({"key": "k", "runs": "3", "slowest_s": 1.5}),
-                json.dumps({"key": "k", "runs": 3, "slowest_s": float("nan")}), json.dumps({"key": "k", "runs": 3})):
+    for bad in (
+        "not json",
+        json.dumps([1]),
+        json.dumps({"key": "k", "runs": "3", "slowest_s": 1.5}),
+        json.dumps({"key": "k", "runs": 3, "slowest_s": float("nan")}),
+        json.dumps({"key": "k", "runs": 3}),
+    ):
         meta.write_text(bad)
         assert _cached(meta, cache, "k", 3) is None, bad
     meta.write_text(json.dumps({"key": "k", "runs": 3, "slowest_s": 1.5}))
@@ -383,8 +425,9 @@ def test_the_workload_program_refuses_bad_run_files_in_one_sentence(tmp_path):
     marker = tmp_path / "MARKER"
     root = tmp_path / "root"
     root.mkdir()
-    (root / "workload.json").write_text(json.dumps({"checkpoint": "zoo:resnet20-cifar10-baseline", "batch_size": 4,
-                                                    "device": "cpu", "fault_model": {}}))
+    (root / "workload.json").write_text(
+        json.dumps({"checkpoint": "zoo:resnet20-cifar10-baseline", "batch_size": 4, "device": "cpu", "fault_model": {}})
+    )
     np.save(root / "images.npy", np.array([RunsShell(marker)], dtype=object), allow_pickle=True)
     cmd = [sys.executable, "-m", "fi_campaign.workload.program", str(root), "--out", str(tmp_path / "o.npy")]
     p = subprocess.run(cmd, capture_output=True, text=True, timeout=120)

@@ -1,6 +1,7 @@
 """No output can destroy a store, any file name works, a plan is all or nothing, the injection
 log survives a full disk, and a run fits the machine (issue 13, part A). Real stores, real
 files, the real CLI; the plan kills run the real `fi-campaign` executable."""
+
 from __future__ import annotations
 
 import csv
@@ -44,8 +45,15 @@ def one_sentence(result, *needles: str) -> None:
 
 
 def write_config(path: Path, checkpoints: dict[str, Path], **over) -> Path:
-    raw = {"name": "safety", "seed": 5, "injections": 16, "batch_size": 16, "modes": ["single_bit"],
-           "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 8}}
+    raw = {
+        "name": "safety",
+        "seed": 5,
+        "injections": 16,
+        "batch_size": 16,
+        "modes": ["single_bit"],
+        "models": {"baseline": str(checkpoints["baseline"])},
+        "images": {"source": "bundled", "count": 8},
+    }
     path.write_text(yaml.safe_dump({**raw, **over}))
     return path
 
@@ -95,8 +103,19 @@ OUTPUT_FLAGS = {
     "report --html": ["--db", "{db}", "report", "--html", "{out}"],
     "evaluate --csv": ["evaluate", "--regret", "--db", "{db}", "zoo:resnet20-cifar10-baseline", "--csv", "{out}"],
     "fault-model fit --out": ["--db", "{db}", "fault-model", "fit", "{samples}", "--out", "{out}"],
-    "fault-model show --plot": ["fault-model", "show", "dsn2021-fu", "--data", "{samples}", "--op", "FFMA",
-                                "--size", "common", "--plot", "{out}"],
+    "fault-model show --plot": [
+        "fault-model",
+        "show",
+        "dsn2021-fu",
+        "--data",
+        "{samples}",
+        "--op",
+        "FFMA",
+        "--size",
+        "common",
+        "--plot",
+        "{out}",
+    ],
     "train --out": ["train", "--preset", "baseline", "--data", "bundled", "--out", "{out}"],
     "injector build --out": ["injector", "build", "--nvbit", "{samples}", "--out", "{out}"],
 }
@@ -111,8 +130,21 @@ def test_no_output_flag_can_write_over_the_store(store, flag, monkeypatch):
             make(store, folder / link)
     (folder / "x.db.runs").mkdir(exist_ok=True)
     before = fingerprint(store)
-    spellings = ["x.db", "./x.db", str(store), "link.db", "hard.db", "hard.png", f"{folder}/../{folder.name}/x.db",
-                 "x.db-wal", "x.db-shm", "x.db.log.jsonl", "x.db.runs", "x.db.runs/out.csv", "x.db.runs/out.png"]
+    spellings = [
+        "x.db",
+        "./x.db",
+        str(store),
+        "link.db",
+        "hard.db",
+        "hard.png",
+        f"{folder}/../{folder.name}/x.db",
+        "x.db-wal",
+        "x.db-shm",
+        "x.db.log.jsonl",
+        "x.db.runs",
+        "x.db.runs/out.csv",
+        "x.db.runs/out.png",
+    ]
     for out in spellings:
         for force in ([], ["--force"]) if flag != "injector build --out" else ([],):  # a build folder: no --force
             args = [a.format(db="x.db", out=out, samples="samples.csv") for a in OUTPUT_FLAGS[flag]] + force
@@ -128,17 +160,25 @@ def test_no_output_flag_can_write_over_the_store(store, flag, monkeypatch):
 
 # --- existing files: refused without --force, replaced with it -----------------------------------
 
+
 def test_existing_outputs_need_force(store, tmp_path):
     samples = store.parent / "samples.csv"
     cases = {
         "export": (["--db", store, "export"], "site_id,"),
         "report --csv": (["--db", store, "report", "--csv"], "model,mode,outcome"),
         "report --json": (["--db", store, "report", "--json"], "{"),
-        "evaluate --csv": (["evaluate", "zoo:resnet20-cifar10-baseline", "--images", "8", "--device", "cpu",
-                            "--csv"], "model,preset,clean"),
-        "fault-model fit --out": (["fault-model", "fit", samples, "--by", "micro,input_size", "--out"], "format: fi-campaign/fault-model"),
-        "fault-model show --plot": (["fault-model", "show", "dsn2021-fu", "--data", samples, "--op", "FFMA",
-                                     "--size", "common", "--plot"], "\x89PNG"),
+        "evaluate --csv": (
+            ["evaluate", "zoo:resnet20-cifar10-baseline", "--images", "8", "--device", "cpu", "--csv"],
+            "model,preset,clean",
+        ),
+        "fault-model fit --out": (
+            ["fault-model", "fit", samples, "--by", "micro,input_size", "--out"],
+            "format: fi-campaign/fault-model",
+        ),
+        "fault-model show --plot": (
+            ["fault-model", "show", "dsn2021-fu", "--data", samples, "--op", "FFMA", "--size", "common", "--plot"],
+            "\x89PNG",
+        ),
     }
     suffixes = {"report --json": ".json", "fault-model fit --out": ".yaml", "fault-model show --plot": ".png"}
     for name, (args, starts) in cases.items():
@@ -169,8 +209,9 @@ def test_train_never_writes_into_the_zoo_by_default(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     mine = tmp_path / "resnet20-cifar10-hardened.pt"  # the default --out is in the current folder
     mine.write_bytes(b"an earlier checkpoint")
-    one_sentence(cli("train", "--preset", "hardened", "--data", "bundled"),
-                 "resnet20-cifar10-hardened.pt exists; pass --force")
+    one_sentence(
+        cli("train", "--preset", "hardened", "--data", "bundled"), "resnet20-cifar10-hardened.pt exists; pass --force"
+    )
     one_sentence(cli("train", "--preset", "hardened", "--data", "bundled", "--out", ZOO_HARDENED), "exists")
     r = cli("train", "--preset", "hardened", "--data", "bundled", "--force")  # past the check, then the data
     assert r.exit_code == 2 and "exists" not in r.output and "never writes" not in r.output, r.output
@@ -188,7 +229,9 @@ NAMES = ["q?mode=ro.db", "p%41.db", "h#x.db", "sp ace.db", "ünïcødé.db", ":m
 def test_any_file_name_is_the_store_it_names(tmp_path, checkpoints, name):
     folder = tmp_path / "f"
     folder.mkdir()
-    config = write_config(tmp_path / "c.yaml", checkpoints, injections=4, batch_size=4, images={"source": "bundled", "count": 4})
+    config = write_config(
+        tmp_path / "c.yaml", checkpoints, injections=4, batch_size=4, images={"source": "bundled", "count": 4}
+    )
     db = folder / name
     planned(db, config)
     r = cli("--db", db, "run", "--workers", "1")
@@ -201,6 +244,7 @@ def test_any_file_name_is_the_store_it_names(tmp_path, checkpoints, name):
 
 
 # --- a plan is all or nothing -------------------------------------------------------------------
+
 
 def _plan_cmd(db: Path, config: Path, injections: int) -> list[str]:
     return [EXE, "--db", str(db), "plan", str(config), "--injections", str(injections)]
@@ -237,14 +281,20 @@ def _no_bigger_than(limit: int):
     def apply() -> None:
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # writes past the limit fail with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_a_plan_on_a_full_disk_leaves_nothing(tmp_path, checkpoints):
     config = write_config(tmp_path / "c.yaml", checkpoints)
     db = tmp_path / "full.db"
-    p = subprocess.run(_plan_cmd(db, config, 5_000), capture_output=True, text=True, timeout=600,
-                       preexec_fn=_no_bigger_than(128 * 1024))
+    p = subprocess.run(
+        _plan_cmd(db, config, 5_000),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=_no_bigger_than(128 * 1024),
+    )
     assert p.returncode == 2, p.stderr
     assert p.stderr.startswith(f"Error: cannot write the plan to {db}") and "nothing was stored" in p.stderr
     assert len(p.stderr.strip().splitlines()) == 1
@@ -263,6 +313,7 @@ def test_plan_replaces_the_empty_store_an_older_interrupted_plan_left(tmp_path, 
 
 
 # --- the injection log --------------------------------------------------------------------------
+
 
 def _log_sites(db: Path) -> list[int]:
     text = log_path(db).read_text()
@@ -293,14 +344,16 @@ for i in range(8):
         ok.append(log.write("".join(json.dumps({{"site": i * 3 + k, "pad": "x" * 70}}) + "\\n" for k in range(3))))
 print(json.dumps({{"ok": ok, "notes": notes}}))
 """
-    out = json.loads(subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                                    timeout=120).stdout)
+    out = json.loads(
+        subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120).stdout
+    )
     assert out["ok"] == [True] * 3 + [False] * 5  # 3 chunks of 279 bytes fit in 1000, the 4th is cut short
     assert len(out["notes"]) == 1 and "File too large" in out["notes"][0]
     text = path.read_text()
     assert text.endswith("\n") and len(text) < 1000
-    assert [json.loads(line)["site"] for line in text.splitlines()] == \
-           [i * 3 + k for i, good in enumerate(out["ok"]) if good for k in range(3)]
+    assert [json.loads(line)["site"] for line in text.splitlines()] == [
+        i * 3 + k for i, good in enumerate(out["ok"]) if good for k in range(3)
+    ]
 
 
 def test_a_log_on_a_full_disk_does_not_stop_the_run_and_is_completed_on_resume(tmp_path, checkpoints):
@@ -330,13 +383,14 @@ def test_a_torn_or_foreign_log_is_repaired_from_the_store(tmp_path, checkpoints)
     assert "dropped a torn last line and appended 6 results it lacked" in r.stderr
     assert _log_sites(db) == _stored_sites(db) and len(_stored_sites(db)) == 32
     with open(log_path(db), "a") as f:  # a stale line of another campaign's site
-        f.write(json.dumps({"site": 10 ** 6, "model": "other", "mode": "single_bit", "outcome": "masked"}) + "\n")
+        f.write(json.dumps({"site": 10**6, "model": "other", "mode": "single_bit", "outcome": "masked"}) + "\n")
     r = cli("--db", db, "run", "--workers", "1")
     assert "rebuilt the injection log" in r.stderr
     assert _log_sites(db) == _stored_sites(db)
 
 
 # --- a run fits the machine ---------------------------------------------------------------------
+
 
 def test_workers_are_capped_to_cores_and_memory(store):
     models = Store.open(store).campaign().models
@@ -357,8 +411,9 @@ def test_run_caps_workers_with_one_note(tmp_path, checkpoints):
     r = cli("--db", db, "run", "--workers", "64")
     assert r.exit_code == 0, r.output
     cores = capacity.cores()
-    assert [line for line in r.stderr.splitlines() if "workers" in line] == \
-           [f"Note: running {cores} workers, not 64: this machine has {cores} CPU cores."]
+    assert [line for line in r.stderr.splitlines() if "workers" in line] == [
+        f"Note: running {cores} workers, not 64: this machine has {cores} CPU cores."
+    ]
     assert Store.open(db).progress() == [("baseline", "single_bit", 16, 16)]
 
 
@@ -367,12 +422,13 @@ def test_a_batch_that_cannot_fit_in_memory_is_refused_before_the_run(tmp_path, c
     db = planned(tmp_path / "b.db", write_config(tmp_path / "c.yaml", checkpoints, batch_size=batch))
     fp = capacity.footprint(Store.open(db).campaign().models, "inprocess", batch, 8, on_gpu=False)
     if fp.total <= capacity.available_memory():
-        pytest.skip(f"this machine holds a {batch}-row batch ({fp.total / 2 ** 30:.0f} GiB)")
+        pytest.skip(f"this machine holds a {batch}-row batch ({fp.total / 2**30:.0f} GiB)")
     one_sentence(cli("--db", db, "run", "--workers", "1"), f"batch_size {batch} needs about", "lower batch_size")
     assert Store.open(db).progress() == [("baseline", "single_bit", 0, 16)]
 
 
 # --- outputs that are not regular files (issue 24) ------------------------------------------------
+
 
 def _device(path: Path, minor: int) -> Path:
     """A character device of our own with the numbers of /dev/null (3) or /dev/full (7): a test
@@ -393,8 +449,9 @@ def _exported(db: Path, *extra: str) -> bytes:
 def test_an_export_to_stdout_is_the_rows_alone(store):
     out = _exported(store)
     assert out.decode().splitlines()[0].startswith("site_id,") and len(out.decode().splitlines()) == 17
-    r = subprocess.run([EXE, "--db", str(store), "report", "--csv", "/dev/stdout"], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [EXE, "--db", str(store), "report", "--csv", "/dev/stdout"], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and r.stdout.startswith("model,mode,outcome") and "Wrote" not in r.stdout, r.stdout
 
 
@@ -404,15 +461,17 @@ def test_a_fifo_export_is_read_by_another_process(store, tmp_path):
     expected = _exported(store)
     for extra in ([], ["--force"]):
         reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
-        p = subprocess.run([EXE, "--db", str(store), "export", str(fifo), *extra], capture_output=True, text=True,
-                           timeout=300)
+        p = subprocess.run(
+            [EXE, "--db", str(store), "export", str(fifo), *extra], capture_output=True, text=True, timeout=300
+        )
         got, _ = reader.communicate(timeout=300)
         assert p.returncode == 0, p.stderr
         assert got == expected
         assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # never replaced by a regular file
     reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
-    p = subprocess.run([EXE, "--db", str(store), "report", "--csv", str(fifo)], capture_output=True, text=True,
-                       timeout=300)
+    p = subprocess.run(
+        [EXE, "--db", str(store), "report", "--csv", str(fifo)], capture_output=True, text=True, timeout=300
+    )
     got, _ = reader.communicate(timeout=300)
     assert p.returncode == 0 and got.decode().startswith("model,mode,outcome"), p.stderr
     assert sorted(f.name for f in tmp_path.iterdir()) == ["rows.csv"]  # no temporary file beside it

@@ -1,6 +1,7 @@
 """Workers as a Slurm array job on the local single-node cluster (.ci/slurm-up.sh) against a real
 PostgreSQL store: every site gets exactly one result, the same outcomes as a local run, even
 when a task is cancelled or preempted mid-run. And the refusals of ``submit``."""
+
 from __future__ import annotations
 
 import os
@@ -38,20 +39,34 @@ def slurm():
 
 def campaign(tmp_path: Path, checkpoints, injections: int, isolation: str = "process") -> Path:
     path = tmp_path / "slurm.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "slurm", "seed": 8, "injections": injections, "batch_size": 4, "isolation": isolation,
-        "models": {"baseline": str(checkpoints["baseline"])}, "modes": ["single_bit"],
-        "images": {"source": "bundled", "count": 4, "seed": 1}, "slurm": {"time": 30, "cpus_per_task": 1},
-        # four tasks share two cores: no injection may time out (a DUE) only because the CPU is busy
-        "timeout_factor": 50,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "slurm",
+                "seed": 8,
+                "injections": injections,
+                "batch_size": 4,
+                "isolation": isolation,
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "modes": ["single_bit"],
+                "images": {"source": "bundled", "count": 4, "seed": 1},
+                "slurm": {"time": 30, "cpus_per_task": 1},
+                # four tasks share two cores: no injection may time out (a DUE) only because the CPU is busy
+                "timeout_factor": 50,
+            }
+        )
+    )
     return path
 
 
 def outcomes(target: str) -> list[tuple]:
     with Store.open(target).engine.connect() as con:
-        return [(a, b, c, bool(d)) for a, b, c, d in con.execute(sa.text(
-            "SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id"))]
+        return [
+            (a, b, c, bool(d))
+            for a, b, c, d in con.execute(
+                sa.text("SELECT site_id, outcome, images_changed, nan FROM result ORDER BY site_id")
+            )
+        ]
 
 
 def reference(tmp_path: Path, config: Path) -> list[tuple]:
@@ -64,8 +79,9 @@ def reference(tmp_path: Path, config: Path) -> list[tuple]:
 
 
 def submit(target: str, tasks: int) -> str:
-    p = subprocess.run([EXE, "--db", target, "submit", "--tasks", str(tasks)], capture_output=True, text=True,
-                       timeout=120)
+    p = subprocess.run(
+        [EXE, "--db", target, "submit", "--tasks", str(tasks)], capture_output=True, text=True, timeout=120
+    )
     assert p.returncode == 0, p.stderr
     return p.stdout.strip().splitlines()[-1]
 
@@ -124,27 +140,31 @@ def run_disturbed(tmp_path, checkpoints, postgres, injections: int, tasks: int, 
 
 
 @pytest.mark.slow  # the default run keeps the plain sbatch campaign below
-def test_an_array_job_with_a_cancelled_task_runs_every_site_once(tmp_path, checkpoints, postgres, slurm,
-                                                                 monkeypatch):
+def test_an_array_job_with_a_cancelled_task_runs_every_site_once(tmp_path, checkpoints, postgres, slurm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     run_disturbed(tmp_path, checkpoints, postgres, 12, 2, preempt=False)
 
 
 @pytest.mark.long  # 24 min on 2 cores: 800 workload processes and Slurm's requeue delays
-def test_800_process_injections_on_4_tasks_with_one_cancelled_and_one_preempted(tmp_path, checkpoints, postgres,
-                                                                               slurm, monkeypatch):
+def test_800_process_injections_on_4_tasks_with_one_cancelled_and_one_preempted(
+    tmp_path, checkpoints, postgres, slurm, monkeypatch
+):
     monkeypatch.chdir(tmp_path)
     run_disturbed(tmp_path, checkpoints, postgres, 800, 4, preempt=True)
 
 
-def test_the_plain_sbatch_script_runs_a_campaign_without_submitit(tmp_path, checkpoints, postgres, slurm,
-                                                                  monkeypatch):
+def test_the_plain_sbatch_script_runs_a_campaign_without_submitit(tmp_path, checkpoints, postgres, slurm, monkeypatch):
     monkeypatch.chdir(tmp_path)
     config = campaign(tmp_path, checkpoints, 16, isolation="inprocess")
     target = postgres.create("sbatch")
     assert CliRunner().invoke(main, ["--db", target, "plan", str(config)]).exit_code == 0
-    p = subprocess.run(["sbatch", "--parsable", "--array=0-1", "--time=10", str(SCRIPT)], capture_output=True,
-                       text=True, env={**os.environ, "FI_DB": target, "FI_CAMPAIGN": EXE}, check=True)
+    p = subprocess.run(
+        ["sbatch", "--parsable", "--array=0-1", "--time=10", str(SCRIPT)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FI_DB": target, "FI_CAMPAIGN": EXE},
+        check=True,
+    )
     job = p.stdout.strip().split(";")[0]
     store = Store.open(target)
     wait_for(lambda: store.unfinished() == (0, 0), 900, 2)

@@ -2,6 +2,7 @@
 
 Every interval is checked against scipy's (``binomtest(...).proportion_ci``, ``relative_risk``,
 ``norm``), not against the same formula written out again, and against published values."""
+
 from __future__ import annotations
 
 import math
@@ -51,8 +52,21 @@ def test_wilson_matches_published_values(k, n, low, high):
     assert r.high == pytest.approx(high, abs=5e-5)
 
 
-@pytest.mark.parametrize("k, n", [(1, 2), (1, 10), (5, 10), (9, 10), (3, 1000), (500, 1000), (997, 1000),
-                                  (12345, 67890), (1, 10_000_000), (9_999_999, 10_000_000)])
+@pytest.mark.parametrize(
+    "k, n",
+    [
+        (1, 2),
+        (1, 10),
+        (5, 10),
+        (9, 10),
+        (3, 1000),
+        (500, 1000),
+        (997, 1000),
+        (12345, 67890),
+        (1, 10_000_000),
+        (9_999_999, 10_000_000),
+    ],
+)
 @pytest.mark.parametrize("confidence", CONFIDENCES)
 def test_wilson_is_scipys(k, n, confidence):
     ci = binomtest(k, n).proportion_ci(confidence_level=confidence, method="wilson")
@@ -78,7 +92,11 @@ def test_wilson_is_symmetric_in_successes_and_failures():
 
 
 def test_higher_confidence_gives_wider_interval():
-    assert proportion(30, 100, 0.99).half_width > proportion(30, 100, 0.95).half_width > proportion(30, 100, 0.90).half_width
+    assert (
+        proportion(30, 100, 0.99).half_width
+        > proportion(30, 100, 0.95).half_width
+        > proportion(30, 100, 0.90).half_width
+    )
 
 
 # --- proportion: Clopper-Pearson at the edges ---------------------------------------------------
@@ -102,7 +120,7 @@ def test_all_successes_is_scipys_exact_interval(n, confidence):
     r = proportion(n, n, confidence)
     assert (r.rate, r.high) == (1.0, 1.0) and ci.high == 1.0
     assert r.low == pytest.approx(ci.low, rel=1e-12)
-    assert r.low ** n == pytest.approx((1 - confidence) / 2, rel=1e-9)
+    assert r.low**n == pytest.approx((1 - confidence) / 2, rel=1e-9)
 
 
 def test_clopper_pearson_published_value_zero_of_twenty():
@@ -128,8 +146,17 @@ def test_invalid_counts_raise(k, n):
 # --- rate_ratio (Katz) --------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("k1, n1, k2, n2", [(30, 100, 10, 100), (45, 1200, 20, 800), (1, 50, 1, 60),
-                                          (213, 2000, 7, 2000), (421, 4000, 91, 4000), (5, 5, 1, 9)])
+@pytest.mark.parametrize(
+    "k1, n1, k2, n2",
+    [
+        (30, 100, 10, 100),
+        (45, 1200, 20, 800),
+        (1, 50, 1, 60),
+        (213, 2000, 7, 2000),
+        (421, 4000, 91, 4000),
+        (5, 5, 1, 9),
+    ],
+)
 @pytest.mark.parametrize("confidence", CONFIDENCES)
 def test_rate_ratio_is_scipys_relative_risk(k1, n1, k2, n2, confidence):
     """scipy's relative_risk interval is the log-scale (Katz) one."""

@@ -1,5 +1,6 @@
 """`status` rates across separate runs, and the terminal tables of status / evaluate / report at
 80 columns: key cells (names, checkpoint paths, done/planned) whole, nothing cut."""
+
 from __future__ import annotations
 
 import shutil
@@ -24,9 +25,19 @@ def cli(*args: str, columns: int = 80) -> str:
 
 def config(tmp_path: Path, models: dict[str, Path], injections: int, batch: int, modes=("single_bit",)) -> Path:
     path = tmp_path / "c.yaml"
-    path.write_text(yaml.safe_dump({"name": "status", "seed": 5, "injections": injections, "batch_size": batch,
-                                    "modes": list(modes), "models": {k: str(v) for k, v in models.items()},
-                                    "images": {"source": "bundled", "count": 20, "seed": 1}}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "status",
+                "seed": 5,
+                "injections": injections,
+                "batch_size": batch,
+                "modes": list(modes),
+                "models": {k: str(v) for k, v in models.items()},
+                "images": {"source": "bundled", "count": 20, "seed": 1},
+            }
+        )
+    )
     return path
 
 
@@ -51,8 +62,13 @@ def test_busy_time_leaves_out_pauses_and_reads_second_resolution_stores():
     old = [("2024-05-01T10:00:01+00:00", 0.8), ("2024-05-01T10:00:02+00:00", 0.8), ("2024-05-01T10:05:00+00:00", 0.5)]
     assert busy_seconds(old) == pytest.approx(1.8 + 0.5, abs=1e-6)
     # two workers at once: their chunks overlap and count once
-    assert busy_seconds([("2024-05-01T10:00:01.000+00:00", 1.0), ("2024-05-01T10:00:01.000+00:00", 1.0),
-                         ("2024-05-01T10:00:01.500+00:00", 1.5)]) == pytest.approx(1.5, abs=1e-6)
+    assert busy_seconds(
+        [
+            ("2024-05-01T10:00:01.000+00:00", 1.0),
+            ("2024-05-01T10:00:01.000+00:00", 1.0),
+            ("2024-05-01T10:00:01.500+00:00", 1.5),
+        ]
+    ) == pytest.approx(1.5, abs=1e-6)
     assert busy_seconds([]) == 0.0
 
 
@@ -93,6 +109,7 @@ def test_status_rate_leaves_out_the_pause_between_two_runs(tmp_path, checkpoints
         def on_progress(p: runner.Progress) -> None:
             if p.phase == runner.INJECTING and p.done >= n:
                 raise KeyboardInterrupt
+
         return on_progress
 
     def next_run() -> None:
@@ -112,14 +129,16 @@ def test_status_rate_leaves_out_the_pause_between_two_runs(tmp_path, checkpoints
     # no faster than the executor's own time, no slower than each run's first chunk start to last
     # record; the 3 s pause (with model loading and golden runs) lies outside both bounds
     running = sum(b - a for c in calls for a, b in c)
-    spans = sum(r[-1] - c[0][0] for c, r in zip(calls, recorded))
+    spans = sum(r[-1] - c[0][0] for c, r in zip(calls, recorded, strict=False))
     assert 0.95 * 128 / spans <= rate <= 1.05 * 128 / running, (rate, 128 / spans, 128 / running)
     assert "pauses between runs" in " ".join(cli("status", "--help").split())
 
 
 def test_status_and_report_keep_long_names_whole_at_80_columns(tmp_path, checkpoints):
-    names = {"resnet20-cifar10-baseline-reference": checkpoints["baseline"],
-             "resnet20-cifar10-hardened-candidate": checkpoints["hardened"]}
+    names = {
+        "resnet20-cifar10-baseline-reference": checkpoints["baseline"],
+        "resnet20-cifar10-hardened-candidate": checkpoints["hardened"],
+    }
     db = tmp_path / "w.db"
     cli("--db", str(db), "plan", str(config(tmp_path, names, 12, 12, ("single_bit", "warp_random"))))
     runner.run(Store.open(db), model="resnet20-cifar10-baseline-reference", mode="single_bit")
@@ -148,5 +167,6 @@ def test_evaluate_keeps_a_long_checkpoint_path_whole_at_80_columns(tmp_path, che
     assert len(str(ckpt)) > 80 and "…" not in out
     row = next(line for line in out.splitlines() if str(ckpt) in line)  # whole, on one line
     assert row.rstrip().rstrip("│").rstrip().endswith("%")  # with its clean accuracy beside it
-    assert any(line.startswith(f"{ckpt} ") and "%: preset relu6, conv-act-bn" in line
-               for line in out.splitlines())  # the preset, moved below the table
+    assert any(
+        line.startswith(f"{ckpt} ") and "%: preset relu6, conv-act-bn" in line for line in out.splitlines()
+    )  # the preset, moved below the table

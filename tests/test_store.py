@@ -2,6 +2,7 @@
 migration history, a plan whole or absent, claims that never overlap, results recorded only by
 the worker still holding the site, leases that a heartbeat keeps and a vanished worker loses,
 bad URLs refused in one sentence."""
+
 from __future__ import annotations
 
 import shutil
@@ -14,11 +15,10 @@ import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
 
-from fi_campaign.cli import main
-from fi_campaign.store import Result, Store, StoreError
-from fi_campaign.store import migrate
-from fi_campaign.store.schema import meta
 from bench import zero_cost
+from fi_campaign.cli import main
+from fi_campaign.store import Result, Store, StoreError, migrate
+from fi_campaign.store.schema import meta
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 # written by fi-campaign 7cf2421 (schema_version 1, no migrations): plan data/store-v1.yaml, then
@@ -51,7 +51,9 @@ def test_migrations_build_the_schema_the_store_queries(new_store):
         assert {i["name"] for i in found.get_indexes(table.name)} == {i.name for i in table.indexes}, table.name
     with store.engine.connect() as con:
         assert migrate.revision(con) == migrate.HEAD
-    versions = sorted(p.name.split("_")[0] for p in (Path(migrate.__file__).parent / "migrations" / "versions").glob("0*.py"))
+    versions = sorted(
+        p.name.split("_")[0] for p in (Path(migrate.__file__).parent / "migrations" / "versions").glob("0*.py")
+    )
     assert tuple(versions) == migrate.REVISIONS
 
 
@@ -61,7 +63,9 @@ def test_a_plan_is_written_whole_or_not_at_all(new_store):
     with pytest.raises(StoreError, match="nothing was stored"):
         Store.create(target).write_plan(zero_cost.record("bad"), sites)
     with raw(target).connect() as con:
-        assert con.execute(sa.text("SELECT (SELECT count(*) FROM campaign) + (SELECT count(*) FROM site)")).scalar() == 0
+        assert (
+            con.execute(sa.text("SELECT (SELECT count(*) FROM campaign) + (SELECT count(*) FROM site)")).scalar() == 0
+        )
 
 
 def test_claims_are_disjoint_and_only_the_holder_records(new_store):

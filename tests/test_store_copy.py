@@ -1,5 +1,6 @@
 """``store copy``: a campaign moves SQLite -> PostgreSQL -> SQLite and exports identically, row
 for row; a destination holding a campaign is refused and left as it was."""
+
 from __future__ import annotations
 
 import random
@@ -11,54 +12,115 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from fi_campaign.cli import main
 from bench import zero_cost
+from fi_campaign.cli import main
 from fi_campaign.models.arch import Arch
-from fi_campaign.store import (InjectionRecord, LaunchCount, ModelRecord, Redraw, RegretRecord, Relocation, Result,
-                               Store)
+from fi_campaign.store import InjectionRecord, LaunchCount, ModelRecord, Redraw, RegretRecord, Relocation, Result, Store
 from fi_campaign.store.schema import EXPORT_FIELDS
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 OUTCOMES = ("masked", "tolerable_sdc", "critical_sdc", "due", "not_injected")
 # what an NVBitFI run stores beside its result: every table of the store gets rows
-NVBITFI = {"injection": InjectionRecord(state="injected", lanes_injected=2, lanes_reported=32, opcode="FFMA", reg=12,
-                                        mask=0xFFFFFFFF, lanes=((3, 1, 2), (4, None, 5)), log_index=5, log_kernel="k"),
-           "relocated": Relocation(kernel="k", kcount=2**33, iid=2**40),
-           "redraws": (Redraw(site_id=1, kernel="k", kcount=3, iid=2**41, injector_count=250, ran=True),),
-           "launch_counts": (LaunchCount(model="m", igid=1, kcount=2**33, kernel="k", profile_count=2**35,
-                                         injector_count=2**34, site_id=1),)}
+NVBITFI = {
+    "injection": InjectionRecord(
+        state="injected",
+        lanes_injected=2,
+        lanes_reported=32,
+        opcode="FFMA",
+        reg=12,
+        mask=0xFFFFFFFF,
+        lanes=((3, 1, 2), (4, None, 5)),
+        log_index=5,
+        log_kernel="k",
+    ),
+    "relocated": Relocation(kernel="k", kcount=2**33, iid=2**40),
+    "redraws": (Redraw(site_id=1, kernel="k", kcount=3, iid=2**41, injector_count=250, ran=True),),
+    "launch_counts": (
+        LaunchCount(model="m", igid=1, kcount=2**33, kernel="k", profile_count=2**35, injector_count=2**34, site_id=1),
+    ),
+}
 
 
 def campaign_with_results(db: Path, n: int) -> None:
     """A store of ``n`` sites with a result each, values chosen to catch a lossy copy: 62-bit
     seeds, extreme and missing floats, text with quotes and non-ASCII, both booleans."""
     rng = random.Random(n)
-    model = ModelRecord(checkpoint="zoo:m", sha256="ab" * 32, arch=Arch(), dataset="cifar10", clean_accuracy=0.1 + 0.2,
-                        accuracy_on="test ‘split’ ünïcode")
+    model = ModelRecord(
+        checkpoint="zoo:m",
+        sha256="ab" * 32,
+        arch=Arch(),
+        dataset="cifar10",
+        clean_accuracy=0.1 + 0.2,
+        accuracy_on="test ‘split’ ünïcode",
+    )
     record = replace(zero_cost.record("copy"), seed=2**40 + 3, config='{"name": "copy"}', models={"m": model})
-    sites = [{"model": "m", "mode": "warp_random" if i % 2 else "single_bit", "layer": i % 19,
-              "layer_name": f"blocks.{i % 3}.conv", "image": i % 200, "element": rng.randrange(2**40),
-              "bit": i % 32, "width": 32 if i % 2 else None, "value_seed": rng.randrange(2**62) if i % 2 else None,
-              "kernel": None if i % 5 else "void k<float>(\"x\")", "kcount": rng.randrange(2**40) if i % 5 == 0 else None,
-              "iid": rng.randrange(2**45) if i % 5 == 0 else None, "op_seed": rng.random(), "bit_seed": None,
-              "value": rng.choice([1e-300, 3.4028234663852886e38, 0.1, None])} for i in range(n)]
+    sites = [
+        {
+            "model": "m",
+            "mode": "warp_random" if i % 2 else "single_bit",
+            "layer": i % 19,
+            "layer_name": f"blocks.{i % 3}.conv",
+            "image": i % 200,
+            "element": rng.randrange(2**40),
+            "bit": i % 32,
+            "width": 32 if i % 2 else None,
+            "value_seed": rng.randrange(2**62) if i % 2 else None,
+            "kernel": None if i % 5 else 'void k<float>("x")',
+            "kcount": rng.randrange(2**40) if i % 5 == 0 else None,
+            "iid": rng.randrange(2**45) if i % 5 == 0 else None,
+            "op_seed": rng.random(),
+            "bit_seed": None,
+            "value": rng.choice([1e-300, 3.4028234663852886e38, 0.1, None]),
+        }
+        for i in range(n)
+    ]
     store = Store.create(db)
     store.write_plan(record, sites)
     for mode in ("single_bit", "warp_random"):
         while held := store.claim("m", mode, 5000, "h:1:0", 600):
-            store.record([Result(site_id=s.id, outcome=OUTCOMES[s.id % 5], images_changed=s.id % 4,
-                                 nan=bool(s.id % 7 == 0),
-                                 max_abs_diff=None if s.id % 11 == 0 else rng.uniform(-1e30, 1e30),
-                                 golden_top1=None if s.id % 6 == 0 else s.id % 100,
-                                 faulty_top1=None if s.id % 4 == 0 else -1 if s.id % 13 == 0 else s.id * 7 % 100,
-                                 backend="pytorch", isolation="process", semantics="framework: ünïcode ‘quotes’",
-                                 runtime_s=rng.random() * 10, detail=None if s.id % 3 else f"run/{s.id}",
-                                 **(NVBITFI if s.id == 1 else {}))
-                          for s in held], "h:1:0")
-    store.add_regret([RegretRecord(model="zoo:x", sha256="ab" * 32, label="hardened", dataset="cifar10", source="bundled",
-                                   images=500, repeats=3, seed=1, fault_model="noise", clean=0.84, noisy=0.80,
-                                   noisy_low=float("nan"), noisy_high=float("nan"), regret=0.04, regret_low=0.01,
-                                   regret_high=0.07)])
+            store.record(
+                [
+                    Result(
+                        site_id=s.id,
+                        outcome=OUTCOMES[s.id % 5],
+                        images_changed=s.id % 4,
+                        nan=bool(s.id % 7 == 0),
+                        max_abs_diff=None if s.id % 11 == 0 else rng.uniform(-1e30, 1e30),
+                        golden_top1=None if s.id % 6 == 0 else s.id % 100,
+                        faulty_top1=None if s.id % 4 == 0 else -1 if s.id % 13 == 0 else s.id * 7 % 100,
+                        backend="pytorch",
+                        isolation="process",
+                        semantics="framework: ünïcode ‘quotes’",
+                        runtime_s=rng.random() * 10,
+                        detail=None if s.id % 3 else f"run/{s.id}",
+                        **(NVBITFI if s.id == 1 else {}),
+                    )
+                    for s in held
+                ],
+                "h:1:0",
+            )
+    store.add_regret(
+        [
+            RegretRecord(
+                model="zoo:x",
+                sha256="ab" * 32,
+                label="hardened",
+                dataset="cifar10",
+                source="bundled",
+                images=500,
+                repeats=3,
+                seed=1,
+                fault_model="noise",
+                clean=0.84,
+                noisy=0.80,
+                noisy_low=float("nan"),
+                noisy_high=float("nan"),
+                regret=0.04,
+                regret_low=0.01,
+                regret_high=0.07,
+            )
+        ]
+    )
 
 
 def exported(db: Path | str) -> list[tuple]:

@@ -3,6 +3,7 @@ it is, with a note, by status, report and export, and refused in one sentence by
 that must write, which leaves nothing behind (no -wal or -shm); a PostgreSQL database's name
 never spells where the files beside it go; a store whose migration table and recorded schema
 version disagree is refused. Real stores, the real fi-campaign executable."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,8 @@ import hashlib
 import os
 import sqlite3
 import subprocess
-from contextlib import closing
 import sys
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -27,8 +28,14 @@ EXE = str(Path(sys.executable).with_name("fi-campaign"))
 
 def fi(*args, cwd: Path | None = None, permissions: bool = False) -> subprocess.CompletedProcess:
     cmd = [EXE, *map(str, args)]
-    return subprocess.run(bound_by_permissions(cmd) if permissions else cmd, capture_output=True, text=True,
-                          timeout=600, cwd=cwd, env={**os.environ, "COLUMNS": "200"})
+    return subprocess.run(
+        bound_by_permissions(cmd) if permissions else cmd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=cwd,
+        env={**os.environ, "COLUMNS": "200"},
+    )
 
 
 def one_sentence(p: subprocess.CompletedProcess, *needles: str) -> str:
@@ -57,9 +64,19 @@ def ran(tmp_path, checkpoints) -> Path:
     folder = tmp_path / "store"
     folder.mkdir()
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "ro", "seed": 5, "injections": 8, "batch_size": 8, "modes": ["single_bit"],
-        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 8}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "ro",
+                "seed": 5,
+                "injections": 8,
+                "batch_size": 8,
+                "modes": ["single_bit"],
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 8},
+            }
+        )
+    )
     db = folder / "r.db"
     assert fi("--db", db, "plan", config).returncode == 0
     assert fi("--db", db, "run", "--workers", "1").returncode == 0
@@ -76,10 +93,14 @@ def check_reads_and_refusals(db: Path, out: Path) -> None:
     noted(fi("--db", db, "export", out / "rows.csv", permissions=True))
     with open(out / "rows.csv", newline="") as f:
         assert len(list(csv.DictReader(f))) == 8
-    one_sentence(fi("--db", db, "run", "--workers", "1", permissions=True), f"cannot write to {db}",
-                 "nothing was written")
-    one_sentence(fi("evaluate", "--regret", "--db", db, "zoo:resnet20-cifar10-baseline", "--images", "2",
-                    permissions=True), "cannot write to", "nothing was written")
+    one_sentence(
+        fi("--db", db, "run", "--workers", "1", permissions=True), f"cannot write to {db}", "nothing was written"
+    )
+    one_sentence(
+        fi("evaluate", "--regret", "--db", db, "zoo:resnet20-cifar10-baseline", "--images", "2", permissions=True),
+        "cannot write to",
+        "nothing was written",
+    )
     one_sentence(fi("--db", db, "plan", out.parent / "c.yaml", permissions=True), "already holds a campaign")
 
 
@@ -91,8 +112,11 @@ def test_a_store_in_a_read_only_folder_is_read_and_never_written(ran, tmp_path):
     os.chmod(folder, 0o555)
     try:
         check_reads_and_refusals(ran, out)
-        one_sentence(fi("--db", folder / "new.db", "plan", tmp_path / "c.yaml", permissions=True),
-                     "is not writable", "nothing was stored")
+        one_sentence(
+            fi("--db", folder / "new.db", "plan", tmp_path / "c.yaml", permissions=True),
+            "is not writable",
+            "nothing was stored",
+        )
         assert listing(folder) == before  # no -wal, -shm, temporary plan or log change
     finally:
         os.chmod(folder, 0o755)
@@ -110,12 +134,14 @@ def test_a_read_only_store_file_in_a_writable_folder_leaves_no_journal(ran, tmp_
 def test_a_read_only_folder_with_results_still_in_the_wal_shows_them(ran, tmp_path):
     """A writer killed before its last checkpoint leaves results in -wal only: a reader that
     cannot write must read them through the journal, not the file alone."""
-    script = ("import os, sqlite3, sys\n"
-              "con = sqlite3.connect(sys.argv[1])\n"
-              "con.execute('PRAGMA wal_autocheckpoint=0')\n"
-              "con.execute(\"UPDATE campaign SET name='only-in-the-wal'\")\n"
-              "con.commit()\n"
-              "os._exit(0)\n")
+    script = (
+        "import os, sqlite3, sys\n"
+        "con = sqlite3.connect(sys.argv[1])\n"
+        "con.execute('PRAGMA wal_autocheckpoint=0')\n"
+        "con.execute(\"UPDATE campaign SET name='only-in-the-wal'\")\n"
+        "con.commit()\n"
+        "os._exit(0)\n"
+    )
     subprocess.run([sys.executable, "-c", script, str(ran)], check=True, timeout=60)
     assert (ran.parent / "r.db-wal").stat().st_size > 0
     os.chmod(ran.parent, 0o555)
@@ -169,6 +195,7 @@ def test_an_immutable_read_that_a_writer_changes_is_read_again(ran):
 
 # --- a store that contradicts itself ------------------------------------------------------------
 
+
 @pytest.mark.parametrize("revision,version", [("0002", 99), ("0001", 2)])
 def test_a_store_whose_revision_and_schema_version_disagree_is_refused(new_store, revision, version):
     from tests.test_store import raw
@@ -182,8 +209,9 @@ def test_a_store_whose_revision_and_schema_version_disagree_is_refused(new_store
     engine.dispose()  # an SQLite file holds it all now, not its journal
     before = dump(target)
     for command in (["status"], ["run", "--workers", "1"], ["export", "x.csv"]):
-        one_sentence(fi("--db", target, *command), "contradicts itself", f"schema version {version}",
-                     f"revision {revision}")
+        one_sentence(
+            fi("--db", target, *command), "contradicts itself", f"schema version {version}", f"revision {revision}"
+        )
     assert dump(target) == before
 
 
@@ -215,11 +243,22 @@ def test_an_upgraded_store_of_schema_version_1_agrees(tmp_path):
 
 # --- files beside a server store ----------------------------------------------------------------
 
+
 def test_a_database_name_never_spells_where_the_files_beside_it_go(postgres, tmp_path, checkpoints):
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "names", "seed": 2, "injections": 4, "batch_size": 4, "modes": ["single_bit"],
-        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 4}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "names",
+                "seed": 2,
+                "injections": 4,
+                "batch_size": 4,
+                "modes": ["single_bit"],
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 4},
+            }
+        )
+    )
     work = tmp_path / "a" / "b" / "work"
     work.mkdir(parents=True)
     for name in ("../../x", f"{tmp_path}/abs/x"):

@@ -3,6 +3,7 @@ with two workers rides out two restarts and a 20 s stop and ends with the same r
 SQLite run of the same plan, site for site; export, status and report whose server stops
 half-way say one sentence, exit 2 and leave no output file. Real servers (tests/servers.py),
 real fi-campaign processes."""
+
 from __future__ import annotations
 
 import os
@@ -40,16 +41,23 @@ def wait_for(what: str, done, timeout: float = 300.0) -> None:
 @pytest.fixture
 def outage_config(tmp_path, checkpoints) -> Path:
     path = tmp_path / "outage.yaml"
-    path.write_text(yaml.safe_dump({
-        "name": "outage", "seed": 23, "injections": 300, "batch_size": 4,
-        "models": {k: str(v) for k, v in checkpoints.items()}, "images": {"source": "bundled", "count": 16},
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "outage",
+                "seed": 23,
+                "injections": 300,
+                "batch_size": 4,
+                "models": {k: str(v) for k, v in checkpoints.items()},
+                "images": {"source": "bundled", "count": 16},
+            }
+        )
+    )
     return path
 
 
 @pytest.mark.slow
-def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres, tmp_path, outage_config,
-                                                                        monkeypatch):
+def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres, tmp_path, outage_config, monkeypatch):
     reference = tmp_path / "ref.db"
     plan(reference, outage_config)
     runner.run(Store.open(reference), workers=2)
@@ -60,8 +68,13 @@ def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres,
     db = postgres.create("outage")
     plan(db, outage_config)
     count = lambda: query(db, "SELECT count(*) FROM result")[0][0]  # noqa: E731
-    p = subprocess.Popen([EXE, "--db", db, "run", "--workers", "2"], stdout=subprocess.DEVNULL,
-                         stderr=subprocess.PIPE, text=True, start_new_session=True)
+    p = subprocess.Popen(
+        [EXE, "--db", db, "run", "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
     seen = []
     try:
         for event in ("restart", "restart", "stop"):
@@ -87,15 +100,26 @@ def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres,
     assert len(workers) == 2 and {w.state for w in workers} == {"finished"}, workers
 
 
-def test_export_status_and_report_whose_server_stops_half_way_say_one_sentence(postgres, tmp_path, checkpoints,
-                                                                                monkeypatch):
+def test_export_status_and_report_whose_server_stops_half_way_say_one_sentence(
+    postgres, tmp_path, checkpoints, monkeypatch
+):
     """Each command is held at a point half-way through its reads (tests/paused_cli.py), the
     server is stopped, and the command goes on: it waits for the server (3 s here, 60 s in
     use), then gives up in one sentence."""
     config = tmp_path / "c.yaml"
-    config.write_text(yaml.safe_dump({
-        "name": "halfway", "seed": 3, "injections": 8, "batch_size": 8, "modes": ["single_bit"],
-        "models": {"baseline": str(checkpoints["baseline"])}, "images": {"source": "bundled", "count": 8}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "halfway",
+                "seed": 3,
+                "injections": 8,
+                "batch_size": 8,
+                "modes": ["single_bit"],
+                "models": {"baseline": str(checkpoints["baseline"])},
+                "images": {"source": "bundled", "count": 8},
+            }
+        )
+    )
     monkeypatch.chdir(tmp_path)
     db = postgres.create("halfway")
     plan(db, config)
@@ -109,13 +133,20 @@ def test_export_status_and_report_whose_server_stops_half_way_say_one_sentence(p
     procs = {}
     for name, (method, args) in commands.items():
         (tmp_path / name).mkdir()
-        procs[name] = subprocess.Popen([sys.executable, PAUSED, str(tmp_path / name), method, "3", "--", "--db", db,
-                                        *args], cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       text=True, env={**os.environ, "COLUMNS": "200"})
+        procs[name] = subprocess.Popen(
+            [sys.executable, PAUSED, str(tmp_path / name), method, "3", "--", "--db", db, *args],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "COLUMNS": "200"},
+        )
     try:
         for name in commands:
-            wait_for(f"{name} to pause",
-                     lambda name=name: (tmp_path / name / "paused").exists() or procs[name].poll() is not None)
+            wait_for(
+                f"{name} to pause",
+                lambda name=name: (tmp_path / name / "paused").exists() or procs[name].poll() is not None,
+            )
             assert procs[name].poll() is None, procs[name].communicate()
         postgres.halt("fast")
         for name in commands:

@@ -1,4 +1,5 @@
 """Fault-aware training: its noise statistics, its schedule, and a real (tiny) training run."""
+
 from __future__ import annotations
 
 import math
@@ -52,8 +53,8 @@ def test_fault_aware_block_noise_hits_30_percent_of_channels():
         handle.remove()
         for _ in range(20):
             batch = fault_aware_batch(1, 64, 5, Recipe(), gen)  # layer 0: the stem convolution
-            seen = {}
-            h = model.stem[0].register_forward_hook(lambda m, i, o: seen.__setitem__("o", o.clone()))
+            seen: dict = {}
+            h = model.stem[0].register_forward_hook(lambda m, i, o, seen=seen: seen.__setitem__("o", o.clone()))
             with injector.armed(batch):
                 model(x)
             h.remove()
@@ -78,19 +79,32 @@ def test_augment_does_only_what_the_recipe_names():
     x = torch.randn(64, 3, 32, 32)
     assert torch.equal(augment(x, torch.Generator().manual_seed(0), []), x)
     flipped = augment(x, torch.Generator().manual_seed(0), ["hflip"])
-    for a, b in zip(flipped, x):  # each image is itself or its mirror: never shifted
+    for a, b in zip(flipped, x, strict=False):  # each image is itself or its mirror: never shifted
         assert torch.equal(a, b) or torch.equal(a, b.flip(-1))
-    assert any(not torch.equal(a, b) for a, b in zip(flipped, x))
+    assert any(not torch.equal(a, b) for a, b in zip(flipped, x, strict=False))
     cropped = augment(x, torch.Generator().manual_seed(0), ["crop4"])
     # a shifted image keeps a 24x24 window of the original that no mirror would match
-    assert any(not torch.equal(a, b) and not torch.equal(a, b.flip(-1)) for a, b in zip(cropped, x))
+    assert any(not torch.equal(a, b) and not torch.equal(a, b.flip(-1)) for a, b in zip(cropped, x, strict=False))
 
 
-@pytest.mark.parametrize("field,value", [
-    ("lr", "fast"), ("lr", 0), ("epochs", 0), ("epochs", 2.5), ("optimizer", "lbfgs"), ("schedule", "step"),
-    ("grad_clip", -1.0), ("augment", ["cutout"]), ("fat_images", 1.5), ("fat_channel_p", 0), ("seed", -3),
-    ("momentum", 1.0), ("fault_aware", "yes"),
-])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("lr", "fast"),
+        ("lr", 0),
+        ("epochs", 0),
+        ("epochs", 2.5),
+        ("optimizer", "lbfgs"),
+        ("schedule", "step"),
+        ("grad_clip", -1.0),
+        ("augment", ["cutout"]),
+        ("fat_images", 1.5),
+        ("fat_channel_p", 0),
+        ("seed", -3),
+        ("momentum", 1.0),
+        ("fault_aware", "yes"),
+    ],
+)
 def test_recipe_refuses_values_training_would_choke_on(field, value):
     with pytest.raises(RecipeError, match=f"^recipe field {field} is "):
         Recipe(**{field: value})
@@ -106,8 +120,21 @@ def test_presets_are_the_papers_ablation():
 @pytest.mark.slow  # resume itself is checked exactly, and fast, in test_safety_inputs.py
 def test_one_epoch_training_smoke_run_and_resume(tmp_path):
     out = tmp_path / "smoke.pt"
-    args = ["train", "--preset", "hardened", "--data", str(shared_data("cifar10-jpeg")), "--epochs", "1", "--limit", "256",
-            "--out", str(out), "--device", "cpu"]
+    args = [
+        "train",
+        "--preset",
+        "hardened",
+        "--data",
+        str(shared_data("cifar10-jpeg")),
+        "--epochs",
+        "1",
+        "--limit",
+        "256",
+        "--out",
+        str(out),
+        "--device",
+        "cpu",
+    ]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     model, meta = zoo.load(str(out))
@@ -133,8 +160,21 @@ def test_train_bad_inputs_are_one_sentence(tmp_path):
 
 def test_evaluate_regret_on_real_models(tmp_path, checkpoints):
     table = tmp_path / "regret.csv"
-    result = CliRunner().invoke(main, ["evaluate", "--regret", "--repeats", "2", "--images", "40", "--csv", str(table),
-                                       str(checkpoints["baseline"]), str(checkpoints["hardened"])])
+    result = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            "--regret",
+            "--repeats",
+            "2",
+            "--images",
+            "40",
+            "--csv",
+            str(table),
+            str(checkpoints["baseline"]),
+            str(checkpoints["hardened"]),
+        ],
+    )
     assert result.exit_code == 0, result.output
     rows = list(__import__("csv").DictReader(table.open()))
     assert [r["preset"] for r in rows] == ["relu, conv-bn-act", "relu6, conv-act-bn"]
@@ -142,5 +182,7 @@ def test_evaluate_regret_on_real_models(tmp_path, checkpoints):
         clean, noisy, regret = float(r["clean"]), float(r["noisy"]), float(r["regret"])
         assert abs(clean - noisy - regret) < 1e-9
         assert float(r["regret_low"]) <= regret <= float(r["regret_high"])
-    result = CliRunner().invoke(main, ["evaluate", "--regret", "--op", "FFMA", "--size", "small", str(checkpoints["baseline"])])
+    result = CliRunner().invoke(
+        main, ["evaluate", "--regret", "--op", "FFMA", "--size", "small", str(checkpoints["baseline"])]
+    )
     assert result.exit_code == 2 and "degenerate" in result.output

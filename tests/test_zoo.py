@@ -1,4 +1,5 @@
 """The committed checkpoints and the embedded demo: what a newcomer's first command relies on."""
+
 from __future__ import annotations
 
 import pytest
@@ -121,6 +122,9 @@ def test_the_nansafe_hardened_checkpoint_is_the_hardened_weights_with_the_nansaf
     _, meta = zoo.load(f"{hardened}-nansafe")
     assert meta.arch == Arch(depth, "relu6-nansafe", "conv-act-bn", classes)
     assert meta.sha256 == plain_meta.sha256 and hardened in meta.derived_from
-    assert (meta.recipe, meta.clean_accuracy, meta.dataset) == \
-           (plain_meta.recipe, plain_meta.clean_accuracy, f"cifar{classes}")
+    assert (meta.recipe, meta.clean_accuracy, meta.dataset) == (
+        plain_meta.recipe,
+        plain_meta.clean_accuracy,
+        f"cifar{classes}",
+    )
     assert plain_meta.derived_from == ""  # trained, not derived

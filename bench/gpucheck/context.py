@@ -3,6 +3,7 @@ its time left, the state steps hand on), how a step fails or skips, and running 
 into the step's log. Standard library only: the first steps run before fi-campaign is
 installed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,10 +12,10 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -59,15 +60,29 @@ class Ctx:
         self.state.update(values)
         (self.work / "state.json").write_text(json.dumps(self.state, indent=2), encoding="utf-8")
 
-    def sh(self, cmd: list[str], what: str, timeout: float | None = None, env: dict[str, str] | None = None,
-           cwd: Path | None = None, ok: Callable[[int], bool] = lambda rc: rc == 0) -> subprocess.CompletedProcess:
+    def sh(
+        self,
+        cmd: list[str],
+        what: str,
+        timeout: float | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+        ok: Callable[[int], bool] = lambda rc: rc == 0,
+    ) -> subprocess.CompletedProcess:
         """Run ``cmd``, its output into the step's log; Failed (``what`` and its last line) when
         it exits otherwise than ``ok`` allows or outlasts ``timeout`` (default: the step's time left)."""
         limit = max(1.0, min(timeout or self.left(), self.left()))
         print(f"$ {' '.join(map(str, cmd))}", flush=True)
         try:
-            done = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, timeout=limit, env=env,
-                                  cwd=cwd, stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                [str(c) for c in cmd],
+                capture_output=True,
+                text=True,
+                timeout=limit,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired as e:
             out = (e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes) else (e.stdout or "")
             print(out, flush=True)
@@ -106,5 +121,3 @@ def sha256(path: Path) -> str:
 
 def folder_mb(path: Path) -> float:
     return round(sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) / 2**20, 2) if path.exists() else 0.0
-
-

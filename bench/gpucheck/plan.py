@@ -6,6 +6,7 @@ lose their ``floor_s`` (the least time in which each still says something). A st
 less than its own floor is skipped, with the reason. Standard library only: the runner reads
 this before fi-campaign is installed.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -25,30 +26,85 @@ class Spec:
 
 
 STEPS: tuple[Spec, ...] = (
-    Spec("environment", "the machine as found: GPU, driver, nvcc, CMake, Python, PyTorch, the carried NVBit and wheels",
-         False, 40, 5),
-    Spec("install", "fi-campaign installed beside the machine's own PyTorch from the carried wheels, PyTorch untouched",
-         False, 150, 20),
-    Spec("tool_host", "the tool's device logic built for the host (g++) and its injected functions for the GPU (nvcc)",
-         False, 60, 10),
-    Spec("tool_build", "fi-campaign's NVBit tool built with this machine's nvcc against the carried NVBit release",
-         False, 240, 20, dry_only_full=True),
+    Spec(
+        "environment",
+        "the machine as found: GPU, driver, nvcc, CMake, Python, PyTorch, the carried NVBit and wheels",
+        False,
+        40,
+        5,
+    ),
+    Spec(
+        "install",
+        "fi-campaign installed beside the machine's own PyTorch from the carried wheels, PyTorch untouched",
+        False,
+        150,
+        20,
+    ),
+    Spec(
+        "tool_host",
+        "the tool's device logic built for the host (g++) and its injected functions for the GPU (nvcc)",
+        False,
+        60,
+        10,
+    ),
+    Spec(
+        "tool_build",
+        "fi-campaign's NVBit tool built with this machine's nvcc against the carried NVBit release",
+        False,
+        240,
+        20,
+        dry_only_full=True,
+    ),
     Spec("programs", "the plain CUDA C++ program and the C host that embeds Python compiled", False, 60, 10),
     Spec("configs", "the campaign configs of the GPU steps written, read and (dry run) planned", False, 60, 10),
     Spec("doctor", "fi-campaign doctor with the built tool (its dry campaign is the next steps')", True, 60, 10),
-    Spec("c_program", "the tool on a C executable: profile, a 20-injection DUMMY campaign (all masked), real faults "
-         "whose per-lane log matches the Python side", True, 90, 20),
-    Spec("torch_dummy", "a DUMMY campaign through the PyTorch workload (fi-campaign plan/run, backend nvbitfi, "
-         "20 injections, all masked)", True, 180, 30),
-    Spec("workaround", "if the tool saw nothing inside python3: the same DUMMY campaign with the C host that starts "
-         "CUDA before embedding Python", True, 180, 30),
+    Spec(
+        "c_program",
+        "the tool on a C executable: profile, a 20-injection DUMMY campaign (all masked), real faults "
+        "whose per-lane log matches the Python side",
+        True,
+        90,
+        20,
+    ),
+    Spec(
+        "torch_dummy",
+        "a DUMMY campaign through the PyTorch workload (fi-campaign plan/run, backend nvbitfi, "
+        "20 injections, all masked)",
+        True,
+        180,
+        30,
+    ),
+    Spec(
+        "workaround",
+        "if the tool saw nothing inside python3: the same DUMMY campaign with the C host that starts "
+        "CUDA before embedding Python",
+        True,
+        180,
+        30,
+    ),
     Spec("counts", "launch by launch, the profiler's counts of every group equal the injector's own", True, 120, 30),
-    Spec("sass_campaign", "a real SASS-level campaign: ResNet-20 baseline and hardened, single_bit and warp_random",
-         True, 300, 60),
+    Spec(
+        "sass_campaign",
+        "a real SASS-level campaign: ResNet-20 baseline and hardened, single_bit and warp_random",
+        True,
+        300,
+        60,
+    ),
     Spec("framework", "the same plan at the framework level (backend pytorch on cuda), beside it", True, 60, 15),
-    Spec("inprocess_bench", "bench/inprocess.py --device cuda --quick: fault-free, whole-pass, resumed and PyTorchFI rates",
-         True, 150, 40),
-    Spec("process_bench", "bench/process.py --device cuda: process-isolated start-up cost and orchestration", True, 120, 30),
+    Spec(
+        "inprocess_bench",
+        "bench/inprocess.py --device cuda --quick: fault-free, whole-pass, resumed and PyTorchFI rates",
+        True,
+        150,
+        40,
+    ),
+    Spec(
+        "process_bench",
+        "bench/process.py --device cuda: process-isolated start-up cost and orchestration",
+        True,
+        120,
+        30,
+    ),
 )
 
 
@@ -62,5 +118,5 @@ def by_name(name: str) -> Spec:
 def limit_for(steps: tuple[Spec, ...], index: int, left_s: float, will_run: set[str]) -> float:
     """Seconds step ``index`` may take when ``left_s`` are left: its cap, less what the later
     steps that will run need at least."""
-    later = sum(s.floor_s for s in steps[index + 1:] if s.name in will_run)
+    later = sum(s.floor_s for s in steps[index + 1 :] if s.name in will_run)
     return min(steps[index].cap_s, left_s - later - SUMMARY_S)

@@ -2,6 +2,7 @@
 wheels, the tool's builds, the two programs of the repository and the campaign configs. They
 run in a dry run on the CPU machine too, and first on the GPU machine.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,31 +17,68 @@ import time
 from pathlib import Path
 
 from bench.gpucheck import wheels
-from bench.gpucheck.context import (DUMMY_INJECTIONS, FI, HERE, MIN_PER_STRATUM, NVBIT, REPO, WHEELS, Ctx, Failed,
-                                    Skipped, folder_mb, last_line, sha256)
+from bench.gpucheck.context import (
+    DUMMY_INJECTIONS,
+    FI,
+    HERE,
+    MIN_PER_STRATUM,
+    NVBIT,
+    REPO,
+    WHEELS,
+    Ctx,
+    Failed,
+    Skipped,
+    folder_mb,
+    last_line,
+    sha256,
+)
 
 
 def environment(ctx: Ctx) -> dict:
-    f: dict = {"python": {"version": platform.python_version(), "executable": sys.executable, "prefix": sys.prefix},
-               "cores": os.cpu_count(), "glibc": platform.libc_ver()[1], "kernel": platform.release()}
+    f: dict = {
+        "python": {"version": platform.python_version(), "executable": sys.executable, "prefix": sys.prefix},
+        "cores": os.cpu_count(),
+        "glibc": platform.libc_ver()[1],
+        "kernel": platform.release(),
+    }
     try:
         f["memory_gib"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
         pass
     smi = shutil.which("nvidia-smi")
     if smi:
-        q = subprocess.run([smi, "--query-gpu=name,driver_version,compute_cap,memory.total", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=30)
-        f["gpus"] = [dict(zip(("name", "driver", "compute_cap", "memory"), (x.strip() for x in row.split(","))))
-                     for row in q.stdout.strip().splitlines() if row.strip()]
-    nvcc = shutil.which("nvcc") or next((str(p) for p in (Path(os.environ.get("CUDA_HOME", "/nonexistent")) / "bin/nvcc",
-                                                           Path("/usr/local/cuda/bin/nvcc")) if p.is_file()), None)
-    for key, exe, args in (("nvcc", nvcc, ["--version"]), ("cmake", shutil.which("cmake"), ["--version"]),
-                           ("gxx", shutil.which("g++"), ["--version"]), ("pip", sys.executable, ["-m", "pip", "--version"])):
+        q = subprocess.run(
+            [smi, "--query-gpu=name,driver_version,compute_cap,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        f["gpus"] = [
+            dict(zip(("name", "driver", "compute_cap", "memory"), (x.strip() for x in row.split(",")), strict=False))
+            for row in q.stdout.strip().splitlines()
+            if row.strip()
+        ]
+    nvcc = shutil.which("nvcc") or next(
+        (
+            str(p)
+            for p in (Path(os.environ.get("CUDA_HOME", "/nonexistent")) / "bin/nvcc", Path("/usr/local/cuda/bin/nvcc"))
+            if p.is_file()
+        ),
+        None,
+    )
+    for key, exe, args in (
+        ("nvcc", nvcc, ["--version"]),
+        ("cmake", shutil.which("cmake"), ["--version"]),
+        ("gxx", shutil.which("g++"), ["--version"]),
+        ("pip", sys.executable, ["-m", "pip", "--version"]),
+    ):
         if exe:
             out = subprocess.run([exe, *args], capture_output=True, text=True, timeout=60).stdout
-            f[key] = next((x for x in out.splitlines() if "release" in x), None) if key == "nvcc" else last_line(
-                out.splitlines()[0] if out.strip() else "")
+            f[key] = (
+                next((x for x in out.splitlines() if "release" in x), None)
+                if key == "nvcc"
+                else last_line(out.splitlines()[0] if out.strip() else "")
+            )
         else:
             f[key] = None
     include, _ = python_build_paths()
@@ -48,15 +86,20 @@ def environment(ctx: Ctx) -> dict:
     # NVBit disassembles every function it instruments with nvdisasm (NVDISASM, else the one on PATH)
     beside = Path(nvcc).resolve().parent / "nvdisasm" if nvcc else None
     f["nvdisasm"] = shutil.which("nvdisasm") or (str(beside) if beside and beside.is_file() else None)
-    off_path = [str(Path(x).parent) for x, name in ((nvcc, "nvcc"), (f["nvdisasm"], "nvdisasm"))
-                if x and not shutil.which(name)]
+    off_path = [
+        str(Path(x).parent) for x, name in ((nvcc, "nvcc"), (f["nvdisasm"], "nvdisasm")) if x and not shutil.which(name)
+    ]
     if off_path:  # CUDA's tools outside PATH: the later steps get their folder on it
         ctx.save(tool_path=sorted(set(off_path)))
     try:
         import torch
 
-        f["torch"] = {"version": torch.__version__, "cuda": torch.version.cuda, "file": torch.__file__,
-                      "cuda_available": torch.cuda.is_available()}
+        f["torch"] = {
+            "version": torch.__version__,
+            "cuda": torch.version.cuda,
+            "file": torch.__file__,
+            "cuda_available": torch.cuda.is_available(),
+        }
         if torch.cuda.is_available():
             f["torch"]["device"] = torch.cuda.get_device_name(0)
             f["torch"]["capability"] = ".".join(map(str, torch.cuda.get_device_capability(0)))
@@ -64,8 +107,11 @@ def environment(ctx: Ctx) -> dict:
         f["torch"] = {"error": f"{type(e).__name__}: {e}"}
     f["nvbit"] = nvbit_release()
     carried = wheels.carried(WHEELS) if WHEELS.is_dir() else []
-    f["wheels"] = {"files": [w.path.name for w in carried], "mb": folder_mb(WHEELS),
-                   "missing": wheels.missing_from(WHEELS) if WHEELS.is_dir() else sorted(wheels.listed())}
+    f["wheels"] = {
+        "files": [w.path.name for w in carried],
+        "mb": folder_mb(WHEELS),
+        "missing": wheels.missing_from(WHEELS) if WHEELS.is_dir() else sorted(wheels.listed()),
+    }
     f["travels_mb"] = {".whl": folder_mb(WHEELS), ".nvbit": folder_mb(NVBIT)}
     sm = (f.get("gpus") or [{}])[0].get("compute_cap", "9.0").replace(".", "")
     ctx.save(sm=sm, torch_before=(f["torch"] or {}).get("version"), torch_file=(f["torch"] or {}).get("file"))
@@ -83,9 +129,13 @@ def nvbit_release() -> dict:
     m = re.search(r'#define\s+NVBIT_VERSION\s+"([^"]+)"', header.read_text(errors="replace"))
     lib = NVBIT / "core" / "libnvbit.a"
     source = NVBIT / "SOURCE"
-    return {"present": True, "version": m[1] if m else None, "libnvbit_sha256": sha256(lib) if lib.is_file() else None,
-            "source": source.read_text().strip() if source.is_file() else None,
-            "prebuilt": sorted(p.name for p in NVBIT.glob("prebuilt-*"))}
+    return {
+        "present": True,
+        "version": m[1] if m else None,
+        "libnvbit_sha256": sha256(lib) if lib.is_file() else None,
+        "source": source.read_text().strip() if source.is_file() else None,
+        "prebuilt": sorted(p.name for p in NVBIT.glob("prebuilt-*")),
+    }
 
 
 def install(ctx: Ctx) -> dict:
@@ -107,45 +157,104 @@ def install(ctx: Ctx) -> dict:
         ctx.save(pythonpath=[str(site), str(REPO / "src")], path=[str(site / "bin")])
     t = time.monotonic()
     try:
-        ctx.sh([*pip, "wheel", "-q", "--no-index", "--find-links", WHEELS, "--no-deps", "-w", wheel_dir, REPO],
-               "building fi-campaign's wheel offline (setuptools from .whl)", timeout=120)
+        ctx.sh(
+            [*pip, "wheel", "-q", "--no-index", "--find-links", WHEELS, "--no-deps", "-w", wheel_dir, REPO],
+            "building fi-campaign's wheel offline (setuptools from .whl)",
+            timeout=120,
+        )
     except Failed as e:
         if not ctx.dry:  # the carried requirements at least, beside the working tree's fi-campaign
             runtime = [w.path for w in wheels.carried(WHEELS) if w.name not in wheels.BUILD_ONLY]
-            subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
-                            *map(str, runtime)], check=False)
-            raise Failed(f"{e}; later steps use fi-campaign from the working tree (src/) and the carried wheels", f) \
-                from None
+            subprocess.run(
+                [
+                    *pip,
+                    "install",
+                    "-q",
+                    "--no-index",
+                    "--no-deps",
+                    "--no-compile",
+                    "--target",
+                    str(site),
+                    *map(str, runtime),
+                ],
+                check=False,
+            )
+            raise Failed(
+                f"{e}; later steps use fi-campaign from the working tree (src/) and the carried wheels", f
+            ) from None
         raise
     f["wheel_build_s"] = round(time.monotonic() - t, 1)
     ours = next(wheel_dir.glob("fi_campaign-*.whl"))
     f["wheel"] = {"file": ours.name, "mb": round(ours.stat().st_size / 2**20, 1)}
     report = ctx.dir() / "resolve.json"
-    resolve = [*pip, "install", "--dry-run", "-q", "--no-index", "--find-links", WHEELS, "--find-links", wheel_dir,
-               "--report", report]
+    resolve = [
+        *pip,
+        "install",
+        "--dry-run",
+        "-q",
+        "--no-index",
+        "--find-links",
+        WHEELS,
+        "--find-links",
+        wheel_dir,
+        "--report",
+        report,
+    ]
     if ctx.dry:
         stand_ins = ctx.dir("image-stand-ins")
         origin = wheels.write_stand_ins(stand_ins)
-        resolve += ["--ignore-installed", "--only-binary=:all:", "--python-version", "3.12", "--implementation", "cp",
-                    "--abi", "cp312", *[x for p in wheels.PLATFORMS for x in ("--platform", p)],
-                    "--find-links", stand_ins]
+        resolve += [
+            "--ignore-installed",
+            "--only-binary=:all:",
+            "--python-version",
+            "3.12",
+            "--implementation",
+            "cp",
+            "--abi",
+            "cp312",
+            *[x for p in wheels.PLATFORMS for x in ("--platform", p)],
+            "--find-links",
+            stand_ins,
+        ]
     t = time.monotonic()
     try:
-        ctx.sh([*resolve, "fi-campaign[bench]"], "resolving fi-campaign[bench] from .whl and "
-               + ("stand-ins for the GPU image (Python 3.12)" if ctx.dry else "this machine's packages"), timeout=120)
+        ctx.sh(
+            [*resolve, "fi-campaign[bench]"],
+            "resolving fi-campaign[bench] from .whl and "
+            + ("stand-ins for the GPU image (Python 3.12)" if ctx.dry else "this machine's packages"),
+            timeout=120,
+        )
     except Failed as e:
         if not ctx.dry:  # every carried requirement and fi-campaign anyway, so that the later steps can try
             runtime = [ours, *(w.path for w in wheels.carried(WHEELS) if w.name not in wheels.BUILD_ONLY)]
-            subprocess.run([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", str(site),
-                            *map(str, runtime)], check=False)
+            subprocess.run(
+                [
+                    *pip,
+                    "install",
+                    "-q",
+                    "--no-index",
+                    "--no-deps",
+                    "--no-compile",
+                    "--target",
+                    str(site),
+                    *map(str, runtime),
+                ],
+                check=False,
+            )
             raise Failed(f"{e}; every carried wheel was installed anyway, without pip's resolution", f) from None
         raise
     f["resolve_s"] = round(time.monotonic() - t, 1)
     plan = wheels.resolution(report)
     carried = {w.name: w for w in wheels.carried(WHEELS)}
     if ctx.dry:
-        image = {n: v for n, v in plan.items() if v["file"].endswith("-py3-none-any.whl") and n not in carried
-                 and n != "fi-campaign" and (stand_ins / v["file"]).exists()}
+        image = {
+            n: v
+            for n, v in plan.items()
+            if v["file"].endswith("-py3-none-any.whl")
+            and n not in carried
+            and n != "fi-campaign"
+            and (stand_ins / v["file"]).exists()
+        }
         f["from_image"] = {n: f"{v['version']} ({origin.get(n, '?')})" for n, v in sorted(image.items())}
         plan = {n: v for n, v in plan.items() if n not in image}
     replaced = sorted(set(plan) & wheels.PROTECTED)
@@ -161,11 +270,16 @@ def install(ctx: Ctx) -> dict:
         files = [p for p in files if wheels.Wheel.of(p).pure]
     shutil.rmtree(site, ignore_errors=True)
     t = time.monotonic()
-    ctx.sh([*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", site, *files],
-           "installing into the scratch site", timeout=120)
+    ctx.sh(
+        [*pip, "install", "-q", "--no-index", "--no-deps", "--no-compile", "--target", site, *files],
+        "installing into the scratch site",
+        timeout=120,
+    )
     f["install_s"] = round(time.monotonic() - t, 1)
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), *([os.environ["PYTHONPATH"]]
-                                                                     if os.environ.get("PYTHONPATH") else [])]))
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join([str(site), *([os.environ["PYTHONPATH"]] if os.environ.get("PYTHONPATH") else [])]),
+    )
     probe = ctx.sh([sys.executable, "-c", PROBE], "importing fi-campaign from the scratch site", env=env, timeout=120)
     seen = json.loads(probe.stdout.strip().splitlines()[-1])
     f["after"] = seen
@@ -212,19 +326,24 @@ def tool_host(ctx: Ctx) -> dict:
     t = time.monotonic()
     if shutil.which("g++") is None:
         raise Failed("g++ is not installed, so the tool's host logic cannot be built")
-    ctx.sh(["g++", "-std=c++17", "-O2", "-ffp-contract=off", src / "tests" / "host_test.cpp", "-o", exe],
-           "g++ of the tool's host test", timeout=120)
+    ctx.sh(
+        ["g++", "-std=c++17", "-O2", "-ffp-contract=off", src / "tests" / "host_test.cpp", "-o", exe],
+        "g++ of the tool's host test",
+        timeout=120,
+    )
     f: dict = {"host_build_s": round(time.monotonic() - t, 1)}
     ctx.save(host_test=str(exe))
     queries = [("masks", "0.3262"), ("value", "99", "2.0", "1.4543958", *["0x3f8ccccd"] * 32)]
-    done = subprocess.run([str(exe)], input="\n".join(" ".join(q) for q in queries) + "\n", capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [str(exe)], input="\n".join(" ".join(q) for q in queries) + "\n", capture_output=True, text=True, timeout=30
+    )
     answers = done.stdout.splitlines()
     import numpy as np
 
     bit = sites.bit_position(0.3262)
-    want_value = " ".join(f"{b:08x}" for b in sampler.warp_values(np.full(32, np.float32(1.1)), 99, 2.0, 1.4543958)
-                          .view(np.uint32))
+    want_value = " ".join(
+        f"{b:08x}" for b in sampler.warp_values(np.full(32, np.float32(1.1)), 99, 2.0, 1.4543958).view(np.uint32)
+    )
     f["host_agrees"] = len(answers) == 2 and answers[0].split()[0] == str(bit) and answers[1] == want_value
     if not f["host_agrees"]:
         raise Failed(f"the host build disagrees with the Python side: {answers[:2]}", f)
@@ -234,8 +353,20 @@ def tool_host(ctx: Ctx) -> dict:
         return f
     sm = ctx.state.get("sm", "90")
     t = time.monotonic()
-    ctx.sh([nvcc, f"-arch=sm_{sm}", "-rdc=true", "-maxrregcount=24", "--cubin", src / "inject_funcs.cu", "-o",
-            ctx.dir() / "inject.cubin"], f"nvcc of the injected functions for sm_{sm}", timeout=120)
+    ctx.sh(
+        [
+            nvcc,
+            f"-arch=sm_{sm}",
+            "-rdc=true",
+            "-maxrregcount=24",
+            "--cubin",
+            src / "inject_funcs.cu",
+            "-o",
+            ctx.dir() / "inject.cubin",
+        ],
+        f"nvcc of the injected functions for sm_{sm}",
+        timeout=120,
+    )
     f["cubin_s"] = round(time.monotonic() - t, 1)
     f["sm"] = sm
     return f
@@ -253,8 +384,11 @@ def tool_build(ctx: Ctx) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     t = time.monotonic()
     try:
-        ctx.sh([*FI, "injector", "build", "--nvbit", NVBIT, "--arch", f"sm_{sm}", "--out", out],
-               f"fi-campaign injector build --arch sm_{sm}", timeout=ctx.left() - 5)
+        ctx.sh(
+            [*FI, "injector", "build", "--nvbit", NVBIT, "--arch", f"sm_{sm}", "--out", out],
+            f"fi-campaign injector build --arch sm_{sm}",
+            timeout=ctx.left() - 5,
+        )
     except Failed as e:
         prebuilt = NVBIT / f"prebuilt-sm_{sm}"
         log = out / "build.log"
@@ -267,8 +401,10 @@ def tool_build(ctx: Ctx) -> dict:
     symbols = {}
     for rel in ("profiler/profiler.so", "injector/injector.so", "injector/injector-dummy.so"):
         nm = subprocess.run(["nm", "-D", "--defined-only", str(out / rel)], capture_output=True, text=True).stdout
-        symbols[rel] = all(re.search(rf"\bT {fn}$", nm, flags=re.M) for fn in
-                           ("nvbit_at_init", "nvbit_at_cuda_event", "nvbit_tool_init", "nvbit_at_term"))
+        symbols[rel] = all(
+            re.search(rf"\bT {fn}$", nm, flags=re.M)
+            for fn in ("nvbit_at_init", "nvbit_at_cuda_event", "nvbit_tool_init", "nvbit_at_term")
+        )
         f.setdefault("mb", {})[rel] = round((out / rel).stat().st_size / 2**20, 1)
     f["exports_nvbit_callbacks"] = symbols
     if not all(symbols.values()):
@@ -293,7 +429,9 @@ def programs(ctx: Ctx) -> dict:
     else:
         try:
             t = time.monotonic()
-            ctx.sh([nvcc, f"-arch=sm_{sm}", "-O2", HERE / "saxpy.cu", "-o", out / "saxpy"], "nvcc saxpy.cu", timeout=120)
+            ctx.sh(
+                [nvcc, f"-arch=sm_{sm}", "-O2", HERE / "saxpy.cu", "-o", out / "saxpy"], "nvcc saxpy.cu", timeout=120
+            )
             f["saxpy_build_s"] = round(time.monotonic() - t, 1)
             ctx.save(saxpy=str(out / "saxpy"))
         except Failed as e:
@@ -306,14 +444,25 @@ def programs(ctx: Ctx) -> dict:
         absent.append("pyhost: no gcc")
     else:
         version = sysconfig.get_config_var("VERSION") + (sysconfig.get_config_var("ABIFLAGS") or "")
-        flags = [f"-I{include}", f"-L{libdir}", f"-lpython{version}",
-                 *(sysconfig.get_config_var("LIBS") or "").split(), *(sysconfig.get_config_var("SYSLIBS") or "").split(),
-                 "-ldl", f"-Wl,-rpath,{libdir}", "-rdynamic"]
+        flags = [
+            f"-I{include}",
+            f"-L{libdir}",
+            f"-lpython{version}",
+            *(sysconfig.get_config_var("LIBS") or "").split(),
+            *(sysconfig.get_config_var("SYSLIBS") or "").split(),
+            "-ldl",
+            f"-Wl,-rpath,{libdir}",
+            "-rdynamic",
+        ]
         try:
             ctx.sh(["gcc", "-O2", "-Wall", HERE / "pyhost.c", *flags, "-o", out / "pyhost"], "gcc pyhost.c", timeout=60)
             env = dict(os.environ, FI_PYHOST_NO_CUDA="1", FI_PYHOST_PYTHON=sys.executable)
-            probe = ctx.sh([out / "pyhost", "-c", "import sys, torch, fi_campaign; print(sys.prefix, torch.__version__)"],
-                           "pyhost embedding this Python (CUDA part skipped)", env=env, timeout=60)
+            probe = ctx.sh(
+                [out / "pyhost", "-c", "import sys, torch, fi_campaign; print(sys.prefix, torch.__version__)"],
+                "pyhost embedding this Python (CUDA part skipped)",
+                env=env,
+                timeout=60,
+            )
             f["pyhost_embeds"] = last_line(probe.stdout)
             ctx.save(pyhost=str(out / "pyhost"))
         except Failed as e:
@@ -366,8 +515,10 @@ def configs(ctx: Ctx) -> dict:
     lines = []
     p = subprocess.Popen([host], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     for i, fp32 in enumerate([40, 0, 300, 25]):
-        p.stdin.write(f"profile {i} voidk{i}<float>(float*,int) 4 FFMA fp32 {fp32} LDG ld 7 ISETP pr 5 "
-                      f"EXIT nodest 3 IMAD others 11\n")
+        p.stdin.write(
+            f"profile {i} voidk{i}<float>(float*,int) 4 FFMA fp32 {fp32} LDG ld 7 ISETP pr 5 "
+            f"EXIT nodest 3 IMAD others 11\n"
+        )
         p.stdin.flush()
         lines.append(p.stdout.readline())
     p.stdin.close()
@@ -390,21 +541,47 @@ def configs(ctx: Ctx) -> dict:
 def campaign_configs(home: str, framework_device: str) -> dict[str, dict]:
     """The DUMMY campaign, the SASS campaign and its framework-level twin (on ``framework_device``).
     Images and batch are small (16): every SASS run is one instrumented process."""
-    common = {"seed": 2022, "images": {"source": "bundled", "count": 16, "seed": 0}, "batch_size": 16,
-              "golden_runs": 2, "math": "fp32"}
+    common = {
+        "seed": 2022,
+        "images": {"source": "bundled", "count": 16, "seed": 0},
+        "batch_size": 16,
+        "golden_runs": 2,
+        "math": "fp32",
+    }
     nv = {"home": home, "dialect": "fi-campaign", "group": "fp32"}
     pair = {"baseline": "zoo:resnet20-cifar10-baseline", "hardened": "zoo:resnet20-cifar10-hardened"}
     return {
-        "dummy": {"name": "gpu-check-dummy", "backend": "nvbitfi", "device": "cuda", **common,
-                  "models": {"baseline": pair["baseline"]}, "modes": ["single_bit"], "injections": DUMMY_INJECTIONS,
-                  "nvbitfi": {**nv, "dummy": True}},
-        "sass": {"name": "gpu-check-sass", "backend": "nvbitfi", "device": "cuda", **common, "models": pair,
-                 "modes": ["single_bit", "warp_random"], "injections": MIN_PER_STRATUM,
-                 "fault_model": {"table": "dsn2021-fu", "op": "FFMA", "size": "common"}, "nvbitfi": nv},
-        "framework": {"name": "gpu-check-framework", "backend": "pytorch", "device": framework_device, **common,
-                      "models": pair,
-                      "modes": ["single_bit", "warp_random"], "injections": MIN_PER_STRATUM,
-                      "fault_model": {"table": "dsn2021-fu", "op": "FFMA", "size": "common"}},
+        "dummy": {
+            "name": "gpu-check-dummy",
+            "backend": "nvbitfi",
+            "device": "cuda",
+            **common,
+            "models": {"baseline": pair["baseline"]},
+            "modes": ["single_bit"],
+            "injections": DUMMY_INJECTIONS,
+            "nvbitfi": {**nv, "dummy": True},
+        },
+        "sass": {
+            "name": "gpu-check-sass",
+            "backend": "nvbitfi",
+            "device": "cuda",
+            **common,
+            "models": pair,
+            "modes": ["single_bit", "warp_random"],
+            "injections": MIN_PER_STRATUM,
+            "fault_model": {"table": "dsn2021-fu", "op": "FFMA", "size": "common"},
+            "nvbitfi": nv,
+        },
+        "framework": {
+            "name": "gpu-check-framework",
+            "backend": "pytorch",
+            "device": framework_device,
+            **common,
+            "models": pair,
+            "modes": ["single_bit", "warp_random"],
+            "injections": MIN_PER_STRATUM,
+            "fault_model": {"table": "dsn2021-fu", "op": "FFMA", "size": "common"},
+        },
     }
 
 

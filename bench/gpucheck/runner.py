@@ -12,6 +12,7 @@ Into the output folder (at most 8 files come back from the GPU machine; 3 are wr
 ``gpu-check-logs.tar.gz`` (each step's log and the artefacts worth keeping: stores, profiles,
 the tool's build log, benchmark figures).
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,19 @@ TAG = "FI_GPU_CHECK_TAG"
 PER_STRATUM = "FI_GPU_CHECK_PER_STRATUM"
 BUNDLE_LIMIT = 15 * 2**20  # a file that comes back from the GPU machine is at most 16 MiB
 SKIP_FOLDERS = {"site", "wheel", "image-stand-ins", "CMakeFiles"}  # installed packages and build trees
-KEEP = ("*.log", "*.json", "*.yaml", "*.db", "nvbitfi-igprofile.txt", "build.log", "stdout.txt", "stderr.txt",
-        "nvbitfi-injection-log-temp.txt", "nvbitfi-injection-info.txt", "timing.json")
+KEEP = (
+    "*.log",
+    "*.json",
+    "*.yaml",
+    "*.db",
+    "nvbitfi-igprofile.txt",
+    "build.log",
+    "stdout.txt",
+    "stderr.txt",
+    "nvbitfi-injection-log-temp.txt",
+    "nvbitfi-injection-info.txt",
+    "timing.json",
+)
 
 
 @dataclass
@@ -162,8 +174,15 @@ def run_step(spec: Spec, limit_s: float, o: Options) -> Result:
     with log.open("w", encoding="utf-8") as out:
         out.write(f"$ {' '.join(cmd)}   (limit {limit_s:.0f} s)\n")
         out.flush()
-        p = subprocess.Popen(cmd, cwd=REPO, env=step_env(o, read_state(o.work), tag), stdout=out, stderr=subprocess.STDOUT,
-                             stdin=subprocess.DEVNULL, start_new_session=True)
+        p = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            env=step_env(o, read_state(o.work), tag),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         try:
             rc = p.wait(timeout=limit_s)
             timed_out = False
@@ -223,15 +242,25 @@ def run(o: Options) -> dict:
         r = run_step(spec, limit, o)
         running.discard(spec.name)
         results.append(r)
-        print(f"[gpu-check] {spec.name}: {r.status} in {r.duration_s:.1f} s"
-              + (f": {r.error or r.reason}" if r.status != "ok" else ""), flush=True)
+        print(
+            f"[gpu-check] {spec.name}: {r.status} in {r.duration_s:.1f} s"
+            + (f": {r.error or r.reason}" if r.status != "ok" else ""),
+            flush=True,
+        )
     summary = {
-        "check": "fi-campaign gpu-check", "dry_run": o.dry, "full": o.full,
+        "check": "fi-campaign gpu-check",
+        "dry_run": o.dry,
+        "full": o.full,
         "started": started.isoformat(timespec="seconds"),
         "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "wall_s": round(time.monotonic() - t0, 1), "budget_s": o.budget_s,
-        "host": {"machine": platform.machine(), "node": platform.node(), "python": platform.python_version(),
-                 "executable": o.python},
+        "wall_s": round(time.monotonic() - t0, 1),
+        "budget_s": o.budget_s,
+        "host": {
+            "machine": platform.machine(),
+            "node": platform.node(),
+            "python": platform.python_version(),
+            "executable": o.python,
+        },
         "device": device_of(results),
         "counts": {k: sum(r.status == k for r in results) for k in ("ok", "failed", "skipped")},
         "steps": [asdict(r) for r in results],
@@ -244,17 +273,25 @@ def device_of(results: list[Result]) -> dict:
     """The GPU, driver, toolkit, PyTorch and NVBit release the figures were taken with."""
     env = next((r.figures for r in results if r.name == "environment"), {})
     gpu = (env.get("gpus") or [{}])[0]
-    return {"gpu": gpu.get("name"), "driver": gpu.get("driver"), "compute_cap": gpu.get("compute_cap"),
-            "nvcc": env.get("nvcc"), "torch": (env.get("torch") or {}).get("version"),
-            "python": (env.get("python") or {}).get("version"), "nvbit": (env.get("nvbit") or {}).get("version"),
-            "nvbit_source": (env.get("nvbit") or {}).get("source")}
+    return {
+        "gpu": gpu.get("name"),
+        "driver": gpu.get("driver"),
+        "compute_cap": gpu.get("compute_cap"),
+        "nvcc": env.get("nvcc"),
+        "torch": (env.get("torch") or {}).get("version"),
+        "python": (env.get("python") or {}).get("version"),
+        "nvbit": (env.get("nvbit") or {}).get("version"),
+        "nvbit_source": (env.get("nvbit") or {}).get("source"),
+    }
 
 
 def table(summary: dict) -> str:
-    rows = [f"fi-campaign gpu-check{' (dry run)' if summary['dry_run'] else ''}: {summary['counts']['ok']} ok, "
-            f"{summary['counts']['failed']} failed, {summary['counts']['skipped']} skipped in {summary['wall_s']:.0f} s "
-            f"(started {summary['started']})",
-            "  device: " + ", ".join(f"{k} {v}" for k, v in summary.get("device", {}).items() if v)]
+    rows = [
+        f"fi-campaign gpu-check{' (dry run)' if summary['dry_run'] else ''}: {summary['counts']['ok']} ok, "
+        f"{summary['counts']['failed']} failed, {summary['counts']['skipped']} skipped in {summary['wall_s']:.0f} s "
+        f"(started {summary['started']})",
+        "  device: " + ", ".join(f"{k} {v}" for k, v in summary.get("device", {}).items() if v),
+    ]
     for s in summary["steps"]:
         note = s["error"] or s["reason"] or ""
         rows.append(f"  {s['name']:<16} {s['status']:<8} {s['duration_s']:7.1f} s  {note}")
@@ -270,8 +307,14 @@ def write_outputs(summary: dict, o: Options) -> None:
 def bundle(work: Path, target: Path) -> None:
     """The logs and the small artefacts of the work folder, largest left out first when the
     bundle would pass what one file brought back from the GPU machine may hold."""
-    files = [p for p in work.rglob("*") if p.is_file() and not p.is_symlink() and any(p.match(k) for k in KEEP)
-             and not set(p.relative_to(work).parts[:-1]) & SKIP_FOLDERS]
+    files = [
+        p
+        for p in work.rglob("*")
+        if p.is_file()
+        and not p.is_symlink()
+        and any(p.match(k) for k in KEEP)
+        and not set(p.relative_to(work).parts[:-1]) & SKIP_FOLDERS
+    ]
     files.sort(key=lambda p: p.stat().st_size)
     chosen, total = [], 0
     for p in files:  # smallest first, so a few big files cannot crowd out the logs

@@ -3,6 +3,7 @@ PyTorch workload (and through the C host that embeds Python, when python3 shows 
 profiler's counts against the injector's launch by launch, a real SASS-level campaign and
 its framework-level twin.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,8 +14,18 @@ import sys
 import time
 from pathlib import Path
 
-from bench.gpucheck.context import (C_LAUNCHES, DUMMY_INJECTIONS, FI, MIN_PER_STRATUM, Ctx, Failed, Skipped, keeping,
-                                    last_line, workers)
+from bench.gpucheck.context import (
+    C_LAUNCHES,
+    DUMMY_INJECTIONS,
+    FI,
+    MIN_PER_STRATUM,
+    Ctx,
+    Failed,
+    Skipped,
+    keeping,
+    last_line,
+    workers,
+)
 
 
 def tool(ctx: Ctx):
@@ -28,12 +39,15 @@ def tool(ctx: Ctx):
 
 def doctor(ctx: Ctx) -> dict:
     t = tool(ctx)
-    done = ctx.sh([*FI, "doctor", "--home", t.home, "--no-dry-run"], "fi-campaign doctor", timeout=60,
-                  ok=lambda rc: rc in (0, 2))
+    done = ctx.sh(
+        [*FI, "doctor", "--home", t.home, "--no-dry-run"], "fi-campaign doctor", timeout=60, ok=lambda rc: rc in (0, 2)
+    )
     lines = [x.rstrip() for x in done.stdout.splitlines() if x.strip()]
     f = {"lines": lines, "exit": done.returncode}
     if done.returncode != 0:
-        raise Failed(f"fi-campaign doctor: {next((x.strip() for x in lines if 'MISS' in x), last_line(done.stderr))}", f)
+        raise Failed(
+            f"fi-campaign doctor: {next((x.strip() for x in lines if 'MISS' in x), last_line(done.stderr))}", f
+        )
     return f
 
 
@@ -58,8 +72,10 @@ def c_program(ctx: Ctx) -> dict:
     f: dict = {}
     native = run_under(None, cmd, base / "native", 30)
     if native.ended is None or native.ended.due_reason():
-        raise Failed(f"saxpy without the tool: {native.ended.due_reason() if native.ended else 'stopped'}: "
-                     f"{last_line(native.ended.stderr_tail if native.ended else '')}")
+        raise Failed(
+            f"saxpy without the tool: {native.ended.due_reason() if native.ended else 'stopped'}: "
+            f"{last_line(native.ended.stderr_tail if native.ended else '')}"
+        )
     golden = (base / "native" / "out.bin").read_bytes()
     f["native_s"] = round(native.ended.runtime_s, 2)
     prof = run_under(t.profiler, cmd, base / "profile", 60)
@@ -68,10 +84,14 @@ def c_program(ctx: Ctx) -> dict:
         profile = profile_of(prof)
     except ProfileError as e:
         raise Failed(f"profiling saxpy: {e}", f) from None
-    f["profile"] = {"launches": len(profile.launches), "expected_launches": C_LAUNCHES,
-                    "kernels": profile.kernels(), "fp32": profile.total("fp32"),
-                    "unknown_opcodes": sum(x.opcodes.get("UNKNOWN", 0) for x in profile.launches),
-                    "groups": {g: sum(x.groups[g] for x in profile.launches) for g in profile.launches[0].groups}}
+    f["profile"] = {
+        "launches": len(profile.launches),
+        "expected_launches": C_LAUNCHES,
+        "kernels": profile.kernels(),
+        "fp32": profile.total("fp32"),
+        "unknown_opcodes": sum(x.opcodes.get("UNKNOWN", 0) for x in profile.launches),
+        "groups": {g: sum(x.groups[g] for x in profile.launches) for g in profile.launches[0].groups},
+    }
     if (base / "profile" / "out.bin").read_bytes() != golden:
         raise Failed("saxpy's output under the profiler differs from its native output", f)
     rng = np.random.default_rng(1)
@@ -81,26 +101,47 @@ def c_program(ctx: Ctx) -> dict:
         run, log = inject(t.dummy, cmd, base / "dummy" / str(i), "single_bit", drawn[i], 60)
         same = (run.d / "out.bin").exists() and (run.d / "out.bin").read_bytes() == golden
         counts_equal = log.counts == profile.launches[drawn[i].kcount].groups
-        return {"state": log.state.value, "same_output": same, "dummy": log.dummy, "value_changed": log.value_changed,
-                "counts_equal_profile": counts_equal, "s": run.ended.runtime_s if run.ended else None,
-                "reason": log.reason}
+        return {
+            "state": log.state.value,
+            "same_output": same,
+            "dummy": log.dummy,
+            "value_changed": log.value_changed,
+            "counts_equal_profile": counts_equal,
+            "s": run.ended.runtime_s if run.ended else None,
+            "reason": log.reason,
+        }
 
     rows = side_by_side(dummy, range(len(drawn)), workers())
-    masked = sum(r["state"] == LogState.INJECTED.value and r["same_output"] and r["value_changed"] is False
-                 for r in rows)
-    f["dummy"] = {"injections": len(rows), "masked": masked, "counts_equal_profile": sum(r["counts_equal_profile"]
-                                                                                         for r in rows),
-                  "mean_run_s": round(float(np.mean([r["s"] for r in rows if r["s"]] or [0])), 3),
-                  "not_masked": [r for r in rows if not (r["state"] == "injected" and r["same_output"])][:3]}
+    masked = sum(
+        r["state"] == LogState.INJECTED.value and r["same_output"] and r["value_changed"] is False for r in rows
+    )
+    f["dummy"] = {
+        "injections": len(rows),
+        "masked": masked,
+        "counts_equal_profile": sum(r["counts_equal_profile"] for r in rows),
+        "mean_run_s": round(float(np.mean([r["s"] for r in rows if r["s"]] or [0])), 3),
+        "not_masked": [r for r in rows if not (r["state"] == "injected" and r["same_output"])][:3],
+    }
     law = powerlaw.entry("dsn2021-fu", "FFMA", "common")
-    real = [("single_bit", s) for s in drawn[:4]] + [("warp_random", s) for s in drawn[4:8]] + \
-        [("warp_xor", s) for s in drawn[8:10]]
+    real = (
+        [("single_bit", s) for s in drawn[:4]]
+        + [("warp_random", s) for s in drawn[4:8]]
+        + [("warp_xor", s) for s in drawn[8:10]]
+    )
     seeds = rng.integers(0, 2**62, len(real))
 
     def fault(i: int):
         mode, site = real[i]
-        run, log = inject(t.injector, cmd, base / "real" / str(i), mode, site, 60, value_seed=int(seeds[i]),
-                          law=(law.x_min, law.alpha) if mode == "warp_random" else None)
+        run, log = inject(
+            t.injector,
+            cmd,
+            base / "real" / str(i),
+            mode,
+            site,
+            60,
+            value_seed=int(seeds[i]),
+            law=(law.x_min, law.alpha) if mode == "warp_random" else None,
+        )
         right = log.state is LogState.INJECTED and bool(log.lanes)
         for lane in log.lanes:
             if mode == "single_bit":
@@ -112,20 +153,34 @@ def c_program(ctx: Ctx) -> dict:
                 want = sampler.warp_values(x, int(seeds[i]), law.x_min, law.alpha).view(np.uint32)[lane.lane]
                 right &= int(want) == lane.after
         changed = (run.d / "out.bin").exists() and (run.d / "out.bin").read_bytes() != golden
-        return {"mode": mode, "state": log.state.value, "lanes": len(log.lanes), "records_right": right,
-                "output_changed": changed, "opcode": log.opcode, "reason": log.reason}
+        return {
+            "mode": mode,
+            "state": log.state.value,
+            "lanes": len(log.lanes),
+            "records_right": right,
+            "output_changed": changed,
+            "opcode": log.opcode,
+            "reason": log.reason,
+        }
 
     rows = side_by_side(fault, range(len(real)), workers())
-    f["real"] = {"injections": len(rows), "injected": sum(r["state"] == "injected" for r in rows),
-                 "records_right": sum(r["records_right"] for r in rows),
-                 "output_changed": sum(r["output_changed"] for r in rows), "runs": rows}
+    f["real"] = {
+        "injections": len(rows),
+        "injected": sum(r["state"] == "injected" for r in rows),
+        "records_right": sum(r["records_right"] for r in rows),
+        "output_changed": sum(r["output_changed"] for r in rows),
+        "runs": rows,
+    }
     if f["profile"]["launches"] != C_LAUNCHES:
         raise Failed(f"the profile of saxpy has {f['profile']['launches']} launches, not {C_LAUNCHES}", f)
     if masked != len(drawn):
         raise Failed(f"saxpy DUMMY campaign: {masked}/{len(drawn)} masked (expected all)", f)
     if f["real"]["records_right"] != f["real"]["injected"] or f["real"]["injected"] == 0:
-        raise Failed(f"saxpy real faults: {f['real']['records_right']} of {f['real']['injected']} injected runs have "
-                     "the per-lane records the Python side computes", f)
+        raise Failed(
+            f"saxpy real faults: {f['real']['records_right']} of {f['real']['injected']} injected runs have "
+            "the per-lane records the Python side computes",
+            f,
+        )
     return f
 
 
@@ -138,19 +193,28 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
     f: dict = {}
     t = time.monotonic()
     try:
-        ctx.sh([*FI, "--db", db, "plan", ctx.state["configs"]["dummy"]], "fi-campaign plan (profiling under the tool)",
-               env=env, timeout=max(30, ctx.left() * 0.6))
+        ctx.sh(
+            [*FI, "--db", db, "plan", ctx.state["configs"]["dummy"]],
+            "fi-campaign plan (profiling under the tool)",
+            env=env,
+            timeout=max(30, ctx.left() * 0.6),
+        )
     except Failed as e:
         prof = runs_dir(db) / "baseline" / "profile"
         kept = runs_dir(db) / "baseline" / "nvbitfi-igprofile.txt"  # where plan moves the profiler's log
         log = prof / LOG_FILE if (prof / LOG_FILE).exists() else kept
         size = log.stat().st_size if log.exists() else None
         f["profile_log_bytes"] = size
-        f["profile_stderr"] = last_line((prof / "stderr.txt").read_text(errors="replace")) if (prof / "stderr.txt").exists() else None
+        f["profile_stderr"] = (
+            last_line((prof / "stderr.txt").read_text(errors="replace")) if (prof / "stderr.txt").exists() else None
+        )
         if size == 0:
             ctx.save(python_instrumented=False)
-            raise Failed(f"{e}; the tool loaded (its log was opened) but no kernel-launch callback arrived "
-                         "inside the workload process", f) from None
+            raise Failed(
+                f"{e}; the tool loaded (its log was opened) but no kernel-launch callback arrived "
+                "inside the workload process",
+                f,
+            ) from None
         if size is None:
             ctx.save(python_instrumented=False)
             raise Failed(f"{e}; the tool never loaded into the workload process (no log)", f) from None
@@ -161,28 +225,48 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
     from fi_campaign.nvbitfi_tools.profile import read_profile
 
     profile = read_profile(profile_path, "fi-campaign")
-    f["profile"] = {"launches": len(profile.launches), "kernels": len(profile.kernels()), "fp32": profile.total("fp32"),
-                    "unknown_opcodes": sum(x.opcodes.get("UNKNOWN", 0) for x in profile.launches)}
+    f["profile"] = {
+        "launches": len(profile.launches),
+        "kernels": len(profile.kernels()),
+        "fp32": profile.total("fp32"),
+        "unknown_opcodes": sum(x.opcodes.get("UNKNOWN", 0) for x in profile.launches),
+    }
     # a profile came out, so the tool sees this workload's launches: the later steps can use it
-    ctx.save(python_instrumented=True, dummy_db=str(db), profile=str(profile_path),
-             workload_root=str(runs_dir(db) / "baseline"), profile_s=f["plan_s"], launcher_env=env_delta(env))
+    ctx.save(
+        python_instrumented=True,
+        dummy_db=str(db),
+        profile=str(profile_path),
+        workload_root=str(runs_dir(db) / "baseline"),
+        profile_s=f["plan_s"],
+        launcher_env=env_delta(env),
+    )
     t = time.monotonic()
     with keeping(f):
-        ctx.sh([*FI, "--db", db, "run", "--per-gpu", str(workers()), "--keep-runs"], "fi-campaign run (DUMMY injector)",
-               env=env, timeout=ctx.left() - 5)
+        ctx.sh(
+            [*FI, "--db", db, "run", "--per-gpu", str(workers()), "--keep-runs"],
+            "fi-campaign run (DUMMY injector)",
+            env=env,
+            timeout=ctx.left() - 5,
+        )
     f["run_s"] = round(time.monotonic() - t, 1)
     rows = list(store.export_rows())
     outcomes: dict[str, int] = {}
     for r in rows:
         outcomes[r["outcome"]] = outcomes.get(r["outcome"], 0) + 1
     timing = json.loads((runs_dir(db) / "baseline" / "timing.json").read_text())
-    f.update(outcomes=outcomes, results=len(rows), instrumented_run_s=round(timing["runtime_s"], 2),
-             mean_injection_s=round(sum(r["runtime_s"] or 0 for r in rows) / max(1, len(rows)), 2),
-             injection_states=sorted({i.state for i in store.injections().values()}),
-             count_checks=[c.__dict__ for c in store.count_checks()])
+    f.update(
+        outcomes=outcomes,
+        results=len(rows),
+        instrumented_run_s=round(timing["runtime_s"], 2),
+        mean_injection_s=round(sum(r["runtime_s"] or 0 for r in rows) / max(1, len(rows)), 2),
+        injection_states=sorted({i.state for i in store.injections().values()}),
+        count_checks=[c.__dict__ for c in store.count_checks()],
+    )
     ctx.save(inject_run_s=f["mean_injection_s"] or timing["runtime_s"])
     if outcomes.get("masked", 0) != DUMMY_INJECTIONS:
-        raise Failed(f"DUMMY campaign: {outcomes.get('masked', 0)}/{DUMMY_INJECTIONS} masked (expected all): {outcomes}", f)
+        raise Failed(
+            f"DUMMY campaign: {outcomes.get('masked', 0)}/{DUMMY_INJECTIONS} masked (expected all): {outcomes}", f
+        )
     return f
 
 
@@ -197,8 +281,11 @@ def torch_dummy(ctx: Ctx) -> dict:
 
 def workaround(ctx: Ctx) -> dict:
     if ctx.state.get("python_instrumented") is not False:
-        raise Skipped("not needed: the tool instrumented the python3 workload"
-                      if ctx.state.get("python_instrumented") else "the PyTorch DUMMY campaign did not get as far")
+        raise Skipped(
+            "not needed: the tool instrumented the python3 workload"
+            if ctx.state.get("python_instrumented")
+            else "the PyTorch DUMMY campaign did not get as far"
+        )
     host = ctx.state.get("pyhost")
     if not host:
         raise Failed("the C host (pyhost) was not built (see the programs step), so the workaround cannot run")
@@ -234,19 +321,31 @@ def counts(ctx: Ctx) -> dict:
         site = Site(launch.kernel, launch.index, 1, 0, 0.5, 0.5)
         run, log = inject(t.dummy, cmd, base / str(launch.index), "single_bit", site, max(30.0, per_run * 5), env=env)
         differ = {g: (n, log.counts.get(g)) for g, n in launch.groups.items() if log.counts.get(g) != n}
-        return {"launch": launch.index, "kernel": launch.kernel[:120], "state": log.state.value,
-                "matches": log.index == launch.index and log.kernel_name == launch.kernel, "differ": differ}
+        return {
+            "launch": launch.index,
+            "kernel": launch.kernel[:120],
+            "state": log.state.value,
+            "matches": log.index == launch.index and log.kernel_name == launch.kernel,
+            "differ": differ,
+        }
 
     rows = side_by_side(check, chosen, w)
     equal = [r for r in rows if r["matches"] and not r["differ"]]
-    f = {"launches": len(profile.launches), "checked": len(rows), "equal": len(equal),
-         "complete": len(rows) == len(profile.launches),
-         "differ": [r for r in rows if r not in equal][:8],
-         "store_count_checks": [c.__dict__ for c in Store.open(ctx.state["dummy_db"]).count_checks()]}
+    f = {
+        "launches": len(profile.launches),
+        "checked": len(rows),
+        "equal": len(equal),
+        "complete": len(rows) == len(profile.launches),
+        "differ": [r for r in rows if r not in equal][:8],
+        "store_count_checks": [c.__dict__ for c in Store.open(ctx.state["dummy_db"]).count_checks()],
+    }
     if len(equal) != len(rows):
         first = f["differ"][0]
-        raise Failed(f"{len(rows) - len(equal)} of {len(rows)} launches differ; first: launch {first['launch']} "
-                     f"({first['kernel'][:60]}): {first['differ'] or 'another kernel ran there'}", f)
+        raise Failed(
+            f"{len(rows) - len(equal)} of {len(rows)} launches differ; first: launch {first['launch']} "
+            f"({first['kernel'][:60]}): {first['differ'] or 'another kernel ran there'}",
+            f,
+        )
     return f
 
 
@@ -262,21 +361,27 @@ def stratum_figures(db: Path) -> dict:
         c = counts.get((model, mode), {})
         n = sum(c.get(k, 0) for k in COUNTED)
         r = proportion(c.get(CRITICAL_SDC, 0), n) if n else None
-        out[f"{model} {mode}"] = {"planned": planned_n, "done": done, "outcomes": c,
-                                  "critical_sdc": None if r is None else [round(r.rate, 4), round(r.low, 4), round(r.high, 4)]}
+        out[f"{model} {mode}"] = {
+            "planned": planned_n,
+            "done": done,
+            "outcomes": c,
+            "critical_sdc": None if r is None else [round(r.rate, 4), round(r.low, 4), round(r.high, 4)],
+        }
     return out
 
 
-def run_until(ctx: Ctx, cmd: list, what: str, deadline_s: float, env: dict[str, str] | None = None,
-              name: str = "run") -> tuple[float, bool]:
+def run_until(
+    ctx: Ctx, cmd: list, what: str, deadline_s: float, env: dict[str, str] | None = None, name: str = "run"
+) -> tuple[float, bool]:
     """``cmd`` until it ends or ``deadline_s`` passes; then SIGINT (a run stops between
     results, keeping them), SIGKILL 20 s later. Returns (seconds, stopped early)."""
     print(f"$ {' '.join(map(str, cmd))}", flush=True)
     out = ctx.dir() / f"{name}.log"
     t = time.monotonic()
     with out.open("w") as sink:
-        p = subprocess.Popen([str(c) for c in cmd], env=env, stdin=subprocess.DEVNULL, stdout=sink,
-                             stderr=subprocess.STDOUT)
+        p = subprocess.Popen(
+            [str(c) for c in cmd], env=env, stdin=subprocess.DEVNULL, stdout=sink, stderr=subprocess.STDOUT
+        )
         try:
             p.wait(timeout=max(1.0, deadline_s))
             stopped = False
@@ -302,7 +407,9 @@ def sass_campaign(ctx: Ctx) -> dict:
     env = dict(os.environ, **ctx.state.get("launcher_env", {}))
     per_run = float(ctx.state.get("inject_run_s") or 10.0)
     w = workers()
-    overhead = float(ctx.state.get("profile_s") or 60.0) + 6 * per_run + 20  # hardened's profile, golden and timing runs
+    overhead = (
+        float(ctx.state.get("profile_s") or 60.0) + 6 * per_run + 20
+    )  # hardened's profile, golden and timing runs
     n = int((ctx.left() - overhead) * w / (4 * per_run * 1.25))
     n = max(MIN_PER_STRATUM, min(n, 400))
     if os.environ.get("FI_GPU_CHECK_PER_STRATUM"):  # gpu_check.py --per-stratum
@@ -312,15 +419,29 @@ def sass_campaign(ctx: Ctx) -> dict:
     ctx.save(sass_n=n)
     t = time.monotonic()
     with keeping(f):
-        ctx.sh([*FI, "--db", db, "plan", ctx.state["configs"]["sass"], "--injections", n,
-                "--profile", f"baseline={ctx.state['profile']}"], "fi-campaign plan (profiles the hardened model)",
-               env=env, timeout=max(30, ctx.left() * 0.4))
+        ctx.sh(
+            [
+                *FI,
+                "--db",
+                db,
+                "plan",
+                ctx.state["configs"]["sass"],
+                "--injections",
+                n,
+                "--profile",
+                f"baseline={ctx.state['profile']}",
+            ],
+            "fi-campaign plan (profiles the hardened model)",
+            env=env,
+            timeout=max(30, ctx.left() * 0.4),
+        )
     f["plan_s"] = round(time.monotonic() - t, 1)
     t = time.monotonic()
     error = None
     try:
-        took, stopped = run_until(ctx, [*FI, "--db", db, "run", "--per-gpu", w], "fi-campaign run", ctx.left() - 25, env,
-                                  name="sass-run")
+        took, stopped = run_until(
+            ctx, [*FI, "--db", db, "run", "--per-gpu", w], "fi-campaign run", ctx.left() - 25, env, name="sass-run"
+        )
     except Failed as e:  # e.g. too many not_injected: the results so far still tell
         took, stopped, error = time.monotonic() - t, False, str(e)
     f.update(run_s=round(took, 1), stopped_at_deadline=stopped, strata=stratum_figures(db))
@@ -348,7 +469,12 @@ def framework(ctx: Ctx) -> dict:
     n = int(ctx.state.get("sass_n") or MIN_PER_STRATUM)
     db = ctx.dir() / "framework.db"
     t = time.monotonic()
-    ctx.sh([*FI, "--db", db, "plan", ctx.state["configs"]["framework"], "--injections", n], "fi-campaign plan "
-           "(framework level)", timeout=60)
-    ctx.sh([*FI, "--db", db, "run", "--workers", "1"], "fi-campaign run (framework level, cuda)", timeout=ctx.left() - 5)
+    ctx.sh(
+        [*FI, "--db", db, "plan", ctx.state["configs"]["framework"], "--injections", n],
+        "fi-campaign plan (framework level)",
+        timeout=60,
+    )
+    ctx.sh(
+        [*FI, "--db", db, "run", "--workers", "1"], "fi-campaign run (framework level, cuda)", timeout=ctx.left() - 5
+    )
     return {"per_stratum": n, "wall_s": round(time.monotonic() - t, 1), "strata": stratum_figures(db)}

@@ -1,5 +1,6 @@
 """The GPU check's speed steps: the in-process and the process-isolated benchmarks on cuda,
 their figures read from the JSON each writes."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,21 @@ def inprocess_bench(ctx: Ctx) -> dict:
             continue
         out = ctx.dir() / f"inprocess-{arch}.json"
         with keeping(f):
-            ctx.sh([sys.executable, REPO / "bench" / "inprocess.py", "--device", "cuda", "--quick", "--archs", arch,
-                    "--json", out], f"bench/inprocess.py --device cuda --quick --archs {arch}", timeout=ctx.left() - 3)
+            ctx.sh(
+                [
+                    sys.executable,
+                    REPO / "bench" / "inprocess.py",
+                    "--device",
+                    "cuda",
+                    "--quick",
+                    "--archs",
+                    arch,
+                    "--json",
+                    out,
+                ],
+                f"bench/inprocess.py --device cuda --quick --archs {arch}",
+                timeout=ctx.left() - 3,
+            )
         got = json.loads(out.read_text())
         f["archs"].update(got.pop("archs"))
         f.update(got)
@@ -27,6 +41,19 @@ def inprocess_bench(ctx: Ctx) -> dict:
 
 def process_bench(ctx: Ctx) -> dict:
     out = ctx.dir() / "process.json"
-    ctx.sh([sys.executable, REPO / "bench" / "process.py", "--quick", "--injections", "3", "--device", "cuda",
-            "--json", out], "bench/process.py --quick --device cuda", timeout=ctx.left() - 5)
+    ctx.sh(
+        [
+            sys.executable,
+            REPO / "bench" / "process.py",
+            "--quick",
+            "--injections",
+            "3",
+            "--device",
+            "cuda",
+            "--json",
+            out,
+        ],
+        "bench/process.py --quick --device cuda",
+        timeout=ctx.left() - 5,
+    )
     return json.loads(out.read_text())

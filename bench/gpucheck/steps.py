@@ -8,24 +8,35 @@ in ``prepare`` (no GPU needed), ``sass`` and ``speed``; ``prepare``'s first two 
 standard library and what the machine has, the later ones run with fi-campaign importable (the
 install's PYTHONPATH on the GPU machine, the caller's environment in a dry run).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from bench.gpucheck import prepare, sass, speed
 from bench.gpucheck.context import Ctx, Failed, Skipped, last_line
 
 STEP_FUNCTIONS: dict[str, Callable[[Ctx], dict]] = {
-    "environment": prepare.environment, "install": prepare.install, "tool_host": prepare.tool_host,
-    "tool_build": prepare.tool_build, "programs": prepare.programs, "configs": prepare.configs,
-    "doctor": sass.doctor, "c_program": sass.c_program, "torch_dummy": sass.torch_dummy,
-    "workaround": sass.workaround, "counts": sass.counts, "sass_campaign": sass.sass_campaign,
-    "framework": sass.framework, "inprocess_bench": speed.inprocess_bench, "process_bench": speed.process_bench,
+    "environment": prepare.environment,
+    "install": prepare.install,
+    "tool_host": prepare.tool_host,
+    "tool_build": prepare.tool_build,
+    "programs": prepare.programs,
+    "configs": prepare.configs,
+    "doctor": sass.doctor,
+    "c_program": sass.c_program,
+    "torch_dummy": sass.torch_dummy,
+    "workaround": sass.workaround,
+    "counts": sass.counts,
+    "sass_campaign": sass.sass_campaign,
+    "framework": sass.framework,
+    "inprocess_bench": speed.inprocess_bench,
+    "process_bench": speed.process_bench,
 }
 
 
@@ -66,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
         result = {"status": "failed", "figures": {}, "error": f"{args.name}: {type(e).__name__}: {last_line(str(e))}"}
     results = args.work / "results"
     results.mkdir(parents=True, exist_ok=True)
-    (results / f"{args.name}.json").write_text(json.dumps(plain(result), indent=2, default=str, allow_nan=False),
-                                               encoding="utf-8")
+    (results / f"{args.name}.json").write_text(
+        json.dumps(plain(result), indent=2, default=str, allow_nan=False), encoding="utf-8"
+    )
     return 0
 
 

@@ -4,13 +4,15 @@ executable?) and on the PyTorch workload launch by launch (do the profiler's cou
 injector's?). The tool is attached exactly as a campaign attaches it
 (``fi_campaign.nvbitfi_tools.attach.tool_env``), in a run directory of its own.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import TypeVar
 
 from fi_campaign.nvbitfi_tools.attach import tool_env
 from fi_campaign.nvbitfi_tools.injlog import LOG_FILE
@@ -66,7 +68,9 @@ def last_line(text: str) -> str:
     return lines[-1][:300] if lines else "(nothing)"
 
 
-def run_under(lib: Path | None, cmd: list[str], d: Path, timeout_s: float, env: dict[str, str] | None = None) -> ToolRun:
+def run_under(
+    lib: Path | None, cmd: list[str], d: Path, timeout_s: float, env: dict[str, str] | None = None
+) -> ToolRun:
     """``cmd`` in ``d`` with ``lib`` attached (None: native), stdout and stderr kept there;
     ``env`` (default: this process's) with the tool's variables on top."""
     d.mkdir(parents=True, exist_ok=True)
@@ -90,9 +94,17 @@ def profile_of(run: ToolRun) -> Profile:
     return parse_profile(text, "fi-campaign", str(run.d / LOG_FILE))
 
 
-def inject(lib: Path, cmd: list[str], d: Path, mode: str, site: Site, timeout_s: float,
-           value_seed: int | None = None, law: tuple[float, float] | None = None,
-           env: dict[str, str] | None = None) -> tuple[ToolRun, ToolLog]:
+def inject(
+    lib: Path,
+    cmd: list[str],
+    d: Path,
+    mode: str,
+    site: Site,
+    timeout_s: float,
+    value_seed: int | None = None,
+    law: tuple[float, float] | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[ToolRun, ToolLog]:
     """One run of ``cmd`` under an injector build with ``site`` in its injection-info file."""
     d.mkdir(parents=True, exist_ok=True)
     write_injection_info(d, render_injection_info("fi-campaign", mode, site, value_seed=value_seed, law=law))

@@ -8,6 +8,7 @@ leaves the image's site-packages untouched. On the CPU machine (Python 3.11) the
 resolution is rehearsed for Python 3.12 manylinux x86_64 against stand-ins for the image's
 packages (``image-packages.txt``), and what installs here is installed for real.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,14 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 CARRIED_LIST = HERE / "wheels.txt"
 IMAGE_LIST = HERE / "image-packages.txt"
-PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64", "manylinux_2_17_x86_64",
-             "manylinux2014_x86_64", "manylinux1_x86_64")
+PLATFORMS = (
+    "manylinux_2_28_x86_64",
+    "manylinux_2_27_x86_64",
+    "manylinux_2_24_x86_64",
+    "manylinux_2_17_x86_64",
+    "manylinux2014_x86_64",
+    "manylinux1_x86_64",
+)
 BUILD_ONLY = {"setuptools"}  # carried to build fi-campaign's wheel there, never installed beside the image
 PROTECTED = {"torch", "torchvision", "numpy", "triton"}  # the image's, which an install must never replace
 UNKNOWN_VERSION = "9999"  # a stand-in whose version is not known: any lower bound holds
@@ -39,10 +46,11 @@ class Wheel:
     pure: bool  # py3-none-any: installs on any Python
 
     @classmethod
-    def of(cls, path: Path) -> "Wheel":
+    def of(cls, path: Path) -> Wheel:
         parts = path.name[: -len(".whl")].split("-")
-        return cls(path, canonical(parts[0]), parts[1], parts[-3:] == ["py3", "none", "any"]
-                   or parts[-2:] == ["none", "any"])
+        return cls(
+            path, canonical(parts[0]), parts[1], parts[-3:] == ["py3", "none", "any"] or parts[-2:] == ["none", "any"]
+        )
 
 
 def carried(folder: Path) -> list[Wheel]:
@@ -87,10 +95,13 @@ def write_stand_ins(folder: Path) -> dict[str, str]:
             version, origin[name] = UNKNOWN_VERSION, "unknown"
         dist = name.replace("-", "_")
         with zipfile.ZipFile(folder / f"{dist}-{version}-py3-none-any.whl", "w") as z:
-            z.writestr(f"{dist}-{version}.dist-info/METADATA",
-                       f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-            z.writestr(f"{dist}-{version}.dist-info/WHEEL",
-                       "Wheel-Version: 1.0\nGenerator: fi-campaign gpu-check\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+            z.writestr(
+                f"{dist}-{version}.dist-info/METADATA", f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
+            )
+            z.writestr(
+                f"{dist}-{version}.dist-info/WHEEL",
+                "Wheel-Version: 1.0\nGenerator: fi-campaign gpu-check\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+            )
             z.writestr(f"{dist}-{version}.dist-info/RECORD", "")
     return origin
 

@@ -1,4 +1,5 @@
 """The fi-campaign command line: parses, calls and prints. Heavy imports live in the commands."""
+
 from __future__ import annotations
 
 import sys
@@ -7,7 +8,7 @@ import click
 
 from fi_campaign import __version__, limits
 from fi_campaign.cli.common import DEFAULT_DB, db_of, next_step, open_store
-from fi_campaign.cli.params import FiniteFloat, FilePath, PathText
+from fi_campaign.cli.params import FilePath, FiniteFloat, PathText
 from fi_campaign.errors import UserError
 
 
@@ -24,9 +25,14 @@ class Cli(click.Group):
 
 @click.group(cls=Cli, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="fi-campaign")
-@click.option("--db", metavar="PATH|URL", type=PathText(), default=None,
-              help=f"Campaign store: an SQLite file, or a PostgreSQL URL (postgresql+psycopg://USER@HOST/DB) "
-                   f"for workers on many hosts. Default: the config's 'store', else ./{DEFAULT_DB}.")
+@click.option(
+    "--db",
+    metavar="PATH|URL",
+    type=PathText(),
+    default=None,
+    help=f"Campaign store: an SQLite file, or a PostgreSQL URL (postgresql+psycopg://USER@HOST/DB) "
+    f"for workers on many hosts. Default: the config's 'store', else ./{DEFAULT_DB}.",
+)
 @click.pass_context
 def main(ctx: click.Context, db: str | None) -> None:
     """Fault-injection campaigns on baseline and hardened CIFAR ResNets.
@@ -51,17 +57,40 @@ def main(ctx: click.Context, db: str | None) -> None:
 @main.command()
 @click.argument("config", required=False, type=FilePath(dir_okay=False))
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), help="Override the config's seed.")
-@click.option("--injections", type=click.IntRange(1, limits.MAX_INJECTIONS), help="Override injections per model x mode.")
-@click.option("--margin", type=FiniteFloat(min=0, min_open=True, max=0.5),
-              help="Size the campaign for this error margin (e.g. 0.01) instead of 'injections'.")
-@click.option("--confidence", type=FiniteFloat(min=0.5, max=0.9999), default=0.95, show_default=True,
-              help="Confidence level of --margin.")
-@click.option("--profile", "profiles", multiple=True, metavar="[MODEL=]FILE", type=PathText(),
-              help="backend nvbitfi: reuse an existing nvbitfi-igprofile.txt instead of profiling "
-                   "(slow); MODEL=FILE per model, or FILE for every model. Repeatable.")
+@click.option(
+    "--injections", type=click.IntRange(1, limits.MAX_INJECTIONS), help="Override injections per model x mode."
+)
+@click.option(
+    "--margin",
+    type=FiniteFloat(min=0, min_open=True, max=0.5),
+    help="Size the campaign for this error margin (e.g. 0.01) instead of 'injections'.",
+)
+@click.option(
+    "--confidence",
+    type=FiniteFloat(min=0.5, max=0.9999),
+    default=0.95,
+    show_default=True,
+    help="Confidence level of --margin.",
+)
+@click.option(
+    "--profile",
+    "profiles",
+    multiple=True,
+    metavar="[MODEL=]FILE",
+    type=PathText(),
+    help="backend nvbitfi: reuse an existing nvbitfi-igprofile.txt instead of profiling "
+    "(slow); MODEL=FILE per model, or FILE for every model. Repeatable.",
+)
 @click.pass_context
-def plan(ctx: click.Context, config: str | None, seed: int | None, injections: int | None,
-         margin: float | None, confidence: float, profiles: tuple[str, ...]) -> None:
+def plan(
+    ctx: click.Context,
+    config: str | None,
+    seed: int | None,
+    injections: int | None,
+    margin: float | None,
+    confidence: float,
+    profiles: tuple[str, ...],
+) -> None:
     """Draw every injection site of CONFIG (default: the demo) and store it before anything runs.
 
     Sites are drawn per model x mode from the seed alone, so the same config and seed give
@@ -78,7 +107,8 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     c = cfg.load(config).with_overrides(seed, injections)
     db = ctx.obj["db"] or c.store or DEFAULT_DB
     Store.check_new(db)  # before any slow work: the store is taken, or not a store at all
-    from fi_campaign.plan.planner import plan as draw, size
+    from fi_campaign.plan.planner import plan as draw
+    from fi_campaign.plan.planner import size
 
     given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
     if margin is not None:
@@ -87,8 +117,10 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
         from fi_campaign.stats import z_value
 
         sized = size(c, margin, confidence, given)
-        click.echo(f"Campaign size after Leveugle et al. (DATE 2009): n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))), "
-                   f"e = {margin}, confidence {confidence} (t = {z_value(confidence):.4f}), p = 0.5")
+        click.echo(
+            f"Campaign size after Leveugle et al. (DATE 2009): n = N / (1 + e^2 (N - 1) / (t^2 p (1 - p))), "
+            f"e = {margin}, confidence {confidence} (t = {z_value(confidence):.4f}), p = 0.5"
+        )
         for z in sized:
             click.echo(f"  {z.model} {z.mode}: N = {z.population:.4g} fault sites -> n = {z.injections}")
         c = c.with_overrides(injections=max(z.injections for z in sized))
@@ -97,44 +129,80 @@ def plan(ctx: click.Context, config: str | None, seed: int | None, injections: i
     target = parse_target(db)
     record, sites = draw(c, given, runs_dir(target.anchor))
     n = Store.create_planned(target, record, sites)
-    click.echo(f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
-               f"with seed {c.seed} in {target.label}.")
+    click.echo(
+        f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
+        f"with seed {c.seed} in {target.label}."
+    )
     for name, info in record.models.items():
         out = info.profile.left_out if info.profile else None
         if out and out.launches:
-            click.echo(f"{name}: left {out.launches} launches out of the draw ({out.why}, which the injector "
-                       f"cannot hold): {out.instructions} of the profile's {out.total} {out.group} "
-                       f"instructions ({out.instructions / out.total:.2%}).")
+            click.echo(
+                f"{name}: left {out.launches} launches out of the draw ({out.why}, which the injector "
+                f"cannot hold): {out.instructions} of the profile's {out.total} {out.group} "
+                f"instructions ({out.instructions / out.total:.2%})."
+            )
     click.echo(next_step(db, target.label, "run"))
 
 
 @main.command()
 @click.option("--model", help="Run only this model's sites.")
-@click.option("--mode", help="Run only this mode's sites (single_bit, warp_random, or warp_xor with the own NVBit tool).")
-@click.option("--isolation", type=click.Choice(["inprocess", "process"]),
-              help="inprocess: many injections per forward pass (fast). process: one workload process per "
-                   "injection, with timeouts and crash detection (the NVBitFI path). Default: the config's.")
+@click.option(
+    "--mode", help="Run only this mode's sites (single_bit, warp_random, or warp_xor with the own NVBit tool)."
+)
+@click.option(
+    "--isolation",
+    type=click.Choice(["inprocess", "process"]),
+    help="inprocess: many injections per forward pass (fast). process: one workload process per "
+    "injection, with timeouts and crash detection (the NVBitFI path). Default: the config's.",
+)
 @click.option("--keep-runs", is_flag=True, help="Keep the run directories of masked process runs too.")
-@click.option("--workers", type=click.IntRange(1, limits.MAX_WORKERS),
-              help="Parallel workers; they claim sites atomically from the store, so several 'run' "
-                   "commands on one store never run a site twice. Default: one per visible GPU "
-                   "(times --per-gpu), else one per CPU core; more than the cores or the memory "
-                   "hold are capped, with a note saying why.")
-@click.option("--per-gpu", type=click.IntRange(1, limits.MAX_WORKERS), default=1, show_default=True,
-              help="Workers sharing each GPU.")
-@click.option("--until-ci", type=FiniteFloat(min=0, min_open=True, max=0.5),
-              help="Stop a model x mode once the 95% interval half-width of its critical-SDC rate is at "
-                   "most this fraction (e.g. 0.02), even if planned sites remain.")
-@click.option("--slurm", is_flag=True,
-              help="Do not run here: submit --workers workers as a Slurm array job with the config's slurm: "
-                   "section (as 'fi-campaign submit --tasks N'; a PostgreSQL store only).")
-@click.option("--array-task", is_flag=True,
-              help="Run as one task of a Slurm array job started by a plain sbatch script (docs/CLUSTER.md): "
-                   "stay while other workers hold sites, stop claiming 90 s before the job's time limit and "
-                   "exit 3 if sites are left (requeue me), give back held sites on SIGTERM (exit 143).")
+@click.option(
+    "--workers",
+    type=click.IntRange(1, limits.MAX_WORKERS),
+    help="Parallel workers; they claim sites atomically from the store, so several 'run' "
+    "commands on one store never run a site twice. Default: one per visible GPU "
+    "(times --per-gpu), else one per CPU core; more than the cores or the memory "
+    "hold are capped, with a note saying why.",
+)
+@click.option(
+    "--per-gpu",
+    type=click.IntRange(1, limits.MAX_WORKERS),
+    default=1,
+    show_default=True,
+    help="Workers sharing each GPU.",
+)
+@click.option(
+    "--until-ci",
+    type=FiniteFloat(min=0, min_open=True, max=0.5),
+    help="Stop a model x mode once the 95% interval half-width of its critical-SDC rate is at "
+    "most this fraction (e.g. 0.02), even if planned sites remain.",
+)
+@click.option(
+    "--slurm",
+    is_flag=True,
+    help="Do not run here: submit --workers workers as a Slurm array job with the config's slurm: "
+    "section (as 'fi-campaign submit --tasks N'; a PostgreSQL store only).",
+)
+@click.option(
+    "--array-task",
+    is_flag=True,
+    help="Run as one task of a Slurm array job started by a plain sbatch script (docs/CLUSTER.md): "
+    "stay while other workers hold sites, stop claiming 90 s before the job's time limit and "
+    "exit 3 if sites are left (requeue me), give back held sites on SIGTERM (exit 143).",
+)
 @click.pass_context
-def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, keep_runs: bool,
-        workers: int | None, per_gpu: int, until_ci: float | None, slurm: bool, array_task: bool) -> None:
+def run(
+    ctx: click.Context,
+    model: str | None,
+    mode: str | None,
+    isolation: str | None,
+    keep_runs: bool,
+    workers: int | None,
+    per_gpu: int,
+    until_ci: float | None,
+    slurm: bool,
+    array_task: bool,
+) -> None:
     """Execute the pending injections of the store, committing results as they come.
 
     Interrupt it at any time (Ctrl-C, or even kill -9); run it again to resume where it
@@ -166,9 +234,18 @@ def run(ctx: click.Context, model: str | None, mode: str | None, isolation: str 
     interrupted = False
     with Display(Console()) as display:
         try:
-            totals = runner.run(store, model, mode, display, isolation=isolation, keep_runs=keep_runs,
-                                workers=workers, until_ci=until_ci, devices=devices,
-                                on_note=lambda text: click.echo(f"Note: {text}", err=True))
+            totals = runner.run(
+                store,
+                model,
+                mode,
+                display,
+                isolation=isolation,
+                keep_runs=keep_runs,
+                workers=workers,
+                until_ci=until_ci,
+                devices=devices,
+                on_note=lambda text: click.echo(f"Note: {text}", err=True),
+            )
         except KeyboardInterrupt:
             interrupted = True
         except Exception:
@@ -204,24 +281,57 @@ def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] 
 @click.argument("stores", nargs=-1, type=PathText())
 @click.option("--avf", is_flag=True, help="Print the AVF table (the default when no file is asked for).")
 @click.option("--csv", "csv_path", metavar="FILE", type=PathText(), help="Write the AVF table as CSV.")
-@click.option("--json", "json_path", metavar="FILE", type=PathText(),
-              help="Write the whole report as JSON: identity, AVF, comparisons, per-layer breakdown, FIT, regret.")
-@click.option("--html", "html_dir", metavar="DIR", type=PathText(),
-              help="Write DIR/index.html (figures embedded) and each figure as PNG and SVG beside it.")
-@click.option("--fit-raw", metavar="X",
-              help="Raw FIT rate (failures per 10^9 hours) of the exposed hardware: adds FIT = raw x AVF.")
+@click.option(
+    "--json",
+    "json_path",
+    metavar="FILE",
+    type=PathText(),
+    help="Write the whole report as JSON: identity, AVF, comparisons, per-layer breakdown, FIT, regret.",
+)
+@click.option(
+    "--html",
+    "html_dir",
+    metavar="DIR",
+    type=PathText(),
+    help="Write DIR/index.html (figures embedded) and each figure as PNG and SVG beside it.",
+)
+@click.option(
+    "--fit-raw",
+    metavar="X",
+    help="Raw FIT rate (failures per 10^9 hours) of the exposed hardware: adds FIT = raw x AVF.",
+)
 @click.option("--fit-per", metavar="device|bit", help="What --fit-raw is per (default: device).")
 @click.option("--bits", metavar="N", help="With --fit-per bit: how many bits the raw rate applies to.")
-@click.option("--critical-csv", "critical_csv", metavar="FILE", type=PathText(),
-              help="Write what causes the critical SDCs as CSV: NaN/Inf versus finite per model x mode, "
-                   "the ratios with and without the NaN/Inf ones, and per flipped bit for single_bit.")
-@click.option("--reference", "reference", metavar="MODEL",
-              help="Compare the other models with MODEL instead of the campaign's reference model.")
+@click.option(
+    "--critical-csv",
+    "critical_csv",
+    metavar="FILE",
+    type=PathText(),
+    help="Write what causes the critical SDCs as CSV: NaN/Inf versus finite per model x mode, "
+    "the ratios with and without the NaN/Inf ones, and per flipped bit for single_bit.",
+)
+@click.option(
+    "--reference",
+    "reference",
+    metavar="MODEL",
+    help="Compare the other models with MODEL instead of the campaign's reference model.",
+)
 @click.option("--force", is_flag=True, help="Replace existing output files (never a store).")
 @click.pass_context
-def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str | None, json_path: str | None,
-           html_dir: str | None, fit_raw: str | None, fit_per: str | None, bits: str | None,
-           critical_csv: str | None, reference: str | None, force: bool) -> None:
+def report(
+    ctx: click.Context,
+    stores: tuple[str, ...],
+    avf: bool,
+    csv_path: str | None,
+    json_path: str | None,
+    html_dir: str | None,
+    fit_raw: str | None,
+    fit_per: str | None,
+    bits: str | None,
+    critical_csv: str | None,
+    reference: str | None,
+    force: bool,
+) -> None:
     """AVF per model x mode: each outcome as k/n, rate and 95% interval, and the reference
     model's critical-SDC rate over each other model's, with its interval.
 
@@ -243,8 +353,14 @@ def report(ctx: click.Context, stores: tuple[str, ...], avf: bool, csv_path: str
     if stores and ctx.obj["db"]:
         raise UserError("give the stores either as arguments or with --db, not both.")
     files = Files(csv=csv_path, json=json_path, html=html_dir, critical=critical_csv)
-    reports = produce(list(stores) or [db_of(ctx)], files, raw, reference, force,
-                      say=lambda text, err=False: click.echo(text, err=err))
+    reports = produce(
+        list(stores) or [db_of(ctx)],
+        files,
+        raw,
+        reference,
+        force,
+        say=lambda text, err=False: click.echo(text, err=err),
+    )
     print_blocks(report_text(reports, avf or not files, raw))
 
 
@@ -281,8 +397,12 @@ main.add_command(store)
 
 @main.command()
 @click.option("--home", type=PathText(), help="NVBitFI build to check (default: $NVBITFI_HOME).")
-@click.option("--dialect", help="Injector dialect, if it cannot be read from the build: nvlabs, carol, pr2022, fi-campaign.")
-@click.option("--no-dry-run", is_flag=True, help="Only check the machine and the build; skip the 20-injection dry campaign.")
+@click.option(
+    "--dialect", help="Injector dialect, if it cannot be read from the build: nvlabs, carol, pr2022, fi-campaign."
+)
+@click.option(
+    "--no-dry-run", is_flag=True, help="Only check the machine and the build; skip the 20-injection dry campaign."
+)
 def doctor(home: str | None, dialect: str | None, no_dry_run: bool) -> None:
     """Check what a SASS-level (NVBitFI) campaign needs on this machine: the GPU, its compute
     capability, driver and CUDA versions, the NVBitFI build (profiler, injector, dialect) and
@@ -313,7 +433,8 @@ def status(ctx: click.Context) -> None:
     remaining sites at that rate: injection time still needed, start-up not included. A
     worker's "inj/s since start" counts its whole life instead, from its start to its last
     heartbeat, model loading, golden runs and every model x mode it ran included, so it is
-    lower than the rates of the strata it ran. Columns that do not fit the terminal are printed below the table, one line per row.
+    lower than the rates of the strata it ran. Columns that do not fit the terminal are printed below
+    the table, one line per row.
     """
     from fi_campaign.cli.tables import print_blocks
     from fi_campaign.report.status import campaign_status, status_text

@@ -1,5 +1,6 @@
 """Commands for campaigns that leave one machine: ``submit`` (workers as a Slurm array job) and
 ``store copy`` (a campaign between SQLite and PostgreSQL). See docs/CLUSTER.md."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,15 +13,17 @@ SLURM_OPTIONS = ("tasks", "partition", "account", "qos", "time", "gpus_per_task"
 
 
 def submit_options(f):
-    for name, kind, text in reversed((
-        ("partition", str, "Slurm partition."),
-        ("account", str, "Slurm account."),
-        ("qos", str, "Slurm quality of service."),
-        ("time", str, "Time limit of one run of a task: minutes or HH:MM:SS (a task is requeued until done)."),
-        ("gpus-per-task", click.IntRange(min=0), "GPUs per array task (one worker each)."),
-        ("cpus-per-task", click.IntRange(min=1), "CPUs per array task."),
-        ("parallelism", click.IntRange(min=1), "Array tasks running at once (default: all)."),
-    )):
+    for name, kind, text in reversed(
+        (
+            ("partition", str, "Slurm partition."),
+            ("account", str, "Slurm account."),
+            ("qos", str, "Slurm quality of service."),
+            ("time", str, "Time limit of one run of a task: minutes or HH:MM:SS (a task is requeued until done)."),
+            ("gpus-per-task", click.IntRange(min=0), "GPUs per array task (one worker each)."),
+            ("cpus-per-task", click.IntRange(min=1), "CPUs per array task."),
+            ("parallelism", click.IntRange(min=1), "Array tasks running at once (default: all)."),
+        )
+    ):
         f = click.option(f"--{name}", type=kind, default=None, help=text + " Default: the config's slurm: section.")(f)
     return f
 
@@ -33,12 +36,16 @@ def slurm_settings(stored, given: dict):
     if "time" in over and over["time"].isdigit():
         over["time"] = int(over["time"])
     # the stored section was checked at plan time, so a problem is an option's: named as typed
-    return parse_slurm({**{k: getattr(stored, k) for k in SLURM_OPTIONS}, **over}, "the submit options",
-                       spelt=lambda key: "--" + key.replace("_", "-"))
+    return parse_slurm(
+        {**{k: getattr(stored, k) for k in SLURM_OPTIONS}, **over},
+        "the submit options",
+        spelt=lambda key: "--" + key.replace("_", "-"),
+    )
 
 
-def do_submit(ctx: click.Context, model: str | None, mode: str | None, isolation: str | None,
-              folder: str | None, given: dict) -> None:
+def do_submit(
+    ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, folder: str | None, given: dict
+) -> None:
     from fi_campaign.config import Config
     from fi_campaign.engine import runner, slurm
 
@@ -48,8 +55,9 @@ def do_submit(ctx: click.Context, model: str | None, mode: str | None, isolation
     slurm.check_submit(store, model, mode)  # before the config's checkpoints are read
     out = Path(folder) if folder else store.path.with_name(store.path.name + ".slurm")
     done = slurm.submit(store, settings, out.resolve(), model, mode, isolation)
-    click.echo(f"Submitted array job {done.job_id}: {done.tasks} workers ({slurm.describe(settings)}); "
-               f"logs in {done.folder}.")
+    click.echo(
+        f"Submitted array job {done.job_id}: {done.tasks} workers ({slurm.describe(settings)}); logs in {done.folder}."
+    )
     click.echo(f"Follow it with: fi-campaign --db {store.label} status")
     click.echo(done.job_id)
 
@@ -60,22 +68,39 @@ def array_task(ctx: click.Context, model: str | None, mode: str | None, isolatio
 
     store = open_store(ctx, write=True)
     end = slurm.job_end()
-    _, ended = slurm.task_loop(store.target.address, model, mode, isolation, runner.LEASE_S,
-                               None if end is None else end - slurm.SIGNAL_DELAY_S)
+    _, ended = slurm.task_loop(
+        store.target.address,
+        model,
+        mode,
+        isolation,
+        runner.LEASE_S,
+        None if end is None else end - slurm.SIGNAL_DELAY_S,
+    )
     return {"done": 0, "stopped": slurm.REQUEUE_EXIT, "terminated": 143}[ended]
 
 
 @click.command()
-@click.option("--tasks", "-n", type=click.IntRange(min=1), help="Workers (array tasks). Default: the config's "
-                                                                     "slurm: section, else 4.")
+@click.option(
+    "--tasks",
+    "-n",
+    type=click.IntRange(min=1),
+    help="Workers (array tasks). Default: the config's slurm: section, else 4.",
+)
 @submit_options
 @click.option("--model", help="Run only this model's sites.")
 @click.option("--mode", help="Run only this mode's sites.")
 @click.option("--isolation", type=click.Choice(["inprocess", "process"]), help="Override the config's isolation.")
 @click.option("--folder", help="Where submitit keeps its files and the tasks' logs. Default: DBNAME.slurm here.")
 @click.pass_context
-def submit(ctx: click.Context, tasks: int | None, model: str | None, mode: str | None, isolation: str | None,
-           folder: str | None, **options) -> None:
+def submit(
+    ctx: click.Context,
+    tasks: int | None,
+    model: str | None,
+    mode: str | None,
+    isolation: str | None,
+    folder: str | None,
+    **options,
+) -> None:
     """Submit workers for the pending sites of a PostgreSQL store as one Slurm array job, print
     its job id and return.
 
@@ -110,7 +135,9 @@ def copy(source: str, destination: str) -> None:
     src = Store.open(source)
     done = copy_store(src, destination)
     counts = ", ".join(f"{n} {t}" for t, n in done.rows.items() if n)
-    click.echo(f"Copied {src.label} to {parse_target(destination).label}: {counts}; every table verified "
-               "(row count and digest).")
+    click.echo(
+        f"Copied {src.label} to {parse_target(destination).label}: {counts}; every table verified "
+        "(row count and digest)."
+    )
     if done.released:
         click.echo(f"{done.released} sites held by workers in the source are pending in the copy.")

@@ -1,4 +1,5 @@
 """What every command group shares: which store a command works on."""
+
 from __future__ import annotations
 
 import shlex

@@ -3,6 +3,7 @@
 The work is in fi_campaign.report.faultmodel; pandas and matplotlib are imported there, inside
 the functions, so ``fi-campaign --help`` stays quick.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -38,18 +39,35 @@ def _store(ctx: click.Context) -> str | None:
 
 @fault_model.command()
 @click.argument("csvs", nargs=-1, required=True, metavar="CSV...", type=PathText())
-@click.option("--by", default=DEFAULT_BY, show_default=True,
-              help="Comma-separated columns; one fit per group of rows sharing their values.")
-@click.option("--out", type=PathText(), metavar="FILE", default="fault-model.yaml", show_default=True,
-              help="Fault-model YAML to write.")
+@click.option(
+    "--by",
+    default=DEFAULT_BY,
+    show_default=True,
+    help="Comma-separated columns; one fit per group of rows sharing their values.",
+)
+@click.option(
+    "--out",
+    type=PathText(),
+    metavar="FILE",
+    default="fault-model.yaml",
+    show_default=True,
+    help="Fault-model YAML to write.",
+)
 @click.option("--force", is_flag=True, help="Replace --out if it exists (never a store).")
 @click.option("--name", help="The model's name, recorded by campaigns that use it. Default: the --out stem.")
-@click.option("--ks", "ks_kind", type=click.Choice(["below", "sup"]), default="below", show_default=True,
-              help="KS distance: at each sample with the empirical CDF counting the samples below it "
-                   "(reproduces the published tables), or the exact two-sided supremum.")
+@click.option(
+    "--ks",
+    "ks_kind",
+    type=click.Choice(["below", "sup"]),
+    default="below",
+    show_default=True,
+    help="KS distance: at each sample with the empirical CDF counting the samples below it "
+    "(reproduces the published tables), or the exact two-sided supremum.",
+)
 @click.pass_context
-def fit(ctx: click.Context, csvs: tuple[str, ...], by: str, out: str, force: bool, name: str | None,
-        ks_kind: str) -> None:
+def fit(
+    ctx: click.Context, csvs: tuple[str, ...], by: str, out: str, force: bool, name: str | None, ks_kind: str
+) -> None:
     """Fit a power law per group of samples and write a fault-model YAML.
 
     x_min is chosen by the KS distance, alpha by maximum likelihood, from the relative_diff
@@ -72,21 +90,35 @@ def fit(ctx: click.Context, csvs: tuple[str, ...], by: str, out: str, force: boo
     print_blocks(fit_text(model))
     click.echo(f"Wrote fault model '{model.name}' ({len(model.fits)} entries) to {out}.")
     if example := model.example:
-        click.echo(f"Use it in a campaign config: fault_model: {{table: {out}, op: {example['op']}, "
-                   f"size: {example['size']}}}")
+        click.echo(
+            f"Use it in a campaign config: fault_model: {{table: {out}, op: {example['op']}, size: {example['size']}}}"
+        )
 
 
 @fault_model.command()
 @click.argument("name", required=False, type=PathText())
-@click.option("--data", "csvs", multiple=True, metavar="CSV", type=PathText(),
-              help="Samples to compare each entry with (repeatable): refit, agreement and KS.")
+@click.option(
+    "--data",
+    "csvs",
+    multiple=True,
+    metavar="CSV",
+    type=PathText(),
+    help="Samples to compare each entry with (repeatable): refit, agreement and KS.",
+)
 @click.option("--plot", type=PathText(), metavar="FILE", help="Write a log-log CCDF plot of data vs model (PNG).")
 @click.option("--force", is_flag=True, help="Replace the --plot file if it exists (never a store).")
 @click.option("--op", "ops", multiple=True, help="Only this op (repeatable).")
 @click.option("--size", "sizes", multiple=True, help="Only this size (repeatable).")
 @click.pass_context
-def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str | None, force: bool,
-         ops: tuple[str, ...], sizes: tuple[str, ...]) -> None:
+def show(
+    ctx: click.Context,
+    name: str | None,
+    csvs: tuple[str, ...],
+    plot: str | None,
+    force: bool,
+    ops: tuple[str, ...],
+    sizes: tuple[str, ...],
+) -> None:
     """Show a fault model's entries, optionally against data and as a plot.
 
     NAME is a built-in table or a fitted fault-model YAML; without NAME, the built-in tables
@@ -98,7 +130,9 @@ def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str 
     from fi_campaign.models import powerlaw
 
     if csvs and not name:
-        raise UserError("--data needs a NAME to compare with, e.g. fi-campaign fault-model show dsn2021-fu --data FILE.csv.")
+        raise UserError(
+            "--data needs a NAME to compare with, e.g. fi-campaign fault-model show dsn2021-fu --data FILE.csv."
+        )
     if plot and not csvs:
         raise UserError("--plot needs --data CSV: the plot shows the data against the model.")
     if plot and Path(plot).suffix.lower() not in PLOT_SUFFIXES:
@@ -108,7 +142,7 @@ def show(ctx: click.Context, name: str | None, csvs: tuple[str, ...], plot: str 
     from fi_campaign.report.faultmodel import data_columns, entries, read_samples, show_text, write_plot
 
     target = check(plot, force, [_store(ctx)]) if plot else None
-    for table in ([name] if name else list(powerlaw.TABLES)):
+    for table in [name] if name else list(powerlaw.TABLES):
         found = entries(table, ops, sizes)
         data = read_samples(csvs, data_columns(found)) if csvs else None
         print_blocks(show_text(table, found, data))

@@ -1,4 +1,5 @@
 """``fi-campaign injector``: fi-campaign's own NVBit tool (profiler and injector, NVBit >= 1.7)."""
+
 from __future__ import annotations
 
 import click
@@ -20,20 +21,32 @@ def injector() -> None:
 
 
 @injector.command("build")
-@click.option("--nvbit", required=True, metavar="DIR", type=PathText(), help="An unpacked NVBit >= 1.7 release (the folder holding core/).")
+@click.option(
+    "--nvbit",
+    required=True,
+    metavar="DIR",
+    type=PathText(),
+    help="An unpacked NVBit >= 1.7 release (the folder holding core/).",
+)
 @click.option("--arch", metavar="sm_XX", help="GPU architecture (default: the first GPU's, from nvidia-smi).")
-@click.option("--nvcc", metavar="PATH", type=PathText(), help="nvcc to compile with (default: the one on PATH or in CUDA_HOME).")
-@click.option("--out", metavar="DIR", type=PathText(), help="Build folder (default: ~/.cache/fi-campaign/tool/<nvbit>-sm_XX).")
+@click.option(
+    "--nvcc", metavar="PATH", type=PathText(), help="nvcc to compile with (default: the one on PATH or in CUDA_HOME)."
+)
+@click.option(
+    "--out", metavar="DIR", type=PathText(), help="Build folder (default: ~/.cache/fi-campaign/tool/<nvbit>-sm_XX)."
+)
 def build(nvbit: str, arch: str | None, nvcc: str | None, out: str | None) -> None:
     """Compile the tool into a per-user cache: profiler.so, injector.so and injector-dummy.so."""
-    from fi_campaign.outputs import check
     from fi_campaign.nvbitfi_tools import build as tool
+    from fi_campaign.outputs import check
 
     if out:
         check(out, force=True, folder=True)  # a build folder is rebuilt in place, but never a store or its runs
     plan = tool.plan(nvbit, arch, nvcc, out)
-    click.echo(f"Building fi-campaign's NVBit tool: NVBit {plan.nvbit_version}, nvcc {plan.nvcc_version}, "
-               f"sm_{plan.arch}, into {plan.out}")
+    click.echo(
+        f"Building fi-campaign's NVBit tool: NVBit {plan.nvbit_version}, nvcc {plan.nvcc_version}, "
+        f"sm_{plan.arch}, into {plan.out}"
+    )
     home = tool.build(plan)
     click.echo(f"Built {home}/profiler/profiler.so, injector/injector.so and injector/injector-dummy.so.")
     click.echo(f"Use it in a campaign config as nvbitfi: {{home: {home}, dialect: fi-campaign}}.")

@@ -1,4 +1,5 @@
 """`fi-campaign train` and `fi-campaign evaluate`: producing and judging hardened models."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -34,27 +35,57 @@ def _recipe(path: str | None, epochs: int | None, seed: int | None):
 
 
 @click.command()
-@click.option("--preset", type=click.Choice(PRESET_NAMES), required=True,
-              help="The paper's ablation: baseline (ReLU), relu6, relu6-fat (+ fault-aware training), "
-                   "hardened (+ conv-relu6-bn order); hardened-nansafe: hardened with a ReLU6 that maps NaN "
-                   "to 0 as GPU min/max instructions do.")
+@click.option(
+    "--preset",
+    type=click.Choice(PRESET_NAMES),
+    required=True,
+    help="The paper's ablation: baseline (ReLU), relu6, relu6-fat (+ fault-aware training), "
+    "hardened (+ conv-relu6-bn order); hardened-nansafe: hardened with a ReLU6 that maps NaN "
+    "to 0 as GPU min/max instructions do.",
+)
 @click.option("--arch", type=click.Choice(ARCHS), default="resnet20", show_default=True)
 @click.option("--dataset", type=click.Choice(tuple(DATASETS)), default="cifar10", show_default=True)
-@click.option("--data", "source", required=True, type=PathText(),
-              help="CIFAR source: torchvision folder, ImageFolder train/test .tar.xz folder.")
+@click.option(
+    "--data",
+    "source",
+    required=True,
+    type=PathText(),
+    help="CIFAR source: torchvision folder, ImageFolder train/test .tar.xz folder.",
+)
 @click.option("--epochs", type=click.IntRange(1, limits.MAX_EPOCHS), help="Override the recipe's epochs.")
-@click.option("--recipe", "recipe_path", type=FilePath(dir_okay=False),
-              help="YAML with recipe fields (optimizer, lr, schedule, weight_decay, batch_size, ...).")
+@click.option(
+    "--recipe",
+    "recipe_path",
+    type=FilePath(dir_okay=False),
+    help="YAML with recipe fields (optimizer, lr, schedule, weight_decay, batch_size, ...).",
+)
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), help="Override the recipe's seed.")
-@click.option("--out", type=PathText(), metavar="FILE",
-              help="Checkpoint path (default ./ARCH-DATASET-PRESET.pt; the zoo only when named here).")
+@click.option(
+    "--out",
+    type=PathText(),
+    metavar="FILE",
+    help="Checkpoint path (default ./ARCH-DATASET-PRESET.pt; the zoo only when named here).",
+)
 @click.option("--force", is_flag=True, help="Replace OUT if it exists (never a store).")
 @click.option("--device", default="auto", show_default=True, type=_device(), help="cpu, cuda, cuda:N or auto.")
-@click.option("--limit", type=click.IntRange(1, limits.MAX_IMAGES), help="Train on the first N images only (smoke runs).")
+@click.option(
+    "--limit", type=click.IntRange(1, limits.MAX_IMAGES), help="Train on the first N images only (smoke runs)."
+)
 @click.pass_context
-def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str, epochs: int | None,
-          recipe_path: str | None, seed: int | None, out: str | None, force: bool, device: str,
-          limit: int | None) -> None:
+def train(
+    ctx: click.Context,
+    preset: str,
+    arch: str,
+    dataset: str,
+    source: str,
+    epochs: int | None,
+    recipe_path: str | None,
+    seed: int | None,
+    out: str | None,
+    force: bool,
+    device: str,
+    limit: int | None,
+) -> None:
     """Train a CIFAR ResNet in one of the paper's four presets (or hardened-nansafe) and write a checkpoint that
     records its recipe, history and clean test accuracy.
 
@@ -65,10 +96,12 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
     """
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+    from fi_campaign.models import data as cifar
+    from fi_campaign.models.train import partial_path, read_partial
+    from fi_campaign.models.train import preset as make_preset
+    from fi_campaign.models.train import train as run_training
     from fi_campaign.outputs import check
     from fi_campaign.workload.model import resolve_device
-    from fi_campaign.models import data as cifar
-    from fi_campaign.models.train import partial_path, preset as make_preset, read_partial, train as run_training
 
     given = out or f"{arch}-{dataset}-{preset}.pt"
     path = check(given, force, [(ctx.obj or {}).get("db")]).path  # before the data and the hours of training
@@ -79,8 +112,13 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
         if (found := cifar.load(source, split).dataset) != dataset:
             raise UserError(f"{source} holds {found}, not {dataset}.")
     read_partial(partial_path(path))  # and on a planted or damaged training state
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.fields[stats]}"),
-                  TimeElapsedColumn(), TimeRemainingColumn()) as bar:
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.fields[stats]}"),
+        TimeElapsedColumn(),
+        TimeRemainingColumn(),
+    ) as bar:
         task = bar.add_task(f"{preset} {arch} {dataset}", total=None, stats="loading data")
 
         def on_batch(epoch: int, step: int, loss: float, acc: float) -> None:
@@ -93,16 +131,21 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
             meta = run_training(net, recipe, source, path, device, limit, on_batch=on_batch)
         except OSError as e:  # the data is read above: this is the partial state or the checkpoint
             raise UserError(f"cannot write {path} or its partial state ({e.strerror or e}).") from None
-    click.echo(f"Wrote {given}: clean test accuracy {100 * meta.clean_accuracy:.2f}% on {meta.accuracy_on}; {meta.trained_on}.")
+    click.echo(
+        f"Wrote {given}: clean test accuracy {100 * meta.clean_accuracy:.2f}% on {meta.accuracy_on}; {meta.trained_on}."
+    )
 
 
 @click.command()
 @click.argument("models", nargs=-1, required=True, type=PathText())
 @click.option("--regret", is_flag=True, help="Clean and noisy accuracy and their difference (paper Fig. 5).")
 @click.option("--data", "source", default="bundled", show_default=True, type=PathText(), help="CIFAR test images.")
-@click.option("--repeats", type=click.IntRange(1, limits.MAX_REPEATS), default=5, show_default=True,
-              help="Injections per image.")
-@click.option("--images", "count", type=click.IntRange(1, limits.MAX_IMAGES), help="Use N seeded test images (default: all).")
+@click.option(
+    "--repeats", type=click.IntRange(1, limits.MAX_REPEATS), default=5, show_default=True, help="Injections per image."
+)
+@click.option(
+    "--images", "count", type=click.IntRange(1, limits.MAX_IMAGES), help="Use N seeded test images (default: all)."
+)
 @click.option("--seed", type=click.IntRange(0, limits.MAX_SEED), default=0, show_default=True)
 @click.option("--table", "table", default="dsn2021-fu", show_default=True, help="Power-law table of the noise.")
 @click.option("--op", default="FFMA", show_default=True)
@@ -110,13 +153,31 @@ def train(ctx: click.Context, preset: str, arch: str, dataset: str, source: str,
 @click.option("--csv", "csv_path", type=PathText(), metavar="FILE", help="Write the table as CSV.")
 @click.option("--force", is_flag=True, help="Replace the --csv file if it exists (never a store).")
 @click.option("--device", default="auto", show_default=True, type=_device())
-@click.option("--db", "db", metavar="STORE", type=PathText(),
-              help="With --regret: also record each model's row in this campaign store (as the global --db "
-                   "does), for 'fi-campaign report'.")
+@click.option(
+    "--db",
+    "db",
+    metavar="STORE",
+    type=PathText(),
+    help="With --regret: also record each model's row in this campaign store (as the global --db "
+    "does), for 'fi-campaign report'.",
+)
 @click.pass_context
-def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: str, repeats: int, count: int | None,
-             seed: int, table: str, op: str, size: str, csv_path: str | None, force: bool, device: str,
-             db: str | None) -> None:
+def evaluate(
+    ctx: click.Context,
+    models: tuple[str, ...],
+    regret: bool,
+    source: str,
+    repeats: int,
+    count: int | None,
+    seed: int,
+    table: str,
+    op: str,
+    size: str,
+    csv_path: str | None,
+    force: bool,
+    device: str,
+    db: str | None,
+) -> None:
     """Accuracy of checkpoints (paths or zoo:NAME), and with --regret their accuracy under
     noise: every test image corrupted REPEATS times at one conv/linear output (a single
     value, a line or a block, channel probabilities 1.0 / 0.75 / 0.3, power-law magnitude).
@@ -128,7 +189,8 @@ def evaluate(ctx: click.Context, models: tuple[str, ...], regret: bool, source: 
     """
     from fi_campaign.cli.tables import print_table
     from fi_campaign.outputs import check
-    from fi_campaign.report.evaluation import Noise, evaluate as run, evaluation_table, record, write_csv
+    from fi_campaign.report.evaluation import Noise, evaluation_table, record, write_csv
+    from fi_campaign.report.evaluation import evaluate as run
 
     store = _regret_store(ctx, db, regret)  # a bad store is refused before the slow part
     table_out = check(csv_path, force, [db, (ctx.obj or {}).get("db")]) if csv_path else None

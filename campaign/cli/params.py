@@ -1,5 +1,6 @@
 """Option types that refuse, as a usage error (exit 2), what the os or torch would otherwise turn
 into a traceback: a path no file system can hold, a non-finite number, an unknown device."""
+
 from __future__ import annotations
 
 import math

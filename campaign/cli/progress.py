@@ -7,6 +7,7 @@ golden runs and the results of earlier runs never dilute or inflate it; before t
 says what is happening instead. A plain line is printed when it says something new: a phase
 change, the end, or a new count at most every ``PLAIN_EVERY_S``; never the same line twice.
 """
+
 from __future__ import annotations
 
 import time
@@ -67,7 +68,7 @@ class Line:
     fraction: float
 
     @classmethod
-    def of(cls, pace: Pace) -> "Line":
+    def of(cls, pace: Pace) -> Line:
         p = pace.last
         rate = pace.rate()
         if p.done >= p.planned:
@@ -80,8 +81,9 @@ class Line:
         else:
             info = f"{rate:,.0f} inj/s, ETA {eta_text((p.planned - p.done) / rate)}"
         outcomes = " ".join(f"{k}={v}" for k, v in sorted(p.outcomes.items()))
-        return cls(f"{p.model} {p.mode}", f"{p.done}/{p.planned}", info, outcomes,
-                   p.done / p.planned if p.planned else 1.0)
+        return cls(
+            f"{p.model} {p.mode}", f"{p.done}/{p.planned}", info, outcomes, p.done / p.planned if p.planned else 1.0
+        )
 
     def plain(self) -> str:
         return f"{self.head}: {self.count}, {self.info}" + (f", {self.outcomes}" if self.outcomes else "")
@@ -95,8 +97,11 @@ class Line:
         room = width - (len(self.head) + len(self.count) + len(self.info) + 3) - 1
         bar = BAR_MIN if room >= BAR_MIN + 1 else 0
         room -= bar + 1 if bar else 0
-        outcomes = self.outcomes if len(self.outcomes) + 1 <= room else (
-            self.outcomes[:room - 2] + "…" if room - 1 >= BAR_MIN else "")
+        outcomes = (
+            self.outcomes
+            if len(self.outcomes) + 1 <= room
+            else (self.outcomes[: room - 2] + "…" if room - 1 >= BAR_MIN else "")
+        )
         room -= len(outcomes) + 1 if outcomes else 0
         bar += min(BAR_MAX - BAR_MIN, max(room, 0)) if bar else 0
         text = Text(self.head + " ", overflow="fold")
@@ -116,18 +121,23 @@ class Display:
     """Receives the runner's progress reports; a live bar per stratum on a terminal, plain
     lines otherwise."""
 
-    console: "Console"
+    console: Console
     paces: dict[tuple[str, str], Pace] = field(default_factory=dict)
     # per stratum: when its last plain line was printed, in which phase, the line, whether it said done
     printed: dict[tuple[str, str], tuple[float, str, str, bool]] = field(default_factory=dict)
     live: object = None
 
-    def __enter__(self) -> "Display":
+    def __enter__(self) -> Display:
         if self.console.is_terminal:
             from rich.live import Live
 
-            self.live = Live(console=self.console, auto_refresh=True, refresh_per_second=4,
-                             get_renderable=self._render, transient=False)
+            self.live = Live(
+                console=self.console,
+                auto_refresh=True,
+                refresh_per_second=4,
+                get_renderable=self._render,
+                transient=False,
+            )
             self.live.__enter__()
         return self
 

@@ -6,9 +6,10 @@ reader looks a row up by) keep their full width and never wrap; the other column
 spaces down to their longest word; a column that still does not fit moves out of the table to
 one line per row below it, so no cell is ever lost.
 """
+
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from fi_campaign.report.text import Block, Col, TextTable
 
@@ -18,8 +19,10 @@ BORDER = 3  # per column: one padding space each side and one rule; plus 1 for t
 def layout(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int) -> tuple[list[int], list[int]]:
     """(width per column, 0 for a column moved below the table) and the moved columns' indices."""
     natural = [max([len(c.header)] + [len(r[i]) for r in rows]) for i, c in enumerate(cols)]
-    least = [natural[i] if c.key else max(len(w) for w in [*c.header.split(), *(x for r in rows for x in r[i].split())])
-             for i, c in enumerate(cols)]
+    least = [
+        natural[i] if c.key else max(len(w) for w in [*c.header.split(), *(x for r in rows for x in r[i].split())])
+        for i, c in enumerate(cols)
+    ]
     shown = list(range(len(cols)))
     spill = sorted((i for i, c in enumerate(cols) if not c.key), key=lambda i: (cols[i].spill, i), reverse=True)
     # columns marked to spill leave before any column has to wrap; the others only when even
@@ -49,13 +52,13 @@ def print_table(table: TextTable, console=None) -> None:
     cols, rows = table.cols, table.rows
     widths, moved = layout(cols, rows, console.width)
     out = Table(title=table.title)
-    for c, w in zip(cols, widths):
+    for c, w in zip(cols, widths, strict=False):
         if w:
             out.add_column(c.header, justify="right" if c.right else "left", width=w, no_wrap=c.key, overflow="fold")
     for n, r in enumerate(rows):
         if n in table.sections:
             out.add_section()
-        out.add_row(*(Text(x) for x, w in zip(r, widths) if w))
+        out.add_row(*(Text(x) for x, w in zip(r, widths, strict=False) if w))
     need = sum(w + BORDER for w in widths if w) + 1
     if need <= console.width:
         console.print(out)
@@ -67,8 +70,12 @@ def print_table(table: TextTable, console=None) -> None:
             console.width = width
     keys = [i for i, c in enumerate(cols) if c.key]
     for r in rows if moved else ():
-        console.print(" ".join(r[i] for i in keys) + ": " + "; ".join(f"{cols[i].header} {r[i]}" for i in moved),
-                      markup=False, highlight=False, soft_wrap=True)
+        console.print(
+            " ".join(r[i] for i in keys) + ": " + "; ".join(f"{cols[i].header} {r[i]}" for i in moved),
+            markup=False,
+            highlight=False,
+            soft_wrap=True,
+        )
 
 
 def print_blocks(blocks: Iterable[Block], console=None) -> None:

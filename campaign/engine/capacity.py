@@ -4,6 +4,7 @@ would not fit in memory at all is refused. The per-worker base is measured
 (bench/workers_memory.py); the buffers are estimated from the model's activation sizes
 (``fi_campaign.models.faults.describe_layers``).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ if TYPE_CHECKING:
     from fi_campaign.models.arch import Arch
     from fi_campaign.store import ModelRecord
 
-MiB = 2 ** 20
+MiB = 2**20
 # unique memory (USS) of one ResNet-20 worker less its buffers, from bench/workers_memory.py on
 # this project's 2-core CPU machine (torch 2.14.1): peak USS 457 MiB at batch_size 32 and 624 at
 # 256 in-process; 893 at 256 for a process-isolated worker with its workload process. Shared
@@ -54,8 +55,12 @@ def footprint(models: dict[str, ModelRecord], isolation: str, batch_size: int, i
     batch = 0 if on_gpu else batch_size * (per_row + INPUT_BYTES)
     kept = [m.resume.cache_mb if m.resume else 0 for m in models.values()]
     golden = 0 if on_gpu or isolation == "process" else int(max(kept, default=0) * MiB)
-    return Footprint(base=BASE["process" if isolation == "process" else "inprocess"],
-                     images=images * (copies * INPUT_BYTES + 4 * classes), batch=batch, golden=golden)
+    return Footprint(
+        base=BASE["process" if isolation == "process" else "inprocess"],
+        images=images * (copies * INPUT_BYTES + 4 * classes),
+        batch=batch,
+        golden=golden,
+    )
 
 
 def check_batch(fp: Footprint, batch_size: int, images: int, available: int) -> None:
@@ -63,15 +68,21 @@ def check_batch(fp: Footprint, batch_size: int, images: int, available: int) -> 
     if fp.total <= available:
         return
     if fp.golden >= max(fp.batch, fp.images):
-        raise UserError(f"the golden activations kept for delayed start need about {_gib(fp.golden)} per worker "
-                        f"(one worker about {_gib(fp.total)}) and {_gib(available)} is available; plan the campaign "
-                        "again with a lower resume_cache_mb, or resume: false.")
+        raise UserError(
+            f"the golden activations kept for delayed start need about {_gib(fp.golden)} per worker "
+            f"(one worker about {_gib(fp.total)}) and {_gib(available)} is available; plan the campaign "
+            "again with a lower resume_cache_mb, or resume: false."
+        )
     if fp.batch >= fp.images:
-        raise UserError(f"batch_size {batch_size} needs about {_gib(fp.batch)} of memory per forward pass "
-                        f"(one worker about {_gib(fp.total)}) and {_gib(available)} is available; lower batch_size "
-                        "in the config and plan the campaign again.")
-    raise UserError(f"images.count {images} needs about {_gib(fp.images)} of memory per worker (one worker about "
-                    f"{_gib(fp.total)}) and {_gib(available)} is available; plan the campaign with fewer images.")
+        raise UserError(
+            f"batch_size {batch_size} needs about {_gib(fp.batch)} of memory per forward pass "
+            f"(one worker about {_gib(fp.total)}) and {_gib(available)} is available; lower batch_size "
+            "in the config and plan the campaign again."
+        )
+    raise UserError(
+        f"images.count {images} needs about {_gib(fp.images)} of memory per worker (one worker about "
+        f"{_gib(fp.total)}) and {_gib(available)} is available; plan the campaign with fewer images."
+    )
 
 
 def fit_workers(requested: int, fp: Footprint, cores: int | None, available: int) -> tuple[int, str | None]:
@@ -105,4 +116,4 @@ def available_memory() -> int:
 
 
 def _gib(n: int) -> str:
-    return f"{n / 2 ** 30:.1f} GiB" if n >= 2 ** 30 else f"{n / MiB:.0f} MiB"
+    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / MiB:.0f} MiB"

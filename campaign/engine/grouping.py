@@ -6,6 +6,7 @@ stay in id order, so the finished sites are always the first ones drawn except f
 windows in flight: a run stopped at any moment leaves a near-random sample of the stratum,
 never one layer's sites.
 """
+
 from __future__ import annotations
 
 from fi_campaign.store import Site
@@ -23,4 +24,4 @@ def window_size(chunk: int, pending: int, workers: int) -> int:
 def layer_chunks(sites: list[Site], chunk: int) -> list[list[Site]]:
     """The window in passes of at most ``chunk`` sites, each as few layers as it can span."""
     ordered = sorted(sites, key=lambda s: (-1 if s.layer is None else s.layer, s.id))
-    return [ordered[i:i + chunk] for i in range(0, len(ordered), chunk)]
+    return [ordered[i : i + chunk] for i in range(0, len(ordered), chunk)]

@@ -5,18 +5,20 @@ Leases can then be short (a vanished worker's sites are free again within one le
 single injection may take minutes. A worker stuck in one chunk for longer than ``stuck_s``
 stops renewing, so even a hung process, alive but making no progress, loses its sites.
 """
+
 from __future__ import annotations
 
 import threading
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from fi_campaign.store import Store
 
 
 class Heartbeat:
-    def __init__(self, store: Store, owner: str, lease_s: float, alive: Callable[[str], bool],
-                 lock: threading.Lock) -> None:
+    def __init__(
+        self, store: Store, owner: str, lease_s: float, alive: Callable[[str], bool], lock: threading.Lock
+    ) -> None:
         self.store, self.owner, self.lease_s, self.alive, self.lock = store, owner, lease_s, alive, lock
         self.stuck_s = float("inf")
         self._chunk_started: float | None = None
@@ -24,7 +26,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._loop, name=f"heartbeat {owner}", daemon=True)
         self.beats = 0
 
-    def __enter__(self) -> "Heartbeat":
+    def __enter__(self) -> Heartbeat:
         self._thread.start()
         return self
 

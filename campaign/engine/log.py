@@ -5,16 +5,17 @@ failed append is cut back to the last complete line, and every run starts by rep
 full disk or a killed process left (a torn last line, results the log lacks) from the store.
 A log that cannot be written never stops a run: the results are in the store.
 """
+
 from __future__ import annotations
 
 import fcntl
 import json
 import os
 import stat
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from fi_campaign.store import Result, Store
 
@@ -22,16 +23,38 @@ SITE_PREFIX = b'{"site": '
 
 
 def result_line(r: Result, model: str, mode: str, worker: str | None) -> str:
-    return json.dumps({"site": r.site_id, "model": model, "mode": mode, "outcome": r.outcome,
-                       "runtime_s": round(r.runtime_s, 6), "worker": worker,
-                       **({"detail": r.detail} if r.detail else {})}) + "\n"
+    return (
+        json.dumps(
+            {
+                "site": r.site_id,
+                "model": model,
+                "mode": mode,
+                "outcome": r.outcome,
+                "runtime_s": round(r.runtime_s, 6),
+                "worker": worker,
+                **({"detail": r.detail} if r.detail else {}),
+            }
+        )
+        + "\n"
+    )
 
 
 def stored_line(row: dict) -> str:
     """The line of a result rebuilt from the store, which does not keep the worker's name."""
-    return json.dumps({"site": row["site_id"], "model": row["model"], "mode": row["mode"], "outcome": row["outcome"],
-                       "runtime_s": round(row["runtime_s"], 6), "worker": None,
-                       **({"detail": row["detail"]} if row["detail"] else {})}) + "\n"
+    return (
+        json.dumps(
+            {
+                "site": row["site_id"],
+                "model": row["model"],
+                "mode": row["mode"],
+                "outcome": row["outcome"],
+                "runtime_s": round(row["runtime_s"], 6),
+                "worker": None,
+                **({"detail": row["detail"]} if row["detail"] else {}),
+            }
+        )
+        + "\n"
+    )
 
 
 class Log:
@@ -46,7 +69,7 @@ class Log:
         self._error: OSError | None = None
 
     @contextmanager
-    def held(self) -> Iterator["Log"]:
+    def held(self) -> Iterator[Log]:
         """The log's lock, held while the caller commits results and writes their lines, so
         that a repair (which takes it too) never sees a committed result whose line is still
         to come."""
@@ -82,8 +105,10 @@ class Log:
 
     def _fail(self, e: OSError) -> None:
         if not self.failed and self.on_note:
-            self.on_note(f"cannot write the injection log {self.path} ({e.strerror or e}); every result is "
-                         "in the store, and the next 'fi-campaign run' completes the log from it.")
+            self.on_note(
+                f"cannot write the injection log {self.path} ({e.strerror or e}); every result is "
+                "in the store, and the next 'fi-campaign run' completes the log from it."
+            )
         self.failed = True
 
 
@@ -112,12 +137,15 @@ class Repair:
 
     def sentence(self, path: Path) -> str | None:
         if self.error:
-            return (f"cannot complete the injection log {path} ({self.error}); every result is in the store, "
-                    "and the next 'fi-campaign run' tries again.")
+            return (
+                f"cannot complete the injection log {path} ({self.error}); every result is in the store, "
+                "and the next 'fi-campaign run' tries again."
+            )
         if self.rebuilt:
             return f"rebuilt the injection log {path} from the store: it held lines of results the store does not have."
-        done = (["dropped a torn last line"] if self.torn else []) + \
-               ([f"appended {self.added} results it lacked"] if self.added else [])
+        done = (["dropped a torn last line"] if self.torn else []) + (
+            [f"appended {self.added} results it lacked"] if self.added else []
+        )
         return f"repaired the injection log {path}: {' and '.join(done)}, from the store." if done else None
 
 
@@ -181,7 +209,7 @@ def _scan(fd: int) -> tuple[list[int], int, int, bool]:
 
 def _site(raw: bytes) -> int | None:
     if raw.startswith(SITE_PREFIX):
-        head = raw[len(SITE_PREFIX):raw.find(b",")]
+        head = raw[len(SITE_PREFIX) : raw.find(b",")]
         if head.isdigit():
             return int(head)
     try:

@@ -7,15 +7,16 @@ renews the lease while a chunk runs. A run can be killed at any point: the sites
 go back to pending when any worker sees their processes gone (same host) or their leases
 expired (any host), so nothing is lost and nothing is counted twice.
 """
+
 from __future__ import annotations
 
 import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import Callable
 
 from fi_campaign.config import Config
 from fi_campaign.engine import capacity
@@ -54,7 +55,7 @@ class Progress:
     phase: str = INJECTING
 
 
-def chunk_size(job: "Job", config: Config) -> int:
+def chunk_size(job: Job, config: Config) -> int:
     """Sites per executor call: a forward pass of at most batch_size rows in-process; a few
     workload processes otherwise, so a claim is never held long."""
     if config.isolation == "inprocess":
@@ -108,7 +109,6 @@ def stratum_done(store: Store, model: str, mode: str, until_ci: float | None) ->
     return n > 0 and proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= until_ci
 
 
-
 def check_not_injected(store: Store, config: Config, model: str, mode: str) -> None:
     """Stop an NVBitFI stratum whose share of not_injected results passes nvbitfi.max_not_injected:
     past it, something is wrong with the setup (launch-sequence drift, a profile from another
@@ -122,11 +122,13 @@ def check_not_injected(store: Store, config: Config, model: str, mode: str) -> N
     total, missed = sum(counts.values()), counts.get(NOT_INJECTED, 0)
     limit = config.nvbitfi.max_not_injected
     if total >= MIN_RESULTS_FOR_LIMIT and missed / total > limit:
-        raise UserError(f"stopped {model} {mode}: {missed} of its {total} results ({missed / total:.0%}) are "
-                        f"not_injected, above nvbitfi.max_not_injected ({limit:.0%}), so the launch sequence has "
-                        "drifted from the profile or the profile was not written for this injector; read the "
-                        "detail column of those results (fi-campaign export), re-profile with this build's "
-                        "profiler, or raise the limit.")
+        raise UserError(
+            f"stopped {model} {mode}: {missed} of its {total} results ({missed / total:.0%}) are "
+            f"not_injected, above nvbitfi.max_not_injected ({limit:.0%}), so the launch sequence has "
+            "drifted from the profile or the profile was not written for this injector; read the "
+            "detail column of those results (fi-campaign export), re-profile with this build's "
+            "profiler, or raise the limit."
+        )
 
 
 @dataclass(frozen=True)
@@ -157,8 +159,12 @@ def orphaned(job: Job) -> bool:
     return job.parent is not None and os.getppid() != job.parent
 
 
-def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress], None] | None = None,
-         on_note: Note | None = None) -> dict[str, int]:
+def work(
+    job: Job,
+    store: Store | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_note: Note | None = None,
+) -> dict[str, int]:
     """One worker: claim a chunk of a stratum, run it, record it with its sites, until no
     pending site is left (or the stratum's interval is narrow enough, or the deadline is near)."""
     store = store or Store.open(job.db)
@@ -167,8 +173,16 @@ def work(job: Job, store: Store | None = None, on_progress: Callable[[Progress],
     env = os.environ  # inside any Slurm job (submitit's or a plain sbatch script) status names it
     slurm_job = job.slurm_job or env.get("SLURM_ARRAY_JOB_ID") or env.get("SLURM_JOB_ID")
     index = job.array_index if job.array_index is not None else env.get("SLURM_ARRAY_TASK_ID")
-    store.join(Worker(owner=owner, host=host, pid=pid, lease_s=job.lease_s, job=slurm_job,
-                      array_index=None if index is None else int(index)))
+    store.join(
+        Worker(
+            owner=owner,
+            host=host,
+            pid=pid,
+            lease_s=job.lease_s,
+            job=slurm_job,
+            array_index=None if index is None else int(index),
+        )
+    )
     lock = threading.Lock()  # the heartbeat and the recorder never write this owner's rows at once
     state = "failed"
     try:
@@ -202,8 +216,14 @@ class _Stratum:
     counts: dict[str, int] = field(default_factory=dict)
 
     def progress(self, phase: str = INJECTING) -> Progress:
-        return Progress(model=self.model, mode=self.mode, done=self.done, planned=self.planned,
-                        outcomes=dict(self.counts), phase=phase)
+        return Progress(
+            model=self.model,
+            mode=self.mode,
+            done=self.done,
+            planned=self.planned,
+            outcomes=dict(self.counts),
+            phase=phase,
+        )
 
 
 class WorkerLoop:
@@ -212,15 +232,24 @@ class WorkerLoop:
     sites, until the stratum has nothing pending for this worker (or is done by --until-ci).
     Every step that may stop the worker early says why (``Stop``)."""
 
-    def __init__(self, job: Job, store: Store, owner: str, beat: Heartbeat, lock: threading.Lock,
-                 on_progress: Callable[[Progress], None] | None, on_note: Note | None) -> None:
+    def __init__(
+        self,
+        job: Job,
+        store: Store,
+        owner: str,
+        beat: Heartbeat,
+        lock: threading.Lock,
+        on_progress: Callable[[Progress], None] | None,
+        on_note: Note | None,
+    ) -> None:
         from fi_campaign.workload.model import resolve_device
 
         self.job, self.store, self.owner, self.beat, self.lock = job, store, owner, beat, lock
         self.on_progress = on_progress
         self.record = store.campaign()
-        self.config = check_selection(Config.from_json(self.record.config), job.model, job.mode
-                                      ).with_overrides(isolation=job.isolation)
+        self.config = check_selection(Config.from_json(self.record.config), job.model, job.mode).with_overrides(
+            isolation=job.isolation
+        )
         self.device = resolve_device(job.device or self.config.device)
         if job.threads:
             import torch
@@ -254,17 +283,29 @@ class WorkerLoop:
         """The modes of ``name`` this worker runs: selected, with pending sites, not done by --until-ci."""
         if self.job.model not in (None, name):
             return []
-        return [m for m in self.config.modes
-                if self.job.mode in (None, m) and self.planned[(name, m)][0] < self.planned[(name, m)][1]
-                and not stratum_done(self.store, name, m, self.job.until_ci)]
+        return [
+            m
+            for m in self.config.modes
+            if self.job.mode in (None, m)
+            and self.planned[(name, m)][0] < self.planned[(name, m)][1]
+            and not stratum_done(self.store, name, m, self.job.until_ci)
+        ]
 
     def _run_model(self, name: str, modes: list[str]) -> Stop | None:
         """Open the model's executor (model loading, golden outputs) once for all its modes."""
         for m in modes:  # before any golden or timing run is spent
             check_not_injected(self.store, self.config, name, m)
         self._report(self._stratum(name, modes[0]).progress(PREPARING))
-        executor = open_executor(self.record, self.config, name, self.device, runs_dir(self.store),
-                                 self.job.keep_runs, self.job.threads, self.store)
+        executor = open_executor(
+            self.record,
+            self.config,
+            name,
+            self.device,
+            runs_dir(self.store),
+            self.job.keep_runs,
+            self.job.threads,
+            self.store,
+        )
         self.timeout_s = getattr(executor, "timeout_s", 0.0)
         self.beat.chunk(False, stuck_after(self.config, self.chunk, self.timeout_s))
         self.longest = 0.0
@@ -308,8 +349,11 @@ class WorkerLoop:
     def _claim(self, executor: Executor, st: _Stratum) -> list[Site] | None:
         """The next window of the stratum's pending sites; [] after waiting for sites others
         hold (--wait), None when nothing is left for this worker."""
-        take = (window_size(self.chunk, self.store.pending(st.model, st.mode), self.job.workers)
-                if executor.groups_layers else self.chunk)
+        take = (
+            window_size(self.chunk, self.store.pending(st.model, st.mode), self.job.workers)
+            if executor.groups_layers
+            else self.chunk
+        )
         sites = self.store.claim(st.model, st.mode, take, self.owner, self.job.lease_s)
         if sites:
             return sites
@@ -346,10 +390,10 @@ class WorkerLoop:
 
 def _worker_main(job: Job, messages) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
+    import signal
+
     from fi_campaign.errors import UserError
     from fi_campaign.heap import keep_freed_memory
-
-    import signal
 
     keep_freed_memory()
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker gives its sites back
@@ -361,10 +405,20 @@ def _worker_main(job: Job, messages) -> None:
         messages.put(("user" if isinstance(e, UserError) else "error", str(e) or type(e).__name__))
 
 
-def run(store: Store, model: str | None = None, mode: str | None = None,
-        on_progress: Callable[[Progress], None] | None = None, chunk: int | None = None,
-        isolation: str | None = None, keep_runs: bool = False, workers: int = 1, until_ci: float | None = None,
-        devices: list[str] | None = None, on_note: Note | None = None, base: Job | None = None) -> dict[str, int]:
+def run(
+    store: Store,
+    model: str | None = None,
+    mode: str | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    chunk: int | None = None,
+    isolation: str | None = None,
+    keep_runs: bool = False,
+    workers: int = 1,
+    until_ci: float | None = None,
+    devices: list[str] | None = None,
+    on_note: Note | None = None,
+    base: Job | None = None,
+) -> dict[str, int]:
     """Run every pending site (of ``model`` / ``mode`` if given) with ``workers`` workers;
     returns this run's outcome counts. Sites left running by a dead worker are taken back
     first, and the injection log is made to agree with the store. ``base`` carries the fields a
@@ -378,8 +432,17 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
     said = injection_log.repair(store, log_path(store)).sentence(log_path(store))
     if said and on_note:
         on_note(said)
-    template = replace(base or Job(""), db=store.target.address, model=model, mode=mode, isolation=isolation,
-                       keep_runs=keep_runs, until_ci=until_ci, chunk=chunk, workers=workers)
+    template = replace(
+        base or Job(""),
+        db=store.target.address,
+        model=model,
+        mode=mode,
+        isolation=isolation,
+        keep_runs=keep_runs,
+        until_ci=until_ci,
+        chunk=chunk,
+        workers=workers,
+    )
     if workers == 1:
         return work(replace(template, device=(devices or [None])[0]), store, on_progress, on_note)
     _preflight(store, model)
@@ -387,10 +450,23 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
     before = _outcomes(store)
     ctx = mp.get_context("spawn")
     messages = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_worker_main, daemon=True,
-                         args=(replace(template, device=devices[i % len(devices)] if devices else None,
-                                       threads=threads, index=i, parent=os.getpid()), messages))
-             for i in range(workers)]
+    procs = [
+        ctx.Process(
+            target=_worker_main,
+            daemon=True,
+            args=(
+                replace(
+                    template,
+                    device=devices[i % len(devices)] if devices else None,
+                    threads=threads,
+                    index=i,
+                    parent=os.getpid(),
+                ),
+                messages,
+            ),
+        )
+        for i in range(workers)
+    ]
     start = {(a, b): done for a, b, done, _ in store.progress()}
     for p in procs:
         p.start()
@@ -422,8 +498,14 @@ def run(store: Store, model: str | None = None, mode: str | None = None,
     return {o: after.get(o, 0) - before.get(o, 0) for o in after if after.get(o, 0) > before.get(o, 0)}
 
 
-def _fit(record: CampaignRecord, config: Config, model: str | None, workers: int, devices: list[str] | None,
-         on_note: Note | None) -> int:
+def _fit(
+    record: CampaignRecord,
+    config: Config,
+    model: str | None,
+    workers: int,
+    devices: list[str] | None,
+    on_note: Note | None,
+) -> int:
     """Workers capped to the cores and memory of this machine; a batch that cannot fit is refused."""
     from fi_campaign.workload.model import resolve_device
 
@@ -440,8 +522,8 @@ def _fit(record: CampaignRecord, config: Config, model: str | None, workers: int
 
 def _preflight(store: Store, model: str | None) -> None:
     """What every worker would refuse, refused once before any worker starts."""
-    from fi_campaign.workload.images import check_checkpoint
     from fi_campaign.models import zoo
+    from fi_campaign.workload.images import check_checkpoint
 
     record = store.campaign()
     for name, info in record.models.items():
@@ -457,8 +539,13 @@ def _outcomes(store: Store) -> dict[str, int]:
     return out
 
 
-def _poll(store: Store, model: str | None, mode: str | None, on_progress: Callable[[Progress], None],
-          start: dict[tuple[str, str], int]) -> None:
+def _poll(
+    store: Store,
+    model: str | None,
+    mode: str | None,
+    on_progress: Callable[[Progress], None],
+    start: dict[tuple[str, str], int],
+) -> None:
     """Progress of every selected stratum, read from the store. A worker claims sites only once
     its executor is open, so until some site is held or recorded the workers are preparing."""
     counts, running = store.outcome_counts(), store.running_counts()

@@ -7,6 +7,7 @@ claiming when its next chunk could not finish by then, and submitit's handler as
 (scancel, preemption) makes the task give back the sites it holds; a task that is simply killed
 loses its sites only until their lease runs out, when any other worker takes them back.
 """
+
 from __future__ import annotations
 
 import os
@@ -44,12 +45,16 @@ class Submitted:
 def check_submit(store: Store, model: str | None, mode: str | None) -> None:
     """The refusals of ``submit``, before anything is sent to Slurm."""
     if not store.target.server:
-        raise UserError(f"{store.label} is an SQLite file, which workers on other hosts cannot share (SQLite's "
-                        "locking is unreliable on network filesystems); copy it to PostgreSQL with "
-                        "'fi-campaign store copy' and submit with --db postgresql+psycopg://USER@HOST/DB.")
+        raise UserError(
+            f"{store.label} is an SQLite file, which workers on other hosts cannot share (SQLite's "
+            "locking is unreliable on network filesystems); copy it to PostgreSQL with "
+            "'fi-campaign store copy' and submit with --db postgresql+psycopg://USER@HOST/DB."
+        )
     if shutil.which("sbatch") is None:
-        raise UserError("sbatch is not on the PATH: submit from a Slurm login node, or run the workers "
-                        "yourself with the sbatch script of docs/CLUSTER.md.")
+        raise UserError(
+            "sbatch is not on the PATH: submit from a Slurm login node, or run the workers "
+            "yourself with the sbatch script of docs/CLUSTER.md."
+        )
     pending, running = store.unfinished(model, mode)
     if pending == 0:
         which = " of " + " ".join(x for x in (model, mode) if x) if model or mode else ""
@@ -57,8 +62,15 @@ def check_submit(store: Store, model: str | None, mode: str | None) -> None:
         raise UserError(f"{store.label} has no pending site{which}{held}; there is nothing to submit.")
 
 
-def submit(store: Store, slurm: Slurm, folder: Path, model: str | None = None, mode: str | None = None,
-           isolation: str | None = None, lease_s: float | None = None) -> Submitted:
+def submit(
+    store: Store,
+    slurm: Slurm,
+    folder: Path,
+    model: str | None = None,
+    mode: str | None = None,
+    isolation: str | None = None,
+    lease_s: float | None = None,
+) -> Submitted:
     """Submit ``slurm.tasks`` workers as one array job and return without waiting."""
     check_submit(store, model, mode)
     import submitit
@@ -66,14 +78,22 @@ def submit(store: Store, slurm: Slurm, folder: Path, model: str | None = None, m
     from fi_campaign.engine.runner import LEASE_S
 
     if slurm.time * 60 <= 2 * SIGNAL_DELAY_S:
-        raise UserError(f"a time limit of {slurm.time} min leaves no time to work before Slurm's "
-                        f"{SIGNAL_DELAY_S} s warning; ask for at least {2 * SIGNAL_DELAY_S // 60 + 1} min.")
+        raise UserError(
+            f"a time limit of {slurm.time} min leaves no time to work before Slurm's "
+            f"{SIGNAL_DELAY_S} s warning; ask for at least {2 * SIGNAL_DELAY_S // 60 + 1} min."
+        )
     folder.mkdir(parents=True, exist_ok=True)
     executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=MAX_REQUEUES)
-    params = {"time": slurm.time, "cpus_per_task": slurm.cpus_per_task, "signal_delay_s": SIGNAL_DELAY_S,
-              "job_name": f"fi-{store.campaign().name}", "array_parallelism": slurm.parallelism or slurm.tasks}
-    params.update({k: v for k, v in (("partition", slurm.partition), ("account", slurm.account),
-                                     ("qos", slurm.qos)) if v})
+    params = {
+        "time": slurm.time,
+        "cpus_per_task": slurm.cpus_per_task,
+        "signal_delay_s": SIGNAL_DELAY_S,
+        "job_name": f"fi-{store.campaign().name}",
+        "array_parallelism": slurm.parallelism or slurm.tasks,
+    }
+    params.update(
+        {k: v for k, v in (("partition", slurm.partition), ("account", slurm.account), ("qos", slurm.qos)) if v}
+    )
     if slurm.gpus_per_task:
         params["gpus_per_task"] = slurm.gpus_per_task
     executor.update_parameters(**params)
@@ -107,8 +127,9 @@ def job_end() -> float | None:
         return None
 
 
-def task_loop(db: str, model: str | None, mode: str | None, isolation: str | None, lease_s: float,
-              deadline: float | None) -> tuple[dict[str, int], str]:
+def task_loop(
+    db: str, model: str | None, mode: str | None, isolation: str | None, lease_s: float, deadline: float | None
+) -> tuple[dict[str, int], str]:
     """One array task's work: the worker loop of ``run`` on the GPUs Slurm gave it, staying while
     other workers hold sites, claiming nothing that could not finish by ``deadline``. Returns its
     outcome counts and how it ended: "done" (nothing left), "stopped" (time is up, sites are
@@ -121,18 +142,23 @@ def task_loop(db: str, model: str | None, mode: str | None, isolation: str | Non
     config = Config.from_json(store.campaign().config)
     devices = visible_gpus() if config.device != "cpu" else []
     cpus = int(os.environ.get("SLURM_CPUS_PER_TASK", "0") or 0)
-    base = runner.Job("", lease_s=lease_s, deadline=deadline, wait=True,
-                      threads=max(1, cpus // max(1, len(devices))) if cpus else None)
+    base = runner.Job(
+        "",
+        lease_s=lease_s,
+        deadline=deadline,
+        wait=True,
+        threads=max(1, cpus // max(1, len(devices))) if cpus else None,
+    )
     print(f"fi-campaign worker on {os.uname().nodename}: {store.label}, devices {devices or ['cpu']}", flush=True)
     try:
-        totals = runner.run(store, model, mode, isolation=isolation, workers=max(1, len(devices)),
-                            devices=devices or None, base=base)
+        totals = runner.run(
+            store, model, mode, isolation=isolation, workers=max(1, len(devices)), devices=devices or None, base=base
+        )
     except Terminated:
         print("SIGTERM: gave back the sites this task held", flush=True)
         return {}, "terminated"
     pending, running = store.unfinished(model, mode)
-    print(f"worker loop ended: {sum(totals.values())} results; store: {pending} pending, {running} running",
-          flush=True)
+    print(f"worker loop ended: {sum(totals.values())} results; store: {pending} pending, {running} running", flush=True)
     return totals, "stopped" if pending or running else "done"
 
 
@@ -165,8 +191,7 @@ class ArrayTask:
             pending, running = Store.open(self.db).unfinished(self.model, self.mode)
         except StoreError:
             pending, running = 1, 0  # the database is away: requeue, the next run will see
-        print(f"USR2: {pending} pending, {running} running: {'requeue' if pending or running else 'done'}",
-              flush=True)
+        print(f"USR2: {pending} pending, {running} running: {'requeue' if pending or running else 'done'}", flush=True)
         return submitit.helpers.DelayedSubmission(self, index) if pending or running else None
 
 

@@ -1,5 +1,6 @@
 """Planning a SASS-level campaign: profile the workload under NVBitFI's profiler, then draw
 sites from the profile as NVBitFI's own scripts do."""
+
 from __future__ import annotations
 
 import shutil
@@ -15,13 +16,14 @@ from fi_campaign.workload import process
 PROFILE_NAME = "nvbitfi-igprofile.txt"
 
 
-def profile_model(config: Config, checkpoint: str, workload: WorkloadRecord, fault_model: FaultModelRecord,
-                  root: Path) -> Path:
+def profile_model(
+    config: Config, checkpoint: str, workload: WorkloadRecord, fault_model: FaultModelRecord, root: Path
+) -> Path:
     """Run the workload once under profiler.so and keep its nvbitfi-igprofile.txt in ``root``."""
-    from fi_campaign.workload.model import require_gpu
-    from fi_campaign.workload.program import command, write_root
     from fi_campaign.nvbitfi_tools.attach import gpu_of, tool_env
     from fi_campaign.nvbitfi_tools.install import locate, require
+    from fi_campaign.workload.model import require_gpu
+    from fi_campaign.workload.program import command, write_root
 
     require_gpu()
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
@@ -35,8 +37,9 @@ def profile_model(config: Config, checkpoint: str, workload: WorkloadRecord, fau
     return root / PROFILE_NAME
 
 
-def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: FaultModelRecord, stratum_rng
-                  ) -> tuple[list[dict], LeftOut]:
+def nvbitfi_sites(
+    config: Config, profile_path: Path, model: str, fault_model: FaultModelRecord, stratum_rng
+) -> tuple[list[dict], LeftOut]:
     """Sites as NVBitFI draws them: a dynamic instruction of the group, uniform over all launches,
     leaving out launches the injector cannot name; returns the sites and what was left out."""
     from fi_campaign.nvbitfi_tools.errors import NvbitfiError
@@ -51,19 +54,39 @@ def nvbitfi_sites(config: Config, profile_path: Path, model: str, fault_model: F
         raise UserError(f"model {model}: {e}") from None
     own = config.nvbitfi.dialect == "fi-campaign"  # the own tool draws each lane's r from a value seed
     if own and "warp_random" in config.modes and fault_model.size == "by-value":
-        raise UserError("the fi-campaign NVBit tool draws from one power law per site; set fault_model.size "
-                        "to small, common or big instead of by-value.")
+        raise UserError(
+            "the fi-campaign NVBit tool draws from one power law per site; set fault_model.size "
+            "to small, common or big instead of by-value."
+        )
     law = fault_model.law()
     rows = []
     for mode in config.modes:
         rng = stratum_rng(config.seed, model, mode)
         drawn = draw_sites(profile, config.nvbitfi.group, config.injections, rng)
-        values = law.sample(rng.random(len(drawn))) if mode == "warp_random" and not own else np.full(len(drawn), np.nan)
+        values = (
+            law.sample(rng.random(len(drawn))) if mode == "warp_random" and not own else np.full(len(drawn), np.nan)
+        )
         seeds = rng.integers(0, 2**62, size=len(drawn)) if mode == "warp_random" and own else [None] * len(drawn)
-        rows.extend({"model": model, "mode": mode, "kernel": s.kernel, "kcount": s.kcount, "igid": s.igid,
-                     "iid": s.iid, "op_seed": s.op_id_seed, "bit_seed": s.bit_id_seed,
-                     "value": None if np.isnan(v) else float(v), "value_seed": None if q is None else int(q)}
-                    for s, v, q in zip(drawn, values, seeds))
-    left_out = LeftOut(launches=excluded.launches, instructions=excluded.instructions, total=excluded.total,
-                       group=config.nvbitfi.group, why=f"kernel names of {KERNEL_NAME_BYTES} bytes or more")
+        rows.extend(
+            {
+                "model": model,
+                "mode": mode,
+                "kernel": s.kernel,
+                "kcount": s.kcount,
+                "igid": s.igid,
+                "iid": s.iid,
+                "op_seed": s.op_id_seed,
+                "bit_seed": s.bit_id_seed,
+                "value": None if np.isnan(v) else float(v),
+                "value_seed": None if q is None else int(q),
+            }
+            for s, v, q in zip(drawn, values, seeds, strict=False)
+        )
+    left_out = LeftOut(
+        launches=excluded.launches,
+        instructions=excluded.instructions,
+        total=excluded.total,
+        group=config.nvbitfi.group,
+        why=f"kernel names of {KERNEL_NAME_BYTES} bytes or more",
+    )
     return rows, left_out

@@ -6,13 +6,14 @@ A ReLU6 built on PyTorch's hardtanh passes NaN on, so a hardened model's critica
 SDCs can be all NaN (an exponent bit flipped) while its finite ones are as rare as clipping
 makes them; the split shows which of the two a hardening step changed.
 """
+
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC
 from fi_campaign.stats import Ratio, proportion, rate_ratio
@@ -82,8 +83,9 @@ class Causes:
     bits: list[BitRow]
 
 
-def causes(reference: str, models: list[str], modes: list[str], groups: list[ResultGroup],
-           bit_groups: list[BitGroup]) -> Causes:
+def causes(
+    reference: str, models: list[str], modes: list[str], groups: list[ResultGroup], bit_groups: list[BitGroup]
+) -> Causes:
     split = critical_split(models, modes, groups)
     return Causes(split, compare_split(reference, models, modes, split), bit_rows(models, modes, bit_groups))
 
@@ -106,14 +108,29 @@ def critical_split(models: Iterable[str], modes: Iterable[str], groups: Iterable
         for mode in modes:
             n, k, nan = tally.get((model, mode), [0, 0, 0])
             a, b = proportion(nan, n, CONFIDENCE), proportion(k - nan, n, CONFIDENCE)
-            out.append(CriticalSplit(model=model, mode=mode, n=n, critical=k, nan=nan, nan_rate=a.rate, nan_low=a.low,
-                                     nan_high=a.high, finite=k - nan, finite_rate=b.rate, finite_low=b.low,
-                                     finite_high=b.high, nan_share=nan / k if k else math.nan))
+            out.append(
+                CriticalSplit(
+                    model=model,
+                    mode=mode,
+                    n=n,
+                    critical=k,
+                    nan=nan,
+                    nan_rate=a.rate,
+                    nan_low=a.low,
+                    nan_high=a.high,
+                    finite=k - nan,
+                    finite_rate=b.rate,
+                    finite_low=b.low,
+                    finite_high=b.high,
+                    nan_share=nan / k if k else math.nan,
+                )
+            )
     return out
 
 
-def compare_split(reference: str, models: Iterable[str], modes: Iterable[str],
-                  splits: list[CriticalSplit]) -> list[SplitComparison]:
+def compare_split(
+    reference: str, models: Iterable[str], modes: Iterable[str], splits: list[CriticalSplit]
+) -> list[SplitComparison]:
     cell = {(s.model, s.mode): s for s in splits}
     out = []
     for mode in modes:
@@ -122,11 +139,21 @@ def compare_split(reference: str, models: Iterable[str], modes: Iterable[str],
             if model == reference:
                 continue
             c = cell[(model, mode)]
-            out.append(SplitComparison(
-                mode=mode, reference=reference, candidate=model, reference_k=ref.critical,
-                reference_finite=ref.finite, reference_n=ref.n, candidate_k=c.critical, candidate_finite=c.finite,
-                candidate_n=c.n, with_nan=rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
-                without_nan=rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE)))
+            out.append(
+                SplitComparison(
+                    mode=mode,
+                    reference=reference,
+                    candidate=model,
+                    reference_k=ref.critical,
+                    reference_finite=ref.finite,
+                    reference_n=ref.n,
+                    candidate_k=c.critical,
+                    candidate_finite=c.finite,
+                    candidate_n=c.n,
+                    with_nan=rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
+                    without_nan=rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE),
+                )
+            )
     return out
 
 
@@ -150,8 +177,21 @@ def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGr
                 n, k, nan = cells[(model, mode, bit)]
                 r = proportion(k, n, CONFIDENCE)
                 total = critical[(model, mode)]
-                out.append(BitRow(model=model, mode=mode, bit=bit, field=float32_field(bit), n=n, k=k, nan=nan,
-                                  rate=r.rate, ci_low=r.low, ci_high=r.high, share=k / total if total else math.nan))
+                out.append(
+                    BitRow(
+                        model=model,
+                        mode=mode,
+                        bit=bit,
+                        field=float32_field(bit),
+                        n=n,
+                        k=k,
+                        nan=nan,
+                        rate=r.rate,
+                        ci_low=r.low,
+                        ci_high=r.high,
+                        share=k / total if total else math.nan,
+                    )
+                )
     return out
 
 
@@ -166,9 +206,11 @@ def sentence(c: SplitComparison) -> str:
         verdict = "significant" if r.significant else "not significant"
         return f"{r.value:.2f}x ({pct} CI [{r.low:.2f}, {r.high:.2f}]{note}; {verdict})"
 
-    return (f"{c.mode}: critical-SDC rate {c.reference}/{c.candidate} {said(c.with_nan)} with the NaN/Inf ones "
-            f"({c.reference_k - c.reference_finite} and {c.candidate_k - c.candidate_finite} of them), "
-            f"{said(c.without_nan)} without.")
+    return (
+        f"{c.mode}: critical-SDC rate {c.reference}/{c.candidate} {said(c.with_nan)} with the NaN/Inf ones "
+        f"({c.reference_k - c.reference_finite} and {c.candidate_k - c.candidate_finite} of them), "
+        f"{said(c.without_nan)} without."
+    )
 
 
 # --- CSV ---------------------------------------------------------------------------------------------
@@ -180,18 +222,76 @@ def csv_rows(c: Causes) -> list[list]:
     row), bit (the rate given that bit was flipped, and its share of the critical SDCs)."""
     rows: list[list] = []
     for s in c.split:
-        rows.append([s.model, s.mode, "nan_inf", "", "", s.nan, s.n, _num(s.nan_rate), _num(s.nan_low),
-                     _num(s.nan_high), _num(s.nan_share), s.nan])
-        rows.append([s.model, s.mode, "finite", "", "", s.finite, s.n, _num(s.finite_rate), _num(s.finite_low),
-                     _num(s.finite_high), _num(1 - s.nan_share), ""])
+        rows.append(
+            [
+                s.model,
+                s.mode,
+                "nan_inf",
+                "",
+                "",
+                s.nan,
+                s.n,
+                _num(s.nan_rate),
+                _num(s.nan_low),
+                _num(s.nan_high),
+                _num(s.nan_share),
+                s.nan,
+            ]
+        )
+        rows.append(
+            [
+                s.model,
+                s.mode,
+                "finite",
+                "",
+                "",
+                s.finite,
+                s.n,
+                _num(s.finite_rate),
+                _num(s.finite_low),
+                _num(s.finite_high),
+                _num(1 - s.nan_share),
+                "",
+            ]
+        )
     for cmp in c.comparisons:
-        for part, k, r in (("ratio_all", cmp.candidate_k, cmp.with_nan),
-                           ("ratio_finite", cmp.candidate_finite, cmp.without_nan)):
-            rows.append([cmp.candidate, cmp.mode, part, cmp.reference, "", k, cmp.candidate_n, _num(r.value),
-                         _num(r.low), _num(r.high), "", ""])
+        for part, k, r in (
+            ("ratio_all", cmp.candidate_k, cmp.with_nan),
+            ("ratio_finite", cmp.candidate_finite, cmp.without_nan),
+        ):
+            rows.append(
+                [
+                    cmp.candidate,
+                    cmp.mode,
+                    part,
+                    cmp.reference,
+                    "",
+                    k,
+                    cmp.candidate_n,
+                    _num(r.value),
+                    _num(r.low),
+                    _num(r.high),
+                    "",
+                    "",
+                ]
+            )
     for b in c.bits:
-        rows.append([b.model, b.mode, "bit", "", b.bit, b.k, b.n, _num(b.rate), _num(b.ci_low), _num(b.ci_high),
-                     _num(b.share), b.nan])
+        rows.append(
+            [
+                b.model,
+                b.mode,
+                "bit",
+                "",
+                b.bit,
+                b.k,
+                b.n,
+                _num(b.rate),
+                _num(b.ci_low),
+                _num(b.ci_high),
+                _num(b.share),
+                b.nan,
+            ]
+        )
     return rows
 
 

@@ -1,6 +1,7 @@
 """`evaluate`: the clean accuracy of checkpoints on seeded test images and, with a noise model,
 their regret (models.regret, paper Fig. 5), as typed rows; written as CSV and recorded in a
 campaign store for its HTML report when asked."""
+
 from __future__ import annotations
 
 import csv
@@ -61,8 +62,9 @@ class Evaluation:
     rows: list[Evaluated]
 
 
-def evaluate(models: list[str], source: str, count: int | None, seed: int, device: str, noise: Noise,
-             regret: bool) -> Evaluation:
+def evaluate(
+    models: list[str], source: str, count: int | None, seed: int, device: str, noise: Noise, regret: bool
+) -> Evaluation:
     """Every model on the same images (all of the test split, or ``count`` drawn with ``seed``);
     with ``regret``, under ``noise`` too. The noise entry is checked either way, before the
     images are read."""
@@ -92,8 +94,14 @@ def evaluate(models: list[str], source: str, count: int | None, seed: int, devic
             rows.append(Evaluated(ref, meta.sha256, preset, r.clean, r))
         else:
             rows.append(Evaluated(ref, meta.sha256, preset, accuracy_of(model, x, y), None))
-    text = (f"{noise.table} {noise.op} {noise.size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
-            "one conv/linear output per image") if regret else ""
+    text = (
+        (
+            f"{noise.table} {noise.op} {noise.size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
+            "one conv/linear output per image"
+        )
+        if regret
+        else ""
+    )
     return Evaluation(source, images.dataset, len(images), seed, noise if regret else None, text, rows)
 
 
@@ -119,27 +127,51 @@ def record(ev: Evaluation, store: Store) -> int:
 
     if ev.noise is None:
         return 0
-    records = [RegretRecord(model=e.ref, sha256=e.sha256, label=e.preset, dataset=ev.dataset, source=ev.source,
-                            images=ev.images, repeats=ev.noise.repeats, seed=ev.seed, fault_model=ev.noise_text,
-                            clean=e.regret.clean, noisy=e.regret.noisy, noisy_low=e.regret.noisy_low,
-                            noisy_high=e.regret.noisy_high, regret=e.regret.regret, regret_low=e.regret.regret_low,
-                            regret_high=e.regret.regret_high)
-               for e in ev.rows if e.regret]
+    records = [
+        RegretRecord(
+            model=e.ref,
+            sha256=e.sha256,
+            label=e.preset,
+            dataset=ev.dataset,
+            source=ev.source,
+            images=ev.images,
+            repeats=ev.noise.repeats,
+            seed=ev.seed,
+            fault_model=ev.noise_text,
+            clean=e.regret.clean,
+            noisy=e.regret.noisy,
+            noisy_low=e.regret.noisy_low,
+            noisy_high=e.regret.noisy_high,
+            regret=e.regret.regret,
+            regret_low=e.regret.regret_low,
+            regret_high=e.regret.regret_high,
+        )
+        for e in ev.rows
+        if e.regret
+    ]
     store.add_regret(records)
     return len(records)
 
 
 def evaluation_table(ev: Evaluation) -> TextTable:
     n = ev.noise
-    title = (f"{ev.images} {ev.dataset} test images from {ev.source}"
-             + (f", {n.repeats} injections each, {n.table} {n.op} {n.size}" if n else ""))
+    title = f"{ev.images} {ev.dataset} test images from {ev.source}" + (
+        f", {n.repeats} injections each, {n.table} {n.op} {n.size}" if n else ""
+    )
     cols = (Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True))
     cols += (Col("noisy acc. [95% CI]", spill=1), Col("regret [95% CI]")) if n else ()
     rows = []
     for e in ev.rows:
         r = e.regret
-        rows.append((e.ref, e.preset, f"{100 * e.clean:.2f}%") if r is None else
-                    (e.ref, e.preset, f"{100 * r.clean:.2f}%",
-                     f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
-                     f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts"))
+        rows.append(
+            (e.ref, e.preset, f"{100 * e.clean:.2f}%")
+            if r is None
+            else (
+                e.ref,
+                e.preset,
+                f"{100 * r.clean:.2f}%",
+                f"{100 * r.noisy:.2f}% [{100 * r.noisy_low:.2f}, {100 * r.noisy_high:.2f}]",
+                f"{100 * r.regret:.2f} [{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}] pts",
+            )
+        )
     return TextTable(title, cols, tuple(rows))

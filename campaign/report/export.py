@@ -3,35 +3,98 @@ of millions of results never has to fit in memory. The file appears under its na
 complete (written beside it, then renamed: ``fi_campaign.outputs``), so an interrupted export
 leaves no truncated file that looks whole.
 """
+
 from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO
 
 from fi_campaign.outputs import Output, replacing
 from fi_campaign.store import Store
 
-EXPORT_COLUMNS = ("site_id", "model", "mode", "backend", "isolation", "layer", "layer_index", "image", "element",
-                  "bit", "width", "value_seed", "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value",
-                  "outcome", "images_changed", "nan", "max_abs_diff", "golden_top1", "faulty_top1", "semantics",
-                  "detail", "runtime_s", "finished",
-                  "injection", "lanes_injected", "lanes_reported", "opcode", "reg", "mask")
+EXPORT_COLUMNS = (
+    "site_id",
+    "model",
+    "mode",
+    "backend",
+    "isolation",
+    "layer",
+    "layer_index",
+    "image",
+    "element",
+    "bit",
+    "width",
+    "value_seed",
+    "kernel",
+    "kcount",
+    "igid",
+    "iid",
+    "op_seed",
+    "bit_seed",
+    "value",
+    "outcome",
+    "images_changed",
+    "nan",
+    "max_abs_diff",
+    "golden_top1",
+    "faulty_top1",
+    "semantics",
+    "detail",
+    "runtime_s",
+    "finished",
+    "injection",
+    "lanes_injected",
+    "lanes_reported",
+    "opcode",
+    "reg",
+    "mask",
+)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # Parquet column types; "layer" is the layer's name, "layer_index" its position (the store's
 # site.layer_name and site.layer); "injection" the injector's account of an NVBitFI run (the
 # store's injection.state), empty with the lanes columns for in-process results; golden_top1 and
 # faulty_top1 the top-1 class of one image (docs/REPORTS.md says which), empty in older stores
-_TYPES = {"site_id": "int64", "model": "string", "mode": "string", "backend": "string", "isolation": "string",
-          "layer": "string", "layer_index": "int64", "image": "int64", "element": "int64", "bit": "int64",
-          "width": "int64", "value_seed": "int64", "kernel": "string", "kcount": "int64", "igid": "int64",
-          "iid": "int64", "op_seed": "float64", "bit_seed": "float64", "value": "float64", "outcome": "string",
-          "images_changed": "int64", "nan": "bool_", "max_abs_diff": "float64", "golden_top1": "int64",
-          "faulty_top1": "int64", "semantics": "string",
-          "detail": "string", "runtime_s": "float64", "finished": "string", "injection": "string",
-          "lanes_injected": "int64", "lanes_reported": "int64", "opcode": "string", "reg": "int64", "mask": "int64"}
+_TYPES = {
+    "site_id": "int64",
+    "model": "string",
+    "mode": "string",
+    "backend": "string",
+    "isolation": "string",
+    "layer": "string",
+    "layer_index": "int64",
+    "image": "int64",
+    "element": "int64",
+    "bit": "int64",
+    "width": "int64",
+    "value_seed": "int64",
+    "kernel": "string",
+    "kcount": "int64",
+    "igid": "int64",
+    "iid": "int64",
+    "op_seed": "float64",
+    "bit_seed": "float64",
+    "value": "float64",
+    "outcome": "string",
+    "images_changed": "int64",
+    "nan": "bool_",
+    "max_abs_diff": "float64",
+    "golden_top1": "int64",
+    "faulty_top1": "int64",
+    "semantics": "string",
+    "detail": "string",
+    "runtime_s": "float64",
+    "finished": "string",
+    "injection": "string",
+    "lanes_injected": "int64",
+    "lanes_reported": "int64",
+    "opcode": "string",
+    "reg": "int64",
+    "mask": "int64",
+}
 
 
 def batches(store: Store, size: int = 20_000) -> Iterator[list[tuple]]:
@@ -95,12 +158,18 @@ def _parquet(store: Store, path: Path, row_group: int = 100_000) -> int:
     n = 0
     pending: list = []
     stream = path.exists() and not path.is_file()  # a pipe or a device: Arrow cannot seek in it
-    with open(path, "wb") if stream else nullcontext() as f, \
-            pq.ParquetWriter(_Sink(f) if f else path, schema, compression="zstd") as writer:
+    with (
+        open(path, "wb") if stream else nullcontext() as f,
+        pq.ParquetWriter(_Sink(f) if f else path, schema, compression="zstd") as writer,
+    ):
         for batch in batches(store):
-            columns = list(zip(*batch))
-            arrays = [pa.array(col, type=pa.int8()).cast(pa.bool_()) if name == "nan"  # SQLite's 0/1
-                      else pa.array(col, type=field.type) for name, field, col in zip(EXPORT_COLUMNS, schema, columns)]
+            columns = list(zip(*batch, strict=False))
+            arrays = [
+                pa.array(col, type=pa.int8()).cast(pa.bool_())
+                if name == "nan"  # SQLite's 0/1
+                else pa.array(col, type=field.type)
+                for name, field, col in zip(EXPORT_COLUMNS, schema, columns, strict=False)
+            ]
             pending.append(pa.RecordBatch.from_arrays(arrays, schema=schema))
             n += len(batch)
             if sum(b.num_rows for b in pending) >= row_group:

@@ -4,6 +4,7 @@ against them as complementary CDFs.
 
 pandas and matplotlib are imported inside the functions so ``fi-campaign --help`` stays quick.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -42,8 +43,10 @@ def read_samples(csvs: list[str] | tuple[str, ...], columns: list[str]) -> pd.Da
         for col in [COLUMN, *columns]:
             if col not in df.columns:
                 what = "relative-error" if col == COLUMN else "grouping"
-                raise UserError(f"{path} has no {col} column for the {what} samples "
-                                f"(its columns: {', '.join(map(str, df.columns)) or 'none'}).")
+                raise UserError(
+                    f"{path} has no {col} column for the {what} samples "
+                    f"(its columns: {', '.join(map(str, df.columns)) or 'none'})."
+                )
         df[COLUMN] = pd.to_numeric(df[COLUMN].str.strip(), errors="coerce")  # empty -> NaN -> dropped
         frames.append(df)
     return pd.concat(frames, ignore_index=True)
@@ -58,8 +61,10 @@ def _order(col: str, value: str) -> tuple:
 
 
 def _sources(csvs: list[str], rows: list[int]) -> list[dict]:
-    return [{"path": str(Path(p).resolve()), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(),
-             "rows": n} for p, n in zip(csvs, rows)]
+    return [
+        {"path": str(Path(p).resolve()), "sha256": hashlib.sha256(Path(p).read_bytes()).hexdigest(), "rows": n}
+        for p, n in zip(csvs, rows, strict=False)
+    ]
 
 
 def _g(x: float) -> str:
@@ -83,8 +88,9 @@ class FittedModel:
         """An entry a campaign config can name (an injector op and size), if any."""
         from fi_campaign.models import powerlaw
 
-        return next((e for e in self.document["entries"] if e["op"] in powerlaw.OPS and e["size"] in powerlaw.SIZES),
-                    None)
+        return next(
+            (e for e in self.document["entries"] if e["op"] in powerlaw.OPS and e["size"] in powerlaw.SIZES), None
+        )
 
 
 def fit_model(csvs: list[str], by: list[str], ks: str, name: str) -> FittedModel:
@@ -102,15 +108,17 @@ def fit_model(csvs: list[str], by: list[str], ks: str, name: str) -> FittedModel
     fits, skipped = [], []
     for key, samples in groups:
         key = key if isinstance(key, tuple) else (key,)
-        group = dict(zip(by, map(str, key)))
+        group = dict(zip(by, map(str, key), strict=False))
         try:
             f = powerfit.fit(samples.to_numpy(), ks=ks)
             fits.append({"group": group, **f.to_dict()})
         except powerfit.FitError as e:
             skipped.append((group, str(e)))
     if not fits:
-        raise UserError(f"no group of {', '.join(csvs)} has enough samples for a fit "
-                        f"({skipped[0][1]} in {' '.join(skipped[0][0].values()) or 'the only group'}).")
+        raise UserError(
+            f"no group of {', '.join(csvs)} has enough samples for a fit "
+            f"({skipped[0][1]} in {' '.join(skipped[0][0].values()) or 'the only group'})."
+        )
 
     def order(group: dict) -> tuple:
         return tuple(_order(c, group[c]) for c in by)
@@ -131,14 +139,31 @@ def write_model(model: FittedModel, out: Output) -> None:
 
 def fit_text(model: FittedModel) -> list[Block]:
     cols = tuple(Col(c, key=True) for c in model.by) + (
-        Col("entry", key=not model.by), Col("n", right=True), Col("dropped", right=True), Col("x_min", right=True),
-        Col("alpha ± σ", right=True), Col("n_tail", right=True), Col("KS", right=True))
-    rows = tuple((*f["group"].values(), f"{e['op']} {e['size']}", str(f["n"]), str(f["dropped"]), _g(f["x_min"]),
-                  f"{_g(f['alpha'])} ± {f['sigma']:.2g}", str(f["n_tail"]), f"{f['ks']:.4f}")
-                 for f, e in zip(model.fits, model.document["entries"]))
+        Col("entry", key=not model.by),
+        Col("n", right=True),
+        Col("dropped", right=True),
+        Col("x_min", right=True),
+        Col("alpha ± σ", right=True),
+        Col("n_tail", right=True),
+        Col("KS", right=True),
+    )
+    rows = tuple(
+        (
+            *f["group"].values(),
+            f"{e['op']} {e['size']}",
+            str(f["n"]),
+            str(f["dropped"]),
+            _g(f["x_min"]),
+            f"{_g(f['alpha'])} ± {f['sigma']:.2g}",
+            str(f["n_tail"]),
+            f"{f['ks']:.4f}",
+        )
+        for f, e in zip(model.fits, model.document["entries"], strict=False)
+    )
     title = f"Power-law fits of {COLUMN} per {', '.join(model.by) or 'file'} (KS '{model.ks}'), model '{model.name}'"
-    return [TextTable(title, cols, rows)] + [f"Skipped {' '.join(group.values())}: {why}."
-                                             for group, why in model.skipped]
+    return [TextTable(title, cols, rows)] + [
+        f"Skipped {' '.join(group.values())}: {why}." for group, why in model.skipped
+    ]
 
 
 # --- show ------------------------------------------------------------------------------------------
@@ -165,9 +190,16 @@ def entries(table: str, ops: tuple[str, ...] = (), sizes: tuple[str, ...] = ()) 
     from fi_campaign.models import powerlaw
 
     if table in powerlaw.TABLES:
-        found = [Entry(op, size, powerlaw.entry(table, op, size), {"micro": powerlaw.DATA_MICRO.get(op, op),
-                                                                   "input_size": size})
-                 for op in powerlaw.OPS for size in powerlaw.SIZES]
+        found = [
+            Entry(
+                op,
+                size,
+                powerlaw.entry(table, op, size),
+                {"micro": powerlaw.DATA_MICRO.get(op, op), "input_size": size},
+            )
+            for op in powerlaw.OPS
+            for size in powerlaw.SIZES
+        ]
     else:
         try:
             t = powerlaw.read_table(table)
@@ -203,7 +235,7 @@ def note(law: PowerLaw) -> str:
         return f"degenerate: {'x_min' if law.x_min <= 0 else 'alpha'} = {law.x_min if law.x_min <= 0 else law.alpha:g}"
     if law.alpha < 100:
         return ""
-    spread = math.expm1(math.log(2.0 ** 53) / (law.alpha - 1.0))  # largest draw / x_min - 1 at u = 1 - 2^-53
+    spread = math.expm1(math.log(2.0**53) / (law.alpha - 1.0))  # largest draw / x_min - 1 at u = 1 - 2^-53
     return f"near-constant: r <= x_min (1 + {spread:.1g})" if spread < 0.05 else ""
 
 
@@ -220,8 +252,9 @@ def _against_data(e: Entry, data: pd.DataFrame, fitted: bool) -> list[str]:
         f = powerfit.fit(samples, ks=e.ks_kind)
     except powerfit.FitError:
         return cells + ["-", "-"] + ([] if fitted else [f"0/{samples.size}"]) + ["too few samples"]
-    diff = max(abs(f.x_min - law.x_min) / law.x_min if law.x_min > 0 else math.inf,
-               abs(f.alpha - law.alpha) / law.alpha)
+    diff = max(
+        abs(f.x_min - law.x_min) / law.x_min if law.x_min > 0 else math.inf, abs(f.alpha - law.alpha) / law.alpha
+    )
     return cells + [_g(f.x_min), _g(f.alpha)] + ([] if fitted else [f"{f.n_tail}/{f.n}"]) + [f"{diff:.1e}"]
 
 
@@ -229,8 +262,11 @@ def show_text(table: str, found: list[Entry], data: pd.DataFrame | None) -> list
     from fi_campaign.models import powerlaw
 
     fitted = found[0].table
-    title = (f"Fault model '{fitted.name}' ({fitted.path}), fitted per {', '.join(fitted.by) or 'file'}" if fitted
-             else f"Built-in table {table} ({powerlaw.SOURCE})")
+    title = (
+        f"Fault model '{fitted.name}' ({fitted.path}), fitted per {', '.join(fitted.by) or 'file'}"
+        if fitted
+        else f"Built-in table {table} ({powerlaw.SOURCE})"
+    )
     headers = ["x_min", "alpha"] + (["n_tail/n", "KS"] if fitted else [])
     if data is not None:
         headers += ["KS on data", "refit x_min", "refit alpha"] + ([] if fitted else ["refit tail/n"]) + ["rel. diff"]
@@ -244,8 +280,10 @@ def show_text(table: str, found: list[Entry], data: pd.DataFrame | None) -> list
             cells += _against_data(e, data, fitted is not None)
         rows.append((*cells, note(e.law)))
     return [TextTable(title, cols, tuple(rows))] + [
-        f"{e.op} {e.size} is degenerate ({why}): warp_random refuses it." for e in found
-        if (why := e.law.degenerate_reason())]
+        f"{e.op} {e.size} is degenerate ({why}): warp_random refuses it."
+        for e in found
+        if (why := e.law.degenerate_reason())
+    ]
 
 
 def write_plot(found: list[Entry], data: pd.DataFrame, table: str, out: Output) -> None:
@@ -266,9 +304,9 @@ def write_plot(found: list[Entry], data: pd.DataFrame, table: str, out: Output) 
     fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows))
     FigureCanvasAgg(fig)
     axes = fig.subplots(nrows, ncols, squeeze=False)
-    for ax in axes.flat[len(panels):]:
+    for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
-    for ax, (e, x) in zip(axes.flat, panels):
+    for ax, (e, x) in zip(axes.flat, panels, strict=False):
         law = e.law
         ccdf = (x.size - np.searchsorted(x, x, "left")) / x.size  # P(X >= x)
         ax.loglog(x, ccdf, ".", ms=2, color="0.35", label=f"data (n={x.size})")
@@ -276,12 +314,19 @@ def write_plot(found: list[Entry], data: pd.DataFrame, table: str, out: Output) 
         tail = int((x >= law.x_min).sum()) if why is None else 0
         if tail:
             grid = np.geomspace(law.x_min, max(x[-1], law.x_min * 1.0001), 200)
-            ax.loglog(grid, tail / x.size * (grid / law.x_min) ** (1.0 - law.alpha), "-", color="tab:red",
-                      label=f"x_min={law.x_min:.3g}, α={law.alpha:.4g}")
+            ax.loglog(
+                grid,
+                tail / x.size * (grid / law.x_min) ** (1.0 - law.alpha),
+                "-",
+                color="tab:red",
+                label=f"x_min={law.x_min:.3g}, α={law.alpha:.4g}",
+            )
             ax.axvline(law.x_min, color="tab:red", lw=0.6, ls=":")
         ax.set_ylim(0.3 / x.size, 1.6)  # steep laws would otherwise stretch the axis to 1e-300
-        ax.set_title(f"{e.op} {e.size}" + (" (degenerate)" if why else "")
-                     + ("" if tail or why else " (no data ≥ x_min)"), fontsize=9)
+        ax.set_title(
+            f"{e.op} {e.size}" + (" (degenerate)" if why else "") + ("" if tail or why else " (no data ≥ x_min)"),
+            fontsize=9,
+        )
         ax.set_xlabel(COLUMN, fontsize=8)
         ax.set_ylabel("P(X ≥ x)", fontsize=8)
         ax.tick_params(labelsize=7)

@@ -5,6 +5,7 @@ upset of the exposed hardware; only the AVF share of those upsets reaches the ou
 FIT(outcome) = raw device FIT x AVF(outcome), and the AVF interval's bounds scale the same way
 (the raw rate is taken as exact: its own uncertainty is the user's to add).
 """
+
 from __future__ import annotations
 
 import math
@@ -31,8 +32,10 @@ class RawFit:
 
     def describe(self) -> str:
         if self.per == "bit":
-            return (f"raw FIT {self.rate:g} per bit x {self.bits:,} bits = {self.device_rate:g} per device; "
-                    "FIT = raw device FIT x AVF")
+            return (
+                f"raw FIT {self.rate:g} per bit x {self.bits:,} bits = {self.device_rate:g} per device; "
+                "FIT = raw device FIT x AVF"
+            )
         return f"raw FIT {self.rate:g} per device; FIT = raw device FIT x AVF"
 
 
@@ -87,6 +90,18 @@ def _count(text: str) -> int:
 def fit_rows(avf: list, raw: RawFit) -> list[FitRow]:
     """FIT of each failure outcome of each model x mode with injections (``avf``: AvfRow)."""
     k = raw.device_rate
-    return [FitRow(model=r.model, mode=r.mode, outcome=r.outcome, avf=r.rate, avf_low=r.ci_low, avf_high=r.ci_high,
-                   fit=k * r.rate, fit_low=k * r.ci_low, fit_high=k * r.ci_high)
-            for r in avf if r.outcome in FIT_OUTCOMES and r.n > 0]
+    return [
+        FitRow(
+            model=r.model,
+            mode=r.mode,
+            outcome=r.outcome,
+            avf=r.rate,
+            avf_low=r.ci_low,
+            avf_high=r.ci_high,
+            fit=k * r.rate,
+            fit_low=k * r.ci_low,
+            fit_high=k * r.ci_high,
+        )
+        for r in avf
+        if r.outcome in FIT_OUTCOMES and r.n > 0
+    ]

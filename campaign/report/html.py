@@ -6,6 +6,7 @@ sits in an element with stable ``data-*`` attributes (its row's store, model, mo
 field name), with the CSV's exact value in ``data-value``, so a test or a script can check the
 page against the other formats without parsing prose.
 """
+
 from __future__ import annotations
 
 import base64
@@ -16,10 +17,10 @@ from importlib import resources
 from pathlib import Path
 
 from fi_campaign import __version__
-from fi_campaign.report import plots
 from fi_campaign.outputs import Output, write_bytes
-from fi_campaign.report.fit import RawFit
+from fi_campaign.report import plots
 from fi_campaign.report.causes import sentence as cause_sentence
+from fi_campaign.report.fit import RawFit
 from fi_campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
 from fi_campaign.store import ModelRecord
 
@@ -38,10 +39,17 @@ def _environment():
     def load(name: str) -> str:
         return resources.files("fi_campaign.templates").joinpath("report", name).read_text(encoding="utf-8")
 
-    env = jinja2.Environment(loader=jinja2.FunctionLoader(load), undefined=jinja2.StrictUndefined,
-                             autoescape=True, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=True)
-    env.filters.update(pct=pct, num=num, fit=fit_number, network=network,
-                       pretty=lambda d: json.dumps(d, indent=2, sort_keys=True))
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(load),
+        undefined=jinja2.StrictUndefined,
+        autoescape=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters.update(
+        pct=pct, num=num, fit=fit_number, network=network, pretty=lambda d: json.dumps(d, indent=2, sort_keys=True)
+    )
     return env
 
 
@@ -64,39 +72,60 @@ def figures(reports: list[StoreReport]) -> list[plots.Rendered]:
     multi = len(reports) > 1
     out = []
     rows = [(rep.identity.label, r) for rep in reports for r in rep.avf]
-    out.append(plots.render(
-        plots.avf_figure(rows, multi), "avf", "AVF per model and fault mode",
-        "Outcome shares of the injections applied (not_injected excluded), stacked Masked / Tolerable SDC / "
-        f"Critical SDC / DUE; error bars: {100 * CONFIDENCE:g}% Wilson intervals (Clopper-Pearson at k = 0 or n) "
-        "of each outcome's rate, drawn at the top of its segment. An outcome that never occurred has no segment; "
-        "the table gives its upper bound."))
+    out.append(
+        plots.render(
+            plots.avf_figure(rows, multi),
+            "avf",
+            "AVF per model and fault mode",
+            "Outcome shares of the injections applied (not_injected excluded), stacked Masked / Tolerable SDC / "
+            f"Critical SDC / DUE; error bars: {100 * CONFIDENCE:g}% Wilson intervals (Clopper-Pearson at k = 0 or n) "
+            "of each outcome's rate, drawn at the top of its segment. An outcome that never occurred has no segment; "
+            "the table gives its upper bound.",
+        )
+    )
     for i, rep in enumerate(reports):
         if not any(u.n for u in rep.breakdown):
             continue
         what = "layer" if rep.unit_kind == "layer" else "kernel / instruction group"
         shown = plots.shown_units(rep.breakdown, rep.unit_kind)
-        more = (f" The {len(shown)} units with the most critical SDCs are drawn; the table lists all "
-                f"{len({u.unit for u in rep.breakdown})}." if rep.unit_kind == "kernel" and
-                len(shown) < len({u.unit for u in rep.breakdown}) else "")
-        out.append(plots.render(
-            plots.unit_figure(rep.breakdown, rep.unit_kind), f"units-{i + 1}" if multi else "units",
-            f"Critical-SDC rate per {what}" + (f" ({rep.identity.label})" if multi else ""),
-            f"Share of the injections landing in each {what} that changed a top-1 class, per model; error bars: "
-            f"{100 * CONFIDENCE:g}% Wilson intervals.{more}"))
+        more = (
+            f" The {len(shown)} units with the most critical SDCs are drawn; the table lists all "
+            f"{len({u.unit for u in rep.breakdown})}."
+            if rep.unit_kind == "kernel" and len(shown) < len({u.unit for u in rep.breakdown})
+            else ""
+        )
+        out.append(
+            plots.render(
+                plots.unit_figure(rep.breakdown, rep.unit_kind),
+                f"units-{i + 1}" if multi else "units",
+                f"Critical-SDC rate per {what}" + (f" ({rep.identity.label})" if multi else ""),
+                f"Share of the injections landing in each {what} that changed a top-1 class, per model; error bars: "
+                f"{100 * CONFIDENCE:g}% Wilson intervals.{more}",
+            )
+        )
     for i, rep in enumerate(reports):
         if any(b.n for b in rep.causes.bits):
-            out.append(plots.render(
-                plots.bit_figure(rep.causes.bits), f"bits-{i + 1}" if multi else "bits",
-                "single_bit critical SDCs per flipped bit" + (f" ({rep.identity.label})" if multi else ""),
-                "Share of the single-bit flips at each bit position that changed a top-1 class, split into those "
-                f"with NaN/Inf in the outputs and the finite ones; error bars: {100 * CONFIDENCE:g}% Wilson "
-                "intervals of the whole rate."))
-    regret = [pair for rep in reports for pair in zip(regret_labels(rep, multi), rep.regret)]
+            out.append(
+                plots.render(
+                    plots.bit_figure(rep.causes.bits),
+                    f"bits-{i + 1}" if multi else "bits",
+                    "single_bit critical SDCs per flipped bit" + (f" ({rep.identity.label})" if multi else ""),
+                    "Share of the single-bit flips at each bit position that changed a top-1 class, split into those "
+                    f"with NaN/Inf in the outputs and the finite ones; error bars: {100 * CONFIDENCE:g}% Wilson "
+                    "intervals of the whole rate.",
+                )
+            )
+    regret = [pair for rep in reports for pair in zip(regret_labels(rep, multi), rep.regret, strict=False)]
     if regret:
-        out.append(plots.render(
-            plots.regret_figure(regret), "regret", "Clean and noisy accuracy (regret)",
-            f"Test accuracy without and with injected noise per evaluated model; error bars and the bracketed "
-            f"regret interval: {100 * CONFIDENCE:g}% normal intervals over images."))
+        out.append(
+            plots.render(
+                plots.regret_figure(regret),
+                "regret",
+                "Clean and noisy accuracy (regret)",
+                f"Test accuracy without and with injected noise per evaluated model; error bars and the bracketed "
+                f"regret interval: {100 * CONFIDENCE:g}% normal intervals over images.",
+            )
+        )
     return out
 
 
@@ -113,15 +142,30 @@ def regret_labels(rep: StoreReport, multi: bool) -> list[str]:
     return out
 
 
-def render_page(reports: list[StoreReport], raw: RawFit | None, generated: str,
-                rendered: list[plots.Rendered]) -> str:
+def render_page(reports: list[StoreReport], raw: RawFit | None, generated: str, rendered: list[plots.Rendered]) -> str:
     images = {f.name: base64.b64encode(f.png).decode("ascii") for f in rendered}
-    return _environment().get_template(TEMPLATE).render(
-        reports=reports, multi=len(reports) > 1, raw=raw, generated=generated, version=__version__,
-        confidence=CONFIDENCE, figures=rendered, images=images, verdict=verdict, cause_sentence=cause_sentence,
-        fits={rep.identity.label: rep.fit(raw) for rep in reports},
-        regret_labels={(rep.identity.label, i): label for rep in reports
-                       for i, label in enumerate(regret_labels(rep, len(reports) > 1))})
+    return (
+        _environment()
+        .get_template(TEMPLATE)
+        .render(
+            reports=reports,
+            multi=len(reports) > 1,
+            raw=raw,
+            generated=generated,
+            version=__version__,
+            confidence=CONFIDENCE,
+            figures=rendered,
+            images=images,
+            verdict=verdict,
+            cause_sentence=cause_sentence,
+            fits={rep.identity.label: rep.fit(raw) for rep in reports},
+            regret_labels={
+                (rep.identity.label, i): label
+                for rep in reports
+                for i, label in enumerate(regret_labels(rep, len(reports) > 1))
+            },
+        )
+    )
 
 
 def write(reports: list[StoreReport], folder: Output, raw: RawFit | None, generated: str) -> Written:
@@ -131,8 +175,11 @@ def write(reports: list[StoreReport], folder: Output, raw: RawFit | None, genera
     index = folder.inside("index.html")
     rendered = figures(reports)
     page = render_page(reports, raw, generated, rendered)
-    files = [(folder.inside(f"{f.name}.{suffix}"), data) for f in rendered
-             for suffix, data in (("png", f.png), ("svg", f.svg))]
+    files = [
+        (folder.inside(f"{f.name}.{suffix}"), data)
+        for f in rendered
+        for suffix, data in (("png", f.png), ("svg", f.svg))
+    ]
     for out, data in files:
         write_bytes(out, data)
     write_bytes(index, page.encode("utf-8"))

@@ -4,6 +4,7 @@ starts without it.
 
 Every rate is drawn with its 95% interval from campaign.stats (the numbers of the tables).
 """
+
 from __future__ import annotations
 
 import io
@@ -35,7 +36,7 @@ class Rendered:
     svg: bytes
 
 
-def _figure(width: float, height: float) -> "Figure":
+def _figure(width: float, height: float) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -44,7 +45,7 @@ def _figure(width: float, height: float) -> "Figure":
     return fig
 
 
-def render(fig: "Figure", name: str, title: str, caption: str) -> Rendered:
+def render(fig: Figure, name: str, title: str, caption: str) -> Rendered:
     """PNG (for the page and slides) and SVG (for papers); the SVG carries no date, so the
     same store gives the same file."""
     png, svg = io.BytesIO(), io.BytesIO()
@@ -61,7 +62,7 @@ def _err(rate: float, low: float, high: float) -> list[list[float]]:
     return [[100 * (rate - low)], [100 * (high - rate)]]
 
 
-def avf_figure(rows: list[tuple[str, "AvfRow"]], with_store: bool) -> "Figure":
+def avf_figure(rows: list[tuple[str, AvfRow]], with_store: bool) -> Figure:
     """Per mode, one stacked bar per (store,) model: Masked / Tolerable SDC / Critical SDC / DUE
     in percent of the injections applied, each segment's 95% interval drawn at its top."""
     from matplotlib.patches import Patch
@@ -72,7 +73,7 @@ def avf_figure(rows: list[tuple[str, "AvfRow"]], with_store: bool) -> "Figure":
     fig = _figure(1.0 + len(modes) * max(3.0, 1.1 * len(bars)), 4.8)
     axes = fig.subplots(1, len(modes), sharey=True, squeeze=False)[0]
     top = 100.0
-    for ax, mode in zip(axes, modes):
+    for ax, mode in zip(axes, modes, strict=False):
         for i, (store, model) in enumerate(bars):
             bottom = 0.0
             for j, outcome in enumerate(STACK):
@@ -81,8 +82,15 @@ def avf_figure(rows: list[tuple[str, "AvfRow"]], with_store: bool) -> "Figure":
                     continue
                 h = 100 * r.rate
                 ax.bar(i, h, bottom=bottom, width=0.62, color=COLOURS[outcome], edgecolor="white", linewidth=0.5)
-                ax.errorbar(i - 0.21 + 0.14 * j, bottom + h, yerr=_err(r.rate, r.ci_low, r.ci_high), fmt="none",
-                            ecolor="black", elinewidth=0.8, capsize=2.5)
+                ax.errorbar(
+                    i - 0.21 + 0.14 * j,
+                    bottom + h,
+                    yerr=_err(r.rate, r.ci_low, r.ci_high),
+                    fmt="none",
+                    ecolor="black",
+                    elinewidth=0.8,
+                    capsize=2.5,
+                )
                 if h >= 6:
                     ax.text(i, bottom + h / 2, f"{h:.1f}", ha="center", va="center", fontsize=7)
                 bottom += h
@@ -95,12 +103,17 @@ def avf_figure(rows: list[tuple[str, "AvfRow"]], with_store: bool) -> "Figure":
         ax.grid(axis="y", alpha=0.3)
     axes[0].set_ylim(0, top + 2)
     axes[0].set_ylabel("share of injections (%)")
-    fig.legend(handles=[Patch(color=COLOURS[o], label=NAMES[o]) for o in STACK], loc="outside upper center",
-               ncols=len(STACK), frameon=False, fontsize=9)
+    fig.legend(
+        handles=[Patch(color=COLOURS[o], label=NAMES[o]) for o in STACK],
+        loc="outside upper center",
+        ncols=len(STACK),
+        frameon=False,
+        fontsize=9,
+    )
     return fig
 
 
-def shown_units(rows: list["UnitRow"], kind: str) -> list[str]:
+def shown_units(rows: list[UnitRow], kind: str) -> list[str]:
     """The units a chart shows: every layer in order; for kernels, the TOP_UNITS with the most
     critical SDCs (ties: the most injections), since a GPU workload can launch hundreds."""
     units = _unique(u.unit for u in rows)
@@ -113,7 +126,7 @@ def shown_units(rows: list["UnitRow"], kind: str) -> list[str]:
     return sorted(units, key=lambda name: (-k[name][0], -k[name][1], name))[:TOP_UNITS]
 
 
-def unit_figure(rows: list["UnitRow"], kind: str) -> "Figure":
+def unit_figure(rows: list[UnitRow], kind: str) -> Figure:
     """Per mode, the critical-SDC rate of faults landing in each layer (or kernel / instruction
     group), one bar per model, with 95% intervals."""
     modes = _unique(u.mode for u in rows)
@@ -123,7 +136,7 @@ def unit_figure(rows: list["UnitRow"], kind: str) -> "Figure":
     fig = _figure(min(15.0, max(7.0, 0.3 * len(units) * max(1, len(models)) + 2)), 1.0 + 3.0 * len(modes))
     axes = fig.subplots(len(modes), 1, sharex=True, squeeze=False)[:, 0]
     width = 0.8 / max(1, len(models))
-    for ax, mode in zip(axes, modes):
+    for ax, mode in zip(axes, modes, strict=False):
         for m, model in enumerate(models):
             xs, ys, lo, hi = [], [], [], []
             for i, unit in enumerate(units):
@@ -134,8 +147,15 @@ def unit_figure(rows: list["UnitRow"], kind: str) -> "Figure":
                 ys.append(100 * u.rate)
                 lo.append(100 * (u.rate - u.ci_low))
                 hi.append(100 * (u.ci_high - u.rate))
-            ax.bar(xs, ys, width=width * 0.92, yerr=[lo, hi], color=MODEL_COLOURS[m % len(MODEL_COLOURS)],
-                   error_kw={"elinewidth": 0.8, "capsize": 2}, label=model)
+            ax.bar(
+                xs,
+                ys,
+                width=width * 0.92,
+                yerr=[lo, hi],
+                color=MODEL_COLOURS[m % len(MODEL_COLOURS)],
+                error_kw={"elinewidth": 0.8, "capsize": 2},
+                label=model,
+            )
         ax.set_title(mode, fontsize=10)
         ax.set_ylabel("critical SDC (%)")
         ax.set_ylim(bottom=0)
@@ -147,7 +167,7 @@ def unit_figure(rows: list["UnitRow"], kind: str) -> "Figure":
     return fig
 
 
-def regret_figure(rows: list[tuple[str, "RegretRecord"]]) -> "Figure":
+def regret_figure(rows: list[tuple[str, RegretRecord]]) -> Figure:
     """Clean and noisy accuracy per evaluated model (paper Fig. 5), the noisy one with its 95%
     interval, and the regret (clean - noisy) with its interval written above."""
     fig = _figure(max(5.0, 1.6 * len(rows) + 1.5), 4.4)
@@ -155,12 +175,24 @@ def regret_figure(rows: list[tuple[str, "RegretRecord"]]) -> "Figure":
     labels = []
     for i, (label, r) in enumerate(rows):
         ax.bar(i - 0.19, 100 * r.clean, width=0.36, color="#2f6690", label="clean" if i == 0 else None)
-        ax.bar(i + 0.19, 100 * r.noisy, width=0.36, color="#d1495b", label="noisy" if i == 0 else None,
-               yerr=None if r.noisy_low != r.noisy_low else _err(r.noisy, r.noisy_low, r.noisy_high),
-               error_kw={"elinewidth": 0.8, "capsize": 3})
+        ax.bar(
+            i + 0.19,
+            100 * r.noisy,
+            width=0.36,
+            color="#d1495b",
+            label="noisy" if i == 0 else None,
+            yerr=None if r.noisy_low != r.noisy_low else _err(r.noisy, r.noisy_low, r.noisy_high),
+            error_kw={"elinewidth": 0.8, "capsize": 3},
+        )
         ci = "" if r.regret_low != r.regret_low else f"\n[{100 * r.regret_low:.2f}, {100 * r.regret_high:.2f}]"
-        ax.text(i, 100 * max(r.clean, r.noisy) + 3, f"regret {100 * r.regret:.2f} pts{ci}", ha="center",
-                va="bottom", fontsize=7)
+        ax.text(
+            i,
+            100 * max(r.clean, r.noisy) + 3,
+            f"regret {100 * r.regret:.2f} pts{ci}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+        )
         labels.append(label)
     ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=15 if len(rows) > 3 else 0)
     ax.set_ylim(0, 118)
@@ -170,22 +202,28 @@ def regret_figure(rows: list[tuple[str, "RegretRecord"]]) -> "Figure":
     return fig
 
 
-def bit_figure(rows: list["BitRow"]) -> "Figure":
+def bit_figure(rows: list[BitRow]) -> Figure:
     """Per model (one panel each), the critical-SDC rate of single-bit flips at each bit position,
     split into NaN/Inf and finite critical SDCs, the 95% interval of the whole rate on top."""
     panels = _unique((b.model, b.mode) for b in rows)
     fig = _figure(9.0, 0.8 + 2.2 * len(panels))
     axes = fig.subplots(len(panels), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
-    for ax, (model, mode) in zip(axes, panels):
+    for ax, (model, mode) in zip(axes, panels, strict=False):
         mine = [b for b in rows if (b.model, b.mode) == (model, mode)]
         xs = [b.bit for b in mine]
         finite = [100 * (b.k - b.nan) / b.n if b.n else 0.0 for b in mine]
         nan = [100 * b.nan / b.n if b.n else 0.0 for b in mine]
         ax.bar(xs, finite, width=0.8, color=COLOURS[CRITICAL_SDC], label="critical SDC, finite outputs")
         ax.bar(xs, nan, bottom=finite, width=0.8, color="#5b5f97", label="critical SDC, NaN/Inf in the outputs")
-        ax.errorbar(xs, [100 * b.rate for b in mine], yerr=[[100 * (b.rate - b.ci_low) for b in mine],
-                                                           [100 * (b.ci_high - b.rate) for b in mine]],
-                    fmt="none", ecolor="black", elinewidth=0.7, capsize=1.5)
+        ax.errorbar(
+            xs,
+            [100 * b.rate for b in mine],
+            yerr=[[100 * (b.rate - b.ci_low) for b in mine], [100 * (b.ci_high - b.rate) for b in mine]],
+            fmt="none",
+            ecolor="black",
+            elinewidth=0.7,
+            capsize=1.5,
+        )
         for edge in (22.5, 30.5):
             ax.axvline(edge, color="grey", linewidth=0.6, linestyle=":")
         ax.set_title(f"{model}, {mode}", fontsize=9)

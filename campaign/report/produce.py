@@ -1,11 +1,12 @@
 """`report`'s work: open every store, check every output before the first is written, build one
 StoreReport per store and write the files asked for from them."""
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable
 
 from fi_campaign import outputs
 from fi_campaign.errors import UserError
@@ -27,8 +28,14 @@ class Files:
         return any((self.csv, self.json, self.html, self.critical))
 
 
-def produce(stores: list[str], files: Files, raw: RawFit | None, reference: str | None, force: bool,
-            say: Callable[[str, bool], None]) -> list[StoreReport]:
+def produce(
+    stores: list[str],
+    files: Files,
+    raw: RawFit | None,
+    reference: str | None,
+    force: bool,
+    say: Callable[[str, bool], None],
+) -> list[StoreReport]:
     """Nothing is written unless every store opens and every output may be written; ``say`` hears
     one sentence as each file is written, and the note of a store that is only read; its flag
     sends the sentence to stderr (a note, or a file that is a stream such as stdout)."""
@@ -44,12 +51,21 @@ def produce(stores: list[str], files: Files, raw: RawFit | None, reference: str 
     for store in opened:
         if (note := store.read_only_note()) is not None:
             say(note, True)
-    chosen = {name: outputs.check(value, force, beside, folder=name == "html")
-              for name, value in (("csv", files.csv), ("json", files.json), ("html", files.html),
-                                  ("critical", files.critical)) if value}
+    chosen = {
+        name: outputs.check(value, force, beside, folder=name == "html")
+        for name, value in (
+            ("csv", files.csv),
+            ("json", files.json),
+            ("html", files.html),
+            ("critical", files.critical),
+        )
+        if value
+    }
     if len({o.path for o in chosen.values()}) < len(chosen):
         raise UserError("--csv, --json, --critical-csv and --html name the same path; give each its own.")
-    reports = [summary.build(s, label, reference) for s, label in zip(opened, summary.store_labels(paths))]
+    reports = [
+        summary.build(s, label, reference) for s, label in zip(opened, summary.store_labels(paths), strict=False)
+    ]
     generated = datetime.now(timezone.utc).isoformat(timespec="seconds")
     if files.csv:
         summary.write_avf_csv(reports, chosen["csv"])

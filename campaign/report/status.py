@@ -7,6 +7,7 @@ worker's is its results over its whole life, from its start to its last heartbea
 golden runs and every model x mode it ran included. A worker is therefore slower than the
 strata it ran.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,8 +17,10 @@ from fi_campaign.report.text import Block, Col, TextTable
 from fi_campaign.stats import Rate, proportion
 from fi_campaign.store import Store, WorkerStatus
 
-RATE_NOTE = ("inj/s: a model x mode's results over the time its injections ran; a worker's over its whole "
-             "life, from its start to its last heartbeat (model loading, golden runs and waits included).")
+RATE_NOTE = (
+    "inj/s: a model x mode's results over the time its injections ran; a worker's over its whole "
+    "life, from its start to its last heartbeat (model loading, golden runs and waits included)."
+)
 
 
 @dataclass(frozen=True)
@@ -42,13 +45,22 @@ class Status:
     count_notes: list[str]  # backend nvbitfi: the injector's launch counts against the profile's
 
 
-def stratum_progress(model: str, mode: str, done: int, planned: int, running: int, outcomes: dict[str, int],
-                     busy_s: float) -> StratumProgress:
+def stratum_progress(
+    model: str, mode: str, done: int, planned: int, running: int, outcomes: dict[str, int], busy_s: float
+) -> StratumProgress:
     n = sum(outcomes.get(o, 0) for o in COUNTED)
     rate = done / busy_s if busy_s > 0 else None
-    return StratumProgress(model, mode, done, planned, running, outcomes,
-                           proportion(outcomes.get(CRITICAL_SDC, 0), n) if n else None, rate,
-                           (planned - done) / rate if rate and done < planned else None)
+    return StratumProgress(
+        model,
+        mode,
+        done,
+        planned,
+        running,
+        outcomes,
+        proportion(outcomes.get(CRITICAL_SDC, 0), n) if n else None,
+        rate,
+        (planned - done) / rate if rate and done < planned else None,
+    )
 
 
 def campaign_status(store: Store) -> Status:
@@ -57,23 +69,42 @@ def campaign_status(store: Store) -> Status:
 
     record = store.campaign()
     config = Config.from_json(record.config)
-    strata = [stratum_progress(s.model, s.mode, s.done, s.planned, s.running, s.outcomes, s.busy_s)
-              for s in store.stratum_status()]
-    notes = ([count_sentence(c, config.nvbitfi.dialect) for c in store.count_checks()]
-             if config.backend == "nvbitfi" else [])
+    strata = [
+        stratum_progress(s.model, s.mode, s.done, s.planned, s.running, s.outcomes, s.busy_s)
+        for s in store.stratum_status()
+    ]
+    notes = (
+        [count_sentence(c, config.nvbitfi.dialect) for c in store.count_checks()] if config.backend == "nvbitfi" else []
+    )
     return Status(record.name, store.label, strata, store.workers(), notes)
 
 
 def status_text(status: Status) -> list[Block]:
-    cols = (Col("model", key=True), Col("mode", key=True), Col("done/planned", key=True, right=True),
-            Col("running", right=True, spill=1), Col("outcomes", spill=2), Col("critical SDC [95% CI]"),
-            Col("inj/s", right=True), Col("ETA", right=True))
-    rows = tuple((s.model, s.mode, f"{s.done}/{s.planned}", str(s.running),
-                  " ".join(f"{k}={v}" for k, v in sorted(s.outcomes.items())) or "-",
-                  "-" if s.critical is None else
-                  f"{100 * s.critical.rate:.2f}% [{100 * s.critical.low:.2f}, {100 * s.critical.high:.2f}]",
-                  "-" if s.rate is None else f"{s.rate:,.1f}", "-" if s.eta_s is None else f"{s.eta_s:,.0f} s")
-                 for s in status.strata)
+    cols = (
+        Col("model", key=True),
+        Col("mode", key=True),
+        Col("done/planned", key=True, right=True),
+        Col("running", right=True, spill=1),
+        Col("outcomes", spill=2),
+        Col("critical SDC [95% CI]"),
+        Col("inj/s", right=True),
+        Col("ETA", right=True),
+    )
+    rows = tuple(
+        (
+            s.model,
+            s.mode,
+            f"{s.done}/{s.planned}",
+            str(s.running),
+            " ".join(f"{k}={v}" for k, v in sorted(s.outcomes.items())) or "-",
+            "-"
+            if s.critical is None
+            else f"{100 * s.critical.rate:.2f}% [{100 * s.critical.low:.2f}, {100 * s.critical.high:.2f}]",
+            "-" if s.rate is None else f"{s.rate:,.1f}",
+            "-" if s.eta_s is None else f"{s.eta_s:,.0f} s",
+        )
+        for s in status.strata
+    )
     out: list[Block] = [TextTable(f"campaign '{status.name}' in {status.label}", cols, rows)]
     if status.workers:
         out += [workers_table(status.workers), RATE_NOTE]
@@ -83,8 +114,27 @@ def status_text(status: Status) -> list[Block]:
 def workers_table(workers: list[WorkerStatus]) -> TextTable:
     """Per worker: where it runs (host, Slurm job and array index), its state, its last
     heartbeat and its rate over its whole life; a running worker silent past its lease shows as lost."""
-    cols = (Col("worker", key=True), Col("host"), Col("job"), Col("array", right=True), Col("state", key=True),
-            Col("heartbeat", right=True), Col("done", right=True), Col("inj/s since start", right=True))
-    rows = tuple((w.owner, w.host, w.job or "-", "-" if w.array_index is None else str(w.array_index), w.state,
-                  f"{w.heartbeat_age_s:,.0f} s ago", str(w.done), f"{w.rate:,.2f}") for w in workers)
+    cols = (
+        Col("worker", key=True),
+        Col("host"),
+        Col("job"),
+        Col("array", right=True),
+        Col("state", key=True),
+        Col("heartbeat", right=True),
+        Col("done", right=True),
+        Col("inj/s since start", right=True),
+    )
+    rows = tuple(
+        (
+            w.owner,
+            w.host,
+            w.job or "-",
+            "-" if w.array_index is None else str(w.array_index),
+            w.state,
+            f"{w.heartbeat_age_s:,.0f} s ago",
+            str(w.done),
+            f"{w.rate:,.2f}",
+        )
+        for w in workers
+    )
     return TextTable(f"{len(workers)} workers ({sum(w.state == 'running' for w in workers)} running)", cols, rows)

@@ -3,26 +3,39 @@ identity, computed from a store. Every output format (terminal, CSV, JSON, HTML)
 from one StoreReport, so they cannot disagree; the store is read with three aggregate queries,
 whatever its size.
 """
+
 from __future__ import annotations
 
 import csv
 import json
 import math
+from collections.abc import Iterable
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Iterable
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC, NOT_INJECTED, OUTCOMES
 from fi_campaign.config import Config
 from fi_campaign.errors import UserError
 from fi_campaign.outputs import Output, replacing, write_text
-from fi_campaign.report.causes import Causes, causes as find_causes, csv_rows as cause_rows, sentence as cause_sentence
+from fi_campaign.report.causes import Causes
+from fi_campaign.report.causes import causes as find_causes
+from fi_campaign.report.causes import csv_rows as cause_rows
+from fi_campaign.report.causes import sentence as cause_sentence
 from fi_campaign.report.causes import write_csv as write_cause_table
 from fi_campaign.report.fit import FitRow, RawFit, fit_rows
 from fi_campaign.stats import Ratio, proportion, rate_ratio
-from fi_campaign.store import (CampaignRecord, CountCheck, FaultModelRecord, ModelRecord, RegretRecord, ResultGroup,
-                              Store, Versions, WorkloadRecord)
+from fi_campaign.store import (
+    CampaignRecord,
+    CountCheck,
+    FaultModelRecord,
+    ModelRecord,
+    RegretRecord,
+    ResultGroup,
+    Store,
+    Versions,
+    WorkloadRecord,
+)
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
 CONFIDENCE = 0.95
@@ -119,8 +132,14 @@ class Identity:
         out = {f.name: getattr(self, f.name) for f in fields(self)}
         workload = self.workload.to_dict()
         del workload["indices"]
-        return {**out, "versions": self.versions.to_dict(), "models": {k: m.to_dict() for k, m in self.models.items()},
-                "workload": workload, "fault_model": self.fault_model.to_dict(), "results_by": list(self.results_by)}
+        return {
+            **out,
+            "versions": self.versions.to_dict(),
+            "models": {k: m.to_dict() for k, m in self.models.items()},
+            "workload": workload,
+            "fault_model": self.fault_model.to_dict(),
+            "results_by": list(self.results_by),
+        }
 
 
 @dataclass(frozen=True)
@@ -143,8 +162,9 @@ class StoreReport:
 # --- pure computations ---------------------------------------------------------------------------
 
 
-def avf_from_counts(models: Iterable[str], modes: Iterable[str],
-                    counts: dict[tuple[str, str], dict[str, int]]) -> list[AvfRow]:
+def avf_from_counts(
+    models: Iterable[str], modes: Iterable[str], counts: dict[tuple[str, str], dict[str, int]]
+) -> list[AvfRow]:
     """Each outcome of each model x mode as k/n with its interval; not_injected is a share of
     all results and stays out of every other denominator."""
     rows = []
@@ -156,8 +176,11 @@ def avf_from_counts(models: Iterable[str], modes: Iterable[str],
                 k = c.get(outcome, 0)
                 total = n + c.get(NOT_INJECTED, 0) if outcome == NOT_INJECTED else n
                 r = proportion(k, total, CONFIDENCE)
-                rows.append(AvfRow(model=model, mode=mode, outcome=outcome, k=k, n=total, rate=r.rate, ci_low=r.low,
-                                   ci_high=r.high))
+                rows.append(
+                    AvfRow(
+                        model=model, mode=mode, outcome=outcome, k=k, n=total, rate=r.rate, ci_low=r.low, ci_high=r.high
+                    )
+                )
     return rows
 
 
@@ -170,9 +193,17 @@ def compare(reference: str, models: Iterable[str], modes: Iterable[str], rows: l
         for model in models:
             if model != reference:
                 cand = crit[(model, mode)]
-                out.append(Comparison(mode=mode, reference=reference, candidate=model, reference_rate=ref,
-                                      candidate_rate=cand, ratio=rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE),
-                                      undefined=why_undefined(ref, cand)))
+                out.append(
+                    Comparison(
+                        mode=mode,
+                        reference=reference,
+                        candidate=model,
+                        reference_rate=ref,
+                        candidate_rate=cand,
+                        ratio=rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE),
+                        undefined=why_undefined(ref, cand),
+                    )
+                )
     return out
 
 
@@ -197,18 +228,26 @@ def counts_by_stratum(groups: Iterable[ResultGroup]) -> dict[tuple[str, str], di
     return out
 
 
-def strata(models: Iterable[str], modes: Iterable[str], progress: list[tuple[str, str, int, int]],
-           groups: list[ResultGroup]) -> list[Stratum]:
+def strata(
+    models: Iterable[str], modes: Iterable[str], progress: list[tuple[str, str, int, int]], groups: list[ResultGroup]
+) -> list[Stratum]:
     planned = {(a, b): (done, total) for a, b, done, total in progress}
     out = []
     for model in models:
         for mode in modes:
             mine = [g for g in groups if (g.model, g.mode) == (model, mode)]
             done, total = planned.get((model, mode), (0, 0))
-            out.append(Stratum(model=model, mode=mode, planned=total, done=done,
-                               counted=sum(g.count for g in mine if g.outcome in COUNTED),
-                               not_injected=sum(g.count for g in mine if g.outcome == NOT_INJECTED),
-                               nan=sum(g.nan for g in mine)))
+            out.append(
+                Stratum(
+                    model=model,
+                    mode=mode,
+                    planned=total,
+                    done=done,
+                    counted=sum(g.count for g in mine if g.outcome in COUNTED),
+                    not_injected=sum(g.count for g in mine if g.outcome == NOT_INJECTED),
+                    nan=sum(g.nan for g in mine),
+                )
+            )
     return out
 
 
@@ -228,8 +267,9 @@ def breakdown(kind: str, models: Iterable[str], modes: Iterable[str], groups: li
         c["k"] += g.count if g.outcome == CRITICAL_SDC else 0
         c["ni"] += g.count if g.outcome == NOT_INJECTED else 0
         c["nan"] += g.nan
-    crit = {(m, d): sum(c["k"] for (m2, d2, _), c in cells.items() if (m2, d2) == (m, d))
-            for m in models for d in modes}
+    crit = {
+        (m, d): sum(c["k"] for (m2, d2, _), c in cells.items() if (m2, d2) == (m, d)) for m in models for d in modes
+    }
     rank = {(m, d): i for i, (m, d) in enumerate((m, d) for m in models for d in modes)}
 
     def order(key: tuple) -> tuple:
@@ -243,30 +283,58 @@ def breakdown(kind: str, models: Iterable[str], modes: Iterable[str], groups: li
         c, g = cells[key], cells[key]["g"]
         r = proportion(c["k"], c["n"], CONFIDENCE)
         total = crit.get((model, mode), 0)
-        out.append(UnitRow(model=model, mode=mode, unit=unit_label(kind, g), layer=g.layer if kind == "layer" else None,
-                           layer_name=g.layer_name if kind == "layer" else None,
-                           kernel=g.kernel if kind == "kernel" else None, igid=g.igid if kind == "kernel" else None,
-                           n=c["n"], k=c["k"], rate=r.rate, ci_low=r.low, ci_high=r.high,
-                           share=c["k"] / total if total else math.nan, not_injected=c["ni"], nan=c["nan"]))
+        out.append(
+            UnitRow(
+                model=model,
+                mode=mode,
+                unit=unit_label(kind, g),
+                layer=g.layer if kind == "layer" else None,
+                layer_name=g.layer_name if kind == "layer" else None,
+                kernel=g.kernel if kind == "kernel" else None,
+                igid=g.igid if kind == "kernel" else None,
+                n=c["n"],
+                k=c["k"],
+                rate=r.rate,
+                ci_low=r.low,
+                ci_high=r.high,
+                share=c["k"] / total if total else math.nan,
+                not_injected=c["ni"],
+                nan=c["nan"],
+            )
+        )
     return out
 
 
-def identity(label: str, path: "str | Path", record: CampaignRecord, config: Config,
-             groups: list[ResultGroup]) -> Identity:
+def identity(
+    label: str, path: str | Path, record: CampaignRecord, config: Config, groups: list[ResultGroup]
+) -> Identity:
     return Identity(
-        label=label, path=str(path), name=record.name, seed=record.seed, created=record.created,
-        first_result=min((g.first for g in groups), default=None), last_result=max((g.last for g in groups), default=None),
-        backend=config.backend, isolation=config.isolation, device=config.device,
+        label=label,
+        path=str(path),
+        name=record.name,
+        seed=record.seed,
+        created=record.created,
+        first_result=min((g.first for g in groups), default=None),
+        last_result=max((g.last for g in groups), default=None),
+        backend=config.backend,
+        isolation=config.isolation,
+        device=config.device,
         dialect=config.nvbitfi.dialect if config.backend == "nvbitfi" else None,
-        reference=config.reference, injections=config.injections, config=json.loads(config.to_json()),
-        versions=record.versions, models=record.models, workload=record.workload, fault_model=record.fault_model,
-        results_by=tuple(sorted({f"{g.backend}/{g.isolation}" for g in groups})))
+        reference=config.reference,
+        injections=config.injections,
+        config=json.loads(config.to_json()),
+        versions=record.versions,
+        models=record.models,
+        workload=record.workload,
+        fault_model=record.fault_model,
+        results_by=tuple(sorted({f"{g.backend}/{g.isolation}" for g in groups})),
+    )
 
 
 def store_labels(paths: list[Path]) -> list[str]:
     """Short names for stores side by side: the file name, or the whole path where two share one."""
     names = [p.name for p in paths]
-    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths)]
+    return [n if names.count(n) == 1 else str(p) for n, p in zip(names, paths, strict=False)]
 
 
 # --- from a store ----------------------------------------------------------------------------------
@@ -278,19 +346,28 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
     config = Config.from_json(record.config)
     models, modes = list(config.models), list(config.modes)
     if reference is not None and reference not in models:
-        raise UserError(f"--reference {reference} is not a model of campaign '{record.name}' in {store.path} "
-                        f"(its models: {', '.join(models)}).")
+        raise UserError(
+            f"--reference {reference} is not a model of campaign '{record.name}' in {store.path} "
+            f"(its models: {', '.join(models)})."
+        )
     ref = reference or config.reference
     groups = store.result_groups()
     rows = avf_from_counts(models, modes, counts_by_stratum(groups))
     kind = "kernel" if config.backend == "nvbitfi" else "layer"
     checks = store.count_checks() if config.backend == "nvbitfi" else []
     ident = replace(identity(label or store.name, store.label, record, config, groups), reference=ref)
-    return StoreReport(identity=ident, strata=strata(models, modes, store.progress(), groups), avf=rows,
-                       comparisons=compare(ref, models, modes, rows), unit_kind=kind,
-                       breakdown=breakdown(kind, models, modes, groups), regret=store.regret_rows(), counts=checks,
-                       count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks],
-                       causes=find_causes(ref, models, modes, groups, store.bit_groups()))
+    return StoreReport(
+        identity=ident,
+        strata=strata(models, modes, store.progress(), groups),
+        avf=rows,
+        comparisons=compare(ref, models, modes, rows),
+        unit_kind=kind,
+        breakdown=breakdown(kind, models, modes, groups),
+        regret=store.regret_rows(),
+        counts=checks,
+        count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks],
+        causes=find_causes(ref, models, modes, groups, store.bit_groups()),
+    )
 
 
 def count_sentence(c: CountCheck, dialect: str) -> str:
@@ -301,13 +378,17 @@ def count_sentence(c: CountCheck, dialect: str) -> str:
     head = f"{c.model} {group}: the injector's count of {c.launches} launch{'es' if c.launches != 1 else ''} is known"
     if not c.over and not c.under:
         return head + " and each equals the profile's."
-    ratio = (f"{c.ratio_low:.2f}x" if c.ratio_low == c.ratio_high else f"{c.ratio_low:.2f}x to {c.ratio_high:.2f}x")
-    text = (f"{head}; {c.over + c.under} disagree with the profile (profile/injector {ratio}): "
-            f"{c.redrawn} sites were re-drawn within the injector's counts ({c.rejected_runs} runs spent on rejected "
-            "sites)")
+    ratio = f"{c.ratio_low:.2f}x" if c.ratio_low == c.ratio_high else f"{c.ratio_low:.2f}x to {c.ratio_high:.2f}x"
+    text = (
+        f"{head}; {c.over + c.under} disagree with the profile (profile/injector {ratio}): "
+        f"{c.redrawn} sites were re-drawn within the injector's counts ({c.rejected_runs} runs spent on rejected "
+        "sites)"
+    )
     if c.under:
-        text += (f"; in {c.under} launches the injector executes more than the profile counts, and those extra "
-                 "instructions are never drawn")
+        text += (
+            f"; in {c.under} launches the injector executes more than the profile counts, and those extra "
+            "instructions are never drawn"
+        )
     return text + "."
 
 
@@ -318,14 +399,17 @@ def verdict(c: Comparison) -> str:
     if r.value != r.value:
         return f"{c.mode}: the ratio of critical-SDC rates {c.reference}/{c.candidate} is undefined ({c.undefined})."
     note = " (0.5 added to each count because one is zero)" if r.corrected else ""
-    size = (f"{c.candidate}'s critical-SDC rate is {r.value:.2f}x lower than {c.reference}'s" if r.value >= 1 else
-            f"{c.candidate}'s critical-SDC rate is {1 / r.value:.2f}x higher than {c.reference}'s")
+    size = (
+        f"{c.candidate}'s critical-SDC rate is {r.value:.2f}x lower than {c.reference}'s"
+        if r.value >= 1
+        else f"{c.candidate}'s critical-SDC rate is {1 / r.value:.2f}x higher than {c.reference}'s"
+    )
     if r.significant:
         change = "reduction" if r.value > 1 else "increase"
         judged = f"the {change} is significant (the {pct} interval excludes 1)"
     else:
         judged = f"the difference is not significant (the {pct} interval includes 1)"
-    return (f"{c.mode}: {size} (ratio {r.value:.2f}, {pct} CI [{r.low:.2f}, {r.high:.2f}]){note}; {judged}.")
+    return f"{c.mode}: {size} (ratio {r.value:.2f}, {pct} CI [{r.low:.2f}, {r.high:.2f}]){note}; {judged}."
 
 
 # --- CSV and JSON ----------------------------------------------------------------------------------
@@ -338,8 +422,10 @@ def write_csv(rows: list[AvfRow], out: Output, stores: list[str] | None = None) 
         w = csv.writer(f)
         w.writerow((("store",) if stores else ()) + CSV_COLUMNS)
         for i, r in enumerate(rows):
-            w.writerow(([stores[i]] if stores else []) +
-                       [r.model, r.mode, r.outcome, r.k, r.n, num(r.rate), num(r.ci_low), num(r.ci_high)])
+            w.writerow(
+                ([stores[i]] if stores else [])
+                + [r.model, r.mode, r.outcome, r.k, r.n, num(r.rate), num(r.ci_low), num(r.ci_high)]
+            )
 
 
 def write_avf_csv(reports: list[StoreReport], out: Output) -> None:
@@ -351,8 +437,9 @@ def write_avf_csv(reports: list[StoreReport], out: Output) -> None:
 
 def write_causes_csv(reports: list[StoreReport], out: Output) -> None:
     multi = len(reports) > 1
-    write_cause_table([(rep.identity.label if multi else None, cause_rows(rep.causes)) for rep in reports],
-                      out, _csv_file)
+    write_cause_table(
+        [(rep.identity.label if multi else None, cause_rows(rep.causes)) for rep in reports], out, _csv_file
+    )
 
 
 @contextmanager
@@ -364,11 +451,15 @@ def _csv_file(out: Output):
 def to_json(reports: list[StoreReport], raw: RawFit | None, generated: str) -> dict:
     """The documented shape (docs/REPORTS.md); NaN (a rate of nothing) becomes null."""
     doc = {
-        "format": JSON_FORMAT, "version": JSON_VERSION, "generated": generated, "confidence": CONFIDENCE,
+        "format": JSON_FORMAT,
+        "version": JSON_VERSION,
+        "generated": generated,
+        "confidence": CONFIDENCE,
         "interval": "Wilson score; exact Clopper-Pearson at k = 0 or k = n",
         "ratio_interval": "Katz log-scale; 0.5 added to each k and n when a count is zero",
-        "fit_input": None if raw is None else {**asdict(raw), "device_rate": raw.device_rate,
-                                                "formula": "FIT = raw device FIT x AVF"},
+        "fit_input": None
+        if raw is None
+        else {**asdict(raw), "device_rate": raw.device_rate, "formula": "FIT = raw device FIT x AVF"},
         "stores": [_store_json(rep, raw) for rep in reports],
     }
     return _finite(doc)
@@ -380,33 +471,61 @@ def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
         "identity": rep.identity.to_dict(),
         "strata": [asdict(s) for s in rep.strata],
         "avf": [asdict(r) for r in rep.avf],
-        "comparisons": [{"mode": c.mode, "reference": c.reference, "candidate": c.candidate,
-                         "reference_k": c.reference_rate.k, "reference_n": c.reference_rate.n,
-                         "candidate_k": c.candidate_rate.k, "candidate_n": c.candidate_rate.n,
-                         "ratio": c.ratio.value, "ci_low": c.ratio.low, "ci_high": c.ratio.high,
-                         "corrected": c.ratio.corrected, "significant": c.ratio.significant,
-                         "sentence": verdict(c)} for c in rep.comparisons],
+        "comparisons": [
+            {
+                "mode": c.mode,
+                "reference": c.reference,
+                "candidate": c.candidate,
+                "reference_k": c.reference_rate.k,
+                "reference_n": c.reference_rate.n,
+                "candidate_k": c.candidate_rate.k,
+                "candidate_n": c.candidate_rate.n,
+                "ratio": c.ratio.value,
+                "ci_low": c.ratio.low,
+                "ci_high": c.ratio.high,
+                "corrected": c.ratio.corrected,
+                "significant": c.ratio.significant,
+                "sentence": verdict(c),
+            }
+            for c in rep.comparisons
+        ],
         "breakdown": {"unit": rep.unit_kind, "rows": [asdict(u) for u in rep.breakdown]},
         "fit": [asdict(f) for f in rep.fit(raw)],
         "regret": [asdict(r) for r in rep.regret],
-        "launch_counts": [{**asdict(c), "sentence": t} for c, t in zip(rep.counts, rep.count_notes)],
+        "launch_counts": [{**asdict(c), "sentence": t} for c, t in zip(rep.counts, rep.count_notes, strict=False)],
         "causes": _causes_json(rep.causes),
     }
 
 
 def _causes_json(c: Causes) -> dict:
     def ratio(r) -> dict:
-        return {"ratio": r.value, "ci_low": r.low, "ci_high": r.high, "corrected": r.corrected,
-                "significant": r.significant}
+        return {
+            "ratio": r.value,
+            "ci_low": r.low,
+            "ci_high": r.high,
+            "corrected": r.corrected,
+            "significant": r.significant,
+        }
 
     return {
         "split": [asdict(s) for s in c.split],
-        "comparisons": [{"mode": x.mode, "reference": x.reference, "candidate": x.candidate,
-                         "reference_k": x.reference_k, "reference_finite": x.reference_finite,
-                         "reference_n": x.reference_n, "candidate_k": x.candidate_k,
-                         "candidate_finite": x.candidate_finite, "candidate_n": x.candidate_n,
-                         "with_nan": ratio(x.with_nan), "without_nan": ratio(x.without_nan),
-                         "sentence": cause_sentence(x)} for x in c.comparisons],
+        "comparisons": [
+            {
+                "mode": x.mode,
+                "reference": x.reference,
+                "candidate": x.candidate,
+                "reference_k": x.reference_k,
+                "reference_finite": x.reference_finite,
+                "reference_n": x.reference_n,
+                "candidate_k": x.candidate_k,
+                "candidate_finite": x.candidate_finite,
+                "candidate_n": x.candidate_n,
+                "with_nan": ratio(x.with_nan),
+                "without_nan": ratio(x.without_nan),
+                "sentence": cause_sentence(x),
+            }
+            for x in c.comparisons
+        ],
         "bits": [asdict(b) for b in c.bits],
     }
 

@@ -1,6 +1,7 @@
 """`report` on the terminal: the AVF table with its notes and comparisons, what causes the critical
 SDCs, and the FIT roll-up, as tables and sentences (fi_campaign.report.text) rendered from the same
 StoreReport as the CSV, JSON and HTML."""
+
 from __future__ import annotations
 
 from fi_campaign.report.causes import sentence
@@ -20,14 +21,35 @@ def report_text(reports: list[StoreReport], avf: bool, raw: RawFit | None) -> li
 
 def avf_text(report: StoreReport, multi: bool) -> list[Block]:
     ident = report.identity
-    cols = (Col("model", key=True), Col("mode", key=True), Col("outcome", key=True), Col("k/n", key=True, right=True),
-            Col("rate", right=True), Col("95% CI", right=True))
-    rows = tuple((r.model, r.mode, r.outcome, f"{r.k}/{r.n}", "-" if r.n == 0 else f"{100 * r.rate:.2f}%",
-                  interval(r.ci_low, r.ci_high)) for r in report.avf)
+    cols = (
+        Col("model", key=True),
+        Col("mode", key=True),
+        Col("outcome", key=True),
+        Col("k/n", key=True, right=True),
+        Col("rate", right=True),
+        Col("95% CI", right=True),
+    )
+    rows = tuple(
+        (
+            r.model,
+            r.mode,
+            r.outcome,
+            f"{r.k}/{r.n}",
+            "-" if r.n == 0 else f"{100 * r.rate:.2f}%",
+            interval(r.ci_low, r.ci_high),
+        )
+        for r in report.avf
+    )
     sections = tuple(i for i in range(1, len(rows)) if rows[i][:2] != rows[i - 1][:2])
-    out: list[Block] = [TextTable((f"{ident.label}: " if multi else "") +
-                                  f"AVF of campaign '{ident.name}' (seed {ident.seed}), 95% intervals",
-                                  cols, rows, sections)]
+    out: list[Block] = [
+        TextTable(
+            (f"{ident.label}: " if multi else "")
+            + f"AVF of campaign '{ident.name}' (seed {ident.seed}), 95% intervals",
+            cols,
+            rows,
+            sections,
+        )
+    ]
     fm = ident.fault_model
     if any(r.mode == "warp_random" for r in report.avf):
         entries = ", ".join(f"{size}: x_min {law.x_min:.6g}, alpha {law.alpha:.6g}" for size, law in fm.entries.items())
@@ -46,8 +68,10 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
             continue
         verdict = "significant" if r.significant else "not significant"
         note = " (0.5 added to each count: a zero count)" if r.corrected else ""
-        out.append(f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
-                   f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}")
+        out.append(
+            f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
+            f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}"
+        )
     return out
 
 
@@ -58,36 +82,89 @@ def causes_text(report: StoreReport, multi: bool) -> list[Block]:
     if not any(s.critical for s in c.split):
         return []
     store = f"{report.identity.label}: " if multi else ""
-    cols = (Col("model", key=True), Col("mode", key=True), Col("critical", right=True),
-            Col("NaN/Inf k/n", right=True), Col("NaN/Inf rate", right=True), Col("NaN/Inf 95% CI", right=True, spill=1),
-            Col("finite k/n", right=True), Col("finite rate", right=True), Col("finite 95% CI", right=True, spill=1))
-    rows = tuple((s.model, s.mode, str(s.critical), f"{s.nan}/{s.n}", pct(s.nan_rate), interval(s.nan_low, s.nan_high),
-                  f"{s.finite}/{s.n}", pct(s.finite_rate), interval(s.finite_low, s.finite_high)) for s in c.split)
-    out: list[Block] = [TextTable(f"{store}Critical SDCs with NaN/Inf in the outputs and without, 95% intervals",
-                                  cols, rows)]
+    cols = (
+        Col("model", key=True),
+        Col("mode", key=True),
+        Col("critical", right=True),
+        Col("NaN/Inf k/n", right=True),
+        Col("NaN/Inf rate", right=True),
+        Col("NaN/Inf 95% CI", right=True, spill=1),
+        Col("finite k/n", right=True),
+        Col("finite rate", right=True),
+        Col("finite 95% CI", right=True, spill=1),
+    )
+    rows = tuple(
+        (
+            s.model,
+            s.mode,
+            str(s.critical),
+            f"{s.nan}/{s.n}",
+            pct(s.nan_rate),
+            interval(s.nan_low, s.nan_high),
+            f"{s.finite}/{s.n}",
+            pct(s.finite_rate),
+            interval(s.finite_low, s.finite_high),
+        )
+        for s in c.split
+    )
+    out: list[Block] = [
+        TextTable(f"{store}Critical SDCs with NaN/Inf in the outputs and without, 95% intervals", cols, rows)
+    ]
     out += [store + sentence(x) for x in c.comparisons]
     hit = [b for b in c.bits if b.k]
     if hit:
-        cols = (Col("model", key=True), Col("mode", key=True), Col("bit", key=True, right=True), Col("field", spill=1),
-                Col("critical k/n", right=True), Col("rate", right=True), Col("95% CI", right=True, spill=2),
-                Col("share", right=True), Col("NaN/Inf", right=True))
-        rows = tuple((b.model, b.mode, str(b.bit), b.field, f"{b.k}/{b.n}", pct(b.rate), interval(b.ci_low, b.ci_high),
-                      pct(b.share), str(b.nan)) for b in hit)
-        out.append(TextTable(f"{store}single_bit critical SDCs per flipped bit (bits with none left out), "
-                             "95% intervals", cols, rows))
+        cols = (
+            Col("model", key=True),
+            Col("mode", key=True),
+            Col("bit", key=True, right=True),
+            Col("field", spill=1),
+            Col("critical k/n", right=True),
+            Col("rate", right=True),
+            Col("95% CI", right=True, spill=2),
+            Col("share", right=True),
+            Col("NaN/Inf", right=True),
+        )
+        rows = tuple(
+            (
+                b.model,
+                b.mode,
+                str(b.bit),
+                b.field,
+                f"{b.k}/{b.n}",
+                pct(b.rate),
+                interval(b.ci_low, b.ci_high),
+                pct(b.share),
+                str(b.nan),
+            )
+            for b in hit
+        )
+        out.append(
+            TextTable(
+                f"{store}single_bit critical SDCs per flipped bit (bits with none left out), 95% intervals", cols, rows
+            )
+        )
     return out
 
 
 def fit_text(reports: list[StoreReport], raw: RawFit) -> list[Block]:
-    out: list[Block] = [f"FIT roll-up: {raw.describe()} (failures per 10^9 device-hours; "
-                        "interval = AVF interval x raw)."]
+    out: list[Block] = [
+        f"FIT roll-up: {raw.describe()} (failures per 10^9 device-hours; interval = AVF interval x raw)."
+    ]
     if not any(r.fit(raw) for r in reports):
         return out + ["No injection has a result yet: nothing to roll up."]
     multi = len(reports) > 1
     cols = ((Col("store", key=True),) if multi else ()) + (
-        Col("model", key=True), Col("mode", key=True), Col("outcome", key=True), Col("AVF", right=True),
-        Col("FIT", right=True), Col("95% CI", right=True))
-    rows = tuple(((r.identity.label,) if multi else ()) + (f.model, f.mode, f.outcome, f"{100 * f.avf:.2f}%",
-                                                           f"{f.fit:.4g}", f"[{f.fit_low:.4g}, {f.fit_high:.4g}]")
-                 for r in reports for f in r.fit(raw))
+        Col("model", key=True),
+        Col("mode", key=True),
+        Col("outcome", key=True),
+        Col("AVF", right=True),
+        Col("FIT", right=True),
+        Col("95% CI", right=True),
+    )
+    rows = tuple(
+        ((r.identity.label,) if multi else ())
+        + (f.model, f.mode, f.outcome, f"{100 * f.avf:.2f}%", f"{f.fit:.4g}", f"[{f.fit_low:.4g}, {f.fit_high:.4g}]")
+        for r in reports
+        for f in r.fit(raw)
+    )
     return out + [TextTable("FIT per model x mode, 95% intervals", cols, rows)]

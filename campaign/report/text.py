@@ -1,10 +1,10 @@
 """Terminal output as data: the tables and sentences a command prints, built where the numbers are
 and printed by the CLI's one renderer (fi_campaign.cli.tables), which keeps every cell whole at
 any width. Kept free of rich, so the layers that build them need no terminal."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class TextTable:
     sections: tuple[int, ...] = ()  # indices of the rows that start a new section (a rule above them)
 
 
-Block = Union[TextTable, str]  # a str is a sentence, printed as it is
+Block = TextTable | str  # a str is a sentence, printed as it is
 
 
 def pct(x: float) -> str:

@@ -1,5 +1,6 @@
 """What differs between the store's two databases: an SQLite file for one machine, a PostgreSQL
 server for many. Everything else in the store is one piece of SQLAlchemy core over both."""
+
 from __future__ import annotations
 
 import os
@@ -81,7 +82,7 @@ def safe_name(name: str) -> str:
     return f"{safe or 'db'}-{hashlib.sha256(name.encode()).hexdigest()[:8]}"
 
 
-def parse_target(given: "str | Path | Target") -> Target:
+def parse_target(given: str | Path | Target) -> Target:
     """A path, ``sqlite:///path``, or ``postgresql[+psycopg]://user@host/db``."""
     if isinstance(given, Target):
         return given
@@ -98,8 +99,10 @@ def parse_target(given: "str | Path | Target") -> Target:
             raise StoreError(f"{s} names no SQLite file; give sqlite:///PATH or just the path.")
         return Target(s, path=Path(url.database))
     if backend != "postgresql":
-        raise StoreError(f"{url.render_as_string(hide_password=True)}: a store is an SQLite file or a PostgreSQL "
-                         "database (postgresql+psycopg://USER@HOST/DB), not " + backend + ".")
+        raise StoreError(
+            f"{url.render_as_string(hide_password=True)}: a store is an SQLite file or a PostgreSQL "
+            "database (postgresql+psycopg://USER@HOST/DB), not " + backend + "."
+        )
     if not url.database:
         raise StoreError(f"{url.render_as_string(hide_password=True)} names no database; add /DBNAME.")
     return Target(s, url=url.set(drivername="postgresql+psycopg"))
@@ -120,8 +123,9 @@ def sqlite_engine(path: Path) -> Engine:
     """An engine on the file ``path`` whatever its name: SQLite gets the absolute path itself,
     never a URL, in which '?', '#' and '%' would be URI syntax and ':memory:' a memory database."""
     target = os.path.abspath(path)
-    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(target, check_same_thread=False),
-                           poolclass=QueuePool)
+    engine = create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(target, check_same_thread=False), poolclass=QueuePool
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
@@ -138,8 +142,9 @@ def sqlite_engine(path: Path) -> Engine:
 def sqlite_reader(uri: str) -> Engine:
     """A read-only engine on an SQLite URI (``sqlite_file.reader_uri``). No pool: a connection
     to an immutable file trusts its page cache for ever, so each call gets a fresh one."""
-    engine = create_engine("sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False),
-                           poolclass=NullPool)
+    engine = create_engine(
+        "sqlite://", creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False), poolclass=NullPool
+    )
 
     @event.listens_for(engine, "connect")
     def _pragmas(dbapi_conn, _record) -> None:
@@ -184,8 +189,11 @@ def reset_sequences(con, table_names: list[str]) -> None:
     if con.dialect.name != "postgresql":
         return
     for t in table_names:
-        con.execute(text(f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), "
-                         f"COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)"))
+        con.execute(
+            text(
+                f"SELECT setval(pg_get_serial_sequence('{t}', 'id'), COALESCE((SELECT max(id) FROM {t}), 0) + 1, false)"
+            )
+        )
 
 
 def transient(e: BaseException, dialect: str) -> str | None:
@@ -220,5 +228,18 @@ def reason(e: BaseException) -> str:
     return lines[0] if lines else type(orig).__name__
 
 
-__all__ = ["StoreError", "Target", "engine_for", "epoch", "insert_ignoring", "parse_target", "pick_ids", "reason",
-           "reset_sequences", "safe_name", "sqlite_engine", "sqlite_reader", "transient"]
+__all__ = [
+    "StoreError",
+    "Target",
+    "engine_for",
+    "epoch",
+    "insert_ignoring",
+    "parse_target",
+    "pick_ids",
+    "reason",
+    "reset_sequences",
+    "safe_name",
+    "sqlite_engine",
+    "sqlite_reader",
+    "transient",
+]

@@ -3,18 +3,29 @@ renew it with a heartbeat, record results with their sites' status, and give bac
 hold; sites of a worker that vanished go back to pending. Leases and heartbeats are compared on
 the database's clock (``backends.epoch``), so workers on many hosts need not agree on the time.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict
-from typing import Callable
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 
 from fi_campaign.store.backends import epoch, insert_ignoring, pick_ids
 from fi_campaign.store.records import Result, Site, Worker, WorkerStatus
-from fi_campaign.store.schema import (DONE, PENDING, RUNNING, SITE_FIELDS, injection_t, launch_count_t, redraw_t,
-                                      result_t, site_t, worker_t)
+from fi_campaign.store.schema import (
+    DONE,
+    PENDING,
+    RUNNING,
+    SITE_FIELDS,
+    injection_t,
+    launch_count_t,
+    redraw_t,
+    result_t,
+    site_t,
+    worker_t,
+)
 from fi_campaign.store.session import Session
 from fi_campaign.store.timing import now
 
@@ -39,27 +50,39 @@ class Claims:
         by a worker whose heartbeat keeps their lease."""
         columns = [site_t.c[f] for f in ("id",) + SITE_FIELDS]
         stratum = (site_t.c.model == model, site_t.c.mode == mode)
-        pick = (select(site_t.c.id).where(*stratum, site_t.c.status == PENDING)
-                .order_by(site_t.c.id).limit(limit))
+        pick = select(site_t.c.id).where(*stratum, site_t.c.status == PENDING).order_by(site_t.c.id).limit(limit)
 
         def take(con) -> list[Site]:
-            held = [Site(**r) for r in con.execute(
-                update(site_t).where(*stratum, site_t.c.status == RUNNING, site_t.c.owner == owner)
-                .values(lease_until=self._clock + lease_s).returning(*columns)).mappings()]
+            held = [
+                Site(**r)
+                for r in con.execute(
+                    update(site_t)
+                    .where(*stratum, site_t.c.status == RUNNING, site_t.c.owner == owner)
+                    .values(lease_until=self._clock + lease_s)
+                    .returning(*columns)
+                ).mappings()
+            ]
             if held:
                 return held
-            stmt = (update(site_t).where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)), site_t.c.status == PENDING)
-                    .values(status=RUNNING, owner=owner, lease_until=self._clock + lease_s)
-                    .returning(*columns))
+            stmt = (
+                update(site_t)
+                .where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)), site_t.c.status == PENDING)
+                .values(status=RUNNING, owner=owner, lease_until=self._clock + lease_s)
+                .returning(*columns)
+            )
             return [Site(**r) for r in con.execute(stmt).mappings()]
 
         return sorted(self.session.write(take, "cannot claim sites in"), key=lambda s: s.id)
 
     def renew(self, owner: str, lease_s: float) -> int:
         """A heartbeat: the lease of every site ``owner`` holds runs ``lease_s`` from now again."""
+
         def beat(con) -> int:
-            n = con.execute(update(site_t).where(site_t.c.status == RUNNING, site_t.c.owner == owner)
-                            .values(lease_until=self._clock + lease_s)).rowcount
+            n = con.execute(
+                update(site_t)
+                .where(site_t.c.status == RUNNING, site_t.c.owner == owner)
+                .values(lease_until=self._clock + lease_s)
+            ).rowcount
             con.execute(update(worker_t).where(worker_t.c.id == owner).values(heartbeat=self._clock))
             return n
 
@@ -67,58 +90,105 @@ class Claims:
 
     def pending(self, model: str, mode: str) -> int:
         """Sites of a stratum nobody holds yet."""
-        return int(self.session.read(lambda con: con.execute(select(func.count()).select_from(site_t).where(
-            site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)).scalar()))
+        return int(
+            self.session.read(
+                lambda con: con.execute(
+                    select(func.count())
+                    .select_from(site_t)
+                    .where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)
+                ).scalar()
+            )
+        )
 
     def release_stale(self, alive: Callable[[str], bool]) -> int:
         """Return to pending the running sites whose lease expired or whose owner is gone. The
         lease is compared in SQL on the database's clock, so a heartbeat that lands first wins;
         on PostgreSQL rows a worker is recording right now are skipped, not waited for."""
         self.session.refuse_writes()  # before reading: a store that cannot be written says so first
-        owners = self.session.read(lambda con: con.execute(select(site_t.c.owner).where(site_t.c.status == RUNNING)
-                                                           .distinct()).scalars().all())
+        owners = self.session.read(
+            lambda con: con.execute(select(site_t.c.owner).where(site_t.c.status == RUNNING).distinct()).scalars().all()
+        )
         dead = [o for o in owners if o is not None and not alive(o)]
-        stale = or_(site_t.c.lease_until < self._clock, site_t.c.owner.in_(dead)) if dead else site_t.c.lease_until < self._clock
+        stale = (
+            or_(site_t.c.lease_until < self._clock, site_t.c.owner.in_(dead))
+            if dead
+            else site_t.c.lease_until < self._clock
+        )
         pick = select(site_t.c.id).where(site_t.c.status == RUNNING, stale)
-        n = self.session.write(lambda con: con.execute(update(site_t)
-                                                       .where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)),
-                                                              site_t.c.status == RUNNING)
-                                                       .values(status=PENDING, owner=None, lease_until=None)).rowcount,
-                               "cannot release stale sites in")
+        n = self.session.write(
+            lambda con: (
+                con.execute(
+                    update(site_t)
+                    .where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)), site_t.c.status == RUNNING)
+                    .values(status=PENDING, owner=None, lease_until=None)
+                ).rowcount
+            ),
+            "cannot release stale sites in",
+        )
         if dead:
-            self.session.write(lambda con: con.execute(update(worker_t).where(worker_t.c.id.in_(dead),
-                                                                              worker_t.c.state == "running")
-                                                       .values(state="lost")), "cannot update workers in")
+            self.session.write(
+                lambda con: con.execute(
+                    update(worker_t).where(worker_t.c.id.in_(dead), worker_t.c.state == "running").values(state="lost")
+                ),
+                "cannot update workers in",
+            )
         return n
 
     def release_owner(self, owner: str) -> None:
         """Give back the sites ``owner`` holds; silent if the store cannot be written now."""
-        self.session.best_effort(lambda con: con.execute(
-            update(site_t).where(site_t.c.status == RUNNING, site_t.c.owner == owner)
-            .values(status=PENDING, owner=None, lease_until=None)))
+        self.session.best_effort(
+            lambda con: con.execute(
+                update(site_t)
+                .where(site_t.c.status == RUNNING, site_t.c.owner == owner)
+                .values(status=PENDING, owner=None, lease_until=None)
+            )
+        )
 
     def unfinished(self, model: str | None = None, mode: str | None = None) -> tuple[int, int]:
         """(pending, running) sites, of one model / mode if given."""
-        cond = [site_t.c.status != DONE] + ([site_t.c.model == model] if model else []) \
+        cond = (
+            [site_t.c.status != DONE]
+            + ([site_t.c.model == model] if model else [])
             + ([site_t.c.mode == mode] if mode else [])
-        got = dict(self.session.read(lambda con: con.execute(select(site_t.c.status, func.count()).where(*cond)
-                                                             .group_by(site_t.c.status)).all()))
+        )
+        got = dict(
+            self.session.read(
+                lambda con: con.execute(
+                    select(site_t.c.status, func.count()).where(*cond).group_by(site_t.c.status)
+                ).all()
+            )
+        )
         return int(got.get(PENDING, 0)), int(got.get(RUNNING, 0))
 
     def join(self, w: Worker) -> None:
         """Register a worker before it claims: its row is what ``status`` shows per worker."""
+
         def add(con) -> None:
             con.execute(delete(worker_t).where(worker_t.c.id == w.owner))
-            con.execute(insert(worker_t).values(id=w.owner, host=w.host, pid=w.pid, job=w.job,
-                                                array_index=w.array_index, state="running", started=self._clock,
-                                                heartbeat=self._clock, lease_s=w.lease_s, done=0))
+            con.execute(
+                insert(worker_t).values(
+                    id=w.owner,
+                    host=w.host,
+                    pid=w.pid,
+                    job=w.job,
+                    array_index=w.array_index,
+                    state="running",
+                    started=self._clock,
+                    heartbeat=self._clock,
+                    lease_s=w.lease_s,
+                    done=0,
+                )
+            )
 
         self.session.write(add, "cannot register a worker in")
 
     def leave(self, owner: str, state: str) -> None:
         """The worker's last word (finished, stopped, released, failed); silent if it cannot be written."""
-        self.session.best_effort(lambda con: con.execute(
-            update(worker_t).where(worker_t.c.id == owner).values(state=state, heartbeat=self._clock)))
+        self.session.best_effort(
+            lambda con: con.execute(
+                update(worker_t).where(worker_t.c.id == owner).values(state=state, heartbeat=self._clock)
+            )
+        )
 
     def workers(self) -> list[WorkerStatus]:
         """Every worker that ran on this store, newest first; a running one silent past its
@@ -131,9 +201,19 @@ class Claims:
         for r in self.session.read(lambda con: con.execute(stmt).mappings().all()):
             state = "lost" if r["state"] == "running" and r["age"] > r["lease_s"] else r["state"]
             span = r["heartbeat"] - r["started"]
-            out.append(WorkerStatus(r["id"], r["host"], r["pid"], r["job"], r["array_index"], state,
-                                    max(0.0, float(r["age"])), int(r["done"]),
-                                    r["done"] / span if span > 0 else 0.0))
+            out.append(
+                WorkerStatus(
+                    r["id"],
+                    r["host"],
+                    r["pid"],
+                    r["job"],
+                    r["array_index"],
+                    state,
+                    max(0.0, float(r["age"])),
+                    int(r["done"]),
+                    r["done"] / span if span > 0 else 0.0,
+                )
+            )
         return out
 
     def record(self, results: list[Result], owner: str | None = None) -> list[Result]:
@@ -150,19 +230,25 @@ class Claims:
         def write(con) -> list[Result]:
             mine: set[int] = set()
             for i in range(0, len(ids), ID_BATCH):
-                cond = [site_t.c.id.in_(ids[i:i + ID_BATCH]), site_t.c.status != DONE]
+                cond = [site_t.c.id.in_(ids[i : i + ID_BATCH]), site_t.c.status != DONE]
                 if owner is not None:
                     cond.append(and_(site_t.c.status == RUNNING, site_t.c.owner == owner))
-                got = con.execute(update(site_t).where(*cond)
-                                  .values(status=DONE, owner=None, lease_until=None).returning(site_t.c.id))
+                got = con.execute(
+                    update(site_t).where(*cond).values(status=DONE, owner=None, lease_until=None).returning(site_t.c.id)
+                )
                 mine.update(got.scalars())
             kept = [r for r in results if r.site_id in mine]
             if kept:
-                con.execute(insert(result_t), [{**{c: getattr(r, c) for c in RESULT_COLUMNS}, "finished": finished}
-                                               for r in kept])
+                con.execute(
+                    insert(result_t),
+                    [{**{c: getattr(r, c) for c in RESULT_COLUMNS}, "finished": finished} for r in kept],
+                )
                 if owner is not None:
-                    con.execute(update(worker_t).where(worker_t.c.id == owner)
-                                .values(done=worker_t.c.done + len(kept), heartbeat=self._clock))
+                    con.execute(
+                        update(worker_t)
+                        .where(worker_t.c.id == owner)
+                        .values(done=worker_t.c.done + len(kept), heartbeat=self._clock)
+                    )
             if any(r.injection or r.relocated or r.redraws or r.launch_counts for r in results):
                 self._record_nvbitfi(con, results, kept, finished)
             return kept
@@ -179,8 +265,14 @@ class Claims:
         redraws = [{**asdict(d), "created": finished} for r in kept for d in r.redraws]
         if redraws:
             con.execute(insert(redraw_t), redraws)
-        logs = [{**{k: v for k, v in asdict(r.injection).items() if k != "lanes"},
-                 "lanes": json.dumps([list(x) for x in r.injection.lanes]), "site_id": r.site_id}
-                for r in kept if r.injection]
+        logs = [
+            {
+                **{k: v for k, v in asdict(r.injection).items() if k != "lanes"},
+                "lanes": json.dumps([list(x) for x in r.injection.lanes]),
+                "site_id": r.site_id,
+            }
+            for r in kept
+            if r.injection
+        ]
         if logs:
             con.execute(insert(injection_t), logs)

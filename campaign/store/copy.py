@@ -6,6 +6,7 @@ destination is written beside its final name and renamed when verified, so a fai
 nothing). Each table is then read back from the destination and compared with what was read
 from the source: row counts and a digest of every value in primary-key order.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -18,8 +19,18 @@ from sqlalchemy import delete, insert, select, tuple_
 
 from fi_campaign.store.backends import StoreError, Target, parse_target, reset_sequences
 from fi_campaign.store.database import Store
-from fi_campaign.store.schema import (PENDING, RUNNING, campaign_t, injection_t, launch_count_t, redraw_t, regret_t,
-                                      result_t, site_t, worker_t)
+from fi_campaign.store.schema import (
+    PENDING,
+    RUNNING,
+    campaign_t,
+    injection_t,
+    launch_count_t,
+    redraw_t,
+    regret_t,
+    result_t,
+    site_t,
+    worker_t,
+)
 
 TABLES = (campaign_t, site_t, result_t, injection_t, redraw_t, launch_count_t, regret_t, worker_t)  # parents first
 BATCH = 5_000
@@ -74,7 +85,7 @@ def _digest(store: Store, table) -> tuple[int, str]:
     return n, h.hexdigest()
 
 
-def copy(source: Store, destination: "str | Path | Target") -> Copied:
+def copy(source: Store, destination: str | Path | Target) -> Copied:
     """Copy every table of ``source`` into a new store at ``destination`` and verify it."""
     final = parse_target(destination)
     if final.key == source.target.key:
@@ -112,8 +123,10 @@ def copy(source: Store, destination: "str | Path | Target") -> Copied:
         for table in TABLES:
             got = _digest(dst, table)
             if got != (rows[table.name], digests[table.name]):
-                raise StoreError(f"the copy of table {table.name} in {final.label} does not match the source "
-                                 f"({got[0]} rows read back, {rows[table.name]} written); nothing was kept.")
+                raise StoreError(
+                    f"the copy of table {table.name} in {final.label} does not match the source "
+                    f"({got[0]} rows read back, {rows[table.name]} written); nothing was kept."
+                )
     except BaseException:
         _abandon(dst, staging)
         raise

@@ -15,17 +15,31 @@ Every database call of each part goes through the store's ``Session`` (``session
 retries what a restarting server breaks and turns driver errors into one sentence. What
 differs between the two databases is in ``backends``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
 
 from fi_campaign.store import lifecycle
 from fi_campaign.store.backends import StoreError, Target, parse_target
 from fi_campaign.store.claims import Claims
 from fi_campaign.store.queries import Queries
-from fi_campaign.store.records import (BitGroup, CampaignRecord, CountCheck, InjectionRecord, LaunchCount, Redraw,
-                                       RegretRecord, Result, ResultGroup, Site, StratumStatus, Worker, WorkerStatus)
+from fi_campaign.store.records import (
+    BitGroup,
+    CampaignRecord,
+    CountCheck,
+    InjectionRecord,
+    LaunchCount,
+    Redraw,
+    RegretRecord,
+    Result,
+    ResultGroup,
+    Site,
+    StratumStatus,
+    Worker,
+    WorkerStatus,
+)
 from fi_campaign.store.session import RETRY_S, Session
 from fi_campaign.store.sqlite_file import PLANNING, SIDECARS, holds_campaign
 
@@ -38,7 +52,7 @@ class Store:
     """One campaign, through one ``Session``. ``path`` anchors the files kept beside the store
     (``Target.anchor``); ``read_only`` says why this process may not write it (None: it may)."""
 
-    def __init__(self, target: "Target | Path", session: Session) -> None:
+    def __init__(self, target: Target | Path, session: Session) -> None:
         self.target = target if isinstance(target, Target) else parse_target(target)
         self.session = session
         self.engine = session.engine
@@ -63,30 +77,32 @@ class Store:
         """What a reading command says of a store it may not write (None: it may)."""
         if self.read_only is None:
             return None
-        return f"Note: {self.label} is read-only here ({self.read_only}); it is only read, and nothing is written to it."
+        return (
+            f"Note: {self.label} is read-only here ({self.read_only}); it is only read, and nothing is written to it."
+        )
 
     # --- the store's life (lifecycle) --------------------------------------------------------
 
     @classmethod
-    def check_new(cls, given: "str | Path | Target") -> bool:
+    def check_new(cls, given: str | Path | Target) -> bool:
         """Refuse a store that holds a campaign, or anything but a store: a plan never overwrites.
         True when an SQLite file exists but may be replaced (``lifecycle.check_new``)."""
         return lifecycle.check_new(parse_target(given))
 
     @classmethod
-    def create_planned(cls, given: "str | Path | Target", record: CampaignRecord, sites: Iterable[dict]) -> int:
+    def create_planned(cls, given: str | Path | Target, record: CampaignRecord, sites: Iterable[dict]) -> int:
         """Create the store ``given`` holding a whole plan, or leave it as it was; returns the
         number of sites (``lifecycle.create_planned``)."""
         return lifecycle.create_planned(parse_target(given), record, sites)
 
     @classmethod
-    def create(cls, given: "str | Path | Target") -> "Store":
+    def create(cls, given: str | Path | Target) -> Store:
         """An empty store (the schema, no campaign): what a plan or a copy is written into."""
         target = parse_target(given)
         return cls(target, lifecycle.create(target))
 
     @classmethod
-    def open(cls, given: "str | Path | Target", write: bool = False) -> "Store":
+    def open(cls, given: str | Path | Target, write: bool = False) -> Store:
         """The existing store ``given``. One this process cannot write opens read-only (reads
         only; a write is refused in one sentence), unless ``write``, which refuses it at once."""
         target = parse_target(given)

@@ -5,11 +5,13 @@ where it cannot be written), its schema checked and brought up to date. Every st
 The campaign row's JSON columns are written by ``campaign_row`` and read by ``campaign_record``,
 nowhere else.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import func, insert, inspect, select
 
@@ -26,8 +28,15 @@ PLAN_ROWS = 50_000  # sites per INSERT of a plan
 
 def campaign_row(record: CampaignRecord) -> dict[str, Any]:
     """The campaign table's row for ``record``, planned now: its dict fields as JSON."""
-    return dict(id=1, schema_version=SCHEMA_VERSION, name=record.name, seed=record.seed, config=record.config,
-                **record.json_columns(), created=now())
+    return dict(
+        id=1,
+        schema_version=SCHEMA_VERSION,
+        name=record.name,
+        seed=record.seed,
+        config=record.config,
+        **record.json_columns(),
+        created=now(),
+    )
 
 
 def campaign_record(row: Mapping[str, Any], label: str) -> CampaignRecord:
@@ -49,7 +58,7 @@ def insert_plan(session: Session, record: CampaignRecord, sites: Iterable[dict])
     def write(con) -> int:
         con.execute(insert(campaign_t).values(**campaign_row(record)))
         for i in range(0, len(rows), PLAN_ROWS):
-            con.execute(insert(site_t), rows[i:i + PLAN_ROWS])
+            con.execute(insert(site_t), rows[i : i + PLAN_ROWS])
         return len(rows)
 
     return session.write(write, "cannot write the plan to", "; nothing was stored")
@@ -68,10 +77,12 @@ def check_new(target: Target) -> bool:
     if target.server:
         session = server_session(target)
         try:
-            if STORE_TABLES <= session.tables() and \
-                    session.read(lambda con: con.execute(select(func.count()).select_from(campaign_t)).scalar()):
-                raise StoreError(f"{target.label} already holds a campaign; pick another database "
-                                 "or drop this one to start over.")
+            if STORE_TABLES <= session.tables() and session.read(
+                lambda con: con.execute(select(func.count()).select_from(campaign_t)).scalar()
+            ):
+                raise StoreError(
+                    f"{target.label} already holds a campaign; pick another database or drop this one to start over."
+                )
         finally:
             session.engine.dispose()
         return False
@@ -150,13 +161,16 @@ def open_session(target: Target, write: bool = False) -> Session:
     if target.server:
         session = server_session(target)
         if not STORE_TABLES <= session.tables():
-            raise StoreError(f"{target.label} holds no campaign store; plan one with "
-                             f"'fi-campaign --db {target.label} plan'.")
+            raise StoreError(
+                f"{target.label} holds no campaign store; plan one with 'fi-campaign --db {target.label} plan'."
+            )
     else:
         session = _sqlite_session(target, write)
     if session.read(lambda con: con.execute(select(func.count()).select_from(campaign_t)).scalar()) == 0:
-        raise StoreError(f"{target.label} is a campaign store with no campaign in it (an interrupted plan); "
-                         "'fi-campaign plan' replaces it.")
+        raise StoreError(
+            f"{target.label} is a campaign store with no campaign in it (an interrupted plan); "
+            "'fi-campaign plan' replaces it."
+        )
     _check_schema(session)
     _upgrade(session)
     return session
@@ -183,17 +197,25 @@ def _sqlite_session(target: Target, write: bool) -> Session:
 
 def _check_schema(session: Session) -> None:
     """The migration table and the version the plan recorded must tell the same story."""
+
     def read(con) -> tuple[str | None, Any, bool]:
-        return (migrate.revision(con), con.execute(select(campaign_t.c.schema_version)).scalar(),
-                migrate.VERSION_TABLE in inspect(con).get_table_names())
+        return (
+            migrate.revision(con),
+            con.execute(select(campaign_t.c.schema_version)).scalar(),
+            migrate.VERSION_TABLE in inspect(con).get_table_names(),
+        )
 
     revision, version, recorded = session.read(read)
     if revision not in migrate.REVISIONS:
-        raise StoreError(f"{session.label} was written by a newer fi-campaign (schema revision {revision}); "
-                         "upgrade fi-campaign to use it.")
+        raise StoreError(
+            f"{session.label} was written by a newer fi-campaign (schema revision {revision}); "
+            "upgrade fi-campaign to use it."
+        )
     if migrate.disagree(revision, version, recorded):
-        raise StoreError(f"{session.label} contradicts itself: its campaign records schema version {version} but "
-                         f"its migration table says revision {revision}, so fi-campaign neither reads nor writes it.")
+        raise StoreError(
+            f"{session.label} contradicts itself: its campaign records schema version {version} but "
+            f"its migration table says revision {revision}, so fi-campaign neither reads nor writes it."
+        )
 
 
 def _upgrade(session: Session) -> None:

@@ -3,6 +3,7 @@
 A store written before migrations existed (schema_version 1) has no revision table; it is
 stamped with the first revision, then upgraded like any other.
 """
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,18 +1,39 @@
 """What ``status``, ``report`` and ``export`` read from a store (and the regret rows that
 ``evaluate --db`` adds for the report): counts aggregated in SQL, so a store of millions of
 results is one scan, and the export streamed a batch at a time."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict
-from typing import Iterable, Iterator
 
 from sqlalchemy import Integer, func, insert, select
 
-from fi_campaign.store.records import (BitGroup, CountCheck, InjectionRecord, LaunchCount, Redraw, RegretRecord,
-                                       ResultGroup, StratumStatus)
-from fi_campaign.store.schema import (DONE, EXPORT_FIELDS, INJECTION_FIELDS, RESULT_FIELDS, RUNNING, SITE_FIELDS,
-                                      injection_t, launch_count_t, redraw_t, regret_t, result_t, site_t)
+from fi_campaign.store.records import (
+    BitGroup,
+    CountCheck,
+    InjectionRecord,
+    LaunchCount,
+    Redraw,
+    RegretRecord,
+    ResultGroup,
+    StratumStatus,
+)
+from fi_campaign.store.schema import (
+    DONE,
+    EXPORT_FIELDS,
+    INJECTION_FIELDS,
+    RESULT_FIELDS,
+    RUNNING,
+    SITE_FIELDS,
+    injection_t,
+    launch_count_t,
+    redraw_t,
+    regret_t,
+    result_t,
+    site_t,
+)
 from fi_campaign.store.session import Session
 from fi_campaign.store.timing import busy_seconds, now
 
@@ -25,15 +46,20 @@ class Queries:
 
     def progress(self) -> list[tuple[str, str, int, int]]:
         """(model, mode, done, planned) per stratum."""
-        stmt = (select(site_t.c.model, site_t.c.mode, func.sum((site_t.c.status == DONE).cast(Integer)), func.count())
-                .group_by(site_t.c.model, site_t.c.mode).order_by(site_t.c.model, site_t.c.mode))
+        stmt = (
+            select(site_t.c.model, site_t.c.mode, func.sum((site_t.c.status == DONE).cast(Integer)), func.count())
+            .group_by(site_t.c.model, site_t.c.mode)
+            .order_by(site_t.c.model, site_t.c.mode)
+        )
         return [(a, b, int(c or 0), int(d)) for a, b, c, d in self.session.read(lambda con: con.execute(stmt).all())]
 
     def outcome_counts(self) -> dict[tuple[str, str], dict[str, int]]:
         """{(model, mode): {outcome: count}} over stored results."""
-        stmt = (select(site_t.c.model, site_t.c.mode, result_t.c.outcome, func.count())
-                .join(result_t, result_t.c.site_id == site_t.c.id)
-                .group_by(site_t.c.model, site_t.c.mode, result_t.c.outcome))
+        stmt = (
+            select(site_t.c.model, site_t.c.mode, result_t.c.outcome, func.count())
+            .join(result_t, result_t.c.site_id == site_t.c.id)
+            .group_by(site_t.c.model, site_t.c.mode, result_t.c.outcome)
+        )
         counts: dict[tuple[str, str], dict[str, int]] = {}
         for model, mode, outcome, k in self.session.read(lambda con: con.execute(stmt).all()):
             counts.setdefault((model, mode), {})[outcome] = int(k)
@@ -41,26 +67,44 @@ class Queries:
 
     def running_counts(self) -> dict[tuple[str, str], int]:
         """{(model, mode): sites held by a worker now}."""
-        stmt = (select(site_t.c.model, site_t.c.mode, func.count()).where(site_t.c.status == RUNNING)
-                .group_by(site_t.c.model, site_t.c.mode))
+        stmt = (
+            select(site_t.c.model, site_t.c.mode, func.count())
+            .where(site_t.c.status == RUNNING)
+            .group_by(site_t.c.model, site_t.c.mode)
+        )
         return {(a, b): int(c) for a, b, c in self.session.read(lambda con: con.execute(stmt).all())}
 
     def stratum_status(self) -> list[StratumStatus]:
         progress, running = self.progress(), self.running_counts()
-        stmt = (select(site_t.c.model, site_t.c.mode, result_t.c.finished, func.sum(result_t.c.runtime_s))
-                .join(result_t, result_t.c.site_id == site_t.c.id)
-                .group_by(site_t.c.model, site_t.c.mode, result_t.c.finished))
+        stmt = (
+            select(site_t.c.model, site_t.c.mode, result_t.c.finished, func.sum(result_t.c.runtime_s))
+            .join(result_t, result_t.c.site_id == site_t.c.id)
+            .group_by(site_t.c.model, site_t.c.mode, result_t.c.finished)
+        )
         chunks: dict[tuple[str, str], list[tuple[str, float]]] = {}
         for a, b, finished, runtime in self.session.read(lambda con: con.execute(stmt).all()):
             chunks.setdefault((a, b), []).append((finished, float(runtime or 0.0)))
         counts = self.outcome_counts()
-        return [StratumStatus(a, b, done, planned, running.get((a, b), 0), counts.get((a, b), {}),
-                              busy_seconds(chunks.get((a, b), [])))
-                for a, b, done, planned in progress]
+        return [
+            StratumStatus(
+                a,
+                b,
+                done,
+                planned,
+                running.get((a, b), 0),
+                counts.get((a, b), {}),
+                busy_seconds(chunks.get((a, b), [])),
+            )
+            for a, b, done, planned in progress
+        ]
 
     def stratum_counts(self, model: str, mode: str) -> dict[str, int]:
-        stmt = (select(result_t.c.outcome, func.count()).join(site_t, result_t.c.site_id == site_t.c.id)
-                .where(site_t.c.model == model, site_t.c.mode == mode).group_by(result_t.c.outcome))
+        stmt = (
+            select(result_t.c.outcome, func.count())
+            .join(site_t, result_t.c.site_id == site_t.c.id)
+            .where(site_t.c.model == model, site_t.c.mode == mode)
+            .group_by(result_t.c.outcome)
+        )
         return {o: int(k) for o, k in self.session.read(lambda con: con.execute(stmt).all())}
 
     def result_groups(self) -> list[ResultGroup]:
@@ -69,29 +113,55 @@ class Queries:
         follows from its index, so it is carried, not grouped on."""
         s, r = site_t.c, result_t.c
         keys = (s.model, s.mode, s.layer, s.kernel, s.igid, r.backend, r.isolation, r.outcome)
-        stmt = (select(s.model, s.mode, s.layer, func.max(s.layer_name), s.kernel, s.igid, r.backend, r.isolation,
-                       r.outcome, func.count(), func.sum(r.nan.cast(Integer)),
-                       func.min(r.finished), func.max(r.finished))
-                .join(result_t, r.site_id == s.id).group_by(*keys))
-        return [ResultGroup(*row[:9], int(row[9]), int(row[10] or 0), row[11], row[12])
-                for row in self.session.read(lambda con: con.execute(stmt).all())]
+        stmt = (
+            select(
+                s.model,
+                s.mode,
+                s.layer,
+                func.max(s.layer_name),
+                s.kernel,
+                s.igid,
+                r.backend,
+                r.isolation,
+                r.outcome,
+                func.count(),
+                func.sum(r.nan.cast(Integer)),
+                func.min(r.finished),
+                func.max(r.finished),
+            )
+            .join(result_t, r.site_id == s.id)
+            .group_by(*keys)
+        )
+        return [
+            ResultGroup(*row[:9], int(row[9]), int(row[10] or 0), row[11], row[12])
+            for row in self.session.read(lambda con: con.execute(stmt).all())
+        ]
 
     def bit_groups(self) -> list[BitGroup]:
         """Counts per model, mode, flipped bit and outcome of the sites that name a bit: one
         GROUP BY over the join, like result_groups."""
         s, r = site_t.c, result_t.c
         keys = (s.model, s.mode, s.bit, r.outcome)
-        stmt = (select(*keys, func.count(), func.sum(r.nan.cast(Integer)))
-                .join(result_t, r.site_id == s.id).where(s.bit.is_not(None)).group_by(*keys))
-        return [BitGroup(row[0], row[1], int(row[2]), row[3], int(row[4]), int(row[5] or 0))
-                for row in self.session.read(lambda con: con.execute(stmt).all())]
+        stmt = (
+            select(*keys, func.count(), func.sum(r.nan.cast(Integer)))
+            .join(result_t, r.site_id == s.id)
+            .where(s.bit.is_not(None))
+            .group_by(*keys)
+        )
+        return [
+            BitGroup(row[0], row[1], int(row[2]), row[3], int(row[4]), int(row[5] or 0))
+            for row in self.session.read(lambda con: con.execute(stmt).all())
+        ]
 
     def add_regret(self, rows: list[RegretRecord]) -> None:
         """Store regret evaluations in one transaction; nothing else in the store is touched."""
         created = now()
         values = [{**asdict(r), "created": r.created or created} for r in rows]
-        self.session.write(lambda con: con.execute(insert(regret_t), values), "cannot write regret results to",
-                           "; nothing else in the store was changed")
+        self.session.write(
+            lambda con: con.execute(insert(regret_t), values),
+            "cannot write regret results to",
+            "; nothing else in the store was changed",
+        )
 
     def regret_rows(self) -> list[RegretRecord]:
         """Stored regret evaluations, oldest first; none in a store that never had the table."""
@@ -99,8 +169,12 @@ class Queries:
             return []
         nan = float("nan")
         rows = self.session.read(lambda con: con.execute(select(regret_t).order_by(regret_t.c.id)).mappings().all())
-        return [RegretRecord(**{k: (nan if v is None and k.endswith(("_low", "_high")) else v)
-                                for k, v in r.items() if k != "id"}) for r in rows]
+        return [
+            RegretRecord(
+                **{k: (nan if v is None and k.endswith(("_low", "_high")) else v) for k, v in r.items() if k != "id"}
+            )
+            for r in rows
+        ]
 
     def launch_counts(self, model: str | None = None, igid: int | None = None) -> list[LaunchCount]:
         """Every launch whose injector count a run has shown (none in a store without the table)."""
@@ -127,9 +201,13 @@ class Queries:
         if "injection" not in self.session.tables():
             return {}
         rows = self.session.read(lambda con: con.execute(select(injection_t)).mappings().all())
-        return {r["site_id"]: InjectionRecord(**{k: v for k, v in r.items() if k not in ("site_id", "lanes")},
-                                              lanes=tuple(tuple(x) for x in json.loads(r["lanes"])))
-                for r in rows}
+        return {
+            r["site_id"]: InjectionRecord(
+                **{k: v for k, v in r.items() if k not in ("site_id", "lanes")},
+                lanes=tuple(tuple(x) for x in json.loads(r["lanes"])),
+            )
+            for r in rows
+        }
 
     def count_checks(self) -> list[CountCheck]:
         """Per model and group: how many launches' injector counts are known, how many disagree
@@ -138,18 +216,33 @@ class Queries:
         if not counts:
             return []
         redraws = self.redraws()
-        where = dict(self.session.read(lambda con: con.execute(select(site_t.c.id, site_t.c.model)).all())) \
-            if redraws else {}
+        where = (
+            dict(self.session.read(lambda con: con.execute(select(site_t.c.id, site_t.c.model)).all()))
+            if redraws
+            else {}
+        )
         out = []
         for model, igid in sorted({(c.model, c.igid) for c in counts}):
             mine = [c for c in counts if (c.model, c.igid) == (model, igid)]
-            off = [c.profile_count / c.injector_count if c.injector_count else float("inf")
-                   for c in mine if c.profile_count != c.injector_count]
+            off = [
+                c.profile_count / c.injector_count if c.injector_count else float("inf")
+                for c in mine
+                if c.profile_count != c.injector_count
+            ]
             drawn = [d for d in redraws if where.get(d.site_id) == model]
-            out.append(CountCheck(model, igid, len(mine), sum(c.profile_count > c.injector_count for c in mine),
-                                  sum(c.profile_count < c.injector_count for c in mine),
-                                  min(off, default=float("nan")), max(off, default=float("nan")),
-                                  len({d.site_id for d in drawn}), sum(d.ran for d in drawn)))
+            out.append(
+                CountCheck(
+                    model,
+                    igid,
+                    len(mine),
+                    sum(c.profile_count > c.injector_count for c in mine),
+                    sum(c.profile_count < c.injector_count for c in mine),
+                    min(off, default=float("nan")),
+                    max(off, default=float("nan")),
+                    len({d.site_id for d in drawn}),
+                    sum(d.ran for d in drawn),
+                )
+            )
         return out
 
     def export_batches(self, size: int = 50_000, fields: tuple[str, ...] | None = None) -> Iterator[list[tuple]]:
@@ -175,8 +268,12 @@ class Queries:
             yield [row[:-1] for row in batch] if extra else batch
 
     def _export_select(self, fields: tuple[str, ...]):
-        cols = {"site_id": site_t.c.id.label("site_id"), **{f: site_t.c[f] for f in SITE_FIELDS},
-                **{f: result_t.c[f] for f in RESULT_FIELDS}, **{f: injection_t.c[f] for f in INJECTION_FIELDS}}
+        cols = {
+            "site_id": site_t.c.id.label("site_id"),
+            **{f: site_t.c[f] for f in SITE_FIELDS},
+            **{f: result_t.c[f] for f in RESULT_FIELDS},
+            **{f: injection_t.c[f] for f in INJECTION_FIELDS},
+        }
         stmt = select(*[cols[f] for f in fields]).join(result_t, result_t.c.site_id == site_t.c.id)
         if set(fields) & set(INJECTION_FIELDS):
             stmt = stmt.outerjoin(injection_t, injection_t.c.site_id == site_t.c.id)
@@ -192,10 +289,11 @@ class Queries:
             batches: Iterable = self.export_batches()
         else:
             stmt = self._export_select(EXPORT_FIELDS)
-            batches = (self._fetch(stmt.where(site_t.c.id.in_(ids[i:i + ID_BATCH])))
-                       for i in range(0, len(ids), ID_BATCH))
+            batches = (
+                self._fetch(stmt.where(site_t.c.id.in_(ids[i : i + ID_BATCH]))) for i in range(0, len(ids), ID_BATCH)
+            )
         for batch in batches:
-            out = [dict(zip(EXPORT_FIELDS, row)) for row in batch]
+            out = [dict(zip(EXPORT_FIELDS, row, strict=False)) for row in batch]
             for d in out:
                 d["nan"] = bool(d["nan"])
             yield out

@@ -7,6 +7,7 @@ nothing to install. The campaign record's sections are stored as JSON columns; e
 ``from_dict`` reads what every earlier version wrote and ``to_dict`` gives back exactly that
 mapping. Records are built with keywords.
 """
+
 from __future__ import annotations
 
 import json
@@ -15,9 +16,29 @@ from dataclasses import dataclass
 from fi_campaign.models.arch import Arch
 from fi_campaign.models.powerlaw import FaultModelRecord
 
-__all__ = ["BitGroup", "CampaignRecord", "CountCheck", "FaultModelRecord", "InjectionRecord", "LaunchCount", "LeftOut",
-           "ModelRecord", "ProfileRecord", "Redraw", "RegretRecord", "Relocation", "Result", "ResultGroup", "ResumePlan",
-           "Site", "StratumStatus", "Versions", "Worker", "WorkerStatus", "WorkloadRecord"]
+__all__ = [
+    "BitGroup",
+    "CampaignRecord",
+    "CountCheck",
+    "FaultModelRecord",
+    "InjectionRecord",
+    "LaunchCount",
+    "LeftOut",
+    "ModelRecord",
+    "ProfileRecord",
+    "Redraw",
+    "RegretRecord",
+    "Relocation",
+    "Result",
+    "ResultGroup",
+    "ResumePlan",
+    "Site",
+    "StratumStatus",
+    "Versions",
+    "Worker",
+    "WorkerStatus",
+    "WorkloadRecord",
+]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -31,13 +52,19 @@ class Versions:
     platform: str
 
     def to_dict(self) -> dict[str, str]:
-        return {"fi-campaign": self.fi_campaign, "torch": self.torch, "numpy": self.numpy, "python": self.python,
-                "platform": self.platform}
+        return {
+            "fi-campaign": self.fi_campaign,
+            "torch": self.torch,
+            "numpy": self.numpy,
+            "python": self.python,
+            "platform": self.platform,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Versions":
-        return cls(fi_campaign=d["fi-campaign"], torch=d["torch"], numpy=d["numpy"], python=d["python"],
-                   platform=d["platform"])
+    def from_dict(cls, d: dict) -> Versions:
+        return cls(
+            fi_campaign=d["fi-campaign"], torch=d["torch"], numpy=d["numpy"], python=d["python"], platform=d["platform"]
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -53,13 +80,25 @@ class WorkloadRecord:
     images_sha256: str
 
     def to_dict(self) -> dict:
-        return {"source": self.source, "dataset": self.dataset, "count": self.count, "seed": self.seed,
-                "indices": list(self.indices), "images_sha256": self.images_sha256}
+        return {
+            "source": self.source,
+            "dataset": self.dataset,
+            "count": self.count,
+            "seed": self.seed,
+            "indices": list(self.indices),
+            "images_sha256": self.images_sha256,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "WorkloadRecord":
-        return cls(source=d["source"], dataset=d["dataset"], count=d["count"], seed=d["seed"],
-                   indices=tuple(d["indices"]), images_sha256=d["images_sha256"])
+    def from_dict(cls, d: dict) -> WorkloadRecord:
+        return cls(
+            source=d["source"],
+            dataset=d["dataset"],
+            count=d["count"],
+            seed=d["seed"],
+            indices=tuple(d["indices"]),
+            images_sha256=d["images_sha256"],
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -76,13 +115,25 @@ class ResumePlan:
     work_all: float
 
     def to_dict(self) -> dict:
-        return {"layers": list(self.layers), "budget_mb": self.budget_mb, "cache_mb": self.cache_mb,
-                "all_mb": self.all_mb, "work": self.work, "work_all": self.work_all}
+        return {
+            "layers": list(self.layers),
+            "budget_mb": self.budget_mb,
+            "cache_mb": self.cache_mb,
+            "all_mb": self.all_mb,
+            "work": self.work,
+            "work_all": self.work_all,
+        }
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ResumePlan":
-        return cls(layers=tuple(d["layers"]), budget_mb=d["budget_mb"], cache_mb=d["cache_mb"], all_mb=d["all_mb"],
-                   work=d["work"], work_all=d["work_all"])
+    def from_dict(cls, d: dict) -> ResumePlan:
+        return cls(
+            layers=tuple(d["layers"]),
+            budget_mb=d["budget_mb"],
+            cache_mb=d["cache_mb"],
+            all_mb=d["all_mb"],
+            work=d["work"],
+            work_all=d["work_all"],
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -108,16 +159,31 @@ class ProfileRecord:
         out: dict = {"path": self.path, "sha256": self.sha256}
         if self.left_out is not None:
             lo = self.left_out
-            out["left_out"] = {"launches": lo.launches, "instructions": lo.instructions, "total": lo.total,
-                               "group": lo.group, "why": lo.why}
+            out["left_out"] = {
+                "launches": lo.launches,
+                "instructions": lo.instructions,
+                "total": lo.total,
+                "group": lo.group,
+                "why": lo.why,
+            }
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ProfileRecord":
+    def from_dict(cls, d: dict) -> ProfileRecord:
         lo = d.get("left_out")
-        return cls(path=d["path"], sha256=d.get("sha256"),
-                   left_out=None if lo is None else LeftOut(launches=lo["launches"], instructions=lo["instructions"],
-                                                            total=lo["total"], group=lo["group"], why=lo["why"]))
+        return cls(
+            path=d["path"],
+            sha256=d.get("sha256"),
+            left_out=None
+            if lo is None
+            else LeftOut(
+                launches=lo["launches"],
+                instructions=lo["instructions"],
+                total=lo["total"],
+                group=lo["group"],
+                why=lo["why"],
+            ),
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -135,8 +201,14 @@ class ModelRecord:
     profile: ProfileRecord | None = None  # backend nvbitfi
 
     def to_dict(self) -> dict:
-        out = {"checkpoint": self.checkpoint, "sha256": self.sha256, "arch": self.arch.to_dict(),
-               "dataset": self.dataset, "clean_accuracy": self.clean_accuracy, "accuracy_on": self.accuracy_on}
+        out = {
+            "checkpoint": self.checkpoint,
+            "sha256": self.sha256,
+            "arch": self.arch.to_dict(),
+            "dataset": self.dataset,
+            "clean_accuracy": self.clean_accuracy,
+            "accuracy_on": self.accuracy_on,
+        }
         if self.resume is not None:
             out["resume"] = self.resume.to_dict()
         if self.profile is not None:
@@ -144,11 +216,17 @@ class ModelRecord:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelRecord":
-        return cls(checkpoint=d["checkpoint"], sha256=d["sha256"], arch=Arch(**d["arch"]), dataset=d["dataset"],
-                   clean_accuracy=d["clean_accuracy"], accuracy_on=d["accuracy_on"],
-                   resume=ResumePlan.from_dict(d["resume"]) if d.get("resume") is not None else None,
-                   profile=ProfileRecord.from_dict(d["profile"]) if d.get("profile") is not None else None)
+    def from_dict(cls, d: dict) -> ModelRecord:
+        return cls(
+            checkpoint=d["checkpoint"],
+            sha256=d["sha256"],
+            arch=Arch(**d["arch"]),
+            dataset=d["dataset"],
+            clean_accuracy=d["clean_accuracy"],
+            accuracy_on=d["accuracy_on"],
+            resume=ResumePlan.from_dict(d["resume"]) if d.get("resume") is not None else None,
+            profile=ProfileRecord.from_dict(d["profile"]) if d.get("profile") is not None else None,
+        )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -166,19 +244,27 @@ class CampaignRecord:
 
     def json_columns(self) -> dict[str, str]:
         """The campaign table's JSON columns."""
-        return {"versions": json.dumps(self.versions.to_dict()),
-                "models": json.dumps({k: m.to_dict() for k, m in self.models.items()}),
-                "workload": json.dumps(self.workload.to_dict()), "fault_model": json.dumps(self.fault_model.to_dict())}
+        return {
+            "versions": json.dumps(self.versions.to_dict()),
+            "models": json.dumps({k: m.to_dict() for k, m in self.models.items()}),
+            "workload": json.dumps(self.workload.to_dict()),
+            "fault_model": json.dumps(self.fault_model.to_dict()),
+        }
 
     @classmethod
-    def from_columns(cls, row) -> "CampaignRecord":
+    def from_columns(cls, row) -> CampaignRecord:
         """From the campaign table's row, as any version wrote it; ValueError if it cannot be read."""
         try:
-            return cls(name=row["name"], seed=row["seed"], config=row["config"],
-                       versions=Versions.from_dict(json.loads(row["versions"])),
-                       models={k: ModelRecord.from_dict(m) for k, m in json.loads(row["models"]).items()},
-                       workload=WorkloadRecord.from_dict(json.loads(row["workload"])),
-                       fault_model=FaultModelRecord.from_dict(json.loads(row["fault_model"])), created=row["created"])
+            return cls(
+                name=row["name"],
+                seed=row["seed"],
+                config=row["config"],
+                versions=Versions.from_dict(json.loads(row["versions"])),
+                models={k: ModelRecord.from_dict(m) for k, m in json.loads(row["models"]).items()},
+                workload=WorkloadRecord.from_dict(json.loads(row["workload"])),
+                fault_model=FaultModelRecord.from_dict(json.loads(row["fault_model"])),
+                created=row["created"],
+            )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"{type(e).__name__}: {e}") from None
 

@@ -5,6 +5,7 @@ One schema for every database the store runs on (SQLite and PostgreSQL); the col
 what each holds. Tables are created and upgraded by the migrations in ``migrations/``, which must
 agree with this module (tests/test_store.py checks they do).
 """
+
 from __future__ import annotations
 
 from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
@@ -14,7 +15,8 @@ PENDING, RUNNING, DONE = "pending", "running", "done"
 
 meta = MetaData()
 campaign_t = Table(
-    "campaign", meta,
+    "campaign",
+    meta,
     Column("id", Integer, primary_key=True),
     Column("schema_version", Integer, nullable=False),
     Column("name", String, nullable=False),
@@ -27,7 +29,8 @@ campaign_t = Table(
     Column("created", String, nullable=False),
 )
 site_t = Table(
-    "site", meta,
+    "site",
+    meta,
     Column("id", Integer, primary_key=True),
     Column("model", String, nullable=False, index=True),
     Column("mode", String, nullable=False, index=True),
@@ -53,7 +56,8 @@ site_t = Table(
     Index("ix_site_stratum", "model", "mode", "status", "id"),
 )
 result_t = Table(
-    "result", meta,
+    "result",
+    meta,
     Column("site_id", Integer, ForeignKey("site.id"), primary_key=True, autoincrement=False),
     Column("outcome", String, nullable=False, index=True),
     Column("images_changed", Integer, nullable=False),
@@ -72,7 +76,8 @@ result_t = Table(
 )
 # regret evaluations (`evaluate --regret --db`), beside the campaign they belong with
 regret_t = Table(
-    "regret", meta,
+    "regret",
+    meta,
     Column("id", Integer, primary_key=True),
     Column("model", String, nullable=False),  # the checkpoint reference as given: path or zoo:NAME
     Column("sha256", String, nullable=False),  # of the weights (models.zoo.weights_digest)
@@ -96,7 +101,8 @@ regret_t = Table(
 # what the injector's log said about each run, the injector's own count of each launch it
 # reported on, and every proposal rejected because it lay past that
 launch_count_t = Table(
-    "launch_count", meta,
+    "launch_count",
+    meta,
     Column("model", String, primary_key=True),
     Column("igid", Integer, primary_key=True),
     Column("kcount", BigInteger, primary_key=True, autoincrement=False),  # global launch index
@@ -107,7 +113,8 @@ launch_count_t = Table(
     Column("observed", String, nullable=False),
 )
 redraw_t = Table(
-    "redraw", meta,
+    "redraw",
+    meta,
     Column("id", Integer, primary_key=True),
     Column("site_id", Integer, ForeignKey("site.id"), nullable=False, index=True),
     Column("kernel", String, nullable=False),  # the rejected proposal
@@ -118,7 +125,8 @@ redraw_t = Table(
     Column("created", String, nullable=False),
 )
 injection_t = Table(
-    "injection", meta,
+    "injection",
+    meta,
     Column("site_id", Integer, ForeignKey("site.id"), primary_key=True, autoincrement=False),
     Column("state", String, nullable=False),  # injected | not_injected | no_report (the log's own account)
     Column("lanes_injected", Integer, nullable=False),  # threads the fault was written to, as logged
@@ -132,7 +140,8 @@ injection_t = Table(
 )
 # one row per worker process that ever ran on this store: what `status` shows per worker
 worker_t = Table(
-    "worker", meta,
+    "worker",
+    meta,
     Column("id", String, primary_key=True),  # the owner name of the sites it holds: "host:pid:n"
     Column("host", String, nullable=False),
     Column("pid", Integer, nullable=False),
@@ -144,10 +153,38 @@ worker_t = Table(
     Column("lease_s", Float, nullable=False),  # its sites' lease: silent longer than this, it is lost
     Column("done", BigInteger, nullable=False),  # results it recorded
 )
-SITE_FIELDS = ("model", "mode", "layer", "layer_name", "image", "element", "bit", "width", "value_seed",
-               "kernel", "kcount", "igid", "iid", "op_seed", "bit_seed", "value")
-RESULT_FIELDS = ("backend", "isolation", "outcome", "images_changed", "nan", "max_abs_diff", "golden_top1", "faulty_top1",
-                 "semantics", "detail", "runtime_s", "finished")
+SITE_FIELDS = (
+    "model",
+    "mode",
+    "layer",
+    "layer_name",
+    "image",
+    "element",
+    "bit",
+    "width",
+    "value_seed",
+    "kernel",
+    "kcount",
+    "igid",
+    "iid",
+    "op_seed",
+    "bit_seed",
+    "value",
+)
+RESULT_FIELDS = (
+    "backend",
+    "isolation",
+    "outcome",
+    "images_changed",
+    "nan",
+    "max_abs_diff",
+    "golden_top1",
+    "faulty_top1",
+    "semantics",
+    "detail",
+    "runtime_s",
+    "finished",
+)
 # the injector's own account of an NVBitFI run (empty for in-process results)
 INJECTION_FIELDS = ("state", "lanes_injected", "lanes_reported", "opcode", "reg", "mask")
 EXPORT_FIELDS = ("site_id",) + SITE_FIELDS + RESULT_FIELDS  # one exported row: a site and its result

@@ -14,14 +14,16 @@ before touching the file. One opened ``immutable`` (no journal beside it, so SQL
 file alone and creates nothing) is checked around every read: should a writer with rights this
 process lacks change the file meanwhile, the read is done again.
 """
+
 from __future__ import annotations
 
 import os
 import sqlite3
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection, CursorResult, Engine, Row
@@ -89,8 +91,9 @@ class Session:
         except driver_errors(Changed):
             pass
 
-    def stream(self, run: Callable[[Connection, Row | None], CursorResult], size: int,
-               fails: str = "cannot read") -> Iterator[list]:
+    def stream(
+        self, run: Callable[[Connection, Row | None], CursorResult], size: int, fails: str = "cannot read"
+    ) -> Iterator[list]:
         """Rows ``size`` at a time from one cursor, ``run(con, last)``, where ``last`` is the last
         row already handed out (None at first): after a lost connection the query is run again
         from there, so no row is skipped or repeated. A changed immutable file cannot be resumed
@@ -104,8 +107,10 @@ class Session:
                     cursor = run(con, last)
                     while batch := cursor.fetchmany(size):
                         if self._stamp() != before:
-                            raise StoreError(f"{fails} {self.label}: the file was changed by another process "
-                                             "while it was read; run the command again.")
+                            raise StoreError(
+                                f"{fails} {self.label}: the file was changed by another process "
+                                "while it was read; run the command again."
+                            )
                         since, pause, self._reached = None, FIRST_PAUSE_S, True
                         last = batch[-1]
                         yield list(batch)
@@ -130,7 +135,7 @@ class Session:
 
     def _call(self, fn: Callable[[Connection], T], begin: bool) -> T:
         before = self._stamp()
-        with (self.engine.begin() if begin else self.engine.connect()) as con:
+        with self.engine.begin() if begin else self.engine.connect() as con:
             out = fn(con)
         if self._stamp() != before:
             raise Changed(self.label)
@@ -165,11 +170,14 @@ class Session:
         waited = time.monotonic() - since
         if window is None or waited >= window:
             if why == "changed":
-                raise StoreError(f"{fails} {self.label}: another process kept changing the file while it was "
-                                 f"read{after}; run the command again when it is done.") from None
+                raise StoreError(
+                    f"{fails} {self.label}: another process kept changing the file while it was "
+                    f"read{after}; run the command again when it is done."
+                ) from None
             if why == "connection" and waited > 0:
-                raise StoreError(f"{fails} {self.label}: the server did not come back within {window:.0f} s "
-                                 f"({reason(e)}){after}.") from None
+                raise StoreError(
+                    f"{fails} {self.label}: the server did not come back within {window:.0f} s ({reason(e)}){after}."
+                ) from None
             raise StoreError(f"{fails} {self.label} ({reason(e)}){after}.") from None
         time.sleep(min(pause, max(window - waited, 0.0) + 0.01))
 

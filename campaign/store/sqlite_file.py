@@ -12,6 +12,7 @@ The probes here (is it SQLite, which tables, is it empty, is the new plan whole)
 before any store is opened on it, one connection each; every other database call goes through
 the store's ``Session``.
 """
+
 from __future__ import annotations
 
 import os
@@ -67,9 +68,11 @@ def reader_uri(path: Path) -> tuple[str, bool]:
         raise StoreError(f"cannot open {path} ({e.strerror}).") from None
     if logged:
         if unwritable(path) is not None:
-            raise StoreError(f"cannot read {path}: results in its {wal.name} cannot be read without a "
-                             f"{shm.name} beside it, which this process may not create; make its folder "
-                             "writable or copy the store with its -wal file elsewhere.")
+            raise StoreError(
+                f"cannot read {path}: results in its {wal.name} cannot be read without a "
+                f"{shm.name} beside it, which this process may not create; make its folder "
+                "writable or copy the store with its -wal file elsewhere."
+            )
         return base + "?mode=ro", False
     return base + "?immutable=1", True
 
@@ -129,7 +132,7 @@ def remove_leftovers(path: Path) -> None:
     except OSError:
         return
     for name in names:
-        pid = name[len(prefix):].split("-", 1)[0] if name.startswith(prefix) else ""
+        pid = name[len(prefix) :].split("-", 1)[0] if name.startswith(prefix) else ""
         if pid.isdigit() and not psutil.pid_exists(int(pid)):
             path.with_name(name).unlink(missing_ok=True)
 
@@ -143,8 +146,12 @@ def seal(temp: Path, path: Path, expected: int) -> None:
             sites = con.execute("SELECT count(*) FROM site").fetchone()[0]
             campaigns = con.execute("SELECT count(*) FROM campaign").fetchone()[0]
             wal = con.execute("PRAGMA journal_mode=WAL").fetchone()[0]  # recorded in the file's header
-        if (folded, wal) != ("delete", "wal") or sites != expected or campaigns != 1 or \
-                any(f.exists() for f in sidecars(temp)):
+        if (
+            (folded, wal) != ("delete", "wal")
+            or sites != expected
+            or campaigns != 1
+            or any(f.exists() for f in sidecars(temp))
+        ):
             raise StoreError(f"the plan written beside {path} did not read back whole; nothing was stored.")
         fd = os.open(temp, os.O_RDONLY)
         try:

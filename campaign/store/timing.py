@@ -7,10 +7,11 @@ GAP_S (claiming and recording between chunks) also counts; longer gaps (a pause 
 loading models, golden runs) do not. Finish times are ISO strings at millisecond resolution;
 stores written before that hold whole seconds, which the gap allowance absorbs.
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime, timezone
-from typing import Iterable
 
 GAP_S = 1.0
 

@@ -1,4 +1,5 @@
 """The campaign's fixed input images: drawn once from a source, identified by their digest."""
+
 from __future__ import annotations
 
 import hashlib
@@ -23,7 +24,7 @@ def workload_images(source: str, count: int, seed: int) -> tuple[cifar.ImageSet,
     return full.subset(indices), indices
 
 
-def workload_inputs(workload: "WorkloadRecord") -> np.ndarray:
+def workload_inputs(workload: WorkloadRecord) -> np.ndarray:
     """The campaign's normalised input images, checked against the digest stored at plan time."""
     images, _ = workload_images(workload.source, workload.count, workload.seed)
     if image_digest(images.images) != workload.images_sha256:
@@ -33,5 +34,7 @@ def workload_inputs(workload: "WorkloadRecord") -> np.ndarray:
 
 def check_checkpoint(checkpoint: str, found_sha256: str, expect_sha256: str) -> None:
     if expect_sha256 and found_sha256 != expect_sha256:
-        raise UserError(f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
-                        "restore it or plan a new campaign.")
+        raise UserError(
+            f"{checkpoint} has changed since the campaign was planned (sha256 differs); "
+            "restore it or plan a new campaign."
+        )

@@ -6,6 +6,7 @@ GPU would then miss the convolutions' arithmetic, which runs as HMMA in NVBitFI'
 group (``mma`` in pr2022). ``fp32`` turns TF32 off for both (the Titan V arithmetic, which has
 no TF32); ``tf32`` turns it on for both (as PyTorch deploys convolutions).
 """
+
 from __future__ import annotations
 
 MODES = ("fp32", "tf32")

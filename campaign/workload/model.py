@@ -1,4 +1,5 @@
 """The workload in this process: one model, the campaign's images and their golden outputs."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,11 +9,11 @@ import numpy as np
 import torch
 
 from fi_campaign.errors import UserError
-from fi_campaign.workload.images import check_checkpoint, workload_inputs
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
 from fi_campaign.models.resnet import CifarResNet
 from fi_campaign.models.resume import GoldenActivations, Resumer, recording
+from fi_campaign.workload.images import check_checkpoint, workload_inputs
 
 if TYPE_CHECKING:
     from fi_campaign.store import WorkloadRecord
@@ -28,8 +29,10 @@ def resolve_device(device: str) -> str:
 
 def require_gpu() -> None:
     if not torch.cuda.is_available():
-        raise UserError("backend nvbitfi needs an NVIDIA GPU visible to PyTorch and none is; "
-                        "run 'fi-campaign doctor' on the GPU machine.")
+        raise UserError(
+            "backend nvbitfi needs an NVIDIA GPU visible to PyTorch and none is; "
+            "run 'fi-campaign doctor' on the GPU machine."
+        )
 
 
 @dataclass
@@ -44,8 +47,16 @@ class Workload:
     resumer: Resumer | None = None
 
     @classmethod
-    def open(cls, checkpoint: str, expect_sha256: str, workload: "WorkloadRecord", device: str, batch_size: int,
-             math: str = "fp32", resume_layers: list[int] | None = None) -> "Workload":
+    def open(
+        cls,
+        checkpoint: str,
+        expect_sha256: str,
+        workload: WorkloadRecord,
+        device: str,
+        batch_size: int,
+        math: str = "fp32",
+        resume_layers: list[int] | None = None,
+    ) -> Workload:
         """``resume_layers``: the resume points (models.resume) whose golden tensors are
         recorded during the golden run, for faulted passes that start there."""
         from fi_campaign.workload.mathmode import set_math
@@ -59,8 +70,14 @@ class Workload:
         return cls.of_model(model, meta, inputs, batch_size, resume_layers)
 
     @classmethod
-    def of_model(cls, model: CifarResNet, meta: zoo.Meta, inputs: torch.Tensor, batch_size: int,
-                 resume_layers: list[int] | None = None) -> "Workload":
+    def of_model(
+        cls,
+        model: CifarResNet,
+        meta: zoo.Meta,
+        inputs: torch.Tensor,
+        batch_size: int,
+        resume_layers: list[int] | None = None,
+    ) -> Workload:
         """A loaded model with its golden run (and the kept golden activations) on ``inputs``."""
         w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model), batch_size)
         if not resume_layers:
@@ -91,7 +108,7 @@ class Workload:
                 return self._resumed(rows, faults, start)
         with torch.inference_mode():
             for i in range(0, len(rows), b):
-                chunk = rows[i:i + b]
+                chunk = rows[i : i + b]
                 padded = np.concatenate([chunk, np.zeros(b - len(chunk), dtype=chunk.dtype)])
                 x = self.inputs[torch.from_numpy(padded).to(self.inputs.device)]
                 if faults is None:
@@ -128,6 +145,8 @@ class Workload:
         rows = np.random.default_rng(0).permutation(n)[: min(n, self.batch_size)]
         diff = float(np.abs(self.forward(rows) - self.golden[rows]).max())
         if diff > tolerance:
-            raise UserError(f"fault-free outputs differ from the golden run by {diff:.3g} when images are batched "
-                            f"differently on this device; set tolerance to at least {diff:.3g} in the config.")
+            raise UserError(
+                f"fault-free outputs differ from the golden run by {diff:.3g} when images are batched "
+                f"differently on this device; set tolerance to at least {diff:.3g} in the config."
+            )
         return diff

@@ -3,6 +3,7 @@ its whole process group (SIGINT, then SIGTERM, then SIGKILL) when it overstays, 
 ended. SIGINT comes first because it is what NVBitFI's own runner sends, and the injector's
 SIGINT handler writes its injection record before exiting: that record tells a hang after the
 fault from a hang before it."""
+
 from __future__ import annotations
 
 import os
@@ -10,12 +11,15 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-CUDA_ERROR = re.compile(r"CUDA error|cudaError|CUDA_ERROR_|an illegal memory access|"
-                        r"device-side assert|unspecified launch failure|misaligned address", re.I)
+CUDA_ERROR = re.compile(
+    r"CUDA error|cudaError|CUDA_ERROR_|an illegal memory access|"
+    r"device-side assert|unspecified launch failure|misaligned address",
+    re.I,
+)
 INT_GRACE_S = 3.0  # for a SIGINT handler to write its record and exit
 TERM_GRACE_S = 2.0
 GRACE_S = INT_GRACE_S + TERM_GRACE_S  # the longest a group can outlive its timeout

@@ -9,6 +9,7 @@ the model code, sets deterministic kernels, and launches exactly the same kernel
 golden, profiling and injection runs: the fault is applied by a forward hook that only edits a
 tensor, never by a different code path.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,16 +27,30 @@ if TYPE_CHECKING:
     from fi_campaign.store import WorkloadRecord
 
 
-def write_root(root: Path, checkpoint: str, workload: "WorkloadRecord", batch_size: int, device: str,
-               fault_model: FaultModelRecord, math: str = "fp32") -> Path:
+def write_root(
+    root: Path,
+    checkpoint: str,
+    workload: WorkloadRecord,
+    batch_size: int,
+    device: str,
+    fault_model: FaultModelRecord,
+    math: str = "fp32",
+) -> Path:
     """The folder every workload process of one model reads: images.npy and workload.json."""
-    from fi_campaign.workload.images import workload_inputs
     from fi_campaign.models import zoo
+    from fi_campaign.workload.images import workload_inputs
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
-    spec = json.dumps({"checkpoint": str(zoo.resolve(checkpoint).resolve()), "batch_size": batch_size,
-                       "device": device, "fault_model": fault_model.to_dict(), "math": math})
+    spec = json.dumps(
+        {
+            "checkpoint": str(zoo.resolve(checkpoint).resolve()),
+            "batch_size": batch_size,
+            "device": device,
+            "fault_model": fault_model.to_dict(),
+            "math": math,
+        }
+    )
     # several workers write the same root while others' processes read it: replace atomically
     tmp = root / f".images.{os.getpid()}.npy"
     np.save(tmp, workload_inputs(workload))
@@ -55,7 +70,11 @@ def interpreter() -> str:
 
 def command(root: Path, fault: Path | None = None, out: str = "logits.npy") -> list[str]:
     """The workload program's command line; the same program for golden, profiling and injection runs."""
-    return [interpreter(), "-m", "fi_campaign.workload.program", str(root)] + ([str(fault)] if fault else []) + ["--out", out]
+    return (
+        [interpreter(), "-m", "fi_campaign.workload.program", str(root)]
+        + ([str(fault)] if fault else [])
+        + ["--out", out]
+    )
 
 
 class BadInput(Exception):
@@ -89,7 +108,9 @@ def _inputs(path: Path) -> np.ndarray:
 def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | None, FaultModelRecord | None]:
     """The run's spec, images, fault and fault model, checked before torch is imported (so a bad
     file costs no start-up)."""
-    spec = _read_json(root / "workload.json", {"checkpoint": str, "batch_size": int, "device": str, "fault_model": dict})
+    spec = _read_json(
+        root / "workload.json", {"checkpoint": str, "batch_size": int, "device": str, "fault_model": dict}
+    )
     if spec["batch_size"] < 1:
         raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
     images = _inputs(root / "images.npy")
@@ -127,9 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     # torch._dynamo doubled the program's start-up (bench/process.py); golden runs verify it
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    from fi_campaign.workload.mathmode import set_math
     from fi_campaign.models import zoo
     from fi_campaign.models.faults import Injector, site_faults
+    from fi_campaign.workload.mathmode import set_math
 
     set_math(spec.get("math", "fp32"))
     model, _ = zoo.load(spec["checkpoint"], device=spec["device"])
@@ -143,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     out = []
     with torch.inference_mode():
         for i in range(0, len(inputs), b):
-            chunk = inputs[i:i + b]
+            chunk = inputs[i : i + b]
             x = torch.cat([chunk, inputs[:1].expand(b - len(chunk), *chunk.shape[1:])]) if len(chunk) < b else chunk
             if faults is not None and i <= target < i + b:
                 with injector.armed(faults):

@@ -4,6 +4,7 @@ Decided at plan time from the architecture, the layer weighting, the image count
 ``resume_cache_mb``, and stored with each model in the campaign record, so the record says which
 layers resume from their own output and which start from an earlier point (or run whole).
 """
+
 from __future__ import annotations
 
 from torch import nn
@@ -21,8 +22,11 @@ def resume_plan(model: nn.Module, weighting: str, images: int, budget_mb: int) -
     points = resume_points(model)
     weights = layer_weights(describe_layers(model), weighting)
     kept = choose(points, weights, images, budget_mb * MB)
-    return ResumePlan(layers=tuple(kept), budget_mb=budget_mb,
-                      cache_mb=round(cache_bytes(points, kept, images) / MB, 1),
-                      all_mb=round(cache_bytes(points, range(len(points)), images) / MB, 1),
-                      work=round(expected_work(points, weights, kept), 4),
-                      work_all=round(expected_work(points, weights, range(len(points))), 4))
+    return ResumePlan(
+        layers=tuple(kept),
+        budget_mb=budget_mb,
+        cache_mb=round(cache_bytes(points, kept, images) / MB, 1),
+        all_mb=round(cache_bytes(points, range(len(points)), images) / MB, 1),
+        work=round(expected_work(points, weights, kept), 4),
+        work_all=round(expected_work(points, weights, range(len(points))), 4),
+    )

@@ -2,6 +2,7 @@
 folder on PYTHONPATH and sets FI_GPU_CHECK_STUB=1): fi-campaign's GPU requirement and device
 check pass on this machine without a GPU, while FI_WORKLOAD_PYTHON points the workload
 processes at the stand-in (standin.py) that plays the workload and fi-campaign's tool."""
+
 import os
 import sys
 

@@ -10,6 +10,7 @@ through its host build (FI_HOST_TEST, tests/host_test.cpp): profile lines, the i
 parser, the faults of each lane, the log records. FAKE_NO_PYTHON_CALLBACKS=1 plays the public
 report on driver 580: inside a python3 process the tool loads but no callback arrives.
 """
+
 import os
 import subprocess
 import sys
@@ -19,17 +20,29 @@ import numpy as np
 
 from fi_campaign.nvbitfi_tools.profile import parse_profile
 
-LAUNCHES = {"python": [("voidk0<float>(float*,int)", 40), ("voidk1<float>(float*,int)", 0),
-                       ("voidk2<float>(float*,int)", 300), ("voidk0<float>(float*,int)", 25),
-                       ("voidk3<float>(float*,int)", 64)],
-            "saxpy": [("saxpy(int,float,float*,float*)", 5000), ("smooth(int,float*,float*)", 40000),
-                      ("scale(int,float,float*)", 5000)] * 2}
+LAUNCHES = {
+    "python": [
+        ("voidk0<float>(float*,int)", 40),
+        ("voidk1<float>(float*,int)", 0),
+        ("voidk2<float>(float*,int)", 300),
+        ("voidk0<float>(float*,int)", 25),
+        ("voidk3<float>(float*,int)", 64),
+    ],
+    "saxpy": [
+        ("saxpy(int,float,float*,float*)", 5000),
+        ("smooth(int,float*,float*)", 40000),
+        ("scale(int,float,float*)", 5000),
+    ]
+    * 2,
+}
 MODELS = {"single_bit": 0, "warp_random": 1, "warp_xor": 2}
 
 
 class Host:
     def __init__(self):
-        self.p = subprocess.Popen([os.environ["FI_HOST_TEST"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.p = subprocess.Popen(
+            [os.environ["FI_HOST_TEST"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
 
     def __call__(self, *words):
         self.p.stdin.write(" ".join(map(str, words)) + "\n")
@@ -39,8 +52,12 @@ class Host:
 
 def smi(args):
     fields = args[0].split("=", 1)[1].split(",")
-    values = {"name": "NVIDIA H100 80GB HBM3 (stand-in)", "compute_cap": "9.0", "driver_version": "580.159.04",
-              "memory.total": "81559 MiB"}
+    values = {
+        "name": "NVIDIA H100 80GB HBM3 (stand-in)",
+        "compute_cap": "9.0",
+        "driver_version": "580.159.04",
+        "memory.total": "81559 MiB",
+    }
     print(", ".join(values[f] for f in fields))
     return 0
 
@@ -50,8 +67,15 @@ def main():
     if role == "nvidia-smi":
         return smi(args)
     lib = os.environ.get("LD_PRELOAD", "")
-    mode = ("profile" if lib.endswith("profiler.so") else "dummy" if lib.endswith("injector-dummy.so")
-            else "inject" if lib.endswith("injector.so") else None)
+    mode = (
+        "profile"
+        if lib.endswith("profiler.so")
+        else "dummy"
+        if lib.endswith("injector-dummy.so")
+        else "inject"
+        if lib.endswith("injector.so")
+        else None
+    )
     kind = "saxpy" if role == "saxpy" else "python"
     if kind == "saxpy":
         out = args[0]
@@ -66,8 +90,31 @@ def main():
     if mode is not None:
         log = open("nvbitfi-injection-log-temp.txt", "w")
         host = Host()
-        lines = "".join(host("profile", i, k, 4, "FFMA", "fp32", n, "LDG", "ld", 7, "ISETP", "pr", 5, "EXIT", "nodest", 3,
-                             "IMAD", "others", 11 + i) + "\n" for i, (k, n) in enumerate(LAUNCHES[kind]))
+        lines = "".join(
+            host(
+                "profile",
+                i,
+                k,
+                4,
+                "FFMA",
+                "fp32",
+                n,
+                "LDG",
+                "ld",
+                7,
+                "ISETP",
+                "pr",
+                5,
+                "EXIT",
+                "nodest",
+                3,
+                "IMAD",
+                "others",
+                11 + i,
+            )
+            + "\n"
+            for i, (k, n) in enumerate(LAUNCHES[kind])
+        )
         if mode == "profile":
             log.write("" if silent else lines)
         else:
@@ -83,7 +130,7 @@ def main():
 
 
 def inject(host, log, launches, dummy, golden, kind):
-    p = dict(zip(*[iter(host("params", "nvbitfi-injection-info.txt").split())] * 2))
+    p = dict(zip(*[iter(host("params", "nvbitfi-injection-info.txt").split())] * 2, strict=False))
     kcount, iid = int(p["kcount"]), int(p["iid"])
     if kcount >= len(launches):
         log.write(f"result: not_injected; the run made {len(launches)} launches and never reached launch {kcount}\n")
@@ -92,8 +139,10 @@ def inject(host, log, launches, dummy, golden, kind):
     log.write(f"launch: index {kcount}; kernel_name: {launch.kernel}; ctas: 4\n")
     log.write(host("counts", *[x for g, n in launch.groups.items() for x in (g, n)]) + "\n")
     if iid >= launch.groups["fp32"]:
-        log.write(f"result: not_injected; launch {kcount} has {launch.groups['fp32']} fp32 thread-instructions, so "
-                  f"index {iid} was never reached\n")
+        log.write(
+            f"result: not_injected; launch {kcount} has {launch.groups['fp32']} fp32 thread-instructions, so "
+            f"index {iid} was never reached\n"
+        )
         return golden
     model = MODELS[p["model"]]
     bit = np.uint32(int(p["bit"], 16)).view(np.float32)
@@ -101,8 +150,14 @@ def inject(host, log, launches, dummy, golden, kind):
     lanes = [0] if model == 0 else range(32)
     for lane in lanes:
         before = 0x3F800000 + lane
-        after = before if dummy else int(host("fault", model, before, repr(float(bit)), p["vseed"], lane,
-                                               repr(float(xmin)), repr(float(alpha))), 16)
+        after = (
+            before
+            if dummy
+            else int(
+                host("fault", model, before, repr(float(bit)), p["vseed"], lane, repr(float(xmin)), repr(float(alpha))),
+                16,
+            )
+        )
         log.write(host("lane", lane, 12, before, after, "FFMA", 0x1A0, 64 + lane) + "\n")
     log.write(f"result: injected; {len(lanes)} of {len(lanes)} lanes\n")
     if dummy or iid % 3:

@@ -5,6 +5,7 @@
   derived from the golden runs (``isolation: process``): how crashes and hangs become DUEs;
 - ``nvbitfi``: the same processes with an NVBitFI injector attached (``backend: nvbitfi``).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,22 +19,42 @@ if TYPE_CHECKING:
 BACKEND = "pytorch"
 
 
-def semantics(mode: str, fault_model: "FaultModelRecord") -> str:
+def semantics(mode: str, fault_model: FaultModelRecord) -> str:
     if mode == "single_bit":
         return "framework: xor one bit of one float32 conv/linear output"
     fm = fault_model
-    return (f"framework: warp of 32 outputs, {fm.semantics}, {fm.name} {fm.op} {fm.size}, sampler {fm.lanes}")
+    return f"framework: warp of 32 outputs, {fm.semantics}, {fm.name} {fm.op} {fm.size}, sampler {fm.lanes}"
 
 
-def result_of(site: "Site", judged: "Outcome", *, backend: str, isolation: str, semantics: str, runtime_s: float,
-              detail: str | None = None, **nvbitfi) -> "Result":
+def result_of(
+    site: Site,
+    judged: Outcome,
+    *,
+    backend: str,
+    isolation: str,
+    semantics: str,
+    runtime_s: float,
+    detail: str | None = None,
+    **nvbitfi,
+) -> Result:
     """The result of ``site`` as judged; ``nvbitfi``: what an NVBitFI run stores beside it."""
     from fi_campaign.store import Result
 
-    return Result(site_id=site.id, outcome=judged.outcome, images_changed=judged.images_changed, nan=judged.nan,
-                  max_abs_diff=judged.max_abs_diff, golden_top1=judged.golden_top1, faulty_top1=judged.faulty_top1,
-                  backend=backend, isolation=isolation, semantics=semantics, runtime_s=runtime_s, detail=detail,
-                  **nvbitfi)
+    return Result(
+        site_id=site.id,
+        outcome=judged.outcome,
+        images_changed=judged.images_changed,
+        nan=judged.nan,
+        max_abs_diff=judged.max_abs_diff,
+        golden_top1=judged.golden_top1,
+        faulty_top1=judged.faulty_top1,
+        backend=backend,
+        isolation=isolation,
+        semantics=semantics,
+        runtime_s=runtime_s,
+        detail=detail,
+        **nvbitfi,
+    )
 
 
 class Executor(Protocol):
@@ -44,8 +65,16 @@ class Executor(Protocol):
     def close(self) -> None: ...
 
 
-def open_executor(record: "CampaignRecord", config: "Config", name: str, device: str, runs: Path,
-                  keep_runs: bool, threads: int | None, store: "Store | None" = None) -> Executor:
+def open_executor(
+    record: CampaignRecord,
+    config: Config,
+    name: str,
+    device: str,
+    runs: Path,
+    keep_runs: bool,
+    threads: int | None,
+    store: Store | None = None,
+) -> Executor:
     """The executor a campaign's backend and isolation call for, for one model. ``store`` lets
     the NVBitFI executor read the launch counts other workers' runs have shown."""
     if config.backend == "nvbitfi":

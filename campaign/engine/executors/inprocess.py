@@ -1,5 +1,6 @@
 """In-process execution: the model stays loaded and one forward pass serves a whole chunk of
 injections, row i of the batch carrying site i's fault."""
+
 from __future__ import annotations
 
 import time
@@ -28,11 +29,12 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
     info = record.models[name]
     plan = info.resume
     if plan is None:
-        from fi_campaign.workload.resume import resume_plan
         from fi_campaign.models.resnet import build
+        from fi_campaign.workload.resume import resume_plan
 
-        plan = resume_plan(build(info.arch), config.layer_weighting, len(record.workload.indices),
-                           config.resume_cache_mb)
+        plan = resume_plan(
+            build(info.arch), config.layer_weighting, len(record.workload.indices), config.resume_cache_mb
+        )
     return list(plan.layers)
 
 
@@ -42,8 +44,9 @@ class InProcess:
 
         info = record.models[name]
         layers = resume_layers(record, config, name)
-        self.w = Workload.open(info.checkpoint, info.sha256, record.workload, device, config.batch_size,
-                               config.math, resume_layers=layers)
+        self.w = Workload.open(
+            info.checkpoint, info.sha256, record.workload, device, config.batch_size, config.math, resume_layers=layers
+        )
         self.w.check_reproducible(config.tolerance)
         self.record, self.config = record, config
         self.groups_layers = bool(layers)  # the runner hands it sites of one layer together
@@ -53,12 +56,15 @@ class InProcess:
         rows = np.array([s.image for s in sites])
         faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model))
         # one image per injection: the one its fault landed in, so its classes are the ones shown
-        outcomes = classify_batch(self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance,
-                                  shown=np.zeros(len(sites), dtype=int))
+        outcomes = classify_batch(
+            self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance, shown=np.zeros(len(sites), dtype=int)
+        )
         per = (time.perf_counter() - t0) / len(sites)
         label = semantics(mode, self.record.fault_model)
-        return [result_of(s, o, backend=BACKEND, isolation="inprocess", semantics=label, runtime_s=per)
-                for s, o in zip(sites, outcomes)]
+        return [
+            result_of(s, o, backend=BACKEND, isolation="inprocess", semantics=label, runtime_s=per)
+            for s, o in zip(sites, outcomes, strict=False)
+        ]
 
     def close(self) -> None:
         self.w.close()

@@ -8,6 +8,7 @@ a proposal whose log shows it lay past its launch's injector count is replaced b
 from the profile, so the campaign samples the instructions the injector executes uniformly,
 whatever its profiler counted.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -26,12 +27,11 @@ from fi_campaign.config import Config
 from fi_campaign.engine.executors import processes, result_of
 from fi_campaign.engine.executors.processes import Processes, thread_env
 from fi_campaign.errors import UserError
-from fi_campaign.store import (CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site,
-                            Store)
-from fi_campaign.workload import process
 from fi_campaign.nvbitfi_tools.attach import gpu_of, tool_env
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 from fi_campaign.nvbitfi_tools.injlog import InjectionLog
+from fi_campaign.store import CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site, Store
+from fi_campaign.workload import process
 
 
 @dataclass(frozen=True)
@@ -51,18 +51,28 @@ class Nvbitfi(Processes):
 
     backend = "nvbitfi"
 
-    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
-                 keep_runs: bool, threads: int | None = None, store: Store | None = None) -> None:
+    def __init__(
+        self,
+        record: CampaignRecord,
+        config: Config,
+        name: str,
+        device: str,
+        root: Path,
+        keep_runs: bool,
+        threads: int | None = None,
+        store: Store | None = None,
+    ) -> None:
         from fi_campaign.nvbitfi_tools.install import kernel_log_readable, locate, require
         from fi_campaign.nvbitfi_tools.sites import Proposals
-
         from fi_campaign.workload.model import require_gpu
 
         require_gpu()
         self.install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
         if config.nvbitfi.dummy and self.install.dummy_injector is None:
-            raise UserError("nvbitfi.dummy asks for the DUMMY injector but the build has none; "
-                            "run 'fi-campaign doctor' to see where it goes.")
+            raise UserError(
+                "nvbitfi.dummy asks for the DUMMY injector but the build has none; "
+                "run 'fi-campaign doctor' to see where it goes."
+            )
         self.name, self.store = name, store
         self.profile = _planned_profile(record, config, name)
         self.proposals = Proposals(self.profile, config.nvbitfi.group)
@@ -85,18 +95,21 @@ class Nvbitfi(Processes):
         instructions of the group) without writing it; the real injector runs a site past the
         last launch, which instruments the kernel but never fires. Timed once per workload and
         tool, under a lock, like the golden runs."""
-        from fi_campaign.workload.program import command
         from fi_campaign.nvbitfi_tools.render import write_injection_info
         from fi_campaign.nvbitfi_tools.sites import Site as NvSite
+        from fi_campaign.workload.program import command
 
         launch = self.profile.launches[int(np.argmax(self.proposals.counts))]
         tool = self.install.dummy_injector or self.install.injector
         kcount = launch.index if self.install.dummy_injector else len(self.profile.launches)
         mode = "single_bit" if "single_bit" in self.config.modes else self.config.modes[0]
-        probe = NvSite(kernel=launch.kernel, kcount=kcount, igid=self.proposals.igid, iid=0, op_id_seed=0.0,
-                       bit_id_seed=0.0)
+        probe = NvSite(
+            kernel=launch.kernel, kcount=kcount, igid=self.proposals.igid, iid=0, op_id_seed=0.0, bit_id_seed=0.0
+        )
         text = self._info_text(mode, probe, None)
-        key = hashlib.sha256((self.root / "workload.json").read_bytes() + str(tool).encode() + text.encode()).hexdigest()
+        key = hashlib.sha256(
+            (self.root / "workload.json").read_bytes() + str(tool).encode() + text.encode()
+        ).hexdigest()
         meta = self.root / "timing.json"
         with open(self.root / ".timing.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
@@ -108,10 +121,20 @@ class Nvbitfi(Processes):
             write_injection_info(d, text)
             ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self._tool_env(tool))
             if ended.due_reason():
-                raise UserError(f"the instrumented timing run of the workload failed ({ended.due_reason()}); "
-                                f"see {d}/stderr.txt.")
-            meta.write_text(json.dumps({"key": key, "runtime_s": ended.runtime_s, "tool": str(tool),
-                                        "kcount": kcount, "kernel": launch.kernel}))
+                raise UserError(
+                    f"the instrumented timing run of the workload failed ({ended.due_reason()}); see {d}/stderr.txt."
+                )
+            meta.write_text(
+                json.dumps(
+                    {
+                        "key": key,
+                        "runtime_s": ended.runtime_s,
+                        "tool": str(tool),
+                        "kcount": kcount,
+                        "kernel": launch.kernel,
+                    }
+                )
+            )
             return ended.runtime_s
 
     def _kernel_log(self) -> str | None:
@@ -126,8 +149,9 @@ class Nvbitfi(Processes):
         return {c.kcount: c.injector_count for c in self.store.launch_counts(self.name, self.proposals.igid)}
 
     def _redraw_rng(self, site: Site, mode: str, k: int) -> np.random.Generator:
-        return np.random.default_rng([self.config.seed, zlib.crc32(self.name.encode()), zlib.crc32(mode.encode()),
-                                      site.id, k])
+        return np.random.default_rng(
+            [self.config.seed, zlib.crc32(self.name.encode()), zlib.crc32(mode.encode()), site.id, k]
+        )
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
         known = self._known_counts()
@@ -150,19 +174,38 @@ class Nvbitfi(Processes):
         planned = Location(site.kernel, site.kcount, site.iid)
         settled = settle(planned, self.proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
         loc, r = settled.location, settled.outcome
-        extra = dict(relocated=None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid),
-                     redraws=tuple(Redraw(site_id=site.id, kernel=x.location.kernel, kcount=x.location.kcount,
-                                          iid=x.location.iid, injector_count=x.injector_count, ran=x.ran)
-                                   for x in settled.rejected),
-                     launch_counts=tuple(LaunchCount(model=self.name, igid=site.igid, kcount=k,
-                                                     kernel=self.profile.launches[k].kernel,
-                                                     profile_count=self.proposals.profile_count(k), injector_count=c,
-                                                     site_id=site.id)
-                                         for k, c in settled.learned.items()))
+        extra = dict(
+            relocated=None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid),
+            redraws=tuple(
+                Redraw(
+                    site_id=site.id,
+                    kernel=x.location.kernel,
+                    kcount=x.location.kcount,
+                    iid=x.location.iid,
+                    injector_count=x.injector_count,
+                    ran=x.ran,
+                )
+                for x in settled.rejected
+            ),
+            launch_counts=tuple(
+                LaunchCount(
+                    model=self.name,
+                    igid=site.igid,
+                    kcount=k,
+                    kernel=self.profile.launches[k].kernel,
+                    profile_count=self.proposals.profile_count(k),
+                    injector_count=c,
+                    site_id=site.id,
+                )
+                for k, c in settled.learned.items()
+            ),
+        )
         about = dict(backend=self.backend, isolation=self.isolation, semantics=self.label(mode), runtime_s=spent[0])
         if r is None:
-            why = (f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
-                   "(its counts are far below the profile's)")
+            why = (
+                f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
+                "(its counts are far below the profile's)"
+            )
             return result_of(site, Outcome.without_outputs(NOT_INJECTED, why), detail=why, **about, **extra)
         if r.refused is not None:
             why = f"not run: {r.refused}"
@@ -171,21 +214,33 @@ class Nvbitfi(Processes):
         dropped = judged.outcome == MASKED and not self.keep_runs
         if dropped:
             shutil.rmtree(d, ignore_errors=True)
-        return result_of(site, judged, detail=judged.reason or (None if dropped else str(d)),
-                         injection=_injection_record(r.log), **about, **extra)
+        return result_of(
+            site,
+            judged,
+            detail=judged.reason or (None if dropped else str(d)),
+            injection=_injection_record(r.log),
+            **about,
+            **extra,
+        )
 
     def _attempt(self, d: Path, site: Site, loc, mode: str) -> _Run:
         """One run of a proposal in a fresh run directory; a site the injector cannot be given
         (its rendering refused) is not run at all, and never stops the campaign."""
-        from fi_campaign.workload.program import command
         from fi_campaign.nvbitfi_tools.install import kernel_log_delta, xid_lines
         from fi_campaign.nvbitfi_tools.render import write_injection_info
         from fi_campaign.nvbitfi_tools.sites import Site as NvSite
+        from fi_campaign.workload.program import command
 
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        nv = NvSite(kernel=loc.kernel, kcount=loc.kcount, igid=site.igid, iid=loc.iid, op_id_seed=site.op_seed,
-                    bit_id_seed=site.bit_seed)
+        nv = NvSite(
+            kernel=loc.kernel,
+            kcount=loc.kcount,
+            igid=site.igid,
+            iid=loc.iid,
+            op_id_seed=site.op_seed,
+            bit_id_seed=site.bit_seed,
+        )
         try:
             write_injection_info(d, self._info_text(mode, nv, site))
         except NvbitfiError as e:
@@ -224,11 +279,16 @@ class Nvbitfi(Processes):
         v = verdict(log, ended.due_reason() is not None or bool(r.xids))
         if v == "not_injected":
             drift = log.index == loc.kcount and log.kernel_name not in (None, loc.kernel)
-            why = (f"launch-sequence drift: launch {loc.kcount} ran {log.kernel_name[:80]}, not the planned kernel"
-                   if drift else "injector reported no fault applied")
+            why = (
+                f"launch-sequence drift: launch {loc.kcount} ran {log.kernel_name[:80]}, not the planned kernel"
+                if drift
+                else "injector reported no fault applied"
+            )
             return Outcome.without_outputs(NOT_INJECTED, f"{why}: {log.reason}")
         if v == "due":
-            reason = ended.due_reason() or (f"Xid {r.xids[0].code}" if r.xids else "kernel error reported by the injector")
+            reason = ended.due_reason() or (
+                f"Xid {r.xids[0].code}" if r.xids else "kernel error reported by the injector"
+            )
             return Outcome.without_outputs(DUE, reason)
         return super().judge(r.d, site, ended)
 
@@ -250,16 +310,27 @@ def _planned_profile(record: CampaignRecord, config: Config, name: str):
     try:
         data = path.read_bytes()
     except OSError:
-        raise UserError(f"the NVBitFI profile model {name} was planned from ({path}) cannot be read; restore it, "
-                        "since re-drawn sites must come from the same profile.") from None
+        raise UserError(
+            f"the NVBitFI profile model {name} was planned from ({path}) cannot be read; restore it, "
+            "since re-drawn sites must come from the same profile."
+        ) from None
     if info and info.sha256 and hashlib.sha256(data).hexdigest() != info.sha256:
-        raise UserError(f"the NVBitFI profile {path} has changed since model {name} was planned; restore it or "
-                        "plan a new campaign.")
+        raise UserError(
+            f"the NVBitFI profile {path} has changed since model {name} was planned; restore it or plan a new campaign."
+        )
     return parse_profile(data.decode("utf-8", errors="replace"), config.nvbitfi.dialect, str(path))
 
 
 def _injection_record(log: InjectionLog) -> InjectionRecord:
     hit = tuple((lane.lane, lane.before, lane.after) for lane in log.lanes if lane.injected)
-    return InjectionRecord(state=log.state.value, lanes_injected=log.lanes_injected, lanes_reported=len(log.lanes),
-                           opcode=log.opcode, reg=log.reg, mask=log.mask, lanes=hit, log_index=log.index,
-                           log_kernel=log.kernel_name)
+    return InjectionRecord(
+        state=log.state.value,
+        lanes_injected=log.lanes_injected,
+        lanes_reported=len(log.lanes),
+        opcode=log.opcode,
+        reg=log.reg,
+        mask=log.mask,
+        lanes=hit,
+        log_index=log.index,
+        log_kernel=log.kernel_name,
+    )

@@ -1,5 +1,6 @@
 """Process-isolated execution: one workload process per injection, each in its own run directory,
 judged against golden runs of the same program; timeouts, crashes and bad outputs are DUEs."""
+
 from __future__ import annotations
 
 import json
@@ -17,7 +18,6 @@ from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.errors import UserError
 from fi_campaign.store import CampaignRecord, Result, Site
 from fi_campaign.workload import process
-
 
 MIN_TIMEOUT_S = 10.0  # no run is judged a hang sooner, however fast the golden runs were
 
@@ -40,9 +40,15 @@ def _cached(meta: Path, cache: Path, key: str, runs: int) -> tuple[np.ndarray, f
     try:
         info = json.loads(meta.read_text(encoding="utf-8"))
         slowest = info["slowest_s"]
-        if not (info.get("key") == key and isinstance(info.get("runs"), int) and info["runs"] >= runs
-                and isinstance(slowest, (int, float)) and not isinstance(slowest, bool)
-                and math.isfinite(slowest) and slowest >= 0):
+        if not (
+            info.get("key") == key
+            and isinstance(info.get("runs"), int)
+            and info["runs"] >= runs
+            and isinstance(slowest, (int, float))
+            and not isinstance(slowest, bool)
+            and math.isfinite(slowest)
+            and slowest >= 0
+        ):
             return None
         return _logits(cache), float(slowest)
     except (OSError, ValueError, TypeError, KeyError, AttributeError):
@@ -59,14 +65,24 @@ class Processes:
     backend = BACKEND
     isolation = "process"
 
-    def __init__(self, record: CampaignRecord, config: Config, name: str, device: str, root: Path,
-                 keep_runs: bool, threads: int | None = None, base_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        record: CampaignRecord,
+        config: Config,
+        name: str,
+        device: str,
+        root: Path,
+        keep_runs: bool,
+        threads: int | None = None,
+        base_env: dict[str, str] | None = None,
+    ) -> None:
         from fi_campaign.workload.program import write_root
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
-        self.root = write_root(root / name, info.checkpoint, record.workload, config.batch_size, device,
-                               record.fault_model, config.math)
+        self.root = write_root(
+            root / name, info.checkpoint, record.workload, config.batch_size, device, record.fault_model, config.math
+        )
         self.threads = threads
         # workers share the cores: each workload process gets its share, not all of them
         env = dict(os.environ if base_env is None else base_env)
@@ -108,8 +124,10 @@ class Processes:
             slowest = max(slowest, ended.runtime_s)
         for g, out in enumerate(outputs[1:], 1):
             if not np.array_equal(out.view(np.uint32), outputs[0].view(np.uint32)):
-                raise UserError(f"golden runs 0 and {g} of the workload disagree (non-deterministic outputs), "
-                                "so no injection could be judged; see " + str(self.root) + ".")
+                raise UserError(
+                    f"golden runs 0 and {g} of the workload disagree (non-deterministic outputs), "
+                    "so no injection could be judged; see " + str(self.root) + "."
+                )
         return outputs[0], slowest
 
     def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
@@ -150,9 +168,17 @@ class Processes:
             dropped = judged.outcome == MASKED and not self.keep_runs
             if dropped:
                 shutil.rmtree(d, ignore_errors=True)
-            results.append(result_of(s, judged, backend=self.backend, isolation=self.isolation,
-                                     semantics=self.label(mode), runtime_s=ended.runtime_s,
-                                     detail=judged.reason or (None if dropped else str(d))))
+            results.append(
+                result_of(
+                    s,
+                    judged,
+                    backend=self.backend,
+                    isolation=self.isolation,
+                    semantics=self.label(mode),
+                    runtime_s=ended.runtime_s,
+                    detail=judged.reason or (None if dropped else str(d)),
+                )
+            )
         return results
 
     def close(self) -> None:

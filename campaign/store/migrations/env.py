@@ -1,5 +1,6 @@
 """Alembic's entry point for the store: migrations run on the connection the store hands over
 (``config.attributes["connection"]``), the same way for SQLite and PostgreSQL."""
+
 from alembic import context
 
 connection = context.config.attributes["connection"]

@@ -5,6 +5,7 @@ Stores written then carry no revision; they are stamped with this one and upgrad
 Revision ID: 0001
 Revises:
 """
+
 import sqlalchemy as sa
 from alembic import op
 

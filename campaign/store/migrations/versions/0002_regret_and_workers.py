@@ -5,6 +5,7 @@ table that ``status`` reads: who holds sites, from which host and Slurm task, ho
 Revision ID: 0002
 Revises: 0001
 """
+
 import sqlalchemy as sa
 from alembic import op
 

@@ -4,6 +4,7 @@ recorded before this revision keep NULL, since their outputs are gone.
 Revision ID: 0003
 Revises: 0002
 """
+
 import sqlalchemy as sa
 from alembic import op
 
