@@ -224,10 +224,6 @@ def test_bad_split(pickles):
         load(str(pickles[0]), "validation")
 
 
-def test_data_error_is_a_value_error():
-    assert issubclass(DataError, ValueError)
-
-
 def test_shared_cifar10_jpeg_test_split():
     s = load(str(shared_data("cifar10-jpeg", "test.tar.xz")))
     assert (len(s), s.dataset) == (10_000, "cifar10")
