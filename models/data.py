@@ -17,10 +17,14 @@ import tarfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fi_campaign.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 BUNDLED = "bundled"
 BUNDLED_PATH = Path(__file__).parent / "samples" / "cifar10-test-sample.npz"
@@ -84,7 +88,7 @@ class _Refused(Exception):
 class _BatchUnpickler(pickle.Unpickler):
     """An unpickler that admits only what a CIFAR batch holds, so a crafted file cannot run code."""
 
-    def find_class(self, module: str, name: str):
+    def find_class(self, module: str, name: str) -> object:
         if (module, name) not in BATCH_GLOBALS:
             raise _Refused(module, name)
         if module.startswith("numpy.core.") and hasattr(np, "_core"):
@@ -199,7 +203,9 @@ def _from_tar(archive: Path, split: str) -> ImageSet:
                         f"{archive}: {member.name} is {member.size:,} bytes; a CIFAR image is a few KB "
                         f"(at most {MAX_IMAGE_BYTES:,} read)."
                     )
-                images.append(_image(tar.extractfile(member).read(), member.name, archive))
+                f = tar.extractfile(member)
+                assert f is not None  # extractfile gives every regular file (isfile above) a reader
+                images.append(_image(f.read(), member.name, archive))
                 class_names.append(parts[-2])
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(f"{archive} is not a readable tar archive of CIFAR images ({e}).") from None
@@ -245,7 +251,7 @@ def load(source: str, split: str = "test") -> ImageSet:
     return _from_tar(archive, split)
 
 
-def normalise(images: np.ndarray, dataset: str):
+def normalise(images: np.ndarray, dataset: str) -> torch.Tensor:
     """uint8 NHWC -> normalised float32 NCHW torch tensor, with the dataset's standard statistics."""
     import torch
 

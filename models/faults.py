@@ -14,11 +14,12 @@ A few lines corrupt a model::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
+import numpy.typing as npt
 import torch
 from torch import nn
 
@@ -68,6 +69,7 @@ def describe_layers(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32
             fan_in = m.in_channels // m.groups * m.kernel_size[0] * m.kernel_size[1]
             kind = "conv"
         else:
+            assert isinstance(m, nn.Linear)  # injectable_layers holds conv and linear layers only
             fan_in, kind = m.in_features, "linear"
         infos.append(LayerInfo(k, name, kind, shapes[k], numel, numel * fan_in))
     return infos
@@ -248,7 +250,7 @@ class Injector:
         self.layers = injectable_layers(model)
         self._handles = [m.register_forward_hook(self._hook(k)) for k, (_, m) in enumerate(self.layers)]
 
-    def _hook(self, index: int):
+    def _hook(self, index: int) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
         def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
             return None if self.batch is None else self.batch.apply(index, out)
 
@@ -320,7 +322,7 @@ def site_faults(sites: list[dict], rows: np.ndarray, fault_model: FaultModelReco
     i of the batch carrying sites[i]'s fault: the one place a site becomes a fault, shared by
     the in-process runner and the workload program of process-isolated runs."""
 
-    def col(name: str, dtype=np.int64) -> np.ndarray:
+    def col(name: str, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
         return np.array([s[name] for s in sites], dtype=dtype)
 
     layers, elements = col("layer"), col("element")
@@ -335,5 +337,5 @@ def site_faults(sites: list[dict], rows: np.ndarray, fault_model: FaultModelReco
         u, signs = np.stack([d[0] for d in draws]), np.stack([d[1] for d in draws])
     by_value = fault_model.size == "by-value"
     entries = fault_model.entries  # the parameters stored at plan time, not today's table
-    laws = tuple(entries[b if by_value else fault_model.size] for b in SIZES)
-    return WarpValues(layers, rows, elements, col("width"), u, signs, laws, by_value, spec)
+    small, common, big = (entries[b if by_value else fault_model.size] for b in SIZES)
+    return WarpValues(layers, rows, elements, col("width"), u, signs, (small, common, big), by_value, spec)

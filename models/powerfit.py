@@ -18,6 +18,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from fi_campaign.errors import UserError
 
@@ -49,14 +50,14 @@ class Fit:
         return {**asdict(self), "sigma": float(self.sigma)}
 
 
-def clean(samples) -> tuple[np.ndarray, int]:
+def clean(samples: npt.ArrayLike) -> tuple[np.ndarray, int]:
     """The usable samples, sorted, and how many were dropped (NaN/empty, ±inf, <= 0)."""
     x = np.asarray(samples, dtype=np.float64).ravel()
     ok = np.isfinite(x) & (x > 0)
     return np.sort(x[ok]), int(x.size - ok.sum())
 
 
-def mle_alpha(samples, x_min: float) -> float:
+def mle_alpha(samples: npt.ArrayLike, x_min: float) -> float:
     """alpha-hat over the samples >= x_min; inf when they all equal x_min."""
     x = np.asarray(samples, dtype=np.float64)
     tail = x[x >= x_min]
@@ -76,7 +77,7 @@ def ks_distance(tail: np.ndarray, x_min: float, alpha: float, ks: str = "below")
     return float(max((f - below).max(), (upto - f).max()))
 
 
-def fit(samples, x_min: float | None = None, ks: str = "below") -> Fit:
+def fit(samples: npt.ArrayLike, x_min: float | None = None, ks: str = "below") -> Fit:
     """Fit a power law; ``x_min=None`` chooses it by the KS distance among the distinct samples.
 
     Raises FitError when fewer than two distinct usable values remain: with one value the

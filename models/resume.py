@@ -54,14 +54,26 @@ def _refuse(model: nn.Module, why: str) -> ResumeError:
     )
 
 
-def _units(model: nn.Module) -> list[tuple[str, int | None, int, nn.Module]]:
-    """(expected layer name, block, unit, module owning the conv) in execution order."""
+def _network(model: nn.Module) -> CifarResNet:
     if type(model) is not CifarResNet:
         raise _refuse(model, "is not one")
-    out: list[tuple[str, int | None, int, nn.Module]] = [("stem.0", None, 0, model.stem)]
-    for b, block in enumerate(model.blocks):
+    return model
+
+
+def _blocks(model: CifarResNet) -> list[BasicBlock]:
+    blocks = []
+    for block in model.blocks:
         if type(block) is not BasicBlock:
             raise _refuse(model, f"has a {type(block).__name__} where a BasicBlock belongs")
+        blocks.append(block)
+    return blocks
+
+
+def _units(model: nn.Module) -> list[tuple[str, int | None, int, ConvUnit | nn.Linear]]:
+    """(expected layer name, block, unit, module owning the conv) in execution order."""
+    model = _network(model)
+    out: list[tuple[str, int | None, int, ConvUnit | nn.Linear]] = [("stem.0", None, 0, model.stem)]
+    for b, block in enumerate(_blocks(model)):
         out += [(f"blocks.{b}.unit1.0", b, 1, block.unit1), (f"blocks.{b}.unit2.0", b, 2, block.unit2)]
     for name, _, _, unit in out:
         if type(unit) is not ConvUnit or not isinstance(unit[0], nn.Conv2d):
@@ -181,11 +193,10 @@ def recording(model: nn.Module, keep: Iterable[int], images: int) -> Iterator[Go
         handles.append(
             layers[k][1].register_forward_hook(lambda m, i, o, k=k: store(("out", k), acts.outputs, o.detach()))
         )
-    for b in sorted({points[k].block for k in keep if points[k].block is not None}):
+    blocks = _network(model).blocks
+    for b in sorted({block for k in keep if (block := points[k].block) is not None}):
         handles.append(
-            model.blocks[b].register_forward_pre_hook(
-                lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach())
-            )
+            blocks[b].register_forward_pre_hook(lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach()))
         )
     try:
         yield acts
@@ -202,17 +213,20 @@ class Resumer:
     def __init__(self, model: nn.Module) -> None:
         self.points = resume_points(model)
         self._rest: dict[int, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {}
-        blocks = list(model.blocks)
+        net = _network(model)
+        blocks = _blocks(net)
         for (_, block, unit, owner), p in zip(_units(model), self.points, strict=False):
-            if owner is model.fc:
+            if isinstance(owner, nn.Linear):  # the classifier, fc
                 self._rest[p.layer] = lambda out, carry: out
             elif block is None:
-                self._rest[p.layer] = self._after_stem(model, list(owner)[1:], blocks)
+                self._rest[p.layer] = self._after_stem(net, list(owner)[1:], blocks)
             else:
-                self._rest[p.layer] = self._after_unit(model, blocks[block], unit, list(owner)[1:], blocks[block + 1 :])
+                self._rest[p.layer] = self._after_unit(net, blocks[block], unit, list(owner)[1:], blocks[block + 1 :])
 
     @staticmethod
-    def _after_stem(model: CifarResNet, rest: list[nn.Module], blocks: list[nn.Module]):
+    def _after_stem(
+        model: CifarResNet, rest: list[nn.Module], blocks: list[BasicBlock]
+    ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
         def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
             for m in rest + blocks:
                 out = m(out)
@@ -221,12 +235,15 @@ class Resumer:
         return run
 
     @staticmethod
-    def _after_unit(model: CifarResNet, block: BasicBlock, unit: int, rest: list[nn.Module], later: list[nn.Module]):
+    def _after_unit(
+        model: CifarResNet, block: BasicBlock, unit: int, rest: list[nn.Module], later: list[BasicBlock]
+    ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
         def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
             for m in rest:
                 out = m(out)
             if unit == 1:
                 out = block.unit2(out)
+            assert carry is not None  # a layer inside a block is resumed with the block input
             out = block.merge(out, carry)
             for m in later:
                 out = m(out)

@@ -40,7 +40,7 @@ def _mix(z: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
-def lane_words(value_seeds, lanes: int = WARP) -> np.ndarray:
+def lane_words(value_seeds: int | np.integer | np.ndarray, lanes: int = WARP) -> np.ndarray:
     """The 64-bit words of lanes 0..lanes-1 (uint64), one row per seed for an array of seeds."""
     seeds = [int(s) for s in np.atleast_1d(value_seeds).tolist()]
     if any(not 0 <= s < 2**64 for s in seeds):
@@ -51,7 +51,7 @@ def lane_words(value_seeds, lanes: int = WARP) -> np.ndarray:
     return words[0] if np.ndim(value_seeds) == 0 else words
 
 
-def lane_draws(value_seeds) -> tuple[np.ndarray, np.ndarray]:
+def lane_draws(value_seeds: int | np.integer | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The 32 uniforms and signs of a warp_random site (or of each of an array of sites), from
     the seed stored with it."""
     w = lane_words(value_seeds)

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -62,23 +63,26 @@ class Recipe:
     @classmethod
     def read(cls, path: str | Path | None = None, **overrides: object) -> Recipe:
         """The recipe of a YAML file (any subset of the fields), with ``overrides`` on top."""
-        raw: object = {}
+        raw: dict[str, object] = {}
         if path:
             try:
                 if Path(path).stat().st_size > MAX_RECIPE_BYTES:
                     raise RecipeError(
                         f"recipe {path} is larger than {MAX_RECIPE_BYTES:,} bytes, too large for a recipe."
                     )
-                raw = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
+                loaded = yaml.safe_load(Path(path).read_bytes().decode("utf-8-sig")) or {}
             except RecipeError:
                 raise
             except (OSError, UnicodeDecodeError, yaml.YAMLError, ValueError, RecursionError):
                 raise RecipeError(f"recipe {path} is not a readable UTF-8 YAML file.") from None
             known = {f.name for f in fields(cls)}
-            if not isinstance(raw, dict) or any(k not in known for k in raw):
+            if not isinstance(loaded, dict) or any(k not in known for k in loaded):
                 raise RecipeError(f"recipe {path} must map some of {', '.join(sorted(known))} to values.")
+            raw = loaded
+        # values of any type: __post_init__ refuses a wrong one in one sentence
+        given: dict[str, Any] = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
         try:
-            return cls(**{**raw, **{k: v for k, v in overrides.items() if v is not None}})
+            return cls(**given)
         except RecipeError as e:
             raise RecipeError(f"{path}: {e}" if path else str(e)) from None
 
@@ -204,7 +208,7 @@ def _optimizer(model: CifarResNet, r: Recipe) -> torch.optim.Optimizer:
     return torch.optim.SGD(model.parameters(), lr=r.lr, momentum=r.momentum, weight_decay=r.weight_decay, nesterov=True)
 
 
-def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int):
+def _scheduler(opt: torch.optim.Optimizer, r: Recipe, steps: int) -> torch.optim.lr_scheduler.LRScheduler:
     if r.schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     return torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=r.lr, total_steps=steps, pct_start=0.25)
@@ -253,7 +257,7 @@ def _resume(
     device: str,
     model: CifarResNet,
     opt: torch.optim.Optimizer,
-    sched,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     gen: torch.Generator,
 ) -> tuple[int, list[dict]]:
     """(first epoch, history) after loading the state in ``partial`` into the training objects."""

@@ -28,6 +28,7 @@ disagrees with its injector is checked against.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -269,13 +270,13 @@ def _int(text: str) -> int | None:
         return None
 
 
-_FIELDS = {
+_FIELDS: dict[str, tuple[str, Callable[[str], int | str | None]]] = {
     "index": ("index", _int),
     "kernel_name": ("kernel_name", str.strip),
     "ctas": ("ctas", _int),
     "instrs": ("instrs", _int),
 }
-_LANE_FIELDS = {
+_LANE_FIELDS: dict[str, tuple[str, Callable[[str], int | str | None]]] = {
     "mask": ("mask", _hex),
     "regNo": ("reg", _int),
     "opcode": ("opcode", str.strip),

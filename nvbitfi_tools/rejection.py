@@ -69,7 +69,9 @@ def settle(
     ``run(location)`` returns (the injector's count of that launch if the run showed it, else
     None; the caller's outcome). ``known`` (launch index -> injector count) is read and updated.
     """
-    loc, rejected, learned, runs = start, [], {}, 0
+    rejected: list[Rejected] = []
+    learned: dict[int, int] = {}
+    loc, runs = start, 0
     while True:
         count = known.get(loc.kcount)
         if count is not None and loc.iid >= count:

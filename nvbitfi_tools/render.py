@@ -15,8 +15,8 @@ from pathlib import Path
 import jinja2
 
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+from fi_campaign.nvbitfi_tools.isa import ModeSpec, mode_spec
 from fi_campaign.nvbitfi_tools.isa import dialect as get_dialect
-from fi_campaign.nvbitfi_tools.isa import mode_spec
 from fi_campaign.nvbitfi_tools.sites import Site, check_site, format_seed
 
 INFO_FILE = "nvbitfi-injection-info.txt"
@@ -25,7 +25,7 @@ INFO_FILE = "nvbitfi-injection-info.txt"
 @lru_cache(maxsize=1)
 def _environment() -> jinja2.Environment:
     def load(name: str) -> str:
-        return resources.files("fi_campaign.templates").joinpath("injection-info", name).read_text(encoding="utf-8")
+        return (resources.files("fi_campaign.templates") / "injection-info" / name).read_text(encoding="utf-8")
 
     return jinja2.Environment(
         loader=jinja2.FunctionLoader(load),
@@ -75,7 +75,13 @@ def render_injection_info(
     )
 
 
-def _render_own(spec, site: Site, powerlaw_value, value_seed, law) -> str:
+def _render_own(
+    spec: ModeSpec,
+    site: Site,
+    powerlaw_value: float | None,
+    value_seed: int | None,
+    law: tuple[float, float] | None,
+) -> str:
     from fi_campaign.models.sampler import SPEC
 
     if powerlaw_value is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -11,11 +12,14 @@ from fi_campaign.cli.common import DEFAULT_DB, db_of, next_step, open_store
 from fi_campaign.cli.params import FilePath, FiniteFloat, PathText
 from fi_campaign.errors import UserError
 
+if TYPE_CHECKING:
+    from fi_campaign.config import Config
+
 
 class Cli(click.Group):
     """Turns a user-facing error into one sentence and exit code 2, never a traceback."""
 
-    def invoke(self, ctx: click.Context):
+    def invoke(self, ctx: click.Context) -> object:
         try:
             return super().invoke(ctx)
         except UserError as e:
@@ -110,7 +114,7 @@ def plan(
     from fi_campaign.plan.planner import plan as draw
     from fi_campaign.plan.planner import size
 
-    given = dict(p.split("=", 1) if "=" in p else ("*", p) for p in profiles)
+    given = dict(_profile(p) for p in profiles)
     if margin is not None:
         if injections is not None:
             raise click.UsageError("give either --injections or --margin, not both.")
@@ -142,6 +146,12 @@ def plan(
                 f"instructions ({out.instructions / out.total:.2%})."
             )
     click.echo(next_step(db, target.label, "run"))
+
+
+def _profile(given: str) -> tuple[str, str]:
+    """A --profile value as (model, file); "*" is every model."""
+    model, is_named, file = given.partition("=")
+    return (model, file) if is_named else ("*", given)
 
 
 @main.command()
@@ -260,7 +270,7 @@ def run(
         click.echo(f"Ran {sum(totals.values())} injections. " + next_step(db_of(ctx), store.label, "report --avf"))
 
 
-def _workers(config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
+def _workers(config: Config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
     """(worker count, device per worker): GPUs round-robin, ``per_gpu`` workers each. The runner
     caps the count to the machine's cores and memory."""
     from fi_campaign.engine.capacity import cores
@@ -359,7 +369,7 @@ def report(
         raw,
         reference,
         force,
-        say=lambda text, err=False: click.echo(text, err=err),
+        say=lambda text, err: click.echo(text, err=err),
     )
     print_blocks(report_text(reports, avf or not files, raw))
 

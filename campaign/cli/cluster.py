@@ -3,16 +3,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import click
 
 from fi_campaign.cli.common import open_store
 
+if TYPE_CHECKING:
+    from fi_campaign.config import Slurm
+
+F = TypeVar("F", bound=Callable[..., object])
+
 SLURM_OPTIONS = ("tasks", "partition", "account", "qos", "time", "gpus_per_task", "cpus_per_task", "parallelism")
 
 
-def submit_options(f):
+def submit_options(f: F) -> F:
     for name, kind, text in reversed(
         (
             ("partition", str, "Slurm partition."),
@@ -28,13 +35,13 @@ def submit_options(f):
     return f
 
 
-def slurm_settings(stored, given: dict):
+def slurm_settings(stored: Slurm, given: Mapping[str, object]) -> Slurm:
     """The plan's ``slurm:`` section with the command line's options laid over it."""
     from fi_campaign.config import parse_slurm
 
     over = {k: v for k, v in given.items() if v is not None}
-    if "time" in over and over["time"].isdigit():
-        over["time"] = int(over["time"])
+    if isinstance(time := over.get("time"), str) and time.isdigit():
+        over["time"] = int(time)
     # the stored section was checked at plan time, so a problem is an option's: named as typed
     return parse_slurm(
         {**{k: getattr(stored, k) for k in SLURM_OPTIONS}, **over},
@@ -44,7 +51,12 @@ def slurm_settings(stored, given: dict):
 
 
 def do_submit(
-    ctx: click.Context, model: str | None, mode: str | None, isolation: str | None, folder: str | None, given: dict
+    ctx: click.Context,
+    model: str | None,
+    mode: str | None,
+    isolation: str | None,
+    folder: str | None,
+    given: Mapping[str, object],
 ) -> None:
     from fi_campaign.config import Config
     from fi_campaign.engine import runner, slurm
@@ -99,7 +111,7 @@ def submit(
     mode: str | None,
     isolation: str | None,
     folder: str | None,
-    **options,
+    **options: object,
 ) -> None:
     """Submit workers for the pending sites of a PostgreSQL store as one Slurm array job, print
     its job id and return.

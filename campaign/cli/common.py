@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import shlex
+from typing import TYPE_CHECKING
 
 import click
+
+if TYPE_CHECKING:
+    from fi_campaign.store import Store
 
 DEFAULT_DB = "fi-campaign.db"
 
@@ -13,7 +17,7 @@ def db_of(ctx: click.Context) -> str:
     return ctx.find_root().obj["db"] or DEFAULT_DB
 
 
-def open_store(ctx: click.Context, write: bool = False):
+def open_store(ctx: click.Context, write: bool = False) -> Store:
     """The command's store; ``write``: the command writes it, so a store this process cannot
     write is refused at once. A reading command on such a store says so in one line."""
     from fi_campaign.store import Store
@@ -23,7 +27,7 @@ def open_store(ctx: click.Context, write: bool = False):
     return store
 
 
-def note_read_only(store) -> None:
+def note_read_only(store: Store) -> None:
     if (note := store.read_only_note()) is not None:
         click.echo(note, err=True)
 

@@ -12,6 +12,7 @@ from fi_campaign.cli.params import Checked, FilePath, PathText
 from fi_campaign.errors import UserError
 
 if TYPE_CHECKING:
+    from fi_campaign.models.train import Recipe
     from fi_campaign.store import Store
 
 PRESET_NAMES = ("baseline", "relu6", "relu6-fat", "hardened", "hardened-nansafe")
@@ -25,7 +26,7 @@ def _device() -> Checked:
     return Checked(SPECS["device"], "device")
 
 
-def _recipe(path: str | None, epochs: int | None, seed: int | None):
+def _recipe(path: str | None, epochs: int | None, seed: int | None) -> Recipe:
     from fi_campaign.models.train import Recipe, RecipeError
 
     try:
@@ -131,6 +132,7 @@ def train(
             meta = run_training(net, recipe, source, path, device, limit, on_batch=on_batch)
         except OSError as e:  # the data is read above: this is the partial state or the checkpoint
             raise UserError(f"cannot write {path} or its partial state ({e.strerror or e}).") from None
+    assert meta.clean_accuracy is not None  # train() measures it before it writes the checkpoint
     click.echo(
         f"Wrote {given}: clean test accuracy {100 * meta.clean_accuracy:.2f}% on {meta.accuracy_on}; {meta.trained_on}."
     )

@@ -17,7 +17,11 @@ from typing import TYPE_CHECKING
 from fi_campaign.engine.runner import INJECTING, PREPARING, Progress
 
 if TYPE_CHECKING:
-    from rich.console import Console
+    from types import TracebackType
+
+    from rich.console import Console, Group
+    from rich.live import Live
+    from rich.text import Text
 
 PLAIN_EVERY_S = 5.0  # a plain line per stratum at most this often, besides phase changes and the end
 BAR_MAX = 30
@@ -70,6 +74,7 @@ class Line:
     @classmethod
     def of(cls, pace: Pace) -> Line:
         p = pace.last
+        assert p is not None  # a stratum has a pace only from its first report (Display.__call__)
         rate = pace.rate()
         if p.done >= p.planned:
             info = "done" + (f", {rate:,.0f} inj/s" if rate else "")
@@ -88,7 +93,7 @@ class Line:
     def plain(self) -> str:
         return f"{self.head}: {self.count}, {self.info}" + (f", {self.outcomes}" if self.outcomes else "")
 
-    def fitted(self, width: int):
+    def fitted(self, width: int) -> Text:
         """The line as rich Text in ``width`` columns: head, bar, count, info, outcomes. Head,
         count and info are never cut; the outcomes get the room they leave beside a short bar,
         and the bar grows into what is left."""
@@ -125,7 +130,7 @@ class Display:
     paces: dict[tuple[str, str], Pace] = field(default_factory=dict)
     # per stratum: when its last plain line was printed, in which phase, the line, whether it said done
     printed: dict[tuple[str, str], tuple[float, str, str, bool]] = field(default_factory=dict)
-    live: object = None
+    live: Live | None = None
 
     def __enter__(self) -> Display:
         if self.console.is_terminal:
@@ -141,9 +146,11 @@ class Display:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         if self.live is not None:
-            self.live.__exit__(*exc)
+            self.live.__exit__(exc_type, exc, tb)
             self.live = None
 
     def discard(self) -> None:
@@ -161,6 +168,7 @@ class Display:
 
     def _plain(self, key: tuple[str, str], pace: Pace, now: float) -> None:
         text, p = Line.of(pace).plain(), pace.last
+        assert p is not None  # Line.of has checked it
         finished = p.done >= p.planned
         when, phase, said, said_finished = self.printed.get(key, (None, None, None, False))
         if text == said or said_finished:
@@ -169,7 +177,7 @@ class Display:
             self.console.print(text, markup=False, highlight=False, soft_wrap=True)
             self.printed[key] = (now, p.phase, text, finished)
 
-    def _render(self):
+    def _render(self) -> Group:
         from rich.console import Group
 
         width = self.console.width

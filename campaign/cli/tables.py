@@ -10,8 +10,12 @@ one line per row below it, so no cell is ever lost.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
 
 from fi_campaign.report.text import Block, Col, TextTable
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 BORDER = 3  # per column: one padding space each side and one rule; plus 1 for the table's edge
 
@@ -42,7 +46,7 @@ def layout(cols: Sequence[Col], rows: Sequence[Sequence[str]], width: int) -> tu
     return widths, [i for i in range(len(cols)) if i not in shown]
 
 
-def print_table(table: TextTable, console=None) -> None:
+def print_table(table: TextTable, console: Console | None = None) -> None:
     """Print ``table`` at the console's width: every terminal table of fi-campaign comes here."""
     from rich.console import Console
     from rich.table import Table
@@ -78,7 +82,7 @@ def print_table(table: TextTable, console=None) -> None:
         )
 
 
-def print_blocks(blocks: Iterable[Block], console=None) -> None:
+def print_blocks(blocks: Iterable[Block], console: Console | None = None) -> None:
     """Tables through print_table, sentences as they are (wrapped at spaces, never cut)."""
     from rich.console import Console
 

@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC
 from fi_campaign.stats import Ratio, proportion, rate_ratio
 from fi_campaign.store import BitGroup, ResultGroup
+
+if TYPE_CHECKING:
+    from fi_campaign.outputs import Output
 
 CONFIDENCE = 0.95
 CSV_COLUMNS = ("model", "mode", "part", "reference", "bit", "k", "n", "value", "ci_low", "ci_high", "share", "nan_k")
@@ -295,10 +299,12 @@ def csv_rows(c: Causes) -> list[list]:
     return rows
 
 
-def write_csv(tables: list[tuple[str | None, list[list]]], path: Path, opener) -> None:
+def write_csv(
+    tables: list[tuple[str | None, list[list]]], out: Output, opener: Callable[[Output], AbstractContextManager[TextIO]]
+) -> None:
     """``tables``: (store label or None, rows) per store; a store column leads when labelled."""
     labelled = any(label for label, _ in tables)
-    with opener(path) as f:
+    with opener(out) as f:
         w = csv.writer(f)
         w.writerow((("store",) if labelled else ()) + CSV_COLUMNS)
         for label, rows in tables:

@@ -158,7 +158,7 @@ def evaluation_table(ev: Evaluation) -> TextTable:
     title = f"{ev.images} {ev.dataset} test images from {ev.source}" + (
         f", {n.repeats} injections each, {n.table} {n.op} {n.size}" if n else ""
     )
-    cols = (Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True))
+    cols: tuple[Col, ...] = (Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True))
     cols += (Col("noisy acc. [95% CI]", spill=1), Col("regret [95% CI]")) if n else ()
     rows = []
     for e in ev.rows:

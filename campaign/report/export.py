@@ -11,10 +11,14 @@ import io
 from collections.abc import Iterator
 from contextlib import nullcontext
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
 from fi_campaign.outputs import Output, replacing
 from fi_campaign.store import Store
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+    from _typeshed import ReadableBuffer
 
 EXPORT_COLUMNS = (
     "site_id",
@@ -122,7 +126,7 @@ def _csv(store: Store, path: Path) -> int:
     return n
 
 
-def parquet_schema():
+def parquet_schema() -> pa.Schema:
     import pyarrow as pa
 
     return pa.schema([(c, getattr(pa, _TYPES[c])()) for c in EXPORT_COLUMNS])
@@ -139,9 +143,9 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data: ReadableBuffer) -> int:
         n = self.f.write(data)
-        self.at += len(data)
+        self.at += memoryview(data).nbytes
         return n
 
     def tell(self) -> int:

@@ -28,7 +28,10 @@ class RawFit:
     @property
     def device_rate(self) -> float:
         """The raw FIT of everything the faults model: per-bit rates scale with the bits exposed."""
-        return self.rate * self.bits if self.per == "bit" else self.rate
+        if self.per != "bit":
+            return self.rate
+        assert self.bits is not None  # parse() gives a per-bit rate its bit count
+        return self.rate * self.bits
 
     def describe(self) -> str:
         if self.per == "bit":

@@ -15,6 +15,7 @@ from collections import Counter
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fi_campaign import __version__
 from fi_campaign.outputs import Output, write_bytes
@@ -23,6 +24,9 @@ from fi_campaign.report.causes import sentence as cause_sentence
 from fi_campaign.report.fit import RawFit
 from fi_campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
 from fi_campaign.store import ModelRecord
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE = "report.html.j2"
 
@@ -33,11 +37,11 @@ class Written:
     files: list[Path]
 
 
-def _environment():
+def _environment() -> jinja2.Environment:
     import jinja2
 
     def load(name: str) -> str:
-        return resources.files("fi_campaign.templates").joinpath("report", name).read_text(encoding="utf-8")
+        return (resources.files("fi_campaign.templates") / "report" / name).read_text(encoding="utf-8")
 
     env = jinja2.Environment(
         loader=jinja2.FunctionLoader(load),

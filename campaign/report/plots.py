@@ -8,8 +8,9 @@ Every rate is drawn with its 95% interval from campaign.stats (the numbers of th
 from __future__ import annotations
 
 import io
+from collections.abc import Hashable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fi_campaign.classify import CRITICAL_SDC, DUE, MASKED, TOLERABLE_SDC
 
@@ -25,6 +26,8 @@ NAMES = {MASKED: "Masked", TOLERABLE_SDC: "Tolerable SDC", CRITICAL_SDC: "Critic
 COLOURS = {MASKED: "#9cc5a1", TOLERABLE_SDC: "#f2c14e", CRITICAL_SDC: "#d1495b", DUE: "#5b5f97"}
 MODEL_COLOURS = ("#2f6690", "#d1495b", "#3a7d44", "#f2a541", "#6c4f77", "#7f7f7f")
 TOP_UNITS = 25  # kernels shown in a chart (the table lists them all)
+
+H = TypeVar("H", bound=Hashable)
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def render(fig: Figure, name: str, title: str, caption: str) -> Rendered:
     return Rendered(name, title, caption, png.getvalue(), svg.getvalue())
 
 
-def _unique(items) -> list:
+def _unique(items: Iterable[H]) -> list[H]:
     return list(dict.fromkeys(items))
 
 

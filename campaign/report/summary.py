@@ -9,10 +9,11 @@ from __future__ import annotations
 import csv
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import TextIO
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC, NOT_INJECTED, OUTCOMES
 from fi_campaign.config import Config
@@ -443,7 +444,7 @@ def write_causes_csv(reports: list[StoreReport], out: Output) -> None:
 
 
 @contextmanager
-def _csv_file(out: Output):
+def _csv_file(out: Output) -> Iterator[TextIO]:
     with replacing(out) as temp, open(temp, "w", newline="") as f:
         yield f
 
@@ -462,7 +463,7 @@ def to_json(reports: list[StoreReport], raw: RawFit | None, generated: str) -> d
         else {**asdict(raw), "device_rate": raw.device_rate, "formula": "FIT = raw device FIT x AVF"},
         "stores": [_store_json(rep, raw) for rep in reports],
     }
-    return _finite(doc)
+    return {k: _finite(v) for k, v in doc.items()}
 
 
 def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
@@ -498,7 +499,7 @@ def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
 
 
 def _causes_json(c: Causes) -> dict:
-    def ratio(r) -> dict:
+    def ratio(r: Ratio) -> dict:
         return {
             "ratio": r.value,
             "ci_low": r.low,
@@ -530,7 +531,7 @@ def _causes_json(c: Causes) -> dict:
     }
 
 
-def _finite(x):
+def _finite(x: object) -> object:
     if isinstance(x, float) and not math.isfinite(x):
         return None
     if isinstance(x, dict):
