@@ -143,7 +143,12 @@ class Config:
         for key, value in given.items():
             if value is not None and (problem := SPECS[key].problem(f"--{key}", value)):
                 raise ConfigError(f"{problem}.")
-        c = replace(self, **{k: v for k, v in given.items() if v is not None})
+        c = replace(
+            self,
+            seed=self.seed if seed is None else seed,
+            injections=self.injections if injections is None else injections,
+            isolation=self.isolation if isolation is None else isolation,
+        )
         _check_size(c, "--injections")
         return c
 

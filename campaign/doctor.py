@@ -8,6 +8,10 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fi_campaign.nvbitfi_tools.install import Install
 
 HOPPER = (9, 0)
 
@@ -67,7 +71,7 @@ def gpu_lines() -> tuple[list[Line], bool]:
     return lines, True
 
 
-def install_lines(home: str | None, dialect: str | None):
+def install_lines(home: str | None, dialect: str | None) -> tuple[list[Line], Install]:
     from fi_campaign.nvbitfi_tools.install import kernel_log_readable, locate
 
     inst = locate(home, dialect)
@@ -105,7 +109,7 @@ def install_lines(home: str | None, dialect: str | None):
     return lines, inst
 
 
-def own_tool_lines(inst) -> list[Line]:
+def own_tool_lines(inst: Install) -> list[Line]:
     """fi-campaign's own NVBit tool: what a build folder was built from and whether it fits this
     GPU, or, for any other build, whether this machine could build the own tool."""
     from fi_campaign.nvbitfi_tools import build
@@ -154,7 +158,7 @@ def own_tool_lines(inst) -> list[Line]:
     return lines
 
 
-def dry_campaign(inst, injections: int = 20) -> Line:
+def dry_campaign(inst: Install, injections: int = 20) -> Line:
     """A campaign with the DUMMY injector (it runs the whole injection path but writes no
     fault): anything but 100% masked means the workload or the setup is not deterministic."""
     import yaml

@@ -64,10 +64,10 @@ def rate_ratio(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> 
     if n1 == 0 or n2 == 0 or (k1 == 0 and k2 == 0):
         return Ratio(math.nan, math.nan, math.nan, False)
     corrected = k1 == 0 or k2 == 0
-    if corrected:
-        k1, k2, n1, n2 = k1 + 0.5, k2 + 0.5, n1 + 0.5, n2 + 0.5
-    value = (k1 / n1) / (k2 / n2)
-    se = math.sqrt(1 / k1 - 1 / n1 + 1 / k2 - 1 / n2)
+    c = 0.5 if corrected else 0.0
+    a1, a2, m1, m2 = k1 + c, k2 + c, n1 + c, n2 + c
+    value = (a1 / m1) / (a2 / m2)
+    se = math.sqrt(1 / a1 - 1 / m1 + 1 / a2 - 1 / m2)
     z = z_value(confidence)
     return Ratio(value, value * math.exp(-z * se), value * math.exp(z * se), corrected)
 

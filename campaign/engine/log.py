@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from fi_campaign.store import Result, Store
 
@@ -112,7 +113,7 @@ class Log:
         self.failed = True
 
 
-def append(fd: int, data: bytes) -> bool | OSError:
+def append(fd: int, data: bytes) -> Literal[True] | OSError:
     """``data`` appended whole to the locked ``fd``, or the file truncated back and the error."""
     start = os.fstat(fd).st_size
     done = 0

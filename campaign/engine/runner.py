@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from enum import Enum
+from typing import TYPE_CHECKING
 
 from fi_campaign.config import Config
 from fi_campaign.engine import capacity
@@ -26,6 +27,9 @@ from fi_campaign.engine.grouping import layer_chunks, window_size
 from fi_campaign.engine.heartbeat import Heartbeat
 from fi_campaign.errors import UserError
 from fi_campaign.store import CampaignRecord, Result, Site, Store, Worker, log_path, runs_dir
+
+if TYPE_CHECKING:
+    from multiprocessing.queues import SimpleQueue
 
 # The runner's timing and sizing, in one place.
 LEASE_S = 60.0  # a worker silent this long has vanished; its heartbeat renews every third of it
@@ -388,7 +392,7 @@ class WorkerLoop:
         self._report(st.progress())
 
 
-def _worker_main(job: Job, messages) -> None:
+def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
     import signal
 
@@ -444,12 +448,12 @@ def run(
         workers=workers,
     )
     if workers == 1:
-        return work(replace(template, device=(devices or [None])[0]), store, on_progress, on_note)
+        return work(replace(template, device=devices[0] if devices else None), store, on_progress, on_note)
     _preflight(store, model)
     threads = (base.threads if base else None) or max(1, capacity.cores() // workers)
     before = _outcomes(store)
     ctx = mp.get_context("spawn")
-    messages = ctx.SimpleQueue()
+    messages: SimpleQueue[tuple[str, str]] = ctx.SimpleQueue()
     procs = [
         ctx.Process(
             target=_worker_main,
@@ -482,7 +486,8 @@ def run(
         raise
     if on_progress:
         _poll(store, model, mode, on_progress, start)
-    notes, failures = [], []
+    notes: list[tuple[str, str]] = []
+    failures: list[tuple[str, str]] = []
     while not messages.empty():
         kind, text = messages.get()
         (notes if kind == "note" else failures).append((kind, text))

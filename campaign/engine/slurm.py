@@ -16,10 +16,16 @@ import signal
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fi_campaign.config import Slurm
 from fi_campaign.errors import UserError
 from fi_campaign.store import Store, StoreError
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from submitit.helpers import DelayedSubmission
 
 SIGNAL_DELAY_S = 90  # USR2 comes this long before the time limit: time to finish a chunk and requeue
 MAX_REQUEUES = 1000  # submitit counts requeues at the time limit; the store says when to stop
@@ -31,7 +37,7 @@ class Terminated(KeyboardInterrupt):
     """SIGTERM in a worker: unwinds the worker loop like Ctrl-C, which gives back its sites."""
 
 
-def _terminated(signum, frame) -> None:
+def _terminated(signum: int, frame: FrameType | None) -> None:
     raise Terminated()
 
 
@@ -183,7 +189,7 @@ class ArrayTask:
             _linger(end)  # the USR2 at the deadline asks checkpoint(), which requeues the task
         return totals
 
-    def checkpoint(self, index: int):
+    def checkpoint(self, index: int) -> DelayedSubmission | None:
         """submitit's question at USR2: requeue this task? While the store has unfinished sites."""
         import submitit
 

@@ -4,6 +4,7 @@ sites from the profile as NVBitFI's own scripts do."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,7 @@ def profile_model(
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
     root = write_root(root, checkpoint, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned below
     d = root / "profile"
+    assert install.profiler is not None, "require() refuses a build without its profiler"
     ended = process.run(command(root), d, 24 * 3600.0, tool_env(install.profiler, gpu_of(config.device)))
     log = d / "nvbitfi-injection-log-temp.txt"  # the profiler reuses the injector's log name
     if ended.due_reason() or not log.exists():
@@ -38,7 +40,11 @@ def profile_model(
 
 
 def nvbitfi_sites(
-    config: Config, profile_path: Path, model: str, fault_model: FaultModelRecord, stratum_rng
+    config: Config,
+    profile_path: Path,
+    model: str,
+    fault_model: FaultModelRecord,
+    stratum_rng: Callable[[int, str, str], np.random.Generator],
 ) -> tuple[list[dict], LeftOut]:
     """Sites as NVBitFI draws them: a dynamic instruction of the group, uniform over all launches,
     leaving out launches the injector cannot name; returns the sites and what was left out."""
@@ -59,7 +65,7 @@ def nvbitfi_sites(
             "to small, common or big instead of by-value."
         )
     law = fault_model.law()
-    rows = []
+    rows: list[dict] = []
     for mode in config.modes:
         rng = stratum_rng(config.seed, model, mode)
         drawn = draw_sites(profile, config.nvbitfi.group, config.injections, rng)

@@ -114,7 +114,7 @@ def plan(
             sites.extend(drawn)
         else:
             for mode in config.modes:
-                drawn = draw_sites(
+                columns = draw_sites(
                     layers,
                     mode,
                     config.injections,
@@ -124,7 +124,7 @@ def plan(
                 )
                 sites.extend(
                     {"model": name, "mode": mode, "layer_name": layers[k].name, **row}
-                    for k, row in zip(drawn["layer"], _rows(drawn), strict=False)
+                    for k, row in zip(columns["layer"], _rows(columns), strict=False)
                 )
         models[name] = ModelRecord(
             checkpoint=ref,

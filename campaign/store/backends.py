@@ -10,10 +10,24 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote
 
-from sqlalchemy import Float, cast, create_engine, event, extract, func, text
-from sqlalchemy.engine import URL, Engine, make_url
+from sqlalchemy import (
+    ColumnElement,
+    Float,
+    Insert,
+    ScalarSelect,
+    Select,
+    Table,
+    cast,
+    create_engine,
+    event,
+    extract,
+    func,
+    text,
+)
+from sqlalchemy.engine import URL, Connection, Engine, make_url
+from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.exc import ArgumentError, InterfaceError, OperationalError
-from sqlalchemy.pool import NullPool, QueuePool
+from sqlalchemy.pool import ConnectionPoolEntry, NullPool, QueuePool
 
 from fi_campaign.errors import UserError
 
@@ -48,8 +62,15 @@ class Target:
         return unquote(self.url.render_as_string(hide_password=True))
 
     @property
+    def file(self) -> Path:
+        """The SQLite file of a store that is not on a server: every target has a path or a URL."""
+        if self.path is None:
+            raise TypeError(f"{self.label} is a server store; it has no file.")
+        return self.path
+
+    @property
     def name(self) -> str:
-        return (self.url.database or "") if self.url is not None else self.path.name
+        return (self.url.database or "") if self.url is not None else self.file.name
 
     @property
     def address(self) -> str:
@@ -67,7 +88,7 @@ class Target:
     @property
     def key(self) -> str:
         """Equal for two spellings of the same store."""
-        return self.label if self.url is not None else str(self.path.resolve())
+        return self.label if self.url is not None else str(self.file.resolve())
 
 
 def safe_name(name: str) -> str:
@@ -110,7 +131,7 @@ def parse_target(given: str | Path | Target) -> Target:
 
 def engine_for(target: Target) -> Engine:
     if target.url is None:
-        return sqlite_engine(target.path)
+        return sqlite_engine(target.file)
     try:
         import psycopg  # noqa: F401
     except ImportError:
@@ -128,7 +149,7 @@ def sqlite_engine(path: Path) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:
+    def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA journal_mode=WAL")
         cur.execute("PRAGMA synchronous=FULL")
@@ -147,7 +168,7 @@ def sqlite_reader(uri: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _pragmas(dbapi_conn, _record) -> None:
+    def _pragmas(dbapi_conn: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
         cur = dbapi_conn.cursor()
         cur.execute("PRAGMA busy_timeout=30000")
         cur.execute("PRAGMA query_only=ON")
@@ -156,16 +177,18 @@ def sqlite_reader(uri: str) -> Engine:
     return engine
 
 
-def insert_ignoring(table, dialect: str):
+def insert_ignoring(table: Table, dialect: str) -> Insert:
     """An INSERT that skips rows whose key is already there (ON CONFLICT DO NOTHING)."""
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        return postgresql_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
 
 
-def epoch(dialect: str):
+def epoch(dialect: str) -> ColumnElement[float]:
     """The database's clock in epoch seconds: leases and heartbeats written by workers on many
     hosts are compared on one clock, the server's."""
     if dialect == "postgresql":
@@ -173,7 +196,7 @@ def epoch(dialect: str):
     return (func.julianday("now") - 2440587.5) * 86400.0
 
 
-def pick_ids(con, pick, dialect: str):
+def pick_ids(con: Connection, pick: Select[int], dialect: str) -> ScalarSelect[int] | list[int]:
     """The ids an UPDATE may take, from the SELECT ``pick``. SQLite: a subquery of the same
     statement, run under its single writer lock. PostgreSQL: the rows are locked first, in a
     statement of their own, with SKIP LOCKED, so concurrent claims take disjoint rows without
@@ -184,7 +207,7 @@ def pick_ids(con, pick, dialect: str):
     return list(con.execute(pick.with_for_update(skip_locked=True)).scalars())
 
 
-def reset_sequences(con, table_names: list[str]) -> None:
+def reset_sequences(con: Connection, table_names: list[str]) -> None:
     """After rows were copied in with their ids, the next id PostgreSQL hands out follows them."""
     if con.dialect.name != "postgresql":
         return

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
+from sqlalchemy.engine import Connection
 
 from fi_campaign.store.backends import epoch, insert_ignoring, pick_ids
 from fi_campaign.store.records import Result, Site, Worker, WorkerStatus
@@ -52,7 +53,7 @@ class Claims:
         stratum = (site_t.c.model == model, site_t.c.mode == mode)
         pick = select(site_t.c.id).where(*stratum, site_t.c.status == PENDING).order_by(site_t.c.id).limit(limit)
 
-        def take(con) -> list[Site]:
+        def take(con: Connection) -> list[Site]:
             held = [
                 Site(**r)
                 for r in con.execute(
@@ -77,7 +78,7 @@ class Claims:
     def renew(self, owner: str, lease_s: float) -> int:
         """A heartbeat: the lease of every site ``owner`` holds runs ``lease_s`` from now again."""
 
-        def beat(con) -> int:
+        def beat(con: Connection) -> int:
             n = con.execute(
                 update(site_t)
                 .where(site_t.c.status == RUNNING, site_t.c.owner == owner)
@@ -96,7 +97,7 @@ class Claims:
                     select(func.count())
                     .select_from(site_t)
                     .where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status == PENDING)
-                ).scalar()
+                ).scalar_one()
             )
         )
 
@@ -151,7 +152,7 @@ class Claims:
             + ([site_t.c.model == model] if model else [])
             + ([site_t.c.mode == mode] if mode else [])
         )
-        got = dict(
+        got: dict[str, int] = dict(
             self.session.read(
                 lambda con: con.execute(
                     select(site_t.c.status, func.count()).where(*cond).group_by(site_t.c.status)
@@ -163,7 +164,7 @@ class Claims:
     def join(self, w: Worker) -> None:
         """Register a worker before it claims: its row is what ``status`` shows per worker."""
 
-        def add(con) -> None:
+        def add(con: Connection) -> None:
             con.execute(delete(worker_t).where(worker_t.c.id == w.owner))
             con.execute(
                 insert(worker_t).values(
@@ -227,7 +228,7 @@ class Claims:
         finished = now()
         ids = sorted(r.site_id for r in results)
 
-        def write(con) -> list[Result]:
+        def write(con: Connection) -> list[Result]:
             mine: set[int] = set()
             for i in range(0, len(ids), ID_BATCH):
                 cond = [site_t.c.id.in_(ids[i : i + ID_BATCH]), site_t.c.status != DONE]
@@ -255,7 +256,7 @@ class Claims:
 
         return self.session.write(write, "cannot write results to")
 
-    def _record_nvbitfi(self, con, results: list[Result], kept: list[Result], finished: str) -> None:
+    def _record_nvbitfi(self, con: Connection, results: list[Result], kept: list[Result], finished: str) -> None:
         counts = [{**asdict(c), "observed": finished} for r in results for c in r.launch_counts]
         if counts:
             con.execute(insert_ignoring(launch_count_t, self.dialect), counts)

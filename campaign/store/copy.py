@@ -12,10 +12,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from sqlalchemy import delete, insert, select, tuple_
+from sqlalchemy import Column, Table, delete, insert, select, tuple_
+from sqlalchemy.engine import Connection, CursorResult, Row
 
 from fi_campaign.store.backends import StoreError, Target, parse_target, reset_sequences
 from fi_campaign.store.database import Store
@@ -43,7 +46,7 @@ class Copied:
     released: int  # sites that were running in the source and are pending in the copy
 
 
-def _normal(table, row: dict) -> dict:
+def _normal(table: Table, row: dict) -> dict:
     """A site someone holds in the source is pending in the copy: its owner is not there."""
     if table is site_t and row["status"] == RUNNING:
         return {**row, "status": PENDING, "owner": None, "lease_until": None}
@@ -55,16 +58,16 @@ def _encode(row: dict, columns: list[str]) -> bytes:
     return json.dumps(values, separators=(",", ":")).encode() + b"\n"
 
 
-def _pk_order(table):
+def _pk_order(table: Table) -> list[Column]:
     return [c for c in table.primary_key.columns]
 
 
-def _read(store: Store, table):
+def _read(store: Store, table: Table) -> Iterator[list[dict[str, Any]]]:
     """Rows of ``table`` in primary-key order, a batch at a time, through the store's session
     (a lost connection resumes after the last row read)."""
     key = _pk_order(table)
 
-    def run(con, last):
+    def run(con: Connection, last: Row | None) -> CursorResult:
         stmt = select(table).order_by(*key)
         if last is not None:
             after = [last._mapping[c.name] for c in key]
@@ -75,7 +78,7 @@ def _read(store: Store, table):
         yield [dict(r._mapping) for r in batch]
 
 
-def _digest(store: Store, table) -> tuple[int, str]:
+def _digest(store: Store, table: Table) -> tuple[int, str]:
     h, n = hashlib.sha256(), 0
     columns = [c.name for c in table.columns]
     for batch in _read(store, table):
@@ -94,12 +97,12 @@ def copy(source: Store, destination: str | Path | Target) -> Copied:
     staging = final
     if final.path is not None:
         staging = Target(str(final.path) + ".partial", path=final.path.with_name(final.path.name + ".partial"))
-        _remove(staging.path)
+        _remove(staging.file)
     dst = Store.create(staging)
     rows: dict[str, int] = {}
     digests: dict[str, str] = {}
 
-    def write(out) -> int:
+    def write(out: Connection) -> int:
         """The whole copy in one transaction; tried again as a whole if the destination's server
         restarts, so the counts start over with it."""
         released = 0
@@ -132,7 +135,7 @@ def copy(source: Store, destination: str | Path | Target) -> Copied:
         raise
     if final.path is not None:
         dst.engine.dispose()  # the last connection checkpoints the WAL into the file
-        os.replace(staging.path, final.path)
+        os.replace(staging.file, final.path)
     return Copied(rows, digests, released)
 
 

@@ -9,15 +9,16 @@ nowhere else.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import func, insert, inspect, select
+from sqlalchemy.engine import Connection
 
 from fi_campaign.store import migrate, sqlite_file
 from fi_campaign.store.backends import StoreError, Target, engine_for, sqlite_engine, sqlite_reader
-from fi_campaign.store.records import CampaignRecord
+from fi_campaign.store.records import CampaignRecord, Columns
 from fi_campaign.store.schema import PENDING, SCHEMA_VERSION, SITE_FIELDS, campaign_t, site_t
 from fi_campaign.store.session import Session, refusal
 from fi_campaign.store.timing import now
@@ -39,7 +40,7 @@ def campaign_row(record: CampaignRecord) -> dict[str, Any]:
     )
 
 
-def campaign_record(row: Mapping[str, Any], label: str) -> CampaignRecord:
+def campaign_record(row: Columns, label: str) -> CampaignRecord:
     """``campaign_row`` read back; a row that does not parse is a damaged store."""
     try:
         return CampaignRecord.from_columns(row)
@@ -55,7 +56,7 @@ def insert_plan(session: Session, record: CampaignRecord, sites: Iterable[dict])
     """The campaign row and every site in one transaction: a plan is whole or absent."""
     rows = [{**dict.fromkeys(SITE_FIELDS), **s, "status": PENDING} for s in sites]
 
-    def write(con) -> int:
+    def write(con: Connection) -> int:
         con.execute(insert(campaign_t).values(**campaign_row(record)))
         for i in range(0, len(rows), PLAN_ROWS):
             con.execute(insert(site_t), rows[i : i + PLAN_ROWS])
@@ -86,7 +87,7 @@ def check_new(target: Target) -> bool:
         finally:
             session.engine.dispose()
         return False
-    path = target.path
+    path = target.file
     try:
         if not path.exists():
             return False
@@ -106,8 +107,8 @@ def create(target: Target) -> Session:
     if target.server:
         session = server_session(target)
     else:
-        _make_folder(target.path, "cannot create a store at")
-        session = Session(sqlite_engine(target.path), target.label)
+        _make_folder(target.file, "cannot create a store at")
+        session = Session(sqlite_engine(target.file), target.label)
     session.write(migrate.upgrade, "cannot create a store at")
     return session
 
@@ -122,7 +123,7 @@ def create_planned(target: Target, record: CampaignRecord, sites: Iterable[dict]
     number of sites."""
     if target.server:
         return insert_plan(create(target), record, sites)
-    path = target.path
+    path = target.file
     replace = check_new(target)
     sqlite_file.remove_leftovers(path)
     _make_folder(path, "cannot write the plan to", "; nothing was stored")
@@ -177,7 +178,7 @@ def open_session(target: Target, write: bool = False) -> Session:
 
 
 def _sqlite_session(target: Target, write: bool) -> Session:
-    path = target.path
+    path = target.file
     try:
         found = path.is_file()
     except OSError as e:
@@ -198,7 +199,7 @@ def _sqlite_session(target: Target, write: bool) -> Session:
 def _check_schema(session: Session) -> None:
     """The migration table and the version the plan recorded must tell the same story."""
 
-    def read(con) -> tuple[str | None, Any, bool]:
+    def read(con: Connection) -> tuple[str | None, Any, bool]:
         return (
             migrate.revision(con),
             con.execute(select(campaign_t.c.schema_version)).scalar(),

@@ -7,8 +7,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict
+from typing import Any
 
-from sqlalchemy import Integer, func, insert, select
+from sqlalchemy import Integer, Select, func, insert, select
+from sqlalchemy.engine import Connection, CursorResult, Row
 
 from fi_campaign.store.records import (
     BitGroup,
@@ -133,7 +135,21 @@ class Queries:
             .group_by(*keys)
         )
         return [
-            ResultGroup(*row[:9], int(row[9]), int(row[10] or 0), row[11], row[12])
+            ResultGroup(
+                model=row[0],
+                mode=row[1],
+                layer=row[2],
+                layer_name=row[3],
+                kernel=row[4],
+                igid=row[5],
+                backend=row[6],
+                isolation=row[7],
+                outcome=row[8],
+                count=int(row[9]),
+                nan=int(row[10] or 0),
+                first=row[11],
+                last=row[12],
+            )
             for row in self.session.read(lambda con: con.execute(stmt).all())
         ]
 
@@ -169,12 +185,13 @@ class Queries:
             return []
         nan = float("nan")
         rows = self.session.read(lambda con: con.execute(select(regret_t).order_by(regret_t.c.id)).mappings().all())
-        return [
-            RegretRecord(
-                **{k: (nan if v is None and k.endswith(("_low", "_high")) else v) for k, v in r.items() if k != "id"}
-            )
-            for r in rows
-        ]
+        out = []
+        for r in rows:
+            values: dict[str, Any] = {
+                k: (nan if v is None and k.endswith(("_low", "_high")) else v) for k, v in r.items() if k != "id"
+            }
+            out.append(RegretRecord(**values))
+        return out
 
     def launch_counts(self, model: str | None = None, igid: int | None = None) -> list[LaunchCount]:
         """Every launch whose injector count a run has shown (none in a store without the table)."""
@@ -257,7 +274,7 @@ class Queries:
         key = wanted.index("site_id")
         engine = self.session.engine
 
-        def run(con, last):
+        def run(con: Connection, last: Row | None) -> CursorResult:
             stmt = self._export_select(wanted)
             if last is not None:
                 stmt = stmt.where(site_t.c.id > int(last[key]))
@@ -267,7 +284,7 @@ class Queries:
         for batch in self.session.stream(run, size):
             yield [row[:-1] for row in batch] if extra else batch
 
-    def _export_select(self, fields: tuple[str, ...]):
+    def _export_select(self, fields: tuple[str, ...]) -> Select:
         cols = {
             "site_id": site_t.c.id.label("site_id"),
             **{f: site_t.c[f] for f in SITE_FIELDS},
@@ -298,7 +315,7 @@ class Queries:
                 d["nan"] = bool(d["nan"])
             yield out
 
-    def _fetch(self, stmt) -> list[tuple]:
+    def _fetch(self, stmt: Select) -> list[tuple]:
         return self.session.read(lambda con: [tuple(r) for r in con.execute(stmt)])
 
     def result_ids(self) -> set[int]:

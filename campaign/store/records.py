@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from fi_campaign.models.arch import Arch
 from fi_campaign.models.powerlaw import FaultModelRecord
@@ -19,6 +20,7 @@ from fi_campaign.models.powerlaw import FaultModelRecord
 __all__ = [
     "BitGroup",
     "CampaignRecord",
+    "Columns",
     "CountCheck",
     "FaultModelRecord",
     "InjectionRecord",
@@ -39,6 +41,13 @@ __all__ = [
     "WorkerStatus",
     "WorkloadRecord",
 ]
+
+
+class Columns(Protocol):
+    """A database row by column name: a SQLAlchemy ``RowMapping`` (keyed by names or columns)
+    or a plain dict."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -252,7 +261,7 @@ class CampaignRecord:
         }
 
     @classmethod
-    def from_columns(cls, row) -> CampaignRecord:
+    def from_columns(cls, row: Columns) -> CampaignRecord:
         """From the campaign table's row, as any version wrote it; ValueError if it cannot be read."""
         try:
             return cls(

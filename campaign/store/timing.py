@@ -28,7 +28,8 @@ def seconds(iso: str) -> float:
 def busy_seconds(chunks: Iterable[tuple[str, float]], gap_s: float = GAP_S) -> float:
     """Seconds during which at least one chunk ran; ``chunks`` are (finish time, runtime)."""
     spans = sorted((end - max(run, 0.0), end) for end, run in ((seconds(f), r) for f, r in chunks))
-    total, start, stop = 0.0, None, None
+    total, start = 0.0, 0.0
+    stop: float | None = None
     for a, b in spans:
         if stop is not None and a <= stop + gap_s:
             stop = max(stop, b)

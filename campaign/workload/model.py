@@ -123,14 +123,15 @@ class Workload:
         """One pass from layer ``start``: its golden output with the faults of that layer
         applied, the block input beside it, then the rest of the network with the hooks armed
         for faults further on. Padded to ``batch_size`` rows like every pass."""
-        acts, b = self.activations, self.batch_size
+        acts, resumer, b = self.activations, self.resumer, self.batch_size
+        assert acts is not None and resumer is not None, "forward resumes only where golden activations are kept"
         padded = np.concatenate([rows, np.zeros(b - len(rows), dtype=rows.dtype)])
         idx = torch.from_numpy(padded).to(self.inputs.device)
         block = acts.points[start].block
         with torch.inference_mode(), self.injector.armed(faults):
             out = faults.apply(start, acts.outputs[start][idx])
             carry = None if block is None else acts.carries[block][idx]
-            y = self.resumer.tail(start, out, carry)
+            y = resumer.tail(start, out, carry)
         return y[: len(rows)].float().cpu().numpy()
 
     def close(self) -> None:

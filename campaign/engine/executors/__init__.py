@@ -14,7 +14,17 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from fi_campaign.classify import Outcome
     from fi_campaign.config import Config
-    from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site, Store
+    from fi_campaign.store import (
+        CampaignRecord,
+        FaultModelRecord,
+        InjectionRecord,
+        LaunchCount,
+        Redraw,
+        Relocation,
+        Result,
+        Site,
+        Store,
+    )
 
 BACKEND = "pytorch"
 
@@ -35,9 +45,13 @@ def result_of(
     semantics: str,
     runtime_s: float,
     detail: str | None = None,
-    **nvbitfi,
+    injection: InjectionRecord | None = None,
+    relocated: Relocation | None = None,
+    redraws: tuple[Redraw, ...] = (),
+    launch_counts: tuple[LaunchCount, ...] = (),
 ) -> Result:
-    """The result of ``site`` as judged; ``nvbitfi``: what an NVBitFI run stores beside it."""
+    """The result of ``site`` as judged; ``injection`` to ``launch_counts``: what an NVBitFI run
+    stores beside it."""
     from fi_campaign.store import Result
 
     return Result(
@@ -53,7 +67,10 @@ def result_of(
         semantics=semantics,
         runtime_s=runtime_s,
         detail=detail,
-        **nvbitfi,
+        injection=injection,
+        relocated=relocated,
+        redraws=redraws,
+        launch_counts=launch_counts,
     )
 
 

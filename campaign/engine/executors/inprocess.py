@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,8 +14,11 @@ from fi_campaign.config import Config
 from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site
 
+if TYPE_CHECKING:
+    from fi_campaign.models.faults import FaultBatch
 
-def fault_batch(sites: list[Site], fault_model: FaultModelRecord):
+
+def fault_batch(sites: list[Site], fault_model: FaultModelRecord) -> FaultBatch:
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
     from fi_campaign.models.faults import site_faults
 

@@ -17,8 +17,9 @@ import json
 import os
 import shutil
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -33,16 +34,30 @@ from fi_campaign.nvbitfi_tools.injlog import InjectionLog
 from fi_campaign.store import CampaignRecord, InjectionRecord, LaunchCount, Redraw, Relocation, Result, Site, Store
 from fi_campaign.workload import process
 
+if TYPE_CHECKING:
+    from fi_campaign.nvbitfi_tools.install import Xid
+    from fi_campaign.nvbitfi_tools.profile import Profile
+    from fi_campaign.nvbitfi_tools.sites import Location
+    from fi_campaign.nvbitfi_tools.sites import Site as NvSite
+    from fi_campaign.nvbitfi_tools.toollog import ToolLog
+
 
 @dataclass(frozen=True)
 class _Run:
-    """One injection run of a proposal, or why it could not be started."""
+    """One injection run of a proposal."""
 
     d: Path
-    ended: process.Ended | None = None
-    log: InjectionLog | None = None
-    xids: tuple = ()
-    refused: str | None = None
+    ended: process.Ended
+    log: InjectionLog | ToolLog  # the stock injector's log, or the fi-campaign tool's
+    xids: tuple[Xid, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Refused:
+    """A proposal that was not run: why it could not be started."""
+
+    d: Path
+    why: str
 
 
 class Nvbitfi(Processes):
@@ -82,7 +97,9 @@ class Nvbitfi(Processes):
         # the golden runs are native (no tool) but on the same GPU
         pinned = dict(os.environ) | ({"CUDA_VISIBLE_DEVICES": self.gpu} if self.gpu is not None else {})
         super().__init__(record, config, name, "cuda", root, keep_runs, threads, pinned)
-        self.env = self._tool_env(self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector)
+        tool = self.install.dummy_injector if config.nvbitfi.dummy else self.install.injector
+        assert tool is not None, "require() refuses a build without its injector; a missing dummy one is refused above"
+        self.env = self._tool_env(tool)
         self.timeout_s = max(processes.MIN_TIMEOUT_S, config.timeout_factor * self._instrumented_runtime())
 
     def _tool_env(self, tool: Path) -> dict[str, str]:
@@ -101,6 +118,7 @@ class Nvbitfi(Processes):
 
         launch = self.profile.launches[int(np.argmax(self.proposals.counts))]
         tool = self.install.dummy_injector or self.install.injector
+        assert tool is not None, "require() refuses a build without its injector"
         kcount = launch.index if self.install.dummy_injector else len(self.profile.launches)
         mode = "single_bit" if "single_bit" in self.config.modes else self.config.modes[0]
         probe = NvSite(
@@ -163,95 +181,95 @@ class Nvbitfi(Processes):
 
         d = self.root / str(site.id)
         spent = [0.0]
+        nv = _nv_site(site)
 
-        def attempt(loc: Location):
-            r = self._attempt(d, site, loc, mode)
-            spent[0] += r.ended.runtime_s if r.ended else 0.0
-            if r.log is None or not r.log.matches(loc.kernel, loc.kcount):
+        def attempt(loc: Location) -> tuple[int | None, _Run | _Refused]:
+            r = self._attempt(d, site, replace(nv, kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid), mode)
+            if isinstance(r, _Refused):
                 return None, r
-            return r.log.launch_count(site.igid), r
+            spent[0] += r.ended.runtime_s
+            if not r.log.matches(loc.kernel, loc.kcount):
+                return None, r
+            return r.log.launch_count(nv.igid), r
 
-        planned = Location(site.kernel, site.kcount, site.iid)
+        planned = Location(nv.kernel, nv.kcount, nv.iid)
         settled = settle(planned, self.proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
         loc, r = settled.location, settled.outcome
-        extra = dict(
-            relocated=None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid),
-            redraws=tuple(
-                Redraw(
-                    site_id=site.id,
-                    kernel=x.location.kernel,
-                    kcount=x.location.kcount,
-                    iid=x.location.iid,
-                    injector_count=x.injector_count,
-                    ran=x.ran,
-                )
-                for x in settled.rejected
-            ),
-            launch_counts=tuple(
-                LaunchCount(
-                    model=self.name,
-                    igid=site.igid,
-                    kcount=k,
-                    kernel=self.profile.launches[k].kernel,
-                    profile_count=self.proposals.profile_count(k),
-                    injector_count=c,
-                    site_id=site.id,
-                )
-                for k, c in settled.learned.items()
-            ),
+        relocated = None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid)
+        redraws = tuple(
+            Redraw(
+                site_id=site.id,
+                kernel=x.location.kernel,
+                kcount=x.location.kcount,
+                iid=x.location.iid,
+                injector_count=x.injector_count,
+                ran=x.ran,
+            )
+            for x in settled.rejected
         )
-        about = dict(backend=self.backend, isolation=self.isolation, semantics=self.label(mode), runtime_s=spent[0])
+        launch_counts = tuple(
+            LaunchCount(
+                model=self.name,
+                igid=nv.igid,
+                kcount=k,
+                kernel=self.profile.launches[k].kernel,
+                profile_count=self.proposals.profile_count(k),
+                injector_count=c,
+                site_id=site.id,
+            )
+            for k, c in settled.learned.items()
+        )
+
+        def result(judged: Outcome, detail: str | None, injection: InjectionRecord | None = None) -> Result:
+            return result_of(
+                site,
+                judged,
+                backend=self.backend,
+                isolation=self.isolation,
+                semantics=self.label(mode),
+                runtime_s=spent[0],
+                detail=detail,
+                injection=injection,
+                relocated=relocated,
+                redraws=redraws,
+                launch_counts=launch_counts,
+            )
+
         if r is None:
             why = (
                 f"no proposal the injector executes was found after {len(settled.rejected)} re-draws "
                 "(its counts are far below the profile's)"
             )
-            return result_of(site, Outcome.without_outputs(NOT_INJECTED, why), detail=why, **about, **extra)
-        if r.refused is not None:
-            why = f"not run: {r.refused}"
-            return result_of(site, Outcome.without_outputs(NOT_INJECTED, why), detail=why, **about, **extra)
+            return result(Outcome.without_outputs(NOT_INJECTED, why), why)
+        if isinstance(r, _Refused):
+            why = f"not run: {r.why}"
+            return result(Outcome.without_outputs(NOT_INJECTED, why), why)
         judged = self._judge(r, site, loc)
         dropped = judged.outcome == MASKED and not self.keep_runs
         if dropped:
             shutil.rmtree(d, ignore_errors=True)
-        return result_of(
-            site,
-            judged,
-            detail=judged.reason or (None if dropped else str(d)),
-            injection=_injection_record(r.log),
-            **about,
-            **extra,
-        )
+        return result(judged, judged.reason or (None if dropped else str(d)), _injection_record(r.log))
 
-    def _attempt(self, d: Path, site: Site, loc, mode: str) -> _Run:
+    def _attempt(self, d: Path, site: Site, nv: NvSite, mode: str) -> _Run | _Refused:
         """One run of a proposal in a fresh run directory; a site the injector cannot be given
         (its rendering refused) is not run at all, and never stops the campaign."""
         from fi_campaign.nvbitfi_tools.install import kernel_log_delta, xid_lines
         from fi_campaign.nvbitfi_tools.render import write_injection_info
-        from fi_campaign.nvbitfi_tools.sites import Site as NvSite
         from fi_campaign.workload.program import command
 
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
-        nv = NvSite(
-            kernel=loc.kernel,
-            kcount=loc.kcount,
-            igid=site.igid,
-            iid=loc.iid,
-            op_id_seed=site.op_seed,
-            bit_id_seed=site.bit_seed,
-        )
         try:
             write_injection_info(d, self._info_text(mode, nv, site))
         except NvbitfiError as e:
-            return _Run(d, refused=str(e))
+            return _Refused(d, str(e))
         before = self._kernel_log()
         ended = process.run(command(self.root), d, self.timeout_s, self.env)
         after = self._kernel_log()
         xids = tuple(xid_lines(kernel_log_delta(before, after))) if after is not None else ()
         return _Run(d, ended, self._read_log(d), xids)
 
-    def _info_text(self, mode: str, nv, site: Site | None) -> str:
+    def _info_text(self, mode: str, nv: NvSite, site: Site | None) -> str:
         """The injection-info file of one proposal, in the dialect's own format: the fi-campaign
         tool draws each lane's power-law value from the site's value seed and the stored law."""
         from fi_campaign.nvbitfi_tools.render import render_injection_info
@@ -263,7 +281,7 @@ class Nvbitfi(Processes):
         value = site.value if site and mode == "warp_random" and self.config.nvbitfi.powerlaw_line else None
         return render_injection_info(self.config.nvbitfi.dialect, mode, nv, value)
 
-    def _read_log(self, d: Path) -> InjectionLog:
+    def _read_log(self, d: Path) -> InjectionLog | ToolLog:
         if self.config.nvbitfi.dialect == "fi-campaign":
             from fi_campaign.nvbitfi_tools.toollog import read_tool_log
 
@@ -272,16 +290,18 @@ class Nvbitfi(Processes):
 
         return read_injection_log(d)
 
-    def _judge(self, r: _Run, site: Site, loc) -> Outcome:
+    def _judge(self, r: _Run, site: Site, loc: Location) -> Outcome:
         from fi_campaign.nvbitfi_tools.injlog import verdict
 
         log, ended = r.log, r.ended
-        v = verdict(log, ended.due_reason() is not None or bool(r.xids))
+        # verdict reads only the state, kernel error and signal marks a ToolLog has as well; its
+        # parameter is typed InjectionLog in nvbitfi_tools
+        v = verdict(log, ended.due_reason() is not None or bool(r.xids))  # type: ignore[arg-type]
         if v == "not_injected":
-            drift = log.index == loc.kcount and log.kernel_name not in (None, loc.kernel)
+            ran = log.kernel_name if log.index == loc.kcount else None
             why = (
-                f"launch-sequence drift: launch {loc.kcount} ran {log.kernel_name[:80]}, not the planned kernel"
-                if drift
+                f"launch-sequence drift: launch {loc.kcount} ran {ran[:80]}, not the planned kernel"
+                if ran is not None and ran != loc.kernel
                 else "injector reported no fault applied"
             )
             return Outcome.without_outputs(NOT_INJECTED, f"{why}: {log.reason}")
@@ -301,7 +321,7 @@ class Nvbitfi(Processes):
         return text + ("" if self.xid_readable else "; kernel log unreadable, Xid not checked")
 
 
-def _planned_profile(record: CampaignRecord, config: Config, name: str):
+def _planned_profile(record: CampaignRecord, config: Config, name: str) -> Profile:
     """The profile the model's sites were drawn from; re-drawn sites must come from the same one."""
     from fi_campaign.nvbitfi_tools.profile import parse_profile
 
@@ -321,7 +341,31 @@ def _planned_profile(record: CampaignRecord, config: Config, name: str):
     return parse_profile(data.decode("utf-8", errors="replace"), config.nvbitfi.dialect, str(path))
 
 
-def _injection_record(log: InjectionLog) -> InjectionRecord:
+def _nv_site(site: Site) -> NvSite:
+    """The launch, instruction and seeds a site of an NVBitFI campaign names: every such site
+    is planned with all of them."""
+    from fi_campaign.nvbitfi_tools.sites import Site as NvSite
+
+    if (
+        site.kernel is None
+        or site.kcount is None
+        or site.igid is None
+        or site.iid is None
+        or site.op_seed is None
+        or site.bit_seed is None
+    ):
+        raise UserError(f"site {site.id} names no NVBitFI launch, instruction and seeds; the store is damaged.")
+    return NvSite(
+        kernel=site.kernel,
+        kcount=site.kcount,
+        igid=site.igid,
+        iid=site.iid,
+        op_id_seed=site.op_seed,
+        bit_id_seed=site.bit_seed,
+    )
+
+
+def _injection_record(log: InjectionLog | ToolLog) -> InjectionRecord:
     hit = tuple((lane.lane, lane.before, lane.after) for lane in log.lanes if lane.injected)
     return InjectionRecord(
         state=log.state.value,
