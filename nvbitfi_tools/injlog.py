@@ -32,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
+from typing import Protocol
 
 LOG_FILE = "nvbitfi-injection-log-temp.txt"
 _KERNEL_ERROR = re.compile(r"ERROR FAIL in kernel execution \((?P<why>.*?)\);")
@@ -239,7 +240,19 @@ def read_injection_log(run_dir: str | Path) -> InjectionLog:
     return parse_injection_log(text)
 
 
-def verdict(log: InjectionLog, abnormal_end: bool) -> str:
+class RunLog(Protocol):
+    """What a verdict reads of an injector's log: NVBitFI's (InjectionLog) or the fi-campaign
+    tool's (toollog.ToolLog)."""
+
+    @property
+    def state(self) -> LogState: ...
+    @property
+    def kernel_error(self) -> str | None: ...
+    @property
+    def signal(self) -> bool | int | None: ...
+
+
+def verdict(log: RunLog, abnormal_end: bool) -> str:
     """``due``, ``not_injected`` or ``compare`` (compare outputs with the golden run).
 
     ``abnormal_end`` is the caller's DUE evidence: timeout, signal, non-zero exit or an Xid line;

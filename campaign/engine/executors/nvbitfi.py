@@ -296,7 +296,7 @@ class Nvbitfi(Processes):
         log, ended = r.log, r.ended
         # verdict reads only the state, kernel error and signal marks a ToolLog has as well; its
         # parameter is typed InjectionLog in nvbitfi_tools
-        v = verdict(log, ended.due_reason() is not None or bool(r.xids))  # type: ignore[arg-type]
+        v = verdict(log, ended.due_reason() is not None or bool(r.xids))
         if v == "not_injected":
             ran = log.kernel_name if log.index == loc.kcount else None
             why = (
