@@ -12,9 +12,6 @@ from fi_campaign.cli.common import DEFAULT_DB, db_of, next_step, open_store
 from fi_campaign.cli.params import FilePath, FiniteFloat, PathText
 from fi_campaign.errors import UserError
 
-if TYPE_CHECKING:
-    from fi_campaign.config import Config
-
 
 class Cli(click.Group):
     """Turns a user-facing error into one sentence and exit code 2, never a traceback."""
@@ -236,11 +233,11 @@ def run(
 
     from fi_campaign.cli.progress import Display
     from fi_campaign.config import Config
-    from fi_campaign.engine import runner
+    from fi_campaign.engine import capacity, runner
 
     store = open_store(ctx, write=True)
     config = runner.check_selection(Config.from_json(store.campaign().config), model, mode)
-    workers, devices = _workers(config, workers, per_gpu)
+    workers, devices = capacity.requested_workers(config.device, workers, per_gpu)
     interrupted = False
     with Display(Console()) as display:
         try:
@@ -268,23 +265,6 @@ def run(
         click.echo("Nothing to run: every selected site already has a result.")
     else:
         click.echo(f"Ran {sum(totals.values())} injections. " + next_step(db_of(ctx), store.label, "report --avf"))
-
-
-def _workers(config: Config, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
-    """(worker count, device per worker): GPUs round-robin, ``per_gpu`` workers each. The runner
-    caps the count to the machine's cores and memory."""
-    from fi_campaign.engine.capacity import cores
-
-    if config.device.startswith("cuda") or config.device == "auto":
-        import torch
-
-        n = torch.cuda.device_count()
-        if n and config.device in ("cuda", "auto"):
-            devices = [f"cuda:{i}" for i in range(n) for _ in range(per_gpu)]
-            return workers or len(devices), devices
-        if n:
-            return workers or per_gpu, [config.device]
-    return workers or cores(), None
 
 
 @main.command()

@@ -99,6 +99,21 @@ def fit_workers(requested: int, fp: Footprint, cores: int | None, available: int
     return n, f"running {n} workers, not {requested}: {why}."
 
 
+def requested_workers(device: str, workers: int | None, per_gpu: int) -> tuple[int, list[str] | None]:
+    """(worker count, device per worker) before the machine's limits: GPUs round-robin,
+    ``per_gpu`` workers each, else one worker per core; ``fit_workers`` caps the count later."""
+    if device.startswith("cuda") or device == "auto":
+        import torch
+
+        n = torch.cuda.device_count()
+        if n and device in ("cuda", "auto"):
+            devices = [f"cuda:{i}" for i in range(n) for _ in range(per_gpu)]
+            return workers or len(devices), devices
+        if n:
+            return workers or per_gpu, [device]
+    return workers or cores(), None
+
+
 def cores() -> int:
     """CPU cores this process may run on (a container's or taskset's share, not the machine's)."""
     import os
