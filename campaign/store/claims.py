@@ -204,15 +204,15 @@ class Claims:
             span = r["heartbeat"] - r["started"]
             out.append(
                 WorkerStatus(
-                    r["id"],
-                    r["host"],
-                    r["pid"],
-                    r["job"],
-                    r["array_index"],
-                    state,
-                    max(0.0, float(r["age"])),
-                    int(r["done"]),
-                    r["done"] / span if span > 0 else 0.0,
+                    owner=r["id"],
+                    host=r["host"],
+                    pid=r["pid"],
+                    job=r["job"],
+                    array_index=r["array_index"],
+                    state=state,
+                    heartbeat_age_s=max(0.0, float(r["age"])),
+                    done=int(r["done"]),
+                    rate=r["done"] / span if span > 0 else 0.0,
                 )
             )
         return out

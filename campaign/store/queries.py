@@ -89,13 +89,13 @@ class Queries:
         counts = self.outcome_counts()
         return [
             StratumStatus(
-                a,
-                b,
-                done,
-                planned,
-                running.get((a, b), 0),
-                counts.get((a, b), {}),
-                busy_seconds(chunks.get((a, b), [])),
+                model=a,
+                mode=b,
+                done=done,
+                planned=planned,
+                running=running.get((a, b), 0),
+                outcomes=counts.get((a, b), {}),
+                busy_s=busy_seconds(chunks.get((a, b), [])),
             )
             for a, b, done, planned in progress
         ]
@@ -165,7 +165,9 @@ class Queries:
             .group_by(*keys)
         )
         return [
-            BitGroup(row[0], row[1], int(row[2]), row[3], int(row[4]), int(row[5] or 0))
+            BitGroup(
+                model=row[0], mode=row[1], bit=int(row[2]), outcome=row[3], count=int(row[4]), nan=int(row[5] or 0)
+            )
             for row in self.session.read(lambda con: con.execute(stmt).all())
         ]
 
@@ -204,14 +206,14 @@ class Queries:
         if igid is not None:
             stmt = stmt.where(t.igid == igid)
         stmt = stmt.order_by(t.model, t.igid, t.kcount)
-        return [LaunchCount(*row) for row in self.session.read(lambda con: con.execute(stmt).all())]
+        return [LaunchCount(**row) for row in self.session.read(lambda con: con.execute(stmt).mappings().all())]
 
     def redraws(self) -> list[Redraw]:
         if "redraw" not in self.session.tables():
             return []
         t = redraw_t.c
         stmt = select(t.site_id, t.kernel, t.kcount, t.iid, t.injector_count, t.ran).order_by(t.id)
-        return [Redraw(*row) for row in self.session.read(lambda con: con.execute(stmt).all())]
+        return [Redraw(**row) for row in self.session.read(lambda con: con.execute(stmt).mappings().all())]
 
     def injections(self) -> dict[int, InjectionRecord]:
         """The injector's account of each run, by site (backend nvbitfi)."""
@@ -249,15 +251,15 @@ class Queries:
             drawn = [d for d in redraws if where.get(d.site_id) == model]
             out.append(
                 CountCheck(
-                    model,
-                    igid,
-                    len(mine),
-                    sum(c.profile_count > c.injector_count for c in mine),
-                    sum(c.profile_count < c.injector_count for c in mine),
-                    min(off, default=float("nan")),
-                    max(off, default=float("nan")),
-                    len({d.site_id for d in drawn}),
-                    sum(d.ran for d in drawn),
+                    model=model,
+                    igid=igid,
+                    launches=len(mine),
+                    over=sum(c.profile_count > c.injector_count for c in mine),
+                    under=sum(c.profile_count < c.injector_count for c in mine),
+                    ratio_low=min(off, default=float("nan")),
+                    ratio_high=max(off, default=float("nan")),
+                    redrawn=len({d.site_id for d in drawn}),
+                    rejected_runs=sum(d.ran for d in drawn),
                 )
             )
         return out

@@ -299,7 +299,7 @@ class Site:
     value: float | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class LaunchCount:
     """The injector's own count of a group in one launch, next to the profile's."""
 
@@ -312,7 +312,7 @@ class LaunchCount:
     site_id: int | None = None  # the run whose log showed it
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Redraw:
     """A proposal rejected because its instruction index lay past its launch's injector count."""
 
@@ -371,7 +371,7 @@ class Result:
     launch_counts: tuple[LaunchCount, ...] = ()
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class CountCheck:
     """Per model and group: how the injector's counts compared with the profile's."""
 
@@ -409,7 +409,7 @@ class RegretRecord:
     created: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class ResultGroup:
     """Results sharing model, mode, injection unit (layer, or kernel and instruction group),
     backend and outcome: what every report is computed from, aggregated in SQL so that a store
@@ -430,7 +430,7 @@ class ResultGroup:
     last: str
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BitGroup:
     """Results of single-bit sites sharing model, mode, flipped bit and outcome: the per-bit
     breakdown's input (framework level only: an NVBitFI site stores a bit seed, not the bit)."""
@@ -443,7 +443,7 @@ class BitGroup:
     nan: int  # results with NaN/Inf in the outputs
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StratumStatus:
     model: str
     mode: str
@@ -467,7 +467,7 @@ class Worker:
     array_index: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class WorkerStatus:
     owner: str
     host: str
