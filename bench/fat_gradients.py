@@ -32,7 +32,8 @@ def batch_gradient(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> 
     model.zero_grad(set_to_none=True)
     loss = F.cross_entropy(model(x), y)
     loss.backward()
-    norm = torch.sqrt(sum((p.grad**2).sum() for p in model.parameters() if p.grad is not None))
+    squares = [(p.grad**2).sum() for p in model.parameters() if p.grad is not None]
+    norm = torch.stack(squares).sum().sqrt()
     return float(loss.detach()), float(norm)
 
 

@@ -43,10 +43,12 @@ from fi_campaign.config import Config
 from fi_campaign.engine.executors.inprocess import fault_batch
 from fi_campaign.engine.grouping import WINDOW_CHUNKS, layer_chunks, window_size
 from fi_campaign.heap import keep_freed_memory
-from fi_campaign.models import powerlaw, zoo
+from fi_campaign.models import zoo
 from fi_campaign.models.faults import describe_layers, draw_sites, layer_weights
+from fi_campaign.models.powerlaw import FaultModelRecord
 from fi_campaign.models.resnet import build
 from fi_campaign.models.resume import expected_work, resume_points
+from fi_campaign.plan.planner import check_fault_model
 from fi_campaign.store import Site, WorkloadRecord
 from fi_campaign.workload.images import image_digest, workload_images
 from fi_campaign.workload.model import Workload
@@ -81,6 +83,16 @@ def sites_for(layers, mode: str, n: int, seed: int = 1, weighting: str = "elemen
     ]
 
 
+def layer_of(s: Site) -> int:
+    assert s.layer is not None  # every site drawn here is a framework-level one
+    return s.layer
+
+
+def element_of(s: Site) -> int:
+    assert s.element is not None
+    return s.element
+
+
 def pass_work(points, kept: list[int], chunks: list[list[int]]) -> float:
     """Mean share of a whole pass that passes starting at each chunk's earliest layer run."""
 
@@ -111,7 +123,7 @@ def scheduled_work(points, kept: list[int], layers_by_id: list[int], batch: int)
             )
             for j, k in enumerate(layers_by_id[i : i + take])
         ]
-        chunks += [[s.layer for s in c] for c in layer_chunks(window, batch)]
+        chunks += [[layer_of(s) for s in c] for c in layer_chunks(window, batch)]
         i += take
     return pass_work(points, kept, chunks)
 
@@ -131,13 +143,14 @@ def pytorchfi_contenders(
             layer = pfi.get_current_layer()
             for i, s in enumerate(chosen):
                 if s.layer == layer:
+                    assert s.bit is not None  # single-bit sites
                     word = out[pfi.corrupt_batch[i]].view(-1).view(torch.int32)
-                    word[s.element] ^= int(np.uint32(1 << s.bit).view(np.int32))
+                    word[element_of(s)] ^= int(np.uint32(1 << s.bit).view(np.int32))
             pfi.updateLayer()
             if pfi.get_current_layer() >= pfi.get_total_layers():
                 pfi.reset_current_layer()
 
-        at = [tuple(np.unravel_index(s.element, layers[s.layer].shape)) + (None, None) for s in chosen]
+        at = [tuple(np.unravel_index(element_of(s), layers[layer_of(s)].shape)) + (None, None) for s in chosen]
         return pfi.declare_neuron_fi(
             batch=list(range(len(chosen))),
             layer_num=[s.layer for s in chosen],
@@ -165,10 +178,11 @@ def pytorchfi_contenders(
 
 
 def resumed_contenders(
-    w: Workload, layers, batch: int, fm: dict, expected: dict[str, float], checks: dict[str, bool]
+    w: Workload, layers, batch: int, fm: FaultModelRecord, expected: dict[str, float], checks: dict[str, bool]
 ) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
     """Delayed start: a claim window of sites per weighting and mode, run sorted by layer; checks
     that they give the whole passes' logits bit for bit, and fills ``expected``."""
+    assert w.activations is not None  # open_workload keeps every layer's
     points, kept = resume_points(w.model), w.activations.layers
     out: dict[str, tuple[int, Callable[[], np.ndarray]]] = {}
     for weighting in WEIGHTINGS:
@@ -189,7 +203,7 @@ def resumed_contenders(
             name = f"resumed {mode} {weighting}"
             checks[f"{name}: logits bit for bit the whole passes'"] = bool(same)
             out[name] = (WINDOW_CHUNKS * batch, run)
-            expected[name] = 1 / pass_work(points, kept, [[s.layer for s in c] for c in chunks])
+            expected[name] = 1 / pass_work(points, kept, [[layer_of(s) for s in c] for c in chunks])
             expected[f"{weighting} per site"] = 1 / per_site
     return out
 
@@ -206,12 +220,15 @@ def kernel_rates(
     checks: dict[str, bool],
 ) -> dict[str, float]:
     """Injections (images) per second of each contender, timed alternately in one run."""
-    law = powerlaw.entry("dsn2021-fu", "FFMA", "common")
-    fm = {"size": "common", "entries": {"common": [law.x_min, law.alpha]}}
+    fm = check_fault_model(Config("c", {}))  # dsn2021-fu FFMA common, as a campaign stores it
     rows = np.arange(batch) % IMAGES
     sites = {m: sites_for(layers, m, batch) for m in MODES}
     contenders: dict[str, tuple[int, Callable[[], np.ndarray]]] = {"fault-free": (batch, lambda: w.forward(rows))}
-    contenders |= {m: (batch, lambda s=s: w.forward(rows, fault_batch(s, fm), resume=False)) for m, s in sites.items()}
+
+    def faulted(chosen: list[Site]) -> Callable[[], np.ndarray]:
+        return lambda: w.forward(rows, fault_batch(chosen, fm), resume=False)  # the faults built in the timing
+
+    contenders |= {m: (batch, faulted(s)) for m, s in sites.items()}
     contenders |= resumed_contenders(w, layers, batch, fm, expected, checks)
     try:
         contenders |= pytorchfi_contenders(ckpt, w, layers, sites["single_bit"], per_injection, device)
@@ -263,6 +280,7 @@ def campaign_rate(
         record = store.campaign()
         points = resume_points(build(record.models["m"].arch))
         plan = record.models["m"].resume
+        assert plan is not None  # resume: true plans a delayed start
         print(
             f"  campaign plan ({weighting}): {len(plan.layers)} of {len(points)} layers kept, "
             f"{plan.cache_mb:,.0f} MB of {plan.budget_mb} MB"
@@ -272,11 +290,12 @@ def campaign_rate(
                 layers = [k for (k,) in con.execute("SELECT layer FROM site WHERE mode = ? ORDER BY id", (m,))]
                 expected[m] = 1 / scheduled_work(points, list(plan.layers), layers, batch)
     stamps: dict[str, list[float]] = {}
-    runner.work(
-        runner.Job(str(db)),
-        store,
-        lambda p: p.phase == runner.INJECTING and stamps.setdefault(p.mode, []).append(time.perf_counter()),
-    )
+
+    def stamp(p: runner.Progress) -> None:
+        if p.phase == runner.INJECTING:
+            stamps.setdefault(p.mode, []).append(time.perf_counter())
+
+    runner.work(runner.Job(str(db)), store, stamp)
     # each mode's first injecting progress call comes before its first chunk, the last after its last
     return {m: n / (s[-1] - s[0]) for m, s in stamps.items()}, expected
 
@@ -334,6 +353,7 @@ def main() -> None:
             layers = describe_layers(w.model)
             points = resume_points(w.model)
             print(f"\n{arch} ({ckpt}):")
+            assert w.activations is not None
             print(
                 f"  golden activations: {len(w.activations.layers)} of {len(points)} layers kept, "
                 f"{w.activations.nbytes / 2**20:,.0f} MB; workload start {start:.2f} s, with them {start_kept:.2f} s"

@@ -23,6 +23,7 @@ import json
 import sys
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -61,7 +62,7 @@ def startup(root: Path, fault: Path, rounds: int) -> dict[str, float]:
     import subprocess
 
     programs = stage_programs(root, fault, root.parent / "bench-logits.npy")
-    med = alternating({k: (lambda c=c: subprocess.run(c, check=True)) for k, c in programs.items()}, rounds)
+    med = alternating({k: partial(subprocess.run, c, check=True) for k, c in programs.items()}, rounds)
     print(f"\nworkload start-up (ResNet-20, 64 images, batch 64), median of {rounds} alternating runs:")
     prev = 0.0
     for k, t in med.items():
@@ -77,11 +78,12 @@ def overhead(db: Path, figures: dict) -> tuple[Path, Path]:
     stamps: list[float] = []
     t0 = time.perf_counter()
     store = Store.open(db)
-    runner.work(
-        runner.Job(str(db), keep_runs=True),
-        store,
-        lambda p: p.phase == runner.INJECTING and stamps.append(time.perf_counter()),
-    )
+
+    def stamp(p: runner.Progress) -> None:
+        if p.phase == runner.INJECTING:
+            stamps.append(time.perf_counter())
+
+    runner.work(runner.Job(str(db), keep_runs=True), store, stamp)
     end = time.perf_counter()
     rows = list(store.export_rows())
     inside = sum(r["runtime_s"] for r in rows)

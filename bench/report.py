@@ -79,7 +79,8 @@ def synthesise(path: Path, results: int, seed: int = 0) -> float:
         reference="baseline",
     )
     rng = np.random.default_rng(seed)
-    sites, models = [], {}
+    sites: list[dict] = []
+    models: dict[str, ModelRecord] = {}
     for name, (act, order) in MODELS.items():
         layers = describe_layers(build(Arch(depth=20, activation=act, order=order)))
         models[name] = ModelRecord(

@@ -17,6 +17,7 @@ import argparse
 import statistics
 import sys
 import tempfile
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -83,7 +84,7 @@ def inference_cost(reps: int) -> None:
     models = {n: zoo.load(f"zoo:resnet20-cifar10-{n}")[0] for n in ("baseline", "hardened", "hardened-nansafe")}
     models |= {f"{a}/{o}": build(Arch(20, a, o)).eval() for a in ACTIVATIONS for o in ORDERS}
     with torch.inference_mode():
-        med = alternating({n: (lambda m=m: m(x)) for n, m in models.items()}, reps)
+        med = alternating({n: partial(m, x) for n, m in models.items()}, reps)
     print(f"inference, batch 256, {reps} alternating passes (medians):")
     print(
         f"  committed: baseline {1000 * med['baseline']:.1f} ms, hardened {1000 * med['hardened']:.1f} ms; "

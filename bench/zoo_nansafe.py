@@ -36,6 +36,10 @@ def main() -> int:
     if meta.arch.activation != "relu6":
         print(f"{args.source} has activation {meta.arch.activation}, not relu6.")
         return 1
+    recorded = meta.clean_accuracy
+    if recorded is None:
+        print(f"{args.source} records no clean accuracy to compare with.")
+        return 1
     arch = dataclasses.replace(meta.arch, activation="relu6-nansafe")
     safe = build(arch).eval()
     safe.load_state_dict(plain.state_dict())
@@ -54,9 +58,9 @@ def main() -> int:
     accuracy = correct / len(y)
     print(
         f"{len(y)} {images.dataset} test images from {images.source}: {differing} with logits that differ "
-        f"in any bit; accuracy with relu6-nansafe {100 * accuracy:.2f}% (recorded {100 * meta.clean_accuracy:.2f}%)"
+        f"in any bit; accuracy with relu6-nansafe {100 * accuracy:.2f}% (recorded {100 * recorded:.2f}%)"
     )
-    if differing or accuracy != meta.clean_accuracy:
+    if differing or accuracy != recorded:
         print("not bit-identical: retrain with fi-campaign train --preset hardened-nansafe instead.")
         return 1
     name = (

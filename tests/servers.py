@@ -24,6 +24,14 @@ def _pg_bin(name: str) -> str | None:
     return found[-1] if found else shutil.which(name)
 
 
+def _pg_tool(name: str) -> str:
+    """A PostgreSQL program that a started cluster needs (``Postgres.start`` found them)."""
+    path = _pg_bin(name)
+    if path is None:
+        raise FileNotFoundError(f"PostgreSQL's {name} is not installed (apt-get install postgresql)")
+    return path
+
+
 def missing(reason: str) -> None:
     """Skip a test whose server is missing; under CI (which installs both) that is a failure."""
     if os.environ.get("CI"):
@@ -43,7 +51,7 @@ class Postgres:
     def _start(self) -> None:
         self._as(
             [
-                _pg_bin("pg_ctl"),
+                _pg_tool("pg_ctl"),
                 "-D",
                 str(self.data),
                 "-o",
@@ -89,7 +97,7 @@ class Postgres:
     def sql(self, db: str, statement: str) -> str:
         p = subprocess.run(
             [
-                shutil.which("psql") or _pg_bin("psql"),
+                shutil.which("psql") or _pg_tool("psql"),
                 "-h",
                 str(self.socket),
                 "-U",
@@ -118,7 +126,7 @@ class Postgres:
     def restart(self, mode: str = "immediate") -> None:
         """A shutdown (immediate: as a crash; fast: as an administrator's restart) and a start:
         every open connection is cut."""
-        pg_ctl = _pg_bin("pg_ctl")
+        pg_ctl = _pg_tool("pg_ctl")
         self._as(
             [
                 pg_ctl,
@@ -137,7 +145,7 @@ class Postgres:
 
     def halt(self, mode: str = "fast") -> None:
         """Stop the server until ``resume``: connections are cut and new ones refused."""
-        self._as([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
+        self._as([_pg_tool("pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop"])
 
     def resume(self) -> None:
         self._start()
@@ -146,7 +154,7 @@ class Postgres:
         """Crash the server now and start it again ``seconds`` later, in the background."""
         import threading
 
-        pg_ctl = _pg_bin("pg_ctl")
+        pg_ctl = _pg_tool("pg_ctl")
         self._as([pg_ctl, "-D", str(self.data), "-m", "immediate", "-w", "stop"])
 
         def start() -> None:
@@ -157,7 +165,7 @@ class Postgres:
 
     def stop(self) -> None:
         try:
-            self._as([_pg_bin("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
+            self._as([_pg_tool("pg_ctl"), "-D", str(self.data), "-m", "fast", "-w", "stop"])
         finally:
             shutil.rmtree(self.root, ignore_errors=True)
 

@@ -11,7 +11,7 @@ from torch import nn
 
 from fi_campaign.models.faults import WARP, BitFlips, Injector, LayerInfo, WarpValues, describe_layers, warp_geometry
 from fi_campaign.models.powerlaw import FLT_MAX, OPS, SIZES, TABLES, PowerLaw, TableError, entry, size_bucket
-from fi_campaign.models.resnet import Arch, build, injectable_layers
+from fi_campaign.models.resnet import Arch, BasicBlock, build, injectable_layers
 
 torch.manual_seed(0)
 
@@ -141,8 +141,10 @@ def test_faulty_row_does_not_leak_into_other_rows_of_a_resnet():
     torch.manual_seed(1)
     model = build(Arch(20)).eval()
     x = torch.randn(3, 3, 32, 32)
-    seen = {}
-    h = model.blocks[1].unit1[0].register_forward_hook(lambda m, i, o: seen.setdefault("out", o.detach().clone()))
+    seen: dict[str, torch.Tensor] = {}
+    block = model.blocks[1]
+    assert isinstance(block, BasicBlock)
+    h = block.unit1[0].register_forward_hook(lambda m, i, o: seen.setdefault("out", o.detach().clone()))
     golden = run(model, x)
     h.remove()
     # an element in (0, 2): bit 30 multiplies it by 2^128 and ReLU lets it through

@@ -6,6 +6,7 @@ import io
 import pickle
 import tarfile
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pytest
@@ -51,7 +52,7 @@ def _png(arr: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _write_tar(path: Path, members: dict[str, bytes], mode: str = "w:xz") -> None:
+def _write_tar(path: Path, members: dict[str, bytes], mode: Literal["w", "w:gz", "w:xz"] = "w:xz") -> None:
     with tarfile.open(path, mode) as tar:
         for name, data in members.items():
             info = tarfile.TarInfo(name)
@@ -93,7 +94,7 @@ def test_pickle_train_split_concatenates_five_batches(pickles):
     root, batches = pickles
     s = load(str(root), "train")
     assert len(s) == 15
-    expected = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
+    expected: list[int] = sum((batches[f"data_batch_{i}"][b"labels"] for i in range(1, 6)), [])
     assert s.labels.tolist() == expected
     raw = batches["data_batch_5"][b"data"]
     assert s.images[12, 3, 4, 1] == raw[0, 1024 + 3 * 32 + 4]

@@ -90,12 +90,18 @@ def start_run(db: Path, *extra: str) -> subprocess.Popen:
     )
 
 
+def stderr_of(p: subprocess.Popen) -> str:
+    """What a ``start_run`` process wrote to its stderr (a pipe) so far."""
+    assert p.stderr is not None
+    return p.stderr.read().decode()
+
+
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_kill_9_at_random_moments_then_resume(new_store, engine_config, reference):
     db = new_store("k")
     plan(db, engine_config)
     rng = random.Random(4)
-    seen = []
+    seen: list[int] = []
     for _ in range(3):
         p = start_run(db, "--workers", "2")
         # a random number of new results, not a random delay: a fast machine finishes 1,600 in seconds
@@ -109,7 +115,7 @@ def test_kill_9_at_random_moments_then_resume(new_store, engine_config, referenc
     assert 0 < seen[0] and seen == sorted(seen)
     assert seen[-1] < len(reference), "the runs finished before the last kill: nothing was tested"
     p = start_run(db, "--workers", "2")
-    assert p.wait(timeout=300) == 0, p.stderr.read().decode()
+    assert p.wait(timeout=300) == 0, stderr_of(p)
     assert query(db, "SELECT count(*), count(DISTINCT site_id) FROM result") == [(1600, 1600)]
     assert query(db, "SELECT count(*) FROM site WHERE status != 'done'") == [(0,)]
     assert results(db) == reference
@@ -122,7 +128,7 @@ def test_orphaned_workers_stop_when_the_runner_is_killed(new_store, engine_confi
     p = start_run(db, "--workers", "2")
     deadline = time.monotonic() + 300
     while len(results(db)) == 0:
-        assert p.poll() is None, f"the run ended before its first result: {p.stderr.read().decode()}"
+        assert p.poll() is None, f"the run ended before its first result: {stderr_of(p)}"
         assert time.monotonic() < deadline, "no result within 300 s of starting the run"
         time.sleep(0.2)
     p.kill()  # only the runner; its workers notice and stop claiming

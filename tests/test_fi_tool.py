@@ -42,12 +42,14 @@ class Host:
     """The host binary, one query a line (see tests/host_test.cpp)."""
 
     def __init__(self, exe: Path) -> None:
-        self.proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        proc = subprocess.Popen([str(exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert proc.stdin is not None and proc.stdout is not None
+        self.proc, self.stdin, self.stdout = proc, proc.stdin, proc.stdout
 
     def __call__(self, *words) -> str:
-        self.proc.stdin.write(" ".join(str(w) for w in words) + "\n")
-        self.proc.stdin.flush()
-        return self.proc.stdout.readline().rstrip("\n")
+        self.stdin.write(" ".join(str(w) for w in words) + "\n")
+        self.stdin.flush()
+        return self.stdout.readline().rstrip("\n")
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def host(tmp_path_factory):
     )
     h = Host(exe)
     yield h
-    h.proc.stdin.close()
+    h.stdin.close()
     h.proc.wait(timeout=10)
 
 
@@ -122,7 +124,7 @@ def test_the_spec_follows_numpys_power_law():
 def test_framework_sites_draw_their_lanes_by_the_spec_and_old_stores_replay_theirs():
     from dataclasses import replace
 
-    from fi_campaign.models.faults import site_faults
+    from fi_campaign.models.faults import WarpValues, site_faults
     from fi_campaign.models.powerlaw import FaultModelRecord
 
     rows = [{"mode": "warp_random", "layer": 0, "element": 0, "width": 32, "value_seed": s} for s in (5, 2**61)]
@@ -131,6 +133,7 @@ def test_framework_sites_draw_their_lanes_by_the_spec_and_old_stores_replay_thei
     )  # planned before the spec: no sampler
     new = site_faults(rows, np.arange(2), replace(fm, sampler=sampler.SPEC))
     old = site_faults(rows, np.arange(2), fm)
+    assert isinstance(new, WarpValues) and isinstance(old, WarpValues)
     assert np.array_equal(new.u[1], sampler.lane_draws(2**61)[0]) and np.array_equal(
         new.signs[0], sampler.lane_draws(5)[1]
     )
@@ -151,7 +154,7 @@ def test_framework_sites_draw_their_lanes_by_the_spec_and_old_stores_replay_thei
 def test_masks_and_register_choice_match_the_python_side(host):
     seeds = np.concatenate(
         [
-            np.float32([0.0, 0.5, 0.96875, 0.99999994, 1e-8, 0.0312499]),
+            np.array([0.0, 0.5, 0.96875, 0.99999994, 1e-8, 0.0312499], dtype=np.float32),
             np.random.default_rng(3).random(200, dtype=np.float32),
         ]
     )
@@ -421,6 +424,7 @@ NO_NVCC = pytest.mark.skipif(NVCC is None, reason="nvcc is not installed, so the
 
 @NO_NVCC
 def test_injected_functions_are_visible_and_pull_in_no_printf(tmp_path):
+    assert NVCC is not None
     ptx = tmp_path / "inject.ptx"
     done = subprocess.run(
         [NVCC, "-arch=sm_90", "-rdc=true", "-ptx", str(TOOL / "inject_funcs.cu"), "-o", str(ptx)],
@@ -438,6 +442,7 @@ def test_injected_functions_are_visible_and_pull_in_no_printf(tmp_path):
 @pytest.mark.parametrize("arch", ["75", "80", "86", "89", "90"])
 def test_injected_functions_compile_to_sass_for_each_gpu(tmp_path, arch):
     """sm_70 is not here: CUDA 13's nvcc dropped it (docs/NVBITFI.md)."""
+    assert NVCC is not None
     cubin = tmp_path / "inject.cubin"
     done = subprocess.run(
         [
@@ -571,6 +576,7 @@ def test_the_whole_tool_builds_against_nvbit(tmp_path):
         for fn in ("nvbit_at_init", "nvbit_at_cuda_event", "nvbit_tool_init", "nvbit_at_term"):
             assert re.search(rf"\bT {fn}$", symbols, flags=re.M), (rel, fn)
     marker = build.read_marker(out)
+    assert marker is not None
     assert marker["dialect"] == "fi-campaign" and marker["sources_sha256"] == build.sources_digest(TOOL)
 
 

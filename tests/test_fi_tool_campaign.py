@@ -77,6 +77,7 @@ def own_tool(tmp_path, checkpoints, monkeypatch, host_exe):
         (home / rel).write_bytes(b"")
     (home / "fi-campaign-tool.json").write_text(json.dumps({"tool": "fi-campaign", "dialect": "fi-campaign"}))
     host = subprocess.Popen([str(host_exe)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert host.stdin is not None and host.stdout is not None
     lines = []
     for i, fp32 in enumerate([40, 0, 300, 25]):
         host.stdin.write(

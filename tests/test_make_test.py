@@ -22,11 +22,14 @@ def bare_path(tmp_path: Path, *tools: str) -> Path:
     folder = tmp_path / "bin"
     folder.mkdir(exist_ok=True)
     for tool in tools:
-        os.symlink(shutil.which(tool), folder / tool)
+        found = shutil.which(tool)
+        assert found is not None, f"{tool} is not installed"
+        os.symlink(found, folder / tool)
     return folder
 
 
 def make(folder: Path, *targets: str, **env: str) -> subprocess.CompletedProcess:
+    assert MAKE is not None
     return subprocess.run(
         [MAKE, "-s", "-C", str(REPO), *targets],
         env={"PATH": str(folder), **env},
@@ -68,6 +71,7 @@ def test_as_root_with_apt_get_it_installs_chromium_once(tmp_path):
 
 
 def test_make_test_gets_the_services_before_pytest_then_lints_and_ci_adds_only_ci(tmp_path):
+    assert MAKE is not None
     venv = tmp_path / "venv"
     venv.mkdir()
     (venv / ".installed").touch()  # newer than pyproject.toml: the venv step has nothing to do

@@ -83,6 +83,7 @@ def test_conv_bn_act_order(activation, act_type):
     ]
     # the vanilla block's second unit has no activation of its own
     block = model.blocks[0]
+    assert isinstance(block, BasicBlock)
     assert [type(m) for m in block.unit2] == [nn.Conv2d, nn.BatchNorm2d]
     assert type(block.out_act) is act_type
 
@@ -307,6 +308,7 @@ def saved(tmp_path):
     with torch.no_grad():  # make BatchNorm buffers non-default so they must round-trip too
         for m in model.modules():
             if isinstance(m, nn.BatchNorm2d):
+                assert m.running_mean is not None and m.running_var is not None
                 m.running_mean.uniform_(-0.1, 0.1)
                 m.running_var.uniform_(0.5, 1.5)
     path = tmp_path / "sub" / "m.pt"

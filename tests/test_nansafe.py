@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fi_campaign.models import zoo
-from fi_campaign.models.resnet import Arch, NanSafeReLU6, build
+from fi_campaign.models.resnet import Arch, BasicBlock, NanSafeReLU6, build
 from fi_campaign.models.train import Recipe, preset
 
 HARDENED = Arch(20, "relu6", "conv-act-bn")
@@ -48,6 +48,7 @@ def test_gradients_match_relu6_on_finite_inputs():
     a, b = x.clone().requires_grad_(), x.clone().requires_grad_()
     F.relu6(a).sum().backward()
     NanSafeReLU6()(b).sum().backward()
+    assert a.grad is not None and b.grad is not None
     assert torch.equal(a.grad, b.grad)
 
 
@@ -66,7 +67,9 @@ def test_a_nan_at_a_convolution_output_no_longer_reaches_the_logits():
     x = torch.randn(2, 3, 32, 32)
     logits = {}
     for name, model in (("plain", plain), ("safe", safe)):
-        handle = model.blocks[2].unit1[0].register_forward_hook(poison)
+        block = model.blocks[2]
+        assert isinstance(block, BasicBlock)
+        handle = block.unit1[0].register_forward_hook(poison)
         with torch.no_grad():
             logits[name] = model(x)
         handle.remove()

@@ -283,9 +283,12 @@ def test_doctor_no_dry_run_checks_the_machine_and_the_build_only(monkeypatch, tm
     monkeypatch.setattr(doctor, "install_lines", lambda home, dialect: ([], inst))
     monkeypatch.setattr(doctor, "own_tool_lines", lambda inst: [])
     ran = []
-    monkeypatch.setattr(
-        doctor, "dry_campaign", lambda inst: ran.append(inst) or doctor.Line(True, "dry campaign: 20/20")
-    )
+
+    def dry_campaign(inst):
+        ran.append(inst)
+        return doctor.Line(True, "dry campaign: 20/20")
+
+    monkeypatch.setattr(doctor, "dry_campaign", dry_campaign)
     lines = doctor.diagnose(None, None, dry_run=False)
     assert ran == [] and lines[-1].text == "dry campaign: not run (--no-dry-run)." and not lines[-1].required
     assert doctor.diagnose(None, None)[-1].text == "dry campaign: 20/20" and ran == [inst]

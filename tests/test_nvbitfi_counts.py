@@ -40,7 +40,11 @@ def settle_all(proposals, sites, known=None):
     out = []
     for n, s in enumerate(sites):
         start = Location(s.kernel, s.kcount, s.iid)
-        out.append(settle(start, proposals, known, lambda k, n=n: np.random.default_rng([99, n, k]), run))
+
+        def redraw_rng(k: int, n: int = n) -> np.random.Generator:
+            return np.random.default_rng([99, n, k])
+
+        out.append(settle(start, proposals, known, redraw_rng, run))
     return out, runs
 
 

@@ -108,7 +108,7 @@ def test_the_dummy_injector_is_optional(tmp_path):
 
 @pytest.mark.parametrize("piece", ["injector", "profiler"])
 def test_a_missing_tool_is_reported_with_advice(tmp_path, piece):
-    home = make_build(tmp_path, dummy=True, **{piece: False})
+    home = make_build(tmp_path, dummy=True, profiler=piece != "profiler", injector=piece != "injector")
     found = locate(home)
     assert not found.ok and getattr(found, piece) is None
     [gap] = [m for m in found.missing if m.required]

@@ -137,7 +137,7 @@ def test_no_semantics_or_template_says_unknown_where_the_source_answers():
     from importlib import resources
 
     for name, d in isa.DIALECTS.items():
-        template = resources.files("fi_campaign.templates").joinpath("injection-info", f"{name}.txt.j2").read_text()
+        template = (resources.files("fi_campaign.templates") / "injection-info" / f"{name}.txt.j2").read_text()
         for text in [template] + [isa.semantics(name, m) for m in isa.supported_modes(name)]:
             assert not any(w in text.lower() for w in ("unknown", "assumed", "not public")), (name, text)
         assert d.source_public

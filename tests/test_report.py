@@ -68,7 +68,7 @@ def interval(k: int, n: int) -> tuple[float, float, float]:
     return p, centre - half, centre + half
 
 
-def katz(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float, float]:
+def katz(k1: float, n1: float, k2: float, n2: float) -> tuple[float, float, float]:
     if k1 == 0 or k2 == 0:
         k1, k2, n1, n2 = k1 + 0.5, k2 + 0.5, n1 + 0.5, n2 + 0.5
     r = (k1 / n1) / (k2 / n2)
@@ -189,14 +189,16 @@ def test_per_layer_breakdown_recomputed_from_the_parquet_export(outputs):
     import pandas as pd
 
     frame = pd.read_parquet(outputs["parquet"])
-    n, k, nan = Counter(), Counter(), Counter()
-    crit = Counter()
-    for r in frame.itertuples():
-        key = (r.model, r.mode, int(r.layer_index), r.layer)
-        n[key] += r.outcome in COUNTED
-        k[key] += r.outcome == "critical_sdc"
-        nan[key] += bool(r.nan)
-        crit[(r.model, r.mode)] += r.outcome == "critical_sdc"
+    n: Counter[tuple[str, str, int, str]] = Counter()
+    k: Counter[tuple[str, str, int, str]] = Counter()
+    nan: Counter[tuple[str, str, int, str]] = Counter()
+    crit: Counter[tuple[str, str]] = Counter()
+    for r in frame.to_dict("records"):
+        key = (r["model"], r["mode"], int(r["layer_index"]), r["layer"])
+        n[key] += r["outcome"] in COUNTED
+        k[key] += r["outcome"] == "critical_sdc"
+        nan[key] += bool(r["nan"])
+        crit[(r["model"], r["mode"])] += r["outcome"] == "critical_sdc"
     store = outputs["json"]["stores"][0]
     assert store["breakdown"]["unit"] == "layer"
     got = store["breakdown"]["rows"]

@@ -66,7 +66,9 @@ def campaign(tmp_path_factory) -> dict:
 
 def recount(rows: list[dict]) -> tuple[Counter, Counter, Counter]:
     """Counted injections, critical SDCs and NaN/Inf critical SDCs per (model, bit); bit None: all."""
-    n, k, nan = Counter(), Counter(), Counter()
+    n: Counter[tuple[str, int | None]] = Counter()
+    k: Counter[tuple[str, int | None]] = Counter()
+    nan: Counter[tuple[str, int | None]] = Counter()
     for r in rows:
         for key in ((r["model"], None), (r["model"], int(r["bit"]))):
             n[key] += r["outcome"] in COUNTED

@@ -18,7 +18,7 @@ def tables(db: Path) -> set[str]:
         return {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
 
 
-def contents(db: Path) -> list[tuple]:
+def contents(db: Path) -> list[list[tuple]]:
     with sqlite3.connect(db) as con:
         return [con.execute(f"SELECT * FROM {t} ORDER BY 1").fetchall() for t in ("campaign", "site", "result")]
 
@@ -77,8 +77,8 @@ def test_regret_rows_are_recorded_in_an_older_store_and_reported(older_store, ch
     assert [r["model"] for r in stored] == [base, hard, base]
     for row, p in zip(stored, printed, strict=False):
         assert row["model"] == p["model"] and row["label"] == p["preset"]
-        for f in ("clean", "noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"):
-            assert row[f] == pytest.approx(float(p[f]), rel=1e-12), f
+        for column in ("clean", "noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high"):
+            assert row[column] == pytest.approx(float(p[column]), rel=1e-12), column
         assert row["sha256"] == zoo.read(row["model"])[0].sha256
         setting = (row["images"], row["repeats"], row["seed"], row["dataset"], row["source"])
         assert setting == (12, 2, 4, "cifar10", "bundled")

@@ -72,12 +72,20 @@ def results(db: Path) -> list[tuple]:
     ],
 )
 def test_resumed_campaign_equals_whole_passes_site_for_site(tmp_path, monkeypatch, checkpoint):
-    tails, chunks = [], []
+    tails: list[int] = []
+    chunks: list[list[int]] = []
     tail, run = Resumer.tail, InProcess.run
-    monkeypatch.setattr(Resumer, "tail", lambda self, layer, *a: tails.append(layer) or tail(self, layer, *a))
-    monkeypatch.setattr(
-        InProcess, "run", lambda self, sites, mode: chunks.append([s.layer for s in sites]) or run(self, sites, mode)
-    )
+
+    def counted_tail(self, layer, *a):
+        tails.append(layer)
+        return tail(self, layer, *a)
+
+    def recorded_run(self, sites, mode):
+        chunks.append([s.layer for s in sites])
+        return run(self, sites, mode)
+
+    monkeypatch.setattr(Resumer, "tail", counted_tail)
+    monkeypatch.setattr(InProcess, "run", recorded_run)
     on = plan_and_run(tmp_path, "on", checkpoint, resume=True)
     assert len(tails) == 16  # every pass resumed: 2 modes x 8 chunks of 2,000 sites
     assert all(c == sorted(c) for c in chunks) and sum(chunks[:8], []) == sorted(sum(chunks[:8], []))
@@ -112,6 +120,7 @@ def combo_workload(inputs: torch.Tensor, arch: Arch, keep: list[int] | None = No
     model = build(arch)
     for m in model.modules():  # trained-looking BatchNorm statistics, so values stay in range
         if isinstance(m, torch.nn.BatchNorm2d):
+            assert m.running_var is not None and m.running_mean is not None
             m.running_var.uniform_(0.5, 2.0)
             m.running_mean.uniform_(-0.2, 0.2)
     layers = list(range(len(resume_points(model)))) if keep is None else keep
@@ -168,6 +177,7 @@ def test_layers_left_out_start_from_an_earlier_point_or_the_images(one_thread, f
     w = combo_workload(four_images, Arch(20, "relu6", "conv-act-bn"), keep=[5, 12])
     infos = describe_layers(w.model)
     rows = np.arange(len(w.golden))
+    assert w.activations is not None
     assert [w.activations.start_for(k) for k in (3, 5, 7, 12, 15)] == [None, 5, 5, 12, 12]
     for k in (3, 7, 12, 15, 19):
         for kind in ("bit", "warp"):

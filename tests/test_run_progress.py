@@ -136,7 +136,8 @@ def test_the_runner_reports_preparing_before_injecting(tmp_path, checkpoints):
     ]
     assert seen[-1].phase == runner.INJECTING and (seen[-1].mode, seen[-1].done) == ("warp_random", 8)
     # several workers: the runner polls the store; nothing held or recorded yet means preparing
-    store, polled = Store.open(db), []
+    store = Store.open(db)
+    polled: list[runner.Progress] = []
     runner._poll(store, "hardened", None, polled.append, {k[:2]: k[2] for k in store.progress()})
     assert {p.phase for p in polled} == {runner.PREPARING}
     store.claim("hardened", "single_bit", 2, "test:1:0", 60)

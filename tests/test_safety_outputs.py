@@ -30,7 +30,7 @@ EXE = str(Path(sys.executable).with_name("fi-campaign"))
 ZOO_HARDENED = Path(__file__).resolve().parents[1] / "models" / "zoo" / "resnet20-cifar10-hardened.pt"
 
 
-def cli(*args: str, env: dict | None = None):
+def cli(*args: str | Path, env: dict | None = None):
     return CliRunner().invoke(main, [str(a) for a in args], env=env)
 
 
@@ -253,6 +253,7 @@ def _plan_cmd(db: Path, config: Path, injections: int) -> list[str]:
 def _interrupt_mid_plan(db: Path, config: Path, sig: int) -> None:
     """Start a large plan, wait until its temporary file exists, then send ``sig``."""
     p = subprocess.Popen(_plan_cmd(db, config, 60_000), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    assert p.stderr is not None
     deadline = time.monotonic() + 300
     while not any(f.name.startswith(f".{db.name}.planning-") for f in db.parent.iterdir()):
         assert p.poll() is None, p.stderr.read().decode()
@@ -398,12 +399,12 @@ def test_workers_are_capped_to_cores_and_memory(store):
     fp = capacity.footprint(models, "inprocess", 16, 8, on_gpu=False)
     n, why = capacity.fit_workers(64, fp, capacity.cores(), available)
     assert n == min(capacity.cores(), available // fp.total) < 64
-    assert why.startswith(f"running {n} workers, not 64: ")
+    assert why is not None and why.startswith(f"running {n} workers, not 64: ")
     # a batch whose buffers take a third of the free memory: with each worker's base, two fit
     per_row = capacity.activation_bytes(models["baseline"].arch) + capacity.INPUT_BYTES
     big = capacity.footprint(models, "inprocess", available // 3 // per_row, 8, on_gpu=False)
     n, why = capacity.fit_workers(64, big, None, available)
-    assert n == 2 and "of memory" in why  # the worker's base pushes three over
+    assert n == 2 and why is not None and "of memory" in why  # the worker's base pushes three over
 
 
 def test_run_caps_workers_with_one_note(tmp_path, checkpoints):

@@ -38,7 +38,7 @@ def masked(site_id: int) -> Result:
 
 def stored(target: str) -> list[tuple]:
     with Store.open(target).engine.connect() as con:
-        return con.execute(sa.text("SELECT site_id, outcome FROM result ORDER BY site_id")).all()
+        return [tuple(r) for r in con.execute(sa.text("SELECT site_id, outcome FROM result ORDER BY site_id"))]
 
 
 def test_migrations_build_the_schema_the_store_queries(new_store):

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from dataclasses import replace
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 from click.testing import CliRunner
@@ -20,8 +21,19 @@ from fi_campaign.store.schema import EXPORT_FIELDS
 
 EXE = str(Path(sys.executable).with_name("fi-campaign"))
 OUTCOMES = ("masked", "tolerable_sdc", "critical_sdc", "due", "not_injected")
+
+
+class NvbitfiFields(TypedDict, total=False):
+    """The keywords of Result that only an NVBitFI run fills."""
+
+    injection: InjectionRecord
+    relocated: Relocation
+    redraws: tuple[Redraw, ...]
+    launch_counts: tuple[LaunchCount, ...]
+
+
 # what an NVBitFI run stores beside its result: every table of the store gets rows
-NVBITFI = {
+NVBITFI: NvbitfiFields = {
     "injection": InjectionRecord(
         state="injected",
         lanes_injected=2,

@@ -75,7 +75,8 @@ def test_a_run_with_two_workers_rides_out_two_restarts_and_a_20_s_stop(postgres,
         text=True,
         start_new_session=True,
     )
-    seen = []
+    assert p.stderr is not None
+    seen: list[int] = []
     try:
         for event in ("restart", "restart", "stop"):
             target = (seen[-1] if seen else 0) + 40  # results, not seconds: every event finds the run mid-way

@@ -47,7 +47,7 @@ def test_fault_aware_block_noise_hits_30_percent_of_channels():
     gen = torch.Generator().manual_seed(2)
     touched, total = 0, 0
     with torch.no_grad():
-        clean = {}
+        clean: dict[str, torch.Tensor] = {}
         handle = model.stem[0].register_forward_hook(lambda m, i, o: clean.__setitem__("o", o.clone()))
         model(x)
         handle.remove()
@@ -140,7 +140,7 @@ def test_one_epoch_training_smoke_run_and_resume(tmp_path):
     model, meta = zoo.load(str(out))
     assert meta.arch == Arch(20, "relu6", "conv-act-bn", 10)
     assert meta.recipe["fault_aware"] and meta.recipe["train_images"] == 256
-    assert len(meta.recipe["history"]) == 1 and 0 <= meta.clean_accuracy <= 1
+    assert len(meta.recipe["history"]) == 1 and meta.clean_accuracy is not None and 0 <= meta.clean_accuracy <= 1
     assert "cifar10" in meta.accuracy_on and not out.with_suffix(".partial.pt").exists()
 
 

@@ -12,7 +12,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +25,7 @@ FI = [sys.executable, "-c", "from fi_campaign.cli import main; main()"]
 DUMMY_INJECTIONS = 20
 MIN_PER_STRATUM = 30
 C_LAUNCHES = 6  # saxpy.cu launches three kernels twice
+Arg = str | os.PathLike[str] | int  # a command's word; Ctx.sh turns each into a string
 
 
 class Failed(Exception):
@@ -62,7 +63,7 @@ class Ctx:
 
     def sh(
         self,
-        cmd: list[str],
+        cmd: Sequence[Arg],
         what: str,
         timeout: float | None = None,
         env: dict[str, str] | None = None,

@@ -25,6 +25,7 @@ from bench.gpucheck.context import (
     NVBIT,
     REPO,
     WHEELS,
+    Arg,
     Ctx,
     Failed,
     Skipped,
@@ -187,7 +188,7 @@ def install(ctx: Ctx) -> dict:
     ours = next(wheel_dir.glob("fi_campaign-*.whl"))
     f["wheel"] = {"file": ours.name, "mb": round(ours.stat().st_size / 2**20, 1)}
     report = ctx.dir() / "resolve.json"
-    resolve = [
+    resolve: list[Arg] = [
         *pip,
         "install",
         "--dry-run",
@@ -514,6 +515,7 @@ def configs(ctx: Ctx) -> dict:
     profile = out / "stand-in-profile.txt"
     lines = []
     p = subprocess.Popen([host], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert p.stdin is not None and p.stdout is not None
     for i, fp32 in enumerate([40, 0, 300, 25]):
         p.stdin.write(
             f"profile {i} voidk{i}<float>(float*,int) 4 FFMA fp32 {fp32} LDG ld 7 ISETP pr 5 "
@@ -528,7 +530,7 @@ def configs(ctx: Ctx) -> dict:
         db = out / f"{name}.db"
         for leftover in out.glob(f"{name}.db*"):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
-        args = [*FI, "--db", db, "plan", written[name]]
+        args: list[Arg] = [*FI, "--db", db, "plan", written[name]]
         if name != "framework":
             args += ["--profile", str(profile)]
         if name != "dummy":

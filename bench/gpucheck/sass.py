@@ -221,7 +221,10 @@ def dummy_campaign(ctx: Ctx, env: dict[str, str]) -> dict:
         raise
     f["plan_s"] = round(time.monotonic() - t, 1)
     store = Store.open(db)
-    profile_path = Path(store.campaign().models["baseline"]["profile"]["path"])
+    recorded = store.campaign().models["baseline"].profile
+    if recorded is None:
+        raise Failed("the plan stored no NVBitFI profile for the baseline model", f)
+    profile_path = Path(recorded.path)
     from fi_campaign.nvbitfi_tools.profile import read_profile
 
     profile = read_profile(profile_path, "fi-campaign")
@@ -331,7 +334,7 @@ def counts(ctx: Ctx) -> dict:
 
     rows = side_by_side(check, chosen, w)
     equal = [r for r in rows if r["matches"] and not r["differ"]]
-    f = {
+    f: dict = {
         "launches": len(profile.launches),
         "checked": len(rows),
         "equal": len(equal),

@@ -19,6 +19,8 @@ if os.environ.get("FI_GPU_CHECK_STUB") == "1":
                 spec = importlib.util.find_spec(name)
             finally:
                 sys.meta_path.insert(0, self)
+            if spec is None or spec.loader is None:
+                return spec
             run = spec.loader.exec_module
 
             def exec_module(module):
@@ -26,7 +28,8 @@ if os.environ.get("FI_GPU_CHECK_STUB") == "1":
                 module.require_gpu = lambda: None
                 module.resolve_device = lambda device: device
 
-            spec.loader.exec_module = exec_module
+            # patches this one loader instance, so the module keeps its own loader
+            spec.loader.exec_module = exec_module  # type: ignore[method-assign]
             return spec
 
     sys.meta_path.insert(0, _NoGpuNeeded())

@@ -40,14 +40,14 @@ MODELS = {"single_bit": 0, "warp_random": 1, "warp_xor": 2}
 
 class Host:
     def __init__(self):
-        self.p = subprocess.Popen(
-            [os.environ["FI_HOST_TEST"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-        )
+        p = subprocess.Popen([os.environ["FI_HOST_TEST"]], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert p.stdin is not None and p.stdout is not None
+        self.p, self.stdin, self.stdout = p, p.stdin, p.stdout
 
     def __call__(self, *words):
-        self.p.stdin.write(" ".join(map(str, words)) + "\n")
-        self.p.stdin.flush()
-        return self.p.stdout.readline().rstrip("\n")
+        self.stdin.write(" ".join(map(str, words)) + "\n")
+        self.stdin.flush()
+        return self.stdout.readline().rstrip("\n")
 
 
 def smi(args):
@@ -77,14 +77,16 @@ def main():
         else None
     )
     kind = "saxpy" if role == "saxpy" else "python"
+    golden: bytes | np.ndarray
     if kind == "saxpy":
         out = args[0]
         golden = (np.arange(5000, dtype=np.float32) / 7).tobytes()
     else:
         out = args[args.index("--out") + 1]
         root = args[2]
-        golden = np.random.default_rng(zlib.crc32(root.encode())).normal(size=(16, 10)).astype(np.float32)
-        golden[:, 0] += 10
+        logits = np.random.default_rng(zlib.crc32(root.encode())).normal(size=(16, 10)).astype(np.float32)
+        logits[:, 0] += 10
+        golden = logits
     silent = role == "python" and os.environ.get("FAKE_NO_PYTHON_CALLBACKS") == "1"
     result = golden
     if mode is not None:
@@ -123,6 +125,7 @@ def main():
                 result = inject(host, log, parse_profile(lines, "fi-campaign").launches, mode == "dummy", golden, kind)
         log.close()
     if kind == "saxpy":
+        assert isinstance(golden, bytes)
         open(out, "wb").write(result if isinstance(result, bytes) else golden)
     else:
         np.save(out, result)
