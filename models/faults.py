@@ -49,7 +49,7 @@ class LayerInfo:
         return -(-self.numel // WARP)
 
 
-def describe_layers(model: nn.Module, image_shape: tuple[int, int, int] = (3, 32, 32)) -> list[LayerInfo]:
+def describe_layers(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)) -> list[LayerInfo]:
     layers = injectable_layers(model)
     shapes: dict[int, tuple[int, ...]] = {}
     handles = [

@@ -240,11 +240,11 @@ def test_the_bit_figure_holds_every_interval_and_labels_every_bit():
     from fi_campaign.store import BitGroup
 
     groups = [
-        BitGroup("baseline", "single_bit", 5, "masked", 50, 0),
-        BitGroup("baseline", "single_bit", 5, "critical_sdc", 1, 0),
-        BitGroup("hardened", "single_bit", 30, "critical_sdc", 2, 2),
-        BitGroup("hardened", "single_bit", 30, "masked", 2, 0),
-        BitGroup("hardened", "single_bit", 31, "tolerable_sdc", 3, 0),
+        BitGroup(model="baseline", mode="single_bit", bit=5, outcome="masked", count=50, nan=0),
+        BitGroup(model="baseline", mode="single_bit", bit=5, outcome="critical_sdc", count=1, nan=0),
+        BitGroup(model="hardened", mode="single_bit", bit=30, outcome="critical_sdc", count=2, nan=2),
+        BitGroup(model="hardened", mode="single_bit", bit=30, outcome="masked", count=2, nan=0),
+        BitGroup(model="hardened", mode="single_bit", bit=31, outcome="tolerable_sdc", count=3, nan=0),
     ]
     rows = bit_rows(["baseline", "hardened"], ["single_bit"], groups)
     fig = bit_figure(rows)

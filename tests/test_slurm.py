@@ -224,6 +224,7 @@ def test_a_task_stops_claiming_before_its_deadline_and_asks_to_be_requeued(tmp_p
     (w,) = store.workers()
     assert (w.state, w.done, w.job, w.array_index) == ("stopped", 0, "77", 3)
     task = ArrayTask(str(db), None, None, None, 600, 60)
-    assert task.checkpoint(3).args == (3,)  # unfinished: requeue
+    requeue = task.checkpoint(3)
+    assert requeue is not None and requeue.args == (3,)  # unfinished: requeue
     runner.work(runner.Job(str(db), deadline=float("inf"), wait=True), store)
     assert store.unfinished() == (0, 0) and task.checkpoint(3) is None  # done: no requeue
