@@ -31,6 +31,15 @@ WEIGHTINGS = ("elements", "macs")
 MATH = ("fp32", "tf32")
 TABLE_OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
 TABLE_SIZES = ("small", "common", "big", "by-value")
+SAMPLINGS = ("simple", "stratified")
+ALLOCATIONS = ("proportional", "neyman")
+# what a stratum may be: the backend it exists at, and the modes (None: every mode)
+STRATA_KEYS: dict[str, tuple[str, tuple[str, ...] | None]] = {
+    "bit": ("", ("single_bit",)),
+    "layer": ("pytorch", None),
+    "kernel": ("nvbitfi", None),
+    "igid": ("nvbitfi", None),
+}
 DEMO = "demo.yaml"
 
 
@@ -74,6 +83,27 @@ class Nvbitfi:
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """How sites are drawn: ``simple`` random sampling (every site equally likely, the sites of
+    earlier versions), or ``stratified``, drawn per stratum and run in the order an allocation
+    decides from the stored results (docs/DESIGN.md, "Stratified sampling"). ``by`` holds, per
+    mode, the keys whose values make the strata (no key: one stratum)."""
+
+    method: str = "simple"
+    by: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    allocation: str = "neyman"
+    pilot: int = 10  # injections every stratum gets before the estimates steer the rest
+    floor: float = 0.25  # the least share Neyman gives a stratum, as a fraction of its proportional one
+
+    @property
+    def stratified(self) -> bool:
+        return self.method == "stratified"
+
+    def keys(self, mode: str) -> tuple[str, ...]:
+        return self.by.get(mode, ())
+
+
+@dataclass(frozen=True)
 class Slurm:
     """What ``submit`` asks Slurm for: one array job of ``tasks`` workers, each requeued until
     the store has no pending site. ``time`` is minutes per run of a task."""
@@ -114,6 +144,7 @@ class Config:
     fault_model: FaultModel = field(default_factory=FaultModel)
     nvbitfi: Nvbitfi = field(default_factory=Nvbitfi)
     slurm: Slurm = field(default_factory=Slurm)
+    sampling: Sampling = field(default_factory=Sampling)
     store: str | None = None
     resume: bool = True  # backend pytorch in-process: start each injection from the golden activations
     resume_cache_mb: int = 512  # per worker: memory for those activations; layers beyond it start earlier
@@ -194,6 +225,10 @@ SPECS: dict[str, Spec] = {
     "slurm.gpus_per_task": integer(0, limits.MAX_WORKERS),
     "slurm.cpus_per_task": integer(1, limits.MAX_WORKERS),
     "slurm.parallelism": optional(integer(1, limits.MAX_WORKERS)),
+    "sampling.method": one_of(SAMPLINGS),
+    "sampling.allocation": one_of(ALLOCATIONS),
+    "sampling.pilot": integer(1, limits.MAX_PILOT),
+    "sampling.floor": number(0, 1),
 }
 SECTIONS: dict[str, type] = {"images": Images, "fault_model": FaultModel, "nvbitfi": Nvbitfi, "slurm": Slurm}
 
@@ -287,7 +322,10 @@ def parse(raw: Any, where: str) -> Config:
     models, modes = _models(raw, where), _modes(raw, where)
     sections = {key: cls(**_mapping(raw.get(key), cls, key, where)) for key, cls in SECTIONS.items()}
     scalars = {k: v for k, v in raw.items() if k in SPECS}
-    c = Config(**{"name": Path(where).stem, **scalars, "models": models, "modes": modes, **sections})
+    sampling = _sampling(raw.get("sampling"), modes, raw.get("backend", "pytorch"), where)
+    c = Config(
+        **{"name": Path(where).stem, **scalars, "models": models, "modes": modes, **sections, "sampling": sampling}
+    )
     reference = c.reference or next(iter(models))
     if reference not in models:
         raise ConfigError(
@@ -301,6 +339,77 @@ def parse(raw: Any, where: str) -> Config:
     c = replace(c, reference=reference, tolerance=float(c.tolerance), timeout_factor=float(c.timeout_factor))
     _check_size(c, where)
     return c
+
+
+def _sampling(raw: Any, modes: tuple[str, ...], backend: Any, where: str) -> Sampling:
+    """``sampling: simple``, ``sampling: stratified`` (each mode by its default keys) or a
+    mapping with ``method``, ``by`` (a key, a list of keys, or a mapping of mode to keys),
+    ``allocation``, ``pilot`` and ``floor``. A listed key that does not apply to a mode (bit to
+    warp_random) is left out for that mode; ``by`` is stored per mode."""
+    if raw is None:
+        return Sampling()
+    if isinstance(raw, str):
+        raw = {"method": raw}
+    if isinstance(raw, dict) and "by" in raw:
+        section = _mapping({k: v for k, v in raw.items() if k != "by"}, Sampling, "sampling", where)
+        given = raw["by"]
+    else:
+        section, given = _mapping(raw, Sampling, "sampling", where), None
+    sampling = Sampling(**section)
+    if not sampling.stratified:
+        if given:
+            raise ConfigError(f"{where}: sampling.by needs sampling.method stratified.")
+        return sampling
+    backend = backend if backend in BACKENDS else "pytorch"
+    by = {m: _strata_keys(given if not isinstance(given, dict) else given.get(m), m, backend, where) for m in modes}
+    if given is not None and not isinstance(given, dict) and given != [] and not any(by.values()):
+        raise ConfigError(
+            f"{where}: sampling.by is {shown(given)}, which makes no strata for backend {backend} and modes "
+            f"{', '.join(modes)} (bit: single_bit; layer: backend pytorch; kernel, igid: backend nvbitfi)."
+        )
+    if isinstance(given, dict):
+        unknown = [m for m in given if m not in modes]
+        if unknown:
+            raise ConfigError(
+                f"{where}: sampling.by names mode {shown(unknown[0])}, which is not one of the modes "
+                f"({', '.join(modes)})."
+            )
+        for m in modes:
+            if m in given:
+                by[m] = _strata_keys(given[m], m, backend, where, strict=True)
+    return replace(sampling, by=by)
+
+
+def _strata_keys(given: Any, mode: str, backend: str, where: str, strict: bool = False) -> tuple[str, ...]:
+    """The keys that make ``mode``'s strata; None gives the mode's default (bit for single_bit,
+    layer or kernel for the others). ``strict``: a key that does not apply is refused."""
+    if given is None:
+        return ("bit",) if mode == "single_bit" else ("layer",) if backend == "pytorch" else ("kernel",)
+    keys = [given] if isinstance(given, str) else given
+    expected = f"a key or a list of distinct keys from {', '.join(STRATA_KEYS)}"
+    if not isinstance(keys, list) or len(keys) > len(STRATA_KEYS):
+        raise ConfigError(
+            f"{where}: sampling.by is {shown(given)}; it must be {expected}, or a mapping of mode to keys."
+        )
+    for k in keys:
+        if not (isinstance(k, str) and k in STRATA_KEYS):
+            raise ConfigError(
+                f"{where}: sampling.by: each key must be one of {', '.join(STRATA_KEYS)}, not {shown(k)}."
+            )
+    if len(set(keys)) != len(keys):
+        raise ConfigError(f"{where}: sampling.by is {shown(given)}; it must be {expected}.")
+    fits = [k for k in keys if _applies(k, mode, backend)]
+    if strict and len(fits) != len(keys):
+        k = next(k for k in keys if k not in fits)
+        level, only = STRATA_KEYS[k]
+        why = f"backend {level}" if level and level != backend else f"mode {', '.join(only or ())}"
+        raise ConfigError(f"{where}: sampling.by: {k} strata exist only for {why}, so mode {mode} cannot use them.")
+    return tuple(fits)
+
+
+def _applies(key: str, mode: str, backend: str) -> bool:
+    level, only = STRATA_KEYS[key]
+    return (not level or level == backend) and (only is None or mode in only)
 
 
 def _check_size(c: Config, where: str) -> None:

@@ -22,4 +22,5 @@ MAX_REPEATS = 10_000  # evaluate --repeats: injections per image
 MAX_EPOCHS = 100_000
 MAX_WORKERS = 4096
 MAX_RESUME_CACHE_MB = 1_048_576  # resume_cache_mb: 1 TiB, far above any machine; memory is checked at run time
+MAX_PILOT = 10**6  # sampling.pilot: injections per stratum before the allocation steers; at most injections anyway
 MAX_SLURM_MINUTES = 366 * 24 * 60  # slurm.time: a year; Slurm's own limits are the partition's

@@ -58,9 +58,10 @@ class Ratio:
         return self.low > 1.0 or self.high < 1.0
 
 
-def rate_ratio(k1: int, n1: int, k2: int, n2: int, confidence: float = 0.95) -> Ratio:
+def rate_ratio(k1: float, n1: float, k2: float, n2: float, confidence: float = 0.95) -> Ratio:
     """(k1/n1) / (k2/n2) with the log-scale (Katz) interval. A zero count gets the
-    Haldane-Anscombe-style correction (0.5 added to each k and n) so the ratio stays finite."""
+    Haldane-Anscombe-style correction (0.5 added to each k and n) so the ratio stays finite.
+    Counts may be effective ones, not whole (``stratified.stratified_ratio``)."""
     if n1 == 0 or n2 == 0 or (k1 == 0 and k2 == 0):
         return Ratio(math.nan, math.nan, math.nan, False)
     corrected = k1 == 0 or k2 == 0

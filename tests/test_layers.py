@@ -14,7 +14,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "src" / "fi_campaign"
 
 # lowest first; a name is a module or package directly under fi_campaign ("" is fi_campaign itself)
 LAYERS: list[tuple[str, set[str]]] = [
-    ("bottom", {"", "errors", "limits", "checks", "stats", "classify", "heap", "templates"}),
+    (
+        "bottom",
+        {"", "errors", "limits", "checks", "stats", "stratified", "allocation", "classify", "heap", "templates"},
+    ),
     ("libraries", {"models", "nvbitfi_tools"}),
     ("config", {"config"}),
     ("stages", {"store", "workload", "outputs", "plan"}),
