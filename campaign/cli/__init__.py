@@ -129,10 +129,22 @@ def plan(
     target = parse_target(db)
     record, sites = draw(c, given, runs_dir(target.anchor))
     n = Store.create_planned(target, record, sites)
-    click.echo(
-        f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
-        f"with seed {c.seed} in {target.label}."
-    )
+    if c.sampling.stratified:
+        strata = {(s["mode"], s["stratum"]) for s in sites}
+        per_mode = ", ".join(
+            f"{m} by {' x '.join(c.sampling.keys(m)) or 'nothing'} ({sum(x == m for x, _ in strata)} strata)"
+            for m in c.modes
+        )
+        click.echo(
+            f"Planned {n} sites with seed {c.seed} in {target.label}: stratified, {per_mode}; up to "
+            f"{c.injections} injections per model x mode, {c.sampling.allocation} allocation after a pilot of "
+            f"{c.sampling.pilot} per stratum, from {c.injections} sites drawn in each stratum."
+        )
+    else:
+        click.echo(
+            f"Planned {n} injections ({len(c.models)} models x {len(c.modes)} modes x {c.injections}) "
+            f"with seed {c.seed} in {target.label}."
+        )
     for name, info in record.models.items():
         out = info.profile.left_out if info.profile else None
         if out and out.launches:

@@ -112,6 +112,10 @@ def plan(
                 path=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), left_out=left_out
             )
             sites.extend(drawn)
+        elif config.sampling.stratified:
+            from fi_campaign.plan.strata import framework_sites
+
+            sites.extend(framework_sites(config, name, layers, len(indices)))
         else:
             for mode in config.modes:
                 columns = draw_sites(

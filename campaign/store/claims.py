@@ -75,6 +75,72 @@ class Claims:
 
         return sorted(self.session.write(take, "cannot claim sites in"), key=lambda s: s.id)
 
+    def claim_strata(
+        self, model: str, mode: str, take: dict[str, int], owner: str, lease_s: float, budget: int | None = None
+    ) -> list[Site]:
+        """``claim`` for a stratified plan: ``take[label]`` pending sites of each stratum, the
+        first drawn first, in one transaction. Sites ``owner`` already holds in the model x mode
+        come back instead, as in ``claim``. With ``budget``, a claim that would take the model x
+        mode past that many sites (another worker claimed meanwhile) gives the excess back, from
+        the strata it took most of, before it commits."""
+        columns = [site_t.c[f] for f in ("id",) + SITE_FIELDS]
+        cell = (site_t.c.model == model, site_t.c.mode == mode)
+
+        def take_sites(con: Connection) -> list[Site]:
+            held = [
+                Site(**r)
+                for r in con.execute(
+                    update(site_t)
+                    .where(*cell, site_t.c.status == RUNNING, site_t.c.owner == owner)
+                    .values(lease_until=self._clock + lease_s)
+                    .returning(*columns)
+                ).mappings()
+            ]
+            if held:
+                return held
+            out: list[Site] = []
+            for label, n in take.items():
+                if n <= 0:
+                    continue
+                pick = (
+                    select(site_t.c.id)
+                    .where(*cell, site_t.c.stratum == label, site_t.c.status == PENDING)
+                    .order_by(site_t.c.id)
+                    .limit(n)
+                )
+                stmt = (
+                    update(site_t)
+                    .where(site_t.c.id.in_(pick_ids(con, pick, self.dialect)), site_t.c.status == PENDING)
+                    .values(status=RUNNING, owner=owner, lease_until=self._clock + lease_s)
+                    .returning(*columns)
+                )
+                out += [Site(**r) for r in con.execute(stmt).mappings()]
+            if budget is not None and out:
+                out = self._within(con, model, mode, out, budget)
+            return out
+
+        return sorted(self.session.write(take_sites, "cannot claim sites in"), key=lambda s: s.id)
+
+    def _within(self, con: Connection, model: str, mode: str, sites: list[Site], budget: int) -> list[Site]:
+        taken = con.execute(
+            select(func.count())
+            .select_from(site_t)
+            .where(site_t.c.model == model, site_t.c.mode == mode, site_t.c.status != PENDING)
+        ).scalar_one()
+        excess = min(int(taken) - budget, len(sites))
+        if excess <= 0:
+            return sites
+        by: dict[str | None, list[Site]] = {}
+        for site in sorted(sites, key=lambda x: x.id):
+            by.setdefault(site.stratum, []).append(site)
+        back: list[int] = []
+        for _ in range(excess):
+            label = max(by, key=lambda k: len(by[k]))
+            back.append(by[label].pop().id)
+        con.execute(update(site_t).where(site_t.c.id.in_(back)).values(status=PENDING, owner=None, lease_until=None))
+        kept = set(back)
+        return [x for x in sites if x.id not in kept]
+
     def renew(self, owner: str, lease_s: float) -> int:
         """A heartbeat: the lease of every site ``owner`` holds runs ``lease_s`` from now again."""
 

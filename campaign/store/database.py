@@ -37,6 +37,7 @@ from fi_campaign.store.records import (
     ResultGroup,
     Site,
     StratumStatus,
+    StratumTally,
     Worker,
     WorkerStatus,
 )
@@ -120,6 +121,11 @@ class Store:
     def claim(self, model: str, mode: str, limit: int, owner: str, lease_s: float) -> list[Site]:
         return self._claims.claim(model, mode, limit, owner, lease_s)
 
+    def claim_strata(
+        self, model: str, mode: str, take: dict[str, int], owner: str, lease_s: float, budget: int | None = None
+    ) -> list[Site]:
+        return self._claims.claim_strata(model, mode, take, owner, lease_s, budget)
+
     def renew(self, owner: str, lease_s: float) -> int:
         return self._claims.renew(owner, lease_s)
 
@@ -163,6 +169,9 @@ class Store:
 
     def stratum_counts(self, model: str, mode: str) -> dict[str, int]:
         return self._queries.stratum_counts(model, mode)
+
+    def stratum_tallies(self, model: str | None = None, mode: str | None = None) -> list[StratumTally]:
+        return self._queries.stratum_tallies(model, mode)
 
     def result_groups(self) -> list[ResultGroup]:
         return self._queries.result_groups()

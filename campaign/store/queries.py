@@ -21,11 +21,13 @@ from fi_campaign.store.records import (
     RegretRecord,
     ResultGroup,
     StratumStatus,
+    StratumTally,
 )
 from fi_campaign.store.schema import (
     DONE,
     EXPORT_FIELDS,
     INJECTION_FIELDS,
+    PENDING,
     RESULT_FIELDS,
     RUNNING,
     SITE_FIELDS,
@@ -108,6 +110,43 @@ class Queries:
             .group_by(result_t.c.outcome)
         )
         return {o: int(k) for o, k in self.session.read(lambda con: con.execute(stmt).all())}
+
+    def stratum_tallies(self, model: str | None = None, mode: str | None = None) -> list[StratumTally]:
+        """Every sampling stratum (of one model x mode if given) with its results by outcome, its
+        held and its pending sites: one GROUP BY over the sites and their results. Empty for a
+        simple random plan, whose sites have no stratum."""
+        s, r = site_t.c, result_t.c
+        stmt = (
+            select(s.model, s.mode, s.stratum, func.max(s.stratum_weight), s.status, r.outcome, func.count())
+            .outerjoin(result_t, r.site_id == s.id)
+            .where(s.stratum.is_not(None))
+            .group_by(s.model, s.mode, s.stratum, s.status, r.outcome)
+        )
+        if model is not None:
+            stmt = stmt.where(s.model == model)
+        if mode is not None:
+            stmt = stmt.where(s.mode == mode)
+        cells: dict[tuple[str, str, str], dict] = {}
+        for a, b, label, weight, status, outcome, count in self.session.read(lambda con: con.execute(stmt).all()):
+            c = cells.setdefault((a, b, label), {"weight": float(weight), "outcomes": {}, RUNNING: 0, PENDING: 0})
+            if outcome is not None:
+                c["outcomes"][outcome] = c["outcomes"].get(outcome, 0) + int(count)
+            elif status in (RUNNING, PENDING):
+                c[status] += int(count)
+        return [
+            StratumTally(
+                model=a,
+                mode=b,
+                stratum=label,
+                weight=c["weight"],
+                outcomes=c["outcomes"],
+                running=c[RUNNING],
+                pending=c[PENDING],
+            )
+            for (a, b, label), c in sorted(
+                cells.items(), key=lambda kv: (kv[0][0], kv[0][1], -kv[1]["weight"], kv[0][2])
+            )
+        ]
 
     def result_groups(self) -> list[ResultGroup]:
         """Counts per model, mode, layer / kernel and instruction group, backend and outcome,

@@ -36,6 +36,7 @@ __all__ = [
     "ResumePlan",
     "Site",
     "StratumStatus",
+    "StratumTally",
     "Versions",
     "Worker",
     "WorkerStatus",
@@ -297,6 +298,8 @@ class Site:
     op_seed: float | None = None
     bit_seed: float | None = None
     value: float | None = None
+    stratum: str | None = None  # sampling stratified: the site's stratum and its share
+    stratum_weight: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -452,6 +455,20 @@ class StratumStatus:
     running: int  # held by a worker now (or by one that died; freed at the next run)
     outcomes: dict[str, int]
     busy_s: float  # seconds its injections ran, pauses between runs left out (store.timing)
+
+
+@dataclass(frozen=True, kw_only=True)
+class StratumTally:
+    """One sampling stratum of a stratified model x mode (``sampling: stratified``): its share of
+    the fault population, its results by outcome, the sites workers hold and the sites left."""
+
+    model: str
+    mode: str
+    stratum: str
+    weight: float
+    outcomes: dict[str, int]
+    running: int
+    pending: int
 
 
 @dataclass(frozen=True, kw_only=True)

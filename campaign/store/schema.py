@@ -50,10 +50,15 @@ site_t = Table(
     Column("op_seed", Float),
     Column("bit_seed", Float),
     Column("value", Float),  # warp_random: the power-law relative error for builds that read it
+    # sampling stratified: the site's stratum ("bit=30", "layer=stem.0 bit=30", "kernel=K") and its
+    # share of the model x mode's fault population; NULL for simple random sampling
+    Column("stratum", String),
+    Column("stratum_weight", Float),
     Column("status", String, nullable=False, index=True, default=PENDING),
     Column("owner", String),  # worker holding a running site: "host:pid:n"
     Column("lease_until", Float),  # epoch seconds; a running site past it is free again
     Index("ix_site_stratum", "model", "mode", "status", "id"),
+    Index("ix_site_sampling_stratum", "model", "mode", "stratum", "status", "id"),
 )
 result_t = Table(
     "result",
@@ -170,6 +175,8 @@ SITE_FIELDS = (
     "op_seed",
     "bit_seed",
     "value",
+    "stratum",
+    "stratum_weight",
 )
 RESULT_FIELDS = (
     "backend",
