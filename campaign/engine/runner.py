@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
 
+from fi_campaign.allocation import Policy, StratumState
 from fi_campaign.config import Config
 from fi_campaign.engine import capacity
 from fi_campaign.engine import log as injection_log
@@ -26,7 +27,7 @@ from fi_campaign.engine.executors import Executor, open_executor
 from fi_campaign.engine.grouping import layer_chunks, window_size
 from fi_campaign.engine.heartbeat import Heartbeat
 from fi_campaign.errors import UserError
-from fi_campaign.store import CampaignRecord, Result, Site, Store, Worker, log_path, runs_dir
+from fi_campaign.store import CampaignRecord, Result, Site, Store, StratumTally, Worker, log_path, runs_dir
 
 if TYPE_CHECKING:
     from multiprocessing.queues import SimpleQueue
@@ -101,16 +102,52 @@ def owner_alive(owner: str) -> bool:
         return False
 
 
-def stratum_done(store: Store, model: str, mode: str, until_ci: float | None) -> bool:
-    """--until-ci: the 95% interval of the stratum's critical-SDC rate is narrow enough."""
+def stratum_done(store: Store, config: Config, model: str, mode: str, until_ci: float | None) -> bool:
+    """--until-ci: the 95% interval of the stratum's critical-SDC rate is narrow enough (for a
+    stratified plan, the stratified estimate's, once every sampling stratum had its pilot)."""
     if until_ci is None:
         return False
+    if config.sampling.stratified:
+        from fi_campaign.allocation import reached
+
+        return reached(sampling_states(store, model, mode), policy(config), until_ci)
     from fi_campaign.classify import COUNTED, CRITICAL_SDC
     from fi_campaign.stats import proportion
 
     counts = store.stratum_counts(model, mode)
     n = sum(counts.get(o, 0) for o in COUNTED)
     return n > 0 and proportion(counts.get(CRITICAL_SDC, 0), n).half_width <= until_ci
+
+
+def policy(config: Config) -> Policy:
+    s = config.sampling
+    return Policy(allocation=s.allocation, pilot=s.pilot, floor=s.floor)
+
+
+def sampling_states(store: Store, model: str, mode: str) -> list[StratumState]:
+    """A stratified model x mode's sampling strata as the allocation reads them from the store."""
+    return [tally_state(t) for t in store.stratum_tallies(model, mode)]
+
+
+def tally_state(t: StratumTally) -> StratumState:
+    from fi_campaign.classify import COUNTED, CRITICAL_SDC
+
+    counted = sum(t.outcomes.get(o, 0) for o in COUNTED)
+    return StratumState(
+        label=t.stratum,
+        weight=t.weight,
+        n=counted,
+        k=t.outcomes.get(CRITICAL_SDC, 0),
+        held=t.running,
+        skipped=sum(t.outcomes.values()) - counted,
+        pending=t.pending,
+    )
+
+
+def budgeted(config: Config, planned: int) -> int:
+    """What a model x mode will run: every planned site, or for a stratified plan (``injections``
+    sites in each stratum) the campaign's injections."""
+    return min(planned, config.injections) if config.sampling.stratified else planned
 
 
 def check_not_injected(store: Store, config: Config, model: str, mode: str) -> None:
@@ -260,7 +297,7 @@ class WorkerLoop:
 
             torch.set_num_threads(job.threads)
         self.chunk = chunk_size(job, self.config)
-        self.planned = {(a, b): (d, p) for a, b, d, p in store.progress()}
+        self.planned = {(a, b): (d, budgeted(self.config, p)) for a, b, d, p in store.progress()}
         self.log = injection_log.Log(log_path(store), on_note)
         self.totals: dict[str, int] = {}
         self.timeout_s = 0.0  # the current executor's per-site timeout (process runs)
@@ -292,7 +329,7 @@ class WorkerLoop:
             for m in self.config.modes
             if self.job.mode in (None, m)
             and self.planned[(name, m)][0] < self.planned[(name, m)][1]
-            and not stratum_done(self.store, name, m, self.job.until_ci)
+            and not stratum_done(self.store, self.config, name, m, self.job.until_ci)
         ]
 
     def _run_model(self, name: str, modes: list[str]) -> Stop | None:
@@ -327,7 +364,7 @@ class WorkerLoop:
 
     def _run_stratum(self, executor: Executor, st: _Stratum) -> Stop | None:
         self._report(st.progress())
-        while not stratum_done(self.store, st.model, st.mode, self.job.until_ci):
+        while not stratum_done(self.store, self.config, st.model, st.mode, self.job.until_ci):
             stop = self._stop_before_claim()
             if stop is not None:
                 return stop
@@ -358,13 +395,27 @@ class WorkerLoop:
             if executor.groups_layers
             else self.chunk
         )
-        sites = self.store.claim(st.model, st.mode, take, self.owner, self.job.lease_s)
+        if self.config.sampling.stratified:
+            sites = self._claim_strata(st, take)
+        else:
+            sites = self.store.claim(st.model, st.mode, take, self.owner, self.job.lease_s)
         if sites:
             return sites
         if self.job.wait and self.store.unfinished(st.model, st.mode)[1]:
             time.sleep(wait_poll_s(self.job.lease_s))  # others hold sites: stay until they are done
             return []
         return None
+
+    def _claim_strata(self, st: _Stratum, limit: int) -> list[Site]:
+        """The sites the allocation gives next, read from the store's results (so every worker
+        and every resume decides alike), at most ``limit`` and the campaign's injections in all."""
+        from fi_campaign.allocation import next_claim
+
+        states = sampling_states(self.store, st.model, st.mode)
+        take = next_claim(states, policy(self.config), self.chunk, limit, self.config.injections)
+        if not take:
+            return []
+        return self.store.claim_strata(st.model, st.mode, take, self.owner, self.job.lease_s, self.config.injections)
 
     def _run_window(self, executor: Executor, st: _Stratum, sites: list[Site]) -> Stop | None:
         """Run a claimed window a part at a time (sorted by layer when passes start at one),
@@ -477,7 +528,7 @@ def run(
     try:
         while any(p.is_alive() for p in procs):
             if on_progress:
-                _poll(store, model, mode, on_progress, start)
+                _poll(store, model, mode, on_progress, start, config)
             for p in procs:
                 p.join(timeout=PROGRESS_POLL_S)
     except BaseException:
@@ -485,7 +536,7 @@ def run(
             p.terminate()
         raise
     if on_progress:
-        _poll(store, model, mode, on_progress, start)
+        _poll(store, model, mode, on_progress, start, config)
     notes: list[tuple[str, str]] = []
     failures: list[tuple[str, str]] = []
     while not messages.empty():
@@ -550,11 +601,17 @@ def _poll(
     mode: str | None,
     on_progress: Callable[[Progress], None],
     start: dict[tuple[str, str], int],
+    config: Config | None = None,
 ) -> None:
     """Progress of every selected stratum, read from the store. A worker claims sites only once
     its executor is open, so until some site is held or recorded the workers are preparing."""
     counts, running = store.outcome_counts(), store.running_counts()
-    progress = [row for row in store.progress() if model in (None, row[0]) and mode in (None, row[1])]
+    config = config or Config.from_json(store.campaign().config)
+    progress = [
+        (a, b, done, budgeted(config, planned))
+        for a, b, done, planned in store.progress()
+        if model in (None, a) and mode in (None, b)
+    ]
     active = {(a, b) for a, b, done, _ in progress if running.get((a, b)) or done > start.get((a, b), 0)}
     for a, b, done, planned in progress:
         phase = INJECTING if (a, b) in active or done == planned else WAITING if active else PREPARING

@@ -1,0 +1,150 @@
+"""sampling: stratified through the real parts: the plan draws every stratum from its own
+generator with its exact share, ``run`` claims what the allocation decides from the stored results
+(one worker or several, on SQLite and PostgreSQL, across resumes) and stops at the campaign's
+injections or at ``--until-ci``; a simple plan is what it always was."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from fi_campaign.allocation import reached
+from fi_campaign.cli import main
+from fi_campaign.config import Config, load
+from fi_campaign.engine import runner
+from fi_campaign.plan.planner import plan
+from fi_campaign.store import Store
+
+BASE = {"name": "strat", "seed": 5, "batch_size": 32, "images": {"source": "bundled", "count": 20, "seed": 3}}
+
+
+def write(tmp_path: Path, checkpoints: dict, **extra: object) -> Path:
+    path = tmp_path / f"c{len(list(tmp_path.glob('c*.yaml')))}.yaml"
+    path.write_text(yaml.safe_dump({**BASE, "models": {k: str(v) for k, v in checkpoints.items()}, **extra}))
+    return path
+
+
+def cells(rows: list[dict]) -> Counter:
+    return Counter((r["model"], r["mode"], r["stratum"]) for r in rows)
+
+
+def test_every_stratum_gets_its_own_sites(tmp_path, checkpoints):
+    config = load(str(write(tmp_path, checkpoints, injections=30, sampling={"method": "stratified"})))
+    _, rows = plan(config)
+    count = cells(rows)
+    assert set(count.values()) == {30}
+    assert len([c for c in count if c[:2] == ("baseline", "single_bit")]) == 32
+    assert len([c for c in count if c[:2] == ("baseline", "warp_random")]) == 20  # ResNet-20's conv/linear layers
+    for model in checkpoints:
+        for mode in config.modes:
+            weights = {r["stratum"]: r["stratum_weight"] for r in rows if (r["model"], r["mode"]) == (model, mode)}
+            assert sum(weights.values()) == pytest.approx(1.0)
+    for r in rows:
+        if r["mode"] == "single_bit":
+            assert r["stratum"] == f"bit={r['bit']}" and r["stratum_weight"] == 1 / 32
+        else:
+            assert r["stratum"] == f"layer={r['layer_name']}"
+    again = plan(config)[1]
+    assert again == rows
+    only = load(str(write(tmp_path, checkpoints, injections=30, modes=["single_bit"], sampling="stratified")))
+    assert plan(only)[1] == [r for r in rows if r["mode"] == "single_bit"]  # a stratum's sites depend on nothing else
+
+
+def test_layer_and_bit_together(tmp_path, checkpoints):
+    config = load(
+        str(
+            write(
+                tmp_path,
+                {"baseline": checkpoints["baseline"]},
+                injections=2,
+                modes=["single_bit"],
+                sampling={"method": "stratified", "by": ["layer", "bit"], "allocation": "proportional"},
+            )
+        )
+    )
+    rows = plan(config)[1]
+    assert len(cells(rows)) == 20 * 32
+    assert {r["stratum"] for r in rows if r["bit"] == 30 and r["layer_name"] == "fc"} == {"layer=fc bit=30"}
+    assert sum({r["stratum"]: r["stratum_weight"] for r in rows}.values()) == pytest.approx(1.0)
+
+
+def test_a_simple_plan_is_unchanged(tmp_path, checkpoints):
+    plain = plan(load(str(write(tmp_path, checkpoints, injections=50))))[1]
+    named = plan(load(str(write(tmp_path, checkpoints, injections=50, sampling="simple"))))[1]
+    assert plain == named
+    assert all(r.get("stratum") is None for r in plain)
+
+
+def test_too_many_strata_is_one_sentence(tmp_path, checkpoints):
+    config = write(
+        tmp_path,
+        checkpoints,
+        injections=20_000,
+        modes=["single_bit"],
+        sampling={"method": "stratified", "by": ["layer", "bit"]},
+    )
+    r = CliRunner().invoke(main, ["--db", str(tmp_path / "x.db"), "plan", str(config)])
+    assert r.exit_code == 2
+    assert "stratified sampling plans 20,000 sites in each stratum, 25,600,000 in all" in r.output
+    assert "Traceback" not in r.output and not (tmp_path / "x.db").exists()
+
+
+def planned(new_store, tmp_path, checkpoints, **extra: object) -> Store:
+    db = new_store()
+    config = write(
+        tmp_path,
+        {"baseline": checkpoints["baseline"]},
+        modes=["single_bit"],
+        injections=200,
+        sampling={"method": "stratified", "by": "bit", "pilot": 4},
+        **extra,
+    )
+    r = CliRunner().invoke(main, ["--db", str(db), "plan", str(config)])
+    assert r.exit_code == 0, r.output
+    assert "stratified, single_bit by bit (32 strata); up to 200 injections" in r.output
+    return Store.open(db)
+
+
+def tallies(store: Store) -> dict[str, int]:
+    return {t.stratum: sum(t.outcomes.values()) for t in store.stratum_tallies("baseline", "single_bit")}
+
+
+def test_a_run_spends_the_injections_not_the_sites(new_store, tmp_path, checkpoints):
+    store = planned(new_store, tmp_path, checkpoints)
+    assert store.progress() == [("baseline", "single_bit", 0, 32 * 200)]
+    ran = runner.run(store)
+    assert sum(ran.values()) == 200
+    done = tallies(store)
+    assert sum(done.values()) == 200 and min(done.values()) >= 4  # every stratum had its pilot
+    held = [t.running for t in store.stratum_tallies()]
+    assert held == [0] * 32
+    assert runner.run(store) == {}  # the budget is spent: a second run has nothing to do
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+def test_until_ci_stops_on_the_stratified_interval_and_resumes(new_store, tmp_path, checkpoints):
+    store = planned(new_store, tmp_path, checkpoints)
+    policy = runner.policy(Config.from_json(store.campaign().config))
+    assert policy.pilot == 4
+    runner.run(store, until_ci=0.2)
+    first = sum(tallies(store).values())
+    assert first == 4 * 32  # the pilot alone reaches so wide an interval, and is always run whole
+    assert reached(runner.sampling_states(store, "baseline", "single_bit"), policy, 0.2)
+    runner.run(store, until_ci=0.01)  # a resume decides from what is stored
+    second = sum(tallies(store).values())
+    assert first < second <= 200
+    assert reached(runner.sampling_states(store, "baseline", "single_bit"), policy, 0.01) or second == 200
+
+
+@pytest.mark.slow  # two spawned workers; the claim's budget check is one transaction on either backend
+def test_workers_share_one_budget(tmp_path, checkpoints):
+    store = planned(lambda: str(tmp_path / "w.db"), tmp_path, checkpoints)
+    runner.run(store, workers=2)
+    done = tallies(store)
+    assert sum(done.values()) == 200 and min(done.values()) >= 4
+    ids = [r["site_id"] for batch in store.export_dicts() for r in batch]
+    assert len(ids) == len(set(ids)) == 200
