@@ -68,12 +68,15 @@ class Proposals:
     draw, and the proposal distribution sites are re-drawn from when the injector's own count
     of a launch is smaller than the profile's (docs/NVBITFI.md, "Counts")."""
 
-    def __init__(self, profile: Profile, group: str | int) -> None:
+    def __init__(self, profile: Profile, group: str | int, kernel: str | None = None) -> None:
+        """``kernel``: only the launches of that kernel (a stratum of a stratified plan)."""
         d = get_dialect(profile.dialect)
         self.igid = injectable_igid(d, group)
         self.group = d.group_name(self.igid)
         self.launches = profile.launches
         raw = np.array(profile.counts(self.igid), dtype=np.int64)
+        if kernel is not None:
+            raw = np.where([launch.kernel == kernel for launch in self.launches], raw, 0)
         fits = np.array([len(launch.kernel.encode()) < KERNEL_NAME_BYTES for launch in self.launches])
         self.counts = np.where(fits, raw, 0)
         self.ends = np.cumsum(self.counts)
@@ -116,6 +119,29 @@ def draw_sites(profile: Profile, group: str | int, n: int, rng: np.random.Genera
         Site(w.kernel, w.kcount, proposals.igid, w.iid, float(o), float(b))
         for w, o, b in zip(where, op_seeds, bit_seeds, strict=False)
     ]
+
+
+def draw_within(proposals: Proposals, n: int, rng: np.random.Generator, bit: int | None = None) -> list[Site]:
+    """``n`` sites of one stratum: uniform over ``proposals`` (a group, or one kernel's launches
+    of it), with the bit FLIP_SINGLE_BIT flips fixed to ``bit`` when given: its seed is uniform
+    over the float32 values the injector maps to that bit."""
+    where = proposals.draw(rng, n)
+    op_seeds = rng.random(n, dtype=np.float32)
+    bit_seeds = rng.random(n, dtype=np.float32) if bit is None else bit_seeds_for(bit, rng, n)
+    return [
+        Site(w.kernel, w.kcount, proposals.igid, w.iid, float(o), float(b))
+        for w, o, b in zip(where, op_seeds, bit_seeds, strict=True)
+    ]
+
+
+def bit_seeds_for(bit: int, rng: np.random.Generator, n: int) -> np.ndarray:
+    """bitIDSeeds in [bit/32, (bit+1)/32) as float32, so that (int)(32 * seed) is ``bit``; a draw
+    that rounds up onto the next bit's first value is moved one float32 down."""
+    if not 0 <= bit < 32:
+        raise ValueError(f"bit must be from 0 to 31, not {bit}")
+    seeds = ((bit + rng.random(n)) / 32).astype(np.float32)
+    top = np.float32((bit + 1) / 32)
+    return np.where(seeds >= top, np.nextafter(top, np.float32(0)), seeds)
 
 
 def stratum_rng(seed: int, igid: int, mode: str) -> np.random.Generator:

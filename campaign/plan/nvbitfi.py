@@ -66,9 +66,20 @@ def nvbitfi_sites(
         )
     law = fault_model.law()
     rows: list[dict] = []
-    for mode in config.modes:
-        rng = stratum_rng(config.seed, model, mode)
-        drawn = draw_sites(profile, config.nvbitfi.group, config.injections, rng)
+    batches: list[tuple[str, list, np.random.Generator, dict]] = []
+    if config.sampling.stratified:
+        from fi_campaign.plan.strata import check_size, nvbitfi_rows, nvbitfi_strata
+
+        cells = {m: nvbitfi_strata(profile, config.nvbitfi.group, config.sampling.keys(m)) for m in config.modes}
+        check_size(config, len(config.models) * sum(len(c) for c in cells.values()))
+        for mode, strata in cells.items():
+            for stratum, drawn, rng in nvbitfi_rows(config, profile, model, mode, strata):
+                batches.append((mode, drawn, rng, {"stratum": stratum.label, "stratum_weight": stratum.weight}))
+    else:
+        for mode in config.modes:
+            rng = stratum_rng(config.seed, model, mode)
+            batches.append((mode, draw_sites(profile, config.nvbitfi.group, config.injections, rng), rng, {}))
+    for mode, drawn, rng, extra in batches:
         values = (
             law.sample(rng.random(len(drawn))) if mode == "warp_random" and not own else np.full(len(drawn), np.nan)
         )
@@ -85,6 +96,7 @@ def nvbitfi_sites(
                 "bit_seed": s.bit_id_seed,
                 "value": None if np.isnan(v) else float(v),
                 "value_seed": None if q is None else int(q),
+                **extra,
             }
             for s, v, q in zip(drawn, values, seeds, strict=False)
         )

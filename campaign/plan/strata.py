@@ -15,12 +15,18 @@ from __future__ import annotations
 import itertools
 import zlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from fi_campaign.config import Config
 from fi_campaign.errors import UserError
 from fi_campaign.limits import MAX_SITES
+from fi_campaign.nvbitfi_tools.errors import NvbitfiError
+
+if TYPE_CHECKING:
+    from fi_campaign.nvbitfi_tools.profile import Profile
+    from fi_campaign.nvbitfi_tools.sites import Site as NvSite
 
 BITS = 32
 
@@ -42,6 +48,13 @@ def label(parts: list[tuple[str, object]]) -> str:
     layer names are module paths, kernel names come whitespace-free from the profile); one
     stratum of everything is ``all``."""
     return " ".join(f"{k}={v}" for k, v in parts) or "all"
+
+
+def parse_label(text: str) -> dict[str, str]:
+    """A label's ``key=value`` pairs (a value may hold "=", never whitespace)."""
+    if text == "all":
+        return {}
+    return dict(part.split("=", 1) for part in text.split(" ") if "=" in part)
 
 
 def stratum_rng(seed: int, model: str, mode: str, stratum: str) -> np.random.Generator:
@@ -121,3 +134,73 @@ def framework_sites(config: Config, model: str, layers: list, n_images: int) -> 
                     }
                 )
     return rows
+
+
+def group_members(profile: Profile, group: str) -> list[str]:
+    """The base instruction groups a group is made of: itself, or for gppr every base group with
+    a destination register and for gp those less the predicate group (NVBitFI's definitions)."""
+    from fi_campaign.nvbitfi_tools.isa import dialect
+
+    d = dialect(profile.dialect)
+    name = d.group_name(group)
+    if name not in ("gp", "gppr"):
+        return [name]
+    dropped = {"nodest"} | ({"pr"} if name == "gp" else set())
+    return [g for g in d.base_groups if g not in dropped and profile.total(g) > 0]
+
+
+def nvbitfi_strata(profile: Profile, group: str, keys: tuple[str, ...]) -> list[Stratum]:
+    """Every combination of ``keys`` (kernel, igid, bit) that has instructions, each with its
+    share of the group's profiled dynamic instructions (launches the injector cannot name left
+    out, as the simple draw leaves them out), times 1/32 for a bit."""
+    from fi_campaign.nvbitfi_tools.isa import dialect, injectable_igid
+    from fi_campaign.nvbitfi_tools.sites import Proposals
+
+    d = dialect(profile.dialect)
+    members = group_members(profile, group) if "igid" in keys else [d.group_name(group)]
+    for m in members:
+        try:
+            injectable_igid(d, m)
+        except NvbitfiError as e:
+            raise UserError(
+                f"igid strata of {group} need sites of {m} as their own group, which the injector cannot take "
+                f"({e}); stratify by kernel, or choose another group."
+            ) from None
+    counts: dict[tuple[str | None, str], int] = {}
+    for m in members:
+        proposals = Proposals(profile, m)
+        for launch, c in zip(proposals.launches, proposals.counts.tolist(), strict=True):
+            if c:
+                key = (launch.kernel if "kernel" in keys else None, m)
+                counts[key] = counts.get(key, 0) + int(c)
+    total = sum(counts.values())
+    out = []
+    bits: list[int | None] = list(range(BITS)) if "bit" in keys else [None]
+    for (kernel, m), c in counts.items():
+        for bit in bits:
+            values = {"kernel": kernel, "igid": m, "bit": bit}
+            out.append(
+                Stratum(
+                    label=label([(k, values[k]) for k in keys]),
+                    weight=c / total / (BITS if bit is not None else 1),
+                    kernel=kernel,
+                    igid=d.igid(m),
+                    bit=bit,
+                )
+            )
+    return out
+
+
+def nvbitfi_rows(
+    config: Config, profile: Profile, model: str, mode: str, strata: list[Stratum]
+) -> list[tuple[Stratum, list[NvSite], np.random.Generator]]:
+    """Each stratum's sites (uniform over its instructions, the bit fixed where it is one) and the
+    stratum's generator, which draws the sites' power-law values next."""
+    from fi_campaign.nvbitfi_tools.sites import Proposals, draw_within
+
+    out = []
+    for s in strata:
+        rng = stratum_rng(config.seed, model, mode, s.label)
+        assert s.igid is not None, "every SASS-level stratum names its group"
+        out.append((s, draw_within(Proposals(profile, s.igid, kernel=s.kernel), config.injections, rng, s.bit), rng))
+    return out

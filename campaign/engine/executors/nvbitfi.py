@@ -37,7 +37,7 @@ from fi_campaign.workload import process
 if TYPE_CHECKING:
     from fi_campaign.nvbitfi_tools.install import Xid
     from fi_campaign.nvbitfi_tools.profile import Profile
-    from fi_campaign.nvbitfi_tools.sites import Location
+    from fi_campaign.nvbitfi_tools.sites import Location, Proposals
     from fi_campaign.nvbitfi_tools.sites import Site as NvSite
     from fi_campaign.nvbitfi_tools.toollog import ToolLog
 
@@ -91,6 +91,7 @@ class Nvbitfi(Processes):
         self.name, self.store = name, store
         self.profile = _planned_profile(record, config, name)
         self.proposals = Proposals(self.profile, config.nvbitfi.group)
+        self._strata: dict[tuple[int, str | None], Proposals] = {}
         self.xid_readable = kernel_log_readable()
         self.gpu = gpu_of(device)
         # cuda:N is pinned with CUDA_VISIBLE_DEVICES=N, so inside the process it is plain cuda;
@@ -160,11 +161,27 @@ class Nvbitfi(Processes):
 
         return read_kernel_log() if self.xid_readable else None
 
-    def _known_counts(self) -> dict[int, int]:
+    def _proposals_of(self, site: Site) -> Proposals:
+        """Where a site's re-draws come from: the campaign's group, or a stratified plan's stratum
+        (its group, and its kernel when the strata are by kernel), so a re-drawn site stays in
+        the stratum whose share weights it."""
+        from fi_campaign.nvbitfi_tools.sites import Proposals
+        from fi_campaign.plan.strata import parse_label
+
+        kernel = parse_label(site.stratum).get("kernel") if site.stratum else None
+        igid = self.proposals.igid if site.igid is None else site.igid
+        if kernel is None and igid == self.proposals.igid:
+            return self.proposals
+        if (igid, kernel) not in self._strata:
+            self._strata[(igid, kernel)] = Proposals(self.profile, igid, kernel=kernel)
+        return self._strata[(igid, kernel)]
+
+    def _known_counts(self, igid: int | None = None) -> dict[int, int]:
         """Launch counts any worker's runs have shown so far: proposals past them need no run."""
         if self.store is None:
             return {}
-        return {c.kcount: c.injector_count for c in self.store.launch_counts(self.name, self.proposals.igid)}
+        group = self.proposals.igid if igid is None else igid
+        return {c.kcount: c.injector_count for c in self.store.launch_counts(self.name, group)}
 
     def _redraw_rng(self, site: Site, mode: str, k: int) -> np.random.Generator:
         return np.random.default_rng(
@@ -172,8 +189,8 @@ class Nvbitfi(Processes):
         )
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
-        known = self._known_counts()
-        return [self._one(s, mode, known) for s in sites]
+        known = {g: self._known_counts(g) for g in {self.proposals.igid if s.igid is None else s.igid for s in sites}}
+        return [self._one(s, mode, known[self.proposals.igid if s.igid is None else s.igid]) for s in sites]
 
     def _one(self, site: Site, mode: str, known: dict[int, int]) -> Result:
         from fi_campaign.nvbitfi_tools.rejection import settle
@@ -193,7 +210,8 @@ class Nvbitfi(Processes):
             return r.log.launch_count(nv.igid), r
 
         planned = Location(nv.kernel, nv.kcount, nv.iid)
-        settled = settle(planned, self.proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
+        proposals = self._proposals_of(site)
+        settled = settle(planned, proposals, known, lambda k: self._redraw_rng(site, mode, k), attempt)
         loc, r = settled.location, settled.outcome
         relocated = None if loc == planned else Relocation(kernel=loc.kernel, kcount=loc.kcount, iid=loc.iid)
         redraws = tuple(
@@ -213,7 +231,7 @@ class Nvbitfi(Processes):
                 igid=nv.igid,
                 kcount=k,
                 kernel=self.profile.launches[k].kernel,
-                profile_count=self.proposals.profile_count(k),
+                profile_count=proposals.profile_count(k),
                 injector_count=c,
                 site_id=site.id,
             )
