@@ -155,6 +155,11 @@ class Config:
         runs can; process isolation and NVBitFI always run whole programs."""
         return self.resume and self.backend == "pytorch" and self.isolation == "inprocess"
 
+    def budget(self, planned: int) -> int:
+        """What a model x mode runs of its ``planned`` sites: every one, or for a stratified plan
+        (``injections`` sites in every stratum) the campaign's injections."""
+        return min(planned, self.injections) if self.sampling.stratified else planned
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
 

@@ -148,3 +148,86 @@ def test_workers_share_one_budget(tmp_path, checkpoints):
     assert sum(done.values()) == 200 and min(done.values()) >= 4
     ids = [r["site_id"] for batch in store.export_dicts() for r in batch]
     assert len(ids) == len(set(ids)) == 200
+
+
+# --- what the reports say of a stratified store ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ran(tmp_path_factory, checkpoints) -> Path:
+    """Both models, single_bit by bit and warp_random by layer, 200 injections each, run to the end."""
+    folder = tmp_path_factory.mktemp("ran")
+    config = write(folder, checkpoints, injections=200, sampling={"method": "stratified", "pilot": 4})
+    db = folder / "r.db"
+    for args in (["plan", str(config)], ["run"]):
+        r = CliRunner().invoke(main, ["--db", str(db), *args])
+        assert r.exit_code == 0, r.output
+    return db
+
+
+def test_the_report_is_the_stratified_estimate(ran, tmp_path):
+    import json
+
+    from fi_campaign.stratified import StratumCount, stratified_proportion, stratified_ratio
+
+    r = CliRunner().invoke(main, ["--db", str(ran), "report", "--avf", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0, r.output
+    assert "Stratified sampling: the critical-SDC estimate" in r.output
+    doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
+    assert doc["sampling"]["method"] == "stratified"
+    store = Store.open(ran)
+    rates = {}
+    for model in ("baseline", "hardened"):
+        for mode in ("single_bit", "warp_random"):
+            tallies = store.stratum_tallies(model, mode)
+            mine = stratified_proportion(
+                [
+                    StratumCount(
+                        label=t.stratum,
+                        weight=t.weight,
+                        n=sum(v for o, v in t.outcomes.items() if o != "not_injected"),
+                        k=t.outcomes.get("critical_sdc", 0),
+                    )
+                    for t in tallies
+                ]
+            )
+            rates[(model, mode)] = mine
+            row = next(a for a in doc["avf"] if (a["model"], a["mode"], a["outcome"]) == (model, mode, "critical_sdc"))
+            assert (row["rate"], row["ci_low"], row["ci_high"]) == pytest.approx((mine.rate, mine.low, mine.high))
+            assert row["n"] == 200 and row["srs_equivalent"] == pytest.approx(mine.srs_equivalent)
+            est = next(e for e in doc["sampling"]["estimates"] if (e["model"], e["mode"]) == (model, mode))
+            assert est["injections"] == 200 and est["saving"] == pytest.approx(mine.srs_equivalent / 200)
+    for c in doc["comparisons"]:
+        ratio = stratified_ratio(rates[("baseline", c["mode"])], rates[("hardened", c["mode"])])
+        if ratio.value == ratio.value:
+            assert (c["ratio"], c["ci_low"], c["ci_high"]) == pytest.approx((ratio.value, ratio.low, ratio.high))
+
+
+def test_the_export_recomputes_the_estimate(ran, tmp_path):
+    import json
+
+    import pandas as pd
+
+    out = tmp_path / "x.parquet"
+    assert CliRunner().invoke(main, ["--db", str(ran), "export", str(out)]).exit_code == 0
+    rows = pd.read_parquet(out)
+    assert rows["stratum"].notna().all() and rows["stratum_weight"].between(0, 1).all()
+    CliRunner().invoke(main, ["--db", str(ran), "report", "--json", str(tmp_path / "r.json")])
+    doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
+    for (model, mode), cell in rows[rows["outcome"] != "not_injected"].groupby(["model", "mode"]):
+        per = cell.groupby("stratum").agg(
+            w=("stratum_weight", "first"), k=("outcome", lambda s: (s == "critical_sdc").sum()), n=("outcome", "size")
+        )
+        row = next(a for a in doc["avf"] if (a["model"], a["mode"], a["outcome"]) == (model, mode, "critical_sdc"))
+        assert (per.w * per.k / per.n).sum() == pytest.approx(row["rate"])
+
+
+def test_status_and_the_page_show_the_simple_random_equivalent(ran, tmp_path):
+    r = CliRunner().invoke(main, ["--db", str(ran), "status"])
+    assert r.exit_code == 0, r.output
+    assert "200/200" in r.output and "simple random" in r.output
+    page = tmp_path / "html"
+    page.mkdir()
+    assert CliRunner().invoke(main, ["--db", str(ran), "report", "--html", str(page)]).exit_code == 0
+    html = (page / "index.html").read_text()
+    assert html.count('<tr class="sampling"') == 4 and 'data-field="srs_equivalent"' in html

@@ -144,12 +144,6 @@ def tally_state(t: StratumTally) -> StratumState:
     )
 
 
-def budgeted(config: Config, planned: int) -> int:
-    """What a model x mode will run: every planned site, or for a stratified plan (``injections``
-    sites in each stratum) the campaign's injections."""
-    return min(planned, config.injections) if config.sampling.stratified else planned
-
-
 def check_not_injected(store: Store, config: Config, model: str, mode: str) -> None:
     """Stop an NVBitFI stratum whose share of not_injected results passes nvbitfi.max_not_injected:
     past it, something is wrong with the setup (launch-sequence drift, a profile from another
@@ -297,7 +291,7 @@ class WorkerLoop:
 
             torch.set_num_threads(job.threads)
         self.chunk = chunk_size(job, self.config)
-        self.planned = {(a, b): (d, budgeted(self.config, p)) for a, b, d, p in store.progress()}
+        self.planned = {(a, b): (d, self.config.budget(p)) for a, b, d, p in store.progress()}
         self.log = injection_log.Log(log_path(store), on_note)
         self.totals: dict[str, int] = {}
         self.timeout_s = 0.0  # the current executor's per-site timeout (process runs)
@@ -608,7 +602,7 @@ def _poll(
     counts, running = store.outcome_counts(), store.running_counts()
     config = config or Config.from_json(store.campaign().config)
     progress = [
-        (a, b, done, budgeted(config, planned))
+        (a, b, done, config.budget(planned))
         for a, b, done, planned in store.progress()
         if model in (None, a) and mode in (None, b)
     ]

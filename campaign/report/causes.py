@@ -13,12 +13,13 @@ import csv
 import math
 from collections.abc import Callable, Iterable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC
 from fi_campaign.stats import Ratio, proportion, rate_ratio
-from fi_campaign.store import BitGroup, ResultGroup
+from fi_campaign.store import BitGroup, ResultGroup, StratumTally
+from fi_campaign.stratified import StratifiedRate, StratumCount, effective_counts, stratified_proportion
 
 if TYPE_CHECKING:
     from fi_campaign.outputs import Output
@@ -44,6 +45,10 @@ class CriticalSplit:
     finite_low: float
     finite_high: float
     nan_share: float  # nan / critical; NaN when there is no critical SDC
+    # sampling stratified: the rates above are stratified estimates, and the ratios read these
+    # effective (k, n) of the critical and the finite critical SDCs; None for a simple random plan
+    critical_effective: tuple[float, float] | None = None
+    finite_effective: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -88,10 +93,20 @@ class Causes:
 
 
 def causes(
-    reference: str, models: list[str], modes: list[str], groups: list[ResultGroup], bit_groups: list[BitGroup]
+    reference: str,
+    models: list[str],
+    modes: list[str],
+    groups: list[ResultGroup],
+    bit_groups: list[BitGroup],
+    tallies: list[StratumTally] | None = None,
 ) -> Causes:
-    split = critical_split(models, modes, groups)
-    return Causes(split, compare_split(reference, models, modes, split), bit_rows(models, modes, bit_groups))
+    """``tallies``: a stratified plan's sampling strata, whose shares weight the split and the
+    bits' shares of the critical SDCs (the per-bit rates are within their bit either way)."""
+    split = stratified_split(models, modes, tallies) if tallies else critical_split(models, modes, groups)
+    bits = bit_rows(models, modes, bit_groups)
+    if tallies:
+        bits = weighted_bit_shares(bits, tallies)
+    return Causes(split, compare_split(reference, models, modes, split), bits)
 
 
 def float32_field(bit: int) -> str:
@@ -132,6 +147,67 @@ def critical_split(models: Iterable[str], modes: Iterable[str], groups: Iterable
     return out
 
 
+def stratified_split(models: Iterable[str], modes: Iterable[str], tallies: list[StratumTally]) -> list[CriticalSplit]:
+    """``critical_split`` of a stratified plan: the NaN/Inf and the finite critical-SDC rates as
+    stratified estimates over the strata, with their effective counts for the ratios."""
+    out = []
+    for model in models:
+        for mode in modes:
+            mine = [t for t in tallies if (t.model, t.mode) == (model, mode)]
+
+            def part(k: Callable[[StratumTally], int], ts: list[StratumTally] = mine) -> StratifiedRate:
+                return stratified_proportion(
+                    [
+                        StratumCount(
+                            label=t.stratum, weight=t.weight, n=sum(t.outcomes.get(o, 0) for o in COUNTED), k=k(t)
+                        )
+                        for t in ts
+                    ],
+                    CONFIDENCE,
+                )
+
+            nan = part(lambda t: t.nan.get(CRITICAL_SDC, 0))
+            finite = part(lambda t: t.outcomes.get(CRITICAL_SDC, 0) - t.nan.get(CRITICAL_SDC, 0))
+            critical = part(lambda t: t.outcomes.get(CRITICAL_SDC, 0))
+            out.append(
+                CriticalSplit(
+                    model=model,
+                    mode=mode,
+                    n=critical.n,
+                    critical=critical.k,
+                    nan=nan.k,
+                    nan_rate=nan.rate,
+                    nan_low=nan.low,
+                    nan_high=nan.high,
+                    finite=finite.k,
+                    finite_rate=finite.rate,
+                    finite_low=finite.low,
+                    finite_high=finite.high,
+                    nan_share=nan.rate / critical.rate if critical.rate > 0 else math.nan,
+                    critical_effective=effective_counts(critical),
+                    finite_effective=effective_counts(finite),
+                )
+            )
+    return out
+
+
+def weighted_bit_shares(bits: list[BitRow], tallies: list[StratumTally]) -> list[BitRow]:
+    """A plan stratified by bit alone: each bit's share of the critical-SDC rate, W_b p_b / p,
+    rather than of the critical SDCs run (bits sampled more would count more)."""
+    by_bit = {(t.model, t.mode, t.stratum): t.weight for t in tallies}
+    out = []
+    for b in bits:
+        w = by_bit.get((b.model, b.mode, f"bit={b.bit}"))
+        cell = [x for x in bits if (x.model, x.mode) == (b.model, b.mode)]
+        weights = [by_bit.get((x.model, x.mode, f"bit={x.bit}")) for x in cell]
+        if w is None or any(v is None for v in weights):
+            out.append(b)
+            continue
+        total = sum(v * x.rate for v, x in zip(weights, cell, strict=True) if v is not None and x.n)
+        out.append(replace(b, share=w * b.rate / total if total > 0 and b.n else math.nan))
+    return out
+
+
 def compare_split(
     reference: str, models: Iterable[str], modes: Iterable[str], splits: list[CriticalSplit]
 ) -> list[SplitComparison]:
@@ -154,11 +230,19 @@ def compare_split(
                     candidate_k=c.critical,
                     candidate_finite=c.finite,
                     candidate_n=c.n,
-                    with_nan=rate_ratio(ref.critical, ref.n, c.critical, c.n, CONFIDENCE),
-                    without_nan=rate_ratio(ref.finite, ref.n, c.finite, c.n, CONFIDENCE),
+                    with_nan=_ratio(
+                        ref.critical_effective or (ref.critical, ref.n), c.critical_effective or (c.critical, c.n)
+                    ),
+                    without_nan=_ratio(
+                        ref.finite_effective or (ref.finite, ref.n), c.finite_effective or (c.finite, c.n)
+                    ),
                 )
             )
     return out
+
+
+def _ratio(reference: tuple[float, float], candidate: tuple[float, float]) -> Ratio:
+    return rate_ratio(reference[0], reference[1], candidate[0], candidate[1], CONFIDENCE)
 
 
 def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGroup]) -> list[BitRow]:

@@ -56,12 +56,16 @@ EXPORT_COLUMNS = (
     "opcode",
     "reg",
     "mask",
+    "stratum",
+    "stratum_weight",
 )
 PARQUET_SUFFIXES = (".parquet", ".pq")
 # Parquet column types; "layer" is the layer's name, "layer_index" its position (the store's
 # site.layer_name and site.layer); "injection" the injector's account of an NVBitFI run (the
 # store's injection.state), empty with the lanes columns for in-process results; golden_top1 and
-# faulty_top1 the top-1 class of one image (docs/REPORTS.md says which), empty in older stores
+# faulty_top1 the top-1 class of one image (docs/REPORTS.md says which), empty in older stores;
+# stratum and stratum_weight a stratified plan's stratum of the site and its share of the fault
+# population (empty for simple random sampling), from which sum W_h k_h / n_h is the estimate
 _TYPES = {
     "site_id": "int64",
     "model": "string",
@@ -98,6 +102,8 @@ _TYPES = {
     "opcode": "string",
     "reg": "int64",
     "mask": "int64",
+    "stratum": "string",
+    "stratum_weight": "float64",
 }
 
 

@@ -10,12 +10,13 @@ strata it ran.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC
 from fi_campaign.report.text import Block, Col, TextTable
 from fi_campaign.stats import Rate, proportion
-from fi_campaign.store import Store, WorkerStatus
+from fi_campaign.store import Store, StratumTally, WorkerStatus
+from fi_campaign.stratified import StratifiedRate, StratumCount, stratified_proportion
 
 RATE_NOTE = (
     "inj/s: a model x mode's results over the time its injections ran; a worker's over its whole "
@@ -31,7 +32,9 @@ class StratumProgress:
     planned: int
     running: int  # sites held by a worker now
     outcomes: dict[str, int]
-    critical: Rate | None  # critical SDCs of the counted results with their 95% interval; None: no result
+    # critical SDCs of the counted results with their 95% interval (the stratified estimate, for a
+    # stratified plan); None: no result
+    critical: Rate | StratifiedRate | None
     rate: float | None  # results per second of injection time; None before any was timed
     eta_s: float | None  # injection time the remaining sites need at that rate; None: done or no rate
 
@@ -70,17 +73,34 @@ def campaign_status(store: Store) -> Status:
     record = store.campaign()
     config = Config.from_json(record.config)
     strata = [
-        stratum_progress(s.model, s.mode, s.done, s.planned, s.running, s.outcomes, s.busy_s)
+        stratum_progress(s.model, s.mode, s.done, config.budget(s.planned), s.running, s.outcomes, s.busy_s)
         for s in store.stratum_status()
     ]
+    if config.sampling.stratified:
+        tallies = store.stratum_tallies()
+        strata = [replace(s, critical=stratified_critical(s, tallies)) for s in strata]
     notes = (
         [count_sentence(c, config.nvbitfi.dialect) for c in store.count_checks()] if config.backend == "nvbitfi" else []
     )
     return Status(record.name, store.label, strata, store.workers(), notes)
 
 
+def stratified_critical(s: StratumProgress, tallies: list[StratumTally]) -> StratifiedRate | None:
+    mine = [t for t in tallies if (t.model, t.mode) == (s.model, s.mode)]
+    counts = [
+        StratumCount(
+            label=t.stratum,
+            weight=t.weight,
+            n=sum(t.outcomes.get(o, 0) for o in COUNTED),
+            k=t.outcomes.get(CRITICAL_SDC, 0),
+        )
+        for t in mine
+    ]
+    return stratified_proportion(counts) if any(c.n for c in counts) else None
+
+
 def status_text(status: Status) -> list[Block]:
-    cols = (
+    cols: tuple[Col, ...] = (
         Col("model", key=True),
         Col("mode", key=True),
         Col("done/planned", key=True, right=True),
@@ -90,6 +110,9 @@ def status_text(status: Status) -> list[Block]:
         Col("inj/s", right=True),
         Col("ETA", right=True),
     )
+    stratified = any(isinstance(s.critical, StratifiedRate) for s in status.strata)
+    if stratified:
+        cols += (Col("simple random", right=True, spill=3),)
     rows = tuple(
         (
             s.model,
@@ -103,12 +126,24 @@ def status_text(status: Status) -> list[Block]:
             "-" if s.rate is None else f"{s.rate:,.1f}",
             "-" if s.eta_s is None else f"{s.eta_s:,.0f} s",
         )
+        + ((srs_text(s.critical),) if stratified else ())
         for s in status.strata
     )
     out: list[Block] = [TextTable(f"campaign '{status.name}' in {status.label}", cols, rows)]
+    if stratified:
+        out.append(
+            "Stratified sampling: the critical-SDC rate is the stratified estimate; done/planned counts "
+            "injections; simple random: the injections a simple random sample needs for the same precision."
+        )
     if status.workers:
         out += [workers_table(status.workers), RATE_NOTE]
     return out + status.count_notes
+
+
+def srs_text(critical: Rate | StratifiedRate | None) -> str:
+    if not isinstance(critical, StratifiedRate) or not critical.srs_equivalent > 0:
+        return "-"
+    return f"{critical.srs_equivalent:,.0f} ({critical.srs_equivalent / critical.n:.1f}x)"
 
 
 def workers_table(workers: list[WorkerStatus]) -> TextTable:

@@ -34,11 +34,17 @@ from fi_campaign.store import (
     RegretRecord,
     ResultGroup,
     Store,
+    StratumTally,
     Versions,
     WorkloadRecord,
 )
+from fi_campaign.stratified import StratumCount, stratified_proportion
 
 CSV_COLUMNS = ("model", "mode", "outcome", "k", "n", "rate", "ci_low", "ci_high")
+STRATIFIED_INTERVAL = (
+    "stratified estimate sum W_h k_h / n_h; Clopper-Pearson at the effective sample size p (1 - p) / v "
+    "(Korn-Graubard), strata without an event (or with nothing else) at an empirical-Bayes shrunk rate in v"
+)
 CONFIDENCE = 0.95
 JSON_FORMAT = "fi-campaign-report"
 JSON_VERSION = 1
@@ -54,6 +60,9 @@ class AvfRow:
     rate: float
     ci_low: float
     ci_high: float
+    # sampling stratified: the simple random sample of the same precision (NaN until every
+    # stratum has a result); None for a simple random plan, whose k/n is that sample
+    srs_equivalent: float | None = None
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,41 @@ class Stratum:
     counted: int  # results in the AVF denominator
     not_injected: int
     nan: int  # results with NaN/Inf in the outputs, whatever their outcome
+
+
+@dataclass(frozen=True, kw_only=True)
+class SamplingRow:
+    """A stratified model x mode: how it was stratified, what its critical-SDC estimate cost, and
+    what a simple random sample would have needed for the same interval."""
+
+    model: str
+    mode: str
+    by: tuple[str, ...]
+    strata: int
+    unsampled: int  # strata without a counted result yet
+    injections: int  # counted injections run
+    rate: float
+    ci_low: float
+    ci_high: float
+    srs_equivalent: float  # NaN while a stratum has no result
+
+    @property
+    def saving(self) -> float:
+        """How many times fewer injections than a simple random sample of the same precision."""
+        return self.srs_equivalent / self.injections if self.injections and self.srs_equivalent > 0 else math.nan
+
+
+@dataclass(frozen=True, kw_only=True)
+class StratumRow:
+    """One sampling stratum of a stratified model x mode: its share and its critical SDCs."""
+
+    model: str
+    mode: str
+    stratum: str
+    weight: float
+    n: int
+    k: int
+    rate: float
 
 
 @dataclass(frozen=True)
@@ -155,6 +199,8 @@ class StoreReport:
     counts: list[CountCheck] = field(default_factory=list)  # backend nvbitfi: injector vs profile counts
     count_notes: list[str] = field(default_factory=list)  # the same, one sentence each
     causes: Causes = field(default_factory=lambda: Causes([], [], []))
+    sampling: list[SamplingRow] = field(default_factory=list)  # sampling stratified: per model x mode
+    sampling_strata: list[StratumRow] = field(default_factory=list)
 
     def fit(self, raw: RawFit | None) -> list[FitRow]:
         return fit_rows(self.avf, raw) if raw else []
@@ -185,8 +231,98 @@ def avf_from_counts(
     return rows
 
 
+def stratified_avf(models: Iterable[str], modes: Iterable[str], tallies: list[StratumTally]) -> list[AvfRow]:
+    """``avf_from_counts`` for a stratified plan: each outcome's stratified estimate over the
+    strata's results (not_injected: a share of each stratum's results), its interval, and the
+    simple random sample of the same precision."""
+    rows = []
+    for model in models:
+        for mode in modes:
+            mine = [t for t in tallies if (t.model, t.mode) == (model, mode)]
+            for outcome in OUTCOMES:
+                r = stratified_proportion(
+                    [
+                        StratumCount(
+                            label=t.stratum,
+                            weight=t.weight,
+                            n=sum(t.outcomes.values()) if outcome == NOT_INJECTED else counted(t.outcomes),
+                            k=t.outcomes.get(outcome, 0),
+                        )
+                        for t in mine
+                    ],
+                    CONFIDENCE,
+                )
+                rows.append(
+                    AvfRow(
+                        model=model,
+                        mode=mode,
+                        outcome=outcome,
+                        k=r.k,
+                        n=r.n,
+                        rate=r.rate,
+                        ci_low=r.low,
+                        ci_high=r.high,
+                        srs_equivalent=r.srs_equivalent,
+                    )
+                )
+    return rows
+
+
+def counted(outcomes: dict[str, int]) -> int:
+    return sum(outcomes.get(o, 0) for o in COUNTED)
+
+
+def sampling_rows(config: Config, avf: list[AvfRow], tallies: list[StratumTally]) -> list[SamplingRow]:
+    out = []
+    for r in avf:
+        if r.outcome != CRITICAL_SDC:
+            continue
+        mine = [t for t in tallies if (t.model, t.mode) == (r.model, r.mode)]
+        out.append(
+            SamplingRow(
+                model=r.model,
+                mode=r.mode,
+                by=config.sampling.keys(r.mode),
+                strata=len(mine),
+                unsampled=sum(counted(t.outcomes) == 0 for t in mine),
+                injections=r.n,
+                rate=r.rate,
+                ci_low=r.ci_low,
+                ci_high=r.ci_high,
+                srs_equivalent=math.nan if r.srs_equivalent is None else r.srs_equivalent,
+            )
+        )
+    return out
+
+
+def strata_rows(tallies: list[StratumTally]) -> list[StratumRow]:
+    return [
+        StratumRow(
+            model=t.model,
+            mode=t.mode,
+            stratum=t.stratum,
+            weight=t.weight,
+            n=counted(t.outcomes),
+            k=t.outcomes.get(CRITICAL_SDC, 0),
+            rate=t.outcomes.get(CRITICAL_SDC, 0) / counted(t.outcomes) if counted(t.outcomes) else math.nan,
+        )
+        for t in tallies
+    ]
+
+
+def effective(row: AvfRow) -> tuple[float, float]:
+    """(k, n) of a row as the ratio's interval reads it: the counts of a simple random plan, the
+    effective counts (rate x, and, the simple-random equivalent) of a stratified one."""
+    if row.srs_equivalent is None:
+        return row.k, row.n
+    if not row.srs_equivalent > 0:
+        return 0.0, 0.0
+    return row.rate * row.srs_equivalent, row.srs_equivalent
+
+
 def compare(reference: str, models: Iterable[str], modes: Iterable[str], rows: list[AvfRow]) -> list[Comparison]:
-    """Critical-SDC rate of the reference model over each other model's, per mode."""
+    """Critical-SDC rate of the reference model over each other model's, per mode (for a
+    stratified plan, the Katz interval of the effective counts: ``stratified.stratified_ratio``)."""
     crit = {(r.model, r.mode): r for r in rows if r.outcome == CRITICAL_SDC}
     out = []
     for mode in modes:
@@ -201,7 +337,7 @@ def compare(reference: str, models: Iterable[str], modes: Iterable[str], rows: l
                         candidate=model,
                         reference_rate=ref,
                         candidate_rate=cand,
-                        ratio=rate_ratio(ref.k, ref.n, cand.k, cand.n, CONFIDENCE),
+                        ratio=rate_ratio(*effective(ref), *effective(cand), CONFIDENCE),
                         undefined=why_undefined(ref, cand),
                     )
                 )
@@ -353,13 +489,18 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
         )
     ref = reference or config.reference
     groups = store.result_groups()
-    rows = avf_from_counts(models, modes, counts_by_stratum(groups))
+    tallies = store.stratum_tallies() if config.sampling.stratified else []
+    rows = (
+        stratified_avf(models, modes, tallies)
+        if config.sampling.stratified
+        else avf_from_counts(models, modes, counts_by_stratum(groups))
+    )
     kind = "kernel" if config.backend == "nvbitfi" else "layer"
     checks = store.count_checks() if config.backend == "nvbitfi" else []
     ident = replace(identity(label or store.name, store.label, record, config, groups), reference=ref)
     return StoreReport(
         identity=ident,
-        strata=strata(models, modes, store.progress(), groups),
+        strata=strata(models, modes, [(a, b, d, config.budget(p)) for a, b, d, p in store.progress()], groups),
         avf=rows,
         comparisons=compare(ref, models, modes, rows),
         unit_kind=kind,
@@ -367,7 +508,9 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
         regret=store.regret_rows(),
         counts=checks,
         count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks],
-        causes=find_causes(ref, models, modes, groups, store.bit_groups()),
+        causes=find_causes(ref, models, modes, groups, store.bit_groups(), tallies),
+        sampling=sampling_rows(config, rows, tallies),
+        sampling_strata=strata_rows(tallies),
     )
 
 
@@ -495,6 +638,21 @@ def _store_json(rep: StoreReport, raw: RawFit | None) -> dict:
         "regret": [asdict(r) for r in rep.regret],
         "launch_counts": [{**asdict(c), "sentence": t} for c, t in zip(rep.counts, rep.count_notes, strict=False)],
         "causes": _causes_json(rep.causes),
+        "sampling": _sampling_json(rep),
+    }
+
+
+def _sampling_json(rep: StoreReport) -> dict:
+    """How the store's sites were drawn, and for a stratified plan each model x mode's estimate,
+    its cost and its simple-random equivalent, and every stratum's share and results."""
+    sampling = rep.identity.config.get("sampling") or {"method": "simple"}
+    if sampling.get("method") != "stratified":
+        return {"method": "simple"}
+    return {
+        **sampling,
+        "interval": STRATIFIED_INTERVAL,
+        "estimates": [{**asdict(r), "saving": r.saving} for r in rep.sampling],
+        "strata": [asdict(t) for t in rep.sampling_strata],
     }
 
 

@@ -50,6 +50,7 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
             sections,
         )
     ]
+    out += sampling_text(report, multi)
     fm = ident.fault_model
     if any(r.mode == "warp_random" for r in report.avf):
         entries = ", ".join(f"{size}: x_min {law.x_min:.6g}, alpha {law.alpha:.6g}" for size, law in fm.entries.items())
@@ -72,6 +73,53 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
             f"{c.mode}: critical SDC {c.reference}/{c.candidate} = {r.value:.2f}x "
             f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}"
         )
+    return out
+
+
+def sampling_text(report: StoreReport, multi: bool) -> list[Block]:
+    """A stratified store: what each critical-SDC estimate cost and what a simple random sample
+    of the same precision would have needed."""
+    if not report.sampling:
+        return []
+    cols = (
+        Col("model", key=True),
+        Col("mode", key=True),
+        Col("strata", right=True),
+        Col("critical SDC", right=True),
+        Col("95% CI", right=True),
+        Col("injections", key=True, right=True),
+        Col("simple random", right=True),
+        Col("fewer", right=True),
+    )
+    rows = tuple(
+        (
+            r.model,
+            r.mode,
+            f"{r.strata} by {' x '.join(r.by) or 'nothing'}",
+            pct(r.rate),
+            interval(r.ci_low, r.ci_high),
+            f"{r.injections:,}",
+            "-" if not r.srs_equivalent > 0 else f"{r.srs_equivalent:,.0f}",
+            "-" if r.saving != r.saving else f"{r.saving:.1f}x",
+        )
+        for r in report.sampling
+    )
+    store = f"{report.identity.label}: " if multi else ""
+    out: list[Block] = [
+        TextTable(
+            f"{store}Stratified sampling: the critical-SDC estimate, the injections it used, and the simple random "
+            "sample of the same precision",
+            cols,
+            rows,
+        ),
+        "Stratified rates weight each stratum by its share of the fault population; k/n above is what ran. "
+        "Per-layer and per-bit rates are within their unit; their shares are of the injections run.",
+    ]
+    waiting = [r for r in report.sampling if r.unsampled]
+    out += [
+        f"{r.model} {r.mode}: {r.unsampled} of {r.strata} strata have no result yet, so the interval spans their share."
+        for r in waiting
+    ]
     return out
 
 

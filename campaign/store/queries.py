@@ -117,7 +117,16 @@ class Queries:
         simple random plan, whose sites have no stratum."""
         s, r = site_t.c, result_t.c
         stmt = (
-            select(s.model, s.mode, s.stratum, func.max(s.stratum_weight), s.status, r.outcome, func.count())
+            select(
+                s.model,
+                s.mode,
+                s.stratum,
+                func.max(s.stratum_weight),
+                s.status,
+                r.outcome,
+                func.count(),
+                func.sum(r.nan.cast(Integer)),
+            )
             .outerjoin(result_t, r.site_id == s.id)
             .where(s.stratum.is_not(None))
             .group_by(s.model, s.mode, s.stratum, s.status, r.outcome)
@@ -127,10 +136,14 @@ class Queries:
         if mode is not None:
             stmt = stmt.where(s.mode == mode)
         cells: dict[tuple[str, str, str], dict] = {}
-        for a, b, label, weight, status, outcome, count in self.session.read(lambda con: con.execute(stmt).all()):
-            c = cells.setdefault((a, b, label), {"weight": float(weight), "outcomes": {}, RUNNING: 0, PENDING: 0})
+        rows = self.session.read(lambda con: con.execute(stmt).all())
+        for a, b, label, weight, status, outcome, count, nan in rows:
+            c = cells.setdefault(
+                (a, b, label), {"weight": float(weight), "outcomes": {}, "nan": {}, RUNNING: 0, PENDING: 0}
+            )
             if outcome is not None:
                 c["outcomes"][outcome] = c["outcomes"].get(outcome, 0) + int(count)
+                c["nan"][outcome] = c["nan"].get(outcome, 0) + int(nan or 0)
             elif status in (RUNNING, PENDING):
                 c[status] += int(count)
         return [
@@ -140,6 +153,7 @@ class Queries:
                 stratum=label,
                 weight=c["weight"],
                 outcomes=c["outcomes"],
+                nan=c["nan"],
                 running=c[RUNNING],
                 pending=c[PENDING],
             )

@@ -467,6 +467,7 @@ class StratumTally:
     stratum: str
     weight: float
     outcomes: dict[str, int]
+    nan: dict[str, int]  # of those results, the ones with NaN/Inf in the outputs, by outcome
     running: int
     pending: int
 
