@@ -8,9 +8,10 @@ torch seed, so a network whose weights come from its own initialisation is the s
 every process that builds it. What was loaded is recorded (``SourceRecord``: the files and their
 sha256) so a campaign refuses to run against changed files.
 
-Hooks cannot see inside TorchScript (PyTorch refuses forward hooks on script modules), so a
-TorchScript file is converted to an exported program and, like a ``.pt2``, unflattened back into
-its module tree (``torch.export.unflatten``), whose submodules run as modules and can be hooked.
+PyTorch refuses forward hooks on script modules, so a TorchScript program is edited to pass each
+module's output through a hookable placeholder (``models.script_taps``); an exported program is
+unflattened back into its module tree (``torch.export.unflatten``), whose submodules run as
+modules and can be hooked.
 
 Importing this module imports no torch: the config builds ``ModelSource`` records before
 anything heavy is loaded.
@@ -180,15 +181,9 @@ def ref_kind(ref: str) -> str:
         return CHECKPOINT
 
 
-def load(
-    source: str | ModelSource,
-    key: str,
-    device: str = "cpu",
-    example: Callable[[], torch.Tensor] | None = None,
-) -> Loaded:
+def load(source: str | ModelSource, key: str, device: str = "cpu") -> Loaded:
     """The network ``source`` names, loaded in eval mode. ``key`` is its config key
-    (``models.NAME``), which every refusal names; ``example`` gives a batch of inputs, needed to
-    convert a TorchScript file."""
+    (``models.NAME``), which every refusal names."""
     if isinstance(source, ModelSource):
         return _built(source, key, device)
     from fi_campaign.models import zoo
@@ -205,17 +200,15 @@ def load(
     kind = file_kind(path)
     if kind == CHECKPOINT:
         return _checkpoint(source, device)
-    return _program(kind, source, path.resolve(), key, device, example)
+    return _program(kind, source, path.resolve(), key, device)
 
 
-def load_recorded(
-    record: SourceRecord, key: str, device: str = "cpu", example: Callable[[], torch.Tensor] | None = None
-) -> Loaded:
+def load_recorded(record: SourceRecord, key: str, device: str = "cpu") -> Loaded:
     """The network a campaign recorded, from the files it recorded, refusing any that changed."""
     check_files(record, key)
     if record.kind == BUILD:
         return _call_build(record, key, device)
-    return _program(record.kind, record.ref, Path(record.file), key, device, example)
+    return _program(record.kind, record.ref, Path(record.file), key, device)
 
 
 def check_files(record: SourceRecord, key: str) -> None:
@@ -270,33 +263,50 @@ def first_line(e: BaseException) -> str:
 # --- TorchScript and exported programs ----------------------------------------------------------
 
 
-def _program(
-    kind: str, ref: str, path: Path, key: str, device: str, example: Callable[[], torch.Tensor] | None
-) -> Loaded:
+def _program(kind: str, ref: str, path: Path, key: str, device: str) -> Loaded:
     import torch
 
     record = SourceRecord(kind=kind, ref=ref, file=str(path), file_sha256=sha256_of(path))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        if kind == EXPORT:
-            try:
-                program = torch.export.load(str(path))
-            except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is no program
-                raise SourceError(f"{key}: {ref} is not a torch.export program ({first_line(e)}).") from None
-            types = _exported_types(program)
-        else:
+        if kind == TORCHSCRIPT:
+            from fi_campaign.models.script_taps import ScriptNetwork
+
             try:
                 script = torch.jit.load(str(path), map_location="cpu")
-            except Exception as e:  # noqa: BLE001 - the same for a file that is no TorchScript
+            except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is no TorchScript
                 raise SourceError(f"{key}: {ref} is not a TorchScript file ({first_line(e)}).") from None
-            types = {name: getattr(m, "original_name", type(m).__name__) for name, m in script.named_modules() if name}
-            program = _converted(script, ref, key, example)
+            net = ScriptNetwork(script)
+            model = _finish(net, key, device)
+            return Loaded(model=model, sha256=_digest(script), source=record, types=net.types)
+        if not zipfile.is_zipfile(path):
+            raise SourceError(
+                f"{key}: {ref} is not a torch.export program (it is no archive torch.export.save writes)."
+            )
+        try:
+            with _quiet("torch.export"):  # torch logs a traceback before raising
+                program = torch.export.load(str(path))
+        except Exception as e:  # noqa: BLE001 - the same for a file that is no exported program
+            raise SourceError(f"{key}: {ref} is not a torch.export program ({first_line(e)}).") from None
         try:
             unflat: nn.Module = torch.export.unflatten(program)
         except Exception as e:  # noqa: BLE001
             raise SourceError(f"{key}: {ref} cannot be run module by module ({first_line(e)}).") from None
     model = _finish(unflat, key, device)
-    return Loaded(model=model, sha256=_digest(model), source=record, types=types)
+    return Loaded(model=model, sha256=_digest(model), source=record, types=_exported_types(program))
+
+
+@contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    import logging
+
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
 
 
 def _exported_types(program: Any) -> dict[str, str]:
@@ -309,23 +319,6 @@ def _exported_types(program: Any) -> dict[str, str]:
             if name and name not in types:
                 types[name] = str(cls).rsplit(".", 1)[-1].rstrip("'>")
     return types
-
-
-def _converted(script: Any, ref: str, key: str, example: Callable[[], torch.Tensor] | None) -> Any:
-    """A TorchScript module as an exported program (whose submodules can be hooked once
-    unflattened), traced on the campaign's inputs."""
-    if example is None:
-        raise SourceError(f"{key}: {ref} is TorchScript, which needs the campaign's inputs to be converted.")
-    try:
-        from torch._export.converter import TS2EPConverter
-
-        return TS2EPConverter(script, (example(),)).convert()
-    except Exception as e:  # noqa: BLE001 - the converter fails in many ways on programs it cannot take
-        raise SourceError(
-            f"{key}: {ref} is TorchScript that cannot be converted to an exported program, which "
-            f"fi-campaign needs to reach its modules ({first_line(e)}); export the network with "
-            "torch.export or name its build function instead."
-        ) from None
 
 
 # --- build functions ------------------------------------------------------------------------------

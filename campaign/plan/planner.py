@@ -152,7 +152,7 @@ def model_plan(
 
     if not inputs:
         inputs.append(torch.from_numpy(normalised(drawn.raw, drawn.dataset, workload.mean, workload.std)))
-    loaded = load(ref, key, "cpu", inputs[0], config.batch_size)
+    loaded = load(ref, key, "cpu")
     meta = loaded.meta
     if meta is not None and workload.dataset.startswith("cifar") and meta.dataset != workload.dataset:
         raise UserError(

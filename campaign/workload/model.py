@@ -97,9 +97,7 @@ class Workload:
         _deterministic(math)
         inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         names = None if info.targets is None else info.targets.names
-        net = load_recorded(
-            info.checkpoint, info.sha256, info.source, names, f"models.{name}", device, inputs, batch_size
-        )
+        net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device)
         return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers)
 
     @classmethod

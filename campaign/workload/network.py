@@ -43,11 +43,9 @@ def first_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return x
 
 
-def load(
-    ref: str | sources.ModelSource, key: str, device: str, inputs: torch.Tensor, batch_size: int
-) -> sources.Loaded:
+def load(ref: str | sources.ModelSource, key: str, device: str) -> sources.Loaded:
     """The network a config names (plan time)."""
-    return sources.load(ref, key, device, example=lambda: first_batch(inputs, batch_size))
+    return sources.load(ref, key, device)
 
 
 def plan_targets(
@@ -117,8 +115,6 @@ def load_recorded(
     targets: tuple[str, ...] | None,
     key: str,
     device: str,
-    inputs: torch.Tensor,
-    batch_size: int,
 ) -> Network:
     """The network a campaign recorded (a ModelRecord's checkpoint, sha256, source and target
     names: the workload program has them without the store), refusing changed files or weights,
@@ -131,7 +127,7 @@ def load_recorded(
         check_checkpoint(checkpoint, meta.sha256, sha256)
         net = Network(model, meta.sha256, meta, None, None)
     else:
-        loaded = sources.load_recorded(source, key, device, example=lambda: first_batch(inputs, batch_size))
+        loaded = sources.load_recorded(source, key, device)
         if sha256 and loaded.sha256 != sha256:
             raise UserError(
                 f"{key}: the network loaded from {checkpoint} has other weights than when the campaign "

@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         key = f"models.{spec.get('name', 'model')}"
-        net = load_recorded(spec["checkpoint"], spec.get("sha256", ""), source, targets, key, spec["device"], inputs, b)
+        net = load_recorded(spec["checkpoint"], spec.get("sha256", ""), source, targets, key, spec["device"])
     except UserError as e:
         print(f"workload program: {e}", file=sys.stderr)
         return 2
