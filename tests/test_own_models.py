@@ -15,9 +15,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from bench.own_networks import NETWORKS, config, project
 from fi_campaign.cli import main
 from fi_campaign.store import Store
-from tests.own_networks import NETWORKS, config, project
 
 RESULT = (
     "SELECT s.id, s.mode, s.layer, s.layer_name, s.image, s.element, s.bit, s.width, s.value_seed, r.outcome, "

@@ -1,7 +1,8 @@
-"""The user's own networks the tests run campaigns on: a folder holding a build file that imports
-the user's own package named ``models`` (as an ML project's usually is), the networks of issue 25
-(torchvision resnet18 and mobilenet_v3_small at 64x64, a small VisionTransformer on 32x32, a
-transformer encoder tagging token sequences) with random weights, and their inputs."""
+"""A user's own project, as the tests and bench/own_models.py run campaigns on it: a folder holding
+a build file that imports the user's own package named ``models`` (as an ML project's usually
+is), the networks of issue 25 (torchvision resnet18 and mobilenet_v3_small at 64x64, a small
+VisionTransformer on 32x32, a transformer encoder tagging token sequences) with random weights,
+and their inputs."""
 
 from __future__ import annotations
 
@@ -103,21 +104,22 @@ NETWORKS = {
 }
 
 
-def project(root: Path) -> Path:
-    """A user's project: build.py beside a package named models holding the networks, and the inputs."""
+def project(root: Path, inputs: int = 16) -> Path:
+    """A user's project: build.py beside a package named models holding the networks, and
+    ``inputs`` inputs for each kind of network."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "models").mkdir(exist_ok=True)
     (root / "models" / "__init__.py").write_text("")
     (root / "models" / "nets.py").write_text(NETS)
     (root / "build.py").write_text(BUILD)
     rng = np.random.default_rng(0)
-    np.save(root / "img64.npy", rng.standard_normal((16, 3, 64, 64)).astype(np.float32))
-    np.save(root / "img32.npy", rng.standard_normal((16, 3, 32, 32)).astype(np.float32))
+    np.save(root / "img64.npy", rng.standard_normal((inputs, 3, 64, 64)).astype(np.float32))
+    np.save(root / "img32.npy", rng.standard_normal((inputs, 3, 32, 32)).astype(np.float32))
     np.save(root / "small.npy", rng.standard_normal((24, 3, 12, 12)).astype(np.float32))
     import torch
 
-    tokens = torch.from_numpy(rng.integers(0, 50, (16, 12)))
-    torch.save({"inputs": tokens, "labels": torch.from_numpy(rng.integers(0, 7, 16))}, root / "tokens.pt")
+    tokens = torch.from_numpy(rng.integers(0, 50, (inputs, 12)))
+    torch.save({"inputs": tokens, "labels": torch.from_numpy(rng.integers(0, 7, inputs))}, root / "tokens.pt")
     return root
 
 
