@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from bench.own_networks import NETWORKS, config, project
 from fi_campaign.cli import main
-from fi_campaign.store import Store
+from fi_campaign.store import ModelRecord, Store
 
 RESULT = (
     "SELECT s.id, s.mode, s.layer, s.layer_name, s.image, s.element, s.bit, s.width, s.value_seed, r.outcome, "
@@ -410,3 +410,125 @@ def test_the_store_records_what_was_loaded(tmp_path, user):
     assert source["file"] == str((user / "build.py").resolve()) and len(source["file_sha256"]) == 64
     assert models["net"]["targets"]["output_shape"] == [4] and models["net"]["arch"] is None
     assert workload["kind"] == "tensor" and workload["dataset"] == "tensor"
+
+
+# --- config keys and records ----------------------------------------------------------------------
+
+BAD_KEYS = [
+    ("models: {a: {build: x.py:f, weight: w.pt}}", "models.a: unknown key 'weight'"),
+    ("models: {a: {build: x.py:f, args: [1]}}", "models.a.args is [1]; it must map keyword names"),
+    ("models: {a: {build: x.py:f, args: {n: .nan}}}", "models.a.args is {'n': nan}; its values must be"),
+    ("models: {a: {args: {}}}", "models.a.build is None; it must be FILE.py:FUNCTION"),
+    ("models: {a: {build: x.py:f, dtype: int8}}", "models.a.dtype is 'int8'; it must be float32"),
+    ("models: {a: {build: x.py:f, weights: ''}}", "models.a.weights is ''"),
+    ("inputs: {source: a.npy, count: 0}", "inputs.count is 0"),
+    ("inputs: {source: a.npy, size: 64}", "inputs.size resizes images"),
+    ("inputs: {source: photos, mean: [0.5]}", "inputs.mean normalises an image folder read at inputs.size; give size"),
+    ("inputs: {source: photos, size: 8, std: [0, 1, 1]}", "inputs.std is [0, 1, 1]; it must be numbers above 0"),
+    ("inputs: {source: photos, size: 8, mean: [1, 1], std: [1, 1, 1]}", "one number per channel each"),
+    ("inputs: {source: bundled, labels: y.npy}", "inputs.labels goes with a .npy or .pt tensor source"),
+    ("images: {source: a.npy, size: 0}", "images.size is 0"),
+    ("targets: {types: Conv2d}", "targets.types is 'Conv2d'"),
+    ("targets: {names: [3]}", "targets.names is [3]"),
+    ("targets: {only: [a]}", "targets: unknown key 'only'"),
+    ("judge: top5", "judge is 'top5'; it must be top1, {topk: K}"),
+    ("judge: {topk: 0}", "judge is {'topk': 0}"),
+]
+
+
+@pytest.mark.parametrize("line,words", BAD_KEYS, ids=[b[0] for b in BAD_KEYS])
+def test_the_keys_of_own_networks_are_checked_when_read(line, words):
+    from fi_campaign.config import ConfigError, parse
+
+    raw = yaml_mapping("models: {a: zoo:resnet20-cifar10-baseline}")
+    raw.update(yaml_mapping(line))
+    with pytest.raises(ConfigError) as e:
+        parse(raw, "c.yaml")
+    assert str(e.value).startswith("c.yaml: ") and words in str(e.value)
+
+
+def yaml_mapping(text: str) -> dict:
+    import yaml
+
+    return yaml.safe_load(text)
+
+
+def test_a_config_of_an_own_network_survives_the_store():
+    from fi_campaign.config import Config, parse
+
+    c = parse(
+        yaml_mapping(
+            "models: {a: {build: x.py:f, args: {n: [1, 2]}, weights: w.pt}, b: net.pt2}\n"
+            "images: {source: t.pt, labels: y.pt, count: 3}\n"
+            "targets: {types: [Linear], exclude: ['*.head']}\njudge: {topk: 3}"
+        ),
+        "c.yaml",
+    )
+    assert c.images.kind == "tensor" and c.judge.kind == "topk" and c.judge.k == 3
+    assert Config.from_json(c.to_json()) == c
+    assert json.loads(c.to_json())["models"]["a"] == {"build": "x.py:f", "args": {"n": [1, 2]}, "weights": "w.pt"}
+
+
+def test_records_of_own_networks_read_back_and_cifar_ones_write_what_they_did():
+    from fi_campaign.models.sources import SourceRecord
+    from fi_campaign.store import TargetsRecord, WorkloadRecord
+
+    source = SourceRecord(kind="build", ref="b.py:f", file="/p/b.py", file_sha256="a" * 64, function="f", args={"n": 2})
+    targets = TargetsRecord(
+        names=("a", "b"),
+        kinds=("conv", "other"),
+        shapes=((4, 2, 2), (3,)),
+        macs=(16, 3),
+        input_shape=(3, 4, 4),
+        input_dtype="float32",
+        output_shape=(3,),
+    )
+    m = ModelRecord(
+        checkpoint="b.py:f",
+        sha256="c" * 64,
+        arch=None,
+        dataset="tensor",
+        clean_accuracy=None,
+        accuracy_on="",
+        source=source,
+        targets=targets,
+    )
+    assert ModelRecord.from_dict(json.loads(json.dumps(m.to_dict()))) == m
+    assert targets.activation_numel == 19
+    w = WorkloadRecord(
+        source="t.npy", dataset="tensor", count=2, seed=0, indices=(4, 1), images_sha256="d", kind="tensor"
+    )
+    assert WorkloadRecord.from_dict(json.loads(json.dumps(w.to_dict()))) == w
+    cifar = WorkloadRecord(source="bundled", dataset="cifar10", count=1, seed=0, indices=(3,), images_sha256="e")
+    assert set(cifar.to_dict()) == {"source", "dataset", "count", "seed", "indices", "images_sha256"}
+
+
+def test_a_function_and_a_labels_file_give_the_inputs(tmp_path, user):
+    np.save(tmp_path / "labels.npy", np.arange(24) % 5)
+    (tmp_path / "data.py").write_text(
+        "import numpy as np\n\n\ndef inputs():\n"
+        f"    x = np.load({str(user / 'small.npy')!r})\n"
+        "    return x, np.arange(len(x)) % 5\n"
+    )
+    a, b = tmp_path / "a.db", tmp_path / "b.db"
+    labelled = {"source": str(user / "small.npy"), "labels": str(tmp_path / "labels.npy"), "count": 12}
+    planned_and_run(a, config(user, "net", "small", labelled, injections=4))
+    made = {"source": f"{tmp_path / 'data.py'}:inputs", "count": 12}
+    planned_and_run(b, config(user, "net", "small", made, injections=4))
+    ra, rb = Store.open(str(a)).campaign(), Store.open(str(b)).campaign()
+    assert ra.workload.images_sha256 == rb.workload.images_sha256 and ra.workload.indices == rb.workload.indices
+    assert ra.models["net"].clean_accuracy == rb.models["net"].clean_accuracy is not None
+    assert results(a) == results(b)
+
+
+def test_status_reports_and_sizing_work_for_an_own_network(tmp_path, user):
+    db = tmp_path / "c.db"
+    cfg = config(user, "net", "small", "small.npy", injections=6)
+    code, out = cli("--db", str(tmp_path / "sized.db"), "plan", str(cfg), "--margin", "0.2")
+    assert code == 0 and "net single_bit: N = " in out, out
+    planned_and_run(db, cfg)
+    for args in (("status",), ("report", "--avf"), ("report", "--html", str(tmp_path / "html"))):
+        code, out = cli("--db", str(db), *args)
+        assert code == 0, out
+    page = (tmp_path / "html" / "index.html").read_text()
+    assert "build " in page and "targets" in page  # the network in words: its source and targets
