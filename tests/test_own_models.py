@@ -532,3 +532,12 @@ def test_status_reports_and_sizing_work_for_an_own_network(tmp_path, user):
         assert code == 0, out
     page = (tmp_path / "html" / "index.html").read_text()
     assert "build " in page and "targets" in page  # the network in words: its source and targets
+
+
+def test_a_judge_the_cifar_resnets_cannot_take_is_refused(tmp_path):
+    import yaml
+
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"models": {"b": "zoo:resnet20-cifar10-baseline"}, "judge": "per_position"}))
+    code, out = cli("--db", str(tmp_path / "c.db"), "plan", str(cfg))
+    one_sentence(code, out, "judge: per_position needs outputs of shape N x positions x classes", "(10,)")

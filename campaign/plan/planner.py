@@ -205,6 +205,8 @@ def _checkpoint_plan(
             f"{config.images.source} are {workload.dataset}."
         )
     layers = describe_layers(build(meta.arch))
+    if config.judge.kind != "top1":
+        _check_judge(config, f"models.{name}", np.zeros((2, meta.arch.num_classes), dtype=np.float32))
     resume = None
     if config.resumes:
         from fi_campaign.workload.resume import resume_plan
