@@ -159,6 +159,9 @@ class Sampling:
     allocation: str = "neyman"
     pilot: int = 10  # injections every stratum gets before the estimates steer the rest
     floor: float = 0.25  # the least share Neyman gives a stratum, as a fraction of its proportional one
+    # sites planned in each stratum (None: injections, as many as one stratum could ever need);
+    # fewer keep a large plan small, and a stratum that runs out leaves its share to the others
+    sites: int | None = None
 
     @property
     def stratified(self) -> bool:
@@ -227,6 +230,11 @@ class Config:
         """What a model x mode runs of its ``planned`` sites: every one, or for a stratified plan
         (``injections`` sites in every stratum) the campaign's injections."""
         return min(planned, self.injections) if self.sampling.stratified else planned
+
+    @property
+    def stratum_sites(self) -> int:
+        """Sites a stratified plan holds in each stratum."""
+        return min(self.sampling.sites or self.injections, self.injections)
 
     def to_json(self) -> str:
         d = asdict(self)
@@ -333,6 +341,7 @@ SPECS: dict[str, Spec] = {
     "sampling.allocation": one_of(ALLOCATIONS),
     "sampling.pilot": integer(1, limits.MAX_PILOT),
     "sampling.floor": number(0, 1),
+    "sampling.sites": optional(integer(1, limits.MAX_INJECTIONS)),
 }
 SECTIONS: dict[str, type] = {
     "images": Images,

@@ -271,6 +271,7 @@ def test_sampling_defaults_and_forms():
         ({"method": "stratified", "pilot": 0}, "sampling.pilot is 0; it must be a whole number from 1"),
         ({"method": "stratified", "floor": 1.5}, "sampling.floor is 1.5; it must be a finite number"),
         ({"method": "stratified", "flor": 0.5}, "sampling: unknown key 'flor'"),
+        ({"method": "stratified", "sites": 0}, "sampling.sites is 0; it must be a whole number from 1"),
     ],
 )
 def test_a_bad_sampling_section_is_one_sentence(sampling, says):

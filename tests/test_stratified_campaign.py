@@ -125,6 +125,25 @@ def test_a_run_spends_the_injections_not_the_sites(new_store, tmp_path, checkpoi
     assert runner.run(store) == {}  # the budget is spent: a second run has nothing to do
 
 
+def test_fewer_sites_per_stratum_keep_the_budget(new_store, tmp_path, checkpoints):
+    """sampling.sites plans 5 sites a stratum (160 in all) for a budget of 200: the run spends
+    what the strata hold, never a site twice, and a stratum that runs out is simply full."""
+    db = new_store()
+    config = write(
+        tmp_path,
+        {"baseline": checkpoints["baseline"]},
+        modes=["single_bit"],
+        injections=200,
+        sampling={"method": "stratified", "by": "bit", "pilot": 2, "sites": 5},
+    )
+    assert CliRunner().invoke(main, ["--db", str(db), "plan", str(config)]).exit_code == 0
+    store = Store.open(db)
+    assert store.progress() == [("baseline", "single_bit", 0, 32 * 5)]
+    runner.run(store)
+    done = tallies(store)
+    assert sum(done.values()) == 160 and set(done.values()) == {5}
+
+
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
 def test_until_ci_stops_on_the_stratified_interval_and_resumes(new_store, tmp_path, checkpoints):
     store = planned(new_store, tmp_path, checkpoints)

@@ -88,12 +88,12 @@ def _combine(keys: tuple[str, ...], options: dict[str, list[tuple[object, float,
 
 
 def check_size(config: Config, strata_per_cell: int) -> None:
-    """A stratified plan holds ``injections`` sites in every stratum; refuse one past the ceiling."""
-    sites = strata_per_cell * config.injections
+    """A stratified plan holds ``stratum_sites`` sites in every stratum; refuse one past the ceiling."""
+    sites = strata_per_cell * config.stratum_sites
     if sites > MAX_SITES:
         raise UserError(
-            f"stratified sampling plans {config.injections:,} sites in each stratum, {sites:,} in all, but a "
-            f"campaign holds at most {MAX_SITES:,}; lower injections or stratify by fewer keys."
+            f"stratified sampling plans {config.stratum_sites:,} sites in each stratum, {sites:,} in all, but a "
+            f"campaign holds at most {MAX_SITES:,}; lower injections or sampling.sites, or stratify by fewer keys."
         )
 
 
@@ -112,7 +112,7 @@ def framework_sites(config: Config, model: str, layers: list, n_images: int) -> 
             drawn = draw_sites(
                 layers,
                 mode,
-                config.injections,
+                config.stratum_sites,
                 n_images,
                 config.layer_weighting,
                 stratum_rng(config.seed, model, mode, s.label),
@@ -202,5 +202,5 @@ def nvbitfi_rows(
     for s in strata:
         rng = stratum_rng(config.seed, model, mode, s.label)
         assert s.igid is not None, "every SASS-level stratum names its group"
-        out.append((s, draw_within(Proposals(profile, s.igid, kernel=s.kernel), config.injections, rng, s.bit), rng))
+        out.append((s, draw_within(Proposals(profile, s.igid, kernel=s.kernel), config.stratum_sites, rng, s.bit), rng))
     return out
