@@ -1,0 +1,171 @@
+"""Injections needed for a critical-SDC half-width, simple random against stratified sampling
+(issue 26), on the committed ResNet-20 baseline and hardened, modes single_bit (strata: bit) and
+warp_random (strata: layer), every campaign run by the real CLI to its stopping rule
+(``run --until-ci``).
+
+    nice python bench/stratified.py [--width 0.0025] [--reference 20000] [--images 200]
+        [--data ../shared/data/cifar10-jpeg] [--cells baseline:single_bit,...] [--keep DIR]
+
+Per model x mode: a simple random plan of ``--reference`` injections is run with ``--until-ci``
+(where it stops is the simple random campaign's cost), then to its end (the reference
+interval). A cell whose simple random campaign does not stop within the reference gets a second
+simple random plan (another seed), sized from the reference's rate, run to the stopping rule.
+The stratified plan (Neyman allocation, the default pilot and floor) is sized the same way and
+run to the stopping rule; its estimate must lie inside the reference's interval. Each campaign's
+line is printed when it ends, the table at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import EXE, machine, plan_store
+from fi_campaign.classify import COUNTED, CRITICAL_SDC
+from fi_campaign.engine.runner import sampling_states
+from fi_campaign.stats import proportion, z_value
+from fi_campaign.store import Store
+from fi_campaign.stratified import stratified_proportion
+
+MODELS = {"baseline": "zoo:resnet20-cifar10-baseline", "hardened": "zoo:resnet20-cifar10-hardened"}
+MODES = ("single_bit", "warp_random")
+STRATA = {"single_bit": "bit", "warp_random": "layer"}
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    injections: int
+    rate: float
+    low: float
+    high: float
+    reached: bool
+    seconds: float
+
+
+def config(model: str, mode: str, injections: int, seed: int, args: argparse.Namespace, **extra: object) -> dict:
+    return {
+        "seed": seed,
+        "backend": "pytorch",
+        "device": "cpu",
+        "models": {model: MODELS[model]},
+        "modes": [mode],
+        "injections": injections,
+        "images": {"source": args.data, "count": args.images, "seed": 0},
+        "layer_weighting": "elements",
+        "batch_size": 256,
+        **extra,
+    }
+
+
+def run(db: Path, *extra: str) -> float:
+    t0 = time.perf_counter()
+    subprocess.run([EXE, "--db", str(db), "run", *extra], check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def simple_outcome(db: Path, model: str, mode: str, width: float, seconds: float) -> Outcome:
+    counts = Store.open(db).stratum_counts(model, mode)
+    n = sum(counts.get(o, 0) for o in COUNTED)
+    r = proportion(counts.get(CRITICAL_SDC, 0), n)
+    return Outcome(injections=n, rate=r.rate, low=r.low, high=r.high, reached=r.half_width <= width, seconds=seconds)
+
+
+def stratified_outcome(db: Path, model: str, mode: str, width: float, seconds: float) -> Outcome:
+    r = stratified_proportion(sampling_states(Store.open(db), model, mode))
+    return Outcome(injections=r.n, rate=r.rate, low=r.low, high=r.high, reached=r.half_width <= width, seconds=seconds)
+
+
+def needed(rate: float, width: float) -> int:
+    """A simple random sample's size for ``width`` at ``rate`` (normal approximation), with room."""
+    p = min(max(rate, 1e-3), 0.5)
+    return math.ceil(1.3 * z_value(0.95) ** 2 * p * (1 - p) / width**2) + 1000
+
+
+def cell(model: str, mode: str, args: argparse.Namespace, folder: Path) -> dict[str, Outcome]:
+    """The reference (and the simple random campaign when it stops inside it), the stratified
+    campaign, then a simple random campaign of its own where the reference was too small."""
+    w = str(args.width)
+    name = f"{model}-{mode}"
+    ref_db = plan_store(folder, f"{name}-reference", config(model, mode, args.reference, 1, args))
+    t = run(ref_db, "--until-ci", w)
+    simple = simple_outcome(ref_db, model, mode, args.width, t)
+    reference = simple_outcome(ref_db, model, mode, args.width, t + run(ref_db))
+    show(model, mode, "reference", reference)
+    size = needed(reference.rate, args.width)
+    # a quarter of the budget in each stratum is far more than Neyman gives any one of them here
+    sites = max(5000, -(-size // 4))
+    sampling = {"method": "stratified", "by": {mode: STRATA[mode]}, "allocation": "neyman", "sites": sites}
+    db = plan_store(folder, f"{name}-stratified", config(model, mode, size, 3, args, sampling=sampling))
+    stratified = stratified_outcome(db, model, mode, args.width, run(db, "--until-ci", w))
+    show(model, mode, "stratified", stratified)
+    if not simple.reached:
+        db = plan_store(folder, f"{name}-simple", config(model, mode, max(size, args.reference), 2, args))
+        simple = simple_outcome(db, model, mode, args.width, run(db, "--until-ci", w))
+    show(model, mode, "simple random", simple)
+    return {"simple": simple, "stratified": stratified, "reference": reference}
+
+
+def show(model: str, mode: str, what: str, o: Outcome) -> None:
+    reached = "reached" if o.reached else "NOT reached"
+    print(
+        f"  {model} {mode} {what}: {o.injections:,} injections, {pct(o.rate)} [{pct(o.low)}, {pct(o.high)}], "
+        f"half-width {reached}, {o.seconds:.0f} s",
+        flush=True,
+    )
+
+
+def pct(x: float) -> str:
+    return f"{100 * x:.2f}%"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--width", type=float, default=0.0025, help="critical-SDC half-width to stop at")
+    ap.add_argument("--reference", type=int, default=20_000, help="injections of the simple random reference")
+    ap.add_argument("--images", type=int, default=200)
+    ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"))
+    ap.add_argument("--cells", default=",".join(f"{m}:{d}" for m in MODELS for d in MODES))
+    ap.add_argument("--keep", type=Path, help="keep the stores in this folder")
+    args = ap.parse_args()
+    print(machine())
+    print(f"half-width {pct(args.width)}, reference {args.reference:,} injections, {args.images} images of {args.data}")
+    failed = False
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = args.keep or Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        rows = []
+        for spec in args.cells.split(","):
+            model, mode = spec.split(":")
+            rows.append((model, mode, cell(model, mode, args, folder)))
+        print(
+            "| model | mode | simple: injections | stratified: injections | fewer | simple estimate | "
+            "stratified estimate | reference | inside |"
+        )
+        print("|---|---|---|---|---|---|---|---|---|")
+        for model, mode, r in rows:
+            s, st, ref = r["simple"], r["stratified"], r["reference"]
+            inside = ref.low <= st.rate <= ref.high
+            failed |= not (inside and s.reached and st.reached)
+            mark = lambda o: "" if o.reached else " (not reached)"  # noqa: E731
+            print(
+                f"| {model} | {mode} | {s.injections:,}{mark(s)} | {st.injections:,}{mark(st)} | "
+                f"{s.injections / st.injections:.1f}x | {pct(s.rate)} [{pct(s.low)}, {pct(s.high)}] | "
+                f"{pct(st.rate)} [{pct(st.low)}, {pct(st.high)}] | {ref.injections:,}: {pct(ref.rate)} "
+                f"[{pct(ref.low)}, {pct(ref.high)}] | {'yes' if inside else 'NO'} |",
+                flush=True,
+            )
+    print(f"wall time {time.perf_counter() - t0:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
