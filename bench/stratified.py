@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,6 +39,7 @@ from fi_campaign.stratified import stratified_proportion
 MODELS = {"baseline": "zoo:resnet20-cifar10-baseline", "hardened": "zoo:resnet20-cifar10-hardened"}
 MODES = ("single_bit", "warp_random")
 STRATA = {"single_bit": "bit", "warp_random": "layer"}
+CHECK_EVERY = 256  # a chunk: batch_size
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -83,13 +85,36 @@ def stratified_outcome(db: Path, model: str, mode: str, width: float, seconds: f
     return Outcome(injections=r.n, rate=r.rate, low=r.low, high=r.high, reached=r.half_width <= width, seconds=seconds)
 
 
+def first_reached(db: Path, model: str, mode: str, width: float, step: int) -> int | None:
+    """Where the simple random campaign's stopping rule first holds when checked after every
+    ``step`` results: ``run --until-ci`` checks it between windows of 32 chunks, so it overshoots
+    by up to a window. Sites are claimed and run in the order they were drawn (site id), so the
+    first n results are a simple random sample of n."""
+    with sqlite3.connect(db) as con:
+        outcomes = [
+            o
+            for (o,) in con.execute(
+                "SELECT r.outcome FROM result r JOIN site s ON s.id = r.site_id WHERE s.model = ? AND s.mode = ? "
+                "ORDER BY s.id",
+                (model, mode),
+            )
+        ]
+    n = k = 0
+    for i, o in enumerate(outcomes, 1):
+        n += o in COUNTED
+        k += o == CRITICAL_SDC
+        if i % step == 0 and n and proportion(k, n).half_width <= width:
+            return n
+    return None
+
+
 def needed(rate: float, width: float) -> int:
     """A simple random sample's size for ``width`` at ``rate`` (normal approximation), with room."""
     p = min(max(rate, 1e-3), 0.5)
     return math.ceil(1.3 * z_value(0.95) ** 2 * p * (1 - p) / width**2) + 1000
 
 
-def cell(model: str, mode: str, args: argparse.Namespace, folder: Path) -> dict[str, Outcome]:
+def cell(model: str, mode: str, args: argparse.Namespace, folder: Path) -> dict:
     """The reference (and the simple random campaign when it stops inside it), the stratified
     campaign, then a simple random campaign of its own where the reference was too small."""
     w = str(args.width)
@@ -97,6 +122,7 @@ def cell(model: str, mode: str, args: argparse.Namespace, folder: Path) -> dict[
     ref_db = plan_store(folder, f"{name}-reference", config(model, mode, args.reference, 1, args))
     t = run(ref_db, "--until-ci", w)
     simple = simple_outcome(ref_db, model, mode, args.width, t)
+    simple_db = ref_db
     reference = simple_outcome(ref_db, model, mode, args.width, t + run(ref_db))
     show(model, mode, "reference", reference)
     size = needed(reference.rate, args.width)
@@ -107,10 +133,12 @@ def cell(model: str, mode: str, args: argparse.Namespace, folder: Path) -> dict[
     stratified = stratified_outcome(db, model, mode, args.width, run(db, "--until-ci", w))
     show(model, mode, "stratified", stratified)
     if not simple.reached:
-        db = plan_store(folder, f"{name}-simple", config(model, mode, max(size, args.reference), 2, args))
-        simple = simple_outcome(db, model, mode, args.width, run(db, "--until-ci", w))
+        simple_db = plan_store(folder, f"{name}-simple", config(model, mode, max(size, args.reference), 2, args))
+        simple = simple_outcome(simple_db, model, mode, args.width, run(simple_db, "--until-ci", w))
     show(model, mode, "simple random", simple)
-    return {"simple": simple, "stratified": stratified, "reference": reference}
+    finest = first_reached(simple_db, model, mode, args.width, CHECK_EVERY)
+    print(f"  {model} {mode} simple random, the rule checked every {CHECK_EVERY} results: {finest}", flush=True)
+    return {"simple": simple, "stratified": stratified, "reference": reference, "finest": finest}
 
 
 def show(model: str, mode: str, what: str, o: Outcome) -> None:
@@ -147,18 +175,19 @@ def main() -> int:
             model, mode = spec.split(":")
             rows.append((model, mode, cell(model, mode, args, folder)))
         print(
-            "| model | mode | simple: injections | stratified: injections | fewer | simple estimate | "
-            "stratified estimate | reference | inside |"
+            "| model | mode | simple random: rule checked every chunk | simple random: run --until-ci | "
+            "stratified: run --until-ci | fewer | simple estimate | stratified estimate | reference | inside |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for model, mode, r in rows:
-            s, st, ref = r["simple"], r["stratified"], r["reference"]
+            s, st, ref, finest = r["simple"], r["stratified"], r["reference"], r["finest"]
             inside = ref.low <= st.rate <= ref.high
             failed |= not (inside and s.reached and st.reached)
             mark = lambda o: "" if o.reached else " (not reached)"  # noqa: E731
+            fewer = f"{finest / st.injections:.1f}x" if finest else "-"
             print(
-                f"| {model} | {mode} | {s.injections:,}{mark(s)} | {st.injections:,}{mark(st)} | "
-                f"{s.injections / st.injections:.1f}x | {pct(s.rate)} [{pct(s.low)}, {pct(s.high)}] | "
+                f"| {model} | {mode} | {finest or 0:,} | {s.injections:,}{mark(s)} | {st.injections:,}{mark(st)} | "
+                f"{fewer} | {pct(s.rate)} [{pct(s.low)}, {pct(s.high)}] | "
                 f"{pct(st.rate)} [{pct(st.low)}, {pct(st.high)}] | {ref.injections:,}: {pct(ref.rate)} "
                 f"[{pct(ref.low)}, {pct(ref.high)}] | {'yes' if inside else 'NO'} |",
                 flush=True,
