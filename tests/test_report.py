@@ -233,7 +233,9 @@ def test_json_report_shape_and_numbers(outputs, stores):
         "regret",
         "causes",
         "launch_counts",
+        "sampling",
     }
+    assert s["sampling"] == {"method": "simple"}  # a simple random plan has no estimates of its own
     assert s["launch_counts"] == []  # a framework-level store has no injector counts
     assert s["label"] == "a.db" and s["fit"] == [] and s["regret"] == []
     ident = s["identity"]

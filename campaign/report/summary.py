@@ -273,6 +273,9 @@ def counted(outcomes: dict[str, int]) -> int:
 
 
 def sampling_rows(config: Config, avf: list[AvfRow], tallies: list[StratumTally]) -> list[SamplingRow]:
+    """One row per stratified model x mode; none for a simple random plan."""
+    if not config.sampling.stratified:
+        return []
     out = []
     for r in avf:
         if r.outcome != CRITICAL_SDC:
