@@ -4,15 +4,16 @@ warp_random (strata: layer), every campaign run by the real CLI to its stopping 
 (``run --until-ci``).
 
     nice python bench/stratified.py [--width 0.0025] [--reference 20000] [--images 200]
-        [--data ../shared/data/cifar10-jpeg] [--cells baseline:single_bit,...] [--keep DIR]
+        [--data ../shared/data/cifar10-jpeg] [--cells baseline:single_bit,...] [--keep DIR] [--quick]
 
 Per model x mode: a simple random plan of ``--reference`` injections is run with ``--until-ci``
 (where it stops is the simple random campaign's cost), then to its end (the reference
 interval). A cell whose simple random campaign does not stop within the reference gets a second
 simple random plan (another seed), sized from the reference's rate, run to the stopping rule.
 The stratified plan (Neyman allocation, the default pilot and floor) is sized the same way and
-run to the stopping rule; its estimate must lie inside the reference's interval. Each campaign's
-line is printed when it ends, the table at the end.
+run to the stopping rule; the table says whether its estimate lies inside the reference's
+interval. Each campaign's line is printed when it ends, the table at the end; the exit code is
+1 when a campaign did not reach its stopping rule.
 """
 
 from __future__ import annotations
@@ -162,7 +163,10 @@ def main() -> int:
     ap.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data" / "cifar10-jpeg"))
     ap.add_argument("--cells", default=",".join(f"{m}:{d}" for m in MODELS for d in MODES))
     ap.add_argument("--keep", type=Path, help="keep the stores in this folder")
+    ap.add_argument("--quick", action="store_true", help="half-width 2%%, reference 2,000, 50 images")
     args = ap.parse_args()
+    if args.quick:
+        args.width, args.reference, args.images = 0.02, 2000, 50
     print(machine())
     print(f"half-width {pct(args.width)}, reference {args.reference:,} injections, {args.images} images of {args.data}")
     failed = False
@@ -182,7 +186,7 @@ def main() -> int:
         for model, mode, r in rows:
             s, st, ref, finest = r["simple"], r["stratified"], r["reference"], r["finest"]
             inside = ref.low <= st.rate <= ref.high
-            failed |= not (inside and s.reached and st.reached)
+            failed |= not (s.reached and st.reached)  # outside the reference's interval is a finding, not a failure
             mark = lambda o: "" if o.reached else " (not reached)"  # noqa: E731
             fewer = f"{finest / st.injections:.1f}x" if finest else "-"
             print(
