@@ -214,6 +214,19 @@ def test_the_report_is_the_stratified_estimate(ran, tmp_path):
             row = next(a for a in doc["avf"] if (a["model"], a["mode"], a["outcome"]) == (model, mode, "critical_sdc"))
             assert (row["rate"], row["ci_low"], row["ci_high"]) == pytest.approx((mine.rate, mine.low, mine.high))
             assert row["n"] == 200 and row["srs_equivalent"] == pytest.approx(mine.srs_equivalent)
+            masked = stratified_proportion(
+                [
+                    StratumCount(
+                        label=t.stratum,
+                        weight=t.weight,
+                        n=sum(v for o, v in t.outcomes.items() if o != "not_injected"),
+                        k=t.outcomes.get("masked", 0),
+                    )
+                    for t in tallies
+                ]
+            )
+            row = next(a for a in doc["avf"] if (a["model"], a["mode"], a["outcome"]) == (model, mode, "masked"))
+            assert (row["rate"], row["ci_low"], row["ci_high"]) == pytest.approx((masked.rate, masked.low, masked.high))
             est = next(e for e in doc["sampling"]["estimates"] if (e["model"], e["mode"]) == (model, mode))
             assert est["injections"] == 200 and est["saving"] == pytest.approx(mine.srs_equivalent / 200)
     for c in doc["comparisons"]:
