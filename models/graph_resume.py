@@ -49,6 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import fx, nn
+from torch.fx.immutable_collections import immutable_dict, immutable_list
 from torch.utils import _pytree as pytree
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -171,6 +172,18 @@ def same_bits(a: Any, b: Any) -> bool:
         elif isinstance(x, torch.Tensor) or isinstance(y, torch.Tensor) or not _equal(x, y):
             return False
     return True
+
+
+def _plain(value: Any) -> Any:
+    """An output as the network returns it: the lists and dicts torch.fx's interpreter makes
+    immutable, mutable again."""
+    if isinstance(value, immutable_dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, immutable_list):
+        return [_plain(v) for v in value]
+    if type(value) is tuple:
+        return tuple(_plain(v) for v in value)
+    return value
 
 
 class _Run(fx.Interpreter):
@@ -512,7 +525,7 @@ class GoldenValues:
 
         out = _Run(self.resumer.graph.module, look).run(x)
         self.rows += max(rows, 0)
-        return out
+        return _plain(out)
 
     def _keep(self, leaf: _Leaf, t: torch.Tensor, rows: int, first: bool) -> None:
         dim = self.resumer._batch_dim[(leaf.node, leaf.index)]
