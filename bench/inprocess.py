@@ -278,7 +278,9 @@ def campaign_rate(
     expected = {m: 1.0 for m in MODES}
     if resume:
         record = store.campaign()
-        points = resume_points(build(record.models["m"].arch))
+        arch = record.models["m"].arch
+        assert arch is not None  # a committed CIFAR ResNet
+        points = resume_points(build(arch))
         plan = record.models["m"].resume
         assert plan is not None  # resume: true plans a delayed start
         print(

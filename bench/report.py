@@ -84,7 +84,7 @@ def synthesise(path: Path, results: int, seed: int = 0) -> float:
     for name, (act, order) in MODELS.items():
         layers = describe_layers(build(Arch(depth=20, activation=act, order=order)))
         models[name] = ModelRecord(
-            checkpoint=config.models[name],
+            checkpoint=str(config.models[name]),
             sha256=f"{rng.integers(1 << 62):064x}",
             arch=Arch(depth=20, activation=act, order=order),
             dataset="cifar10",

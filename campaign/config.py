@@ -18,8 +18,9 @@ from typing import Any
 import yaml
 
 from fi_campaign import limits
-from fi_campaign.checks import Spec, flag, integer, matching, number, one_of, optional, shown, text, whole
+from fi_campaign.checks import Spec, finite, flag, integer, matching, number, one_of, optional, shown, text, whole
 from fi_campaign.errors import UserError
+from fi_campaign.models.sources import DTYPES, FILE_FUNCTION, MODULE_FUNCTION, ModelSource
 from fi_campaign.nvbitfi_tools import isa
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
@@ -29,6 +30,9 @@ BACKENDS = ("pytorch", "nvbitfi")
 ISOLATIONS = ("inprocess", "process")
 WEIGHTINGS = ("elements", "macs")
 MATH = ("fp32", "tf32")
+JUDGES = ("top1", "topk", "per_position", "values")
+# torch.nn classes a fault hits when ``targets.types`` is not given
+DEFAULT_TARGET_TYPES = ("Conv1d", "Conv2d", "Conv3d", "ConvTranspose1d", "ConvTranspose2d", "ConvTranspose3d", "Linear")
 TABLE_OPS = ("FADD", "FMUL", "FFMA", "IADD", "IMUL", "IMAD", "MUFU")
 TABLE_SIZES = ("small", "common", "big", "by-value")
 DEMO = "demo.yaml"
@@ -40,11 +44,72 @@ class ConfigError(UserError):
 
 @dataclass(frozen=True)
 class Images:
-    """The workload's fixed image set: ``count`` test images drawn with ``seed`` from ``source``."""
+    """The workload's fixed inputs (config key ``inputs``, or ``images``, its older name):
+    ``count`` of them drawn with ``seed`` from ``source``. ``source`` is bundled or a CIFAR copy
+    (as before), an ImageFolder directory or tar archive at any resolution (when ``size`` is
+    given: resized and centre-cropped to size x size, normalised with ``mean`` and ``std``), a
+    ``.npy`` or ``.pt`` tensor (N x ...), or ``FILE.py:FUNCTION`` returning one; ``labels`` a
+    file of one class per input, for the clean accuracy."""
 
     source: str = "bundled"
     count: int = 200
     seed: int = 0
+    size: int | None = None
+    mean: tuple[float, ...] | None = None  # default: ImageNet's, as torchvision's networks expect
+    std: tuple[float, ...] | None = None
+    labels: str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("mean", "std"):  # YAML gives lists; a frozen record holds tuples
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def kind(self) -> str:
+        """cifar (bundled or a CIFAR copy, as before), imagefolder, tensor or function."""
+        if FILE_FUNCTION.fullmatch(self.source) or MODULE_FUNCTION.fullmatch(self.source):
+            return "function"
+        if self.source.lower().endswith((".npy", ".pt")):
+            return "tensor"
+        return "imagefolder" if self.size is not None else "cifar"
+
+
+@dataclass(frozen=True)
+class Targets:
+    """Which modules a fault can hit: leaves of the ``types`` (class names; default
+    DEFAULT_TARGET_TYPES), narrowed to qualified names matching a glob of ``names`` (if any),
+    less those matching a glob of ``exclude``."""
+
+    types: tuple[str, ...] | None = None
+    names: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        for name in ("types", "names", "exclude"):
+            value = getattr(self, name)
+            if isinstance(value, (list, str)):
+                object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
+
+    @property
+    def default(self) -> bool:
+        return self == Targets()
+
+
+@dataclass(frozen=True)
+class Judge:
+    """How an injection's outputs are judged against the golden ones (fi_campaign.classify):
+    top1, topk (``k``), per_position, values, or the user's ``function`` (FILE.py:FUNCTION)."""
+
+    kind: str = "top1"
+    k: int | None = None
+    function: str | None = None
+
+    def spelt(self) -> Any:
+        """As a config spells it."""
+        if self.kind == "topk":
+            return {"topk": self.k}
+        return self.function if self.kind == "function" else self.kind
 
 
 @dataclass(frozen=True)
@@ -94,7 +159,8 @@ class Slurm:
 @dataclass(frozen=True)
 class Config:
     name: str
-    models: dict[str, str]  # name -> checkpoint reference (path or zoo:NAME)
+    # name -> a checkpoint (path or zoo:NAME), a TorchScript or .pt2 file, or a build mapping
+    models: dict[str, str | ModelSource]
     modes: tuple[str, ...] = MODES
     injections: int = 1000  # per model x mode
     seed: int = 0
@@ -117,6 +183,8 @@ class Config:
     store: str | None = None
     resume: bool = True  # backend pytorch in-process: start each injection from the golden activations
     resume_cache_mb: int = 512  # per worker: memory for those activations; layers beyond it start earlier
+    targets: Targets = field(default_factory=Targets)
+    judge: Judge = field(default_factory=Judge)
 
     @property
     def resumes(self) -> bool:
@@ -125,7 +193,10 @@ class Config:
         return self.resume and self.backend == "pytorch" and self.isolation == "inprocess"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        d["models"] = {k: v.spelt() if isinstance(v, ModelSource) else v for k, v in self.models.items()}
+        d["judge"] = self.judge.spelt()
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_json(cls, text: str) -> Config:
@@ -153,7 +224,23 @@ class Config:
         return c
 
 
-CHECKPOINT = text("a checkpoint path or zoo:NAME")
+CHECKPOINT = text("a checkpoint path, zoo:NAME, a TorchScript or .pt2 file, or a mapping with build")
+NAMES = Spec(
+    lambda v: isinstance(v, list) and len(v) <= 1000 and all(text().accepts(x) for x in v),
+    "a list of glob patterns over qualified module names (strings)",
+)
+TYPE_NAMES = Spec(
+    lambda v: (
+        isinstance(v, list)
+        and 0 < len(v) <= 1000
+        and all(isinstance(x, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,199}", x) for x in v)
+    ),
+    "a list of module class names (e.g. Conv2d, Linear), at least one",
+)
+NORMALISATION = Spec(
+    lambda v: isinstance(v, list) and 0 < len(v) <= 16 and all(finite(x) for x in v),
+    "a list of 1 to 16 finite numbers, one per channel",
+)
 MODEL_NAME = matching(r"[A-Za-z0-9_-]{1,64}", "letters, digits, '-' or '_' (at most 64)")
 SPECS: dict[str, Spec] = {
     "name": text(),
@@ -172,9 +259,21 @@ SPECS: dict[str, Spec] = {
     "resume": flag(),
     "resume_cache_mb": integer(0, limits.MAX_RESUME_CACHE_MB),
     "store": optional(text("a path")),
-    "images.source": text("bundled or a path"),
+    "images.source": text("bundled, a path, or FILE.py:FUNCTION"),
     "images.count": integer(1, limits.MAX_IMAGES),
     "images.seed": integer(0, limits.MAX_SEED),
+    "images.size": optional(integer(1, limits.MAX_IMAGE_SIDE)),
+    "images.mean": optional(NORMALISATION),
+    "images.std": optional(NORMALISATION),
+    "images.labels": optional(text("a path")),
+    "judge": Spec(
+        lambda v: _judge_value(v) is not None,
+        f"top1, {{topk: K}} (K from 1 to {limits.MAX_TOPK:,}), per_position, values, or FILE.py:FUNCTION "
+        "(a function of the golden and faulty outputs)",
+    ),
+    "targets.types": optional(TYPE_NAMES),
+    "targets.names": NAMES,
+    "targets.exclude": NAMES,
     "fault_model.table": text("a built-in table name or a fault-model file"),
     "fault_model.op": one_of(TABLE_OPS),
     "fault_model.size": one_of(TABLE_SIZES),
@@ -195,7 +294,13 @@ SPECS: dict[str, Spec] = {
     "slurm.cpus_per_task": integer(1, limits.MAX_WORKERS),
     "slurm.parallelism": optional(integer(1, limits.MAX_WORKERS)),
 }
-SECTIONS: dict[str, type] = {"images": Images, "fault_model": FaultModel, "nvbitfi": Nvbitfi, "slurm": Slurm}
+SECTIONS: dict[str, type] = {
+    "images": Images,
+    "fault_model": FaultModel,
+    "nvbitfi": Nvbitfi,
+    "slurm": Slurm,
+    "targets": Targets,
+}
 
 
 def _minutes(value: Any) -> int | None:
@@ -213,8 +318,10 @@ def parse_slurm(section: Any, where: str, spelt: Callable[[str], str] | None = N
     return Slurm(**_mapping(section, Slurm, "slurm", where, spelt))
 
 
-def _check(key: str, value: Any, where: str, spelt: str | None = None) -> Any:
-    problem = SPECS[key].problem(spelt or key, value)
+def _check(key: str, value: Any, where: str, spelt: str | None = None, named: str | None = None) -> Any:
+    """``spelt``: the key as an option spells it (the sentence then names no file); ``named``:
+    the key as the file spells it, when not as SPECS does (``inputs.count`` for ``images.count``)."""
+    problem = SPECS[key].problem(spelt or named or key, value)
     if problem:
         raise ConfigError(f"{problem}." if spelt else f"{where}: {problem}.")
     return value
@@ -231,14 +338,16 @@ def _mapping(raw: Any, cls: type, key: str, where: str, spelt: Callable[[str], s
     if unknown:
         inside = f"{key}: " if key != "the config" else ""
         raise ConfigError(f"{where}: {inside}unknown key {shown(unknown[0])} (known: {', '.join(known)}).")
-    prefix = "" if cls is Config else f"{key}."
+    section = next((name for name, c in SECTIONS.items() if c is cls), key)
+    prefix = "" if cls is Config else f"{section}."
     for k, v in raw.items():
         if prefix + k in SPECS:
-            _check(prefix + k, v, where, spelt(k) if spelt else None)
+            named = f"{key}.{k}" if section != key else None
+            _check(prefix + k, v, where, spelt(k) if spelt else None, named)
     return raw
 
 
-def _models(raw: dict, where: str) -> dict[str, str]:
+def _models(raw: dict, where: str) -> dict[str, str | ModelSource]:
     if "models" not in raw:
         raise ConfigError(
             f"{where}: 'models' is missing; name at least one checkpoint, "
@@ -250,12 +359,116 @@ def _models(raw: dict, where: str) -> dict[str, str]:
             f"{where}: models is {shown(models)}; it must map names to checkpoints, "
             "e.g. baseline: zoo:resnet20-cifar10-baseline."
         )
+    out: dict[str, str | ModelSource] = {}
     for name, ref in models.items():
         if problem := MODEL_NAME.problem("a model name", name):
             raise ConfigError(f"{where}: {problem}.")
+        if isinstance(ref, dict):
+            out[name] = _model_build(ref, f"models.{name}", where)
+            continue
         if problem := CHECKPOINT.problem(f"models.{name}", ref):
             raise ConfigError(f"{where}: {problem}.")
-    return dict(models)
+        out[name] = ref
+    return out
+
+
+BUILD_KEYS = ("build", "args", "weights", "dtype")
+MAX_ARGS_DEPTH = 4
+
+
+def _plain(value: Any, depth: int = 0) -> bool:
+    """A value YAML and JSON both hold as they are: what a build function may be given."""
+    if value is None or isinstance(value, (bool, str)) or whole(value):
+        return not isinstance(value, str) or "\0" not in value
+    if isinstance(value, float):
+        return finite(value)
+    if depth >= MAX_ARGS_DEPTH:
+        return False
+    if isinstance(value, list):
+        return len(value) <= 1000 and all(_plain(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return len(value) <= 1000 and all(isinstance(k, str) and _plain(v, depth + 1) for k, v in value.items())
+    return False
+
+
+def _model_build(raw: dict, key: str, where: str) -> ModelSource:
+    """A ``models.NAME`` mapping: build (FILE.py:FUNCTION or package.module:FUNCTION), args,
+    weights, dtype; each value checked."""
+    unknown = sorted((k for k in raw if k not in BUILD_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"{where}: {key}: unknown key {shown(unknown[0])} (known: {', '.join(BUILD_KEYS)}).")
+    build = raw.get("build")
+    if not (isinstance(build, str) and (FILE_FUNCTION.fullmatch(build) or MODULE_FUNCTION.fullmatch(build))):
+        raise ConfigError(
+            f"{where}: {key}.build is {shown(build)}; it must be FILE.py:FUNCTION or package.module:FUNCTION, "
+            "a function returning the network (a torch.nn.Module)."
+        )
+    args = raw.get("args") or {}
+    if not (isinstance(args, dict) and all(re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(k)) for k in args)):
+        raise ConfigError(
+            f"{where}: {key}.args is {shown(args)}; it must map keyword names to the build function's arguments."
+        )
+    if not _plain(args):
+        raise ConfigError(
+            f"{where}: {key}.args is {shown(args)}; its values must be numbers, strings, true/false, null, "
+            f"or lists and mappings of them (at most {MAX_ARGS_DEPTH} deep)."
+        )
+    weights = raw.get("weights")
+    if weights is not None and (
+        problem := text("a path to a .safetensors or .pt state_dict").problem(f"{key}.weights", weights)
+    ):
+        raise ConfigError(f"{where}: {problem}.")
+    dtype = raw.get("dtype", "float32")
+    if dtype not in DTYPES:
+        if dtype in ("float16", "bfloat16", "half"):
+            raise ConfigError(
+                f"{where}: {key}.dtype is {shown(dtype)}; this version runs networks in float32 only "
+                "(float16 and bfloat16 campaigns come with a later version)."
+            )
+        raise ConfigError(f"{where}: {key}.dtype is {shown(dtype)}; it must be float32.")
+    return ModelSource(build=build, args=dict(args), weights=weights, dtype=dtype)
+
+
+def _judge_value(value: Any) -> Judge | None:
+    """The judge a config value names, or None if it names none."""
+    if isinstance(value, dict) and list(value) == ["topk"] and integer(1, limits.MAX_TOPK).accepts(value["topk"]):
+        return Judge("topk", k=value["topk"])
+    if isinstance(value, str) and value in JUDGES and value != "topk":
+        return Judge(value)
+    if isinstance(value, str) and (FILE_FUNCTION.fullmatch(value) or MODULE_FUNCTION.fullmatch(value)):
+        return Judge("function", function=value)
+    return None
+
+
+def _inputs(raw: dict, where: str) -> tuple[str, Any]:
+    """The inputs section under its key as given: ``inputs``, or ``images`` (its older name)."""
+    if "inputs" in raw and "images" in raw:
+        raise ConfigError(f"{where}: give inputs or images (its older name), not both.")
+    key = "inputs" if "inputs" in raw else "images"
+    return key, raw.get(key)
+
+
+def _check_inputs(images: Images, key: str, where: str) -> None:
+    """What the keys of the inputs section mean together: size, mean and std read an image
+    source at any resolution; labels go with a tensor file."""
+    kind = images.kind
+    if kind in ("tensor", "function") and images.size is not None:
+        raise ConfigError(f"{where}: {key}.size resizes images; a tensor source ({images.source}) is used as it is.")
+    for name in ("mean", "std"):
+        if getattr(images, name) is not None and kind != "imagefolder":
+            raise ConfigError(
+                f"{where}: {key}.{name} normalises an image folder read at {key}.size; "
+                + ("give size too." if kind == "cifar" else "a tensor source is used as it is.")
+            )
+    if images.mean is not None and images.std is not None and len(images.mean) != len(images.std):
+        raise ConfigError(f"{where}: {key}.mean and {key}.std must give one number per channel each.")
+    if images.std is not None and not all(s > 0 for s in images.std):
+        raise ConfigError(f"{where}: {key}.std is {shown(list(images.std))}; it must be numbers above 0.")
+    if images.labels is not None and kind != "tensor":
+        raise ConfigError(
+            f"{where}: {key}.labels goes with a .npy or .pt tensor source; image folders take their labels "
+            "from the class folders and a function returns (inputs, labels)."
+        )
 
 
 def _modes(raw: dict, where: str) -> tuple[str, ...]:
@@ -283,11 +496,21 @@ def parse(raw: Any, where: str) -> Config:
     """A Config from a YAML (or stored JSON) mapping, every value checked before it is used."""
     if not isinstance(raw, dict):
         raise ConfigError(f"{where} is not a YAML mapping of campaign settings.")
+    inputs_key, inputs = _inputs(raw, where)
+    raw = {("images" if k == "inputs" else k): v for k, v in raw.items()}
     _mapping(raw, Config, "the config", where)
     models, modes = _models(raw, where), _modes(raw, where)
-    sections = {key: cls(**_mapping(raw.get(key), cls, key, where)) for key, cls in SECTIONS.items()}
+    judge = _judge_value(raw.get("judge", "top1"))
+    assert judge is not None, "its spec accepts only the values that name a judge"
+    sections = {
+        key: cls(
+            **_mapping(inputs if key == "images" else raw.get(key), cls, inputs_key if key == "images" else key, where)
+        )
+        for key, cls in SECTIONS.items()
+    }
+    _check_inputs(sections["images"], inputs_key, where)
     scalars = {k: v for k, v in raw.items() if k in SPECS}
-    c = Config(**{"name": Path(where).stem, **scalars, "models": models, "modes": modes, **sections})
+    c = Config(**{"name": Path(where).stem, **scalars, "models": models, "modes": modes, "judge": judge, **sections})
     reference = c.reference or next(iter(models))
     if reference not in models:
         raise ConfigError(

@@ -14,6 +14,9 @@ MAX_SITES = 10**7  # models x modes x injections, for the same reason
 # layer alone: 64 KiB per image); whether a given machine holds a smaller one is a run-time question
 MAX_BATCH = 65_536
 MAX_IMAGES = 10**6  # workload images, held normalised in memory by every worker
+MAX_IMAGE_SIDE = 8192  # inputs.size: an image folder's images are resized to size x size
+MAX_TOPK = 100_000  # judge topk: K classes (no classifier is wider than this)
+MAX_INPUT_BYTES = 16 << 30  # an inputs tensor file: every worker holds the drawn inputs in memory
 MAX_GOLDEN_RUNS = 20
 MAX_TIMEOUT_FACTOR = 1000.0
 MAX_CONFIG_BYTES = 1_000_000  # a YAML file beyond this is no hand-written config (alias bombs)

@@ -242,12 +242,14 @@ class PlaneNoise(FaultBatch):
 
 
 class Injector:
-    """Forward hooks on every conv/linear layer of a model; inert until armed with a FaultBatch."""
+    """Forward hooks on the target modules of a model (by default every conv/linear layer of a
+    CIFAR ResNet: ``injectable_layers``), layer index k being ``layers[k]``; inert until armed
+    with a FaultBatch."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, layers: list[tuple[str, nn.Module]] | None = None) -> None:
         self.model = model
         self.batch: FaultBatch | None = None
-        self.layers = injectable_layers(model)
+        self.layers = injectable_layers(model) if layers is None else layers
         self._handles = [m.register_forward_hook(self._hook(k)) for k, (_, m) in enumerate(self.layers)]
 
     def _hook(self, index: int) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:

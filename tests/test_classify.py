@@ -13,9 +13,14 @@ from fi_campaign.classify import (
     NOT_INJECTED,
     OUTCOMES,
     TOLERABLE_SDC,
+    TOP1,
+    Judge,
+    JudgeError,
     Outcome,
+    check_judge,
     classify,
     classify_batch,
+    judge_batch,
     top1,
 )
 
@@ -205,3 +210,86 @@ def test_an_outcome_without_outputs_keeps_its_reason_and_no_faulty_class():
     assert (o.golden_top1, o.faulty_top1, o.reason) == (4, None, "timeout")
     with pytest.raises(TypeError):
         Outcome(MASKED, 0)  # type: ignore[call-arg]  # the wrong call is the point: records are built with keywords
+
+
+# --- judges for any network (issue 25) ---------------------------------------------------------
+
+
+def test_top1_judge_is_classify_batch(golden):
+    faulty = golden.copy()
+    faulty[1, 1] = 9.0
+    faulty[2, 2] += 0.01
+    g, f = np.stack([golden] * 2), np.stack([faulty, golden])
+    assert judge_batch(TOP1, g, f, 0.0) == classify_batch(g, f, 0.0)
+
+
+def test_topk_is_critical_only_when_the_golden_class_leaves_the_top_k(golden):
+    second = golden.copy()
+    second[0, 3] = 3.5  # image 0: class 2 is now second
+    third = second.copy()
+    third[0, 0] = 3.2  # ... and third
+    nan = golden.copy()
+    nan[1, 3] = np.nan
+    out = judge_batch(Judge(kind="topk", k=2), np.stack([golden] * 3), np.stack([second, third, nan]))
+    assert [(o.outcome, o.images_changed) for o in out] == [
+        (TOLERABLE_SDC, 0),
+        (CRITICAL_SDC, 1),
+        (CRITICAL_SDC, 1),
+    ]
+    assert (out[1].golden_top1, out[1].faulty_top1) == (2, 3)  # top-1 classes of the changed image
+    assert out[2].nan
+
+
+def test_per_position_counts_the_positions_whose_class_changed():
+    rng = np.random.default_rng(0)
+    golden = rng.standard_normal((2, 5, 3)).astype(np.float32)  # 2 inputs x 5 positions x 3 classes
+    top = golden.argmax(-1)
+    faulty = golden.copy()
+    for pos in (1, 4):  # input 1: two positions change class
+        faulty[1, pos, (top[1, pos] + 1) % 3] = 10.0
+    faulty[0, 2] += 1e-3  # input 0: values differ, classes kept
+    out = judge_batch(Judge(kind="per_position"), golden[None], faulty[None], shown=np.array([1]))[0]
+    assert (out.outcome, out.images_changed) == (CRITICAL_SDC, 2)
+    assert (out.golden_top1, out.faulty_top1) == (int(top[1, 1]), int((top[1, 1] + 1) % 3))  # first changed position
+    kept = judge_batch(Judge(kind="per_position"), golden[None], (golden + 1e-3)[None])[0]
+    assert (kept.outcome, kept.images_changed) == (TOLERABLE_SDC, 0)
+
+
+def test_values_is_never_critical_and_keeps_the_tolerance():
+    golden = np.zeros((3, 4, 4), dtype=np.float32)
+    big, small = golden.copy(), golden.copy()
+    big[1, 2, 3] = 100.0
+    small[0, 0, 0] = 1e-4
+    out = judge_batch(Judge(kind="values"), np.stack([golden] * 3), np.stack([big, small, golden]), tolerance=1e-3)
+    assert [o.outcome for o in out] == [TOLERABLE_SDC, MASKED, MASKED]
+    assert out[0].max_abs_diff == 100.0 and out[0].images_changed == 0
+
+
+def test_a_judge_function_decides_per_input_and_is_checked():
+    def by_sum(golden, faulty):
+        return ["critical_sdc" if abs(f.sum() - g.sum()) > 1 else "masked" for g, f in zip(golden, faulty, strict=True)]
+
+    golden = np.zeros((1, 3, 2), dtype=np.float32)
+    faulty = golden.copy()
+    faulty[0, 1] = [2.0, 0.0]
+    faulty[0, 2] = [0.5, 0.0]
+    out = judge_batch(Judge(kind="function", function=by_sum, name="j.py:by_sum"), golden, faulty)[0]
+    assert (out.outcome, out.images_changed, out.max_abs_diff) == (CRITICAL_SDC, 1, 2.0)
+    for wrong, words in (
+        (lambda g, f: ["masked"], "returned 1 values for 3 inputs"),
+        (lambda g, f: "masked", "returned a str for 3 inputs"),
+        (lambda g, f: ["masked", "fine", "masked"], "returned 'fine'"),
+        (lambda g, f: 1 / 0, "raised ZeroDivisionError"),
+    ):
+        with pytest.raises(JudgeError, match=words):
+            judge_batch(Judge(kind="function", function=wrong, name="j.py:f"), golden, faulty)
+
+
+def test_check_judge_names_what_the_outputs_lack():
+    with pytest.raises(ValueError, match="top1 needs one score per class"):
+        check_judge(TOP1, np.zeros((4, 5, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="topk 7 asks for more classes than the 3"):
+        check_judge(Judge(kind="topk", k=7), np.zeros((4, 3), dtype=np.float32))
+    with pytest.raises(ValueError, match="per_position needs outputs of shape N x positions x classes"):
+        check_judge(Judge(kind="per_position"), np.zeros((4, 3), dtype=np.float32))
+    check_judge(Judge(kind="values"), np.zeros((4, 3, 8, 8), dtype=np.float32))

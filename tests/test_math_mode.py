@@ -51,8 +51,19 @@ def test_the_workload_program_runs_in_the_recorded_mode(tmp_path, checkpoints, r
         indices=tuple(indices.tolist()),
         images_sha256=image_digest(images.images),
     )
+    from fi_campaign.models.arch import Arch
+    from fi_campaign.store import ModelRecord
+
+    model = ModelRecord(
+        checkpoint=str(checkpoints["baseline"]),
+        sha256="",
+        arch=Arch(),
+        dataset="cifar10",
+        clean_accuracy=None,
+        accuracy_on="",
+    )
     root = program.write_root(
-        tmp_path / "root", str(checkpoints["baseline"]), workload, 4, "cpu", zero_cost.record().fault_model, "tf32"
+        tmp_path / "root", model, "baseline", workload, 4, "cpu", zero_cost.record().fault_model, "tf32"
     )
     assert json.loads((root / "workload.json").read_text())["math"] == "tf32"
     torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False

@@ -401,7 +401,9 @@ def test_workers_are_capped_to_cores_and_memory(store):
     assert n == min(capacity.cores(), available // fp.total) < 64
     assert why is not None and why.startswith(f"running {n} workers, not 64: ")
     # a batch whose buffers take a third of the free memory: with each worker's base, two fit
-    per_row = capacity.activation_bytes(models["baseline"].arch) + capacity.INPUT_BYTES
+    arch = models["baseline"].arch
+    assert arch is not None  # a CIFAR ResNet checkpoint
+    per_row = capacity.activation_bytes(arch) + capacity.INPUT_BYTES
     big = capacity.footprint(models, "inprocess", available // 3 // per_row, 8, on_gpu=False)
     n, why = capacity.fit_workers(64, big, None, available)
     assert n == 2 and why is not None and "of memory" in why  # the worker's base pushes three over

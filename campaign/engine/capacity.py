@@ -7,6 +7,7 @@ would not fit in memory at all is refused. The per-worker base is measured
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -47,17 +48,30 @@ def activation_bytes(arch: Arch) -> int:
     return 4 * sum(layer.numel for layer in describe_layers(build(arch)))
 
 
+def _sizes(m: ModelRecord) -> tuple[int, int, int]:
+    """Per input: bytes of every target's output, of the input, of the network's output. A
+    CIFAR ResNet's from its architecture; any other network's from its planned targets."""
+    if m.targets is not None:
+        t = m.targets
+        item = 8 if t.input_dtype == "int64" else 4
+        return 4 * t.activation_numel, item * math.prod(t.input_shape), 4 * math.prod(t.output_shape)
+    assert m.arch is not None, "a model without planned targets is a CIFAR ResNet"
+    return activation_bytes(m.arch), INPUT_BYTES, 4 * m.arch.num_classes
+
+
 def footprint(models: dict[str, ModelRecord], isolation: str, batch_size: int, images: int, on_gpu: bool) -> Footprint:
     """The largest of the campaign's models decides; on a GPU the batch lives in GPU memory."""
-    per_row = max(activation_bytes(m.arch) for m in models.values())
-    classes = max(m.arch.num_classes for m in models.values())
+    sizes = [_sizes(m) for m in models.values()]
+    per_row = max(a for a, _, _ in sizes)
+    inputs = max(i for _, i, _ in sizes)
+    outputs = max(o for _, _, o in sizes)
     copies = 2 if isolation == "process" else 1  # a workload process holds the inputs too
-    batch = 0 if on_gpu else batch_size * (per_row + INPUT_BYTES)
+    batch = 0 if on_gpu else batch_size * (per_row + inputs)
     kept = [m.resume.cache_mb if m.resume else 0 for m in models.values()]
     golden = 0 if on_gpu or isolation == "process" else int(max(kept, default=0) * MiB)
     return Footprint(
         base=BASE["process" if isolation == "process" else "inprocess"],
-        images=images * (copies * INPUT_BYTES + 4 * classes),
+        images=images * (copies * inputs + outputs),
         batch=batch,
         golden=golden,
     )

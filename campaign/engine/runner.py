@@ -528,12 +528,17 @@ def _fit(
 def _preflight(store: Store, model: str | None) -> None:
     """What every worker would refuse, refused once before any worker starts."""
     from fi_campaign.models import zoo
+    from fi_campaign.models.sources import check_files
     from fi_campaign.workload.images import check_checkpoint
 
     record = store.campaign()
     for name, info in record.models.items():
-        if model in (None, name):
+        if model not in (None, name):
+            continue
+        if info.source is None:
             check_checkpoint(info.checkpoint, zoo.read(info.checkpoint)[0].sha256, info.sha256)
+        else:
+            check_files(info.source, f"models.{name}")
 
 
 def _outcomes(store: Store) -> dict[str, int]:

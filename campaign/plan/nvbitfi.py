@@ -11,14 +11,14 @@ import numpy as np
 
 from fi_campaign.config import Config
 from fi_campaign.errors import UserError
-from fi_campaign.store import FaultModelRecord, LeftOut, WorkloadRecord
+from fi_campaign.store import FaultModelRecord, LeftOut, ModelRecord, WorkloadRecord
 from fi_campaign.workload import process
 
 PROFILE_NAME = "nvbitfi-igprofile.txt"
 
 
 def profile_model(
-    config: Config, checkpoint: str, workload: WorkloadRecord, fault_model: FaultModelRecord, root: Path
+    config: Config, model: ModelRecord, name: str, workload: WorkloadRecord, fault_model: FaultModelRecord, root: Path
 ) -> Path:
     """Run the workload once under profiler.so and keep its nvbitfi-igprofile.txt in ``root``."""
     from fi_campaign.nvbitfi_tools.attach import gpu_of, tool_env
@@ -28,7 +28,7 @@ def profile_model(
 
     require_gpu()
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
-    root = write_root(root, checkpoint, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned below
+    root = write_root(root, model, name, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned below
     d = root / "profile"
     assert install.profiler is not None, "require() refuses a build without its profiler"
     ended = process.run(command(root), d, 24 * 3600.0, tool_env(install.profiler, gpu_of(config.device)))

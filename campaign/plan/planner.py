@@ -7,8 +7,9 @@ import math
 import platform
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,7 +19,13 @@ from fi_campaign.errors import UserError
 from fi_campaign.plan.nvbitfi import nvbitfi_sites
 from fi_campaign.stats import sample_size
 from fi_campaign.store import CampaignRecord, FaultModelRecord, ModelRecord, ProfileRecord, Versions, WorkloadRecord
-from fi_campaign.workload.images import image_digest, workload_images
+from fi_campaign.workload.images import Inputs, planned
+
+if TYPE_CHECKING:
+    import torch
+
+    from fi_campaign.models.faults import LayerInfo
+    from fi_campaign.models.sources import ModelSource
 
 
 def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
@@ -75,43 +82,24 @@ def plan(
 ) -> tuple[CampaignRecord, list[dict]]:
     """``profiles``: model name (or ``*`` for all) -> an existing nvbitfi-igprofile.txt, for
     backend nvbitfi; a model without one is profiled now under profiler.so in ``runs``."""
-    from fi_campaign.models import zoo
-    from fi_campaign.models.faults import describe_layers, draw_sites
-    from fi_campaign.models.resnet import build
+    from fi_campaign.models.faults import draw_sites
 
     fault_model = check_fault_model(config)
-    images, indices = workload_images(config.images.source, config.images.count, config.images.seed)
-    workload = WorkloadRecord(
-        source=config.images.source,
-        dataset=images.dataset,
-        count=config.images.count,
-        seed=config.images.seed,
-        indices=tuple(indices.tolist()),
-        images_sha256=image_digest(images.images),
-    )
+    workload, drawn = planned(config.images)
+    indices = drawn.indices
     models: dict[str, ModelRecord] = {}
     sites: list[dict] = []
+    inputs: list[torch.Tensor] = []  # normalised once, when a network other than a CIFAR ResNet needs them
     for name, ref in config.models.items():
-        _, meta = zoo.load(ref)  # loads fully: a broken checkpoint is refused at plan time
-        if meta.dataset != images.dataset:
-            raise UserError(
-                f"model {name} was trained on {meta.dataset} but the images at "
-                f"{config.images.source} are {images.dataset}."
-            )
-        layers = describe_layers(build(meta.arch))
-        resume = None
-        if config.resumes:
-            from fi_campaign.workload.resume import resume_plan
-
-            resume = resume_plan(build(meta.arch), config.layer_weighting, len(indices), config.resume_cache_mb)
+        info, layers = model_plan(config, name, ref, workload, drawn, inputs)
         profile = None
         if config.backend == "nvbitfi":
-            path = _profile(config, name, ref, profiles or {}, runs, workload, fault_model)
-            drawn, left_out = nvbitfi_sites(config, path, name, fault_model, stratum_rng)
+            path = _profile(config, name, info, profiles or {}, runs, workload, fault_model)
+            nv_sites, left_out = nvbitfi_sites(config, path, name, fault_model, stratum_rng)
             profile = ProfileRecord(
                 path=str(path.resolve()), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), left_out=left_out
             )
-            sites.extend(drawn)
+            sites.extend(nv_sites)
         else:
             for mode in config.modes:
                 columns = draw_sites(
@@ -126,16 +114,7 @@ def plan(
                     {"model": name, "mode": mode, "layer_name": layers[k].name, **row}
                     for k, row in zip(columns["layer"], _rows(columns), strict=False)
                 )
-        models[name] = ModelRecord(
-            checkpoint=ref,
-            sha256=meta.sha256,
-            arch=meta.arch,
-            dataset=meta.dataset,
-            clean_accuracy=meta.clean_accuracy,
-            accuracy_on=meta.accuracy_on,
-            resume=resume,
-            profile=profile,
-        )
+        models[name] = replace(info, profile=profile)
     record = CampaignRecord(
         name=config.name,
         seed=config.seed,
@@ -148,10 +127,137 @@ def plan(
     return record, sites
 
 
+def model_plan(
+    config: Config,
+    name: str,
+    ref: str | ModelSource,
+    workload: WorkloadRecord,
+    drawn: Inputs,
+    inputs: list[torch.Tensor],
+) -> tuple[ModelRecord, list[LayerInfo]]:
+    """One model's record and its targets. A fi-campaign checkpoint with the default targets is
+    planned as before (its CIFAR ResNet's conv and linear layers, delayed start by resume
+    points); any other network is loaded, run once on the campaign's batch shape, and its
+    targets described from that pass (``workload.network.plan_targets``). ``inputs`` caches the
+    normalised inputs across models."""
+    key = f"models.{name}"
+    if _cifar_resnet(config, ref):
+        assert isinstance(ref, str), "_cifar_resnet holds for checkpoint paths only"
+        return _checkpoint_plan(config, name, ref, workload)
+    import torch
+
+    from fi_campaign.models.targets import Selection
+    from fi_campaign.workload.images import normalised
+    from fi_campaign.workload.network import load, plan_targets
+
+    if not inputs:
+        inputs.append(torch.from_numpy(normalised(drawn.raw, drawn.dataset, workload.mean, workload.std)))
+    loaded = load(ref, key, "cpu")
+    meta = loaded.meta
+    if meta is not None and workload.dataset.startswith("cifar") and meta.dataset != workload.dataset:
+        raise UserError(
+            f"model {name} was trained on {meta.dataset} but the images at {config.images.source} "
+            f"are {workload.dataset}."
+        )
+    t = config.targets
+    targets, layers, outputs = plan_targets(
+        loaded, Selection(types=t.types, names=t.names, exclude=t.exclude), key, inputs[0], config.batch_size
+    )
+    _check_judge(config, key, outputs)
+    accuracy = (
+        _accuracy(config, loaded.model, inputs[0], drawn)
+        if targets.output_shape and len(targets.output_shape) == 1
+        else None
+    )
+    info = ModelRecord(
+        checkpoint=ref if isinstance(ref, str) else ref.build,
+        sha256=loaded.sha256,
+        arch=None if meta is None else meta.arch,
+        dataset=workload.dataset if meta is None else meta.dataset,
+        clean_accuracy=accuracy if meta is None else meta.clean_accuracy,
+        accuracy_on=(f"the campaign's {len(drawn.raw)} inputs" if accuracy is not None else "")
+        if meta is None
+        else meta.accuracy_on,
+        source=loaded.source,
+        targets=targets,
+    )
+    return info, layers
+
+
+def _cifar_resnet(config: Config, ref: str | ModelSource) -> bool:
+    """Whether a model is planned as before: a fi-campaign checkpoint with the default targets."""
+    from fi_campaign.models import sources
+
+    return isinstance(ref, str) and sources.ref_kind(ref) == sources.CHECKPOINT and config.targets.default
+
+
+def _checkpoint_plan(
+    config: Config, name: str, ref: str, workload: WorkloadRecord
+) -> tuple[ModelRecord, list[LayerInfo]]:
+    from fi_campaign.models import zoo
+    from fi_campaign.models.faults import describe_layers
+    from fi_campaign.models.resnet import build
+
+    _, meta = zoo.load(ref)  # loads fully: a broken checkpoint is refused at plan time
+    if meta.dataset != workload.dataset:
+        raise UserError(
+            f"model {name} was trained on {meta.dataset} but the images at "
+            f"{config.images.source} are {workload.dataset}."
+        )
+    layers = describe_layers(build(meta.arch))
+    if config.judge.kind != "top1":
+        _check_judge(config, f"models.{name}", np.zeros((2, meta.arch.num_classes), dtype=np.float32))
+    resume = None
+    if config.resumes:
+        from fi_campaign.workload.resume import resume_plan
+
+        resume = resume_plan(build(meta.arch), config.layer_weighting, len(workload.indices), config.resume_cache_mb)
+    info = ModelRecord(
+        checkpoint=ref,
+        sha256=meta.sha256,
+        arch=meta.arch,
+        dataset=meta.dataset,
+        clean_accuracy=meta.clean_accuracy,
+        accuracy_on=meta.accuracy_on,
+        resume=resume,
+    )
+    return info, layers
+
+
+def _check_judge(config: Config, key: str, outputs: np.ndarray) -> None:
+    """Refuse, at plan time, a judge the network's outputs do not fit, and a judge function
+    that does not return one outcome per input (tried on the golden outputs against themselves)."""
+    from fi_campaign.classify import check_judge
+    from fi_campaign.workload.judge import judge_of
+
+    try:
+        check_judge(judge_of(config), outputs)
+    except ValueError as e:
+        raise UserError(f"judge: {e} ({key} returns outputs of shape {outputs.shape[1:]} per input).") from None
+
+
+def _accuracy(config: Config, model: object, inputs: torch.Tensor, drawn: Inputs) -> float | None:
+    """Top-1 accuracy on the campaign's inputs, when their labels are known."""
+    if drawn.labels is None:
+        return None
+    import torch
+
+    from fi_campaign.workload.network import first_batch, network_output
+
+    b = config.batch_size
+    right = 0
+    with torch.inference_mode():
+        for i in range(0, len(inputs), b):
+            chunk = inputs[i : i + b]
+            y = network_output(model(first_batch(chunk, b)))[: len(chunk)]  # type: ignore[operator]
+            right += int((y.argmax(-1).numpy() == drawn.labels[i : i + b]).sum())
+    return right / len(inputs)
+
+
 def _profile(
     config: Config,
     name: str,
-    ref: str,
+    info: ModelRecord,
     profiles: dict[str, str],
     runs: Path | None,
     workload: WorkloadRecord,
@@ -165,7 +271,7 @@ def _profile(
         return path
     from fi_campaign.plan.nvbitfi import profile_model
 
-    return profile_model(config, ref, workload, fault_model, (runs or Path("fi-campaign.db.runs")) / name)
+    return profile_model(config, info, name, workload, fault_model, (runs or Path("fi-campaign.db.runs")) / name)
 
 
 def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
@@ -187,11 +293,10 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
     p = 0.5, the worst case). single_bit's population is every bit of every output value (or of
     every profiled FP32 thread-instruction, for NVBitFI); warp_random draws a continuous value,
     so its population is infinite."""
-    from fi_campaign.models import zoo
-    from fi_campaign.models.faults import describe_layers
-    from fi_campaign.models.resnet import build
-
     out = []
+    workload: WorkloadRecord | None = None
+    drawn: Inputs | None = None
+    inputs: list[torch.Tensor] = []
     for name, ref in config.models.items():
         if config.backend == "nvbitfi":
             given = (profiles or {}).get(name) or (profiles or {}).get("*")
@@ -203,9 +308,19 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
                 if given
                 else math.inf
             )
-        else:
+        elif _cifar_resnet(config, ref):
+            from fi_campaign.models import zoo
+            from fi_campaign.models.faults import describe_layers
+            from fi_campaign.models.resnet import build
+
+            assert isinstance(ref, str), "_cifar_resnet holds for checkpoint paths only"
             meta, _ = zoo.read(ref)
             sites = sum(li.numel for li in describe_layers(build(meta.arch))) * config.images.count
+        else:
+            if workload is None or drawn is None:
+                workload, drawn = planned(config.images)
+            _, layers = model_plan(config, name, ref, workload, drawn, inputs)
+            sites = sum(li.numel for li in layers) * config.images.count
         for mode in config.modes:
             population = sites * 32 if mode == "single_bit" else math.inf
             out.append(

@@ -103,9 +103,22 @@ _TYPES = {
 
 def batches(store: Store, size: int = 20_000) -> Iterator[list[tuple]]:
     """Export rows in EXPORT_COLUMNS order, ``size`` at a time; the store's names differ for
-    the layer ("layer" is its name here, "layer_index" its position)."""
+    the layer ("layer" is its name here, "layer_index" its position). A site stores its image
+    as a row of the campaign's drawn inputs; the export gives the input's index in its source
+    (a CIFAR test-split index, an image folder's place in sorted order, a tensor file's row), so
+    a site can be replayed from the source alone."""
     rename = {"layer": "layer_name", "layer_index": "layer", "injection": "state"}
-    return store.export_batches(size, tuple(rename.get(c, c) for c in EXPORT_COLUMNS))
+    indices = store.campaign().workload.indices
+    at = EXPORT_COLUMNS.index("image")
+    for batch in store.export_batches(size, tuple(rename.get(c, c) for c in EXPORT_COLUMNS)):
+        yield [_in_source(row, at, indices) for row in batch]
+
+
+def _in_source(row: tuple, at: int, indices: tuple[int, ...]) -> tuple:
+    image = row[at]
+    if image is None or not 0 <= image < len(indices):  # an NVBitFI site names no image
+        return row
+    return (*row[:at], indices[image], *row[at + 1 :])
 
 
 def export(store: Store, out: Output) -> int:

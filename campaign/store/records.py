@@ -11,11 +11,13 @@ mapping. Records are built with keywords.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fi_campaign.models.arch import Arch
 from fi_campaign.models.powerlaw import FaultModelRecord
+from fi_campaign.models.sources import SourceRecord
 
 __all__ = [
     "BitGroup",
@@ -35,7 +37,9 @@ __all__ = [
     "ResultGroup",
     "ResumePlan",
     "Site",
+    "SourceRecord",
     "StratumStatus",
+    "TargetsRecord",
     "Versions",
     "Worker",
     "WorkerStatus",
@@ -78,8 +82,10 @@ class Versions:
 
 @dataclass(frozen=True, kw_only=True)
 class WorkloadRecord:
-    """The campaign's fixed images: ``count`` test images drawn with ``seed`` from ``source``,
-    their indices in the test split and the digest of their pixels."""
+    """The campaign's fixed inputs: ``count`` of them drawn with ``seed`` from ``source``, their
+    indices in the source (the test split for CIFAR) and the digest of what was read. ``kind``
+    and the keys after it say how the source is read (the config's ``inputs`` section); a CIFAR
+    record writes none of them, as before."""
 
     source: str
     dataset: str
@@ -87,9 +93,14 @@ class WorkloadRecord:
     seed: int
     indices: tuple[int, ...]
     images_sha256: str
+    kind: str = "cifar"  # cifar | imagefolder | tensor | function
+    size: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    labels: str | None = None
 
     def to_dict(self) -> dict:
-        return {
+        out: dict[str, Any] = {
             "source": self.source,
             "dataset": self.dataset,
             "count": self.count,
@@ -97,6 +108,15 @@ class WorkloadRecord:
             "indices": list(self.indices),
             "images_sha256": self.images_sha256,
         }
+        if self.kind != "cifar":
+            out |= {
+                "kind": self.kind,
+                "size": self.size,
+                "mean": None if self.mean is None else list(self.mean),
+                "std": None if self.std is None else list(self.std),
+                "labels": self.labels,
+            }
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> WorkloadRecord:
@@ -107,7 +127,59 @@ class WorkloadRecord:
             seed=d["seed"],
             indices=tuple(d["indices"]),
             images_sha256=d["images_sha256"],
+            kind=d.get("kind", "cifar"),
+            size=d.get("size"),
+            mean=None if d.get("mean") is None else tuple(d["mean"]),
+            std=None if d.get("std") is None else tuple(d["std"]),
+            labels=d.get("labels"),
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TargetsRecord:
+    """The modules a network's faults land in, as planned from its golden run: qualified names
+    in the order the sites' layer indices count them, each one's kind (conv, convtranspose,
+    linear or other), per-input output shape and multiply-accumulates, and the shapes of one
+    input and one output of the network. ``note`` says what the selection left out and why."""
+
+    names: tuple[str, ...]
+    kinds: tuple[str, ...]
+    shapes: tuple[tuple[int, ...], ...]
+    macs: tuple[int, ...]
+    input_shape: tuple[int, ...]
+    input_dtype: str  # float32 | int64
+    output_shape: tuple[int, ...]
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "names": list(self.names),
+            "kinds": list(self.kinds),
+            "shapes": [list(s) for s in self.shapes],
+            "macs": list(self.macs),
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.input_dtype,
+            "output_shape": list(self.output_shape),
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TargetsRecord:
+        return cls(
+            names=tuple(d["names"]),
+            kinds=tuple(d["kinds"]),
+            shapes=tuple(tuple(s) for s in d["shapes"]),
+            macs=tuple(d["macs"]),
+            input_shape=tuple(d["input_shape"]),
+            input_dtype=d["input_dtype"],
+            output_shape=tuple(d["output_shape"]),
+            note=d.get("note"),
+        )
+
+    @property
+    def activation_numel(self) -> int:
+        """Per input: every target's output, what a forward pass holds at least."""
+        return sum(math.prod(s) for s in self.shapes)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -197,23 +269,29 @@ class ProfileRecord:
 
 @dataclass(frozen=True, kw_only=True)
 class ModelRecord:
-    """One model of a campaign as planned: its checkpoint and the hash of its weights, its
-    network, where its accuracy was measured, and what the plan decided for it."""
+    """One model of a campaign as planned: its checkpoint (or other source) and the hash of its
+    weights, its network, where its accuracy was measured, and what the plan decided for it.
 
-    checkpoint: str  # a path or zoo:NAME, as the config gave it
+    A fi-campaign checkpoint has an ``arch`` and no ``source``; any other network (a TorchScript
+    or exported program, a build function) has its ``source`` and no ``arch``. ``targets`` is
+    None when the faults land in every conv and linear output of a CIFAR ResNet, as before."""
+
+    checkpoint: str  # a path or zoo:NAME, as the config gave it; another source: its file or build
     sha256: str  # of the weights (models.zoo.weights_digest)
-    arch: Arch
+    arch: Arch | None
     dataset: str
     clean_accuracy: float | None
     accuracy_on: str
     resume: ResumePlan | None = None  # delayed start; None: whole passes, or planned before it existed
     profile: ProfileRecord | None = None  # backend nvbitfi
+    source: SourceRecord | None = None
+    targets: TargetsRecord | None = None
 
     def to_dict(self) -> dict:
-        out = {
+        out: dict[str, Any] = {
             "checkpoint": self.checkpoint,
             "sha256": self.sha256,
-            "arch": self.arch.to_dict(),
+            "arch": None if self.arch is None else self.arch.to_dict(),
             "dataset": self.dataset,
             "clean_accuracy": self.clean_accuracy,
             "accuracy_on": self.accuracy_on,
@@ -222,6 +300,10 @@ class ModelRecord:
             out["resume"] = self.resume.to_dict()
         if self.profile is not None:
             out["profile"] = self.profile.to_dict()
+        if self.source is not None:
+            out["source"] = self.source.to_dict()
+        if self.targets is not None:
+            out["targets"] = self.targets.to_dict()
         return out
 
     @classmethod
@@ -229,12 +311,14 @@ class ModelRecord:
         return cls(
             checkpoint=d["checkpoint"],
             sha256=d["sha256"],
-            arch=Arch(**d["arch"]),
+            arch=None if d["arch"] is None else Arch(**d["arch"]),
             dataset=d["dataset"],
             clean_accuracy=d["clean_accuracy"],
             accuracy_on=d["accuracy_on"],
             resume=ResumePlan.from_dict(d["resume"]) if d.get("resume") is not None else None,
             profile=ProfileRecord.from_dict(d["profile"]) if d.get("profile") is not None else None,
+            source=SourceRecord.from_dict(d["source"]) if d.get("source") is not None else None,
+            targets=TargetsRecord.from_dict(d["targets"]) if d.get("targets") is not None else None,
         )
 
 

@@ -1,4 +1,7 @@
-"""The workload in this process: one model, the campaign's images and their golden outputs."""
+"""The workload in this process: one model, the campaign's inputs and their golden outputs.
+
+The model is a CIFAR ResNet of a fi-campaign checkpoint or any network the campaign recorded
+(``workload.network``); its outputs are judged whatever their shape, one row per input."""
 
 from __future__ import annotations
 
@@ -11,12 +14,14 @@ import torch
 from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
-from fi_campaign.models.resnet import CifarResNet
 from fi_campaign.models.resume import GoldenActivations, Resumer, recording
+from fi_campaign.models.targets import network_output
 from fi_campaign.workload.images import check_checkpoint, workload_inputs
 
 if TYPE_CHECKING:
-    from fi_campaign.store import WorkloadRecord
+    from torch import nn
+
+    from fi_campaign.store import ModelRecord, WorkloadRecord
 
 
 def resolve_device(device: str) -> str:
@@ -25,6 +30,14 @@ def resolve_device(device: str) -> str:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError(f"device {device} was asked for but PyTorch sees no CUDA GPU here; use device: cpu.")
     return device
+
+
+def _deterministic(math: str) -> None:
+    from fi_campaign.workload.mathmode import set_math
+
+    torch.backends.cudnn.benchmark = False  # the same kernels for the golden and every faulted pass
+    torch.backends.cudnn.deterministic = True
+    set_math(math)
 
 
 def require_gpu() -> None:
@@ -37,10 +50,10 @@ def require_gpu() -> None:
 
 @dataclass
 class Workload:
-    model: CifarResNet
-    meta: zoo.Meta
-    inputs: torch.Tensor  # normalised, on the device
-    golden: np.ndarray  # (images, classes) float32
+    model: nn.Module
+    meta: zoo.Meta | None  # a fi-campaign checkpoint's; None for any other network
+    inputs: torch.Tensor  # as the network is given them (normalised images, or a tensor source's rows), on the device
+    golden: np.ndarray  # (inputs, *output shape) float32
     injector: Injector
     batch_size: int
     activations: GoldenActivations | None = None  # delayed start: golden tensors of the kept points
@@ -59,27 +72,47 @@ class Workload:
     ) -> Workload:
         """``resume_layers``: the resume points (models.resume) whose golden tensors are
         recorded during the golden run, for faulted passes that start there."""
-        from fi_campaign.workload.mathmode import set_math
-
-        torch.backends.cudnn.benchmark = False  # the same kernels for the golden and every faulted pass
-        torch.backends.cudnn.deterministic = True
-        set_math(math)
+        _deterministic(math)
         model, meta = zoo.load(checkpoint, device=device)
         check_checkpoint(checkpoint, meta.sha256, expect_sha256)
         inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         return cls.of_model(model, meta, inputs, batch_size, resume_layers)
 
     @classmethod
+    def open_recorded(
+        cls,
+        info: ModelRecord,
+        name: str,
+        workload: WorkloadRecord,
+        device: str,
+        batch_size: int,
+        math: str = "fp32",
+        resume_layers: list[int] | None = None,
+    ) -> Workload:
+        """Model ``name`` as the campaign recorded it, whatever its source, with its targets."""
+        from fi_campaign.workload.network import load_recorded
+
+        if info.source is None and info.targets is None:
+            return cls.open(info.checkpoint, info.sha256, workload, device, batch_size, math, resume_layers)
+        _deterministic(math)
+        inputs = torch.from_numpy(workload_inputs(workload)).to(device)
+        names = None if info.targets is None else info.targets.names
+        net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device)
+        return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers)
+
+    @classmethod
     def of_model(
         cls,
-        model: CifarResNet,
-        meta: zoo.Meta,
+        model: nn.Module,
+        meta: zoo.Meta | None,
         inputs: torch.Tensor,
         batch_size: int,
         resume_layers: list[int] | None = None,
+        layers: list[tuple[str, nn.Module]] | None = None,
     ) -> Workload:
-        """A loaded model with its golden run (and the kept golden activations) on ``inputs``."""
-        w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model), batch_size)
+        """A loaded model with its golden run (and the kept golden activations) on ``inputs``;
+        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers)."""
+        w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model, layers), batch_size)
         if not resume_layers:
             w.golden = w.forward(np.arange(len(inputs)))
             return w
@@ -112,10 +145,10 @@ class Workload:
                 padded = np.concatenate([chunk, np.zeros(b - len(chunk), dtype=chunk.dtype)])
                 x = self.inputs[torch.from_numpy(padded).to(self.inputs.device)]
                 if faults is None:
-                    y = self.model(x)
+                    y = network_output(self.model(x))
                 else:
                     with self.injector.armed(faults):
-                        y = self.model(x)
+                        y = network_output(self.model(x))
                 out.append(y[: len(chunk)].float().cpu().numpy())
         return np.concatenate(out)
 

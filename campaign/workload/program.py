@@ -1,13 +1,14 @@
-"""The workload program: one model, the campaign's fixed images, one optional fault -> logits.
+"""The workload program: one model, the campaign's fixed inputs, one optional fault -> outputs.
 
     python -m fi_campaign.workload.program RUN_ROOT [FAULT.json] --out logits.npy
 
-RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode) and ``images.npy`` (the
-normalised inputs), written once per campaign run. It is what every process-isolated injection
-starts — and, for NVBitFI, what the injector attaches to — so it imports only torch, numpy and
-the model code, sets deterministic kernels, and launches exactly the same kernels in the
-golden, profiling and injection runs: the fault is applied by a forward hook that only edits a
-tensor, never by a different code path.
+RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode; for a
+network other than a CIFAR ResNet also its recorded source, weights digest and target names) and
+``images.npy`` (the inputs as the network is given them), written once per campaign run. It is
+what every process-isolated injection starts — and, for NVBitFI, what the injector attaches to —
+so it imports only torch, numpy and the model code, sets deterministic kernels, and launches
+exactly the same kernels in the golden, profiling and injection runs: the fault is applied by a
+forward hook that only edits a tensor, never by a different code path.
 """
 
 from __future__ import annotations
@@ -24,32 +25,45 @@ import numpy as np
 from fi_campaign.models.powerlaw import FaultModelRecord
 
 if TYPE_CHECKING:
-    from fi_campaign.store import WorkloadRecord
+    from fi_campaign.store import ModelRecord, WorkloadRecord
 
 
 def write_root(
     root: Path,
-    checkpoint: str,
+    model: ModelRecord,
+    name: str,
     workload: WorkloadRecord,
     batch_size: int,
     device: str,
     fault_model: FaultModelRecord,
     math: str = "fp32",
 ) -> Path:
-    """The folder every workload process of one model reads: images.npy and workload.json."""
+    """The folder every workload process of one model reads: images.npy and workload.json. A
+    CIFAR ResNet's workload.json is as before (so golden runs cached by earlier versions stay
+    valid); any other network's adds what loads it again."""
     from fi_campaign.models import zoo
     from fi_campaign.workload.images import workload_inputs
 
     root = root.resolve()
     root.mkdir(parents=True, exist_ok=True)
+    own: dict = {}
+    if model.source is not None or model.targets is not None:
+        own = {
+            "name": name,
+            "sha256": model.sha256,
+            "source": None if model.source is None else model.source.to_dict(),
+            "targets": None if model.targets is None else list(model.targets.names),
+        }
+    checkpoint = model.checkpoint if model.source is not None else str(zoo.resolve(model.checkpoint).resolve())
     spec = json.dumps(
         {
-            "checkpoint": str(zoo.resolve(checkpoint).resolve()),
+            "checkpoint": checkpoint,
             "batch_size": batch_size,
             "device": device,
             "fault_model": fault_model.to_dict(),
             "math": math,
         }
+        | own
     )
     # several workers write the same root while others' processes read it: replace atomically
     tmp = root / f".images.{os.getpid()}.npy"
@@ -100,8 +114,8 @@ def _inputs(path: Path) -> np.ndarray:
         inputs = np.load(path, allow_pickle=False)  # a run directory is no place to run code from
     except (OSError, ValueError) as e:
         raise BadInput(f"{path} is not a readable .npy array ({type(e).__name__}).") from None
-    if inputs.dtype != np.float32 or inputs.ndim != 4 or len(inputs) == 0:
-        raise BadInput(f"{path} does not hold normalised images (float32, N x C x H x W).")
+    if inputs.dtype not in (np.float32, np.int64) or inputs.ndim < 1 or len(inputs) == 0:
+        raise BadInput(f"{path} does not hold the campaign's inputs (float32 or int64, N x ...).")
     return inputs
 
 
@@ -148,19 +162,36 @@ def main(argv: list[str] | None = None) -> int:
     # torch._dynamo doubled the program's start-up (bench/process.py); golden runs verify it
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
-    from fi_campaign.models import zoo
+    from fi_campaign.errors import UserError
     from fi_campaign.models.faults import Injector, site_faults
+    from fi_campaign.models.sources import SourceRecord
+    from fi_campaign.models.targets import network_output
     from fi_campaign.workload.mathmode import set_math
+    from fi_campaign.workload.network import load_recorded
 
     set_math(spec.get("math", "fp32"))
-    model, _ = zoo.load(spec["checkpoint"], device=spec["device"])
     inputs = torch.from_numpy(images).to(spec["device"])
     b = spec["batch_size"]
+    try:
+        source = SourceRecord.from_dict(spec["source"]) if spec.get("source") else None
+        targets = tuple(spec["targets"]) if spec.get("targets") is not None else None
+    except (KeyError, TypeError, ValueError):
+        print(
+            f"workload program: {args.root / 'workload.json'}: source is not a recorded model source.", file=sys.stderr
+        )
+        return 2
+    try:
+        key = f"models.{spec.get('name', 'model')}"
+        net = load_recorded(spec["checkpoint"], spec.get("sha256", ""), source, targets, key, spec["device"])
+    except UserError as e:
+        print(f"workload program: {e}", file=sys.stderr)
+        return 2
+    model = net.model
     faults, target = None, -1
     if site is not None and fault_model is not None:
         target = site["image"]
         faults = site_faults([site], np.array([target % b]), fault_model)
-    injector = Injector(model)
+    injector = Injector(model, net.layers)
     out = []
     with torch.inference_mode():
         for i in range(0, len(inputs), b):
@@ -168,9 +199,9 @@ def main(argv: list[str] | None = None) -> int:
             x = torch.cat([chunk, inputs[:1].expand(b - len(chunk), *chunk.shape[1:])]) if len(chunk) < b else chunk
             if faults is not None and i <= target < i + b:
                 with injector.armed(faults):
-                    y = model(x)
+                    y = network_output(model(x))
             else:
-                y = model(x)
+                y = network_output(model(x))
             out.append(y[: len(chunk)].float().cpu().numpy())
     np.save(args.out, np.concatenate(out))
     return 0

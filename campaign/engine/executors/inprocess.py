@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from fi_campaign.classify import classify_batch
+from fi_campaign.classify import judge_batch
 from fi_campaign.config import Config
 from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site
@@ -32,7 +32,10 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
         return []
     info = record.models[name]
     plan = info.resume
+    if plan is None and (info.arch is None or info.targets is not None):
+        return []  # a network other than the CIFAR ResNets: whole passes
     if plan is None:
+        assert info.arch is not None, "checked above"
         from fi_campaign.models.resnet import build
         from fi_campaign.workload.resume import resume_plan
 
@@ -48,11 +51,14 @@ class InProcess:
 
         info = record.models[name]
         layers = resume_layers(record, config, name)
-        self.w = Workload.open(
-            info.checkpoint, info.sha256, record.workload, device, config.batch_size, config.math, resume_layers=layers
+        self.w = Workload.open_recorded(
+            info, name, record.workload, device, config.batch_size, config.math, resume_layers=layers
         )
         self.w.check_reproducible(config.tolerance)
         self.record, self.config = record, config
+        from fi_campaign.workload.judge import judge_of
+
+        self.judging = judge_of(config)
         self.groups_layers = bool(layers)  # the runner hands it sites of one layer together
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
@@ -60,8 +66,12 @@ class InProcess:
         rows = np.array([s.image for s in sites])
         faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model))
         # one image per injection: the one its fault landed in, so its classes are the ones shown
-        outcomes = classify_batch(
-            self.w.golden[rows][:, None], faulty[:, None], self.config.tolerance, shown=np.zeros(len(sites), dtype=int)
+        outcomes = judge_batch(
+            self.judging,
+            self.w.golden[rows][:, None],
+            faulty[:, None],
+            self.config.tolerance,
+            shown=np.zeros(len(sites), dtype=int),
         )
         per = (time.perf_counter() - t0) / len(sites)
         label = semantics(mode, self.record.fault_model)

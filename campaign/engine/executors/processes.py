@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fi_campaign.classify import DUE, MASKED, Outcome, classify_batch, top1
+from fi_campaign.classify import DUE, MASKED, Outcome, judge_batch, top1
 from fi_campaign.config import Config
 from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.errors import UserError
@@ -27,10 +27,10 @@ def thread_env(env: dict[str, str], threads: int) -> dict[str, str]:
 
 
 def _logits(path: Path) -> np.ndarray:
-    """A run's float32 (images, classes) output; a run directory is no place to unpickle from."""
+    """A run's float32 (inputs, *outputs) output; a run directory is no place to unpickle from."""
     out = np.load(path, allow_pickle=False)
-    if out.dtype != np.float32 or out.ndim != 2:
-        raise ValueError(f"{path} holds {out.dtype} {out.shape}, not float32 logits")
+    if out.dtype != np.float32 or out.ndim < 1:
+        raise ValueError(f"{path} holds {out.dtype} {out.shape}, not float32 outputs")
     return out
 
 
@@ -81,8 +81,11 @@ class Processes:
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
         self.root = write_root(
-            root / name, info.checkpoint, record.workload, config.batch_size, device, record.fault_model, config.math
+            root / name, info, name, record.workload, config.batch_size, device, record.fault_model, config.math
         )
+        from fi_campaign.workload.judge import judge_of
+
+        self.judging = judge_of(config)
         self.threads = threads
         # workers share the cores: each workload process gets its share, not all of them
         env = dict(os.environ if base_env is None else base_env)
@@ -141,7 +144,9 @@ class Processes:
         """A finished run against the golden outputs; a DUE says why. The top-1 classes shown are
         those of the site's image (a framework-level fault reaches no other image); a site
         without one (NVBitFI) shows the image ``classify_batch`` picks."""
-        golden_top1 = None if site.image is None else int(top1(self.golden[site.image]))
+        golden_top1 = None
+        if site.image is not None and self.golden.ndim == 2:
+            golden_top1 = int(top1(self.golden[site.image]))
         reason = ended.due_reason()
         if reason is None:
             try:
@@ -153,7 +158,7 @@ class Processes:
         if reason is not None:
             return Outcome.without_outputs(DUE, reason, golden_top1)
         shown = None if site.image is None else np.array([site.image])
-        return classify_batch(self.golden[None], faulty[None], self.config.tolerance, shown)[0]
+        return judge_batch(self.judging, self.golden[None], faulty[None], self.config.tolerance, shown)[0]
 
     def label(self, mode: str) -> str:
         return semantics(mode, self.record.fault_model)
