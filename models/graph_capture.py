@@ -214,10 +214,28 @@ def _hooked(m: nn.Module) -> bool:
     return bool(m._forward_hooks or m._forward_pre_hooks)
 
 
+def _compiled(model: nn.Module) -> str | None:
+    """What a network torch.fx cannot trace for what it is says, before it is tried."""
+    from torch.export.unflatten import UnflattenedModule
+
+    from fi_campaign.models.script_taps import ScriptNetwork
+
+    if isinstance(model, ScriptNetwork) or any(isinstance(m, torch.jit.ScriptModule) for m in model.modules()):
+        return "a TorchScript program (torch.fx cannot trace its compiled code)"
+    if isinstance(model, UnflattenedModule):
+        return "a torch.export program (its forward takes a flattened tree of inputs, not one tensor)"
+    return None
+
+
 def capture(model: nn.Module, targets: list[str], example: torch.Tensor) -> Capture:
     """The graph of ``model`` with each of ``targets`` (qualified module names) a leaf, traced
     on ``example`` (a batch shaped like the campaign's passes decides shape-dependent Python
     branches as they will be decided)."""
+    compiled = _compiled(model)
+    if compiled:
+        raise CaptureError(
+            f"delayed start cannot capture {compiled}; build the network from its Python code to resume injections."
+        )
     modules = dict(model.named_modules())
     missing = [t for t in targets if t not in modules or t == ""]
     if missing:

@@ -364,7 +364,7 @@ class GraphResumer:
         leaves = {leaf for i in kept for lv in self._points[i].live for leaf in lv.leaves if leaf}
         return sum(self._leaf_bytes[leaf] for leaf in leaves) * images
 
-    def expected_work(self, weights: Sequence[float], kept: Iterable[int]) -> float:
+    def expected_work(self, weights: Sequence[float] | np.ndarray, kept: Iterable[int]) -> float:
         """Expected share of a whole pass an injection still runs, a fault landing at point i
         with probability ``weights[i]`` and starting from the last kept point at or before it."""
         starts = sorted(kept)
@@ -375,7 +375,7 @@ class GraphResumer:
             share.append(after[starts[k]] if k >= 0 else 1.0)
         return float(np.dot(np.asarray(weights, dtype=np.float64), share))
 
-    def choose(self, weights: Sequence[float], images: int, budget_bytes: int) -> list[int]:
+    def choose(self, weights: Sequence[float] | np.ndarray, images: int, budget_bytes: int) -> list[int]:
         """The points to keep within ``budget_bytes``: greedily the one that removes the most
         expected work per byte, until nothing more fits. Points left out start from the last
         kept point before them, or from the input (a whole pass)."""

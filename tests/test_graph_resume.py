@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import numpy as np
 import pytest
 import torch
-import torchvision
+import torchvision  # type: ignore[import-untyped]
 from torch import nn
 
 from fi_campaign.errors import UserError
@@ -111,7 +112,7 @@ def called_targets(model: nn.Module, x: torch.Tensor) -> list[str]:
     return sorted(seen, key=[n for n, _ in model.named_modules()].index)
 
 
-def record(r: GraphResumer, model: nn.Module, x: torch.Tensor, keep: list[int]) -> tuple[GoldenValues, torch.Tensor]:
+def record(r: GraphResumer, model: nn.Module, x: torch.Tensor, keep: list[int]) -> tuple[GoldenValues, Any]:
     with torch.inference_mode(), r.recording(keep, len(x)) as golden:
         outs = [model(x[i : i + B]) for i in range(0, len(x), B)]
     return golden, torch.cat(outs) if isinstance(outs[0], torch.Tensor) else outs
@@ -265,10 +266,10 @@ def test_live_values_keep_their_layout_and_batch_dimension(one_thread):
         for p in r.points:
             assert same_bits(r.tail(p.index, golden.output(p.index, rows), golden, rows), out[rows])
     channels_last = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Conv2d(8, 4, 3))
-    model = settle(channels_last).to(memory_format=torch.channels_last)
+    net = settle(channels_last).to(memory_format=torch.channels_last)
     x = torch.randn(IMAGES, 3, 12, 12).to(memory_format=torch.channels_last)
-    r = GraphResumer(model, ["0", "3"], x[:B])
-    golden, out = record(r, model, x, [0, 1])
+    r = GraphResumer(net, ["0", "3"], x[:B])
+    golden, out = record(r, net, x, [0, 1])
     assert not golden.output(0, rows).is_contiguous() and golden.output(0, rows).is_contiguous(
         memory_format=torch.channels_last
     )
