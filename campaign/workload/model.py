@@ -14,6 +14,7 @@ import torch
 from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
+from fi_campaign.models.graph_resume import CaptureError, GoldenValues, GraphResumer
 from fi_campaign.models.resume import GoldenActivations, Resumer, recording
 from fi_campaign.models.targets import network_output
 from fi_campaign.workload.images import check_checkpoint, workload_inputs
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fi_campaign.store import ModelRecord, WorkloadRecord
+    from fi_campaign.workload.resume import GraphBudget
 
 
 def resolve_device(device: str) -> str:
@@ -58,6 +60,10 @@ class Workload:
     batch_size: int
     activations: GoldenActivations | None = None  # delayed start: golden tensors of the kept points
     resumer: Resumer | None = None
+    graph: GraphResumer | None = None  # delayed start on any other network's captured graph
+    values: GoldenValues | None = None  # its golden values at the kept points
+    point_of: np.ndarray | None = None  # per target index: its resume point (execution order)
+    note: str | None = None  # why this network runs whole passes although delayed start was asked for
 
     @classmethod
     def open(
@@ -88,8 +94,10 @@ class Workload:
         batch_size: int,
         math: str = "fp32",
         resume_layers: list[int] | None = None,
+        graph: GraphBudget | None = None,
     ) -> Workload:
-        """Model ``name`` as the campaign recorded it, whatever its source, with its targets."""
+        """Model ``name`` as the campaign recorded it, whatever its source, with its targets;
+        ``graph``: delayed start on its captured graph (a network with recorded targets only)."""
         from fi_campaign.workload.network import load_recorded
 
         if info.source is None and info.targets is None:
@@ -98,7 +106,7 @@ class Workload:
         inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         names = None if info.targets is None else info.targets.names
         net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device)
-        return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers)
+        return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers, graph)
 
     @classmethod
     def of_model(
@@ -109,10 +117,15 @@ class Workload:
         batch_size: int,
         resume_layers: list[int] | None = None,
         layers: list[tuple[str, nn.Module]] | None = None,
+        graph: GraphBudget | None = None,
     ) -> Workload:
         """A loaded model with its golden run (and the kept golden activations) on ``inputs``;
-        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers)."""
+        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers); ``graph``:
+        delayed start on the captured graph of ``layers``, within that budget."""
         w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model, layers), batch_size)
+        if graph is not None and layers is not None:
+            w._record_graph([name for name, _ in layers], graph)
+            return w
         if not resume_layers:
             w.golden = w.forward(np.arange(len(inputs)))
             return w
@@ -121,6 +134,35 @@ class Workload:
             w.golden = w.forward(np.arange(len(inputs)))
         w.activations = acts
         return w
+
+    def _record_graph(self, targets: list[str], budget: GraphBudget) -> None:
+        """The golden run, keeping the golden values of the resume points chosen within the
+        budget; a network whose graph cannot be captured (or differs from it) runs whole passes,
+        and ``note`` says why."""
+        from fi_campaign.workload.network import first_batch
+        from fi_campaign.workload.resume import graph_keep
+
+        every = np.arange(len(self.inputs))
+        try:
+            r = GraphResumer(self.model, targets, first_batch(self.inputs, self.batch_size))
+            keep = graph_keep(r, budget, len(self.inputs))
+        except CaptureError as e:
+            self.note = str(e)
+            self.golden = self.forward(every)
+            return
+        if not keep:
+            self.golden = self.forward(every)
+            return
+        try:
+            with r.recording(keep, len(self.inputs)) as values:
+                self.golden = self.forward(every)
+        except CaptureError as e:
+            self.note = str(e)
+            return
+        point_of = np.empty(len(targets), dtype=np.int64)
+        for p in r.points:
+            point_of[p.target] = p.index
+        self.graph, self.values, self.point_of = r, values, point_of
 
     def forward(self, rows: np.ndarray, faults: FaultBatch | None = None, resume: bool = True) -> np.ndarray:
         """Logits of the images ``rows`` (one batch row each), with ``faults`` armed if given.
@@ -139,6 +181,10 @@ class Workload:
             start = self.activations.start_for(int(faults.layers.min()))
             if start is not None:
                 return self._resumed(rows, faults, start)
+        if faults is not None and resume and self.values is not None and self.point_of is not None and len(rows):
+            start = self.values.start_for(int(self.point_of[faults.layers].min()))
+            if start is not None:
+                return self._graph_resumed(rows, faults, start)
         with torch.inference_mode():
             for i in range(0, len(rows), b):
                 chunk = rows[i : i + b]
@@ -167,10 +213,24 @@ class Workload:
             y = resumer.tail(start, out, carry)
         return y[: len(rows)].float().cpu().numpy()
 
+    def _graph_resumed(self, rows: np.ndarray, faults: FaultBatch, start: int) -> np.ndarray:
+        """One pass from resume point ``start`` of the captured graph: its target's golden output
+        with that target's faults applied, the other golden values live there, then the rest of
+        the graph with the hooks armed for faults further on. Padded like every pass."""
+        values, graph, b = self.values, self.graph, self.batch_size
+        assert values is not None and graph is not None, "forward resumes only where golden values are kept"
+        padded = np.concatenate([rows, np.zeros(b - len(rows), dtype=rows.dtype)])
+        idx = torch.from_numpy(padded).to(self.inputs.device)
+        with torch.inference_mode(), self.injector.armed(faults):
+            out = faults.apply(graph.points[start].target, values.output(start, idx))
+            y = network_output(graph.tail(start, out, values, idx))
+        return y[: len(rows)].float().cpu().numpy()
+
     def close(self) -> None:
         """Drop the hooks and the golden tensors (a model's cache can be hundreds of MB)."""
         self.injector.remove()
         self.activations = self.resumer = None
+        self.graph = self.values = self.point_of = None
 
     def check_reproducible(self, tolerance: float) -> float:
         """Fault-free outputs of a reshuffled batch must equal the golden ones, or every
