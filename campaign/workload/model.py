@@ -15,7 +15,6 @@ from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
 from fi_campaign.models.graph_resume import CaptureError, GoldenValues, GraphResumer
-from fi_campaign.models.resume import GoldenActivations, Resumer, recording
 from fi_campaign.models.targets import network_output
 from fi_campaign.workload.images import check_checkpoint, workload_inputs
 
@@ -58,9 +57,7 @@ class Workload:
     golden: np.ndarray  # (inputs, *output shape) float32
     injector: Injector
     batch_size: int
-    activations: GoldenActivations | None = None  # delayed start: golden tensors of the kept points
-    resumer: Resumer | None = None
-    graph: GraphResumer | None = None  # delayed start on any other network's captured graph
+    graph: GraphResumer | None = None  # delayed start: the network's captured graph
     values: GoldenValues | None = None  # its golden values at the kept points
     point_of: np.ndarray | None = None  # per target index: its resume point (execution order)
     note: str | None = None  # why this network runs whole passes although delayed start was asked for
@@ -76,8 +73,9 @@ class Workload:
         math: str = "fp32",
         resume_layers: list[int] | None = None,
     ) -> Workload:
-        """``resume_layers``: the resume points (models.resume) whose golden tensors are
-        recorded during the golden run, for faulted passes that start there."""
+        """``resume_layers``: the layers (models.resnet.injectable_layers) whose golden values
+        are recorded during the golden run, for faulted passes that start there (the campaign
+        record's resume plan)."""
         _deterministic(math)
         model, meta = zoo.load(checkpoint, device=device)
         check_checkpoint(checkpoint, meta.sha256, expect_sha256)
@@ -119,33 +117,31 @@ class Workload:
         layers: list[tuple[str, nn.Module]] | None = None,
         graph: GraphBudget | None = None,
     ) -> Workload:
-        """A loaded model with its golden run (and the kept golden activations) on ``inputs``;
-        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers); ``graph``:
-        delayed start on the captured graph of ``layers``, within that budget."""
+        """A loaded model with its golden run (and the kept golden values) on ``inputs``;
+        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers). Delayed start
+        resumes from the captured graph of the targets, at the layers ``resume_layers`` (a CIFAR
+        ResNet's, planned) or at those chosen within ``graph``'s budget (any other network)."""
         w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model, layers), batch_size)
-        if graph is not None and layers is not None:
-            w._record_graph([name for name, _ in layers], graph)
-            return w
-        if not resume_layers:
+        if graph is not None or resume_layers:
+            w._record_graph([name for name, _ in w.injector.layers], graph, resume_layers or [])
+        else:
             w.golden = w.forward(np.arange(len(inputs)))
-            return w
-        w.resumer = Resumer(model)
-        with recording(model, resume_layers, len(inputs)) as acts:
-            w.golden = w.forward(np.arange(len(inputs)))
-        w.activations = acts
         return w
 
-    def _record_graph(self, targets: list[str], budget: GraphBudget) -> None:
-        """The golden run, keeping the golden values of the resume points chosen within the
-        budget; a network whose graph cannot be captured (or differs from it) runs whole passes,
-        and ``note`` says why."""
+    def _record_graph(self, targets: list[str], budget: GraphBudget | None, layers: list[int]) -> None:
+        """The golden run, keeping the golden values of the resume points of ``layers`` (target
+        indices), or of those chosen within ``budget``; a network whose graph cannot be captured
+        (or differs from it) runs whole passes, and ``note`` says why."""
         from fi_campaign.workload.network import first_batch
         from fi_campaign.workload.resume import graph_keep
 
         every = np.arange(len(self.inputs))
         try:
             r = GraphResumer(self.model, targets, first_batch(self.inputs, self.batch_size))
-            keep = graph_keep(r, budget, len(self.inputs))
+            point_of = np.empty(len(targets), dtype=np.int64)
+            for p in r.points:
+                point_of[p.target] = p.index
+            keep = graph_keep(r, budget, len(self.inputs)) if budget is not None else [int(point_of[k]) for k in layers]
         except CaptureError as e:
             self.note = str(e)
             self.golden = self.forward(every)
@@ -159,10 +155,14 @@ class Workload:
         except CaptureError as e:
             self.note = str(e)
             return
-        point_of = np.empty(len(targets), dtype=np.int64)
-        for p in r.points:
-            point_of[p.target] = p.index
         self.graph, self.values, self.point_of = r, values, point_of
+
+    @property
+    def kept(self) -> list[int]:
+        """The targets (layer indices) whose resume points delayed start keeps."""
+        if self.graph is None or self.values is None:
+            return []
+        return sorted(self.graph.points[i].target for i in self.values.kept)
 
     def forward(self, rows: np.ndarray, faults: FaultBatch | None = None, resume: bool = True) -> np.ndarray:
         """Logits of the images ``rows`` (one batch row each), with ``faults`` armed if given.
@@ -170,21 +170,17 @@ class Workload:
         Every pass has exactly ``batch_size`` rows (a short chunk is padded with image 0):
         CPU and GPU kernels pick algorithms by shape, and a batch of 1 can differ from a
         batch of 256 in the last bits, which would read as an SDC. A faulted pass starts from
-        the golden tensors of the last kept resume point at or before its earliest fault when
-        golden activations are kept (and ``resume``), else from the images.
+        the golden values of the last kept resume point at or before its earliest fault (in
+        execution order) when golden values are kept (and ``resume``), else from the images.
         """
         out = []
         b = self.batch_size
         if faults is not None and len(rows) > b:
             raise ValueError(f"a faulted pass takes at most batch_size={b} rows, got {len(rows)}")
-        if faults is not None and resume and self.activations is not None and len(rows):
-            start = self.activations.start_for(int(faults.layers.min()))
-            if start is not None:
-                return self._resumed(rows, faults, start)
         if faults is not None and resume and self.values is not None and self.point_of is not None and len(rows):
             start = self.values.start_for(int(self.point_of[faults.layers].min()))
             if start is not None:
-                return self._graph_resumed(rows, faults, start)
+                return self._resumed(rows, faults, start)
         with torch.inference_mode():
             for i in range(0, len(rows), b):
                 chunk = rows[i : i + b]
@@ -199,21 +195,6 @@ class Workload:
         return np.concatenate(out)
 
     def _resumed(self, rows: np.ndarray, faults: FaultBatch, start: int) -> np.ndarray:
-        """One pass from layer ``start``: its golden output with the faults of that layer
-        applied, the block input beside it, then the rest of the network with the hooks armed
-        for faults further on. Padded to ``batch_size`` rows like every pass."""
-        acts, resumer, b = self.activations, self.resumer, self.batch_size
-        assert acts is not None and resumer is not None, "forward resumes only where golden activations are kept"
-        padded = np.concatenate([rows, np.zeros(b - len(rows), dtype=rows.dtype)])
-        idx = torch.from_numpy(padded).to(self.inputs.device)
-        block = acts.points[start].block
-        with torch.inference_mode(), self.injector.armed(faults):
-            out = faults.apply(start, acts.outputs[start][idx])
-            carry = None if block is None else acts.carries[block][idx]
-            y = resumer.tail(start, out, carry)
-        return y[: len(rows)].float().cpu().numpy()
-
-    def _graph_resumed(self, rows: np.ndarray, faults: FaultBatch, start: int) -> np.ndarray:
         """One pass from resume point ``start`` of the captured graph: its target's golden output
         with that target's faults applied, the other golden values live there, then the rest of
         the graph with the hooks armed for faults further on. Padded like every pass."""
@@ -229,7 +210,6 @@ class Workload:
     def close(self) -> None:
         """Drop the hooks and the golden tensors (a model's cache can be hundreds of MB)."""
         self.injector.remove()
-        self.activations = self.resumer = None
         self.graph = self.values = self.point_of = None
 
     def check_reproducible(self, tolerance: float) -> float:
