@@ -225,6 +225,48 @@ def _run_measured(
         ) from e
 
 
+def expected_share(after: Sequence[float], weights: Sequence[float] | np.ndarray, kept: Iterable[int]) -> float:
+    """Expected share of a whole pass an injection still runs: a fault lands at point i with
+    probability ``weights[i]`` and its pass starts from the last kept point at or before i
+    (``after[k]``: the share of the pass after point k), or from the input when none is kept."""
+    starts = sorted(kept)
+    share = []
+    for i in range(len(after)):
+        k = bisect.bisect_right(starts, i) - 1
+        share.append(after[starts[k]] if k >= 0 else 1.0)
+    return float(np.dot(np.asarray(weights, dtype=np.float64), share))
+
+
+def keep_greedily(
+    candidates: Sequence[int],
+    size_of: Callable[[list[int]], int],
+    work_of: Callable[[list[int]], float],
+    budget_bytes: int,
+) -> list[int]:
+    """Greedily the candidate point that removes the most expected work per byte kept, until
+    nothing more fits in ``budget_bytes``: a knapsack heuristic, near enough since a point's
+    worth falls as its neighbours are kept."""
+    kept: list[int] = []
+    work, used = 1.0, 0
+    while True:
+        best: tuple[float, int, int, float] | None = None
+        for c in candidates:
+            if c in kept:
+                continue
+            size = size_of(kept + [c]) - used
+            if used + size > budget_bytes:
+                continue
+            after = work_of(kept + [c])
+            score = (work - after) / max(size, 1)
+            if work - after > 0 and (best is None or score > best[0]):
+                best = (score, c, size, after)
+        if best is None:
+            return sorted(kept)
+        kept.append(best[1])
+        used += best[2]
+        work = best[3]
+
+
 class GraphResumer:
     """Delayed start on the captured graph of ``model`` from any of ``targets`` (qualified module
     names, in any order).
@@ -365,39 +407,18 @@ class GraphResumer:
         return sum(self._leaf_bytes[leaf] for leaf in leaves) * images
 
     def expected_work(self, weights: Sequence[float] | np.ndarray, kept: Iterable[int]) -> float:
-        """Expected share of a whole pass an injection still runs, a fault landing at point i
-        with probability ``weights[i]`` and starting from the last kept point at or before it."""
-        starts = sorted(kept)
-        after = [p.macs_after / max(p.macs_total, 1) for p in self.points]
-        share = []
-        for i in range(len(self.points)):
-            k = bisect.bisect_right(starts, i) - 1
-            share.append(after[starts[k]] if k >= 0 else 1.0)
-        return float(np.dot(np.asarray(weights, dtype=np.float64), share))
+        """Expected share of a whole pass an injection still runs (see ``expected_share``)."""
+        return expected_share([p.macs_after / max(p.macs_total, 1) for p in self.points], weights, kept)
 
     def choose(self, weights: Sequence[float] | np.ndarray, images: int, budget_bytes: int) -> list[int]:
-        """The points to keep within ``budget_bytes``: greedily the one that removes the most
-        expected work per byte, until nothing more fits. Points left out start from the last
-        kept point before them, or from the input (a whole pass)."""
-        kept: list[int] = []
-        work, used = 1.0, 0
-        while True:
-            best: tuple[float, int, int, float] | None = None
-            for p in self.points:
-                if p.index in kept or p.why_not is not None:
-                    continue
-                size = self.cache_bytes(kept + [p.index], images) - used
-                if used + size > budget_bytes:
-                    continue
-                after = self.expected_work(weights, kept + [p.index])
-                score = (work - after) / max(size, 1)
-                if work - after > 0 and (best is None or score > best[0]):
-                    best = (score, p.index, size, after)
-            if best is None:
-                return sorted(kept)
-            kept.append(best[1])
-            used += best[2]
-            work = best[3]
+        """The points to keep within ``budget_bytes`` (see ``keep_greedily``); points that cannot
+        be resumed from are never kept."""
+        return keep_greedily(
+            [p.index for p in self.points if p.why_not is None],
+            lambda kept: self.cache_bytes(kept, images),
+            lambda kept: self.expected_work(weights, kept),
+            budget_bytes,
+        )
 
     # -- the golden run and the tails ----------------------------------------------------------
 

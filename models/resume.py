@@ -22,6 +22,7 @@ from torch import nn
 
 from fi_campaign.errors import UserError
 from fi_campaign.models.faults import describe_layers
+from fi_campaign.models.graph_resume import expected_share, keep_greedily
 from fi_campaign.models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
 
 FLOAT_BYTES = 4
@@ -97,13 +98,9 @@ def resume_points(model: nn.Module) -> list[ResumePoint]:
 
 
 def expected_work(points: list[ResumePoint], weights: np.ndarray, kept: Iterable[int]) -> float:
-    """Expected share of a whole pass an injection still runs, with faults landing in layer k
-    with probability ``weights[k]`` and each starting from the last kept point at or before it."""
-    starts = np.array(sorted(kept), dtype=np.int64)
-    after = np.array([p.macs_after for p in points], dtype=np.float64) / points[0].macs_total
-    i = np.searchsorted(starts, np.arange(len(points)), side="right") - 1
-    share = np.where(i >= 0, after[starts[np.maximum(i, 0)]] if len(starts) else 1.0, 1.0)
-    return float(np.dot(weights, share))
+    """Expected share of a whole pass an injection still runs, faults landing in layer k with
+    probability ``weights[k]``."""
+    return expected_share([p.macs_after / points[0].macs_total for p in points], weights, kept)
 
 
 def cache_bytes(points: list[ResumePoint], kept: Iterable[int], images: int) -> int:
@@ -115,25 +112,11 @@ def cache_bytes(points: list[ResumePoint], kept: Iterable[int], images: int) -> 
 
 
 def choose(points: list[ResumePoint], weights: np.ndarray, images: int, budget_bytes: int) -> list[int]:
-    """The resume points to keep within ``budget_bytes``: greedily the one that removes the most
-    expected work per byte, until nothing more fits. Layers left out start from the last kept
-    point before them, or from the images (a whole pass)."""
-    kept: list[int] = []
-    work, used = 1.0, 0
-    while True:
-        best: tuple[float, int, int, float] | None = None
-        for p in points:
-            if p.layer in kept:
-                continue
-            size = cache_bytes(points, kept + [p.layer], images) - used
-            if used + size > budget_bytes:
-                continue
-            after = expected_work(points, weights, kept + [p.layer])
-            score = (work - after) / max(size, 1)
-            if work - after > 0 and (best is None or score > best[0]):
-                best = (score, p.layer, size, after)
-        if best is None:
-            return sorted(kept)
-        kept.append(best[1])
-        used += best[2]
-        work = best[3]
+    """The resume points to keep within ``budget_bytes``. Layers left out start from the last
+    kept point before them, or from the images (a whole pass)."""
+    return keep_greedily(
+        [p.layer for p in points],
+        lambda kept: cache_bytes(points, kept, images),
+        lambda kept: expected_work(points, weights, kept),
+        budget_bytes,
+    )
