@@ -152,7 +152,7 @@ class Workload:
         try:
             with r.recording(keep, len(self.inputs)) as values:
                 self.golden = self.forward(every)
-        except CaptureError as e:
+        except CaptureError as e:  # raised as the recording ends: the golden outputs are the model's own
             self.note = str(e)
             return
         self.graph, self.values, self.point_of = r, values, point_of
