@@ -182,8 +182,8 @@ def resumed_contenders(
 ) -> dict[str, tuple[int, Callable[[], np.ndarray]]]:
     """Delayed start: a claim window of sites per weighting and mode, run sorted by layer; checks
     that they give the whole passes' logits bit for bit, and fills ``expected``."""
-    assert w.activations is not None  # open_workload keeps every layer's
-    points, kept = resume_points(w.model), w.activations.layers
+    assert w.values is not None  # open_workload keeps every layer's
+    points, kept = resume_points(w.model), w.kept
     out: dict[str, tuple[int, Callable[[], np.ndarray]]] = {}
     for weighting in WEIGHTINGS:
         per_site = expected_work(points, layer_weights(layers, weighting), kept)
@@ -355,10 +355,10 @@ def main() -> None:
             layers = describe_layers(w.model)
             points = resume_points(w.model)
             print(f"\n{arch} ({ckpt}):")
-            assert w.activations is not None
+            assert w.values is not None
             print(
-                f"  golden activations: {len(w.activations.layers)} of {len(points)} layers kept, "
-                f"{w.activations.nbytes / 2**20:,.0f} MB; workload start {start:.2f} s, with them {start_kept:.2f} s"
+                f"  golden activations: {len(w.kept)} of {len(points)} layers kept, "
+                f"{w.values.nbytes / 2**20:,.0f} MB; workload start {start:.2f} s, with them {start_kept:.2f} s"
             )
             expected: dict[str, float] = {}
             checks: dict[str, bool] = {}

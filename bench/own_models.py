@@ -8,13 +8,16 @@ random weights, built from a user's build file):
 
 - fault-free: inference of the campaign's passes (``batch`` rows each, the workload's own forward
   with its hooks inert), inputs per second;
-- campaign (whole passes): `fi-campaign`'s in-process loop on a planned store, one worker, after
-  its start-up (claim from SQLite, fault, forward, judge, record), injections per second per mode;
+- campaign, whole passes (`resume: false`): `fi-campaign`'s in-process loop on a planned store,
+  one worker, after its start-up (claim from SQLite, fault, forward, judge, record), injections
+  per second per mode;
+- campaign, resumed (`resume: true`, `layer_weighting: elements`, the default 512 MB bound): the
+  same loop on a store planned alike, each pass started from its captured graph's golden values
+  (models/graph_resume.py);
 
-measured in the same process, fault-free before and after the campaign (their mean is the
+measured in the same process, fault-free before and after the campaigns (their mean is the
 reference, so drift on a shared machine shows as their spread). The ratio campaign / fault-free
-is what one injection costs against one inference. Delayed start for these networks (the
-generic resumer) is another part of issue 25; its column comes with it.
+is what one injection costs against one inference.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from bench.own_networks import NETWORKS, project
 from fi_campaign.heap import keep_freed_memory
 
 MODES = ("single_bit", "warp_random")
+KINDS = ("whole", "resumed")
 
 
 def fault_free(db: Path, name: str, device: str, batch: int, passes: int) -> float:
@@ -89,32 +93,40 @@ def main() -> None:
         root = project(Path(tmp) / "project", inputs=2 * args.batch)
         for name in args.networks.split(","):
             inputs, judge = NETWORKS[name]
-            db = plan_store(
-                Path(tmp),
-                name,
-                {
-                    "seed": 1,
-                    "injections": n,
-                    "batch_size": args.batch,
-                    "device": args.device,
-                    "models": {name: {"build": f"{root / 'build.py'}:{name}"}},
-                    "inputs": {"source": str(root / inputs), "count": 2 * args.batch},
-                    "judge": judge,
-                },
-            )
-            before = fault_free(db, name, args.device, args.batch, passes)
-            rates = campaign(db, n)
-            after = fault_free(db, name, args.device, args.batch, passes)
+            stores = {
+                kind: plan_store(
+                    Path(tmp),
+                    f"{name}-{kind}",
+                    {
+                        "seed": 1,
+                        "injections": n,
+                        "batch_size": args.batch,
+                        "device": args.device,
+                        "models": {name: {"build": f"{root / 'build.py'}:{name}"}},
+                        "inputs": {"source": str(root / inputs), "count": 2 * args.batch},
+                        "judge": judge,
+                        "resume": kind == "resumed",
+                        "layer_weighting": "elements",
+                    },
+                )
+                for kind in KINDS
+            }
+            before = fault_free(stores["whole"], name, args.device, args.batch, passes)
+            rates = {kind: campaign(db, n) for kind, db in stores.items()}
+            after = fault_free(stores["whole"], name, args.device, args.batch, passes)
             free = (before + after) / 2
             row = {"fault_free": free, "fault_free_before": before, "fault_free_after": after}
-            for mode in MODES:
-                row[mode] = rates[mode]
-                row[f"{mode}_ratio"] = rates[mode] / free
+            for kind in KINDS:
+                for mode in MODES:
+                    row[f"{kind}_{mode}"] = rates[kind][mode]
+                    row[f"{kind}_{mode}_ratio"] = rates[kind][mode] / free
             out[name] = row
-            print(
-                f"{name:10s} fault-free {free:8.1f} inputs/s (before {before:.1f}, after {after:.1f}); "
-                + "; ".join(f"{m} {rates[m]:8.1f} inj/s = {rates[m] / free:.2f}x" for m in MODES)
-            )
+            print(f"{name:10s} fault-free {free:8.1f} inputs/s (before {before:.1f}, after {after:.1f})")
+            for kind in KINDS:
+                print(
+                    f"  {kind:8s} "
+                    + "; ".join(f"{m} {rates[kind][m]:8.1f} inj/s = {rates[kind][m] / free:.2f}x" for m in MODES)
+                )
     if args.json:
         args.json.write_text(json.dumps({"machine": machine(args.device), "batch": args.batch, "rates": out}, indent=2))
 

@@ -93,6 +93,23 @@ def mixes_rows():
             return self.head(h.mean((2, 3)))
 
     return Centred()
+
+
+def gated():
+    import torch
+
+    class Gated(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv = torch.nn.Conv2d(3, 4, 3)
+            self.head = torch.nn.Linear(4, 3)
+
+        def forward(self, x):
+            if x.abs().max() > 1e6:  # a decision on the input's values: torch.fx cannot capture it
+                x = x / 1e6
+            return self.head(self.conv(x).mean((2, 3)))
+
+    return Gated()
 """
 
 # name -> (input file, judge)

@@ -1,12 +1,11 @@
-"""Delayed start: a fault in layer k's output cannot change anything computed before layer k,
-so an injection can start from the golden activations there and run only the rest.
+"""Delayed start's plan for the CIFAR ResNets, from the architecture alone: what keeping each
+layer's resume point costs in memory and saves in work, and which points to keep within a bound.
 
 A *resume point* is an injectable layer together with the tensors live across its output: the
-output itself and, inside a residual block, the block input that the shortcut adds back. The
-rest of the network is run by the model's own modules (the ConvUnit after its convolution, the
-rest of the block, the later blocks, the head): the same operations on tensors of the same
-shape as in the whole pass, so from golden tensors recorded in a pass of the same batch shape
-the result is bit-identical.
+output itself and, inside a residual block, the block input that the shortcut adds back. The plan
+is made at plan time without running the network and stored in the campaign record; the passes
+themselves resume from the network's captured graph (models/graph_resume.py, the one mechanism
+for every network), which keeps exactly these tensors for a CIFAR ResNet.
 
 Only ``CifarResNet`` from models/resnet.py is accepted: for any other network (torchvision
 ResNets, subclasses that override a forward, anything with other dataflow) which tensors are
@@ -15,17 +14,15 @@ live at which layer is not derived here, and it is refused.
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from torch import nn
 
 from fi_campaign.errors import UserError
 from fi_campaign.models.faults import describe_layers
+from fi_campaign.models.graph_resume import expected_share, keep_greedily
 from fi_campaign.models.resnet import BasicBlock, CifarResNet, ConvUnit, injectable_layers
 
 FLOAT_BYTES = 4
@@ -101,13 +98,9 @@ def resume_points(model: nn.Module) -> list[ResumePoint]:
 
 
 def expected_work(points: list[ResumePoint], weights: np.ndarray, kept: Iterable[int]) -> float:
-    """Expected share of a whole pass an injection still runs, with faults landing in layer k
-    with probability ``weights[k]`` and each starting from the last kept point at or before it."""
-    starts = np.array(sorted(kept), dtype=np.int64)
-    after = np.array([p.macs_after for p in points], dtype=np.float64) / points[0].macs_total
-    i = np.searchsorted(starts, np.arange(len(points)), side="right") - 1
-    share = np.where(i >= 0, after[starts[np.maximum(i, 0)]] if len(starts) else 1.0, 1.0)
-    return float(np.dot(weights, share))
+    """Expected share of a whole pass an injection still runs, faults landing in layer k with
+    probability ``weights[k]``."""
+    return expected_share([p.macs_after / points[0].macs_total for p in points], weights, kept)
 
 
 def cache_bytes(points: list[ResumePoint], kept: Iterable[int], images: int) -> int:
@@ -119,139 +112,11 @@ def cache_bytes(points: list[ResumePoint], kept: Iterable[int], images: int) -> 
 
 
 def choose(points: list[ResumePoint], weights: np.ndarray, images: int, budget_bytes: int) -> list[int]:
-    """The resume points to keep within ``budget_bytes``: greedily the one that removes the most
-    expected work per byte, until nothing more fits. Layers left out start from the last kept
-    point before them, or from the images (a whole pass)."""
-    kept: list[int] = []
-    work, used = 1.0, 0
-    while True:
-        best: tuple[float, int, int, float] | None = None
-        for p in points:
-            if p.layer in kept:
-                continue
-            size = cache_bytes(points, kept + [p.layer], images) - used
-            if used + size > budget_bytes:
-                continue
-            after = expected_work(points, weights, kept + [p.layer])
-            score = (work - after) / max(size, 1)
-            if work - after > 0 and (best is None or score > best[0]):
-                best = (score, p.layer, size, after)
-        if best is None:
-            return sorted(kept)
-        kept.append(best[1])
-        used += best[2]
-        work = best[3]
-
-
-@dataclass
-class GoldenActivations:
-    """The golden tensors of the kept resume points for every workload image, on the device."""
-
-    points: list[ResumePoint]
-    outputs: dict[int, torch.Tensor]  # layer -> (images, *output shape)
-    carries: dict[int, torch.Tensor]  # block -> (images, *block input shape)
-
-    @property
-    def layers(self) -> list[int]:
-        return sorted(self.outputs)
-
-    @property
-    def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in (*self.outputs.values(), *self.carries.values()))
-
-    def start_for(self, layer: int) -> int | None:
-        """The kept point a pass whose earliest fault is in ``layer`` starts from (None: the images)."""
-        kept = self.layers
-        i = bisect.bisect_right(kept, layer) - 1
-        return kept[i] if i >= 0 else None
-
-
-@contextmanager
-def recording(model: nn.Module, keep: Iterable[int], images: int) -> Iterator[GoldenActivations]:
-    """While open, the first ``images`` rows that pass through the model, in order, are
-    recorded at the kept points: run the golden passes inside it, with the campaign's batch
-    shape, so the tensors are the very ones a whole faulted pass computes before its fault."""
-    points = resume_points(model)
-    keep = sorted(set(keep))
-    device = next(model.parameters()).device
-    acts = GoldenActivations(points, {}, {})
-    filled: dict[tuple[str, int], int] = {}
-    handles = []
-
-    def store(key: tuple[str, int], into: dict[int, torch.Tensor], t: torch.Tensor) -> None:
-        at = filled.get(key, 0)
-        n = min(len(t), images - at)
-        if n <= 0:
-            return
-        if key[1] not in into:
-            into[key[1]] = torch.empty((images, *t.shape[1:]), dtype=t.dtype, device=device)
-        into[key[1]][at : at + n] = t[:n]
-        filled[key] = at + n
-
-    layers = injectable_layers(model)
-    for k in keep:
-        handles.append(
-            layers[k][1].register_forward_hook(lambda m, i, o, k=k: store(("out", k), acts.outputs, o.detach()))
-        )
-    blocks = _network(model).blocks
-    for b in sorted({block for k in keep if (block := points[k].block) is not None}):
-        handles.append(
-            blocks[b].register_forward_pre_hook(lambda m, i, b=b: store(("carry", b), acts.carries, i[0].detach()))
-        )
-    try:
-        yield acts
-    finally:
-        for h in handles:
-            h.remove()
-    if any(v != images for v in filled.values()) or len(filled) != len(handles):
-        raise RuntimeError(f"recording saw {sorted(set(filled.values()))} of {images} images at some kept point")
-
-
-class Resumer:
-    """The rest of the network after each resume point, run by the model's own modules."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.points = resume_points(model)
-        self._rest: dict[int, Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]] = {}
-        net = _network(model)
-        blocks = _blocks(net)
-        for (_, block, unit, owner), p in zip(_units(model), self.points, strict=False):
-            if isinstance(owner, nn.Linear):  # the classifier, fc
-                self._rest[p.layer] = lambda out, carry: out
-            elif block is None:
-                self._rest[p.layer] = self._after_stem(net, list(owner)[1:], blocks)
-            else:
-                self._rest[p.layer] = self._after_unit(net, blocks[block], unit, list(owner)[1:], blocks[block + 1 :])
-
-    @staticmethod
-    def _after_stem(
-        model: CifarResNet, rest: list[nn.Module], blocks: list[BasicBlock]
-    ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
-        def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
-            for m in rest + blocks:
-                out = m(out)
-            return model.head(out)
-
-        return run
-
-    @staticmethod
-    def _after_unit(
-        model: CifarResNet, block: BasicBlock, unit: int, rest: list[nn.Module], later: list[BasicBlock]
-    ) -> Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor]:
-        def run(out: torch.Tensor, carry: torch.Tensor | None) -> torch.Tensor:
-            for m in rest:
-                out = m(out)
-            if unit == 1:
-                out = block.unit2(out)
-            assert carry is not None  # a layer inside a block is resumed with the block input
-            out = block.merge(out, carry)
-            for m in later:
-                out = m(out)
-            return model.head(out)
-
-        return run
-
-    def tail(self, layer: int, out: torch.Tensor, carry: torch.Tensor | None = None) -> torch.Tensor:
-        """The logits from layer ``layer``'s output ``out`` (its fault already applied) and,
-        inside a block, the block input ``carry``; later layers' hooks fire as in a whole pass."""
-        return self._rest[layer](out, carry)
+    """The resume points to keep within ``budget_bytes``. Layers left out start from the last
+    kept point before them, or from the images (a whole pass)."""
+    return keep_greedily(
+        [p.layer for p in points],
+        lambda kept: cache_bytes(points, kept, images),
+        lambda kept: expected_work(points, weights, kept),
+        budget_bytes,
+    )

@@ -1,11 +1,13 @@
 """Campaigns on the user's own network and data (issue 25): build files that import the user's
 own ``models`` package, TorchScript and exported programs, weights, tensor and image-folder
 inputs, target selection, judges, the one-sentence refusals, and the four networks of the issue
-run in process and process-isolated with the same outcome site for site."""
+run in process (resumed from their captured graph, and whole passes) and process-isolated with the
+same outcome site for site."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import sqlite3
 from pathlib import Path
@@ -17,7 +19,9 @@ from click.testing import CliRunner
 
 from bench.own_networks import NETWORKS, config, project
 from fi_campaign.cli import main
+from fi_campaign.config import Config
 from fi_campaign.store import ModelRecord, Store
+from fi_campaign.workload.model import Workload
 
 RESULT = (
     "SELECT s.id, s.mode, s.layer, s.layer_name, s.image, s.element, s.bit, s.width, s.value_seed, r.outcome, "
@@ -47,11 +51,12 @@ def results(db: Path) -> list[tuple]:
 
 
 def planned_and_run(db: Path, cfg: Path, *run: str) -> str:
+    """What plan and run say."""
     code, out = cli("--db", str(db), "plan", str(cfg))
     assert code == 0, out
     code, ran = cli("--db", str(db), "run", "--workers", "1", *run)
     assert code == 0, ran
-    return out
+    return out + ran
 
 
 @pytest.fixture(scope="module")
@@ -84,20 +89,97 @@ def test_each_network_runs_in_process(tmp_path, user, network):
     assert all(record.targets.names[r[2]] == r[3] for r in rows)
     if network in ("vit", "tagger"):  # attention uses out_proj's weights without calling it
         assert "out_proj never runs in the forward pass" in out
-    assert "runs whole passes" in out
+    assert "runs whole passes" not in out  # delayed start captures each of them
+
+
+def open_resumed(db: Path, name: str, budget_mb: int = 512) -> Workload:
+    from fi_campaign.engine.executors.inprocess import graph_budget
+
+    record = Store.open(str(db)).campaign()
+    config = dataclasses.replace(Config.from_json(record.config), resume_cache_mb=budget_mb)
+    graph = graph_budget(record, config, name)
+    assert graph is not None
+    return Workload.open_recorded(record.models[name], name, record.workload, "cpu", config.batch_size, graph=graph)
+
+
+def resumed_and_whole(w: Workload, db: Path, name: str) -> tuple[int, int]:
+    """Every planned site, in passes of one layer's sites as the runner hands them, resumed and
+    as whole passes: the outputs must be equal bit for bit. Returns the passes that resumed
+    from a kept point and the passes in all."""
+    from fi_campaign.engine.executors.inprocess import fault_batch
+    from fi_campaign.engine.grouping import layer_chunks
+
+    store = Store.open(str(db))
+    record = store.campaign()
+    resumed = passes = 0
+    assert w.values is not None and w.point_of is not None
+    for mode in Config.from_json(record.config).modes:
+        sites = store.claim(name, mode, 1000, "test", 60.0)
+        for chunk in layer_chunks(sites, w.batch_size):
+            faults = fault_batch(chunk, record.fault_model)
+            rows = np.array([s.image for s in chunk])
+            a, b = w.forward(rows, faults), w.forward(rows, faults, resume=False)
+            assert a.tobytes() == b.tobytes(), [s.layer_name for s in chunk]
+            resumed += w.values.start_for(int(w.point_of[faults.layers].min())) is not None
+            passes += 1
+    return resumed, passes
+
+
+@pytest.mark.parametrize("network", list(NETWORKS))
+def test_resumed_passes_equal_whole_passes_bit_for_bit(tmp_path, user, network):
+    """Delayed start on the captured graph of each network: every planned site's faulted pass,
+    started from the golden values of a kept point, gives the whole pass's outputs bit for bit."""
+    inputs, judge = NETWORKS[network]
+    db = tmp_path / "c.db"
+    code, out = cli("--db", str(db), "plan", str(config(user, network, network, inputs, judge=judge, injections=12)))
+    assert code == 0, out
+    w = open_resumed(db, network)
+    assert w.note is None and w.graph is not None and w.values is not None
+    assert w.values.kept == [p.index for p in w.graph.points if p.why_not is None]  # all fit in 512 MB
+    resumed, passes = resumed_and_whole(w, db, network)
+    assert resumed == passes  # the first point is kept: every pass resumes
+    w.close()
+
+
+def test_a_tight_memory_bound_keeps_some_points_and_starts_the_others_earlier(tmp_path, user):
+    db = tmp_path / "c.db"
+    code, out = cli("--db", str(db), "plan", str(config(user, "resnet18", "resnet18", "img64.npy", injections=12)))
+    assert code == 0, out
+    w = open_resumed(db, "resnet18", budget_mb=4)
+    assert w.graph is not None and w.values is not None
+    assert 0 < len(w.values.kept) < len(w.graph.points) and w.values.nbytes <= 4 * 2**20
+    resumed, passes = resumed_and_whole(w, db, "resnet18")
+    assert 0 < resumed <= passes
+    w.close()
+
+
+def test_a_network_fx_cannot_capture_runs_whole_passes_with_one_note(tmp_path, user):
+    """Python code deciding on tensor values cannot be captured: the run says so once, runs
+    whole passes, and its outcomes are those of resume: false."""
+    db, whole = tmp_path / "c.db", tmp_path / "whole.db"
+    said = planned_and_run(db, config(user, "gated", "gated", "small.npy"))
+    notes = [line for line in said.splitlines() if "runs whole passes" in line]
+    assert notes == [
+        "Note: models.gated runs whole passes: delayed start cannot capture this network: its Python code "
+        "decides on tensor values (at node gt), which may go another way for other images."
+    ], said
+    planned_and_run(whole, config(user, "gated", "gated", "small.npy", resume=False))
+    assert results(db) == results(whole) and len(results(db)) == 16
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("network", list(NETWORKS))
 def test_process_isolated_outcomes_equal_in_process(tmp_path, user, network):
-    """The same sites run in process (whole passes) and one workload process each give the same
-    outcome, classes and difference, site for site."""
+    """The same sites run in process (resumed, and whole passes) and one workload process each
+    give the same outcome, classes and difference, site for site."""
     inputs, judge = NETWORKS[network]
-    cfg = config(user, network, network, inputs, judge=judge, injections=3, golden_runs=2)
-    planned_and_run(tmp_path / "in.db", cfg)
-    planned_and_run(tmp_path / "proc.db", cfg, "--isolation", "process")
-    inproc, proc = results(tmp_path / "in.db"), results(tmp_path / "proc.db")
-    assert len(inproc) == 6 and inproc == proc
+    keys = {"judge": judge, "injections": 3, "golden_runs": 2}
+    said = planned_and_run(tmp_path / "in.db", config(user, network, network, inputs, **keys))
+    planned_and_run(tmp_path / "whole.db", config(user, network, network, inputs, **keys, resume=False))
+    planned_and_run(tmp_path / "proc.db", config(user, network, network, inputs, **keys), "--isolation", "process")
+    inproc, entire, proc = results(tmp_path / "in.db"), results(tmp_path / "whole.db"), results(tmp_path / "proc.db")
+    assert "runs whole passes" not in said
+    assert len(inproc) == 6 and inproc == entire == proc
 
 
 def test_a_site_replays_without_fi_campaign(tmp_path, user):
@@ -204,14 +286,15 @@ def test_torchscript_and_exported_programs_run_like_the_network(tmp_path, user):
     torch.jit.save(torch.jit.script(net), str(tmp_path / "small.ts"))
     example = torch.zeros(4, 3, 12, 12)
     torch.export.save(torch.export.export(net, (example,)), str(tmp_path / "small.pt2"))
-    runs = {}
+    runs, notes = {}, {}
     for name, model in (
         ("built", {"build": f"{user / 'build.py'}:small", "weights": str(weights)}),
         ("script", str(tmp_path / "small.ts")),
         ("exported", str(tmp_path / "small.pt2")),
     ):
         db = tmp_path / f"{name}.db"
-        planned_and_run(db, config(user, "net", model, "small.npy", injections=10))
+        said = planned_and_run(db, config(user, "net", model, "small.npy", injections=10))
+        notes[name] = [line for line in said.splitlines() if "runs whole passes" in line]
         record = Store.open(str(db)).campaign().models["net"]
         assert record.targets is not None
         assert record.targets.names == ("features.0", "features.2", "head")
@@ -220,6 +303,18 @@ def test_torchscript_and_exported_programs_run_like_the_network(tmp_path, user):
     assert [r[:8] for r in runs["script"]] == [r[:8] for r in runs["built"]]  # the same sites
     assert runs["exported"] == runs["built"]
     assert [r[8] for r in runs["script"]] == [r[8] for r in runs["built"]]  # the same outcomes
+    assert notes == {  # delayed start for the built network only
+        "built": [],
+        "script": [
+            "Note: models.net runs whole passes: delayed start cannot capture a TorchScript program (torch.fx "
+            "cannot trace its compiled code); build the network from its Python code to resume injections."
+        ],
+        "exported": [
+            "Note: models.net runs whole passes: delayed start cannot capture a torch.export program (its forward "
+            "takes a flattened tree of inputs, not one tensor); build the network from its Python code to resume "
+            "injections."
+        ],
+    }
 
 
 def test_image_folder_inputs_at_any_size(tmp_path, user):

@@ -22,9 +22,10 @@ from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.data import normalise
 from fi_campaign.models.faults import BitFlips, WarpValues, describe_layers
+from fi_campaign.models.graph_resume import GraphResumer
 from fi_campaign.models.powerlaw import PowerLaw
 from fi_campaign.models.resnet import ACTIVATIONS, DEPTHS, ORDERS, Arch, CifarResNet, build
-from fi_campaign.models.resume import ResumeError, Resumer, resume_points
+from fi_campaign.models.resume import ResumeError, cache_bytes, resume_points
 from fi_campaign.store import Site, Store
 from fi_campaign.workload.images import workload_images
 from fi_campaign.workload.model import Workload
@@ -74,7 +75,7 @@ def results(db: Path) -> list[tuple]:
 def test_resumed_campaign_equals_whole_passes_site_for_site(tmp_path, monkeypatch, checkpoint):
     tails: list[int] = []
     chunks: list[list[int]] = []
-    tail, run = Resumer.tail, InProcess.run
+    tail, run = GraphResumer.tail, InProcess.run
 
     def counted_tail(self, layer, *a):
         tails.append(layer)
@@ -84,7 +85,7 @@ def test_resumed_campaign_equals_whole_passes_site_for_site(tmp_path, monkeypatc
         chunks.append([s.layer for s in sites])
         return run(self, sites, mode)
 
-    monkeypatch.setattr(Resumer, "tail", counted_tail)
+    monkeypatch.setattr(GraphResumer, "tail", counted_tail)
     monkeypatch.setattr(InProcess, "run", recorded_run)
     on = plan_and_run(tmp_path, "on", checkpoint, resume=True)
     assert len(tails) == 16  # every pass resumed: 2 modes x 8 chunks of 2,000 sites
@@ -177,8 +178,8 @@ def test_layers_left_out_start_from_an_earlier_point_or_the_images(one_thread, f
     w = combo_workload(four_images, Arch(20, "relu6", "conv-act-bn"), keep=[5, 12])
     infos = describe_layers(w.model)
     rows = np.arange(len(w.golden))
-    assert w.activations is not None
-    assert [w.activations.start_for(k) for k in (3, 5, 7, 12, 15)] == [None, 5, 5, 12, 12]
+    assert w.values is not None and w.point_of is not None and w.kept == [5, 12]
+    assert [w.values.start_for(int(w.point_of[k])) for k in (3, 5, 7, 12, 15)] == [None, 5, 5, 12, 12]
     for k in (3, 7, 12, 15, 19):
         for kind in ("bit", "warp"):
             assert same_bits(
@@ -188,7 +189,8 @@ def test_layers_left_out_start_from_an_earlier_point_or_the_images(one_thread, f
     # a pass mixing layers starts at its earliest; later faults are applied by the hooks
     mixed = BitFlips(np.array([7, 15, 19, 7]), rows, np.array([5, 6, 7, 8]), np.array([30, 30, 30, 29]))
     assert same_bits(w.forward(rows, mixed), w.forward(rows, mixed, resume=False))
-    assert set(w.activations.outputs) == {5, 12} and set(w.activations.carries) == {2, 5}
+    # the captured graph keeps what the plan counts: both layers' outputs and their blocks' inputs
+    assert w.values.nbytes == cache_bytes(resume_points(w.model), [5, 12], len(w.golden))
 
 
 def test_the_memory_bound_is_kept_and_recorded(one_thread):

@@ -148,11 +148,6 @@ def plan(
     for name, info in record.models.items():
         if info.targets is not None and info.targets.note:
             click.echo(f"Note: {info.targets.note}")
-        if c.resumes and info.resume is None and info.targets is not None:
-            click.echo(
-                f"Note: models.{name} runs whole passes: delayed start follows the CIFAR ResNets' dataflow "
-                "only until the generic one (any network's graph) arrives."
-            )
         out = info.profile.left_out if info.profile else None
         if out and out.launches:
             click.echo(

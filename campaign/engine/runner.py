@@ -281,6 +281,7 @@ class WorkerLoop:
 
         self.job, self.store, self.owner, self.beat, self.lock = job, store, owner, beat, lock
         self.on_progress = on_progress
+        self.on_note = on_note
         self.record = store.campaign()
         self.config = check_selection(Config.from_json(self.record.config), job.model, job.mode).with_overrides(
             isolation=job.isolation
@@ -341,6 +342,8 @@ class WorkerLoop:
             self.job.threads,
             self.store,
         )
+        if executor.note and self.on_note:
+            self.on_note(executor.note)
         self.timeout_s = getattr(executor, "timeout_s", 0.0)
         self.beat.chunk(False, stuck_after(self.config, self.chunk, self.timeout_s))
         self.longest = 0.0

@@ -14,7 +14,7 @@ import torch
 from fi_campaign.errors import UserError
 from fi_campaign.models import zoo
 from fi_campaign.models.faults import FaultBatch, Injector
-from fi_campaign.models.resume import GoldenActivations, Resumer, recording
+from fi_campaign.models.graph_resume import CaptureError, GoldenValues, GraphResumer
 from fi_campaign.models.targets import network_output
 from fi_campaign.workload.images import check_checkpoint, workload_inputs
 
@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from torch import nn
 
     from fi_campaign.store import ModelRecord, WorkloadRecord
+    from fi_campaign.workload.resume import GraphBudget
 
 
 def resolve_device(device: str) -> str:
@@ -56,8 +57,10 @@ class Workload:
     golden: np.ndarray  # (inputs, *output shape) float32
     injector: Injector
     batch_size: int
-    activations: GoldenActivations | None = None  # delayed start: golden tensors of the kept points
-    resumer: Resumer | None = None
+    graph: GraphResumer | None = None  # delayed start: the network's captured graph
+    values: GoldenValues | None = None  # its golden values at the kept points
+    point_of: np.ndarray | None = None  # per target index: its resume point (execution order)
+    note: str | None = None  # why this network runs whole passes although delayed start was asked for
 
     @classmethod
     def open(
@@ -70,8 +73,9 @@ class Workload:
         math: str = "fp32",
         resume_layers: list[int] | None = None,
     ) -> Workload:
-        """``resume_layers``: the resume points (models.resume) whose golden tensors are
-        recorded during the golden run, for faulted passes that start there."""
+        """``resume_layers``: the layers (models.resnet.injectable_layers) whose golden values
+        are recorded during the golden run, for faulted passes that start there (the campaign
+        record's resume plan)."""
         _deterministic(math)
         model, meta = zoo.load(checkpoint, device=device)
         check_checkpoint(checkpoint, meta.sha256, expect_sha256)
@@ -88,8 +92,10 @@ class Workload:
         batch_size: int,
         math: str = "fp32",
         resume_layers: list[int] | None = None,
+        graph: GraphBudget | None = None,
     ) -> Workload:
-        """Model ``name`` as the campaign recorded it, whatever its source, with its targets."""
+        """Model ``name`` as the campaign recorded it, whatever its source, with its targets;
+        ``graph``: delayed start on its captured graph (a network with recorded targets only)."""
         from fi_campaign.workload.network import load_recorded
 
         if info.source is None and info.targets is None:
@@ -98,7 +104,7 @@ class Workload:
         inputs = torch.from_numpy(workload_inputs(workload)).to(device)
         names = None if info.targets is None else info.targets.names
         net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device)
-        return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers)
+        return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers, graph)
 
     @classmethod
     def of_model(
@@ -109,18 +115,54 @@ class Workload:
         batch_size: int,
         resume_layers: list[int] | None = None,
         layers: list[tuple[str, nn.Module]] | None = None,
+        graph: GraphBudget | None = None,
     ) -> Workload:
-        """A loaded model with its golden run (and the kept golden activations) on ``inputs``;
-        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers)."""
+        """A loaded model with its golden run (and the kept golden values) on ``inputs``;
+        ``layers``: its targets (default: a CIFAR ResNet's conv and linear layers). Delayed start
+        resumes from the captured graph of the targets, at the layers ``resume_layers`` (a CIFAR
+        ResNet's, planned) or at those chosen within ``graph``'s budget (any other network)."""
         w = cls(model.eval(), meta, inputs, np.empty(0), Injector(model, layers), batch_size)
-        if not resume_layers:
+        if graph is not None or resume_layers:
+            w._record_graph([name for name, _ in w.injector.layers], graph, resume_layers or [])
+        else:
             w.golden = w.forward(np.arange(len(inputs)))
-            return w
-        w.resumer = Resumer(model)
-        with recording(model, resume_layers, len(inputs)) as acts:
-            w.golden = w.forward(np.arange(len(inputs)))
-        w.activations = acts
         return w
+
+    def _record_graph(self, targets: list[str], budget: GraphBudget | None, layers: list[int]) -> None:
+        """The golden run, keeping the golden values of the resume points of ``layers`` (target
+        indices), or of those chosen within ``budget``; a network whose graph cannot be captured
+        (or differs from it) runs whole passes, and ``note`` says why."""
+        from fi_campaign.workload.network import first_batch
+        from fi_campaign.workload.resume import graph_keep
+
+        every = np.arange(len(self.inputs))
+        try:
+            r = GraphResumer(self.model, targets, first_batch(self.inputs, self.batch_size))
+            point_of = np.empty(len(targets), dtype=np.int64)
+            for p in r.points:
+                point_of[p.target] = p.index
+            keep = graph_keep(r, budget, len(self.inputs)) if budget is not None else [int(point_of[k]) for k in layers]
+        except CaptureError as e:
+            self.note = str(e)
+            self.golden = self.forward(every)
+            return
+        if not keep:
+            self.golden = self.forward(every)
+            return
+        try:
+            with r.recording(keep, len(self.inputs)) as values:
+                self.golden = self.forward(every)
+        except CaptureError as e:  # raised as the recording ends: the golden outputs are the model's own
+            self.note = str(e)
+            return
+        self.graph, self.values, self.point_of = r, values, point_of
+
+    @property
+    def kept(self) -> list[int]:
+        """The targets (layer indices) whose resume points delayed start keeps."""
+        if self.graph is None or self.values is None:
+            return []
+        return sorted(self.graph.points[i].target for i in self.values.kept)
 
     def forward(self, rows: np.ndarray, faults: FaultBatch | None = None, resume: bool = True) -> np.ndarray:
         """Logits of the images ``rows`` (one batch row each), with ``faults`` armed if given.
@@ -128,15 +170,15 @@ class Workload:
         Every pass has exactly ``batch_size`` rows (a short chunk is padded with image 0):
         CPU and GPU kernels pick algorithms by shape, and a batch of 1 can differ from a
         batch of 256 in the last bits, which would read as an SDC. A faulted pass starts from
-        the golden tensors of the last kept resume point at or before its earliest fault when
-        golden activations are kept (and ``resume``), else from the images.
+        the golden values of the last kept resume point at or before its earliest fault (in
+        execution order) when golden values are kept (and ``resume``), else from the images.
         """
         out = []
         b = self.batch_size
         if faults is not None and len(rows) > b:
             raise ValueError(f"a faulted pass takes at most batch_size={b} rows, got {len(rows)}")
-        if faults is not None and resume and self.activations is not None and len(rows):
-            start = self.activations.start_for(int(faults.layers.min()))
+        if faults is not None and resume and self.values is not None and self.point_of is not None and len(rows):
+            start = self.values.start_for(int(self.point_of[faults.layers].min()))
             if start is not None:
                 return self._resumed(rows, faults, start)
         with torch.inference_mode():
@@ -153,24 +195,22 @@ class Workload:
         return np.concatenate(out)
 
     def _resumed(self, rows: np.ndarray, faults: FaultBatch, start: int) -> np.ndarray:
-        """One pass from layer ``start``: its golden output with the faults of that layer
-        applied, the block input beside it, then the rest of the network with the hooks armed
-        for faults further on. Padded to ``batch_size`` rows like every pass."""
-        acts, resumer, b = self.activations, self.resumer, self.batch_size
-        assert acts is not None and resumer is not None, "forward resumes only where golden activations are kept"
+        """One pass from resume point ``start`` of the captured graph: its target's golden output
+        with that target's faults applied, the other golden values live there, then the rest of
+        the graph with the hooks armed for faults further on. Padded like every pass."""
+        values, graph, b = self.values, self.graph, self.batch_size
+        assert values is not None and graph is not None, "forward resumes only where golden values are kept"
         padded = np.concatenate([rows, np.zeros(b - len(rows), dtype=rows.dtype)])
         idx = torch.from_numpy(padded).to(self.inputs.device)
-        block = acts.points[start].block
         with torch.inference_mode(), self.injector.armed(faults):
-            out = faults.apply(start, acts.outputs[start][idx])
-            carry = None if block is None else acts.carries[block][idx]
-            y = resumer.tail(start, out, carry)
+            out = faults.apply(graph.points[start].target, values.output(start, idx))
+            y = network_output(graph.tail(start, out, values, idx))
         return y[: len(rows)].float().cpu().numpy()
 
     def close(self) -> None:
         """Drop the hooks and the golden tensors (a model's cache can be hundreds of MB)."""
         self.injector.remove()
-        self.activations = self.resumer = None
+        self.graph = self.values = self.point_of = None
 
     def check_reproducible(self, tolerance: float) -> float:
         """Fault-free outputs of a reshuffled batch must equal the golden ones, or every

@@ -76,6 +76,7 @@ def result_of(
 
 class Executor(Protocol):
     groups_layers: bool  # its passes start at a layer: hand it a chunk's sites sorted by layer
+    note: str | None  # one sentence for the user about how it runs (said once when it opens)
 
     def run(self, sites: list[Site], mode: str) -> list[Result]: ...
 

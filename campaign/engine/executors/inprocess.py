@@ -16,6 +16,7 @@ from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site
 
 if TYPE_CHECKING:
     from fi_campaign.models.faults import FaultBatch
+    from fi_campaign.workload.resume import GraphBudget
 
 
 def fault_batch(sites: list[Site], fault_model: FaultModelRecord) -> FaultBatch:
@@ -33,7 +34,7 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
     info = record.models[name]
     plan = info.resume
     if plan is None and (info.arch is None or info.targets is not None):
-        return []  # a network other than the CIFAR ResNets: whole passes
+        return []  # a network other than the CIFAR ResNets: its captured graph's points (graph_budget)
     if plan is None:
         assert info.arch is not None, "checked above"
         from fi_campaign.models.resnet import build
@@ -45,21 +46,37 @@ def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int
     return list(plan.layers)
 
 
+def graph_budget(record: CampaignRecord, config: Config, name: str) -> GraphBudget | None:
+    """Delayed start on the captured graph of a network with planned targets (any network but a
+    CIFAR ResNet with its default targets); None when the campaign runs whole passes."""
+    targets = record.models[name].targets
+    if not config.resumes or targets is None:
+        return None
+    from fi_campaign.models.faults import layer_weights
+    from fi_campaign.workload.network import layer_infos
+    from fi_campaign.workload.resume import GraphBudget
+
+    weights = layer_weights(layer_infos(targets), config.layer_weighting)
+    return GraphBudget(weights=tuple(float(v) for v in weights), budget_mb=config.resume_cache_mb)
+
+
 class InProcess:
     def __init__(self, record: CampaignRecord, config: Config, name: str, device: str) -> None:
         from fi_campaign.workload.model import Workload
 
         info = record.models[name]
         layers = resume_layers(record, config, name)
+        graph = graph_budget(record, config, name)
         self.w = Workload.open_recorded(
-            info, name, record.workload, device, config.batch_size, config.math, resume_layers=layers
+            info, name, record.workload, device, config.batch_size, config.math, resume_layers=layers, graph=graph
         )
         self.w.check_reproducible(config.tolerance)
+        self.note = None if self.w.note is None else f"models.{name} runs whole passes: {self.w.note}"
         self.record, self.config = record, config
         from fi_campaign.workload.judge import judge_of
 
         self.judging = judge_of(config)
-        self.groups_layers = bool(layers)  # the runner hands it sites of one layer together
+        self.groups_layers = bool(layers) or self.w.graph is not None  # the runner hands it sites of one layer together
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
         t0 = time.perf_counter()

@@ -62,6 +62,7 @@ class Processes:
 
     GOLDEN_TIMEOUT_S = 600.0
     groups_layers = False  # every injection runs the whole workload program
+    note: str | None = None
     backend = BACKEND
     isolation = "process"
 
