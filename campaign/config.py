@@ -41,6 +41,7 @@ ALLOCATIONS = ("proportional", "neyman")
 STRATA_KEYS: dict[str, tuple[str, tuple[str, ...] | None]] = {
     "bit": ("", ("single_bit",)),
     "layer": ("pytorch", None),
+    "image": ("pytorch", None),  # a stratum per drawn input: for inputs that differ in fragility
     "kernel": ("nvbitfi", None),
     "igid": ("nvbitfi", None),
 }
@@ -610,7 +611,7 @@ def _sampling(raw: Any, modes: tuple[str, ...], backend: Any, where: str) -> Sam
     if given is not None and not isinstance(given, dict) and given != [] and not any(by.values()):
         raise ConfigError(
             f"{where}: sampling.by is {shown(given)}, which makes no strata for backend {backend} and modes "
-            f"{', '.join(modes)} (bit: single_bit; layer: backend pytorch; kernel, igid: backend nvbitfi)."
+            f"{', '.join(modes)} (bit: single_bit; layer, image: backend pytorch; kernel, igid: backend nvbitfi)."
         )
     if isinstance(given, dict):
         unknown = [m for m in given if m not in modes]

@@ -305,27 +305,29 @@ def draw_sites(
     rng: np.random.Generator,
     layer: int | None = None,
     bit: int | None = None,
+    image: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Where n faults land. The layer is drawn in proportion to its per-image output elements
     (``elements``: every output value equally likely, as one faulty thread-instruction of a
     uniformly drawn dynamic instruction would be) or its multiply-accumulates (``macs``); then
     an image, and an element (single_bit, with a uniform bit) or an aligned warp (warp_random).
-    A stratum fixes the ``layer`` or the ``bit`` (or both) and draws the rest the same way; with
-    neither, the draws are those of every earlier version."""
+    A stratum fixes the ``layer``, the ``image`` (a row of the drawn inputs) or the ``bit`` (or
+    several) and draws the rest the same way; with none, the draws are those of every earlier
+    version."""
     if layer is None:
         at = rng.choice(len(layers), size=n, p=layer_weights(layers, weighting))
     else:
         at = np.full(n, layer, dtype=np.int64)
-    image = rng.integers(0, n_images, size=n)
+    images = rng.integers(0, n_images, size=n) if image is None else np.full(n, image, dtype=np.int64)
     if mode == SINGLE_BIT:
         element = np.array([rng.integers(0, layers[k].numel) for k in at], dtype=np.int64)
         bits = rng.integers(0, 32, size=n) if bit is None else np.full(n, bit, dtype=np.int64)
-        return {"layer": at, "image": image, "element": element, "bit": bits}
+        return {"layer": at, "image": images, "element": element, "bit": bits}
     warp = np.array([rng.integers(0, layers[k].warps) for k in at], dtype=np.int64)
     geo = [warp_geometry(layers[k], w) for k, w in zip(at, warp, strict=False)]
     return {
         "layer": at,
-        "image": image,
+        "image": images,
         "element": np.array([g[0] for g in geo]),
         "width": np.array([g[1] for g in geo]),
         "value_seed": rng.integers(0, 2**62, size=n),

@@ -103,7 +103,7 @@ def plan(
         elif config.sampling.stratified:
             from fi_campaign.plan.strata import framework_sites
 
-            sites.extend(framework_sites(config, name, layers, len(indices)))
+            sites.extend(framework_sites(config, name, layers, workload.indices))
         else:
             for mode in config.modes:
                 columns = draw_sites(

@@ -3,7 +3,8 @@ every combination of the configured keys' values, with its exact share of the fa
 and the sites drawn within each.
 
 A stratum's share is known from the plan alone: a bit is 1/32 of every flip; a layer is its
-weight as the simple draw uses it (``faults.layer_weights``); a kernel or an instruction group is
+weight as the simple draw uses it (``faults.layer_weights``); an image is 1/count, as the simple
+draw picks the image uniformly and independently of the layer; a kernel or an instruction group is
 its part of the profile's dynamic instructions of the campaign's group. A combination's share is
 the product, within the layer or kernel for a bit. Each stratum draws ``injections`` sites (the
 most the allocation could ever give it) from its own generator, so adding a stratum changes no
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import zlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -38,6 +40,7 @@ class Stratum:
     label: str
     weight: float
     layer: int | None = None  # framework level
+    image: int | None = None  # framework level: a row of the campaign's drawn inputs
     bit: int | None = None
     kernel: str | None = None  # SASS level: a kernel name
     igid: int | None = None  # SASS level: a base instruction group
@@ -64,10 +67,15 @@ def stratum_rng(seed: int, model: str, mode: str, stratum: str) -> np.random.Gen
     )
 
 
-def framework_strata(layer_names: list[str], layer_weights: list[float], keys: tuple[str, ...]) -> list[Stratum]:
-    """Every combination of ``keys`` (layer, bit) for a framework-level model x mode."""
+def framework_strata(
+    layer_names: list[str], layer_weights: list[float], keys: tuple[str, ...], images: Sequence[int] = ()
+) -> list[Stratum]:
+    """Every combination of ``keys`` (layer, image, bit) for a framework-level model x mode.
+    ``images``: the drawn inputs' indices in their source, which name the image strata as the
+    export's ``image`` column names a site's input."""
     options: dict[str, list[tuple[object, float, dict]]] = {
         "layer": [(name, w, {"layer": i}) for i, (name, w) in enumerate(zip(layer_names, layer_weights, strict=True))],
+        "image": [(source, 1 / len(images), {"image": row}) for row, source in enumerate(images)],
         "bit": [(b, 1 / BITS, {"bit": b}) for b in range(BITS)],
     }
     return _combine(keys, options)
@@ -97,14 +105,14 @@ def check_size(config: Config, strata_per_cell: int) -> None:
         )
 
 
-def framework_sites(config: Config, model: str, layers: list, n_images: int) -> list[dict]:
+def framework_sites(config: Config, model: str, layers: list, images: Sequence[int]) -> list[dict]:
     """The sites of every stratum of every mode of a framework-level model, each row with its
-    stratum's label and share."""
+    stratum's label and share; ``images`` holds the drawn inputs' indices in their source."""
     from fi_campaign.models.faults import draw_sites, layer_weights
 
     weights = layer_weights(layers, config.layer_weighting).tolist()
     names = [li.name for li in layers]
-    cells = {m: framework_strata(names, weights, config.sampling.keys(m)) for m in config.modes}
+    cells = {m: framework_strata(names, weights, config.sampling.keys(m), images) for m in config.modes}
     check_size(config, len(config.models) * sum(len(c) for c in cells.values()))
     rows: list[dict] = []
     for mode, strata in cells.items():
@@ -113,11 +121,12 @@ def framework_sites(config: Config, model: str, layers: list, n_images: int) -> 
                 layers,
                 mode,
                 config.stratum_sites,
-                n_images,
+                len(images),
                 config.layer_weighting,
                 stratum_rng(config.seed, model, mode, s.label),
                 layer=s.layer,
                 bit=s.bit,
+                image=s.image,
             )
             keys = list(drawn)
             columns = [drawn[k].tolist() for k in keys]
