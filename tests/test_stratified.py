@@ -187,6 +187,7 @@ def test_the_stopping_rule_waits_for_the_pilot():
 
 # --- the whole procedure, simulated ----------------------------------------------------------------
 
+IMAGES = "image strata: 200, a few percent fragile"
 UNEQUAL = [16384.0] * 7 + [8192.0] * 6 + [4096.0] * 6 + [640.0]  # ResNet-20's layer sizes, more or less
 POPULATIONS = {
     # name: (weights, rates per stratum, the half-width the run stops at)
@@ -199,6 +200,8 @@ POPULATIONS = {
     ),
     "alike strata: nothing to win": ([1 / 32] * 32, [0.05] * 32, 0.01),
     "unequal layers, rates 0 to 6%": ([w / sum(UNEQUAL) for w in UNEQUAL], list(np.linspace(0, 0.06, 20)), 0.005),
+    # by image: 200 inputs, 8 fragile, 4 nearly quiet, the rest never failing; the pilot alone is 2,000
+    IMAGES: ([1 / 200] * 200, [0.3] * 8 + [0.01] * 4 + [0.0] * 188, 0.004),
 }
 
 
@@ -223,7 +226,9 @@ def simulate(
             n[i] += m
 
 
-@pytest.mark.parametrize("name", POPULATIONS)
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n == IMAGES else n for n in POPULATIONS]
+)  # 200 strata: about 15 s
 def test_intervals_cover_the_true_rate(name):
     """1,000 campaigns per population: the 95% interval at the stopping point covers the true
     rate in at least 94% of them (docs/DESIGN.md has the coverage of more replicates)."""
@@ -253,6 +258,25 @@ def test_sampling_defaults_and_forms():
     assert parse({**nv, "sampling": {"method": "stratified", "by": ["kernel", "bit"]}}, "c.yaml").sampling.by == {
         "single_bit": ("kernel", "bit")
     }
+    by_image = parse({**CONFIG, "sampling": {"method": "stratified", "by": ["image", "bit"]}}, "c.yaml").sampling
+    assert by_image.by == {"single_bit": ("image", "bit"), "warp_random": ("image",)}
+
+
+@pytest.mark.parametrize(
+    "by, says",
+    [
+        ("image", "sampling.by is 'image', which makes no strata for backend nvbitfi"),
+        ({"single_bit": ["kernel", "image"]}, "image strata exist only for backend pytorch"),
+    ],
+)
+def test_image_strata_are_refused_at_sass_level(by, says):
+    """NVBitFI runs the whole program on every input at once; a site names no image."""
+    from fi_campaign.config import ConfigError, parse
+
+    nv = {**CONFIG, "backend": "nvbitfi", "device": "cuda", "modes": ["single_bit"]}
+    with pytest.raises(ConfigError) as e:
+        parse({**nv, "sampling": {"method": "stratified", "by": by}}, "c.yaml")
+    assert says in str(e.value) and "\n" not in str(e.value)
 
 
 @pytest.mark.parametrize(
@@ -265,6 +289,8 @@ def test_sampling_defaults_and_forms():
             "sampling.by is 'kernel', which makes no strata for backend pytorch",
         ),
         ({"method": "stratified", "by": {"warp_random": "bit"}}, "bit strata exist only for mode single_bit"),
+        ({"method": "stratified", "by": ["image", "image"]}, "it must be a key or a list of distinct keys"),
+        ({"method": "stratified", "by": "images"}, "each key must be one of bit, layer, image, kernel, igid, not"),
         ({"method": "stratified", "by": {"warp": "bit"}}, "sampling.by names mode 'warp'"),
         ({"method": "stratified", "by": ["bit", "bit"]}, "it must be a key or a list of distinct keys"),
         ({"method": "stratified", "allocation": "optimal"}, "it must be one of proportional, neyman."),

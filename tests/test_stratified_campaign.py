@@ -72,6 +72,36 @@ def test_layer_and_bit_together(tmp_path, checkpoints):
     assert sum({r["stratum"]: r["stratum_weight"] for r in rows}.values()) == pytest.approx(1.0)
 
 
+def test_image_strata_are_the_drawn_inputs_each_its_share(tmp_path, checkpoints):
+    """by image: a stratum per drawn input, named by its index in the source (as the export's
+    ``image`` column names it), each 1/count of the population since the simple draw picks the
+    image uniformly; combined with bit, each image x bit is 1/(count x 32)."""
+    config = load(
+        str(
+            write(
+                tmp_path,
+                {"baseline": checkpoints["baseline"]},
+                injections=6,
+                sampling={"method": "stratified", "by": {"single_bit": ["image", "bit"], "warp_random": "image"}},
+            )
+        )
+    )
+    record, rows = plan(config)
+    indices = record.workload.indices
+    assert len(set(indices)) == 20 and indices != tuple(range(20))  # a source index is not the row
+    warp = [r for r in rows if r["mode"] == "warp_random"]
+    assert Counter(r["stratum"] for r in warp) == {f"image={i}": 6 for i in indices}
+    for r in warp:
+        assert r["stratum"] == f"image={indices[r['image']]}" and r["stratum_weight"] == pytest.approx(1 / 20)
+    assert len({r["layer"] for r in warp}) > 5  # the layer is still drawn by its weight
+    bits = [r for r in rows if r["mode"] == "single_bit"]
+    assert len(cells(bits)) == 20 * 32
+    for r in bits:
+        assert r["stratum"] == f"image={indices[r['image']]} bit={r['bit']}"
+        assert r["stratum_weight"] == pytest.approx(1 / (20 * 32))
+    assert plan(config)[1] == rows
+
+
 def test_a_simple_plan_is_unchanged(tmp_path, checkpoints):
     plain = plan(load(str(write(tmp_path, checkpoints, injections=50))))[1]
     named = plan(load(str(write(tmp_path, checkpoints, injections=50, sampling="simple"))))[1]
@@ -263,3 +293,50 @@ def test_status_and_the_page_show_the_simple_random_equivalent(ran, tmp_path):
     assert CliRunner().invoke(main, ["--db", str(ran), "report", "--html", str(page)]).exit_code == 0
     html = (page / "index.html").read_text()
     assert html.count('<tr class="sampling"') == 4 and 'data-field="srs_equivalent"' in html
+
+
+def test_a_campaign_by_image_runs_to_its_interval_and_reports_its_strata(tmp_path, checkpoints):
+    import json
+
+    import pandas as pd
+
+    db = tmp_path / "i.db"
+    config = write(
+        tmp_path,
+        {"baseline": checkpoints["baseline"]},
+        modes=["warp_random"],
+        injections=300,
+        sampling={"method": "stratified", "by": "image", "pilot": 3},
+    )
+    for args in (["plan", str(config)], ["run", "--until-ci", "0.15"]):
+        r = CliRunner().invoke(main, ["--db", str(db), *args])
+        assert r.exit_code == 0, r.output
+    store = Store.open(db)
+    indices = store.campaign().workload.indices
+    policy = runner.policy(Config.from_json(store.campaign().config))
+    states = runner.sampling_states(store, "baseline", "warp_random")
+    assert {s.label for s in states} == {f"image={i}" for i in indices}
+    assert min(s.n for s in states) >= 3 and reached(states, policy, 0.15)
+    done = sum(s.n for s in states)
+    assert done < 300  # stopped by the interval, not the budget
+    out = tmp_path / "x.parquet"
+    assert CliRunner().invoke(main, ["--db", str(db), "export", str(out)]).exit_code == 0
+    rows = pd.read_parquet(out)
+    assert len(rows) == done
+    assert (rows["stratum"] == "image=" + rows["image"].astype(str)).all()
+    assert (rows["stratum_weight"] == 1 / 20).all()
+    r = CliRunner().invoke(main, ["--db", str(db), "report", "--avf", "--json", str(tmp_path / "r.json")])
+    assert r.exit_code == 0 and "Stratified sampling" in r.output, r.output
+    doc = json.loads((tmp_path / "r.json").read_text())["stores"][0]
+    assert doc["sampling"]["by"] == {"warp_random": ["image"]}
+    listed = {t["stratum"]: (t["weight"], t["n"], t["k"]) for t in doc["sampling"]["strata"]}
+    n_of = rows.groupby("stratum").size()
+    k_of = (rows["outcome"] == "critical_sdc").groupby(rows["stratum"]).sum()
+    assert listed == {h: (pytest.approx(1 / 20), int(n_of[h]), int(k_of[h])) for h in n_of.index}
+    est = next(e for e in doc["sampling"]["estimates"] if e["mode"] == "warp_random")
+    assert est["injections"] == done
+    row = next(a for a in doc["avf"] if (a["mode"], a["outcome"]) == ("warp_random", "critical_sdc"))
+    per = rows.groupby("stratum").agg(
+        w=("stratum_weight", "first"), k=("outcome", lambda s: (s == "critical_sdc").sum()), n=("outcome", "size")
+    )
+    assert (per.w * per.k / per.n).sum() == pytest.approx(row["rate"])
