@@ -390,3 +390,29 @@ def test_kill_9_then_resume_gives_the_undisturbed_results(tmp_path, own, monkeyp
         assert p.wait(timeout=300) == 0, p.stderr.read().decode() if p.stderr else ""
         results[name] = [(s, i, o) for s, i, o, _ in rows(db)]
     assert len(results["ref"]) == 80 and results["killed"] == results["ref"]
+
+
+def test_the_example_app_folders_scripts_work_as_nvbitfi_runs_them(tmp_path, own, monkeypatch):
+    """nvbitfi_tools/examples/vectoradd's run.sh and sdc_check.sh, unchanged, with the stand-in
+    as its binary (BIN_DIR): the GPU machine runs the real one (make gpu-check, own_app)."""
+    from pathlib import Path
+
+    app, config = own
+    monkeypatch.setenv("FAKE_NO_HANG", "1")
+    example = Path(__file__).resolve().parents[1] / "nvbitfi_tools" / "examples" / "vectoradd"
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (app / "standin").rename(bin_dir / "vectoradd")
+    path = config({"app": str(example), "bin": str(bin_dir), "critical": {"relative_error": 0.01}}, injections=16)
+    db = tmp_path / "e.db"
+    assert cli("--db", db, "plan", path, "--profile", tmp_path / "profile.txt").exit_code == 0
+    ran = cli("--db", db, "run", "--workers", "1")
+    assert ran.exit_code == 0, ran.output
+    want = {"masked": "masked", "tolerable": "tolerable_sdc", "critical": "critical_sdc", "stdout": "critical_sdc"}
+    got = rows(db)
+    assert {CASES[iid % len(CASES)] for _, iid, _, _ in got} >= set(want)
+    for _, iid, outcome, detail in got:
+        case = CASES[iid % len(CASES)]
+        if case in want:
+            assert outcome == want[case], (case, detail)
+    assert not list(example.glob("golden_*")), "the example folder is used unchanged"
