@@ -224,6 +224,11 @@ def test_an_nvbitfi_app_folder_end_to_end(tmp_path, own, build_home):
     assert "kernel,kcount,igid,iid" in out.read_text().splitlines()[0].replace('"', "")
     report = cli("--db", db, "report")
     assert report.exit_code == 0, report.output
+    said = " ".join(report.output.split())
+    assert (
+        "Own program myapp: outputs judged by sdc_check.sh's logs; "
+        "an SDC is critical_sdc when its largest relative error exceeds 0.01." in said
+    )
 
 
 def _command(app, **extra):
@@ -272,6 +277,8 @@ def test_a_command_with_each_compare_kind(tmp_path, own, monkeypatch, compare, t
             assert detail == "signal SIGSEGV"  # a command is started directly: its signal is seen
         if outcome == "critical_sdc":
             assert "critical by default: no critical rule" in detail
+    said = " ".join(cli("--db", db, "report").output.split())
+    assert "no critical rule was given, so every SDC counts as critical_sdc (the default)." in said
 
 
 def test_a_command_critical_rule_by_script_and_stdout_compared(tmp_path, own, monkeypatch):

@@ -447,6 +447,19 @@ class Program:
         return yes, f"{'critical' if yes else 'tolerable'} by {c.ref}"
 
 
+def critical_note(spec: OwnWorkload) -> str:
+    """One sentence for reports: which rule made an SDC critical_sdc, or that the default did."""
+    judged = "sdc_check.sh's logs" if spec.app else f"compare {spec.compare}"
+    c = spec.critical
+    if c is None:
+        rule_text = "no critical rule was given, so every SDC counts as critical_sdc (the default)"
+    elif isinstance(c, dict):
+        rule_text = f"an SDC is critical_sdc when its largest relative error exceeds {c['relative_error']:g}"
+    else:
+        rule_text = f"an SDC is critical_sdc when {c} says so"
+    return f"Own program {spec.label}: outputs judged by {judged}; {rule_text}."
+
+
 def check(spec: OwnWorkload) -> None:
     """What would stop every run, refused before anything runs: a missing or non-executable
     run.sh or sdc_check.sh, a program not found, a rule that cannot be loaded."""
