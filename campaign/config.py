@@ -616,9 +616,11 @@ def _workload(raw: Any, where: str) -> OwnWorkload:
             if key in data:
                 raise ConfigError(f"{where}: workload.{key} goes with app (an NVBitFI test-app folder).")
     # run directories are elsewhere: paths are fixed against the folder fi-campaign was started in
-    fixed: dict[str, Any] = {k: str(Path(data[k]).resolve()) for k in ("app", "bin", "dataset") if k in data}
+    fixed: dict[str, Any] = {
+        k: str(Path(data[k]).expanduser().resolve()) for k in ("app", "bin", "dataset") if k in data
+    }
     if "command" in data and "/" in data["command"][0]:
-        fixed["command"] = [str(Path(data["command"][0]).resolve()), *data["command"][1:]]
+        fixed["command"] = [str(Path(data["command"][0]).expanduser().resolve()), *data["command"][1:]]
     return OwnWorkload(**(data | fixed))
 
 

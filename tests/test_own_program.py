@@ -423,3 +423,40 @@ def test_the_example_app_folders_scripts_work_as_nvbitfi_runs_them(tmp_path, own
         if case in want:
             assert outcome == want[case], (case, detail)
     assert not list(example.glob("golden_*")), "the example folder is used unchanged"
+
+
+@pytest.mark.parametrize(
+    "workload, said",
+    [
+        ({"app": "a", "command": ["b"]}, "workload takes app (an NVBitFI test-app folder) or command, not both."),
+        ({"command": ["b"], "args": ["x"]}, "workload.args goes with app"),
+        ({"app": "a", "compare": "exact"}, "workload.compare goes with command"),
+        ({"command": ["b"], "compare": {"tolerance": -1}}, "workload.compare is {'tolerance': -1}; it must be exact"),
+        ({"command": []}, "workload.command is empty"),
+        ({"command": ["b"], "ignore_lines": ["("]}, "workload.ignore_lines: '(' is not a regular expression"),
+        ({"command": ["b"], "critical": {"relative_error": "x"}}, "workload.critical is"),
+        ({}, "workload must name an NVBitFI app folder (app: DIR) or a program (command: [...])."),
+    ],
+)
+def test_a_bad_workload_section_is_one_sentence(workload, said):
+    from fi_campaign.config import ConfigError, parse
+
+    base = {"backend": "nvbitfi", "device": "cuda", "modes": ["single_bit"]}
+    with pytest.raises(ConfigError) as e:
+        parse(base | {"workload": workload}, "x.yaml")
+    assert said in str(e.value)
+    with pytest.raises(ConfigError, match="set backend: nvbitfi"):
+        parse({"workload": {"app": "a"}}, "x.yaml")
+    with pytest.raises(ConfigError, match="give models .networks. or workload .your own program., not both"):
+        parse(base | {"workload": {"app": "a"}, "models": {"m": "zoo:x"}}, "x.yaml")
+
+
+def test_a_workload_config_survives_the_store_and_names_its_model(tmp_path):
+    from fi_campaign.config import Config, parse
+
+    base = {"backend": "nvbitfi", "device": "cuda", "modes": ["single_bit"]}
+    c = parse(base | {"workload": {"command": ["./solver", "-n", "4"], "outputs": ["r.npy"]}}, "x.yaml")
+    assert c.models == {"solver": f"command:{os.path.abspath('solver')} -n 4"}
+    assert Config.from_json(c.to_json()) == c
+    c = parse(base | {"workload": {"app": str(tmp_path), "name": "mine", "critical": {"relative_error": 0.1}}}, "x")
+    assert list(c.models) == ["mine"] and Config.from_json(c.to_json()) == c
