@@ -337,6 +337,13 @@ SPECS: dict[str, Spec] = {
     "nvbitfi.reads_powerlaw": flag(),
     "nvbitfi.dummy": flag(),
     "nvbitfi.max_not_injected": number(0, 1),
+    # its keys are checked together by _workload, as a models.NAME build mapping's are
+    "workload": optional(
+        Spec(
+            lambda v: isinstance(v, dict),
+            "a mapping with app (an NVBitFI test-app folder) or command (a program and its arguments)",
+        )
+    ),
     "slurm.tasks": integer(1, limits.MAX_WORKERS),
     "slurm.partition": optional(text()),
     "slurm.account": optional(text()),
