@@ -460,3 +460,90 @@ def test_a_workload_config_survives_the_store_and_names_its_model(tmp_path):
     assert Config.from_json(c.to_json()) == c
     c = parse(base | {"workload": {"app": str(tmp_path), "name": "mine", "critical": {"relative_error": 0.1}}}, "x")
     assert list(c.models) == ["mine"] and Config.from_json(c.to_json()) == c
+
+
+C_STANDIN = r"""
+/* A C program playing NVBitFI's stock injector and a GPU program (tests/test_own_program.py):
+   without nvbitfi-injection-info.txt it writes its eight outputs; with one it writes the
+   injector's log for the site and flips bit (int)(32 * bitIDSeed) of output iid % 8, except
+   for every fourth iid, whose fault is masked. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <stdint.h>
+
+static const int LAUNCHES[] = {40, 0, 300, 25, 900, 60};
+
+int main(void) {
+    float v[8];
+    for (int i = 0; i < 8; ++i) v[i] = 1.25f + 0.5f * (float)i;
+    FILE *info = fopen("nvbitfi-injection-info.txt", "r");
+    if (info != NULL) {
+        int igid, bfm, kcount; long iid; double op, bit; char kernel[1000];
+        if (fscanf(info, "%d %d %999s %d %ld %lf %lf", &igid, &bfm, kernel, &kcount, &iid, &op, &bit) != 7) return 9;
+        fclose(info);
+        FILE *log = fopen("nvbitfi-injection-log-temp.txt", "w");
+        fprintf(log, "inspecting: %s\nnum_static_instrs: 812\nmaxregs: 40(40)\n", kernel);
+        if (kcount < 6) {
+            long c[8] = {0};  /* fp64 fp32 ld pr nodest others, then gppr and gp */
+            c[igid] = LAUNCHES[kcount];
+            long sum = 0;
+            for (int i = 0; i < 6; ++i) sum += c[i];
+            c[6] = sum - c[4];
+            c[7] = c[6] - c[3];
+            uint32_t mask = 1u << (int)(32 * bit), before;
+            memcpy(&before, &v[iid % 8], 4);
+            fprintf(log, "Injection data\nindex: %d\nkernel_name: %s\nctas: 4\ninstrs: %ld\n", kcount, kernel, sum);
+            for (int i = 0; i < 8; ++i) fprintf(log, " grp %d: %ld", i, c[i]);
+            fprintf(log, "\nmask: 0x%x\nbeforeVal: 0x%x;afterVal: 0x%x\n", mask, before, before ^ mask);
+            fprintf(log, "regNo: 12\nopcode: FFMA\npcOffset: 0x1a0\ntid: 7\n");
+            if (iid % 4 != 0) {
+                uint32_t after = before ^ mask;
+                memcpy(&v[iid % 8], &after, 4);
+            }
+        }
+        fclose(log);
+    }
+    FILE *out = fopen("output.txt", "w");
+    for (int i = 0; i < 8; ++i) fprintf(out, "%.9g\n", v[i]);
+    fclose(out);
+    printf("done\n");
+    return 0;
+}
+"""
+
+
+def test_a_c_program_as_a_command_judged_by_relative_error(tmp_path, own):
+    """A compiled program under the tool: LD_PRELOAD and CUDA_INJECTION64_PATH on a C
+    executable, its text output read as numbers, each SDC critical exactly when the flipped
+    bit moved its value by more than the threshold."""
+    import struct
+
+    _, config = own
+    src = tmp_path / "standin.c"
+    src.write_text(C_STANDIN)
+    exe = tmp_path / "cstandin"
+    subprocess.run(["cc", "-O1", "-o", str(exe), str(src)], check=True)
+    path = config({"command": [str(exe)], "outputs": ["output.txt"], "critical": {"relative_error": 1e-3}})
+    db = tmp_path / "c.db"
+    assert cli("--db", db, "plan", path, "--profile", tmp_path / "profile.txt").exit_code == 0
+    ran = cli("--db", db, "run", "--workers", "1")
+    assert ran.exit_code == 0, ran.output
+    with sqlite3.connect(db) as con:
+        got = con.execute(
+            "SELECT s.iid, s.bit_seed, r.outcome, r.max_abs_diff FROM site s JOIN result r ON r.site_id = s.id"
+        ).fetchall()
+    assert len(got) == 24
+    seen = set()
+    for iid, bit_seed, outcome, diff in got:
+        v = struct.unpack("f", struct.pack("f", 1.25 + 0.5 * (iid % 8)))[0]
+        bits = struct.unpack("I", struct.pack("f", v))[0] ^ (1 << int(32 * bit_seed))
+        flipped = struct.unpack("f", struct.pack("I", bits))[0]
+        printed = float(f"{flipped:.9g}")
+        rel = abs(printed - v) / abs(v)
+        want = "masked" if iid % 4 == 0 or printed == v else ("critical_sdc" if rel > 1e-3 else "tolerable_sdc")
+        assert outcome == want, (iid, bit_seed, outcome, rel)
+        if outcome.endswith("_sdc"):
+            assert diff == pytest.approx(abs(printed - v))
+        seen.add(outcome)
+    assert {"masked", "tolerable_sdc", "critical_sdc"} <= seen
