@@ -547,3 +547,26 @@ def test_a_c_program_as_a_command_judged_by_relative_error(tmp_path, own):
             assert diff == pytest.approx(abs(printed - v))
         seen.add(outcome)
     assert {"masked", "tolerable_sdc", "critical_sdc"} <= seen
+
+
+def test_an_app_folders_own_golden_files_are_used_and_checked(tmp_path, own, monkeypatch):
+    app, config = own
+    monkeypatch.setenv("FAKE_NO_HANG", "1")
+    (app / "golden_output.txt").write_text("1.5 2.25 -3.0 4.0\n")
+    (app / "golden_stdout.txt").write_text("sum: 4.75\n")
+    (app / "golden_stderr.txt").write_text("")
+    db = tmp_path / "g.db"
+    path = config({"app": str(app)}, injections=8)
+    assert cli("--db", db, "plan", path, "--profile", tmp_path / "profile.txt").exit_code == 0
+    ran = cli("--db", db, "run", "--workers", "1")
+    assert ran.exit_code == 0, ran.output
+    kept = tmp_path / "g.db.runs" / "myapp" / "app" / "golden_output.txt"
+    assert kept.is_symlink() and kept.resolve() == (app / "golden_output.txt").resolve()
+
+    (app / "golden_stdout.txt").write_text("sum: 4.5\n")  # no fault-free run prints this
+    db = tmp_path / "h.db"
+    assert cli("--db", db, "plan", path, "--profile", tmp_path / "profile.txt").exit_code == 0
+    ran = cli("--db", db, "run", "--workers", "1")
+    assert ran.exit_code == 2 and "Traceback" not in ran.output
+    said = " ".join(ran.output.split())
+    assert f"golden run 0 differs from {app}'s golden files (stdout per sdc_check.sh)" in said

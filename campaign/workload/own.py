@@ -277,10 +277,11 @@ class Program:
             dirs.append(d)
             slowest = max(slowest, ended.runtime_s)
         self._keep_golden(dirs[0])
-        for g, d in enumerate(dirs[1:], 1):
-            if self.app:
+        given = self.app is not None and self._given_golden()  # then run 0 is checked against them too
+        for g, d in enumerate(dirs):
+            if self.app and (g or given):
                 self._agree_app(dirs[0], d, g)
-            else:
+            elif g:
                 self._agree_command(d, g)
         return slowest
 
@@ -296,7 +297,9 @@ class Program:
         if self.app:
             if not self._given_golden():
                 for name in self._written(d):
-                    shutil.copyfile(d / name, self.app_dir / f"{GOLDEN}{name}")
+                    target = self.app_dir / f"{GOLDEN}{name}"
+                    target.unlink(missing_ok=True)  # never write through a link into the user's folder
+                    shutil.copyfile(d / name, target)
             return
         g = self.golden_dir
         shutil.rmtree(g, ignore_errors=True)
@@ -482,11 +485,17 @@ def check(spec: OwnWorkload) -> None:
 
 
 def digest(spec: OwnWorkload) -> str:
-    """The sha256 of what the program is: the app's run.sh and sdc_check.sh, or the command's
-    program file, so a store names the program it was planned on."""
+    """The sha256 of what the program is: the app's run.sh, sdc_check.sh and golden files, or
+    the command's program file, so a store names the program it was planned on (and golden runs
+    cached against it are redone when they change)."""
     h = hashlib.sha256()
-    files = [Path(spec.app) / RUN_SH, Path(spec.app) / SDC_CHECK] if spec.app else [Path(_program(spec)[0])]
+    if spec.app:
+        app = Path(spec.app)
+        files = [app / RUN_SH, app / SDC_CHECK, *sorted(p for p in app.glob(f"{GOLDEN}*") if p.is_file())]
+    else:
+        files = [Path(_program(spec)[0])]
     for f in files:
+        h.update(f.name.encode() + b"\0")
         h.update(f.read_bytes())
     return h.hexdigest()
 
@@ -514,6 +523,8 @@ def open_program(spec: OwnWorkload, root: Path, home: str | None) -> Program:
         program.app_dir.mkdir(exist_ok=True)
         for entry in Path(spec.app).iterdir():
             link = program.app_dir / entry.name
+            if entry.name.startswith(GOLDEN) and link.exists() and not link.is_symlink():
+                link.unlink()  # golden files made before the folder brought its own
             if not link.is_symlink() and not link.exists():
                 try:
                     link.symlink_to(entry.resolve())
