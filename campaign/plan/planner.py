@@ -145,13 +145,13 @@ def program_workload(config: Config) -> WorkloadRecord:
 def program_model(config: Config) -> ModelRecord:
     """The user's program as the campaign's one model, its scripts checked now (a missing
     run.sh, a script without its execute bit, a program not found, a rule that cannot load)."""
-    from fi_campaign.workload import own
+    from fi_campaign.workload import own, rules
 
     spec = config.workload
     assert spec is not None, "only an own-program campaign"
     own.check(spec)
-    own.rule(spec.compare, "compare", "tolerance")
-    own.rule(spec.critical, "critical", "relative_error")
+    rules.rule(spec.compare, "compare", "tolerance")
+    rules.rule(spec.critical, "critical", "relative_error")
     return ModelRecord(
         checkpoint=spec.spelt, sha256=own.digest(spec), arch=None, dataset="", clean_accuracy=None, accuracy_on=""
     )

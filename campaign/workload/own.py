@@ -22,17 +22,13 @@ import os
 import re
 import shutil
 import subprocess
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from fi_campaign.classify import CRITICAL_SDC, DUE, MASKED, TOLERABLE_SDC, Outcome
 from fi_campaign.config import OwnWorkload
-from fi_campaign.errors import UserError
-from fi_campaign.models.sources import FILE_FUNCTION, MODULE_FUNCTION
 from fi_campaign.workload import process
+from fi_campaign.workload.rules import CHECK_TIMEOUT_S, ProgramError, Rule, executable, max_errors, rule
 
 RUN_SH, SDC_CHECK = "run.sh", "sdc_check.sh"
 DIFF_LOGS = {
@@ -52,35 +48,7 @@ NOT_OUTPUTS = {
     "nvbitfi-injection-log-temp.txt",
     "nvbitfi-igprofile.txt",
 }
-CHECK_TIMEOUT_S = 600.0
 DEFAULT_CRITICAL = "critical by default: no critical rule, every SDC counts as critical_sdc"
-
-
-class ProgramError(UserError):
-    """The user's program, its scripts or its rules cannot be used; one sentence."""
-
-
-def _function(ref: str) -> bool:
-    return bool(FILE_FUNCTION.fullmatch(ref) or MODULE_FUNCTION.fullmatch(ref))
-
-
-def _executable(path: Path, what: str) -> Path:
-    if not path.is_file():
-        raise ProgramError(f"{what} {path} does not exist.")
-    if not os.access(path, os.X_OK):
-        raise ProgramError(f"{what} {path} is not executable; run chmod +x {path}.")
-    return path
-
-
-def _script(ref: str, key: str) -> list[str]:
-    """A rule's script as a command line: its first word an executable file or a program on PATH."""
-    first = Path(ref).expanduser()
-    if first.is_file():
-        return [str(_executable(first.resolve(), f"workload.{key}"))]
-    found = shutil.which(ref)
-    if found is None:
-        raise ProgramError(f"workload.{key} {ref} is neither a file nor a program on PATH.")
-    return [found]
 
 
 def _program(spec: OwnWorkload) -> list[str]:
@@ -88,100 +56,13 @@ def _program(spec: OwnWorkload) -> list[str]:
     assert spec.command, "a command workload has a program"
     first = spec.command[0]
     if "/" in first:
-        path = _executable(Path(first), "workload.command's program")
+        path = executable(Path(first), "workload.command's program")
     else:
         found = shutil.which(first)
         if found is None:
             raise ProgramError(f"workload.command's program {first} is not found on PATH.")
         path = Path(found)
     return [str(path), *spec.command[1:]]
-
-
-def numbers(path: Path) -> np.ndarray | None:
-    """A file's values as float64: a .npy array, or whitespace-separated numbers in text; None
-    when it is neither."""
-    try:
-        if path.suffix == ".npy":
-            return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-        return np.array(path.read_text(encoding="utf-8").split(), dtype=np.float64)
-    except (OSError, ValueError, TypeError, UnicodeDecodeError):
-        return None
-
-
-def max_errors(golden: Path, faulty: Path) -> tuple[float, float] | None:
-    """Largest absolute and relative difference of two numeric files; None when either is not
-    numbers or their shapes differ. A NaN or infinity where the golden value is finite is an
-    infinite difference."""
-    a, b = numbers(golden), numbers(faulty)
-    if a is None or b is None or a.shape != b.shape:
-        return None
-    if a.size == 0:
-        return 0.0, 0.0
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        diff = np.abs(b - a)
-        diff = np.where((a == b) | (np.isnan(a) & np.isnan(b)), 0.0, diff)
-        diff = np.where(np.isnan(diff), np.inf, diff)
-        rel = diff / np.maximum(np.abs(a), np.finfo(np.float64).tiny)
-    return float(diff.max()), float(np.where(diff == 0, 0.0, rel).max())
-
-
-def _call(fn: Callable[..., object], ref: str, key: str, golden: Path, run: Path) -> bool:
-    try:
-        value = fn(golden, run)
-    except Exception as e:  # noqa: BLE001 - the user's function may raise anything
-        raise ProgramError(f"workload.{key} {ref} raised {type(e).__name__}: {e} on run {run}.") from None
-    if not isinstance(value, (bool, np.bool_)):
-        raise ProgramError(f"workload.{key} {ref} returned {type(value).__name__}, not True or False, on run {run}.")
-    return bool(value)
-
-
-def _run_script(cmd: list[str], key: str, golden: Path, run: Path) -> bool:
-    """A rule script's answer: exit 0 yes, 1 no; anything else is the script's failure."""
-    try:
-        done = subprocess.run(
-            [*cmd, str(golden), str(run)], cwd=run, capture_output=True, timeout=CHECK_TIMEOUT_S, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ProgramError(f"workload.{key} {cmd[0]} could not be run on {run} ({type(e).__name__}).") from None
-    if done.returncode not in (0, 1):
-        raise ProgramError(f"workload.{key} {cmd[0]} exited with {done.returncode} on run {run}; it must exit 0 or 1.")
-    return done.returncode == 0
-
-
-@dataclass(frozen=True)
-class Rule:
-    """A compare or critical rule: a function or script of (golden folder, run folder), or a
-    threshold on the numeric outputs."""
-
-    key: str
-    ref: str | None = None
-    fn: Callable[..., object] | None = None
-    script: tuple[str, ...] = ()
-    threshold: float | None = None
-
-    def ask(self, golden: Path, run: Path) -> bool:
-        if self.fn is not None:
-            assert self.ref is not None, "a function rule names its function"
-            return _call(self.fn, self.ref, self.key, golden, run)
-        return _run_script(list(self.script), self.key, golden, run)
-
-
-def rule(value: object, key: str, threshold_key: str) -> Rule | None:
-    """The rule a config value names (None for exact comparison or no critical rule); its
-    function imported and its script found now, so a bad one is refused before anything runs."""
-    if value is None or value == "exact":
-        return None
-    if isinstance(value, dict):
-        return Rule(key=key, threshold=float(value[threshold_key]))
-    assert isinstance(value, str), "the config accepts a string, a threshold mapping or nothing"
-    if _function(value):
-        from fi_campaign.models.sources import import_function
-
-        try:
-            return Rule(key=key, ref=value, fn=import_function(value, f"workload.{key}"))
-        except UserError as e:
-            raise ProgramError(str(e)) from None
-    return Rule(key=key, ref=value, script=tuple(_script(value, key)))
 
 
 @dataclass(frozen=True)
@@ -343,7 +224,7 @@ class Program:
     def sdc_check(self, d: Path) -> list[str]:
         """Run the app's sdc_check.sh in run directory ``d``; what its logs say differs."""
         assert self.app is not None, "only an app folder has sdc_check.sh"
-        script = _executable(self.app / SDC_CHECK, "the app's")
+        script = executable(self.app / SDC_CHECK, "the app's")
         env = self.env(dict(os.environ))
         try:
             with open(d / "sdc_check.out", "wb") as out:
@@ -474,12 +355,12 @@ def check(spec: OwnWorkload) -> None:
             raise ProgramError(
                 f"workload.app {app} has no run.sh; an NVBitFI test-app folder has run.sh and sdc_check.sh."
             )
-        _executable(app / RUN_SH, "the app's")
+        executable(app / RUN_SH, "the app's")
         if not (app / SDC_CHECK).is_file():
             raise ProgramError(
                 f"workload.app {app} has no sdc_check.sh; an NVBitFI test-app folder has run.sh and sdc_check.sh."
             )
-        _executable(app / SDC_CHECK, "the app's")
+        executable(app / SDC_CHECK, "the app's")
     else:
         _program(spec)
 
