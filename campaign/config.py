@@ -148,6 +148,51 @@ class Nvbitfi:
     max_not_injected: float = 0.2  # a stratum stops once more of its results than this are not_injected
 
 
+STDOUT_CHOICES = ("compare", "ignore")
+
+
+@dataclass(frozen=True)
+class OwnWorkload:
+    """The user's own GPU program (config key ``workload``), injected as it is, at SASS level:
+    an NVBitFI test-app directory (``app``: run.sh, sdc_check.sh, golden files optional) or a
+    ``command`` whose ``outputs`` (files it writes in its run directory) and stdout are compared
+    as ``compare`` says. ``critical`` decides which SDCs are critical_sdc (docs/NVBITFI.md,
+    "Your own program")."""
+
+    app: str | None = None
+    command: tuple[str, ...] | None = None
+    name: str | None = None  # the campaign's model name for it; default: from the folder or program
+    args: tuple[str, ...] = ()  # app: extra arguments to run.sh (NVBitFI's params.py entry)
+    bin: str | None = None  # app: BIN_DIR (default: the app folder)
+    dataset: str | None = None  # app: DATASET_DIR (default: the app folder)
+    outputs: tuple[str, ...] = ()
+    stdout: str = "compare"
+    ignore_lines: tuple[str, ...] = ()
+    compare: Any = "exact"  # exact | {tolerance: X} | FILE.py:FUNCTION | SCRIPT
+    critical: Any = None  # FILE.py:FUNCTION | SCRIPT | {relative_error: X}; None: every SDC critical
+
+    def __post_init__(self) -> None:
+        for name in ("command", "args", "outputs", "ignore_lines"):
+            value = getattr(self, name)
+            if isinstance(value, list):
+                object.__setattr__(self, name, tuple(value))
+
+    @property
+    def label(self) -> str:
+        """The model name the campaign stores it under."""
+        if self.name:
+            return self.name
+        base = Path(self.app).resolve().name if self.app else Path((self.command or ("program",))[0]).name
+        return re.sub(r"[^A-Za-z0-9_-]", "-", base)[:64] or "program"
+
+    @property
+    def spelt(self) -> str:
+        """What it runs, in one string (the model's ``checkpoint`` in the store)."""
+        if self.app:
+            return f"app:{Path(self.app).resolve()}"
+        return "command:" + " ".join(self.command or ())
+
+
 @dataclass(frozen=True)
 class Sampling:
     """How sites are drawn: ``simple`` random sampling (every site equally likely, the sites of
@@ -220,6 +265,7 @@ class Config:
     resume_cache_mb: int = 512  # per worker: memory for those activations; layers beyond it start earlier
     targets: Targets = field(default_factory=Targets)
     judge: Judge = field(default_factory=Judge)
+    workload: OwnWorkload | None = None  # the user's own GPU program instead of models
 
     @property
     def resumes(self) -> bool:
@@ -241,6 +287,12 @@ class Config:
         d = asdict(self)
         d["models"] = {k: v.spelt() if isinstance(v, ModelSource) else v for k, v in self.models.items()}
         d["judge"] = self.judge.spelt()
+        if self.workload is None:
+            del d["workload"]  # a models campaign's stored config reads as before
+        else:
+            del d["models"]  # the program is the one model; its name comes from the workload
+            default = asdict(OwnWorkload())
+            d["workload"] = {k: v for k, v in d["workload"].items() if v != default[k]}
         return json.dumps(d, sort_keys=True)
 
     @classmethod
@@ -330,6 +382,13 @@ SPECS: dict[str, Spec] = {
     "nvbitfi.reads_powerlaw": flag(),
     "nvbitfi.dummy": flag(),
     "nvbitfi.max_not_injected": number(0, 1),
+    # its keys are checked together by _workload, as a models.NAME build mapping's are
+    "workload": optional(
+        Spec(
+            lambda v: isinstance(v, dict),
+            "a mapping with app (an NVBitFI test-app folder) or command (a program and its arguments)",
+        )
+    ),
     "slurm.tasks": integer(1, limits.MAX_WORKERS),
     "slurm.partition": optional(text()),
     "slurm.account": optional(text()),
@@ -542,6 +601,86 @@ def _modes(raw: dict, where: str) -> tuple[str, ...]:
     return tuple(modes)
 
 
+WORKLOAD_TEXTS = ("name", "bin", "dataset")
+WORKLOAD_LISTS = ("command", "args", "outputs", "ignore_lines")
+
+
+def _threshold(value: Any, key: str) -> float | None:
+    """X of a one-key mapping {key: X}, X a finite number >= 0; None if ``value`` is not one."""
+    if isinstance(value, dict) and list(value) == [key] and finite(value[key]) and not isinstance(value[key], bool):
+        return float(value[key]) if value[key] >= 0 else None
+    return None
+
+
+def _rule(value: Any) -> bool:
+    """A function (FILE.py:FUNCTION) or a script path: what compare and critical may name."""
+    return isinstance(value, str) and 0 < len(value) <= 4096 and "\0" not in value
+
+
+def _workload(raw: Any, where: str) -> OwnWorkload:
+    """The ``workload`` section: an NVBitFI app folder or a command, each value checked."""
+    data = _mapping(raw, OwnWorkload, "workload", where)
+    if not data:
+        raise ConfigError(
+            f"{where}: workload must name an NVBitFI app folder (app: DIR) or a program (command: [...])."
+        )
+    if ("app" in data) == ("command" in data):
+        raise ConfigError(f"{where}: workload takes app (an NVBitFI test-app folder) or command, not both.")
+    for key in WORKLOAD_LISTS:
+        value = data.get(key)
+        if value is not None and not (
+            isinstance(value, list)
+            and len(value) <= 1000
+            and all(isinstance(x, str) and x and "\0" not in x for x in value)
+        ):
+            raise ConfigError(f"{where}: workload.{key} is {shown(value)}; it must be a list of non-empty strings.")
+    for key in ("app", *WORKLOAD_TEXTS):
+        if key in data and (problem := text("a string").problem(f"workload.{key}", data[key])):
+            raise ConfigError(f"{where}: {problem}.")
+    if "command" in data and not data["command"]:
+        raise ConfigError(f"{where}: workload.command is empty; give the program and its arguments as a list.")
+    if "name" in data and (problem := MODEL_NAME.problem("workload.name", data["name"])):
+        raise ConfigError(f"{where}: {problem}.")
+    if data.get("stdout", "compare") not in STDOUT_CHOICES:
+        raise ConfigError(f"{where}: workload.stdout is {shown(data['stdout'])}; it must be compare or ignore.")
+    for pattern in data.get("ignore_lines") or []:
+        try:
+            re.compile(pattern)
+        except re.error as e:
+            raise ConfigError(
+                f"{where}: workload.ignore_lines: {shown(pattern)} is not a regular expression ({e})."
+            ) from None
+    compare = data.get("compare", "exact")
+    if not (compare == "exact" or _threshold(compare, "tolerance") is not None or _rule(compare)):
+        raise ConfigError(
+            f"{where}: workload.compare is {shown(compare)}; it must be exact, {{tolerance: X}} (X >= 0), "
+            "FILE.py:FUNCTION or a script."
+        )
+    critical = data.get("critical")
+    if critical is not None and not (_threshold(critical, "relative_error") is not None or _rule(critical)):
+        raise ConfigError(
+            f"{where}: workload.critical is {shown(critical)}; it must be FILE.py:FUNCTION, a script, "
+            "or {relative_error: X} (X >= 0)."
+        )
+    if "app" in data:
+        for key in ("outputs", "compare", "stdout", "ignore_lines"):
+            if key in data:
+                raise ConfigError(
+                    f"{where}: workload.{key} goes with command; an app folder's sdc_check.sh decides what differs."
+                )
+    else:
+        for key in ("args", "bin", "dataset"):
+            if key in data:
+                raise ConfigError(f"{where}: workload.{key} goes with app (an NVBitFI test-app folder).")
+    # run directories are elsewhere: paths are fixed against the folder fi-campaign was started in
+    fixed: dict[str, Any] = {
+        k: str(Path(data[k]).expanduser().resolve()) for k in ("app", "bin", "dataset") if k in data
+    }
+    if "command" in data and "/" in data["command"][0]:
+        fixed["command"] = [str(Path(data["command"][0]).expanduser().resolve()), *data["command"][1:]]
+    return OwnWorkload(**(data | fixed))
+
+
 def parse(raw: Any, where: str) -> Config:
     """A Config from a YAML (or stored JSON) mapping, every value checked before it is used."""
     if not isinstance(raw, dict):
@@ -549,6 +688,17 @@ def parse(raw: Any, where: str) -> Config:
     inputs_key, inputs = _inputs(raw, where)
     raw = {("images" if k == "inputs" else k): v for k, v in raw.items()}
     _mapping(raw, Config, "the config", where)
+    own = None
+    if raw.get("workload") is not None:
+        own = _workload(raw["workload"], where)
+        if raw.get("models") is not None:
+            raise ConfigError(f"{where}: give models (networks) or workload (your own program), not both.")
+        if raw.get("backend", "pytorch") != "nvbitfi":
+            raise ConfigError(
+                f"{where}: workload (your own GPU program) is injected at SASS level; set backend: nvbitfi."
+            )
+        raw = raw | {"models": {own.label: own.spelt}}
+    raw.pop("workload", None)
     models, modes = _models(raw, where), _modes(raw, where)
     judge = _judge_value(raw.get("judge", "top1"))
     assert judge is not None, "its spec accepts only the values that name a judge"
@@ -570,7 +720,8 @@ def parse(raw: Any, where: str) -> Config:
             "judge": judge,
             **sections,
             "sampling": sampling,
-        }
+        },
+        workload=own,
     )
     reference = c.reference or next(iter(models))
     if reference not in models:

@@ -84,6 +84,14 @@ STEPS: tuple[Spec, ...] = (
     ),
     Spec("counts", "launch by launch, the profiler's counts of every group equal the injector's own", True, 120, 30),
     Spec(
+        "own_app",
+        "your own program: the example NVBitFI test-app folder (vectoradd, run.sh and sdc_check.sh) "
+        "through fi-campaign plan/run with the tool, 40 injections",
+        True,
+        90,
+        20,
+    ),
+    Spec(
         "sass_campaign",
         "a real SASS-level campaign: ResNet-20 baseline and hardened, single_bit and warp_random",
         True,

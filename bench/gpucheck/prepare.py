@@ -435,6 +435,13 @@ def programs(ctx: Ctx) -> dict:
             )
             f["saxpy_build_s"] = round(time.monotonic() - t, 1)
             ctx.save(saxpy=str(out / "saxpy"))
+            example = REPO / "nvbitfi_tools" / "examples" / "vectoradd"  # docs/NVBITFI.md, "Your own program"
+            ctx.sh(
+                [nvcc, f"-arch=sm_{sm}", "-O2", example / "vectoradd.cu", "-o", out / "vectoradd"],
+                "nvcc vectoradd.cu (the own-program example)",
+                timeout=120,
+            )
+            ctx.save(vectoradd=str(out / "vectoradd"))
         except Failed as e:
             errors.append(str(e))
     include, libdir = python_build_paths()

@@ -18,7 +18,7 @@ import traceback
 from collections.abc import Callable
 from pathlib import Path
 
-from bench.gpucheck import prepare, sass, speed
+from bench.gpucheck import ownapp, prepare, sass, speed
 from bench.gpucheck.context import Ctx, Failed, Skipped, last_line
 
 STEP_FUNCTIONS: dict[str, Callable[[Ctx], dict]] = {
@@ -33,6 +33,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Ctx], dict]] = {
     "torch_dummy": sass.torch_dummy,
     "workaround": sass.workaround,
     "counts": sass.counts,
+    "own_app": ownapp.own_app,
     "sass_campaign": sass.sass_campaign,
     "framework": sass.framework,
     "inprocess_bench": speed.inprocess_bench,

@@ -580,6 +580,14 @@ def _preflight(store: Store, model: str | None) -> None:
     from fi_campaign.workload.images import check_checkpoint
 
     record = store.campaign()
+    if record.workload.kind == "program":
+        from fi_campaign.config import Config
+        from fi_campaign.workload.own import check
+
+        spec = Config.from_json(record.config).workload
+        assert spec is not None, "a program's campaign stores its workload"
+        check(spec)
+        return
     for name, info in record.models.items():
         if model not in (None, name):
             continue

@@ -28,10 +28,20 @@ def profile_model(
 
     require_gpu()
     install = require(locate(config.nvbitfi.home, config.nvbitfi.dialect))
-    root = write_root(root, model, name, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned below
-    d = root / "profile"
     assert install.profiler is not None, "require() refuses a build without its profiler"
-    ended = process.run(command(root), d, 24 * 3600.0, tool_env(install.profiler, gpu_of(config.device)))
+    env = tool_env(install.profiler, gpu_of(config.device))
+    if config.workload is not None:  # the user's own program, under the chosen build's profiler
+        from fi_campaign.workload.own import open_program
+
+        program = open_program(config.workload, root, config.nvbitfi.home)
+        root, d = program.root, program.root / "profile"
+        shutil.rmtree(d, ignore_errors=True)
+        cmd, logs, env = program.command(d), program.logs, program.env(env, install.profiler)
+    else:
+        root = write_root(root, model, name, workload, config.batch_size, "cuda", fault_model, config.math)  # pinned
+        d = root / "profile"
+        cmd, logs = command(root), ("stdout.txt", "stderr.txt")
+    ended = process.run(cmd, d, 24 * 3600.0, env, logs)
     log = d / "nvbitfi-injection-log-temp.txt"  # the profiler reuses the injector's log name
     if ended.due_reason() or not log.exists():
         raise UserError(f"the profiling run failed ({ended.due_reason() or 'no profile written'}); see {d}/stderr.txt.")

@@ -85,13 +85,19 @@ def plan(
     from fi_campaign.models.faults import draw_sites
 
     fault_model = check_fault_model(config)
-    workload, drawn = planned(config.images)
-    indices = drawn.indices
+    if config.workload is not None:
+        workload, drawn = program_workload(config), None
+    else:
+        workload, drawn = planned(config.images)
     models: dict[str, ModelRecord] = {}
     sites: list[dict] = []
     inputs: list[torch.Tensor] = []  # normalised once, when a network other than a CIFAR ResNet needs them
     for name, ref in config.models.items():
-        info, layers = model_plan(config, name, ref, workload, drawn, inputs)
+        layers: list[LayerInfo] = []
+        if drawn is None:
+            info = program_model(config)
+        else:
+            info, layers = model_plan(config, name, ref, workload, drawn, inputs)
         profile = None
         if config.backend == "nvbitfi":
             path = _profile(config, name, info, profiles or {}, runs, workload, fault_model)
@@ -106,11 +112,12 @@ def plan(
             sites.extend(framework_sites(config, name, layers, workload.indices))
         else:
             for mode in config.modes:
+                assert drawn is not None, "an own program is injected by NVBitFI only"
                 columns = draw_sites(
                     layers,
                     mode,
                     config.injections,
-                    len(indices),
+                    len(drawn.indices),
                     config.layer_weighting,
                     stratum_rng(config.seed, name, mode),
                 )
@@ -129,6 +136,29 @@ def plan(
         fault_model=fault_model,
     )
     return record, sites
+
+
+def program_workload(config: Config) -> WorkloadRecord:
+    """The user's own program brings its own inputs: the record names the program, no images."""
+    assert config.workload is not None, "only an own-program campaign"
+    return WorkloadRecord(
+        source=config.workload.spelt, dataset="", count=0, seed=0, indices=(), images_sha256="", kind="program"
+    )
+
+
+def program_model(config: Config) -> ModelRecord:
+    """The user's program as the campaign's one model, its scripts checked now (a missing
+    run.sh, a script without its execute bit, a program not found, a rule that cannot load)."""
+    from fi_campaign.workload import own, rules
+
+    spec = config.workload
+    assert spec is not None, "only an own-program campaign"
+    own.check(spec)
+    rules.rule(spec.compare, "compare", "tolerance")
+    rules.rule(spec.critical, "critical", "relative_error")
+    return ModelRecord(
+        checkpoint=spec.spelt, sha256=own.digest(spec), arch=None, dataset="", clean_accuracy=None, accuracy_on=""
+    )
 
 
 def model_plan(

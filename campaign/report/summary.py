@@ -510,11 +510,20 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
         breakdown=breakdown(kind, models, modes, groups),
         regret=store.regret_rows(),
         counts=checks,
-        count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks],
+        count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks] + _program_notes(config),
         causes=find_causes(ref, models, modes, groups, store.bit_groups(), tallies),
         sampling=sampling_rows(config, rows, tallies),
         sampling_strata=strata_rows(tallies),
     )
+
+
+def _program_notes(config: Config) -> list[str]:
+    """What decides critical_sdc for the user's own program (config workload), said plainly."""
+    if config.workload is None:
+        return []
+    from fi_campaign.workload.own import critical_note
+
+    return [critical_note(config.workload)]
 
 
 def count_sentence(c: CountCheck, dialect: str) -> str:

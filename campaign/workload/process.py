@@ -85,12 +85,19 @@ def _gone_within(pgid: int, seconds: float, reap: Callable[[], object] | None) -
     return False
 
 
-def run(cmd: list[str], cwd: Path, timeout_s: float, env: dict[str, str] | None = None) -> Ended:
-    """Run ``cmd`` in ``cwd`` (stdout and stderr to files there) as the leader of a new process
-    group; on timeout every process of the group is killed, children included."""
+def run(
+    cmd: list[str],
+    cwd: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+    logs: tuple[str, str] = ("stdout.txt", "stderr.txt"),
+) -> Ended:
+    """Run ``cmd`` in ``cwd`` (stdout and stderr to the files ``logs`` names there) as the leader
+    of a new process group; on timeout every process of the group is killed, children included.
+    An NVBitFI run.sh writes stdout.txt and stderr.txt itself, so its own output goes elsewhere."""
     cwd.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    with open(cwd / "stdout.txt", "wb") as out, open(cwd / "stderr.txt", "wb") as err:
+    with open(cwd / logs[0], "wb") as out, open(cwd / logs[1], "wb") as err:
         p = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=err, env=env, start_new_session=True)
         try:
             rc: int | None = p.wait(timeout=timeout_s)
@@ -107,5 +114,5 @@ def run(cmd: list[str], cwd: Path, timeout_s: float, env: dict[str, str] | None 
     runtime = time.perf_counter() - t0
     if rc == -signal.SIGTERM:
         raise Stopped(f"{cmd[0]} was terminated from outside")
-    tail = (cwd / "stderr.txt").read_bytes()[-8192:].decode(errors="replace")
+    tail = (cwd / logs[1]).read_bytes()[-8192:].decode(errors="replace")
     return Ended(rc, timed_out, runtime, tail)

@@ -104,7 +104,7 @@ class Nvbitfi(Processes):
         self.timeout_s = max(processes.MIN_TIMEOUT_S, config.timeout_factor * self._instrumented_runtime())
 
     def _tool_env(self, tool: Path) -> dict[str, str]:
-        env = tool_env(tool, self.gpu)
+        env = self.program_env(tool_env(tool, self.gpu), tool)
         return env if self.threads is None else thread_env(env, self.threads)
 
     def _instrumented_runtime(self) -> float:
@@ -115,7 +115,6 @@ class Nvbitfi(Processes):
         tool, under a lock, like the golden runs."""
         from fi_campaign.nvbitfi_tools.render import write_injection_info
         from fi_campaign.nvbitfi_tools.sites import Site as NvSite
-        from fi_campaign.workload.program import command
 
         launch = self.profile.launches[int(np.argmax(self.proposals.counts))]
         tool = self.install.dummy_injector or self.install.injector
@@ -138,7 +137,7 @@ class Nvbitfi(Processes):
             shutil.rmtree(d, ignore_errors=True)
             d.mkdir(parents=True)
             write_injection_info(d, text)
-            ended = process.run(command(self.root), d, self.GOLDEN_TIMEOUT_S, self._tool_env(tool))
+            ended = self.start(d, self.GOLDEN_TIMEOUT_S, self._tool_env(tool))
             if ended.due_reason():
                 raise UserError(
                     f"the instrumented timing run of the workload failed ({ended.due_reason()}); see {d}/stderr.txt."
@@ -273,7 +272,6 @@ class Nvbitfi(Processes):
         (its rendering refused) is not run at all, and never stops the campaign."""
         from fi_campaign.nvbitfi_tools.install import kernel_log_delta, xid_lines
         from fi_campaign.nvbitfi_tools.render import write_injection_info
-        from fi_campaign.workload.program import command
 
         shutil.rmtree(d, ignore_errors=True)
         d.mkdir(parents=True)
@@ -282,7 +280,7 @@ class Nvbitfi(Processes):
         except NvbitfiError as e:
             return _Refused(d, str(e))
         before = self._kernel_log()
-        ended = process.run(command(self.root), d, self.timeout_s, self.env)
+        ended = self.start(d, self.timeout_s, self.env)
         after = self._kernel_log()
         xids = tuple(xid_lines(kernel_log_delta(before, after))) if after is not None else ()
         return _Run(d, ended, self._read_log(d), xids)

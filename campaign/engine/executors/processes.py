@@ -9,6 +9,7 @@ import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -18,6 +19,9 @@ from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.errors import UserError
 from fi_campaign.store import CampaignRecord, Result, Site
 from fi_campaign.workload import process
+
+if TYPE_CHECKING:
+    from fi_campaign.workload.own import Program
 
 MIN_TIMEOUT_S = 10.0  # no run is judged a hang sooner, however fast the golden runs were
 
@@ -81,9 +85,16 @@ class Processes:
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
-        self.root = write_root(
-            root / name, info, name, record.workload, config.batch_size, device, record.fault_model, config.math
-        )
+        self.program: Program | None = None
+        if config.workload is not None:  # the user's own program (docs/NVBITFI.md, "Your own program")
+            from fi_campaign.workload.own import open_program
+
+            self.program = open_program(config.workload, root / name, config.nvbitfi.home)
+            self.root = self.program.root
+        else:
+            self.root = write_root(
+                root / name, info, name, record.workload, config.batch_size, device, record.fault_model, config.math
+            )
         from fi_campaign.workload.judge import judge_of
 
         self.judging = judge_of(config)
@@ -91,7 +102,11 @@ class Processes:
         # workers share the cores: each workload process gets its share, not all of them
         env = dict(os.environ if base_env is None else base_env)
         self.env = env if threads is None else thread_env(env, threads)
-        self.golden, slowest = self._cached_golden(config.golden_runs)
+        if self.program is not None:
+            self.golden = np.zeros(0, dtype=np.float32)  # the program's golden files are in its root
+            slowest = self.program.golden(config.golden_runs, self.env, self.GOLDEN_TIMEOUT_S)
+        else:
+            self.golden, slowest = self._cached_golden(config.golden_runs)
         self.timeout_s = max(MIN_TIMEOUT_S, config.timeout_factor * slowest)
 
     def _cached_golden(self, runs: int) -> tuple[np.ndarray, float]:
@@ -134,6 +149,20 @@ class Processes:
                 )
         return outputs[0], slowest
 
+    def start(self, d: Path, timeout_s: float, env: dict[str, str]) -> process.Ended:
+        """One run of the workload in ``d`` without a fault file: the network workload program,
+        or the user's own program."""
+        if self.program is not None:
+            return process.run(self.program.command(d), d, timeout_s, env, self.program.logs)
+        from fi_campaign.workload.program import command
+
+        return process.run(command(self.root), d, timeout_s, env)
+
+    def program_env(self, env: dict[str, str], tool: Path) -> dict[str, str]:
+        """``env`` with an attached tool, as the user's own program is given it (NVBitFI's
+        variables and PRELOAD_FLAG for an app folder)."""
+        return env if self.program is None else self.program.env(env, tool)
+
     def prepare(self, d: Path, site: Site, mode: str) -> list[str]:
         """Write what the run needs into its directory; return its command."""
         from fi_campaign.workload.program import command
@@ -145,6 +174,8 @@ class Processes:
         """A finished run against the golden outputs; a DUE says why. The top-1 classes shown are
         those of the site's image (a framework-level fault reaches no other image); a site
         without one (NVBitFI) shows the image ``classify_batch`` picks."""
+        if self.program is not None:
+            return self.program.judge(d, ended)
         golden_top1 = None
         if site.image is not None and self.golden.ndim == 2:
             golden_top1 = int(top1(self.golden[site.image]))
