@@ -216,3 +216,22 @@ def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints)
     rerun = subprocess.run([EXE, "--db", str(db), "run", "--workers", "1"], capture_output=True, text=True, timeout=600)
     assert rerun.returncode == 0, rerun.stderr
     assert results(db) == (1000, 1000)
+
+
+def test_a_worker_that_dies_at_start_up_is_an_error_not_nothing_to_run(tmp_path, checkpoints):
+    db = planned(tmp_path, {"baseline": checkpoints["baseline"]}, 64, 16, ("single_bit",))
+    site = tmp_path / "site"
+    site.mkdir()
+    # only the spawned workers die, before they import anything of fi-campaign
+    (site / "sitecustomize.py").write_text(
+        "import os, sys\nif any('spawn_main' in a for a in sys.orig_argv):\n    os._exit(3)\n"
+    )
+    env = {**env80(), "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    r = subprocess.run([EXE, "--db", str(db), "run", "--workers", "2"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "exited with status 3 before it finished" in r.stderr
+    assert "Nothing to run" not in r.stdout + r.stderr
+    assert results(db) == (0, 0)
+    r = subprocess.run([EXE, "--db", str(db), "run", "--workers", "2"], env=env80(), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert results(db) == (64, 64)

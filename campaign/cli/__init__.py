@@ -35,7 +35,8 @@ class Cli(click.Group):
 )
 @click.pass_context
 def main(ctx: click.Context, db: str | None) -> None:
-    """Fault-injection campaigns on baseline and hardened CIFAR ResNets.
+    """Fault-injection campaigns: the zoo's baseline and hardened CIFAR ResNets, your own
+    PyTorch network, or your own CUDA program under NVBitFI.
 
     A campaign is planned, run and reported from one store (an SQLite file, or a PostgreSQL
     database for 'submit' to Slurm):

@@ -547,6 +547,13 @@ def run(
         if kind == "user":
             raise UserError(text)
         raise RuntimeError(f"a worker failed: {text}")
+    lost = [(i, p.exitcode) for i, p in enumerate(procs) if p.exitcode]
+    if lost:  # died without a word (at start-up, or killed): what it printed is above
+        i, code = lost[0]
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        raise RuntimeError(
+            f"worker {i} {how} before it finished; every stored result stays, and 'run' again resumes the rest."
+        )
     after = _outcomes(store)
     return {o: after.get(o, 0) - before.get(o, 0) for o in after if after.get(o, 0) > before.get(o, 0)}
 
