@@ -25,6 +25,7 @@ from fi_campaign.nvbitfi_tools import isa
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
 MODES = ("single_bit", "warp_random")
+WEIGHT_MODES = ("weight_bit", "weight_stuck_at")  # faults in a target layer's parameters (docs/FAULT-MODELS.md)
 SASS_MODES = ("warp_xor",)  # the carol / pr2022 uniform-mask warp model, for the fi-campaign NVBit tool only
 BACKENDS = ("pytorch", "nvbitfi")
 ISOLATIONS = ("inprocess", "process")
@@ -584,7 +585,7 @@ def _modes(raw: dict, where: str) -> tuple[str, ...]:
     modes = raw.get("modes", list(MODES))
     if isinstance(modes, str):
         modes = [modes]
-    known = MODES + SASS_MODES
+    known = MODES + WEIGHT_MODES + SASS_MODES
     expected = f"a list of distinct modes from {', '.join(known)}, at least one"
     if not isinstance(modes, list) or not modes or len(modes) > len(known):
         raise ConfigError(f"{where}: modes is {shown(modes)}; it must be {expected}.")
@@ -595,6 +596,11 @@ def _modes(raw: dict, where: str) -> tuple[str, ...]:
             raise ConfigError(
                 f"{where}: mode {m} is a SASS-level model of the fi-campaign NVBit tool; it needs "
                 "backend nvbitfi with nvbitfi.dialect fi-campaign."
+            )
+        if m in WEIGHT_MODES and raw.get("backend", "pytorch") == "nvbitfi":
+            raise ConfigError(
+                f"{where}: mode {m} corrupts a layer's parameters at framework level; "
+                "it needs backend pytorch, not nvbitfi."
             )
     if len(set(modes)) != len(modes):
         raise ConfigError(f"{where}: modes is {shown(modes)}; it must be {expected}.")

@@ -76,15 +76,27 @@ def describe_layers(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)
 
 
 class FaultBatch:
-    """Faults for some rows of one batch, grouped by layer index so each hook finds its own."""
+    """Faults for some rows of one batch, grouped by layer index so each hook finds its own.
+
+    An activation fault edits a layer's output (``apply``); a weight fault needs the layer's
+    input too (``apply_at``, ``needs_input``: a delayed start must begin before its layer) or
+    holds a parameter faulty for the whole pass (``held``)."""
 
     layers: np.ndarray
+    needs_input = False
 
     def rows_at(self, layer: int) -> np.ndarray:
         return np.flatnonzero(self.layers == layer)
 
     def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def apply_at(self, layer: int, module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor:
+        return self.apply(layer, out)
+
+    @contextmanager
+    def held(self, layers: list[tuple[str, nn.Module]]) -> Iterator[None]:
+        yield
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
@@ -254,7 +266,7 @@ class Injector:
 
     def _hook(self, index: int) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
         def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
-            return None if self.batch is None else self.batch.apply(index, out)
+            return None if self.batch is None else self.batch.apply_at(index, module, inputs, out)
 
         return hook
 
@@ -262,7 +274,8 @@ class Injector:
     def armed(self, batch: FaultBatch) -> Iterator[None]:
         self.batch = batch
         try:
-            yield
+            with batch.held(self.layers):
+                yield
         finally:
             self.batch = None
 
@@ -306,14 +319,21 @@ def draw_sites(
     layer: int | None = None,
     bit: int | None = None,
     image: int | None = None,
+    slots: list | None = None,
 ) -> dict[str, np.ndarray]:
-    """Where n faults land. The layer is drawn in proportion to its per-image output elements
+    """Where n faults land (weight modes: ``weight_faults.draw_weight_sites`` over ``slots``,
+    the targets' parameters). The layer is drawn in proportion to its per-image output elements
     (``elements``: every output value equally likely, as one faulty thread-instruction of a
     uniformly drawn dynamic instruction would be) or its multiply-accumulates (``macs``); then
     an image, and an element (single_bit, with a uniform bit) or an aligned warp (warp_random).
     A stratum fixes the ``layer``, the ``image`` (a row of the drawn inputs) or the ``bit`` (or
     several) and draws the rest the same way; with none, the draws are those of every earlier
     version."""
+    from fi_campaign.models.weight_faults import WEIGHT_MODES, draw_weight_sites
+
+    if mode in WEIGHT_MODES:
+        assert slots is not None, "weight faults are drawn over the targets' parameters"
+        return draw_weight_sites(slots, layers, mode, n, n_images, weighting, rng, layer, bit, image)
     if layer is None:
         at = rng.choice(len(layers), size=n, p=layer_weights(layers, weighting))
     else:
@@ -334,10 +354,21 @@ def draw_sites(
     }
 
 
-def site_faults(sites: list[dict], rows: np.ndarray, fault_model: FaultModelRecord) -> FaultBatch:
+def site_faults(
+    sites: list[dict],
+    rows: np.ndarray,
+    fault_model: FaultModelRecord,
+    layers: list[tuple[str, nn.Module]] | None = None,
+) -> FaultBatch:
     """The FaultBatch of stored sites (their store columns as mappings, all of one mode), row
     i of the batch carrying sites[i]'s fault: the one place a site becomes a fault, shared by
-    the in-process runner and the workload program of process-isolated runs."""
+    the in-process runner and the workload program of process-isolated runs. ``layers``: the
+    targets' modules, which weight faults edit."""
+    from fi_campaign.models.weight_faults import WEIGHT_MODES, weight_faults
+
+    if sites[0]["mode"] in WEIGHT_MODES:
+        assert layers is not None, "a weight fault needs its layer's module"
+        return weight_faults(sites, rows, layers)
 
     def col(name: str, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
         return np.array([s[name] for s in sites], dtype=dtype)

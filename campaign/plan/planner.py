@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fi_campaign import __version__
-from fi_campaign.config import Config
+from fi_campaign.config import WEIGHT_MODES, Config
 from fi_campaign.errors import UserError
 from fi_campaign.plan.nvbitfi import nvbitfi_sites
 from fi_campaign.stats import sample_size
@@ -109,8 +109,9 @@ def plan(
         elif config.sampling.stratified:
             from fi_campaign.plan.strata import framework_sites
 
-            sites.extend(framework_sites(config, name, layers, workload.indices))
+            sites.extend(framework_sites(config, name, layers, workload.indices, _parameter_slots(config, name, ref, info)))
         else:
+            slots = _parameter_slots(config, name, ref, info)
             for mode in config.modes:
                 assert drawn is not None, "an own program is injected by NVBitFI only"
                 columns = draw_sites(
@@ -120,6 +121,7 @@ def plan(
                     len(drawn.indices),
                     config.layer_weighting,
                     stratum_rng(config.seed, name, mode),
+                    slots=slots,
                 )
                 sites.extend(
                     {"model": name, "mode": mode, "layer_name": layers[k].name, **row}
@@ -218,6 +220,31 @@ def model_plan(
     return info, layers
 
 
+def _parameter_slots(config: Config, name: str, ref: str | ModelSource, info: ModelRecord) -> list | None:
+    """The targets' parameters a weight fault can hit (None when no mode faults weights),
+    refusing a model none of whose targets has one."""
+    from fi_campaign.models.weight_faults import describe_parameters
+
+    if not any(m in WEIGHT_MODES for m in config.modes):
+        return None
+    if info.targets is None:
+        from fi_campaign.models.resnet import build, injectable_layers
+
+        assert info.arch is not None, "a model without recorded targets is a CIFAR ResNet"
+        slots = describe_parameters(injectable_layers(build(info.arch)))
+    else:
+        from fi_campaign.workload.network import load
+
+        modules = dict(load(ref, f"models.{name}", "cpu").model.named_modules())
+        slots = describe_parameters([(n, modules[n]) for n in info.targets.names])
+    if not any(slots):
+        raise UserError(
+            f"modes: {', '.join(m for m in config.modes if m in WEIGHT_MODES)} fault parameters, but no target "
+            f"layer of model {name} has a floating-point parameter; choose targets that have weights."
+        )
+    return slots
+
+
 def _cifar_resnet(config: Config, ref: str | ModelSource) -> bool:
     """Whether a model is planned as before: a fi-campaign checkpoint with the default targets."""
     from fi_campaign.models import sources
@@ -314,6 +341,25 @@ def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
     return [dict(zip(keys, vals, strict=False)) for vals in zip(*cols, strict=False)]
 
 
+def _weight_population(
+    config: Config,
+    name: str,
+    ref: str | ModelSource,
+    mode: str,
+    workload: WorkloadRecord | None,
+    drawn: Inputs | None,
+    inputs: list[torch.Tensor],
+) -> float:
+    """Every bit of every target parameter, times the images (weight_bit: the upset lasts one
+    image's inference) or the two stuck values (weight_stuck_at)."""
+    if workload is None or drawn is None:
+        workload, drawn = planned(config.images)
+    info, _ = model_plan(config, name, ref, workload, drawn, inputs)
+    slots = _parameter_slots(config, name, ref, info) or []
+    bits = sum(s.numel * s.bits for per in slots for s in per)
+    return float(bits * (config.images.count if mode == "weight_bit" else 2))
+
+
 @dataclass(frozen=True, kw_only=True)
 class Sizing:
     model: str
@@ -357,6 +403,8 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
             sites = sum(li.numel for li in layers) * config.images.count
         for mode in config.modes:
             population = sites * 32 if mode == "single_bit" else math.inf
+            if mode in WEIGHT_MODES:
+                population = _weight_population(config, name, ref, mode, workload, drawn, inputs)
             out.append(
                 Sizing(
                     model=name, mode=mode, population=population, injections=sample_size(population, margin, confidence)

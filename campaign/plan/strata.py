@@ -105,14 +105,27 @@ def check_size(config: Config, strata_per_cell: int) -> None:
         )
 
 
-def framework_sites(config: Config, model: str, layers: list, images: Sequence[int]) -> list[dict]:
+def framework_sites(
+    config: Config, model: str, layers: list, images: Sequence[int], slots: list | None = None
+) -> list[dict]:
     """The sites of every stratum of every mode of a framework-level model, each row with its
-    stratum's label and share; ``images`` holds the drawn inputs' indices in their source."""
+    stratum's label and share; ``images`` holds the drawn inputs' indices in their source;
+    ``slots``: the targets' parameters, for weight modes."""
     from fi_campaign.models.faults import draw_sites, layer_weights
+    from fi_campaign.models.weight_faults import WEIGHT_MODES, WEIGHT_STUCK_AT, parameter_weights
 
-    weights = layer_weights(layers, config.layer_weighting).tolist()
     names = [li.name for li in layers]
-    cells = {m: framework_strata(names, weights, config.sampling.keys(m), images) for m in config.modes}
+    cells = {}
+    for m in config.modes:
+        keys = config.sampling.keys(m)
+        if m == WEIGHT_STUCK_AT and "image" in keys:
+            raise UserError(f"sampling: {m} faults every image at once; stratify it by layer or bit, not image.")
+        weights = (
+            parameter_weights(slots or [], layers, config.layer_weighting)
+            if m in WEIGHT_MODES
+            else layer_weights(layers, config.layer_weighting)
+        )
+        cells[m] = framework_strata(names, weights.tolist(), keys, images)
     check_size(config, len(config.models) * sum(len(c) for c in cells.values()))
     rows: list[dict] = []
     for mode, strata in cells.items():
@@ -127,6 +140,7 @@ def framework_sites(config: Config, model: str, layers: list, images: Sequence[i
                 layer=s.layer,
                 bit=s.bit,
                 image=s.image,
+                slots=slots,
             )
             keys = list(drawn)
             columns = [drawn[k].tolist() for k in keys]

@@ -29,8 +29,10 @@ EXPORT_COLUMNS = (
     "layer",
     "layer_index",
     "image",
+    "parameter",
     "element",
     "bit",
+    "stuck",
     "width",
     "value_seed",
     "kernel",
@@ -65,7 +67,9 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 # store's injection.state), empty with the lanes columns for in-process results; golden_top1 and
 # faulty_top1 the top-1 class of one image (docs/REPORTS.md says which), empty in older stores;
 # stratum and stratum_weight a stratified plan's stratum of the site and its share of the fault
-# population (empty for simple random sampling), from which sum W_h k_h / n_h is the estimate
+# population (empty for simple random sampling), from which sum W_h k_h / n_h is the estimate;
+# parameter (the qualified parameter name, element indexing it flat) and stuck (0 or 1) for
+# weight faults, empty otherwise
 _TYPES = {
     "site_id": "int64",
     "model": "string",
@@ -75,8 +79,10 @@ _TYPES = {
     "layer": "string",
     "layer_index": "int64",
     "image": "int64",
+    "parameter": "string",
     "element": "int64",
     "bit": "int64",
+    "stuck": "int64",
     "width": "int64",
     "value_seed": "int64",
     "kernel": "string",

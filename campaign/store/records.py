@@ -375,6 +375,8 @@ class Site:
     bit: int | None
     width: int | None
     value_seed: int | None
+    parameter: str | None = None  # weight modes: the qualified parameter name; element indexes it
+    stuck: int | None = None  # weight_stuck_at: the value the bit is stuck at
     kernel: str | None = None
     kcount: int | None = None
     igid: int | None = None

@@ -42,6 +42,8 @@ site_t = Table(
     Column("bit", Integer),  # single_bit
     Column("width", Integer),  # warp_random lanes
     Column("value_seed", BigInteger),  # warp_random: seeds the lanes' uniforms and signs
+    Column("parameter", String),  # weight modes: the qualified parameter name; element indexes it
+    Column("stuck", Integer),  # weight_stuck_at: the value (0 or 1) the bit is stuck at
     # SASS level (backend nvbitfi): the injection-info fields
     Column("kernel", String),
     Column("kcount", BigInteger),  # global dynamic launch index
@@ -168,6 +170,8 @@ SITE_FIELDS = (
     "bit",
     "width",
     "value_seed",
+    "parameter",
+    "stuck",
     "kernel",
     "kcount",
     "igid",

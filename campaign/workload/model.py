@@ -178,7 +178,8 @@ class Workload:
         if faults is not None and len(rows) > b:
             raise ValueError(f"a faulted pass takes at most batch_size={b} rows, got {len(rows)}")
         if faults is not None and resume and self.values is not None and self.point_of is not None and len(rows):
-            start = self.values.start_for(int(self.point_of[faults.layers].min()))
+            earliest = int(self.point_of[faults.layers].min())
+            start = self.values.start_for(earliest - 1 if faults.needs_input else earliest)
             if start is not None:
                 return self._resumed(rows, faults, start)
         with torch.inference_mode():

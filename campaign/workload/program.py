@@ -128,10 +128,15 @@ def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | 
     if spec["batch_size"] < 1:
         raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
     images = _inputs(root / "images.npy")
-    site = _read_json(fault, {"image": int, "mode": str}) if fault else None
+    site = _read_json(fault, {"mode": str}) if fault else None
     if site is None:
         return spec, images, None, None
-    if not 0 <= site["image"] < len(images):
+    if site["mode"] == "weight_stuck_at":  # a permanent fault: every image, no image of its own
+        site = _read_json(fault, {"mode": str, "stuck": int})
+        site["image"] = None
+    elif not isinstance(site.get("image"), int) or isinstance(site["image"], bool):
+        raise BadInput(f"{fault}: image is missing or not of the expected type.")
+    elif not 0 <= site["image"] < len(images):
         raise BadInput(f"{fault}: image {site['image']} is not one of the {len(images)} workload images.")
     try:
         fault_model = FaultModelRecord.from_dict(spec["fault_model"])
@@ -187,17 +192,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"workload program: {e}", file=sys.stderr)
         return 2
     model = net.model
+    injector = Injector(model, net.layers)
     faults, target = None, -1
     if site is not None and fault_model is not None:
         target = site["image"]
-        faults = site_faults([site], np.array([target % b]), fault_model)
-    injector = Injector(model, net.layers)
+        rows = np.arange(b) if target is None else np.array([target % b])
+        faults = site_faults([site], rows, fault_model, injector.layers)
     out = []
     with torch.inference_mode():
         for i in range(0, len(inputs), b):
             chunk = inputs[i : i + b]
             x = torch.cat([chunk, inputs[:1].expand(b - len(chunk), *chunk.shape[1:])]) if len(chunk) < b else chunk
-            if faults is not None and i <= target < i + b:
+            if faults is not None and (target is None or i <= target < i + b):
                 with injector.armed(faults):
                     y = network_output(model(x))
             else:

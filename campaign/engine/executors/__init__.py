@@ -32,6 +32,10 @@ BACKEND = "pytorch"
 def semantics(mode: str, fault_model: FaultModelRecord) -> str:
     if mode == "single_bit":
         return "framework: xor one bit of one float32 conv/linear output"
+    if mode == "weight_bit":
+        return "framework: xor one bit of one parameter element of a target layer, for one image"
+    if mode == "weight_stuck_at":
+        return "framework: one bit of one parameter element of a target layer stuck at 0 or 1, for every image"
     fm = fault_model
     return f"framework: warp of 32 outputs, {fm.semantics}, {fm.name} {fm.op} {fm.size}, sampler {fm.lanes}"
 

@@ -14,15 +14,19 @@ from fi_campaign.engine.executors import BACKEND, result_of, semantics
 from fi_campaign.store import CampaignRecord, FaultModelRecord, Result, Site
 
 if TYPE_CHECKING:
+    from torch import nn
+
     from fi_campaign.models.faults import FaultBatch
     from fi_campaign.workload.resume import GraphBudget
 
 
-def fault_batch(sites: list[Site], fault_model: FaultModelRecord) -> FaultBatch:
+def fault_batch(
+    sites: list[Site], fault_model: FaultModelRecord, layers: list[tuple[str, nn.Module]] | None = None
+) -> FaultBatch:
     """The vectorised faults of a chunk: row i of the batch carries site i's fault."""
     from fi_campaign.models.faults import site_faults
 
-    return site_faults([vars(s) for s in sites], np.arange(len(sites)), fault_model)  # flat: no asdict copy
+    return site_faults([vars(s) for s in sites], np.arange(len(sites)), fault_model, layers)  # flat: no asdict copy
 
 
 def resume_layers(record: CampaignRecord, config: Config, name: str) -> list[int]:
@@ -78,9 +82,11 @@ class InProcess:
         self.groups_layers = bool(layers) or self.w.graph is not None  # the runner hands it sites of one layer together
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
+        if mode == "weight_stuck_at":
+            return [self._stuck(s, mode) for s in sites]
         t0 = time.perf_counter()
         rows = np.array([s.image for s in sites])
-        faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model))
+        faulty = self.w.forward(rows, fault_batch(sites, self.record.fault_model, self.w.injector.layers))
         # one image per injection: the one its fault landed in, so its classes are the ones shown
         outcomes = judge_batch(
             self.judging,
@@ -95,6 +101,34 @@ class InProcess:
             result_of(s, o, backend=BACKEND, isolation="inprocess", semantics=label, runtime_s=per)
             for s, o in zip(sites, outcomes, strict=False)
         ]
+
+    def _stuck(self, site: Site, mode: str) -> Result:
+        """A permanent fault: every image's pass with the bit stuck, judged over all of them. A
+        stuck value equal to the stored bit leaves the network as it is: masked, not run."""
+        from fi_campaign.models.faults import site_faults
+        from fi_campaign.models.weight_faults import StuckWeights
+
+        t0 = time.perf_counter()
+        b = self.config.batch_size
+        faults = site_faults([vars(site)], np.arange(b), self.record.fault_model, self.w.injector.layers)
+        assert isinstance(faults, StuckWeights), "one stuck-at site"
+        active = faults.active(self.w.injector.layers)
+        every = np.arange(len(self.w.golden))
+        faulty = (
+            np.concatenate([self.w.forward(every[i : i + b], faults) for i in range(0, len(every), b)])
+            if active
+            else self.w.golden
+        )
+        (judged,) = judge_batch(self.judging, self.w.golden[None], faulty[None], self.config.tolerance)
+        return result_of(
+            site,
+            judged,
+            backend=BACKEND,
+            isolation="inprocess",
+            semantics=semantics(mode, self.record.fault_model),
+            runtime_s=time.perf_counter() - t0,
+            detail=None if active else "the stuck value equals the stored bit: the network is unchanged",
+        )
 
     def close(self) -> None:
         self.w.close()
