@@ -373,9 +373,9 @@ def site_faults(
     def col(name: str, dtype: npt.DTypeLike = np.int64) -> np.ndarray:
         return np.array([s[name] for s in sites], dtype=dtype)
 
-    layers, elements = col("layer"), col("element")
+    at, elements = col("layer"), col("element")
     if sites[0]["mode"] == SINGLE_BIT:
-        return BitFlips(layers, rows, elements, col("bit"))
+        return BitFlips(at, rows, elements, col("bit"))
     spec = fault_model.lanes  # stores planned before the spec replay numpy's draws
     seeds = [int(s["value_seed"]) for s in sites]
     if spec == sampler.SPEC:
@@ -386,4 +386,4 @@ def site_faults(
     by_value = fault_model.size == "by-value"
     entries = fault_model.entries  # the parameters stored at plan time, not today's table
     small, common, big = (entries[b if by_value else fault_model.size] for b in SIZES)
-    return WarpValues(layers, rows, elements, col("width"), u, signs, (small, common, big), by_value, spec)
+    return WarpValues(at, rows, elements, col("width"), u, signs, (small, common, big), by_value, spec)

@@ -152,7 +152,9 @@ def stuck(p: torch.Tensor, element: int, bit: int, value: int) -> Iterator[None]
             flat[element] = old
 
 
-def _row_delta(module: nn.Module, local: str, p: torch.Tensor, faulty: torch.Tensor, element: int, args: tuple) -> tuple:
+def _row_delta(
+    module: nn.Module, local: str, p: torch.Tensor, faulty: torch.Tensor, element: int, args: tuple
+) -> tuple[tuple, torch.Tensor]:
     """What the faulty element adds to one row's output, as (index into the output row,
     values): for a conv or linear layer, the faulty weight's excess times the one input it
     multiplies (or the bias's excess), in the one channel it feeds; for any other module, its
@@ -177,6 +179,11 @@ def _row_delta(module: nn.Module, local: str, p: torch.Tensor, faulty: torch.Ten
         return (o,), y[0, 0]
     faulty_out = torch.func.functional_call(module, {local: faulty}, args)
     return (), (faulty_out - module(*args))[0]
+
+
+def _row(a: object, r: int, n: int) -> object:
+    """Row ``r`` of a layer input that has the batch's ``n`` rows; any other input as it is."""
+    return a[r : r + 1] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a
 
 
 @dataclass
@@ -214,9 +221,10 @@ class WeightFlips(FaultBatch):
             r = int(self.rows[i])
             local = self.locals[i]
             p, e = params[local], int(self.elements[i])
-            args = tuple(a[r : r + 1] if isinstance(a, torch.Tensor) and a.dim() and a.shape[0] == n else a for a in inputs)
+            args = tuple(_row(a, r, n) for a in inputs)
             index, delta = _row_delta(module, local, p, flipped(p, e, int(self.bits[i])), e, args)
-            out[(r, *index)] += delta.to(out.dtype)
+            at = (r, *index)
+            out[at] += delta.to(out.dtype)
         return out
 
 

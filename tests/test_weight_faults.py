@@ -23,6 +23,7 @@ from fi_campaign.models.resnet import injectable_layers
 from fi_campaign.models.weight_faults import (
     WEIGHT_BIT,
     WEIGHT_STUCK_AT,
+    StuckWeights,
     describe_parameters,
     draw_weight_sites,
     flipped,
@@ -51,7 +52,11 @@ def _sites(model: nn.Module, mode: str, n: int, seed: int, images: int, bit: int
         np.random.default_rng(seed),
         bit=bit,
     )
-    return [{"mode": mode, **{k: v[i].item() if hasattr(v[i], "item") else v[i] for k, v in drawn.items()}} for i in range(n)]
+    return [{"mode": mode, **{k: _plain(v[i]) for k, v in drawn.items()}} for i in range(n)]
+
+
+def _plain(v: object) -> object:
+    return v.item() if isinstance(v, np.generic) else v
 
 
 def _really_faulty(model: nn.Module, site: dict) -> nn.Module:
@@ -74,7 +79,8 @@ def test_batched_weight_bits_equal_really_faulty_networks_site_for_site(resume):
     torch.manual_seed(0)
     model, _ = zoo.load(ZOO)
     x = torch.randn(24, 3, 32, 32)
-    w = Workload.of_model(model, None, x, 24, resume_layers=list(range(len(injectable_layers(model)))) if resume else None)
+    every = list(range(len(injectable_layers(model))))
+    w = Workload.of_model(model, None, x, 24, resume_layers=every if resume else None)
     if resume:
         assert w.values is not None, "delayed start kept golden values"
     sites = _sites(model, WEIGHT_BIT, 12, seed=3, images=24) + _sites(model, WEIGHT_BIT, 12, seed=5, images=24, bit=30)
@@ -119,6 +125,7 @@ def test_stuck_at_is_the_really_faulty_network_bit_for_bit_and_restored_after():
         p = dict(model.named_parameters())[s["parameter"]]
         before = p.detach().clone()
         faults = weight_faults([s], np.arange(8), layers)
+        assert isinstance(faults, StuckWeights)
         if stored_bit(p, s["element"], s["bit"]) == s["stuck"]:
             assert not faults.active(layers)
             continue
@@ -182,7 +189,8 @@ def test_campaign_plans_runs_and_exports_weight_faults_that_replay_without_fi_ca
     assert inactive > 0
     with sqlite3.connect(db) as con:
         stuck_changed = con.execute(
-            "SELECT count(*) FROM site JOIN result ON site_id = id WHERE mode = 'weight_stuck_at' AND outcome != 'masked'"
+            "SELECT count(*) FROM site JOIN result ON site_id = id "
+            "WHERE mode = 'weight_stuck_at' AND outcome != 'masked'"
         ).fetchone()[0]
     assert stuck_changed > 0
 
@@ -242,7 +250,7 @@ def test_user_network_weight_faults_grouped_conv_layernorm_and_linear(tmp_path):
     """The conv (grouped), linear and any other module type (LayerNorm, called whole) paths
     each equal the really faulty network."""
     ns: dict = {}
-    exec(textwrap.dedent(BUILD), ns)  # noqa: S102 - the test's own network
+    exec(textwrap.dedent(BUILD), ns)
     model = ns["build"]().eval()
     layers = [(n, m) for n, m in model.named_modules() if n in ("conv", "norm", "head")]
     x = torch.randn(12, 4, 6)
@@ -251,13 +259,19 @@ def test_user_network_weight_faults_grouped_conv_layernorm_and_linear(tmp_path):
         golden = model(x)
     slots = describe_parameters(layers)
     assert [s.qualified for per in slots for s in per] == [
-        "conv.weight", "conv.bias", "norm.weight", "norm.bias", "head.weight", "head.bias"
+        "conv.weight",
+        "conv.bias",
+        "norm.weight",
+        "norm.bias",
+        "head.weight",
+        "head.bias",
     ]
-    sites = []
-    for k, per in enumerate(slots):
-        for s in per:
-            for e in (0, s.numel - 1):
-                sites.append({"mode": WEIGHT_BIT, "layer": k, "parameter": s.qualified, "element": e, "bit": 27})
+    sites = [
+        {"mode": WEIGHT_BIT, "layer": k, "parameter": slot.qualified, "element": e, "bit": 27}
+        for k, per in enumerate(slots)
+        for slot in per
+        for e in (0, slot.numel - 1)
+    ]
     sites = sites[:12]
     with torch.inference_mode(), injector.armed(weight_faults(sites, np.arange(12), layers)):
         faulty = model(x)
@@ -283,7 +297,8 @@ def test_targets_without_parameters_are_refused(tmp_path):
     build = tmp_path / "net.py"
     build.write_text(
         "import torch\nfrom torch import nn\n"
-        "def build():\n    torch.manual_seed(0)\n    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10), nn.ReLU())\n"
+        "def build():\n    torch.manual_seed(0)\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, 10), nn.ReLU())\n"
     )
     cfg = _config(
         tmp_path,

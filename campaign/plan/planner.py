@@ -109,7 +109,8 @@ def plan(
         elif config.sampling.stratified:
             from fi_campaign.plan.strata import framework_sites
 
-            sites.extend(framework_sites(config, name, layers, workload.indices, _parameter_slots(config, name, ref, info)))
+            slots = _parameter_slots(config, name, ref, info)
+            sites.extend(framework_sites(config, name, layers, workload.indices, slots))
         else:
             slots = _parameter_slots(config, name, ref, info)
             for mode in config.modes:

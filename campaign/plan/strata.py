@@ -117,15 +117,15 @@ def framework_sites(
     names = [li.name for li in layers]
     cells = {}
     for m in config.modes:
-        keys = config.sampling.keys(m)
-        if m == WEIGHT_STUCK_AT and "image" in keys:
+        by = config.sampling.keys(m)
+        if m == WEIGHT_STUCK_AT and "image" in by:
             raise UserError(f"sampling: {m} faults every image at once; stratify it by layer or bit, not image.")
         weights = (
             parameter_weights(slots or [], layers, config.layer_weighting)
             if m in WEIGHT_MODES
             else layer_weights(layers, config.layer_weighting)
         )
-        cells[m] = framework_strata(names, weights.tolist(), keys, images)
+        cells[m] = framework_strata(names, weights.tolist(), by, images)
     check_size(config, len(config.models) * sum(len(c) for c in cells.values()))
     rows: list[dict] = []
     for mode, strata in cells.items():

@@ -128,9 +128,9 @@ def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | 
     if spec["batch_size"] < 1:
         raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
     images = _inputs(root / "images.npy")
-    site = _read_json(fault, {"mode": str}) if fault else None
-    if site is None:
+    if fault is None:
         return spec, images, None, None
+    site = _read_json(fault, {"mode": str})
     if site["mode"] == "weight_stuck_at":  # a permanent fault: every image, no image of its own
         site = _read_json(fault, {"mode": str, "stuck": int})
         site["image"] = None
