@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import csv
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
@@ -68,9 +68,15 @@ class SplitComparison:
     without_nan: Ratio
 
 
+def bit_modes(rows: Sequence[BitRow]) -> str:
+    """The modes a per-bit table holds, as its title names them: single_bit, or weight modes."""
+    return ", ".join(dict.fromkeys(b.mode for b in rows))
+
+
 @dataclass(frozen=True)
 class BitRow:
-    """Critical SDCs of the single-bit flips of one bit position (0 = least significant)."""
+    """Critical SDCs of the flips (single_bit, weight_bit) or stuck bits (weight_stuck_at) of one
+    bit position (0 = least significant)."""
 
     model: str
     mode: str

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from fi_campaign import __version__
 from fi_campaign.outputs import Output, write_bytes
 from fi_campaign.report import plots
+from fi_campaign.report.causes import bit_modes
 from fi_campaign.report.causes import sentence as cause_sentence
 from fi_campaign.report.fit import RawFit
 from fi_campaign.report.summary import CONFIDENCE, StoreReport, num, verdict
@@ -118,10 +119,11 @@ def figures(reports: list[StoreReport]) -> list[plots.Rendered]:
                 plots.render(
                     plots.bit_figure(rep.causes.bits),
                     f"bits-{i + 1}" if multi else "bits",
-                    "single_bit critical SDCs per flipped bit" + (f" ({rep.identity.label})" if multi else ""),
-                    "Share of the single-bit flips at each bit position that changed a top-1 class, split into those "
-                    f"with NaN/Inf in the outputs and the finite ones; error bars: {100 * CONFIDENCE:g}% Wilson "
-                    "intervals of the whole rate.",
+                    f"{bit_modes(rep.causes.bits)} critical SDCs per flipped bit"
+                    + (f" ({rep.identity.label})" if multi else ""),
+                    "Share of the flips (or stuck bits) at each bit position that changed a top-1 class, split "
+                    "into those with NaN/Inf in the outputs and the finite ones; error bars: "
+                    f"{100 * CONFIDENCE:g}% Wilson intervals of the whole rate.",
                 )
             )
     regret = [pair for rep in reports for pair in zip(regret_labels(rep, multi), rep.regret, strict=False)]

@@ -4,7 +4,7 @@ StoreReport as the CSV, JSON and HTML."""
 
 from __future__ import annotations
 
-from fi_campaign.report.causes import sentence
+from fi_campaign.report.causes import bit_modes, sentence
 from fi_campaign.report.fit import RawFit
 from fi_campaign.report.summary import StoreReport
 from fi_campaign.report.text import Block, Col, TextTable, interval, pct
@@ -188,7 +188,9 @@ def causes_text(report: StoreReport, multi: bool) -> list[Block]:
         )
         out.append(
             TextTable(
-                f"{store}single_bit critical SDCs per flipped bit (bits with none left out), 95% intervals", cols, rows
+                f"{store}{bit_modes(hit)} critical SDCs per flipped bit (bits with none left out), 95% intervals",
+                cols,
+                rows,
             )
         )
     return out
