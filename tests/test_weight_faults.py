@@ -308,3 +308,23 @@ def test_targets_without_parameters_are_refused(tmp_path):
     )
     code, out = cli("--db", str(tmp_path / "t.db"), "plan", str(cfg))
     assert code == 2 and "floating-point parameter" in out and "Traceback" not in out, out
+
+
+@pytest.mark.slow  # a workload process per injection: about 20 s
+def test_process_isolated_weight_faults_agree_with_in_process(tmp_path):
+    """The workload program applies the same faults: weight_bit to its image's row only, a
+    stuck-at fault to every image."""
+    cfg = _config(tmp_path, [WEIGHT_BIT, WEIGHT_STUCK_AT], injections=5)
+    dbs = {iso: tmp_path / f"{iso}.db" for iso in ("inprocess", "process")}
+    for iso, db in dbs.items():
+        assert cli("--db", str(db), "plan", str(cfg))[0] == 0
+        code, out = cli("--db", str(db), "run", "--isolation", iso)
+        assert code == 0, out
+    got = {}
+    for iso, db in dbs.items():
+        with sqlite3.connect(db) as con:
+            got[iso] = con.execute(
+                "SELECT site_id, outcome, images_changed, nan, max_abs_diff FROM result ORDER BY site_id"
+            ).fetchall()
+    assert got["inprocess"] == got["process"]
+    assert any(r[1] != "masked" for r in got["process"])
