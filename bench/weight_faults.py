@@ -9,7 +9,7 @@ and how close batched weight faults come to networks that really hold the flippe
   with `modes: [single_bit, weight_bit]`, whole passes and delayed start, injections per second
   (single_bit beside it, same run, for comparison);
 - agreement: ``sites`` drawn weight_bit sites, each row of the batched pass against the network
-  whose parameter really holds that bit (its own pass on that image): how many differ in outcome
+  whose parameter really holds that bit (its own pass of the same batch): how many differ in outcome
   class (tolerance 0), the largest relative logit difference, how many critical SDCs differ.
 """
 
@@ -18,9 +18,12 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 import torch
@@ -66,7 +69,7 @@ def agreement(sites: int, batch: int, seed: int = 0) -> dict[str, float]:
             p = dict(m.named_parameters())[s["parameter"]]
             with torch.no_grad():
                 p.copy_(flipped(p, int(s["element"]), int(s["bit"])))
-                ref = m(x[int(s["image"]) : int(s["image"]) + 1])[0]
+                ref = m(x)[int(s["image"])]  # the batch shape of the golden run, whose bits it is judged against
             classes += outcome(faulty[i], golden[i]) != outcome(ref, golden[i])
             critical += (outcome(faulty[i], golden[i]) == "critical") != (outcome(ref, golden[i]) == "critical")
             fin = torch.isfinite(ref) & torch.isfinite(faulty[i])
