@@ -156,7 +156,7 @@ def _config(tmp_path: Path, modes: list[str], **extra) -> Path:
         "batch_size": 16,
         "modes": modes,
         "models": {"baseline": ZOO},
-        "images": {"source": "bundled", "count": 20, "seed": 3},
+        "inputs": {"source": "bundled", "count": 20, "seed": 3},
         **extra,
     }
     path.write_text(yaml.safe_dump(raw))
@@ -328,3 +328,29 @@ def test_process_isolated_weight_faults_agree_with_in_process(tmp_path):
             ).fetchall()
     assert got["inprocess"] == got["process"]
     assert any(r[1] != "masked" for r in got["process"])
+
+
+def test_weight_faults_on_a_user_network_from_its_build_file(tmp_path):
+    (tmp_path / "tagger.py").write_text(textwrap.dedent(BUILD))
+    np.save(tmp_path / "x.npy", np.random.default_rng(0).standard_normal((30, 4, 6)).astype(np.float32))
+    cfg = _config(
+        tmp_path,
+        [WEIGHT_BIT, WEIGHT_STUCK_AT],
+        models={"tagger": {"build": f"{tmp_path / 'tagger.py'}:build"}},
+        inputs={"source": str(tmp_path / "x.npy"), "count": 30},
+        judge="per_position",
+        injections=20,
+    )
+    db = tmp_path / "u.db"
+    code, out = cli("--db", str(db), "plan", str(cfg))
+    assert code == 0, out
+    code, out = cli("--db", str(db), "run")
+    assert code == 0, out
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT mode, layer_name, parameter, outcome FROM site JOIN result ON site_id = id"
+        ).fetchall()
+    assert len(rows) == 40
+    assert {r[2].rsplit(".", 1)[0] for r in rows} <= {"conv", "norm", "head"}
+    assert all(r[2].startswith(r[1] + ".") for r in rows)
+    assert any(r[3] != "masked" for r in rows)
