@@ -56,9 +56,10 @@ def describe_layers(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)
         m.register_forward_hook(lambda mod, i, o, k=k: shapes.__setitem__(k, tuple(o.shape[1:])))
         for k, (_, m) in enumerate(layers)
     ]
+    first = next(model.parameters())  # its device and dtype: float32, float16 or bfloat16
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, *image_shape, device=first.device, dtype=first.dtype))
     finally:
         for h in handles:
             h.remove()

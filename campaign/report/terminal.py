@@ -84,10 +84,11 @@ def dtype_notes(models: dict[str, ModelRecord]) -> list[Block]:
     half = {name: m.dtype for name, m in models.items() if m.dtype != "float32"}
     if not half:
         return []
-    formats = ", ".join(
-        f"{name} in {dtype} (single_bit flips one of its {width(dtype)} bits)" for name, dtype in half.items()
+    formats = "; ".join(
+        f"{name} runs in {dtype} (single_bit flips one of its {width(dtype)} bits)" for name, dtype in half.items()
     )
-    return [f"Number formats: float32 except {formats}."]
+    rest = "; the others in float32" if len(half) < len(models) else ""
+    return [f"Number formats: {formats}{rest}."]
 
 
 def sampling_text(report: StoreReport, multi: bool) -> list[Block]:
