@@ -5,7 +5,8 @@
 For float32, float16 and bfloat16: the fault-free forward pass of one batch of CIFAR-10 test
 images (``bundled``), and the same pass with one single_bit flip per batch row (the in-process
 kernel), in milliseconds per batch and images (injections) per second, and whether the outputs
-are finite (``--quick``: batch 16, one timed pass). PyTorch runs half-precision convolutions on
+are finite; then one of its 3x3 convolutions (16 channels, 32 x 32) alone on a batch of that
+shape (``--quick``: batch 16, one timed pass). PyTorch runs half-precision convolutions on
 a CPU without native bfloat16 or float16 arithmetic through a slower path; this says how much
 slower on the machine at hand.
 """
@@ -85,6 +86,16 @@ def main() -> None:
             f"single_bit {1000 * b:8.1f} ms/batch ({args.batch / b:8.1f} injections/s)   finite outputs: {finite}"
         )
         inj.remove()
+        conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d) and m.in_channels == 16)
+        act = torch.randn(args.batch, 16, 32, 32, generator=torch.Generator().manual_seed(0))
+        act = act.to(args.device, torch_dtype(dtype))
+
+        def alone(conv=conv, act=act) -> None:
+            with torch.inference_mode():
+                conv(act)
+
+        c = timed(alone, args.repeats)
+        print(f"  {'':9s} one 3x3 conv, 16 channels, {args.batch} x 16 x 32 x 32: {1000 * c:8.1f} ms")
 
 
 if __name__ == "__main__":
