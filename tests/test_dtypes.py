@@ -289,6 +289,37 @@ def _dtypes(bits: list[dict]) -> dict[tuple[str, int], str]:
     return {(b["model"], b["bit"]): {"bf": "bfloat16", "fp": "float16"}[b["model"]] for b in bits}
 
 
+def test_a_torchscript_file_runs_in_bfloat16_through_the_checkpoint_mapping(tmp_path, user):
+    """The mapping's checkpoint names what a string names, a TorchScript file here: loaded,
+    recorded and run in the mapping's dtype."""
+    import warnings
+
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 8, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(8, 5),
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch.jit.save is deprecated in favour of torch.export
+        torch.jit.save(torch.jit.script(net.eval()), tmp_path / "small.pt")
+    raw = {"name": "ts", "seed": 1, "injections": 8, "batch_size": 4, "modes": ["single_bit"]}
+    raw |= {"models": {"n": {"checkpoint": str(tmp_path / "small.pt"), "dtype": "bfloat16"}}}
+    raw |= {"inputs": {"source": str(user / "small.npy"), "count": 8}}
+    cfg, db = tmp_path / "ts.yaml", tmp_path / "ts.db"
+    cfg.write_text(yaml.safe_dump(raw))
+    assert cli("--db", str(db), "plan", str(cfg))[0] == 0
+    info = Store.open(str(db)).campaign().models["n"]
+    assert info.dtype == "bfloat16" and info.source is not None and info.source.kind == "torchscript"
+    assert info.source.dtype == "bfloat16"
+    code, out = cli("--db", str(db), "run", "--workers", "1")
+    assert code == 0, out
+    rows = sites_and_outcomes(db)
+    assert len(rows) == 8 and all(r[8] is not None and 0 <= r[5] < 16 for r in rows)
+
+
 def test_batched_half_injections_equal_one_at_a_time(tmp_path, user):
     """Vectorisation stays sound in half precision: a site's outcome does not depend on the
     other faults in its batch."""
