@@ -320,6 +320,32 @@ def test_a_torchscript_file_runs_in_bfloat16_through_the_checkpoint_mapping(tmp_
     assert len(rows) == 8 and all(r[8] is not None and 0 <= r[5] < 16 for r in rows)
 
 
+def test_sizing_and_bit_strata_count_16_bits_of_a_half_network(tmp_path, user):
+    """``plan --margin`` counts 16 fault sites per output value of a half network (32 of a
+    float32 one), and stratifying by bit makes 16 strata of 1/16 each."""
+    from fi_campaign.config import load
+    from fi_campaign.plan.planner import size
+
+    cfg = half_config(tmp_path, user, injections=4, modes=["single_bit"])
+    raw = yaml.safe_load(cfg.read_text())
+    raw["models"]["full"] = ZOO
+    cfg.write_text(yaml.safe_dump(raw))
+    sized = {z.model: z.population for z in size(load(str(cfg)), 0.01, 0.95)}
+    assert sized["bf"] * 2 == sized["full"]  # the same ResNet-20 outputs, half the bits each
+    assert sized["fp"] % 16 == 0 and sized["fp"] > 0
+
+    raw["models"] = {"fp": raw["models"]["fp"]}
+    raw["sampling"] = {"method": "stratified", "by": "bit"}
+    cfg.write_text(yaml.safe_dump(raw))
+    db = tmp_path / "s.db"
+    code, out = cli("--db", str(db), "plan", str(cfg))
+    assert code == 0 and "(16 strata)" in out, out
+    with sqlite3.connect(db) as con:
+        strata = con.execute("SELECT DISTINCT stratum, stratum_weight, bit FROM site").fetchall()
+    assert sorted((label, bit) for label, _, bit in strata) == sorted((f"bit={b}", b) for b in range(16))
+    assert {w for _, w, _ in strata} == {1 / 16}
+
+
 def test_batched_half_injections_equal_one_at_a_time(tmp_path, user):
     """Vectorisation stays sound in half precision: a site's outcome does not depend on the
     other faults in its batch."""
