@@ -56,8 +56,8 @@ def main() -> None:
     x32 = normalise(images.images, images.dataset).to(args.device)
     print(f"ResNet-20 (zoo:resnet20-cifar10-baseline), batch {args.batch}, {args.device}, {args.threads} thread(s)")
     for dtype in DTYPES:
-        model, _ = zoo.load("zoo:resnet20-cifar10-baseline", device=args.device)
-        model = in_dtype(model, dtype).eval()
+        resnet, _ = zoo.load("zoo:resnet20-cifar10-baseline", device=args.device)
+        model = in_dtype(resnet, dtype).eval()
         x = x32.to(torch_dtype(dtype))
         layers = describe_layers(model)
         rng = np.random.default_rng(0)
