@@ -60,7 +60,7 @@ test-long: venv services
 
 # every benchmark of bench/, in its quick mode (a few minutes on 2 cores) or its full mode;
 # docs/BENCHMARKS.md holds their figures. PyTorchFI comes with the bench extra.
-BENCHES := inprocess heap process workers training report fit store own_models stratified weight_faults
+BENCHES := inprocess heap process workers training report fit store own_models stratified dtypes weight_faults
 bench-quick bench: venv
 	$(BIN)/python -m pip install -q -e '.[test,cluster,bench]'
 	for b in $(BENCHES); do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py $(if $(filter bench-quick,$@),--quick) || exit 1; done

@@ -20,7 +20,7 @@ import yaml
 from fi_campaign import limits
 from fi_campaign.checks import Spec, finite, flag, integer, matching, number, one_of, optional, shown, text, whole
 from fi_campaign.errors import UserError
-from fi_campaign.models.sources import DTYPES, FILE_FUNCTION, MODULE_FUNCTION, ModelSource
+from fi_campaign.models.sources import DTYPES, FILE_FUNCTION, MODULE_FUNCTION, Checkpoint, ModelSource, dtype_of
 from fi_campaign.nvbitfi_tools import isa
 from fi_campaign.nvbitfi_tools.errors import NvbitfiError
 
@@ -239,8 +239,9 @@ class Slurm:
 @dataclass(frozen=True)
 class Config:
     name: str
-    # name -> a checkpoint (path or zoo:NAME), a TorchScript or .pt2 file, or a build mapping
-    models: dict[str, str | ModelSource]
+    # name -> a checkpoint (path or zoo:NAME), a TorchScript or .pt2 file, or a mapping: one of
+    # those with its dtype (Checkpoint), or a build (ModelSource)
+    models: dict[str, str | Checkpoint | ModelSource]
     modes: tuple[str, ...] = MODES
     injections: int = 1000  # per model x mode
     seed: int = 0
@@ -286,7 +287,7 @@ class Config:
 
     def to_json(self) -> str:
         d = asdict(self)
-        d["models"] = {k: v.spelt() if isinstance(v, ModelSource) else v for k, v in self.models.items()}
+        d["models"] = {k: v if isinstance(v, str) else v.spelt() for k, v in self.models.items()}
         d["judge"] = self.judge.spelt()
         if self.workload is None:
             del d["workload"]  # a models campaign's stored config reads as before
@@ -322,7 +323,8 @@ class Config:
         return c
 
 
-CHECKPOINT = text("a checkpoint path, zoo:NAME, a TorchScript or .pt2 file, or a mapping with build")
+CHECKPOINT = text("a checkpoint path, zoo:NAME, a TorchScript or .pt2 file, or a mapping with checkpoint or build")
+CHECKPOINT_FILE = text("a checkpoint path, zoo:NAME, a TorchScript or .pt2 file")
 NAMES = Spec(
     lambda v: isinstance(v, list) and len(v) <= 1000 and all(text().accepts(x) for x in v),
     "a list of glob patterns over qualified module names (strings)",
@@ -457,7 +459,7 @@ def _mapping(raw: Any, cls: type, key: str, where: str, spelt: Callable[[str], s
     return raw
 
 
-def _models(raw: dict, where: str) -> dict[str, str | ModelSource]:
+def _models(raw: dict, where: str) -> dict[str, str | Checkpoint | ModelSource]:
     if "models" not in raw:
         raise ConfigError(
             f"{where}: 'models' is missing; name at least one checkpoint, "
@@ -469,12 +471,12 @@ def _models(raw: dict, where: str) -> dict[str, str | ModelSource]:
             f"{where}: models is {shown(models)}; it must map names to checkpoints, "
             "e.g. baseline: zoo:resnet20-cifar10-baseline."
         )
-    out: dict[str, str | ModelSource] = {}
+    out: dict[str, str | Checkpoint | ModelSource] = {}
     for name, ref in models.items():
         if problem := MODEL_NAME.problem("a model name", name):
             raise ConfigError(f"{where}: {problem}.")
         if isinstance(ref, dict):
-            out[name] = _model_build(ref, f"models.{name}", where)
+            out[name] = _model_mapping(ref, f"models.{name}", where)
             continue
         if problem := CHECKPOINT.problem(f"models.{name}", ref):
             raise ConfigError(f"{where}: {problem}.")
@@ -483,7 +485,47 @@ def _models(raw: dict, where: str) -> dict[str, str | ModelSource]:
 
 
 BUILD_KEYS = ("build", "args", "weights", "dtype")
+CHECKPOINT_KEYS = ("checkpoint", "dtype")
 MAX_ARGS_DEPTH = 4
+
+
+def _model_mapping(raw: dict, key: str, where: str) -> Checkpoint | ModelSource:
+    """A ``models.NAME`` mapping: a checkpoint with its dtype, or a build (with args or weights
+    and no build, read as a build that lacks its function)."""
+    if "checkpoint" in raw and "build" in raw:
+        raise ConfigError(f"{where}: {key} gives checkpoint and build; give one of them.")
+    if "checkpoint" in raw:
+        return _model_checkpoint(raw, key, where)
+    if "build" in raw or any(k in raw for k in BUILD_KEYS if k != "dtype"):
+        return _model_build(raw, key, where)
+    unknown = sorted((k for k in raw if k != "dtype"), key=str)
+    if unknown:
+        raise ConfigError(
+            f"{where}: {key}: unknown key {shown(unknown[0])} (known: {', '.join(CHECKPOINT_KEYS)}, "
+            f"or {', '.join(k for k in BUILD_KEYS if k != 'dtype')})."
+        )
+    raise ConfigError(
+        f"{where}: {key}.checkpoint is missing; a model given as a mapping names its checkpoint "
+        "(zoo:NAME or a file) or its build (FILE.py:FUNCTION), e.g. {checkpoint: zoo:resnet20-cifar10-baseline, "
+        "dtype: bfloat16}."
+    )
+
+
+def _model_checkpoint(raw: dict, key: str, where: str) -> Checkpoint:
+    """A ``models.NAME`` mapping of checkpoint (what a model string names) and dtype."""
+    unknown = sorted((k for k in raw if k not in CHECKPOINT_KEYS), key=str)
+    if unknown:
+        raise ConfigError(f"{where}: {key}: unknown key {shown(unknown[0])} (known: {', '.join(CHECKPOINT_KEYS)}).")
+    if problem := CHECKPOINT_FILE.problem(f"{key}.checkpoint", raw["checkpoint"]):
+        raise ConfigError(f"{where}: {problem}.")
+    return Checkpoint(checkpoint=raw["checkpoint"], dtype=_dtype(raw, key, where))
+
+
+def _dtype(raw: dict, key: str, where: str) -> str:
+    dtype = raw.get("dtype", "float32")
+    if not (isinstance(dtype, str) and dtype in DTYPES):
+        raise ConfigError(f"{where}: {key}.dtype is {shown(dtype)}; it must be float32, float16 or bfloat16.")
+    return str(dtype)
 
 
 def _plain(value: Any, depth: int = 0) -> bool:
@@ -528,15 +570,7 @@ def _model_build(raw: dict, key: str, where: str) -> ModelSource:
         problem := text("a path to a .safetensors or .pt state_dict").problem(f"{key}.weights", weights)
     ):
         raise ConfigError(f"{where}: {problem}.")
-    dtype = raw.get("dtype", "float32")
-    if dtype not in DTYPES:
-        if dtype in ("float16", "bfloat16", "half"):
-            raise ConfigError(
-                f"{where}: {key}.dtype is {shown(dtype)}; this version runs networks in float32 only "
-                "(float16 and bfloat16 campaigns come with a later version)."
-            )
-        raise ConfigError(f"{where}: {key}.dtype is {shown(dtype)}; it must be float32.")
-    return ModelSource(build=build, args=dict(args), weights=weights, dtype=dtype)
+    return ModelSource(build=build, args=dict(args), weights=weights, dtype=_dtype(raw, key, where))
 
 
 def _judge_value(value: Any) -> Judge | None:
@@ -738,6 +772,12 @@ def parse(raw: Any, where: str) -> Config:
         if not c.device.startswith("cuda"):
             raise ConfigError(f"{where}: backend nvbitfi injects into GPU kernels, so device must be cuda or cuda:N.")
         _check_nvbitfi(c.nvbitfi, modes, where)
+        half = next((k for k, v in models.items() if dtype_of(v) != "float32"), None)
+        if half is not None:
+            raise ConfigError(
+                f"{where}: models.{half}.dtype is {dtype_of(models[half])}, but backend nvbitfi flips bits of FP32 "
+                "instructions only; give the model float32 or use backend pytorch."
+            )
         c = replace(c, isolation="process")
     c = replace(c, reference=reference, tolerance=float(c.tolerance), timeout_factor=float(c.timeout_factor))
     _check_size(c, where)

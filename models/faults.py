@@ -56,9 +56,10 @@ def describe_layers(model: nn.Module, image_shape: tuple[int, ...] = (3, 32, 32)
         m.register_forward_hook(lambda mod, i, o, k=k: shapes.__setitem__(k, tuple(o.shape[1:])))
         for k, (_, m) in enumerate(layers)
     ]
+    first = next(model.parameters())  # its device and dtype: float32, float16 or bfloat16
     try:
         with torch.no_grad():
-            model.eval()(torch.zeros(1, *image_shape, device=next(model.parameters()).device))
+            model.eval()(torch.zeros(1, *image_shape, device=first.device, dtype=first.dtype))
     finally:
         for h in handles:
             h.remove()
@@ -103,9 +104,15 @@ def _flat(out: torch.Tensor) -> torch.Tensor:
     return out.view(out.shape[0], -1)
 
 
+# a value's bits as a signed integer of its width: an XOR on it is an XOR on the value's bits
+_INTS = {4: (torch.int32, np.uint32, np.int32), 2: (torch.int16, np.uint16, np.int16)}
+
+
 @dataclass
 class BitFlips(FaultBatch):
-    """single_bit: XOR one bit of one float32 output element (bit 31 is the sign, 23-30 the exponent)."""
+    """single_bit: XOR one bit of one output element in the format the network computes in
+    (float32: bit 31 is the sign, 23-30 the exponent; float16 and bfloat16: bit 15 the sign,
+    fi_campaign.models.formats)."""
 
     layers: np.ndarray
     rows: np.ndarray
@@ -121,8 +128,14 @@ class BitFlips(FaultBatch):
         if sel.size == 0:
             return out
         out = out.contiguous()
-        ints = _flat(out).view(torch.int32)
-        masks = np.left_shift(np.uint32(1), self.bits[sel].astype(np.uint32)).view(np.int32)
+        if out.element_size() not in _INTS or not out.is_floating_point():
+            raise ValueError(f"single_bit flips float32, float16 or bfloat16 values, not {out.dtype}")
+        signed, unsigned, numpy_signed = _INTS[out.element_size()]
+        bits = self.bits[sel]
+        if bits.min() < 0 or bits.max() >= 8 * out.element_size():
+            raise ValueError(f"bit {int(bits.max())} is not one of the {8 * out.element_size()} bits of {out.dtype}")
+        ints = _flat(out).view(signed)
+        masks = np.left_shift(unsigned(1), bits.astype(unsigned)).view(numpy_signed)
         r = torch.from_numpy(self.rows[sel]).to(out.device)
         e = torch.from_numpy(self.elements[sel]).to(out.device)
         ints[r, e] = ints[r, e] ^ torch.from_numpy(masks).to(out.device)
@@ -181,7 +194,8 @@ class WarpValues(FaultBatch):
         factor = 1.0 + self.signs[sel] * r
         with np.errstate(over="ignore", invalid="ignore"):
             new = (old * factor)[valid].astype(np.float32)
-        flat[ri, ci] = torch.from_numpy(new).to(out.device)
+        # float16 and bfloat16: rounded once more, from that float32 value, on the CPU on every device
+        flat[ri, ci] = torch.from_numpy(new).to(out.dtype).to(out.device)
         return out
 
 
@@ -319,6 +333,7 @@ def draw_sites(
     layer: int | None = None,
     bit: int | None = None,
     image: int | None = None,
+    bits: int = 32,
     slots: list | None = None,
 ) -> dict[str, np.ndarray]:
     """Where n faults land (weight modes: ``weight_faults.draw_weight_sites`` over ``slots``,
@@ -328,7 +343,7 @@ def draw_sites(
     an image, and an element (single_bit, with a uniform bit) or an aligned warp (warp_random).
     A stratum fixes the ``layer``, the ``image`` (a row of the drawn inputs) or the ``bit`` (or
     several) and draws the rest the same way; with none, the draws are those of every earlier
-    version."""
+    version. ``bits``: the width of the network's number format (16 for float16 and bfloat16)."""
     from fi_campaign.models.weight_faults import WEIGHT_MODES, draw_weight_sites
 
     if mode in WEIGHT_MODES:
@@ -341,8 +356,8 @@ def draw_sites(
     images = rng.integers(0, n_images, size=n) if image is None else np.full(n, image, dtype=np.int64)
     if mode == SINGLE_BIT:
         element = np.array([rng.integers(0, layers[k].numel) for k in at], dtype=np.int64)
-        bits = rng.integers(0, 32, size=n) if bit is None else np.full(n, bit, dtype=np.int64)
-        return {"layer": at, "image": images, "element": element, "bit": bits}
+        flipped = rng.integers(0, bits, size=n) if bit is None else np.full(n, bit, dtype=np.int64)
+        return {"layer": at, "image": images, "element": element, "bit": flipped}
     warp = np.array([rng.integers(0, layers[k].warps) for k in at], dtype=np.int64)
     geo = [warp_geometry(layers[k], w) for k, w in zip(at, warp, strict=False)]
     return {

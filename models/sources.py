@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fi_campaign.errors import UserError
+from fi_campaign.models.formats import DTYPES, FLOAT32
 
 if TYPE_CHECKING:
     import torch
@@ -42,7 +43,6 @@ if TYPE_CHECKING:
 
 CHECKPOINT, TORCHSCRIPT, EXPORT, BUILD = "checkpoint", "torchscript", "export", "build"
 KINDS = (CHECKPOINT, TORCHSCRIPT, EXPORT, BUILD)
-DTYPES = ("float32",)
 BUILD_SEED = 0  # the torch seed a build function is called under
 # FILE.py:FUNCTION (a path, may hold ':' only as a Windows drive, which fi-campaign does not
 # target) or package.module:FUNCTION
@@ -77,6 +77,30 @@ class ModelSource:
         if self.dtype != "float32":
             out["dtype"] = self.dtype
         return out
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A network the config names by a mapping with ``checkpoint`` (what a string names:
+    ``zoo:NAME``, a fi-campaign checkpoint, a TorchScript or exported file) and the ``dtype``
+    it runs in."""
+
+    checkpoint: str
+    dtype: str = FLOAT32
+
+    def spelt(self) -> dict[str, Any]:
+        """The mapping as a config spells it (what the stored config JSON holds)."""
+        return {"checkpoint": self.checkpoint} | ({"dtype": self.dtype} if self.dtype != FLOAT32 else {})
+
+
+def dtype_of(ref: str | Checkpoint | ModelSource) -> str:
+    """The dtype a config's model runs in (a string: float32, as before dtypes existed)."""
+    return FLOAT32 if isinstance(ref, str) else ref.dtype
+
+
+def named(ref: str | Checkpoint | ModelSource) -> str | ModelSource:
+    """What loads the network: a checkpoint mapping's string, or a build mapping."""
+    return ref.checkpoint if isinstance(ref, Checkpoint) else ref
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,7 +155,7 @@ class SourceRecord:
 
 @dataclass
 class Loaded:
-    """A network ready to run (eval mode, float32, on its device) and what identifies it.
+    """A network ready to run (eval mode, in its dtype, on its device) and what identifies it.
     ``types``: each submodule's class name where the module tree lost it (an exported or
     converted program runs its submodules as generic modules); empty otherwise."""
 
@@ -140,6 +164,7 @@ class Loaded:
     source: SourceRecord | None  # None: a fi-campaign checkpoint
     meta: Meta | None = None  # a fi-campaign checkpoint's metadata
     types: dict[str, str] = field(default_factory=dict)
+    dtype: str = FLOAT32  # what it runs in
 
 
 def sha256_of(path: Path) -> str:
@@ -181,26 +206,26 @@ def ref_kind(ref: str) -> str:
         return CHECKPOINT
 
 
-def load(source: str | ModelSource, key: str, device: str = "cpu") -> Loaded:
-    """The network ``source`` names, loaded in eval mode. ``key`` is its config key
-    (``models.NAME``), which every refusal names."""
+def load(source: str | ModelSource, key: str, device: str = "cpu", dtype: str = FLOAT32) -> Loaded:
+    """The network ``source`` names, loaded in eval mode, in ``dtype`` (a build mapping's own).
+    ``key`` is its config key (``models.NAME``), which every refusal names."""
     if isinstance(source, ModelSource):
         return _built(source, key, device)
     from fi_campaign.models import zoo
 
     if source.startswith(zoo.ZOO_PREFIX):
-        return _checkpoint(source, device)
+        return _checkpoint(source, device, dtype)
     path = Path(source).expanduser()
     try:
         exists = path.is_file()
     except OSError as e:
         raise SourceError(f"{key}: cannot read {source} ({e.strerror}).") from None
     if not exists:
-        return _checkpoint(source, device)  # says the checkpoint does not exist, as before
+        return _checkpoint(source, device, dtype)  # says the checkpoint does not exist, as before
     kind = file_kind(path)
     if kind == CHECKPOINT:
-        return _checkpoint(source, device)
-    return _program(kind, source, path.resolve(), key, device)
+        return _checkpoint(source, device, dtype)
+    return _program(kind, source, path.resolve(), key, device, dtype)
 
 
 def load_recorded(record: SourceRecord, key: str, device: str = "cpu") -> Loaded:
@@ -208,7 +233,7 @@ def load_recorded(record: SourceRecord, key: str, device: str = "cpu") -> Loaded
     check_files(record, key)
     if record.kind == BUILD:
         return _call_build(record, key, device)
-    return _program(record.kind, record.ref, Path(record.file), key, device)
+    return _program(record.kind, record.ref, Path(record.file), key, device, record.dtype)
 
 
 def check_files(record: SourceRecord, key: str) -> None:
@@ -232,19 +257,32 @@ def check_files(record: SourceRecord, key: str) -> None:
             )
 
 
-def _checkpoint(ref: str, device: str) -> Loaded:
+def _checkpoint(ref: str, device: str, dtype: str = FLOAT32) -> Loaded:
+    """A fi-campaign checkpoint; ``sha256`` is that of its stored (float32) weights, before the cast."""
     from fi_campaign.models import zoo
 
     model, meta = zoo.load(ref, device=device)
-    return Loaded(model=model, sha256=meta.sha256, source=None, meta=meta)
+    return Loaded(model=in_dtype(model, dtype), sha256=meta.sha256, source=None, meta=meta, dtype=dtype)
 
 
-def _finish(model: nn.Module, key: str, device: str) -> nn.Module:
-    """float32 (the one dtype of this version), eval mode, on the device."""
+def torch_dtype(dtype: str) -> torch.dtype:
     import torch
 
+    if dtype not in DTYPES:
+        raise SourceError(f"dtype {dtype!r} is none of {', '.join(DTYPES)}.")
+    dt: torch.dtype = getattr(torch, dtype)
+    return dt
+
+
+def in_dtype(model: nn.Module, dtype: str) -> nn.Module:
+    """The network's floating-point parameters and buffers cast to ``dtype``."""
+    return model.to(dtype=torch_dtype(dtype))
+
+
+def _finish(model: nn.Module, key: str, device: str, dtype: str = FLOAT32) -> nn.Module:
+    """In the campaign's dtype, eval mode, on the device."""
     try:
-        return model.to(device=device, dtype=torch.float32).eval()
+        return model.to(device=device, dtype=torch_dtype(dtype)).eval()
     except RuntimeError as e:
         raise SourceError(f"{key}: the network cannot be moved to {device} ({first_line(e)}).") from None
 
@@ -263,10 +301,10 @@ def first_line(e: BaseException) -> str:
 # --- TorchScript and exported programs ----------------------------------------------------------
 
 
-def _program(kind: str, ref: str, path: Path, key: str, device: str) -> Loaded:
+def _program(kind: str, ref: str, path: Path, key: str, device: str, dtype: str = FLOAT32) -> Loaded:
     import torch
 
-    record = SourceRecord(kind=kind, ref=ref, file=str(path), file_sha256=sha256_of(path))
+    record = SourceRecord(kind=kind, ref=ref, file=str(path), file_sha256=sha256_of(path), dtype=dtype)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if kind == TORCHSCRIPT:
@@ -277,8 +315,8 @@ def _program(kind: str, ref: str, path: Path, key: str, device: str) -> Loaded:
             except Exception as e:  # noqa: BLE001 - torch raises many kinds for a file that is no TorchScript
                 raise SourceError(f"{key}: {ref} is not a TorchScript file ({first_line(e)}).") from None
             net = ScriptNetwork(script)
-            model = _finish(net, key, device)
-            return Loaded(model=model, sha256=_digest(script), source=record, types=net.types)
+            model = _finish(net, key, device, dtype)
+            return Loaded(model=model, sha256=_digest(script), source=record, types=net.types, dtype=dtype)
         if not zipfile.is_zipfile(path):
             raise SourceError(
                 f"{key}: {ref} is not a torch.export program (it is no archive torch.export.save writes)."
@@ -292,8 +330,8 @@ def _program(kind: str, ref: str, path: Path, key: str, device: str) -> Loaded:
             unflat: nn.Module = torch.export.unflatten(program)
         except Exception as e:  # noqa: BLE001
             raise SourceError(f"{key}: {ref} cannot be run module by module ({first_line(e)}).") from None
-    model = _finish(unflat, key, device)
-    return Loaded(model=model, sha256=_digest(model), source=record, types=_exported_types(program))
+    model = _finish(unflat, key, device, dtype)
+    return Loaded(model=model, sha256=_digest(model), source=record, types=_exported_types(program), dtype=dtype)
 
 
 @contextmanager
@@ -454,8 +492,8 @@ def _call_build(record: SourceRecord, key: str, device: str) -> Loaded:
         raise SourceError(f"{where}: {record.function} returned a {type(model).__name__}, not a torch.nn.Module.")
     if record.weights is not None:
         _load_weights(model, Path(record.weights), f"{key}.weights")
-    model = _finish(model, key, device)
-    return Loaded(model=model, sha256=_digest(model), source=record)
+    model = _finish(model, key, device, record.dtype)
+    return Loaded(model=model, sha256=_digest(model), source=record, dtype=record.dtype)
 
 
 def _args(args: dict[str, Any]) -> str:

@@ -1,16 +1,17 @@
 """Which modules of any network a fault can hit, what each one's output looks like per input,
 and whether one fault per batch row is exact for the network.
 
-A target is a module, named by its qualified name, whose output is one float32 tensor with the
-batch as its first dimension, computed once per forward pass. Modules that do not qualify are
-left out of the targets, and the plan says which and why:
+A target is a module, named by its qualified name, whose output is one tensor in the network's
+dtype (float32, float16 or bfloat16) with the batch as its first dimension, computed once per
+forward pass. Modules that do not qualify are left out of the targets, and the plan says which
+and why:
 
 - a module that never runs in the forward pass (e.g. ``out_proj`` of ``nn.MultiheadAttention``,
   whose weights the attention uses without calling the module) cannot be hit;
 - a module called more than once per pass (a shared layer) has no single output to hit;
 - a module whose output is a tuple, a list or a dict (``nn.MultiheadAttention``, ``nn.LSTM``)
   has no single tensor to hit: target the modules inside it, or its consumer;
-- an output that is not float32, or whose first dimension is not the batch.
+- an output not in the network's dtype, or whose first dimension is not the batch.
 
 A ``names`` pattern that matches only such modules, or none at all, is refused.
 
@@ -118,7 +119,7 @@ def select(
 @dataclass
 class _Seen:
     calls: int = 0
-    output: str = ""  # "" while a float32 tensor with the batch first; else why not
+    output: str = ""  # "" while a tensor of the network's dtype with the batch first; else why not
     shape: tuple[int, ...] = ()
     in_numel: int = 0  # per input: the first tensor argument's elements
 
@@ -131,8 +132,11 @@ class Probe:
     seen: dict[str, _Seen] = field(default_factory=dict)
 
 
-def probe(model: nn.Module, candidates: list[tuple[str, nn.Module]], x: torch.Tensor) -> Probe:
-    """Run ``x`` through the network once, noting for each candidate how often it ran and what it returned."""
+def probe(
+    model: nn.Module, candidates: list[tuple[str, nn.Module]], x: torch.Tensor, dtype: torch.dtype = torch.float32
+) -> Probe:
+    """Run ``x`` through the network once, noting for each candidate how often it ran and what it
+    returned; ``dtype``: the one the network runs in, the one its targets' outputs must have."""
     seen = {name: _Seen() for name, _ in candidates}
     batch = len(x)
 
@@ -142,8 +146,8 @@ def probe(model: nn.Module, candidates: list[tuple[str, nn.Module]], x: torch.Te
             s.calls += 1
             if not isinstance(out, torch.Tensor):
                 s.output = f"returns a {type(out).__name__}"
-            elif out.dtype != torch.float32:
-                s.output = f"returns {str(out.dtype).removeprefix('torch.')} values, not float32"
+            elif out.dtype != dtype:
+                s.output = f"returns {_name(out.dtype)} values, not {_name(dtype)}"
             elif out.dim() == 0 or out.shape[0] != batch:
                 s.output = f"returns a tensor of shape {tuple(out.shape)}, whose first dimension is not the batch"
             else:
@@ -162,6 +166,16 @@ def probe(model: nn.Module, candidates: list[tuple[str, nn.Module]], x: torch.Te
         for h in handles:
             h.remove()
     return Probe(output=y, seen=seen)
+
+
+def _numpy(t: torch.Tensor) -> np.ndarray:
+    """The tensor's values, bit for bit (numpy has no bfloat16: its bits as int16)."""
+    t = t.detach().cpu()
+    return (t.view(torch.int16) if t.dtype == torch.bfloat16 else t).numpy()
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
 
 
 def kind_of(module: nn.Module, recorded: str | None = None) -> str:
@@ -259,7 +273,7 @@ def check_rows(
         return
     with torch.inference_mode(), _perturbed(targets):
         y = network_output(model(x))
-    a, b = golden[1:].detach().cpu().numpy(), y[1:].detach().cpu().numpy()
+    a, b = _numpy(golden[1:]), _numpy(y[1:])
     if a.shape != b.shape or a.tobytes() != b.tobytes():
         raise TargetError(
             f"{key} mixes the inputs of a batch (a change in one input's values at its targets changed "

@@ -452,7 +452,7 @@ REFUSED = [
     ("judge kind", "small", "small.npy", {"judge": "J:numbers"}, ["judge", "returned 0; each outcome must be one of"]),
     ("no such target", "small", "small.npy", {"targets": {"names": ["nosuch*"]}}, ["targets.names", "nosuch*"]),
     ("top1 on positions", "tagger", "tokens.pt", {}, ["judge: top1 needs one score per class"]),
-    ("float16", {"build": "B:small", "dtype": "float16"}, "small.npy", {}, ["models.net.dtype", "float32 only"]),
+    ("int8", {"build": "B:small", "dtype": "int8"}, "small.npy", {}, ["models.net.dtype", "float16 or bfloat16"]),
     ("inputs and images", "small", "small.npy", {"images": {"count": 3}}, ["give inputs or images"]),
 ]
 
@@ -514,7 +514,10 @@ BAD_KEYS = [
     ("models: {a: {build: x.py:f, args: [1]}}", "models.a.args is [1]; it must map keyword names"),
     ("models: {a: {build: x.py:f, args: {n: .nan}}}", "models.a.args is {'n': nan}; its values must be"),
     ("models: {a: {args: {}}}", "models.a.build is None; it must be FILE.py:FUNCTION"),
-    ("models: {a: {build: x.py:f, dtype: int8}}", "models.a.dtype is 'int8'; it must be float32"),
+    ("models: {a: {build: x.py:f, dtype: int8}}", "models.a.dtype is 'int8'; it must be float32, float16 or bfloat16"),
+    ("models: {a: {checkpoint: net.pt, dtype: 5}}", "models.a.dtype is 5; it must be float32, float16 or bfloat16"),
+    ("models: {a: {checkpoint: net.pt, weights: w.pt}}", "models.a: unknown key 'weights' (known: checkpoint, dtype)"),
+    ("models: {a: {dtype: float16}}", "models.a.checkpoint is missing"),
     ("models: {a: {build: x.py:f, weights: ''}}", "models.a.weights is ''"),
     ("inputs: {source: a.npy, count: 0}", "inputs.count is 0"),
     ("inputs: {source: a.npy, size: 64}", "inputs.size resizes images"),

@@ -118,6 +118,8 @@ BAD_VALUES = [
     ("name: 5", "name", "5"),
     ("store: [a.db]", "store", "['a.db']"),
     ("models: {a: 5}", "models.a", "5"),
+    ("models: {a: {checkpoint: 'zoo:resnet20-cifar10-baseline', dtype: int8}}", "models.a.dtype", "int8"),
+    ("models: {a: {checkpoint: 5, dtype: bfloat16}}", "models.a.checkpoint", "5"),
     ("modes: single_bit", None, None),  # a single mode as a string is allowed
     ("nvbitfi: {dummy: 'maybe'}", "nvbitfi.dummy", "maybe"),
     ("nvbitfi: {dialect: nosuch}", "nvbitfi.dialect", "nosuch"),

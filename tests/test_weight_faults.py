@@ -354,3 +354,27 @@ def test_weight_faults_on_a_user_network_from_its_build_file(tmp_path):
     assert {r[2].rsplit(".", 1)[0] for r in rows} <= {"conv", "norm", "head"}
     assert all(r[2].startswith(r[1] + ".") for r in rows)
     assert any(r[3] != "masked" for r in rows)
+
+
+def test_weight_faults_in_a_bfloat16_network_flip_its_16_bit_parameters(tmp_path):
+    cfg = _config(
+        tmp_path,
+        [WEIGHT_BIT, WEIGHT_STUCK_AT],
+        models={"bf": {"checkpoint": ZOO, "dtype": "bfloat16"}},
+        inputs={"source": "bundled", "count": 8, "seed": 3},
+        injections=8,
+        batch_size=8,
+    )
+    db = tmp_path / "bf.db"
+    assert cli("--db", str(db), "plan", str(cfg))[0] == 0
+    code, out = cli("--db", str(db), "run")
+    assert code == 0, out
+    with sqlite3.connect(db) as con:
+        rows = con.execute(
+            "SELECT mode, parameter, element, bit, stuck, outcome FROM site JOIN result ON site_id = id"
+        ).fetchall()
+    assert len(rows) == 16 and all(0 <= r[3] < 16 for r in rows)
+    state = {k: v.to(torch.bfloat16) for k, v in zoo.load(ZOO)[0].state_dict().items()}
+    for mode, parameter, element, bit, value, outcome in rows:
+        if mode == WEIGHT_STUCK_AT and stored_bit(state[parameter], element, bit) == value:
+            assert outcome == "masked"

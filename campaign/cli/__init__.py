@@ -147,6 +147,10 @@ def plan(
             f"with seed {c.seed} in {target.label}."
         )
     for name, info in record.models.items():
+        if info.dtype != "float32":
+            from fi_campaign.models.formats import width
+
+            click.echo(f"models.{name} runs in {info.dtype}: single_bit flips one of its {width(info.dtype)} bits.")
         if info.targets is not None and info.targets.note:
             click.echo(f"Note: {info.targets.note}")
         out = info.profile.left_out if info.profile else None

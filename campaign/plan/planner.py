@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     import torch
 
     from fi_campaign.models.faults import LayerInfo
-    from fi_campaign.models.sources import ModelSource
+    from fi_campaign.models.sources import Checkpoint, ModelSource
 
 
 def stratum_rng(seed: int, model: str, mode: str) -> np.random.Generator:
@@ -83,6 +83,7 @@ def plan(
     """``profiles``: model name (or ``*`` for all) -> an existing nvbitfi-igprofile.txt, for
     backend nvbitfi; a model without one is profiled now under profiler.so in ``runs``."""
     from fi_campaign.models.faults import draw_sites
+    from fi_campaign.models.formats import width
 
     fault_model = check_fault_model(config)
     if config.workload is not None:
@@ -110,7 +111,7 @@ def plan(
             from fi_campaign.plan.strata import framework_sites
 
             slots = _parameter_slots(config, name, ref, info)
-            sites.extend(framework_sites(config, name, layers, workload.indices, slots))
+            sites.extend(framework_sites(config, name, layers, workload.indices, width(info.dtype), slots))
         else:
             slots = _parameter_slots(config, name, ref, info)
             for mode in config.modes:
@@ -122,6 +123,7 @@ def plan(
                     len(drawn.indices),
                     config.layer_weighting,
                     stratum_rng(config.seed, name, mode),
+                    bits=width(info.dtype),
                     slots=slots,
                 )
                 sites.extend(
@@ -167,7 +169,7 @@ def program_model(config: Config) -> ModelRecord:
 def model_plan(
     config: Config,
     name: str,
-    ref: str | ModelSource,
+    given: str | Checkpoint | ModelSource,
     workload: WorkloadRecord,
     drawn: Inputs,
     inputs: list[torch.Tensor],
@@ -177,19 +179,21 @@ def model_plan(
     points); any other network is loaded, run once on the campaign's batch shape, and its
     targets described from that pass (``workload.network.plan_targets``). ``inputs`` caches the
     normalised inputs across models."""
-    key = f"models.{name}"
+    from fi_campaign.models.sources import dtype_of, named
+
+    key, dtype, ref = f"models.{name}", dtype_of(given), named(given)
     if _cifar_resnet(config, ref):
         assert isinstance(ref, str), "_cifar_resnet holds for checkpoint paths only"
-        return _checkpoint_plan(config, name, ref, workload)
+        return _checkpoint_plan(config, name, ref, workload, dtype)
     import torch
 
     from fi_campaign.models.targets import Selection
     from fi_campaign.workload.images import normalised
-    from fi_campaign.workload.network import load, plan_targets
+    from fi_campaign.workload.network import as_inputs, load, plan_targets
 
     if not inputs:
         inputs.append(torch.from_numpy(normalised(drawn.raw, drawn.dataset, workload.mean, workload.std)))
-    loaded = load(ref, key, "cpu")
+    loaded = load(ref, key, "cpu", dtype)
     meta = loaded.meta
     if meta is not None and workload.dataset.startswith("cifar") and meta.dataset != workload.dataset:
         raise UserError(
@@ -202,7 +206,7 @@ def model_plan(
     )
     _check_judge(config, key, outputs)
     accuracy = (
-        _accuracy(config, loaded.model, inputs[0], drawn)
+        _accuracy(config, loaded.model, as_inputs(inputs[0], dtype), drawn)
         if targets.output_shape and len(targets.output_shape) == 1
         else None
     )
@@ -217,11 +221,12 @@ def model_plan(
         else meta.accuracy_on,
         source=loaded.source,
         targets=targets,
+        dtype=dtype,
     )
     return info, layers
 
 
-def _parameter_slots(config: Config, name: str, ref: str | ModelSource, info: ModelRecord) -> list | None:
+def _parameter_slots(config: Config, name: str, ref: str | Checkpoint | ModelSource, info: ModelRecord) -> list | None:
     """The targets' parameters a weight fault can hit (None when no mode faults weights),
     refusing a model none of whose targets has one."""
     from fi_campaign.models.weight_faults import describe_parameters
@@ -230,13 +235,15 @@ def _parameter_slots(config: Config, name: str, ref: str | ModelSource, info: Mo
         return None
     if info.targets is None:
         from fi_campaign.models.resnet import build, injectable_layers
+        from fi_campaign.models.sources import in_dtype
 
         assert info.arch is not None, "a model without recorded targets is a CIFAR ResNet"
-        slots = describe_parameters(injectable_layers(build(info.arch)))
+        slots = describe_parameters(injectable_layers(in_dtype(build(info.arch), info.dtype)))
     else:
+        from fi_campaign.models.sources import named
         from fi_campaign.workload.network import load
 
-        modules = dict(load(ref, f"models.{name}", "cpu").model.named_modules())
+        modules = dict(load(named(ref), f"models.{name}", "cpu", info.dtype).model.named_modules())
         slots = describe_parameters([(n, modules[n]) for n in info.targets.names])
     if not any(slots):
         raise UserError(
@@ -246,15 +253,16 @@ def _parameter_slots(config: Config, name: str, ref: str | ModelSource, info: Mo
     return slots
 
 
-def _cifar_resnet(config: Config, ref: str | ModelSource) -> bool:
+def _cifar_resnet(config: Config, ref: str | Checkpoint | ModelSource) -> bool:
     """Whether a model is planned as before: a fi-campaign checkpoint with the default targets."""
     from fi_campaign.models import sources
 
+    ref = sources.named(ref)
     return isinstance(ref, str) and sources.ref_kind(ref) == sources.CHECKPOINT and config.targets.default
 
 
 def _checkpoint_plan(
-    config: Config, name: str, ref: str, workload: WorkloadRecord
+    config: Config, name: str, ref: str, workload: WorkloadRecord, dtype: str = "float32"
 ) -> tuple[ModelRecord, list[LayerInfo]]:
     from fi_campaign.models import zoo
     from fi_campaign.models.faults import describe_layers
@@ -282,6 +290,7 @@ def _checkpoint_plan(
         clean_accuracy=meta.clean_accuracy,
         accuracy_on=meta.accuracy_on,
         resume=resume,
+        dtype=dtype,
     )
     return info, layers
 
@@ -345,7 +354,7 @@ def _rows(drawn: dict[str, np.ndarray]) -> list[dict]:
 def _weight_population(
     config: Config,
     name: str,
-    ref: str | ModelSource,
+    ref: str | Checkpoint | ModelSource,
     mode: str,
     workload: WorkloadRecord | None,
     drawn: Inputs | None,
@@ -371,9 +380,10 @@ class Sizing:
 
 def size(config: Config, margin: float, confidence: float, profiles: dict[str, str] | None = None) -> list[Sizing]:
     """Injections per stratum for ``margin`` at ``confidence`` (Leveugle et al., DATE 2009, with
-    p = 0.5, the worst case). single_bit's population is every bit of every output value (or of
-    every profiled FP32 thread-instruction, for NVBitFI); warp_random draws a continuous value,
-    so its population is infinite."""
+    p = 0.5, the worst case). single_bit's population is every bit of every output value (32 or,
+    for float16 and bfloat16 networks, 16 per value; or of every profiled FP32
+    thread-instruction, for NVBitFI); warp_random draws a continuous value, so its population
+    is infinite."""
     out = []
     workload: WorkloadRecord | None = None
     drawn: Inputs | None = None
@@ -393,17 +403,22 @@ def size(config: Config, margin: float, confidence: float, profiles: dict[str, s
             from fi_campaign.models import zoo
             from fi_campaign.models.faults import describe_layers
             from fi_campaign.models.resnet import build
+            from fi_campaign.models.sources import named
 
-            assert isinstance(ref, str), "_cifar_resnet holds for checkpoint paths only"
-            meta, _ = zoo.read(ref)
+            path = named(ref)
+            assert isinstance(path, str), "_cifar_resnet holds for checkpoint paths only"
+            meta, _ = zoo.read(path)
             sites = sum(li.numel for li in describe_layers(build(meta.arch))) * config.images.count
         else:
             if workload is None or drawn is None:
                 workload, drawn = planned(config.images)
             _, layers = model_plan(config, name, ref, workload, drawn, inputs)
             sites = sum(li.numel for li in layers) * config.images.count
+        from fi_campaign.models.formats import width
+        from fi_campaign.models.sources import dtype_of
+
         for mode in config.modes:
-            population = sites * 32 if mode == "single_bit" else math.inf
+            population = sites * width(dtype_of(ref)) if mode == "single_bit" else math.inf
             if mode in WEIGHT_MODES:
                 population = _weight_population(config, name, ref, mode, workload, drawn, inputs)
             out.append(

@@ -2,7 +2,8 @@
 every combination of the configured keys' values, with its exact share of the fault population,
 and the sites drawn within each.
 
-A stratum's share is known from the plan alone: a bit is 1/32 of every flip; a layer is its
+A stratum's share is known from the plan alone: a bit is 1/32 of every flip (1/16 in a float16
+or bfloat16 network, whose values have 16 bits); a layer is its
 weight as the simple draw uses it (``faults.layer_weights``); an image is 1/count, as the simple
 draw picks the image uniformly and independently of the layer; a kernel or an instruction group is
 its part of the profile's dynamic instructions of the campaign's group. A combination's share is
@@ -68,15 +69,19 @@ def stratum_rng(seed: int, model: str, mode: str, stratum: str) -> np.random.Gen
 
 
 def framework_strata(
-    layer_names: list[str], layer_weights: list[float], keys: tuple[str, ...], images: Sequence[int] = ()
+    layer_names: list[str],
+    layer_weights: list[float],
+    keys: tuple[str, ...],
+    images: Sequence[int] = (),
+    bits: int = BITS,
 ) -> list[Stratum]:
     """Every combination of ``keys`` (layer, image, bit) for a framework-level model x mode.
     ``images``: the drawn inputs' indices in their source, which name the image strata as the
-    export's ``image`` column names a site's input."""
+    export's ``image`` column names a site's input; ``bits``: the width of the network's values."""
     options: dict[str, list[tuple[object, float, dict]]] = {
         "layer": [(name, w, {"layer": i}) for i, (name, w) in enumerate(zip(layer_names, layer_weights, strict=True))],
         "image": [(source, 1 / len(images), {"image": row}) for row, source in enumerate(images)],
-        "bit": [(b, 1 / BITS, {"bit": b}) for b in range(BITS)],
+        "bit": [(b, 1 / bits, {"bit": b}) for b in range(bits)],
     }
     return _combine(keys, options)
 
@@ -106,11 +111,17 @@ def check_size(config: Config, strata_per_cell: int) -> None:
 
 
 def framework_sites(
-    config: Config, model: str, layers: list, images: Sequence[int], slots: list | None = None
+    config: Config,
+    model: str,
+    layers: list,
+    images: Sequence[int],
+    bits: int = BITS,
+    slots: list | None = None,
 ) -> list[dict]:
     """The sites of every stratum of every mode of a framework-level model, each row with its
-    stratum's label and share; ``images`` holds the drawn inputs' indices in their source;
-    ``slots``: the targets' parameters, for weight modes."""
+    stratum's label and share; ``images`` holds the drawn inputs' indices in their source,
+    ``bits`` the width of the network's values (16 for float16 and bfloat16) and ``slots`` the
+    targets' parameters, for weight modes."""
     from fi_campaign.models.faults import draw_sites, layer_weights
     from fi_campaign.models.weight_faults import WEIGHT_MODES, WEIGHT_STUCK_AT, parameter_weights
 
@@ -125,7 +136,7 @@ def framework_sites(
             if m in WEIGHT_MODES
             else layer_weights(layers, config.layer_weighting)
         )
-        cells[m] = framework_strata(names, weights.tolist(), by, images)
+        cells[m] = framework_strata(names, weights.tolist(), by, images, bits)
     check_size(config, len(config.models) * sum(len(c) for c in cells.values()))
     rows: list[dict] = []
     for mode, strata in cells.items():
@@ -140,6 +151,7 @@ def framework_sites(
                 layer=s.layer,
                 bit=s.bit,
                 image=s.image,
+                bits=bits,
                 slots=slots,
             )
             keys = list(drawn)

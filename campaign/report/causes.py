@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, TextIO
 
 from fi_campaign.classify import COUNTED, CRITICAL_SDC
+from fi_campaign.models.formats import FLOAT32, number_format
 from fi_campaign.stats import Ratio, proportion, rate_ratio
 from fi_campaign.store import BitGroup, ResultGroup, StratumTally
 from fi_campaign.stratified import StratifiedRate, StratumCount, effective_counts, stratified_proportion
@@ -81,7 +82,7 @@ class BitRow:
     model: str
     mode: str
     bit: int
-    field: str  # of a float32: mantissa (0-22), exponent (23-30), sign (31)
+    field: str  # of the model's dtype: float32 mantissa 0-22, exponent 23-30, sign 31 (models.formats)
     n: int  # counted injections that flipped this bit
     k: int  # of them critical SDCs
     nan: int  # of those, with NaN/Inf in the outputs
@@ -89,6 +90,7 @@ class BitRow:
     ci_low: float
     ci_high: float
     share: float  # k / the stratum's critical SDCs
+    dtype: str = FLOAT32  # the model's number format, whose bit this is
 
 
 @dataclass(frozen=True)
@@ -105,18 +107,16 @@ def causes(
     groups: list[ResultGroup],
     bit_groups: list[BitGroup],
     tallies: list[StratumTally] | None = None,
+    dtypes: dict[str, str] | None = None,
 ) -> Causes:
     """``tallies``: a stratified plan's sampling strata, whose shares weight the split and the
-    bits' shares of the critical SDCs (the per-bit rates are within their bit either way)."""
+    bits' shares of the critical SDCs (the per-bit rates are within their bit either way);
+    ``dtypes``: each model's number format (default float32), which names its bits' fields."""
     split = stratified_split(models, modes, tallies) if tallies else critical_split(models, modes, groups)
-    bits = bit_rows(models, modes, bit_groups)
+    bits = bit_rows(models, modes, bit_groups, dtypes)
     if tallies:
         bits = weighted_bit_shares(bits, tallies)
     return Causes(split, compare_split(reference, models, modes, split), bits)
-
-
-def float32_field(bit: int) -> str:
-    return "sign" if bit == 31 else "exponent" if bit >= 23 else "mantissa"
 
 
 def critical_split(models: Iterable[str], modes: Iterable[str], groups: Iterable[ResultGroup]) -> list[CriticalSplit]:
@@ -251,8 +251,11 @@ def _ratio(reference: tuple[float, float], candidate: tuple[float, float]) -> Ra
     return rate_ratio(reference[0], reference[1], candidate[0], candidate[1], CONFIDENCE)
 
 
-def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGroup]) -> list[BitRow]:
-    """Every flipped bit position of every model x mode, in model, mode and bit order."""
+def bit_rows(
+    models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGroup], dtypes: dict[str, str] | None = None
+) -> list[BitRow]:
+    """Every flipped bit position of every model x mode, in model, mode and bit order, each
+    named by the field it is in the model's number format (``dtypes``; default float32)."""
     cells: dict[tuple[str, str, int], list[int]] = {}
     for g in groups:
         c = cells.setdefault((g.model, g.mode, g.bit), [0, 0, 0])
@@ -266,6 +269,7 @@ def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGr
         critical[(model, mode)] = critical.get((model, mode), 0) + k
     out = []
     for model in models:
+        fmt = number_format((dtypes or {}).get(model, FLOAT32))
         for mode in modes:
             for bit in sorted(b for (m, d, b) in cells if (m, d) == (model, mode)):
                 n, k, nan = cells[(model, mode, bit)]
@@ -276,7 +280,7 @@ def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGr
                         model=model,
                         mode=mode,
                         bit=bit,
-                        field=float32_field(bit),
+                        field=fmt.field(bit),
                         n=n,
                         k=k,
                         nan=nan,
@@ -284,6 +288,7 @@ def bit_rows(models: Iterable[str], modes: Iterable[str], groups: Iterable[BitGr
                         ci_low=r.low,
                         ci_high=r.high,
                         share=k / total if total else math.nan,
+                        dtype=fmt.name,
                     )
                 )
     return out

@@ -65,13 +65,15 @@ def pct(x: float | None, digits: int = 2) -> str:
 
 def network(model: ModelRecord) -> str:
     """A stored model's architecture in words: 'ResNet-20, relu6, conv-act-bn, cifar10', or for
-    any other network its source and targets: 'build net.py:make, 12 targets, tensor'."""
+    any other network its source and targets: 'build net.py:make, 12 targets, tensor'; a
+    network that does not run in float32 ends with its dtype ('..., bfloat16')."""
     arch = model.arch
+    dtype = model.dtype if model.dtype != "float32" else ""
     if arch is None:
         kind = model.source.kind if model.source else "checkpoint"
         targets = f"{len(model.targets.names)} targets" if model.targets else ""
-        return ", ".join(p for p in (f"{kind} {model.checkpoint}", targets, model.dataset) if p)
-    return ", ".join(p for p in (f"ResNet-{arch.depth}", arch.activation, arch.order, model.dataset) if p)
+        return ", ".join(p for p in (f"{kind} {model.checkpoint}", targets, model.dataset, dtype) if p)
+    return ", ".join(p for p in (f"ResNet-{arch.depth}", arch.activation, arch.order, model.dataset, dtype) if p)
 
 
 def fit_number(x: float) -> str:

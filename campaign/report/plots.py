@@ -207,8 +207,12 @@ def regret_figure(rows: list[tuple[str, RegretRecord]]) -> Figure:
 
 def bit_figure(rows: list[BitRow]) -> Figure:
     """Per model (one panel each), the critical-SDC rate of single-bit flips at each bit position,
-    split into NaN/Inf and finite critical SDCs, the 95% interval of the whole rate on top."""
+    split into NaN/Inf and finite critical SDCs, the 95% interval of the whole rate on top; the
+    fields of each model's number format (float32, float16, bfloat16) are marked in its panel."""
+    from fi_campaign.models.formats import number_format
+
     panels = _unique((b.model, b.mode) for b in rows)
+    formats = {b.model: number_format(b.dtype) for b in rows}
     fig = _figure(9.0, 0.8 + 2.2 * len(panels))
     axes = fig.subplots(len(panels), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     for ax, (model, mode) in zip(axes, panels, strict=False):
@@ -227,18 +231,22 @@ def bit_figure(rows: list[BitRow]) -> Figure:
             elinewidth=0.7,
             capsize=1.5,
         )
-        for edge in (22.5, 30.5):
+        fmt = formats[model]
+        for edge in (fmt.mantissa - 0.5, fmt.sign - 0.5):
             ax.axvline(edge, color="grey", linewidth=0.6, linestyle=":")
-        ax.set_title(f"{model}, {mode}", fontsize=9)
+        ax.set_title(f"{model}, {mode}" + (f", {fmt.name}" if len(set(formats.values())) > 1 else ""), fontsize=9)
         ax.set_ylabel("critical SDC (%)", fontsize=8)
         ax.grid(axis="y", alpha=0.3)
     # the panels share one axis, set once it is known to hold every panel's highest interval
     top = max([100 * b.ci_high for b in rows if b.n], default=100.0)
     axes[0].set_ylim(0, top * 1.08)
-    axes[-1].set_xticks(range(32))
+    widest = max(f.bits for f in formats.values())
+    axes[-1].set_xticks(range(widest))
     axes[-1].tick_params(axis="x", labelsize=7)
-    axes[-1].set_xlim(-0.7, 31.7)
-    axes[-1].set_xlabel("flipped bit (0-22 mantissa, 23-30 exponent, 31 sign)", fontsize=8)
+    axes[-1].set_xlim(-0.7, widest - 0.3)
+    shown = sorted(set(formats.values()), key=lambda f: (-f.bits, f.name))
+    layouts = "; ".join(f.layout if [f.name] == ["float32"] else f"{f.name}: {f.layout}" for f in shown)
+    axes[-1].set_xlabel(f"flipped bit ({layouts})", fontsize=8)
     handles, labels = axes[0].get_legend_handles_labels()  # above the panels: never over a bar or its interval
     fig.legend(handles, labels, loc="outside upper center", ncols=2, frameon=False, fontsize=7)
     return fig

@@ -511,7 +511,9 @@ def build(store: Store, label: str | None = None, reference: str | None = None) 
         regret=store.regret_rows(),
         counts=checks,
         count_notes=[count_sentence(c, config.nvbitfi.dialect) for c in checks] + _program_notes(config),
-        causes=find_causes(ref, models, modes, groups, store.bit_groups(), tallies),
+        causes=find_causes(
+            ref, models, modes, groups, store.bit_groups(), tallies, {k: m.dtype for k, m in record.models.items()}
+        ),
         sampling=sampling_rows(config, rows, tallies),
         sampling_strata=strata_rows(tallies),
     )

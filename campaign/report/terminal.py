@@ -4,10 +4,12 @@ StoreReport as the CSV, JSON and HTML."""
 
 from __future__ import annotations
 
+from fi_campaign.models.formats import width
 from fi_campaign.report.causes import bit_modes, sentence
 from fi_campaign.report.fit import RawFit
 from fi_campaign.report.summary import StoreReport
 from fi_campaign.report.text import Block, Col, TextTable, interval, pct
+from fi_campaign.store import ModelRecord
 
 
 def report_text(reports: list[StoreReport], avf: bool, raw: RawFit | None) -> list[Block]:
@@ -56,6 +58,7 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
         entries = ", ".join(f"{size}: x_min {law.x_min:.6g}, alpha {law.alpha:.6g}" for size, law in fm.entries.items())
         origin = f"fitted, {fm.origin.path}" if fm.origin and fm.kind == "fitted" else "built-in"
         out.append(f"warp_random fault model: {fm.name} ({origin}) {fm.op} ({entries}); {fm.semantics}")
+    out += dtype_notes(ident.models)
     out += report.count_notes
     for s in report.strata:
         if s.nan:
@@ -74,6 +77,18 @@ def avf_text(report: StoreReport, multi: bool) -> list[Block]:
             f"[95% CI {r.low:.2f}, {r.high:.2f}], {verdict}{note}"
         )
     return out
+
+
+def dtype_notes(models: dict[str, ModelRecord]) -> list[Block]:
+    """The models that do not run in float32: their format, whose bits single_bit flips."""
+    half = {name: m.dtype for name, m in models.items() if m.dtype != "float32"}
+    if not half:
+        return []
+    formats = "; ".join(
+        f"{name} runs in {dtype} (single_bit flips one of its {width(dtype)} bits)" for name, dtype in half.items()
+    )
+    rest = "; the others in float32" if len(half) < len(models) else ""
+    return [f"Number formats: {formats}{rest}."]
 
 
 def sampling_text(report: StoreReport, multi: bool) -> list[Block]:

@@ -275,7 +275,9 @@ class ModelRecord:
 
     A fi-campaign checkpoint has an ``arch`` and no ``source``; any other network (a TorchScript
     or exported program, a build function) has its ``source`` and no ``arch``. ``targets`` is
-    None when the faults land in every conv and linear output of a CIFAR ResNet, as before."""
+    None when the faults land in every conv and linear output of a CIFAR ResNet, as before.
+    ``dtype`` is the number format the network runs in and single_bit flips a bit of; stores
+    planned before dtypes existed hold none and read as float32."""
 
     checkpoint: str  # a path or zoo:NAME, as the config gave it; another source: its file or build
     sha256: str  # of the weights (models.zoo.weights_digest)
@@ -287,6 +289,7 @@ class ModelRecord:
     profile: ProfileRecord | None = None  # backend nvbitfi
     source: SourceRecord | None = None
     targets: TargetsRecord | None = None
+    dtype: str = "float32"  # float32 | float16 | bfloat16
 
     def to_dict(self) -> dict:
         out: dict[str, Any] = {
@@ -305,6 +308,8 @@ class ModelRecord:
             out["source"] = self.source.to_dict()
         if self.targets is not None:
             out["targets"] = self.targets.to_dict()
+        if self.dtype != "float32":
+            out["dtype"] = self.dtype
         return out
 
     @classmethod
@@ -320,6 +325,7 @@ class ModelRecord:
             profile=ProfileRecord.from_dict(d["profile"]) if d.get("profile") is not None else None,
             source=SourceRecord.from_dict(d["source"]) if d.get("source") is not None else None,
             targets=TargetsRecord.from_dict(d["targets"]) if d.get("targets") is not None else None,
+            dtype=d.get("dtype", "float32"),
         )
 
 

@@ -72,15 +72,19 @@ class Workload:
         batch_size: int,
         math: str = "fp32",
         resume_layers: list[int] | None = None,
+        dtype: str = "float32",
     ) -> Workload:
         """``resume_layers``: the layers (models.resnet.injectable_layers) whose golden values
         are recorded during the golden run, for faulted passes that start there (the campaign
-        record's resume plan)."""
+        record's resume plan); ``dtype``: what the network and its inputs are cast to."""
+        from fi_campaign.models.sources import in_dtype
+        from fi_campaign.workload.network import as_inputs
+
         _deterministic(math)
         model, meta = zoo.load(checkpoint, device=device)
         check_checkpoint(checkpoint, meta.sha256, expect_sha256)
-        inputs = torch.from_numpy(workload_inputs(workload)).to(device)
-        return cls.of_model(model, meta, inputs, batch_size, resume_layers)
+        inputs = as_inputs(torch.from_numpy(workload_inputs(workload)).to(device), dtype)
+        return cls.of_model(in_dtype(model, dtype), meta, inputs, batch_size, resume_layers)
 
     @classmethod
     def open_recorded(
@@ -96,14 +100,14 @@ class Workload:
     ) -> Workload:
         """Model ``name`` as the campaign recorded it, whatever its source, with its targets;
         ``graph``: delayed start on its captured graph (a network with recorded targets only)."""
-        from fi_campaign.workload.network import load_recorded
+        from fi_campaign.workload.network import as_inputs, load_recorded
 
         if info.source is None and info.targets is None:
-            return cls.open(info.checkpoint, info.sha256, workload, device, batch_size, math, resume_layers)
+            return cls.open(info.checkpoint, info.sha256, workload, device, batch_size, math, resume_layers, info.dtype)
         _deterministic(math)
-        inputs = torch.from_numpy(workload_inputs(workload)).to(device)
+        inputs = as_inputs(torch.from_numpy(workload_inputs(workload)).to(device), info.dtype)
         names = None if info.targets is None else info.targets.names
-        net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device)
+        net = load_recorded(info.checkpoint, info.sha256, info.source, names, f"models.{name}", device, info.dtype)
         return cls.of_model(net.model, net.meta, inputs, batch_size, resume_layers, net.layers, graph)
 
     @classmethod

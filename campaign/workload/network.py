@@ -43,9 +43,15 @@ def first_batch(inputs: torch.Tensor, batch_size: int) -> torch.Tensor:
     return x
 
 
-def load(ref: str | sources.ModelSource, key: str, device: str) -> sources.Loaded:
-    """The network a config names (plan time)."""
-    return sources.load(ref, key, device)
+def load(ref: str | sources.ModelSource, key: str, device: str, dtype: str = "float32") -> sources.Loaded:
+    """The network a config names (plan time), in ``dtype``."""
+    return sources.load(ref, key, device, dtype)
+
+
+def as_inputs(inputs: torch.Tensor, dtype: str) -> torch.Tensor:
+    """The inputs as a network in ``dtype`` takes them: floating-point values cast to it,
+    integer ones (token ids) as they are."""
+    return inputs.to(sources.torch_dtype(dtype)) if inputs.is_floating_point() else inputs
 
 
 def plan_targets(
@@ -62,9 +68,9 @@ def plan_targets(
 
     model = loaded.model
     candidates = select(model, selection, key, loaded.types)
-    x = first_batch(inputs, batch_size)
+    x = as_inputs(first_batch(inputs, batch_size), loaded.dtype)
     try:
-        seen = probe(model, candidates, x)
+        seen = probe(model, candidates, x, sources.torch_dtype(loaded.dtype))
     except TargetError:
         raise
     except Exception as e:  # noqa: BLE001 - the network's own code may raise anything for inputs it refuses
@@ -115,17 +121,18 @@ def load_recorded(
     targets: tuple[str, ...] | None,
     key: str,
     device: str,
+    dtype: str = "float32",
 ) -> Network:
-    """The network a campaign recorded (a ModelRecord's checkpoint, sha256, source and target
-    names: the workload program has them without the store), refusing changed files or weights,
-    its targets resolved."""
+    """The network a campaign recorded (a ModelRecord's checkpoint, sha256, source, target
+    names and dtype: the workload program has them without the store), refusing changed files or
+    weights, its targets resolved. A recorded source runs in the dtype it recorded."""
     from fi_campaign.models import zoo
     from fi_campaign.workload.images import check_checkpoint
 
     if source is None:
         model, meta = zoo.load(checkpoint, device=device)
         check_checkpoint(checkpoint, meta.sha256, sha256)
-        net = Network(model, meta.sha256, meta, None, None)
+        net = Network(sources.in_dtype(model, dtype), meta.sha256, meta, None, None)
     else:
         loaded = sources.load_recorded(source, key, device)
         if sha256 and loaded.sha256 != sha256:
@@ -144,4 +151,13 @@ def load_recorded(
     return net
 
 
-__all__ = ["Network", "first_batch", "layer_infos", "load", "load_recorded", "network_output", "plan_targets"]
+__all__ = [
+    "Network",
+    "first_batch",
+    "as_inputs",
+    "layer_infos",
+    "load",
+    "load_recorded",
+    "network_output",
+    "plan_targets",
+]

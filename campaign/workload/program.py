@@ -2,8 +2,9 @@
 
     python -m fi_campaign.workload.program RUN_ROOT [FAULT.json] --out logits.npy
 
-RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode; for a
-network other than a CIFAR ResNet also its recorded source, weights digest and target names) and
+RUN_ROOT holds ``workload.json`` (checkpoint, batch size, device, float32 math mode, the dtype
+of a network that does not run in float32; for a network other than a CIFAR ResNet also its
+recorded source, weights digest and target names) and
 ``images.npy`` (the inputs as the network is given them), written once per campaign run. It is
 what every process-isolated injection starts — and, for NVBitFI, what the injector attaches to —
 so it imports only torch, numpy and the model code, sets deterministic kernels, and launches
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from fi_campaign.models.formats import DTYPES
 from fi_campaign.models.powerlaw import FaultModelRecord
 
 if TYPE_CHECKING:
@@ -39,8 +41,8 @@ def write_root(
     math: str = "fp32",
 ) -> Path:
     """The folder every workload process of one model reads: images.npy and workload.json. A
-    CIFAR ResNet's workload.json is as before (so golden runs cached by earlier versions stay
-    valid); any other network's adds what loads it again."""
+    float32 CIFAR ResNet's workload.json is as before (so golden runs cached by earlier versions
+    stay valid); any other network's adds what loads it again, and its dtype."""
     from fi_campaign.models import zoo
     from fi_campaign.workload.images import workload_inputs
 
@@ -64,6 +66,7 @@ def write_root(
             "math": math,
         }
         | own
+        | ({"dtype": model.dtype} if model.dtype != "float32" else {})
     )
     # several workers write the same root while others' processes read it: replace atomically
     tmp = root / f".images.{os.getpid()}.npy"
@@ -127,6 +130,8 @@ def _read_run(root: Path, fault: Path | None) -> tuple[dict, np.ndarray, dict | 
     )
     if spec["batch_size"] < 1:
         raise BadInput(f"{root / 'workload.json'}: batch_size must be at least 1.")
+    if spec.get("dtype", "float32") not in DTYPES:
+        raise BadInput(f"{root / 'workload.json'}: dtype must be one of {', '.join(DTYPES)}.")
     images = _inputs(root / "images.npy")
     if fault is None:
         return spec, images, None, None
@@ -172,10 +177,11 @@ def main(argv: list[str] | None = None) -> int:
     from fi_campaign.models.sources import SourceRecord
     from fi_campaign.models.targets import network_output
     from fi_campaign.workload.mathmode import set_math
-    from fi_campaign.workload.network import load_recorded
+    from fi_campaign.workload.network import as_inputs, load_recorded
 
     set_math(spec.get("math", "fp32"))
-    inputs = torch.from_numpy(images).to(spec["device"])
+    dtype = spec.get("dtype", "float32")
+    inputs = as_inputs(torch.from_numpy(images).to(spec["device"]), dtype)
     b = spec["batch_size"]
     try:
         source = SourceRecord.from_dict(spec["source"]) if spec.get("source") else None
@@ -187,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         key = f"models.{spec.get('name', 'model')}"
-        net = load_recorded(spec["checkpoint"], spec.get("sha256", ""), source, targets, key, spec["device"])
+        net = load_recorded(spec["checkpoint"], spec.get("sha256", ""), source, targets, key, spec["device"], dtype)
     except UserError as e:
         print(f"workload program: {e}", file=sys.stderr)
         return 2

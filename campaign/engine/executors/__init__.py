@@ -29,9 +29,9 @@ if TYPE_CHECKING:
 BACKEND = "pytorch"
 
 
-def semantics(mode: str, fault_model: FaultModelRecord) -> str:
+def semantics(mode: str, fault_model: FaultModelRecord, dtype: str = "float32") -> str:
     if mode == "single_bit":
-        return "framework: xor one bit of one float32 conv/linear output"
+        return f"framework: xor one bit of one {dtype} conv/linear output"
     if mode == "weight_bit":
         return "framework: xor one bit of one parameter element of a target layer, for one image"
     if mode == "weight_stuck_at":

@@ -75,7 +75,7 @@ class InProcess:
         )
         self.w.check_reproducible(config.tolerance)
         self.note = None if self.w.note is None else f"models.{name} runs whole passes: {self.w.note}"
-        self.record, self.config = record, config
+        self.record, self.config, self.dtype = record, config, info.dtype
         from fi_campaign.workload.judge import judge_of
 
         self.judging = judge_of(config)
@@ -96,7 +96,7 @@ class InProcess:
             shown=np.zeros(len(sites), dtype=int),
         )
         per = (time.perf_counter() - t0) / len(sites)
-        label = semantics(mode, self.record.fault_model)
+        label = semantics(mode, self.record.fault_model, self.dtype)
         return [
             result_of(s, o, backend=BACKEND, isolation="inprocess", semantics=label, runtime_s=per)
             for s, o in zip(sites, outcomes, strict=False)

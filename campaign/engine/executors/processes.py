@@ -85,6 +85,7 @@ class Processes:
 
         info = record.models[name]
         self.record, self.config, self.keep_runs = record, config, keep_runs
+        self.dtype = info.dtype
         self.program: Program | None = None
         if config.workload is not None:  # the user's own program (docs/NVBITFI.md, "Your own program")
             from fi_campaign.workload.own import open_program
@@ -193,7 +194,7 @@ class Processes:
         return judge_batch(self.judging, self.golden[None], faulty[None], self.config.tolerance, shown)[0]
 
     def label(self, mode: str) -> str:
-        return semantics(mode, self.record.fault_model)
+        return semantics(mode, self.record.fault_model, self.dtype)
 
     def run(self, sites: list[Site], mode: str) -> list[Result]:
         results = []
