@@ -172,7 +172,9 @@ def _profile(given: str) -> tuple[str, str]:
 @main.command()
 @click.option("--model", help="Run only this model's sites.")
 @click.option(
-    "--mode", help="Run only this mode's sites (single_bit, warp_random, or warp_xor with the own NVBit tool)."
+    "--mode",
+    help="Run only this mode's sites (single_bit, warp_random, weight_bit, weight_stuck_at, or warp_xor with "
+    "the own NVBit tool).",
 )
 @click.option(
     "--isolation",
@@ -316,7 +318,7 @@ def run(
     metavar="FILE",
     type=PathText(),
     help="Write what causes the critical SDCs as CSV: NaN/Inf versus finite per model x mode, "
-    "the ratios with and without the NaN/Inf ones, and per flipped bit for single_bit.",
+    "the ratios with and without the NaN/Inf ones, and per flipped bit for single_bit and the weight modes.",
 )
 @click.option(
     "--reference",
