@@ -1,10 +1,12 @@
-"""Sites of one layer together, for an executor whose passes start at a layer (delayed start).
+"""Windows of several chunks claimed at once, and sites of one layer together in them.
 
-A pass costs what runs from its earliest fault onwards, whatever the other rows hold, so a
-worker claims a window of several chunks in site-id order and runs it sorted by layer. Claims
-stay in id order, so the finished sites are always the first ones drawn except for the
-windows in flight: a run stopped at any moment leaves a near-random sample of the stratum,
-never one layer's sites.
+An in-process worker claims a window of up to WINDOW_CHUNKS chunks in site-id order, so that one
+claim's cost (a few ms in SQLite, more on a remote PostgreSQL) is shared by all of them instead
+of weighing on every chunk of a small network. When passes start at a layer (delayed start), a
+pass costs what runs from its earliest fault onwards, whatever the other rows hold, so the window
+runs sorted by layer. Claims stay in id order, so the finished sites are always the first ones
+drawn except for the windows in flight: a run stopped at any moment leaves a near-random sample
+of the stratum, never one layer's sites.
 """
 
 from __future__ import annotations

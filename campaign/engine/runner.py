@@ -389,7 +389,7 @@ class WorkerLoop:
         hold (--wait), None when nothing is left for this worker."""
         take = (
             window_size(self.chunk, self.store.pending(st.model, st.mode), self.job.workers)
-            if executor.groups_layers
+            if executor.claims_windows(st.mode)
             else self.chunk
         )
         if self.config.sampling.stratified:
@@ -419,7 +419,11 @@ class WorkerLoop:
         recording each part as it finishes."""
         t0 = time.monotonic()
         self.beat.chunk(True)
-        parts = layer_chunks(sites, self.chunk) if executor.groups_layers else [sites]
+        parts = (
+            layer_chunks(sites, self.chunk)
+            if executor.groups_layers
+            else [sites[i : i + self.chunk] for i in range(0, len(sites), self.chunk)]
+        )
         for part in parts:
             if orphaned(self.job):  # the rest of the window goes back when this process is gone
                 return Stop.ORPHANED

@@ -84,6 +84,11 @@ class Executor(Protocol):
 
     def run(self, sites: list[Site], mode: str) -> list[Result]: ...
 
+    def claims_windows(self, mode: str) -> bool:
+        """Whether its injections of ``mode`` are cheap enough to claim several chunks at once,
+        sharing one claim's cost (a few ms) among them."""
+        ...
+
     def close(self) -> None: ...
 
 

@@ -102,6 +102,9 @@ class InProcess:
             for s, o in zip(sites, outcomes, strict=False)
         ]
 
+    def claims_windows(self, mode: str) -> bool:
+        return mode != "weight_stuck_at"  # a stuck-at injection is a pass over every image
+
     def _stuck(self, site: Site, mode: str) -> Result:
         """A permanent fault: every image's pass with the bit stuck, judged over all of them. A
         stuck value equal to the stored bit leaves the network as it is: masked, not run."""

@@ -66,6 +66,9 @@ class Processes:
 
     GOLDEN_TIMEOUT_S = 600.0
     groups_layers = False  # every injection runs the whole workload program
+
+    def claims_windows(self, mode: str) -> bool:
+        return False  # an injection takes seconds: a claim's cost is nothing beside it
     note: str | None = None
     backend = BACKEND
     isolation = "process"
