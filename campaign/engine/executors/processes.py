@@ -69,6 +69,7 @@ class Processes:
 
     def claims_windows(self, mode: str) -> bool:
         return False  # an injection takes seconds: a claim's cost is nothing beside it
+
     note: str | None = None
     backend = BACKEND
     isolation = "process"
