@@ -166,9 +166,7 @@ def draw(layers: list[LayerInfo], rng: np.random.Generator) -> SharedFault:
     return SharedFault(layer=k, geometry=geometry, law=law, factor=f, mask=MASKS[geometry](info.shape, rng))
 
 
-def t_interval(
-    values: np.ndarray, low: float, high: float, confidence: float = 0.95
-) -> tuple[float, float, float]:
+def t_interval(values: np.ndarray, low: float, high: float, confidence: float = 0.95) -> tuple[float, float, float]:
     """Mean and Student-t interval over repetitions, the independent units here (one image's
     outcome shares its batch's fault with 199 others), cut to [low, high], the range the
     quantity can take; NaN bounds for a single repetition."""
@@ -182,9 +180,7 @@ def t_interval(
     return m, max(m - half, low), min(m + half, high)
 
 
-def evaluate(
-    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, repeats: int = 5, seed: int = 0
-) -> Regret:
+def evaluate(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor, repeats: int = 5, seed: int = 0) -> Regret:
     """Clean accuracy, and ``repeats`` independent noisy passes over the images in batches of
     200 with one shared fault per batch (quirk 10); noisy accuracy and regret are the mean over
     passes with a 95% t interval (cut to the range an accuracy, or a regret, can take)."""

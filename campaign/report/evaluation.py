@@ -75,9 +75,8 @@ def evaluate(
     the images are read."""
     import torch
 
-    from fi_campaign.models import authors_noise
+    from fi_campaign.models import authors_noise, zoo
     from fi_campaign.models import data as cifar
-    from fi_campaign.models import zoo
     from fi_campaign.models.regret import evaluate as regret_of
     from fi_campaign.models.train import evaluate as accuracy_of
     from fi_campaign.workload.model import resolve_device
