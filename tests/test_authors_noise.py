@@ -146,14 +146,14 @@ def test_every_image_of_a_batch_carries_the_same_fault(resnet20):
     try:
         with torch.inference_mode():
             clean = model(batch)
-            for _ in range(30):
+            for _ in range(20):
                 fault = an.draw(layers, rng)
                 with injector.armed(fault):
                     together = model(batch)
-                    alone = torch.cat([model(batch[i : i + 1]) for i in range(len(batch))])
+                    alone = torch.cat([model(batch[i : i + 1]) for i in range(3)])
                 assert torch.equal(together[0].expand(3, -1), together[3:])  # the same image, the same fault
                 scale = float(clean.abs().max()) + float(together.nan_to_num(0, 0, 0).abs().max())
-                assert torch.allclose(together, alone, rtol=1e-4, atol=1e-4 * scale, equal_nan=True)
+                assert torch.allclose(together[:3], alone, rtol=1e-4, atol=1e-4 * scale, equal_nan=True)
                 changed += int(not torch.equal(together, clean))
     finally:
         injector.remove()
@@ -177,17 +177,17 @@ def test_one_fault_per_batch_of_200_and_repeats_are_independent_passes(resnet20,
 
     monkeypatch.setattr(an, "draw", counting_draw)
     monkeypatch.setattr(an.SharedFault, "apply", counting_apply)
-    r = an.evaluate(model, x[:450], y[:450], repeats=3, seed=7)
-    assert len(drawn) == 3 * 3  # 450 images: batches of 200, 200 and 50, per pass
-    assert rows == [200, 200, 50] * 3
+    r = an.evaluate(model, x[:250], y[:250], repeats=3, seed=7)
+    assert len(drawn) == 2 * 3  # 250 images: batches of 200 and 50, per pass
+    assert rows == [200, 50] * 3
     assert {f.layer for f in drawn} <= set(range(20))
-    assert (r.images, r.repeats) == (450, 3)
+    assert (r.images, r.repeats) == (250, 3)
     assert r.regret == pytest.approx(r.clean - r.noisy, abs=1e-12)
     assert 0 <= r.noisy_low <= r.noisy <= r.noisy_high <= 1
     assert r.regret_low <= r.regret <= r.regret_high
-    again = an.evaluate(model, x[:450], y[:450], repeats=3, seed=7)
+    again = an.evaluate(model, x[:250], y[:250], repeats=3, seed=7)
     assert again == r  # seeded
-    one = an.evaluate(model, x[:200], y[:200], repeats=1, seed=7)
+    one = an.evaluate(model, x[:20], y[:20], repeats=1, seed=7)
     assert math.isnan(one.noisy_low) and math.isnan(one.regret_high)
 
 
