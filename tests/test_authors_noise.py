@@ -185,8 +185,8 @@ def test_one_fault_per_batch_of_200_and_repeats_are_independent_passes(resnet20,
     assert r.regret == pytest.approx(r.clean - r.noisy, abs=1e-12)
     assert 0 <= r.noisy_low <= r.noisy <= r.noisy_high <= 1
     assert r.regret_low <= r.regret <= r.regret_high
-    again = an.evaluate(model, x[:250], y[:250], repeats=3, seed=7)
-    assert again == r  # seeded
+    seeded = [an.evaluate(model, x[:20], y[:20], repeats=2, seed=7) for _ in range(2)]
+    assert seeded[0] == seeded[1]
     one = an.evaluate(model, x[:20], y[:20], repeats=1, seed=7)
     assert math.isnan(one.noisy_low) and math.isnan(one.regret_high)
 
