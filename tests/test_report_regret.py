@@ -114,3 +114,61 @@ def test_regret_store_errors_come_before_the_evaluation(older_store, checkpoints
     assert "regret" not in tables(older_store)
     ok("--db", str(older_store), "evaluate", base, "--images", "4", "--device", "cpu")  # plain accuracy: nothing stored
     assert "regret" not in tables(older_store)
+
+
+def test_each_row_says_its_noise_and_the_report_draws_one_figure_per_noise(older_store, checkpoints, tmp_path):
+    from fi_campaign.store import Store
+
+    db, base = older_store, str(checkpoints["baseline"])
+    common = ("--regret", "--db", str(db), base, "--images", "12", "--repeats", "2", "--device", "cpu")
+    ok("evaluate", *common)
+    out = ok("evaluate", "--noise", "authors-2022", *common, "--csv", str(tmp_path / "a.csv"))
+    assert "authors-2022 noise" in " ".join(out.split())
+    with open(tmp_path / "a.csv", newline="") as f:
+        assert [r["noise"] for r in csv.DictReader(f)] == ["authors-2022"]
+    with sqlite3.connect(db) as con:
+        stored = con.execute("SELECT noise, fault_model FROM regret ORDER BY id").fetchall()
+        assert [n for n, _ in stored] == ["paper", "authors-2022"]
+        assert "dsn2021-fu FFMA common" in stored[0][1] and "hans_gruber.py" in stored[1][1]
+        con.execute("UPDATE regret SET noise = NULL WHERE id = 1")  # as a row of a store before migration 0006
+    assert [r.noise for r in Store.open(db).regret_rows()] == ["paper", "authors-2022"]
+
+    ok("--db", str(db), "report", "--html", str(tmp_path / "h"))
+    names = {p.name for p in (tmp_path / "h").iterdir()}
+    assert {"regret.png", "regret-authors-2022.png"} <= names
+    page = Dom.of((tmp_path / "h" / "index.html").read_text())
+    assert [r["attrs"]["data-noise"] for r in page.rows("regret")] == ["paper", "authors-2022"]
+    assert [r["cells"]["noise"]["data-value"] for r in page.rows("regret")] == ["paper", "authors-2022"]
+
+
+def test_a_regret_row_of_a_store_before_migration_0006_reads_as_the_papers(older_store, checkpoints):
+    import sqlalchemy as sa
+
+    from fi_campaign.store import Store, migrate
+    from tests.test_store import raw
+
+    db = older_store
+    ok("evaluate", "--regret", "--db", str(db), str(checkpoints["baseline"]), "--images", "4", "--repeats", "1")
+    engine = raw(str(db))
+    with engine.begin() as con:  # back to revision 0005: the column did not exist
+        con.execute(sa.text("ALTER TABLE regret DROP COLUMN noise"))
+        con.execute(sa.text("UPDATE alembic_version SET version_num = '0005'"))
+    engine.dispose()
+    rows = Store.open(db).regret_rows()  # upgrades it
+    assert [r.noise for r in rows] == ["paper"]
+    with sqlite3.connect(db) as con:
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.HEAD == "0006"
+        assert con.execute("SELECT noise FROM regret").fetchall() == [(None,)]
+
+
+def test_bad_noise_options_are_refused(checkpoints):
+    base = str(checkpoints["baseline"])
+    code, out = cli("evaluate", "--regret", "--noise", "foo", base)
+    assert code == 2 and "Traceback" not in out and "Invalid value for '--noise': 'foo' is not one of" in out
+    one_sentence_error(
+        *cli("evaluate", "--regret", "--noise", "authors-2022", "--op", "FADD", base), "--op", "leave it out"
+    )
+    one_sentence_error(
+        *cli("evaluate", "--regret", "--noise", "authors-2022", "--table", "dsn2021-fu", "--size", "big", base),
+        "--table and --size",
+    )

@@ -1,6 +1,7 @@
 """`evaluate`: the clean accuracy of checkpoints on seeded test images and, with a noise model,
-their regret (models.regret, paper Fig. 5), as typed rows; written as CSV and recorded in a
-campaign store for its HTML report when asked."""
+their regret (paper Fig. 5) under the paper's noise (models.regret) or the authors' published
+one (models.authors_noise), as typed rows; written as CSV and recorded in a campaign store for
+its HTML report when asked."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from fi_campaign.errors import UserError
+from fi_campaign.models.noise_names import AUTHORS_2022, AUTHORS_BATCH, PAPER
 from fi_campaign.report.text import Col, TextTable
 
 if TYPE_CHECKING:
@@ -18,17 +20,20 @@ if TYPE_CHECKING:
     from fi_campaign.store import Store
 
 CSV_COLUMNS = ("model", "preset", "clean")
-REGRET_COLUMNS = ("noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high")
+REGRET_COLUMNS = ("noisy", "noisy_low", "noisy_high", "regret", "regret_low", "regret_high", "noise")
 
 
 @dataclass(frozen=True)
 class Noise:
-    """The power-law entry regret corrupts one conv/linear output per image with."""
+    """What regret corrupts the outputs with: under ``paper`` one conv/linear output per image
+    with a power-law entry; under ``authors-2022`` DieHardNET's test-time noise, which draws
+    among its own laws (table, op and size unused)."""
 
     table: str
     op: str
     size: str
-    repeats: int  # injections per image
+    repeats: int  # injections per image (paper), noisy passes over the images (authors-2022)
+    kind: str = PAPER  # models.noise_names.NOISES
 
     def law(self) -> PowerLaw:
         from fi_campaign.models import powerlaw
@@ -66,17 +71,17 @@ def evaluate(
     models: list[str], source: str, count: int | None, seed: int, device: str, noise: Noise, regret: bool
 ) -> Evaluation:
     """Every model on the same images (all of the test split, or ``count`` drawn with ``seed``);
-    with ``regret``, under ``noise`` too. The noise entry is checked either way, before the
-    images are read."""
+    with ``regret``, under ``noise`` too. The paper noise's entry is checked either way, before
+    the images are read."""
     import torch
 
+    from fi_campaign.models import authors_noise, zoo
     from fi_campaign.models import data as cifar
-    from fi_campaign.models import zoo
     from fi_campaign.models.regret import evaluate as regret_of
     from fi_campaign.models.train import evaluate as accuracy_of
     from fi_campaign.workload.model import resolve_device
 
-    law = noise.law()
+    law = noise.law() if noise.kind == PAPER else None
     device = resolve_device(device)
     images = cifar.load(source, "test")
     if count:
@@ -90,19 +95,30 @@ def evaluate(
             raise UserError(f"{ref} was trained on {meta.dataset} but the images are {images.dataset}.")
         preset = f"{meta.arch.activation}, {meta.arch.order}" + (", FAT" if meta.recipe.get("fault_aware") else "")
         if regret:
-            r = regret_of(model, x, y, law, noise.repeats, seed)
+            if law is None:
+                r = authors_noise.evaluate(model, x, y, noise.repeats, seed)
+            else:
+                r = regret_of(model, x, y, law, noise.repeats, seed)
             rows.append(Evaluated(ref, meta.sha256, preset, r.clean, r))
         else:
             rows.append(Evaluated(ref, meta.sha256, preset, accuracy_of(model, x, y), None))
-    text = (
-        (
-            f"{noise.table} {noise.op} {noise.size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
-            "one conv/linear output per image"
+    return Evaluation(source, images.dataset, len(images), seed, noise if regret else None, _text(noise, regret), rows)
+
+
+def _text(noise: Noise, regret: bool) -> str:
+    if not regret:
+        return ""
+    if noise.kind == AUTHORS_2022:
+        return (
+            f"{AUTHORS_2022}: DieHardNET hans_gruber.py @5aed2f5 test-time noise, one fault per batch of "
+            f"{AUTHORS_BATCH} images at one conv/linear output (line, square or whole layer), one of the 21 dsn2021-fu "
+            "laws with x_min and alpha swapped, x -> F x; intervals over noisy passes"
         )
-        if regret
-        else ""
+    law = noise.law()
+    return (
+        f"{noise.table} {noise.op} {noise.size} power law (x_min {law.x_min:g}, alpha {law.alpha:g}), "
+        "one conv/linear output per image"
     )
-    return Evaluation(source, images.dataset, len(images), seed, noise if regret else None, text, rows)
 
 
 def _measured(r: Regret) -> list[float]:
@@ -116,7 +132,10 @@ def write_csv(ev: Evaluation, out: Output, given: str) -> None:
         with replacing(out) as temp, open(temp, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(list(CSV_COLUMNS) + (list(REGRET_COLUMNS) if ev.noise else []))
-            w.writerows([e.ref, e.preset, *(_measured(e.regret) if e.regret else [e.clean])] for e in ev.rows)
+            w.writerows(
+                [e.ref, e.preset, *(_measured(e.regret) + [ev.noise.kind] if e.regret and ev.noise else [e.clean])]
+                for e in ev.rows
+            )
     except OSError as e:
         raise UserError(f"cannot write {given} ({e.strerror or e}).") from None
 
@@ -138,6 +157,7 @@ def record(ev: Evaluation, store: Store) -> int:
             repeats=ev.noise.repeats,
             seed=ev.seed,
             fault_model=ev.noise_text,
+            noise=ev.noise.kind,
             clean=e.regret.clean,
             noisy=e.regret.noisy,
             noisy_low=e.regret.noisy_low,
@@ -155,9 +175,11 @@ def record(ev: Evaluation, store: Store) -> int:
 
 def evaluation_table(ev: Evaluation) -> TextTable:
     n = ev.noise
-    title = f"{ev.images} {ev.dataset} test images from {ev.source}" + (
-        f", {n.repeats} injections each, {n.table} {n.op} {n.size}" if n else ""
-    )
+    title = f"{ev.images} {ev.dataset} test images from {ev.source}"
+    if n and n.kind == AUTHORS_2022:
+        title += f", {n.repeats} noisy passes, {AUTHORS_2022} noise (one fault per {AUTHORS_BATCH} images)"
+    elif n:
+        title += f", {n.repeats} injections each, {n.table} {n.op} {n.size}"
     cols: tuple[Col, ...] = (Col("model", key=True), Col("preset", spill=2), Col("clean acc.", key=True, right=True))
     cols += (Col("noisy acc. [95% CI]", spill=1), Col("regret [95% CI]")) if n else ()
     rows = []

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Integer, Select, func, insert, select
 from sqlalchemy.engine import Connection, CursorResult, Row
 
+from fi_campaign.models.noise_names import PAPER
 from fi_campaign.store.records import (
     BitGroup,
     CountCheck,
@@ -245,6 +246,7 @@ class Queries:
             values: dict[str, Any] = {
                 k: (nan if v is None and k.endswith(("_low", "_high")) else v) for k, v in r.items() if k != "id"
             }
+            values["noise"] = values.get("noise") or PAPER
             out.append(RegretRecord(**values))
         return out
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from fi_campaign.models.arch import Arch
+from fi_campaign.models.noise_names import PAPER
 from fi_campaign.models.powerlaw import FaultModelRecord
 from fi_campaign.models.sources import SourceRecord
 
@@ -502,6 +503,7 @@ class RegretRecord:
     regret_low: float
     regret_high: float
     created: str = ""
+    noise: str = PAPER  # models.noise_names: rows of stores before migration 0006 read as the paper's
 
 
 @dataclass(frozen=True, kw_only=True)

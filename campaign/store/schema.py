@@ -103,6 +103,8 @@ regret_t = Table(
     Column("regret_low", Float),
     Column("regret_high", Float),
     Column("created", String, nullable=False),
+    # which noise (models.noise_names); NULL in rows older than migration 0006, all of the paper's
+    Column("noise", String),
 )
 # backend nvbitfi, beside the results (stores of older versions get them from migration 0002):
 # what the injector's log said about each run, the injector's own count of each launch it
