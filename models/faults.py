@@ -105,7 +105,7 @@ def _flat(out: torch.Tensor) -> torch.Tensor:
 
 
 # a value's bits as a signed integer of its width: an XOR on it is an XOR on the value's bits
-_INTS = {4: (torch.int32, np.uint32, np.int32), 2: (torch.int16, np.uint16, np.int16)}
+INT_VIEWS = {4: (torch.int32, np.uint32, np.int32), 2: (torch.int16, np.uint16, np.int16)}
 
 
 @dataclass
@@ -128,9 +128,9 @@ class BitFlips(FaultBatch):
         if sel.size == 0:
             return out
         out = out.contiguous()
-        if out.element_size() not in _INTS or not out.is_floating_point():
+        if out.element_size() not in INT_VIEWS or not out.is_floating_point():
             raise ValueError(f"single_bit flips float32, float16 or bfloat16 values, not {out.dtype}")
-        signed, unsigned, numpy_signed = _INTS[out.element_size()]
+        signed, unsigned, numpy_signed = INT_VIEWS[out.element_size()]
         bits = self.bits[sel]
         if bits.min() < 0 or bits.max() >= 8 * out.element_size():
             raise ValueError(f"bit {int(bits.max())} is not one of the {8 * out.element_size()} bits of {out.dtype}")

@@ -24,12 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fi_campaign.models.faults import FaultBatch, LayerInfo
+from fi_campaign.models.faults import INT_VIEWS, FaultBatch, LayerInfo
 
 WEIGHT_BIT = "weight_bit"
 WEIGHT_STUCK_AT = "weight_stuck_at"
 WEIGHT_MODES = (WEIGHT_BIT, WEIGHT_STUCK_AT)
-_INT_OF = {2: torch.int16, 4: torch.int32}
 
 
 @dataclass(frozen=True)
@@ -51,7 +50,7 @@ def describe_parameters(layers: list[tuple[str, nn.Module]]) -> list[list[ParamS
             [
                 ParamSlot(k, local, f"{name}.{local}" if name else local, p.numel(), p.element_size() * 8)
                 for local, p in module.named_parameters()
-                if p.is_floating_point() and p.element_size() in _INT_OF
+                if p.is_floating_point() and p.element_size() in INT_VIEWS
             ]
         )
     return out
@@ -115,12 +114,13 @@ def local_name(module_name: str, qualified: str) -> str:
 
 
 def _bits_of(t: torch.Tensor) -> torch.Tensor:
-    return t.view(_INT_OF[t.element_size()])
+    return t.view(INT_VIEWS[t.element_size()][0])
 
 
 def _mask(bit: int, width: int) -> int:
     """The XOR/OR mask of ``bit`` as a signed integer of ``width`` bits (the sign bit negative)."""
-    return int(np.array(1 << bit, dtype=np.uint64).astype(f"uint{width}").view(f"int{width}"))
+    _, unsigned, signed = INT_VIEWS[width // 8]
+    return int(unsigned(1 << bit).view(signed))
 
 
 def flipped(p: torch.Tensor, element: int, bit: int) -> torch.Tensor:
