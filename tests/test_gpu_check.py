@@ -167,6 +167,9 @@ def test_the_whole_dry_run_passes_and_rehearses_every_cpu_step(tmp_path):
         "hardened single_bit",
         "hardened warp_random",
     }
+    assert set(configs["figures"]["formats_planned"]) == {
+        f"{m} {mode}" for m in ("baseline", "hardened-bf16") for mode in ("single_bit", "weight_bit", "weight_stuck_at")
+    }
     assert by["programs"]["status"] in ("ok", "skipped")
 
 

@@ -24,6 +24,8 @@ WHEELS = REPO / ".whl"
 FI = [sys.executable, "-c", "from fi_campaign.cli import main; main()"]
 DUMMY_INJECTIONS = 20
 MIN_PER_STRATUM = 30
+FORMATS_INJECTIONS = 32  # per model x mode: weight faults and a bfloat16 network, on the GPU
+FORMATS_MIN_S = 25  # seconds the framework step must have left to run them
 C_LAUNCHES = 6  # saxpy.cu launches three kernels twice
 Arg = str | os.PathLike[str] | int  # a command's word; Ctx.sh turns each into a string
 

@@ -20,6 +20,7 @@ from bench.gpucheck import wheels
 from bench.gpucheck.context import (
     DUMMY_INJECTIONS,
     FI,
+    FORMATS_INJECTIONS,
     HERE,
     MIN_PER_STRATUM,
     NVBIT,
@@ -533,14 +534,14 @@ def configs(ctx: Ctx) -> dict:
     p.stdin.close()
     p.wait(timeout=10)
     profile.write_text("".join(lines))
-    for name in ("dummy", "sass", "framework"):
+    for name in ("dummy", "sass", "framework", "formats"):
         db = out / f"{name}.db"
         for leftover in out.glob(f"{name}.db*"):
             shutil.rmtree(leftover) if leftover.is_dir() else leftover.unlink()
         args: list[Arg] = [*FI, "--db", db, "plan", written[name]]
-        if name != "framework":
+        if name in ("dummy", "sass"):
             args += ["--profile", str(profile)]
-        if name != "dummy":
+        if name in ("sass", "framework"):
             args += ["--injections", str(MIN_PER_STRATUM)]
         ctx.sh(args, f"fi-campaign plan {name}.yaml", timeout=120)
         f[f"{name}_planned"] = planned(db)
@@ -590,6 +591,18 @@ def campaign_configs(home: str, framework_device: str) -> dict[str, dict]:
             "modes": ["single_bit", "warp_random"],
             "injections": MIN_PER_STRATUM,
             "fault_model": {"table": "dsn2021-fu", "op": "FFMA", "size": "common"},
+        },
+        "formats": {  # weight faults and a half-precision network on the GPU, after the twin
+            "name": "gpu-check-formats",
+            "backend": "pytorch",
+            "device": framework_device,
+            **common,
+            "models": {
+                "baseline": pair["baseline"],
+                "hardened-bf16": {"checkpoint": pair["hardened"], "dtype": "bfloat16"},
+            },
+            "modes": ["single_bit", "weight_bit", "weight_stuck_at"],
+            "injections": FORMATS_INJECTIONS,
         },
     }
 

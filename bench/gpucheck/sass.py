@@ -18,7 +18,9 @@ from bench.gpucheck.context import (
     C_LAUNCHES,
     DUMMY_INJECTIONS,
     FI,
+    FORMATS_MIN_S,
     MIN_PER_STRATUM,
+    Arg,
     Ctx,
     Failed,
     Skipped,
@@ -480,4 +482,13 @@ def framework(ctx: Ctx) -> dict:
     ctx.sh(
         [*FI, "--db", db, "run", "--workers", "1"], "fi-campaign run (framework level, cuda)", timeout=ctx.left() - 5
     )
-    return {"per_stratum": n, "wall_s": round(time.monotonic() - t, 1), "strata": stratum_figures(db)}
+    out = {"per_stratum": n, "wall_s": round(time.monotonic() - t, 1), "strata": stratum_figures(db)}
+    if ctx.left() > FORMATS_MIN_S:  # weight faults and a bfloat16 network on the GPU, if time is left
+        formats = ctx.dir() / "formats.db"
+        t = time.monotonic()
+        plan: list[Arg] = [*FI, "--db", formats, "plan", ctx.state["configs"]["formats"]]
+        ctx.sh(plan, "fi-campaign plan (formats)", timeout=60)
+        run: list[Arg] = [*FI, "--db", formats, "run", "--workers", "1"]
+        ctx.sh(run, "fi-campaign run (formats, cuda)", timeout=ctx.left() - 5)
+        out["formats"] = {"wall_s": round(time.monotonic() - t, 1), "strata": stratum_figures(formats)}
+    return out
