@@ -48,8 +48,9 @@ lint: venv
 
 # tests marked @pytest.mark.slow: a Slurm array job with a cancelled task, the ResNet-44 resume equality,
 # a training smoke run, two concurrent runners, the own-tool campaign, process-isolated against in-process
-# outcomes, the GPU check's whole dry run and its GPU steps against a stand-in tool, and the second backend of some
-# engine tests (CI runs them after make test); pytest's exit 5 means none were selected
+# outcomes, the GPU check's whole dry run and its GPU steps against a stand-in tool, the second backend of some
+# engine tests, and the tests over 30 s listed in docs/TESTING.md (CI runs them after make test); pytest's exit 5
+# means none were selected
 test-slow: venv services
 	$(BIN)/python -m pytest -q -rs -m slow || [ $$? -eq 5 ]
 

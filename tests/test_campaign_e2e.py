@@ -94,6 +94,7 @@ def test_plan_run_report_export(tmp_path, tiny_config):
             assert int(t["n"]) == 40
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_same_config_and_seed_same_sites_and_outcomes(tmp_path, tiny_config):
     a = sites_and_outcomes(planned_and_run(tmp_path, tiny_config, "a.db"))
     b = sites_and_outcomes(planned_and_run(tmp_path, tiny_config, "b.db"))
@@ -110,6 +111,7 @@ def test_injections_override(tmp_path, tiny_config):
     assert code == 0 and "Planned 28 injections" in out
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_batched_injections_equal_one_at_a_time(tmp_path, tiny_config):
     """Vectorisation is sound: a site's outcome does not depend on the other faults in its batch."""
     batched = sites_and_outcomes(planned_and_run(tmp_path, tiny_config, "batched.db"))
@@ -120,6 +122,7 @@ def test_batched_injections_equal_one_at_a_time(tmp_path, tiny_config):
     assert sites_and_outcomes(db) == batched
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_interrupted_run_resumes_without_loss_or_repeat(tmp_path, tiny_config):
     reference = sites_and_outcomes(planned_and_run(tmp_path, tiny_config, "ref.db"))
     db = tmp_path / "int.db"

@@ -96,7 +96,8 @@ def stderr_of(p: subprocess.Popen) -> str:
     return p.stderr.read().decode()
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_kill_9_at_random_moments_then_resume(new_store, engine_config, reference):
     db = new_store("k")
     plan(db, engine_config)
@@ -121,7 +122,8 @@ def test_kill_9_at_random_moments_then_resume(new_store, engine_config, referenc
     assert results(db) == reference
 
 
-@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql", marks=pytest.mark.slow)])
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_orphaned_workers_stop_when_the_runner_is_killed(new_store, engine_config, reference):
     db = new_store("o")
     plan(db, engine_config)
@@ -161,6 +163,7 @@ def test_two_concurrent_runners_never_run_a_site_twice(new_store, engine_config,
     assert {w.owner for w in Store.open(db).workers() if w.done} == workers
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_a_full_store_gives_a_clear_error_and_still_opens(tmp_path, engine_config):
     from sqlalchemy import event
 

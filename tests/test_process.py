@@ -205,6 +205,7 @@ def _wrap_workload(monkeypatch, tmp_path, prelude: str) -> None:
     monkeypatch.setattr(program, "command", lambda *a, **k: [sys.executable, str(wrapper)] + real(*a, **k)[3:])
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_crashing_and_hanging_injections_are_due_and_kept(tmp_path, small_config, monkeypatch):
     _wrap_workload(
         monkeypatch,

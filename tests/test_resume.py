@@ -64,6 +64,7 @@ def results(db: Path) -> list[tuple]:
         ).fetchall()
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 @pytest.mark.parametrize(
     "checkpoint",
     [

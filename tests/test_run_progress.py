@@ -181,6 +181,7 @@ def read_pty(master: int, proc: subprocess.Popen, until, timeout: float) -> byte
     raise AssertionError(f"no end after {timeout} s: {out[-2000:]!r}")
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints):
     db = planned(tmp_path, {"baseline": checkpoints["baseline"]}, 1000, 16, ("single_bit",))
     master, slave = pty.openpty()

@@ -314,6 +314,7 @@ def test_the_crafted_png_headers_are_real_pngs():
 # --- training state ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_training_resumes_from_a_weights_only_state_exactly(tmp_path, tiny_cifar):
     import torch
 

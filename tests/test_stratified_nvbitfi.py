@@ -72,6 +72,7 @@ def test_gppr_by_group_is_refused_for_its_predicate_sites(tmp_path, nvbitfi_setu
     assert "Traceback" not in r.output
 
 
+@pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
 def test_redraws_stay_in_the_stratum_and_inside_the_injectors_counts(tmp_path, nvbitfi_setup):  # noqa: F811 (the imported fixture)
     """CAROL's profiler counting 4x on three launches: sites past the injector's count are
     re-drawn from their own kernel's launches, so the stratum's share still weights them."""
