@@ -72,35 +72,50 @@ def classify_batch(
     worst = per_image.max(axis=1)
     golden_top, faulty_top = top1(golden), top1(faulty)
     moved = faulty_top != golden_top
-    changed = moved.sum(axis=1)
-    if shown is None:
-        differs = (per_image > tolerance) | ~np.isfinite(faulty).all(axis=2)
-        picks = [_first(m) if m.any() else _first(d) for m, d in zip(moved, differs, strict=False)]
-    else:
-        picks = [int(i) for i in shown]
-    out = []
-    for i, (w, c, bad, k) in enumerate(zip(worst, changed, nonfinite, picks, strict=False)):
-        if c > 0:
-            kind = CRITICAL_SDC
-        elif w > tolerance or bad:
-            kind = TOLERABLE_SDC
-        else:
-            kind = MASKED
-        out.append(
-            Outcome(
-                outcome=kind,
-                images_changed=int(c),
-                nan=bool(bad),
-                max_abs_diff=float(w),
-                golden_top1=None if k is None else int(golden_top[i, k]),
-                faulty_top1=None if k is None else int(faulty_top[i, k]),
-            )
+    differs = (per_image > tolerance) | ~np.isfinite(faulty).all(axis=2)
+    tolerable = (worst > tolerance) | nonfinite
+    picks = _picks(moved, differs, shown)
+    return _outcomes(moved, moved.sum(axis=1), tolerable, nonfinite, worst, picks, golden_top, faulty_top)
+
+
+def _picks(moved: np.ndarray, differs: np.ndarray, shown: np.ndarray | None) -> np.ndarray:
+    """The image each outcome shows (-1: none): ``shown``, else the first moved, else the first that differs."""
+    if shown is not None:
+        return np.asarray(shown, dtype=np.int64)
+    first = np.where(moved.any(axis=1), moved.argmax(axis=1), differs.argmax(axis=1))
+    return np.where(moved.any(axis=1) | differs.any(axis=1), first, -1)
+
+
+_NONE = -2  # no class to show (-1 already means a NaN logit)
+
+
+def _outcomes(
+    moved: np.ndarray,
+    changed: np.ndarray,
+    tolerable: np.ndarray,
+    nonfinite: np.ndarray,
+    worst: np.ndarray,
+    picks: np.ndarray,
+    g_cls: np.ndarray | None,
+    f_cls: np.ndarray | None,
+) -> list[Outcome]:
+    """One Outcome per injection from per-injection arrays, built from plain Python values: a
+    chunk's outcomes must cost less than its judging arithmetic, however small the network."""
+    kinds = np.where(moved.any(axis=1), CRITICAL_SDC, np.where(tolerable, TOLERABLE_SDC, MASKED)).tolist()
+    rows, shown = np.arange(len(picks)), np.clip(picks, 0, None)
+    gs = [_NONE] * len(picks) if g_cls is None else np.where(picks >= 0, g_cls[rows, shown], _NONE).tolist()
+    fs = [_NONE] * len(picks) if f_cls is None else np.where(picks >= 0, f_cls[rows, shown], _NONE).tolist()
+    return [
+        Outcome(
+            outcome=k,
+            images_changed=c,
+            nan=bad,
+            max_abs_diff=w,
+            golden_top1=None if g == _NONE else g,
+            faulty_top1=None if f == _NONE else f,
         )
-    return out
-
-
-def _first(mask: np.ndarray) -> int | None:
-    return int(np.argmax(mask)) if mask.any() else None
+        for k, c, bad, w, g, f in zip(kinds, changed.tolist(), nonfinite.tolist(), worst.tolist(), gs, fs, strict=True)
+    ]
 
 
 def classify(golden: np.ndarray, faulty: np.ndarray, tolerance: float = 0.0) -> Outcome:
@@ -221,26 +236,7 @@ def judge_batch(
         differs = said != MASKED
     if judge.kind == "values" or (judge.kind == "function" and golden.ndim == 3):
         g_cls, f_cls = (top1(golden), top1(faulty)) if golden.ndim == 3 else (None, None)
-    out = []
-    for i in range(inj):
-        moved = counts[i] > 0
-        pick = int(shown[i]) if shown is not None else _first(moved) if moved.any() else _first(differs[i])
-        if moved.any():
-            kind = CRITICAL_SDC
-        elif judge.kind == "function":
-            kind = TOLERABLE_SDC if differs[i].any() else MASKED
-        elif worst[i] > tolerance or nonfinite[i]:
-            kind = TOLERABLE_SDC
-        else:
-            kind = MASKED
-        out.append(
-            Outcome(
-                outcome=kind,
-                images_changed=int(counts[i].sum()),
-                nan=bool(nonfinite[i]),
-                max_abs_diff=float(worst[i]),
-                golden_top1=None if g_cls is None or pick is None else int(g_cls[i, pick]),
-                faulty_top1=None if f_cls is None or pick is None else int(f_cls[i, pick]),
-            )
-        )
-    return out
+    tolerable = differs.any(axis=1) if judge.kind == "function" else (worst > tolerance) | nonfinite
+    moved = counts > 0
+    picks = _picks(moved, differs, shown)
+    return _outcomes(moved, counts.sum(axis=1), tolerable, nonfinite, worst, picks, g_cls, f_cls)

@@ -284,3 +284,42 @@ def test_status_and_log_describe_a_store_without_running(new_store, engine_confi
 
     entry = json.loads(lines[0])
     assert {"site", "model", "mode", "outcome", "runtime_s", "worker"} <= set(entry)
+
+
+def test_a_window_is_recorded_in_few_transactions_and_a_stop_keeps_what_ran(tmp_path, engine_config, monkeypatch):
+    """In-process results wait for one transaction (runner.RECORD_EVERY_S); when the worker is
+    stopped mid-window (Ctrl-C), the chunks that already ran are recorded, not run again."""
+    from fi_campaign.engine.executors.inprocess import InProcess
+
+    db = tmp_path / "w.db"
+    plan(db, engine_config, "--injections", "64")
+    transactions: list[int] = []
+    record, run_chunk = Store.record, InProcess.run
+
+    def counted(self, results, owner=None):
+        transactions.append(len(results))
+        return record(self, results, owner)
+
+    monkeypatch.setattr(Store, "record", counted)
+    monkeypatch.setattr(runner, "RECORD_EVERY_S", 3600.0)
+    runner.run(Store.open(db), mode="single_bit")
+    planned = query(db, "SELECT count(*) FROM site WHERE mode = 'single_bit'")[0][0] // 2  # both models
+    assert len(transactions) == 2 and transactions == [planned, planned], transactions  # one window each
+
+    ran: list[int] = []
+
+    def interrupted(self, sites, mode):
+        if len(ran) == 3:
+            raise KeyboardInterrupt
+        ran.append(len(sites))
+        return run_chunk(self, sites, mode)
+
+    monkeypatch.setattr(InProcess, "run", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        runner.run(Store.open(db), mode="warp_random")
+    stored = query(db, "SELECT count(*) FROM result JOIN site ON site.id = result.site_id WHERE mode = 'warp_random'")
+    assert stored[0][0] == sum(ran) == 12  # three chunks of batch_size 4, recorded on the way out
+    assert query(db, "SELECT count(*) FROM site WHERE status = 'running'")[0][0] == 0
+    monkeypatch.setattr(InProcess, "run", run_chunk)
+    runner.run(Store.open(db))
+    assert query(db, "SELECT count(*) FROM result")[0][0] == query(db, "SELECT count(*) FROM site")[0][0]

@@ -87,6 +87,7 @@ def test_status_rate_leaves_out_the_pause_between_two_runs(tmp_path, checkpoints
         return forward(self, rows, faults, resume)
 
     monkeypatch.setattr(Workload, "forward", slow_forward)
+    monkeypatch.setattr(runner, "RECORD_EVERY_S", 0.0)  # each chunk recorded as it ends: one stop per chunk
     calls: list[list[tuple[float, float]]] = []  # per run: (start, end) of each chunk the executor ran
     recorded: list[list[float]] = []  # per run: when each chunk's results were in the store
     run_chunk, record = InProcess.run, Store.record

@@ -41,6 +41,7 @@ CLAIM_SLACK_S = 60.0  # and a whole claim this much more (recording it, the hear
 WAIT_POLL_S = 2.0  # --wait: the longest pause before looking again whether others' sites came free
 PROGRESS_POLL_S = 0.5  # several workers: how often the runner reads their progress from the store
 MIN_RESULTS_FOR_LIMIT = 20  # results of a stratum before its not_injected share is judged
+RECORD_EVERY_S = 0.5  # in-process results wait at most this long for one transaction that records them all
 
 Note = Callable[[str], None]  # one sentence for the user that does not stop the run
 
@@ -415,8 +416,9 @@ class WorkerLoop:
         return self.store.claim_strata(st.model, st.mode, take, self.owner, self.job.lease_s, self.config.injections)
 
     def _run_window(self, executor: Executor, st: _Stratum, sites: list[Site]) -> Stop | None:
-        """Run a claimed window a part at a time (sorted by layer when passes start at one),
-        recording each part as it finishes."""
+        """Run a claimed window a part at a time (sorted by layer when passes start at one).
+        Results are recorded together once RECORD_EVERY_S has passed, and whatever ran when the
+        window ends or the worker stops: a small network's pass is quicker than a transaction."""
         t0 = time.monotonic()
         self.beat.chunk(True)
         parts = (
@@ -424,10 +426,20 @@ class WorkerLoop:
             if executor.groups_layers
             else [sites[i : i + self.chunk] for i in range(0, len(sites), self.chunk)]
         )
-        for part in parts:
-            if orphaned(self.job):  # the rest of the window goes back when this process is gone
-                return Stop.ORPHANED
-            self._record(st, executor.run(part, st.mode))
+        ran: list[Result] = []
+        since = t0
+        try:
+            for part in parts:
+                if orphaned(self.job):  # the rest of the window goes back when this process is gone
+                    return Stop.ORPHANED
+                ran += executor.run(part, st.mode)
+                if time.monotonic() - since >= RECORD_EVERY_S:
+                    done, ran = ran, []
+                    self._record(st, done)
+                    since = time.monotonic()
+        finally:
+            if ran:
+                self._record(st, ran)
         self.beat.chunk(False)
         self.longest = max(self.longest, time.monotonic() - t0)
         return None
@@ -436,7 +448,7 @@ class WorkerLoop:
         """Store the results with their sites' status (only those this worker still holds) and log them."""
         with self.log.held(), self.lock:
             results = self.store.record(ran, self.owner)
-            self.log.write("".join(injection_log.result_line(r, st.model, st.mode, self.owner) for r in results))
+            self.log.write(injection_log.result_lines(results, st.model, st.mode, self.owner))
         for r in results:
             st.counts[r.outcome] = st.counts.get(r.outcome, 0) + 1
             self.totals[r.outcome] = self.totals.get(r.outcome, 0) + 1

@@ -11,6 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
+from fi_campaign.store.records import Result
+
 if TYPE_CHECKING:
     from fi_campaign.classify import Outcome
     from fi_campaign.config import Config
@@ -21,7 +23,6 @@ if TYPE_CHECKING:
         LaunchCount,
         Redraw,
         Relocation,
-        Result,
         Site,
         Store,
     )
@@ -56,8 +57,6 @@ def result_of(
 ) -> Result:
     """The result of ``site`` as judged; ``injection`` to ``launch_counts``: what an NVBitFI run
     stores beside it."""
-    from fi_campaign.store import Result
-
     return Result(
         site_id=site.id,
         outcome=judged.outcome,
