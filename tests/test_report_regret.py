@@ -172,3 +172,39 @@ def test_bad_noise_options_are_refused(checkpoints):
         *cli("evaluate", "--regret", "--noise", "authors-2022", "--table", "dsn2021-fu", "--size", "big", base),
         "--table and --size",
     )
+
+
+def test_the_regret_figure_sets_each_datasets_ablation_in_a_panel_of_its_own():
+    """As the paper's Fig. 5: CIFAR-10 and CIFAR-100 side by side, each in the evaluation order."""
+    from matplotlib.container import BarContainer
+
+    from fi_campaign.report.plots import regret_figure
+    from fi_campaign.store import RegretRecord
+
+    def row(model: str, dataset: str, clean: float, noisy: float) -> tuple[str, RegretRecord]:
+        nan = float("nan")
+        return model, RegretRecord(
+            model=f"zoo:{model}", sha256="0" * 64, label=model, dataset=dataset, source="test", images=10,
+            repeats=5, seed=0, fault_model="f", clean=clean, noisy=noisy, noisy_low=nan, noisy_high=nan,
+            regret=clean - noisy, regret_low=nan, regret_high=nan,
+        )  # fmt: skip
+
+    rows = [
+        row("c10-baseline", "cifar10", 0.9, 0.7),
+        row("c100-baseline", "cifar100", 0.6, 0.3),
+        row("c10-hardened", "cifar10", 0.9, 0.85),
+        row("c100-relu6", "cifar100", 0.6, 0.4),
+        row("c100-hardened", "cifar100", 0.6, 0.55),
+    ]
+    axes = regret_figure(rows).axes
+    assert [ax.get_title() for ax in axes] == ["CIFAR-10", "CIFAR-100"]
+    assert [[t.get_text() for t in ax.get_xticklabels()] for ax in axes] == [
+        ["c10-baseline", "c10-hardened"],
+        ["c100-baseline", "c100-relu6", "c100-hardened"],
+    ]
+    heights = [
+        [round(b.get_height(), 6) for c in ax.containers if isinstance(c, BarContainer) for b in c] for ax in axes
+    ]
+    assert heights == [[90.0, 70.0, 90.0, 85.0], [60.0, 30.0, 60.0, 40.0, 60.0, 55.0]]
+    single = regret_figure(rows[:1]).axes
+    assert len(single) == 1 and single[0].get_title() == ""

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, TypeVar
 from fi_campaign.classify import CRITICAL_SDC, DUE, MASKED, TOLERABLE_SDC
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
     from fi_campaign.report.causes import BitRow
@@ -172,11 +173,25 @@ def unit_figure(rows: list[UnitRow], kind: str) -> Figure:
 
 def regret_figure(rows: list[tuple[str, RegretRecord]]) -> Figure:
     """Clean and noisy accuracy per evaluated model (paper Fig. 5), the noisy one with its 95%
-    interval, and the regret (clean - noisy) with its interval written above."""
-    fig = _figure(max(5.0, 1.6 * len(rows) + 1.5), 4.4)
-    ax = fig.subplots()
-    labels = []
-    for i, (label, r) in enumerate(rows):
+    interval, and the regret (clean - noisy) with its interval written above; one panel per
+    dataset, as the paper sets its CIFAR-10 and CIFAR-100 ablations side by side, the models in
+    the order they were evaluated (the ablation's order when evaluated as the zoo lists it)."""
+    datasets = _unique(r.dataset for _, r in rows)
+    panels = [[(label, r) for label, r in rows if r.dataset == d] for d in datasets]
+    widest = max(len(p) for p in panels)
+    fig = _figure(max(5.0, 1.6 * widest + 1.5) * (1 if len(panels) == 1 else 0.8 * len(panels)), 4.4)
+    axes = fig.subplots(1, len(panels), sharey=True, squeeze=False)[0]
+    for ax, dataset, panel in zip(axes, datasets, panels, strict=True):
+        _regret_panel(ax, panel)
+        if len(panels) > 1:
+            ax.set_title(dataset.upper().replace("CIFAR", "CIFAR-"), fontsize=10)
+    axes[0].set_ylabel("test accuracy (%)")
+    axes[0].legend(fontsize=8, frameon=False, loc="upper right")
+    return fig
+
+
+def _regret_panel(ax: Axes, rows: list[tuple[str, RegretRecord]]) -> None:
+    for i, (_, r) in enumerate(rows):
         ax.bar(i - 0.19, 100 * r.clean, width=0.36, color="#2f6690", label="clean" if i == 0 else None)
         ax.bar(
             i + 0.19,
@@ -196,13 +211,9 @@ def regret_figure(rows: list[tuple[str, RegretRecord]]) -> Figure:
             va="bottom",
             fontsize=7,
         )
-        labels.append(label)
-    ax.set_xticks(range(len(rows)), labels, fontsize=7, rotation=15 if len(rows) > 3 else 0)
+    ax.set_xticks(range(len(rows)), [label for label, _ in rows], fontsize=7, rotation=15 if len(rows) > 3 else 0)
     ax.set_ylim(0, 118)
-    ax.set_ylabel("test accuracy (%)")
     ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8, frameon=False, loc="upper right")
-    return fig
 
 
 def bit_figure(rows: list[BitRow]) -> Figure:
