@@ -139,6 +139,8 @@ def test_each_row_says_its_noise_and_the_report_draws_one_figure_per_noise(older
     page = Dom.of((tmp_path / "h" / "index.html").read_text())
     assert [r["attrs"]["data-noise"] for r in page.rows("regret")] == ["paper", "authors-2022"]
     assert [r["cells"]["noise"]["data-value"] for r in page.rows("regret")] == ["paper", "authors-2022"]
+    # one evaluation per noise: each figure shows the model once, so no #1, #2
+    assert not any("#" in r["cells"]["label"]["text"] for r in page.rows("regret"))
 
 
 def test_a_regret_row_of_a_store_before_migration_0006_reads_as_the_papers(older_store, checkpoints):

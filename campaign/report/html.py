@@ -157,13 +157,14 @@ def regret_figure_name(noise: str) -> str:
 
 
 def regret_labels(rep: StoreReport, multi: bool) -> list[str]:
-    """A short name per regret evaluation; a model evaluated more than once gets #1, #2, ..."""
-    total = Counter(r.model for r in rep.regret)
+    """A short name per regret evaluation; a model evaluated more than once under one noise gets
+    #1, #2, ... (each noise has a figure of its own, where the model's other noise is not shown)."""
+    total = Counter((r.model, r.noise) for r in rep.regret)
     seen: Counter = Counter()
     out = []
     for r in rep.regret:
-        seen[r.model] += 1
-        tag = f" #{seen[r.model]}" if total[r.model] > 1 else ""
+        seen[r.model, r.noise] += 1
+        tag = f" #{seen[r.model, r.noise]}" if total[r.model, r.noise] > 1 else ""
         short = r.model.removeprefix("zoo:") if r.model.startswith("zoo:") else Path(r.model).stem
         out.append((f"{rep.identity.label}: " if multi else "") + short + tag)
     return out
