@@ -123,8 +123,9 @@ def test_batched_injections_equal_one_at_a_time(tmp_path, tiny_config):
 
 
 @pytest.mark.slow  # over 30 s in the default run (docs/TESTING.md); CI runs it in make test-slow
-def test_interrupted_run_resumes_without_loss_or_repeat(tmp_path, tiny_config):
+def test_interrupted_run_resumes_without_loss_or_repeat(tmp_path, tiny_config, monkeypatch):
     reference = sites_and_outcomes(planned_and_run(tmp_path, tiny_config, "ref.db"))
+    monkeypatch.setattr(runner, "RECORD_EVERY_S", 0.0)  # each chunk recorded as it ends: stop after the second
     db = tmp_path / "int.db"
     assert cli("--db", str(db), "plan", str(tiny_config))[0] == 0
     seen = []
