@@ -24,44 +24,28 @@ SITE_PREFIX = b'{"site": '
 
 
 def result_lines(results: Iterable[Result], model: str, mode: str, worker: str | None) -> str:
-    """The lines of one worker's results, as ``json.dumps`` writes them; the parts every line of a
-    chunk shares are encoded once, since a small network records thousands of results a second."""
-    shared = f'"model": {json.dumps(model)}, "mode": {json.dumps(mode)}'
-    who = json.dumps(worker)
-    lines = []
-    for r in results:
-        if r.detail:
-            lines.append(_line(r.site_id, model, mode, r.outcome, r.runtime_s, worker, r.detail))
-        else:
-            lines.append(
-                f'{{"site": {r.site_id}, {shared}, "outcome": {json.dumps(r.outcome)}, '
-                f'"runtime_s": {round(r.runtime_s, 6)!r}, "worker": {who}}}\n'
-            )
-    return "".join(lines)
-
-
-def _line(
-    site: int, model: str, mode: str, outcome: str, runtime_s: float, worker: str | None, detail: str | None
-) -> str:
-    return (
-        json.dumps(
-            {
-                "site": site,
-                "model": model,
-                "mode": mode,
-                "outcome": outcome,
-                "runtime_s": round(runtime_s, 6),
-                "worker": worker,
-                **({"detail": detail} if detail else {}),
-            }
-        )
-        + "\n"
-    )
+    """The lines of one worker's results, as ``json.dumps`` writes them; what every line shares is
+    encoded once, since a small network records thousands of results a second."""
+    head, who = _head(model, mode), json.dumps(worker)
+    return "".join(_line(r.site_id, head, r.outcome, r.runtime_s, who, r.detail) for r in results)
 
 
 def stored_line(row: dict) -> str:
     """The line of a result rebuilt from the store, which does not keep the worker's name."""
-    return _line(row["site_id"], row["model"], row["mode"], row["outcome"], row["runtime_s"], None, row["detail"])
+    head = _head(row["model"], row["mode"])
+    return _line(row["site_id"], head, row["outcome"], row["runtime_s"], "null", row["detail"])
+
+
+def _head(model: str, mode: str) -> str:
+    return f'"model": {json.dumps(model)}, "mode": {json.dumps(mode)}'
+
+
+def _line(site: int, head: str, outcome: str, runtime_s: float, who: str, detail: str | None) -> str:
+    tail = f', "detail": {json.dumps(detail)}' if detail else ""
+    return (
+        f'{{"site": {site}, {head}, "outcome": {json.dumps(outcome)}, '
+        f'"runtime_s": {round(runtime_s, 6)!r}, "worker": {who}{tail}}}\n'
+    )
 
 
 class Log:
