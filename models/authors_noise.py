@@ -147,6 +147,9 @@ class SharedFault(FaultBatch):
     def times(self) -> int:
         return 2 if self.geometry == LINEAR else 1
 
+    def touches(self, layer: int) -> bool:
+        return layer == self.layer
+
     def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:
         if layer != self.layer:
             return out

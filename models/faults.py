@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
@@ -86,8 +87,19 @@ class FaultBatch:
     layers: np.ndarray
     needs_input = False
 
+    @cached_property
+    def _rows_by_layer(self) -> dict[int, np.ndarray]:
+        """Each hit layer's rows, found once per pass: every target's hook asks."""
+        order = np.argsort(self.layers, kind="stable")
+        hit, starts = np.unique(self.layers[order], return_index=True)
+        return dict(zip(hit.tolist(), np.split(order, starts[1:]), strict=True))
+
+    def touches(self, layer: int) -> bool:
+        """Whether this batch changes layer ``layer``'s output: the hooks of the others pass."""
+        return layer in self._rows_by_layer
+
     def rows_at(self, layer: int) -> np.ndarray:
-        return np.flatnonzero(self.layers == layer)
+        return self._rows_by_layer.get(layer, _NO_ROWS)
 
     def apply(self, layer: int, out: torch.Tensor) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
@@ -98,6 +110,9 @@ class FaultBatch:
     @contextmanager
     def held(self, layers: list[tuple[str, nn.Module]]) -> Iterator[None]:
         yield
+
+
+_NO_ROWS = np.empty(0, dtype=np.int64)
 
 
 def _flat(out: torch.Tensor) -> torch.Tensor:
@@ -170,9 +185,14 @@ class WarpValues(FaultBatch):
             return sampler.relative_error(u, law.x_min, law.alpha)
         return law.sample(u)
 
+    @cached_property
+    def _common_errors(self) -> np.ndarray:
+        """Every row's lanes drawn at once from the one law a fixed size bucket uses."""
+        return self._draw(self.laws[1], self.u)
+
     def relative_errors(self, sel: np.ndarray, values: np.ndarray) -> np.ndarray:
         if not self.by_value:
-            return self._draw(self.laws[1], self.u[sel])
+            return self._common_errors[sel]
         r = np.stack([self._draw(law, self.u[sel]) for law in self.laws])
         return np.take_along_axis(r, size_bucket(values)[None], 0)[0]
 
@@ -280,7 +300,8 @@ class Injector:
 
     def _hook(self, index: int) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor | None]:
         def hook(module: nn.Module, inputs: tuple, out: torch.Tensor) -> torch.Tensor | None:
-            return None if self.batch is None else self.batch.apply_at(index, module, inputs, out)
+            b = self.batch
+            return None if b is None or not b.touches(index) else b.apply_at(index, module, inputs, out)
 
         return hook
 

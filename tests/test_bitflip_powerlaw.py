@@ -317,6 +317,40 @@ def test_warp_replays_identically():
     assert changed[1, 0, 4:].all() and not changed[1, 0, :4].any()  # rows 4-7 of sample 1
 
 
+@pytest.mark.parametrize("kind", ["bit", "warp"])
+def test_rows_in_any_layer_order_get_what_each_gets_alone(kind):
+    """A batch finds each layer's rows once and draws every row's lane errors at once: any
+    interleaving of layers must give each row the bits it gets as the only fault of a pass."""
+    rng = np.random.default_rng(11)
+    n = 12
+    model = nn.Sequential(*(identity_linear(WARP)[0] for _ in range(3))).eval()
+    x = torch.from_numpy(rng.standard_normal((n, WARP)).astype(np.float32))
+    layers, rows = rng.integers(0, 3, n), rng.permutation(n)
+    elements = rng.integers(0, WARP, n)
+    u, signs = rng.random((n, WARP)), rng.choice([-1.0, 1.0], size=(n, WARP))
+
+    def batch(sel: np.ndarray):
+        if kind == "bit":
+            return BitFlips(layers[sel], rows[sel], elements[sel], rng_bits[sel])
+        return WarpValues(
+            layers[sel],
+            rows[sel],
+            np.zeros(len(sel), np.int64),
+            np.full(len(sel), WARP),
+            u[sel],
+            signs[sel],
+            (FFMA_COMMON,) * 3,
+        )
+
+    rng_bits = rng.integers(0, 23, n)  # mantissa bits: the value stays finite through later layers
+    together = run(model, x, batch(np.arange(n)))
+    for i in range(n):
+        alone = run(model, x, batch(np.array([i])))
+        r = rows[i]
+        assert np.array_equal(bits(together[r]), bits(alone[r]))
+        assert not np.array_equal(bits(alone[r]), bits(x[r]))
+
+
 def test_warp_geometry_and_layerinfo_warps():
     info = LayerInfo(0, "x", "conv", (2, 32, 32), 2048, 0)
     assert info.warps == 64

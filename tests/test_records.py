@@ -177,3 +177,38 @@ def test_a_damaged_campaign_record_is_refused_in_one_sentence(tmp_path):
     r = CliRunner().invoke(main, ["--db", str(db), "run"])
     assert r.exit_code == 2 and "damaged" in r.output and "Traceback" not in r.output, r.output
     assert len(rows(db, "SELECT * FROM result")) == 6  # nothing stored was lost
+
+
+def test_records_made_once_per_injection_equal_the_ones_built_field_by_field():
+    """Sites read by a claim and results made by an executor skip the frozen ``__init__``; they
+    must be the records ``__init__`` makes, every field set (a missing one fails the comparison)."""
+    from dataclasses import FrozenInstanceError, fields
+
+    from fi_campaign.classify import Outcome
+    from fi_campaign.engine.executors import result_of
+    from fi_campaign.store import Result
+
+    row = (7, "m", "warp_random", 3, "layer3.0", 5, 640, None, 32, 99) + (None,) * 11
+    names = [f.name for f in fields(Site)]
+    assert len(row) == len(names)
+    site = Site.from_row(row)
+    assert site == Site(**dict(zip(names, row, strict=True)))
+    judged = Outcome(
+        outcome="sdc_critical", images_changed=1, nan=False, max_abs_diff=2.5, golden_top1=3, faulty_top1=4
+    )
+    made = result_of(site, judged, backend="pytorch", isolation="inprocess", semantics="s", runtime_s=0.01)
+    assert made == Result(
+        site_id=7,
+        outcome="sdc_critical",
+        images_changed=1,
+        nan=False,
+        max_abs_diff=2.5,
+        golden_top1=3,
+        faulty_top1=4,
+        backend="pytorch",
+        isolation="inprocess",
+        semantics="s",
+        runtime_s=0.01,
+    )
+    with pytest.raises(FrozenInstanceError):
+        made.outcome = "masked"  # type: ignore[misc]

@@ -2,9 +2,10 @@
 
 An in-process worker claims a window of up to WINDOW_CHUNKS chunks in site-id order, so that one
 claim's cost (a few ms in SQLite, more on a remote PostgreSQL) is shared by all of them instead
-of weighing on every chunk of a small network. When passes start at a layer (delayed start), a
-pass costs what runs from its earliest fault onwards, whatever the other rows hold, so the window
-runs sorted by layer. Claims stay in id order, so the finished sites are always the first ones
+of weighing on every chunk of a small network. The window runs sorted by layer: a resumed pass
+costs what runs from its earliest fault onwards, whatever the other rows hold, and a whole pass
+edits few layers instead of dozens (on mobilenet_v3_small, 64 sites drawn at random hit about 24
+of its 54 targets, sorted 2.5). Claims stay in id order, so the finished sites are always the first ones
 drawn except for the windows in flight: a run stopped at any moment leaves a near-random sample
 of the stratum, never one layer's sites.
 """

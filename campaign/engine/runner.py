@@ -416,7 +416,7 @@ class WorkerLoop:
         return self.store.claim_strata(st.model, st.mode, take, self.owner, self.job.lease_s, self.config.injections)
 
     def _run_window(self, executor: Executor, st: _Stratum, sites: list[Site]) -> Stop | None:
-        """Run a claimed window a part at a time (sorted by layer when passes start at one).
+        """Run a claimed window a part at a time (sorted by layer where that makes passes cheaper).
         Results are recorded together once RECORD_EVERY_S has passed, and whatever ran when the
         window ends or the worker stops: a small network's pass is quicker than a transaction."""
         t0 = time.monotonic()

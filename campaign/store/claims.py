@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
@@ -21,7 +21,6 @@ from fi_campaign.store.schema import (
     DONE,
     PENDING,
     RUNNING,
-    SITE_FIELDS,
     injection_t,
     launch_count_t,
     redraw_t,
@@ -33,14 +32,14 @@ from fi_campaign.store.session import Session
 from fi_campaign.store.timing import now
 
 RESULT_COLUMNS = tuple(c.name for c in result_t.columns if c.name != "finished")
-SITE_COLUMNS = ("id",) + SITE_FIELDS
+SITE_COLUMNS = tuple(f.name for f in fields(Site))  # read in the order Site.from_row takes them
 _result_row = operator.attrgetter(*RESULT_COLUMNS)
 ID_BATCH = 900  # ids per IN (...): under SQLite's old limit of 999 parameters
 
 
 def _sites(rows: CursorResult[Any]) -> list[Site]:
     """Sites from rows of SITE_COLUMNS, read as tuples: a mapping per row costs more than the claim's SQL."""
-    return [Site(**dict(zip(SITE_COLUMNS, r, strict=True))) for r in rows.all()]
+    return [Site.from_row(r) for r in rows.all()]
 
 
 class Claims:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from fi_campaign.store.records import Result
+from fi_campaign.store.records import Result, unchecked
 
 if TYPE_CHECKING:
     from fi_campaign.classify import Outcome
@@ -56,29 +56,32 @@ def result_of(
     launch_counts: tuple[LaunchCount, ...] = (),
 ) -> Result:
     """The result of ``site`` as judged; ``injection`` to ``launch_counts``: what an NVBitFI run
-    stores beside it."""
-    return Result(
-        site_id=site.id,
-        outcome=judged.outcome,
-        images_changed=judged.images_changed,
-        nan=judged.nan,
-        max_abs_diff=judged.max_abs_diff,
-        golden_top1=judged.golden_top1,
-        faulty_top1=judged.faulty_top1,
-        backend=backend,
-        isolation=isolation,
-        semantics=semantics,
-        runtime_s=runtime_s,
-        detail=detail,
-        injection=injection,
-        relocated=relocated,
-        redraws=redraws,
-        launch_counts=launch_counts,
+    stores beside it. Made once per injection: every field is given, so ``unchecked``."""
+    return unchecked(
+        Result,
+        {
+            "site_id": site.id,
+            "outcome": judged.outcome,
+            "images_changed": judged.images_changed,
+            "nan": judged.nan,
+            "max_abs_diff": judged.max_abs_diff,
+            "golden_top1": judged.golden_top1,
+            "faulty_top1": judged.faulty_top1,
+            "backend": backend,
+            "isolation": isolation,
+            "semantics": semantics,
+            "runtime_s": runtime_s,
+            "detail": detail,
+            "injection": injection,
+            "relocated": relocated,
+            "redraws": redraws,
+            "launch_counts": launch_counts,
+        },
     )
 
 
 class Executor(Protocol):
-    groups_layers: bool  # its passes start at a layer: hand it a chunk's sites sorted by layer
+    groups_layers: bool  # a pass costs less with its faults in few layers: hand it a chunk's sites sorted by layer
     note: str | None  # one sentence for the user about how it runs (said once when it opens)
 
     def run(self, sites: list[Site], mode: str) -> list[Result]: ...
