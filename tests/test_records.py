@@ -10,6 +10,7 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -188,7 +189,7 @@ def test_records_made_once_per_injection_equal_the_ones_built_field_by_field():
     from fi_campaign.engine.executors import result_of
     from fi_campaign.store import Result
 
-    row = (7, "m", "warp_random", 3, "layer3.0", 5, 640, None, 32, 99) + (None,) * 11
+    row: tuple[Any, ...] = (7, "m", "warp_random", 3, "layer3.0", 5, 640, None, 32, 99) + (None,) * 11
     names = [f.name for f in fields(Site)]
     assert len(row) == len(names)
     site = Site.from_row(row)
