@@ -113,6 +113,13 @@ STEPS: tuple[Spec, ...] = (
         120,
         30,
     ),
+    Spec(
+        "own_models_bench",
+        "bench/own_models.py --device cuda --quick: users' own networks, campaign loop against fault-free",
+        True,
+        120,
+        25,
+    ),
 )
 
 

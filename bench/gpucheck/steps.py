@@ -38,6 +38,7 @@ STEP_FUNCTIONS: dict[str, Callable[[Ctx], dict]] = {
     "framework": sass.framework,
     "inprocess_bench": speed.inprocess_bench,
     "process_bench": speed.process_bench,
+    "own_models_bench": speed.own_models_bench,
 }
 
 
