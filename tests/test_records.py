@@ -132,6 +132,8 @@ def test_an_older_store_upgrades_and_the_same_seed_gives_the_same_sites_and_outc
 
     new = tmp_path / "new.db"
     cli("--db", str(new), "plan", str(OLDER[version].with_suffix(".yaml")))
+    index_sql = "SELECT name, sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL ORDER BY name"
+    assert rows(old, index_sql) == rows(new, index_sql)  # upgraded, its indexes are a new store's
     site_columns = "id, model, mode, layer, layer_name, image, element, bit, width, value_seed"
     assert rows(new, f"SELECT {site_columns} FROM site ORDER BY id") == rows(
         old, f"SELECT {site_columns} FROM site ORDER BY id"

@@ -12,7 +12,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 VERSION_TABLE = "alembic_version"
-REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006")
+REVISIONS = ("0001", "0002", "0003", "0004", "0005", "0006", "0007")
 HEAD = REVISIONS[-1]
 # campaign.schema_version, as a plan records it -> the revision that plan was written at: a store
 # whose recorded revision is older than its plan's, or whose plan records a version not here,

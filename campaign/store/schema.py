@@ -8,10 +8,25 @@ agree with this module (tests/test_store.py checks they do).
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Boolean, Column, Float, ForeignKey, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    text,
+)
 
 SCHEMA_VERSION = 2  # of plans written by this version; the schema itself is the migration revision
 PENDING, RUNNING, DONE = "pending", "running", "done"
+_RUNNING = text(f"status = '{RUNNING}'")
+_STRATIFIED = text("stratum IS NOT NULL")
 
 meta = MetaData()
 campaign_t = Table(
@@ -56,11 +71,22 @@ site_t = Table(
     # share of the model x mode's fault population; NULL for simple random sampling
     Column("stratum", String),
     Column("stratum_weight", Float),
-    Column("status", String, nullable=False, index=True, default=PENDING),
+    Column("status", String, nullable=False, default=PENDING),
     Column("owner", String),  # worker holding a running site: "host:pid:n"
     Column("lease_until", Float),  # epoch seconds; a running site past it is free again
     Index("ix_site_stratum", "model", "mode", "status", "id"),
-    Index("ix_site_sampling_stratum", "model", "mode", "stratum", "status", "id"),
+    # partial (migration 0007): a status change writes them only where the site is or was in them
+    Index("ix_site_running", "owner", sqlite_where=_RUNNING, postgresql_where=_RUNNING),
+    Index(
+        "ix_site_sampling_stratum",
+        "model",
+        "mode",
+        "stratum",
+        "status",
+        "id",
+        sqlite_where=_STRATIFIED,
+        postgresql_where=_STRATIFIED,
+    ),
 )
 result_t = Table(
     "result",
