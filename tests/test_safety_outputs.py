@@ -250,9 +250,18 @@ def _plan_cmd(db: Path, config: Path, injections: int) -> list[str]:
     return [EXE, "--db", str(db), "plan", str(config), "--injections", str(injections)]
 
 
+def _ctrl_c_heard() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _interrupt_mid_plan(db: Path, config: Path, sig: int) -> None:
     """Start a large plan, wait until its temporary file exists, then send ``sig``."""
-    p = subprocess.Popen(_plan_cmd(db, config, 60_000), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    p = subprocess.Popen(
+        _plan_cmd(db, config, 60_000),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        preexec_fn=_ctrl_c_heard,  # a suite started in the background inherits SIGINT ignored
+    )
     assert p.stderr is not None
     deadline = time.monotonic() + 300
     while not any(f.name.startswith(f".{db.name}.planning-") for f in db.parent.iterdir()):
