@@ -2,8 +2,8 @@
 recorded), and each change rewrote three indexes holding ``status``. Now the index of running
 sites (the lease scans, the heartbeat's owners) holds only the running ones, and the index a
 stratified plan's claims use holds only sites with a stratum, so a simple random plan never
-writes it: claim and record each cost about a third less in SQLite (docs/BENCHMARKS.md, "Own
-networks").
+writes it: in SQLite a claim costs about a third less per site and a record about a fifth
+less (docs/BENCHMARKS.md, "Own networks").
 
 Revision ID: 0007
 Revises: 0006
