@@ -159,7 +159,7 @@ def test_a_regret_row_of_a_store_before_migration_0006_reads_as_the_papers(older
     rows = Store.open(db).regret_rows()  # upgrades it
     assert [r.noise for r in rows] == ["paper"]
     with sqlite3.connect(db) as con:
-        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.HEAD == "0006"
+        assert con.execute("SELECT version_num FROM alembic_version").fetchone()[0] == migrate.HEAD
         assert con.execute("SELECT noise FROM regret").fetchall() == [(None,)]
 
 
