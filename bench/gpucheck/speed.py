@@ -9,34 +9,31 @@ import sys
 from bench.gpucheck.context import REPO, Ctx, keeping
 
 
-def inprocess_bench(ctx: Ctx) -> dict:
-    """One network at a time, so that ResNet-20's figures stand even if ResNet-44's run out of time."""
-    f: dict = {"archs": {}}
-    for arch, needs_s in (("resnet20", 0.0), ("resnet44", 60.0)):
+def _one_at_a_time(ctx: Ctx, script: str, args: list[str], flag: str, runs: list[tuple[str, float]], key: str) -> dict:
+    """``bench/SCRIPT --device cuda --quick ARGS FLAG NAME`` per (NAME, seconds it needs), the
+    first always and each other only with its seconds left, so that the first network's figures
+    stand even if the others run out of time; each JSON's ``key`` section merged."""
+    f: dict = {key: {}}
+    for name, needs_s in runs:
         if ctx.left() < needs_s:
-            f.setdefault("not_run", []).append(f"{arch}: {ctx.left():.0f} s left")
+            f.setdefault("not_run", []).append(f"{name}: {ctx.left():.0f} s left")
             continue
-        out = ctx.dir() / f"inprocess-{arch}.json"
+        out = ctx.dir() / f"{script.removesuffix('.py')}-{name}.json"
+        cmd = ["--device", "cuda", "--quick", *args, flag, name]
         with keeping(f):
             ctx.sh(
-                [
-                    sys.executable,
-                    REPO / "bench" / "inprocess.py",
-                    "--device",
-                    "cuda",
-                    "--quick",
-                    "--archs",
-                    arch,
-                    "--json",
-                    out,
-                ],
-                f"bench/inprocess.py --device cuda --quick --archs {arch}",
+                [sys.executable, REPO / "bench" / script, *cmd, "--json", out],
+                f"bench/{script} {' '.join(cmd)}",
                 timeout=ctx.left() - 3,
             )
         got = json.loads(out.read_text())
-        f["archs"].update(got.pop("archs"))
+        f[key].update(got.pop(key))
         f.update(got)
     return f
+
+
+def inprocess_bench(ctx: Ctx) -> dict:
+    return _one_at_a_time(ctx, "inprocess.py", [], "--archs", [("resnet20", 0.0), ("resnet44", 60.0)], "archs")
 
 
 def process_bench(ctx: Ctx) -> dict:
@@ -60,33 +57,6 @@ def process_bench(ctx: Ctx) -> dict:
 
 
 def own_models_bench(ctx: Ctx) -> dict:
-    """One network at a time, the ViT first (on the CPU the store's cost per injection weighs
-    most on it), then the two CNNs while time is left; the tagger last."""
-    f: dict = {"rates": {}}
-    for name, needs_s in (("vit", 0.0), ("mobilenet", 30.0), ("resnet18", 30.0), ("tagger", 30.0)):
-        if ctx.left() < needs_s:
-            f.setdefault("not_run", []).append(f"{name}: {ctx.left():.0f} s left")
-            continue
-        out = ctx.dir() / f"own-{name}.json"
-        with keeping(f):
-            ctx.sh(
-                [
-                    sys.executable,
-                    REPO / "bench" / "own_models.py",
-                    "--device",
-                    "cuda",
-                    "--quick",
-                    "--rounds",
-                    "1",
-                    "--networks",
-                    name,
-                    "--json",
-                    out,
-                ],
-                f"bench/own_models.py --device cuda --quick --rounds 1 --networks {name}",
-                timeout=ctx.left() - 3,
-            )
-        got = json.loads(out.read_text())
-        f["rates"].update(got.pop("rates"))
-        f.update(got)
-    return f
+    """The ViT first: on the CPU the store's cost per injection weighs most on it."""
+    runs = [("vit", 0.0), ("mobilenet", 30.0), ("resnet18", 30.0), ("tagger", 30.0)]
+    return _one_at_a_time(ctx, "own_models.py", ["--rounds", "1"], "--networks", runs, "rates")
