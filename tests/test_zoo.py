@@ -21,9 +21,10 @@ CIFAR100 = {
     "zoo:resnet20-cifar100-baseline": (Arch(20, "relu", "conv-bn-act", 100), False),
     "zoo:resnet20-cifar100-hardened": (Arch(20, "relu6", "conv-act-bn", 100), True),
 }
-RESNET44 = {  # the paper's network, with the ResNet-20 zoo's recipe (relu6-fat: still training)
+RESNET44 = {  # the paper's network, with the ResNet-20 zoo's recipe
     "zoo:resnet44-cifar10-baseline": (Arch(44, "relu", "conv-bn-act", 10), False),
     "zoo:resnet44-cifar10-relu6": (Arch(44, "relu6", "conv-bn-act", 10), False),
+    "zoo:resnet44-cifar10-relu6-fat": (Arch(44, "relu6", "conv-bn-act", 10), True),
     "zoo:resnet44-cifar10-hardened": (Arch(44, "relu6", "conv-act-bn", 10), True),
 }
 EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
