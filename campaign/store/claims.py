@@ -9,14 +9,14 @@ from __future__ import annotations
 import json
 import operator
 from collections.abc import Callable
-from dataclasses import asdict, fields
+from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import and_, delete, func, insert, or_, select, update
 from sqlalchemy.engine import Connection, CursorResult
 
 from fi_campaign.store.backends import epoch, insert_ignoring, insert_many, pick_ids
-from fi_campaign.store.records import Result, Site, Worker, WorkerStatus
+from fi_campaign.store.records import SITE_NAMES, Result, Site, Worker, WorkerStatus
 from fi_campaign.store.schema import (
     DONE,
     PENDING,
@@ -32,13 +32,12 @@ from fi_campaign.store.session import Session
 from fi_campaign.store.timing import now
 
 RESULT_COLUMNS = tuple(c.name for c in result_t.columns if c.name != "finished")
-SITE_COLUMNS = tuple(f.name for f in fields(Site))  # read in the order Site.from_row takes them
 _result_row = operator.attrgetter(*RESULT_COLUMNS)
 ID_BATCH = 900  # ids per IN (...): under SQLite's old limit of 999 parameters
 
 
 def _sites(rows: CursorResult[Any]) -> list[Site]:
-    """Sites from rows of SITE_COLUMNS, read as tuples: a mapping per row costs more than the claim's SQL."""
+    """Sites from rows of SITE_NAMES, read as tuples: a mapping per row costs more than the claim's SQL."""
     return [Site.from_row(r) for r in rows.all()]
 
 
@@ -57,7 +56,7 @@ class Claims:
         claim whose commit reached the database while its reply was lost with the server (a
         restart). Tried again, the claim returns them rather than leave them held, for ever,
         by a worker whose heartbeat keeps their lease."""
-        columns = [site_t.c[f] for f in SITE_COLUMNS]
+        columns = [site_t.c[f] for f in SITE_NAMES]
         stratum = (site_t.c.model == model, site_t.c.mode == mode)
         pick = select(site_t.c.id).where(*stratum, site_t.c.status == PENDING).order_by(site_t.c.id).limit(limit)
 
@@ -90,7 +89,7 @@ class Claims:
         come back instead, as in ``claim``. With ``budget``, a claim that would take the model x
         mode past that many sites (another worker claimed meanwhile) gives the excess back, from
         the strata it took most of, before it commits."""
-        columns = [site_t.c[f] for f in SITE_COLUMNS]
+        columns = [site_t.c[f] for f in SITE_NAMES]
         cell = (site_t.c.model == model, site_t.c.mode == mode)
 
         def take_sites(con: Connection) -> list[Site]:
