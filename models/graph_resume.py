@@ -452,14 +452,22 @@ class GraphResumer:
         if golden.rows != images:
             raise RuntimeError(f"recording saw {golden.rows} of {images} images")
 
+    def build_tails(self, points: Iterable[int]) -> None:
+        """Make the tails of ``points`` now (about 10 ms of code generation each on a CPU), so the
+        campaign's start-up pays for them rather than the first pass from each point."""
+        for i in points:
+            p = self._points[i]
+            if p.tail is None:
+                p.tail = self._tail_module(p)
+
     def tail(self, point: int, out: torch.Tensor, golden: GoldenValues, rows: torch.Tensor) -> Any:
         """The network's output from kept point ``point``, its target's output replaced by
         ``out`` (its faults applied) and the other live values those of the images ``rows``
         (one per row of the pass, padded to the golden pass's batch size)."""
-        p = self._points[point]
-        if p.tail is None:
-            p.tail = self._tail_module(p)
-        return p.tail(out, *golden._inputs(point, rows))
+        self.build_tails([point])
+        tail = self._points[point].tail
+        assert tail is not None, "just built"
+        return tail(out, *golden._inputs(point, rows))
 
     def _tail_module(self, p: _Point) -> fx.GraphModule:
         graph = fx.Graph()

@@ -148,6 +148,8 @@ def test_a_tight_memory_bound_keeps_some_points_and_starts_the_others_earlier(tm
     w = open_resumed(db, "resnet18", budget_mb=4)
     assert w.graph is not None and w.values is not None
     assert 0 < len(w.values.kept) < len(w.graph.points) and w.values.nbytes <= 4 * 2**20
+    # the start-up makes the tails of the kept points, and only theirs: no pass pays for one
+    assert [i for i, p in enumerate(w.graph._points) if p.tail is not None] == w.values.kept
     resumed, passes = resumed_and_whole(w, db, "resnet18")
     assert 0 < resumed <= passes
     w.close()

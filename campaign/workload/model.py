@@ -159,6 +159,7 @@ class Workload:
         except CaptureError as e:  # raised as the recording ends: the golden outputs are the model's own
             self.note = str(e)
             return
+        r.build_tails(values.kept)
         self.graph, self.values, self.point_of = r, values, point_of
 
     @property
