@@ -90,6 +90,11 @@ class FaultBatch:
     @cached_property
     def _rows_by_layer(self) -> dict[int, np.ndarray]:
         """Each hit layer's rows, found once per pass: every target's hook asks."""
+        if not len(self.layers):
+            return {}
+        first = int(self.layers[0])
+        if (self.layers == first).all():  # a chunk sorted by layer often has one
+            return {first: np.arange(len(self.layers))}
         order = np.argsort(self.layers, kind="stable")
         hit, starts = np.unique(self.layers[order], return_index=True)
         return dict(zip(hit.tolist(), np.split(order, starts[1:]), strict=True))
@@ -201,22 +206,22 @@ class WarpValues(FaultBatch):
         if sel.size == 0:
             return out
         out = out.contiguous()
-        flat = _flat(out)
-        lanes = np.arange(WARP)
-        valid = lanes[None, :] < self.widths[sel, None]
-        rows = np.broadcast_to(self.rows[sel, None], valid.shape)
-        cols = self.starts[sel, None] + lanes[None, :]
-        ri = torch.from_numpy(np.ascontiguousarray(rows[valid])).to(out.device)
-        ci = torch.from_numpy(np.ascontiguousarray(cols[valid])).to(out.device)
+        flat = out.view(-1)  # one index per lane into the whole batch: cheaper than (row, column) pairs
+        valid = _LANES < self.widths[sel, None]
+        at = (self.rows[sel] * (flat.numel() // out.shape[0]) + self.starts[sel])[:, None] + _LANES
+        lanes = torch.from_numpy(at[valid]).to(out.device)
         old = np.zeros(valid.shape)
-        old[valid] = flat[ri, ci].double().cpu().numpy()
+        old[valid] = flat.take(lanes).double().cpu().numpy()
         r = self.relative_errors(sel, old)
         factor = 1.0 + self.signs[sel] * r
         with np.errstate(over="ignore", invalid="ignore"):
             new = (old * factor)[valid].astype(np.float32)
         # float16 and bfloat16: rounded once more, from that float32 value, on the CPU on every device
-        flat[ri, ci] = torch.from_numpy(new).to(out.dtype).to(out.device)
+        flat[lanes] = torch.from_numpy(new).to(out.dtype).to(out.device)
         return out
+
+
+_LANES = np.arange(WARP)
 
 
 def warp_geometry(info: LayerInfo, warp_index: int) -> tuple[int, int]:
