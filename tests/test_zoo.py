@@ -27,12 +27,15 @@ RESNET44 = {  # the paper's network, with the ResNet-20 zoo's recipe
     "zoo:resnet44-cifar10-relu6-fat": (Arch(44, "relu6", "conv-bn-act", 10), True),
     "zoo:resnet44-cifar10-hardened": (Arch(44, "relu6", "conv-act-bn", 10), True),
 }
+RESNET44_CIFAR100 = {  # the CIFAR-100 ablation, trained one preset after another across sessions
+    "zoo:resnet44-cifar100-baseline": (Arch(44, "relu", "conv-bn-act", 100), False),
+}
 EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
 DEMO_MODELS = {"zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened"}
 
 
 def test_committed_checkpoints_carry_their_metadata():
-    for ref, (arch, fault_aware) in (ABLATION | CIFAR100 | RESNET44).items():
+    for ref, (arch, fault_aware) in (ABLATION | CIFAR100 | RESNET44 | RESNET44_CIFAR100).items():
         model, meta = zoo.load(ref)
         assert meta.arch == arch and meta.dataset == f"cifar{arch.num_classes}"
         assert meta.clean_accuracy is not None and 0.5 < meta.clean_accuracy <= 1.0 and "test" in meta.accuracy_on
