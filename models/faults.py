@@ -32,6 +32,7 @@ SINGLE_BIT = "single_bit"
 WARP_RANDOM = "warp_random"
 MODES = (SINGLE_BIT, WARP_RANDOM)
 WARP = 32
+_LANES = np.arange(WARP)  # a warp's lane numbers
 
 
 @dataclass(frozen=True)
@@ -219,9 +220,6 @@ class WarpValues(FaultBatch):
         # float16 and bfloat16: rounded once more, from that float32 value, on the CPU on every device
         flat[lanes] = torch.from_numpy(new).to(out.dtype).to(out.device)
         return out
-
-
-_LANES = np.arange(WARP)
 
 
 def warp_geometry(info: LayerInfo, warp_index: int) -> tuple[int, int]:

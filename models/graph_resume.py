@@ -456,18 +456,18 @@ class GraphResumer:
         """Make the tails of ``points`` now (about 10 ms of code generation each on a CPU), so the
         campaign's start-up pays for them rather than the first pass from each point."""
         for i in points:
-            p = self._points[i]
-            if p.tail is None:
-                p.tail = self._tail_module(p)
+            self._tail(self._points[i])
 
     def tail(self, point: int, out: torch.Tensor, golden: GoldenValues, rows: torch.Tensor) -> Any:
         """The network's output from kept point ``point``, its target's output replaced by
         ``out`` (its faults applied) and the other live values those of the images ``rows``
         (one per row of the pass, padded to the golden pass's batch size)."""
-        self.build_tails([point])
-        tail = self._points[point].tail
-        assert tail is not None, "just built"
-        return tail(out, *golden._inputs(point, rows))
+        return self._tail(self._points[point])(out, *golden._inputs(point, rows))
+
+    def _tail(self, p: _Point) -> fx.GraphModule:
+        if p.tail is None:
+            p.tail = self._tail_module(p)
+        return p.tail
 
     def _tail_module(self, p: _Point) -> fx.GraphModule:
         graph = fx.Graph()
