@@ -453,7 +453,7 @@ class GraphResumer:
             raise RuntimeError(f"recording saw {golden.rows} of {images} images")
 
     def build_tails(self, points: Iterable[int]) -> None:
-        """Make the tails of ``points`` now (about 10 ms of code generation each on a CPU), so the
+        """Make the tails of ``points`` now (code generation, milliseconds each), so the
         campaign's start-up pays for them rather than the first pass from each point."""
         for i in points:
             self._tail(self._points[i])
