@@ -145,6 +145,31 @@ def test_a_dead_local_owner_is_released_at_once(new_store):
     assert store.release_stale(owner_alive) == 3
 
 
+def test_a_stop_inside_a_write_leaves_the_store_free_to_give_sites_back(new_store):
+    """Ctrl-C or SIGTERM can land after a statement's first step (SQLite's UPDATE ... RETURNING
+    then holds the write lock until the statement is freed); the worker, still handling the stop,
+    gives its sites back, which must not wait on its own interrupted write (it waited out the
+    30 s busy timeout, then gave up)."""
+    target = new_store()
+    zero_cost.plan(target, 4)
+    store = Store.open(target)
+    held = store.claim("zero", "single_bit", 4, "h:1:0", 60)
+
+    def stopped_after_the_update(cursor, statement, parameters, context) -> bool:
+        cursor.execute(statement, parameters)
+        if statement.lstrip().upper().startswith("UPDATE SITE"):
+            raise KeyboardInterrupt
+        return True
+
+    sa.event.listen(store.engine, "do_execute", stopped_after_the_update)
+    try:
+        store.record([masked(s.id) for s in held], "h:1:0")
+    except KeyboardInterrupt:
+        sa.event.remove(store.engine, "do_execute", stopped_after_the_update)
+        store.release_owner("h:1:0")
+    assert store.unfinished() == (4, 0) and stored(target) == []
+
+
 def test_sixteen_worker_processes_never_share_a_site(new_store):
     target = new_store()
     zero_cost.plan(target, 1600)

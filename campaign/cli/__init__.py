@@ -271,7 +271,7 @@ def run(
                 workers=workers,
                 until_ci=until_ci,
                 devices=devices,
-                on_note=lambda text: click.echo(f"Note: {text}", err=True),
+                on_note=display.note,
             )
         except KeyboardInterrupt:
             interrupted = True

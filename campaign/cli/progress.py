@@ -14,6 +14,8 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+import click
+
 from fi_campaign.engine.runner import INJECTING, PREPARING, Progress
 
 if TYPE_CHECKING:
@@ -158,6 +160,15 @@ class Display:
         self.paces.clear()
         if self.live is not None:
             self.live.refresh()
+
+    def note(self, text: str) -> None:
+        """A note on a line of its own: above the live bars while they are drawn (written past
+        them, it would run on from the last bar's line), on stderr otherwise."""
+        line = f"Note: {text}"
+        if self.live is not None:
+            self.live.console.print(line, markup=False, highlight=False, soft_wrap=True)
+        else:
+            click.echo(line, err=True)
 
     def __call__(self, p: Progress) -> None:
         key, now = (p.model, p.mode), time.monotonic()

@@ -14,7 +14,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING
@@ -30,6 +30,7 @@ from fi_campaign.errors import UserError
 from fi_campaign.store import CampaignRecord, Result, Site, Store, StratumTally, Worker, log_path, runs_dir
 
 if TYPE_CHECKING:
+    from multiprocessing.process import BaseProcess
     from multiprocessing.queues import SimpleQueue
 
 # The runner's timing and sizing, in one place.
@@ -40,6 +41,7 @@ SITE_SLACK_S = 10.0  # a process-run site may take its timeout plus this (start-
 CLAIM_SLACK_S = 60.0  # and a whole claim this much more (recording it, the heartbeat's own period)
 WAIT_POLL_S = 2.0  # --wait: the longest pause before looking again whether others' sites came free
 PROGRESS_POLL_S = 0.5  # several workers: how often the runner reads their progress from the store
+STOP_S = 10.0  # how long stopped workers get to give their sites back before they are killed
 MIN_RESULTS_FOR_LIMIT = 20  # results of a stratum before its not_injected share is judged
 RECORD_EVERY_S = 0.5  # in-process results wait at most this long for one transaction that records them all
 
@@ -456,6 +458,30 @@ class WorkerLoop:
         self._report(st.progress())
 
 
+def _stop_once(signum: int, frame: object) -> None:
+    """The first SIGINT or SIGTERM stops a worker; later ones are ignored. A Ctrl-C reaches the
+    worker and then its runner's terminate does: raised inside the first one's clean-up, the
+    second would cut giving the sites back short."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise KeyboardInterrupt
+
+
+def _stop(procs: Sequence[BaseProcess]) -> None:
+    """Stop the workers and wait while they give their sites back; one that has not within
+    ``STOP_S`` is killed (a later run takes its sites back, its owner being dead)."""
+    for p in procs:
+        p.terminate()
+    until = time.monotonic() + STOP_S
+    for p in procs:
+        p.join(max(0.0, until - time.monotonic()))
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
 def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
     import signal
@@ -464,7 +490,8 @@ def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     from fi_campaign.heap import keep_freed_memory
 
     keep_freed_memory()
-    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a terminated worker gives its sites back
+    signal.signal(signal.SIGTERM, _stop_once)  # a terminated worker gives its sites back
+    signal.signal(signal.SIGINT, _stop_once)
     try:
         work(job, on_note=lambda text: messages.put(("note", text)))
     except KeyboardInterrupt:
@@ -545,8 +572,7 @@ def run(
             for p in procs:
                 p.join(timeout=PROGRESS_POLL_S)
     except BaseException:
-        for p in procs:
-            p.terminate()
+        _stop(procs)
         raise
     if on_progress:
         _poll(store, model, mode, on_progress, start, config)

@@ -17,6 +17,7 @@ process lacks change the file meanwhile, the read is done again.
 
 from __future__ import annotations
 
+import gc
 import os
 import sqlite3
 import sys
@@ -135,8 +136,18 @@ class Session:
 
     def _call(self, fn: Callable[[Connection], T], begin: bool) -> T:
         before = self._stamp()
-        with self.engine.begin() if begin else self.engine.connect() as con:
-            out = fn(con)
+        stop: BaseException | None = None
+        try:
+            with self.engine.begin() if begin else self.engine.connect() as con:
+                out = fn(con)
+        except (KeyboardInterrupt, SystemExit) as e:
+            stop = type(e)(*e.args)
+        if stop is not None:
+            # An SQLite statement stopped mid-step (UPDATE ... RETURNING) holds the write lock while
+            # it lives, and the interrupted frames keep it in reference cycles: raised anew once
+            # they are collected, or whoever handles the stop (giving sites back) would wait on it.
+            gc.collect()
+            raise stop
         if self._stamp() != before:
             raise Changed(self.label)
         return out
