@@ -246,6 +246,66 @@ def test_ctrl_c_with_two_workers_on_an_80_column_terminal(tmp_path, checkpoints)
     assert results(db) == (1000, 1000)
 
 
+USER_BUILD = """
+import warnings
+
+import torch
+
+
+def net():
+    print("building the user's net")
+    warnings.warn("a user's warning")
+    torch.manual_seed(0)
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(4 * 30 * 30, 10)
+    )
+"""
+
+
+@pytest.mark.filterwarnings("ignore:a user.s warning")  # the plan builds the net in this process
+def test_what_workers_print_goes_above_the_live_bars(tmp_path):
+    """A user's build function that prints and warns, in two spawned workers: each line comes out
+    whole, on a line of its own, and no bar is run on into."""
+    (tmp_path / "user.py").write_text(USER_BUILD)
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "name": "printing",
+                "seed": 3,
+                "injections": 32,
+                "batch_size": 16,
+                "modes": ["single_bit"],
+                "models": {"net": {"build": f"{tmp_path / 'user.py'}:net"}},
+                "images": {"source": "bundled", "count": 16},
+            }
+        )
+    )
+    db = tmp_path / "p.db"
+    assert CliRunner().invoke(main, ["--db", str(db), "plan", str(config)]).exit_code == 0
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    proc = subprocess.Popen(
+        [EXE, "--db", str(db), "run", "--workers", "2"], stdin=slave, stdout=slave, stderr=slave, env=env80()
+    )
+    os.close(slave)
+    try:
+        out = read_pty(master, proc, lambda _: False, 300)
+        assert proc.wait(timeout=60) == 0, out.decode()[-2000:]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(master)
+    text = out.decode()
+    frames = [ANSI.sub("", x) for x in re.split(r"[\r\n]+", text)]
+    bars = [x for x in frames if x.startswith("net single_bit ")]
+    bad = [x for x in bars if len(x) > 80 or not re.fullmatch(r"net single_bit .* \d+/32 .*", x)]
+    assert bars and not bad, (bad, text[-3000:])
+    assert frames.count("building the user's net") == 2, text[-3000:]  # once per worker
+    assert sum(x.endswith("UserWarning: a user's warning") for x in frames) == 2, text[-3000:]
+    assert results(db) == (32, 32)
+
+
 def test_a_worker_that_dies_at_start_up_is_an_error_not_nothing_to_run(tmp_path, checkpoints):
     db = planned(tmp_path, {"baseline": checkpoints["baseline"]}, 64, 16, ("single_bit",))
     site = tmp_path / "site"

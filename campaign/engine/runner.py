@@ -10,8 +10,10 @@ expired (any host), so nothing is lost and nothing is counted twice.
 
 from __future__ import annotations
 
+import io
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -482,6 +484,35 @@ def _stop(procs: Sequence[BaseProcess]) -> None:
             p.join()
 
 
+class _Lines(io.TextIOBase):
+    """A spawned worker's stdout and stderr (a warning, a user's build function printing): whole
+    lines go to the runner, which prints them where a live display puts them above its bars.
+    Written straight to the terminal, a line ran on from the last bar's."""
+
+    def __init__(self, messages: SimpleQueue[tuple[str, str]]) -> None:
+        self.messages, self.part = messages, ""
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, text: str) -> int:
+        *lines, self.part = (self.part + text).split("\n")
+        for line in lines:
+            self.messages.put(("output", line))
+        return len(text)
+
+
+def _relay(messages: SimpleQueue[tuple[str, str]], kept: list[tuple[str, str]]) -> None:
+    """The workers' output lines printed now (on ``sys.stderr``: a live display's proxy while one
+    is shown); their notes and errors kept for the end."""
+    while not messages.empty():
+        kind, text = messages.get()
+        if kind == "output":
+            print(text, file=sys.stderr)
+        else:
+            kept.append((kind, text))
+
+
 def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
     import signal
@@ -490,6 +521,7 @@ def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     from fi_campaign.heap import keep_freed_memory
 
     keep_freed_memory()
+    sys.stdout = sys.stderr = _Lines(messages)
     signal.signal(signal.SIGTERM, _stop_once)  # a terminated worker gives its sites back
     signal.signal(signal.SIGINT, _stop_once)
     try:
@@ -563,6 +595,7 @@ def run(
         for i in range(workers)
     ]
     start = {(a, b): done for a, b, done, _ in store.progress()}
+    kept: list[tuple[str, str]] = []
     for p in procs:
         p.start()
     try:
@@ -571,16 +604,15 @@ def run(
                 _poll(store, model, mode, on_progress, start, config)
             for p in procs:
                 p.join(timeout=PROGRESS_POLL_S)
+            _relay(messages, kept)
     except BaseException:
         _stop(procs)
         raise
     if on_progress:
         _poll(store, model, mode, on_progress, start, config)
-    notes: list[tuple[str, str]] = []
-    failures: list[tuple[str, str]] = []
-    while not messages.empty():
-        kind, text = messages.get()
-        (notes if kind == "note" else failures).append((kind, text))
+    _relay(messages, kept)
+    notes = [m for m in kept if m[0] == "note"]
+    failures = [m for m in kept if m[0] != "note"]
     for text in dict.fromkeys(text for _, text in notes):  # the same note from several workers: once
         if on_note:
             on_note(text)
