@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import shutil
 import sqlite3
 from pathlib import Path
@@ -116,6 +117,17 @@ def test_every_optional_section_round_trips():
         Site(1, "m", "single_bit", 0, "stem.0", 0, 0, 0, None, None)  # type: ignore[call-arg]  # the wrong call is the point: built with keywords only
 
 
+def same_results(found: list[tuple], stored: list[tuple]) -> bool:
+    """Rows equal but for max_abs_diff, which may differ by 1e-6. A last-bit flip moves logits by
+    about that much, and how float32 rounds it depends on the machine: on an AVX-512 Xeon
+    one of these stores' sites came out 2.86e-06 where the machine that wrote it found 2.62e-06,
+    its outcome and all else equal."""
+    return len(found) == len(stored) and all(
+        a[:4] == b[:4] and a[5:] == b[5:] and math.isclose(a[4] or 0.0, b[4] or 0.0, rel_tol=1e-3, abs_tol=1e-6)
+        for a, b in zip(found, stored, strict=True)
+    )
+
+
 @pytest.mark.parametrize("version", sorted(OLDER))
 def test_an_older_store_upgrades_and_the_same_seed_gives_the_same_sites_and_outcomes(version, tmp_path):
     old = tmp_path / "old.db"
@@ -140,7 +152,7 @@ def test_an_older_store_upgrades_and_the_same_seed_gives_the_same_sites_and_outc
     )
     cli("--db", str(new), "run", "--workers", "1")
     fresh = rows(new, f"SELECT site_id, {OBSERVED}, golden_top1, faulty_top1 FROM result ORDER BY site_id")
-    assert [r[:-2] for r in fresh[: len(before)]] == before  # what the older version found, site for site
+    assert same_results([r[:-2] for r in fresh[: len(before)]], before)  # what the older version found, site for site
     if version != "v1":  # v1's warp sites replay numpy's lane draws, a new plan the lane specification's
         assert fresh[len(before) :] == after[len(before) :]
     for site_id, outcome, changed, *_, golden, faulty in fresh:  # one image per framework-level site
