@@ -29,6 +29,7 @@ RESNET44 = {  # the paper's network, with the ResNet-20 zoo's recipe
 }
 RESNET44_CIFAR100 = {  # the CIFAR-100 ablation, trained one preset after another across sessions
     "zoo:resnet44-cifar100-baseline": (Arch(44, "relu", "conv-bn-act", 100), False),
+    "zoo:resnet44-cifar100-hardened": (Arch(44, "relu6", "conv-act-bn", 100), True),
 }
 EXPECTED = {ref: arch for ref, (arch, _) in ABLATION.items()}
 DEMO_MODELS = {"zoo:resnet20-cifar10-baseline", "zoo:resnet20-cifar10-hardened"}
@@ -44,7 +45,9 @@ def test_committed_checkpoints_carry_their_metadata():
         assert meta.trained_on
 
 
-@pytest.mark.parametrize("models", [ABLATION, RESNET44], ids=["resnet20", "resnet44"])
+@pytest.mark.parametrize(
+    "models", [ABLATION, RESNET44, RESNET44_CIFAR100], ids=["resnet20", "resnet44", "resnet44-cifar100"]
+)
 def test_the_committed_ablation_differs_only_in_its_presets(models):
     """A fair ablation: one recipe for all, and the hardening costs little clean accuracy."""
     metas = {ref: zoo.load(ref)[1] for ref in models}
@@ -121,7 +124,7 @@ def test_a_checkpoint_of_the_older_inverted_block_is_refused(tmp_path):
     assert zoo.load(str(path))[1].arch == vanilla
 
 
-@pytest.mark.parametrize("depth,classes", [(20, 10), (20, 100), (44, 10)])
+@pytest.mark.parametrize("depth,classes", [(20, 10), (20, 100), (44, 10), (44, 100)])
 def test_the_nansafe_hardened_checkpoint_is_the_hardened_weights_with_the_nansafe_activation(depth, classes):
     """Not retrained: bench/zoo_nansafe.py found the fault-free logits bit-identical on the test split."""
     hardened = f"zoo:resnet{depth}-cifar{classes}-hardened"
