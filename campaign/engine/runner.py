@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import signal
 import socket
 import sys
 import threading
@@ -464,8 +465,6 @@ def _stop_once(signum: int, frame: object) -> None:
     """The first SIGINT or SIGTERM stops a worker; later ones are ignored. A Ctrl-C reaches the
     worker and then its runner's terminate does: raised inside the first one's clean-up, the
     second would cut giving the sites back short."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise KeyboardInterrupt
@@ -515,8 +514,6 @@ def _relay(messages: SimpleQueue[tuple[str, str]], kept: list[tuple[str, str]]) 
 
 def _worker_main(job: Job, messages: SimpleQueue[tuple[str, str]]) -> None:
     """A spawned worker; its notes and its error travel back to the runner, which reports each once."""
-    import signal
-
     from fi_campaign.errors import UserError
     from fi_campaign.heap import keep_freed_memory
 
